@@ -1,0 +1,186 @@
+// Streaming histogram state and the one-shot fixed-range histogram.
+#include <pybind11/numpy.h>
+
+#include <cstring>
+
+#include "common.h"
+#include "kernels/histogram.h"
+#include "kernels/minmax.h"
+#include "stream_order.h"
+
+namespace trtcal {
+namespace {
+
+float bits_to_float(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+uint32_t float_to_bits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
+class HistogramStateBinding {
+ public:
+  HistogramStateBinding(int32_t nbins, bool is_signed, int device, uintptr_t stream)
+      : nbins_(nbins), signed_(is_signed), device_(device), order_(device),
+        state_(sizeof(HistogramState), device),
+        counts_(sizeof(unsigned long long) * (size_t)nbins, device),
+        scratch_(sizeof(unsigned long long) * (size_t)nbins, device) {
+    TRTCAL_CHECK_ARG(nbins >= 1 && nbins <= kMaxHistogramBins,
+                     "trtcal: bins must be in [1, 2^24], got " + std::to_string(nbins));
+    TRTCAL_CHECK_ARG(!is_signed || nbins % 2 == 0,
+                     "trtcal: a signed histogram needs an even number of bins, got " + std::to_string(nbins));
+    DeviceGuard g(device_);
+    order_.before(stream);
+    TRTCAL_CHECK_CUDA(histogram_state_init(state(), counts(), nbins_, signed_, as_stream(stream)));
+    order_.after(stream);
+  }
+
+  void update(uintptr_t x, int dtype, size_t n, uintptr_t stream) {
+    const DType t = as_float_dtype(dtype);
+    py::gil_scoped_release nogil;
+    DeviceGuard g(device_);
+    order_.before(stream);
+    TRTCAL_CHECK_CUDA(histogram_update(as_ptr<const void>(x), t, n, state(), counts(), scratch(),
+                                       nbins_, signed_, as_stream(stream)));
+    order_.after(stream);
+  }
+
+  void merge(HistogramStateBinding& other, uintptr_t stream) {
+    TRTCAL_CHECK_ARG(other.nbins_ == nbins_ && other.signed_ == signed_,
+                     "trtcal: cannot merge histograms with different bins or sign");
+    TRTCAL_CHECK_ARG(other.device_ == device_, "trtcal: cannot merge histograms on different devices");
+    py::gil_scoped_release nogil;
+    DeviceGuard g(device_);
+    order_.before(stream);
+    other.order_.before(stream);
+    TRTCAL_CHECK_CUDA(histogram_merge(state(), counts(), other.state(), other.counts(), scratch(),
+                                      nbins_, as_stream(stream)));
+    order_.after(stream);
+    other.order_.after(stream);
+  }
+
+  // Host copy of everything (waits for the stream).
+  py::dict read(uintptr_t stream) {
+    HistogramState s{};
+    py::array_t<int64_t> counts(nbins_);
+    {
+      py::gil_scoped_release nogil;
+      DeviceGuard g(device_);
+      order_.before(stream);
+      cudaStream_t cs = as_stream(stream);
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(&s, state(), sizeof(s), cudaMemcpyDeviceToHost, cs));
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(counts.mutable_data(), this->counts(), 8 * (size_t)nbins_,
+                                        cudaMemcpyDeviceToHost, cs));
+      TRTCAL_CHECK_CUDA(cudaStreamSynchronize(cs));
+    }
+    py::dict d;
+    d["bins"] = s.nbins;
+    d["signed"] = bool(s.is_signed);
+    d["exponent"] = s.has_range ? py::object(py::int_(s.exponent)) : py::object(py::none());
+    d["amax"] = bits_to_float(s.amax_bits);
+    const bool any = s.min_ordered != 0xffffffffu;
+    d["min"] = any ? py::object(py::float_(ordered_to_float_host(s.min_ordered))) : py::object(py::none());
+    d["max"] = any ? py::object(py::float_(ordered_to_float_host(s.max_ordered))) : py::object(py::none());
+    d["finite"] = s.finite;
+    d["nan"] = s.nonfinite[0];
+    d["posinf"] = s.nonfinite[1];
+    d["neginf"] = s.nonfinite[2];
+    d["counts"] = counts;
+    return d;
+  }
+
+  void load(int exponent, bool has_range, float amax, py::object vmin, py::object vmax,
+            uint64_t finite, uint64_t nan, uint64_t posinf, uint64_t neginf,
+            py::array_t<int64_t, py::array::c_style> counts, uintptr_t stream) {
+    TRTCAL_CHECK_ARG(counts.size() == nbins_, "trtcal: histogram state has the wrong number of bins");
+    HistogramState s{};
+    s.nbins = nbins_;
+    s.is_signed = signed_;
+    s.has_range = has_range;
+    s.exponent = has_range ? exponent : 0;
+    s.amax_bits = float_to_bits(amax);
+    const auto ordered = [](float f) {
+      const uint32_t u = float_to_bits(f);
+      return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    };
+    s.min_ordered = vmin.is_none() ? 0xffffffffu : ordered(vmin.cast<float>());
+    s.max_ordered = vmax.is_none() ? 0u : ordered(vmax.cast<float>());
+    s.finite = finite;
+    s.nonfinite[0] = nan;
+    s.nonfinite[1] = posinf;
+    s.nonfinite[2] = neginf;
+    py::gil_scoped_release nogil;
+    DeviceGuard g(device_);
+    order_.before(stream);
+    cudaStream_t cs = as_stream(stream);
+    TRTCAL_CHECK_CUDA(cudaMemcpyAsync(state(), &s, sizeof(s), cudaMemcpyHostToDevice, cs));
+    TRTCAL_CHECK_CUDA(cudaMemcpyAsync(this->counts(), counts.data(), 8 * (size_t)nbins_, cudaMemcpyHostToDevice, cs));
+    TRTCAL_CHECK_CUDA(cudaStreamSynchronize(cs));
+    order_.after(stream);
+  }
+
+  // Device pointer to the int64 counts (for kernels that read them in place).
+  uintptr_t counts_ptr() const { return reinterpret_cast<uintptr_t>(counts_.data()); }
+  int32_t nbins() const { return nbins_; }
+  bool is_signed() const { return signed_; }
+  int device() const { return device_; }
+
+ private:
+  HistogramState* state() const { return static_cast<HistogramState*>(state_.data()); }
+  unsigned long long* counts() const { return static_cast<unsigned long long*>(counts_.data()); }
+  unsigned long long* scratch() const { return static_cast<unsigned long long*>(scratch_.data()); }
+  int32_t nbins_;
+  bool signed_;
+  int device_;
+  StreamOrder order_;
+  DeviceBuffer state_, counts_, scratch_;
+};
+
+}  // namespace
+
+void init_histogram_bindings(py::module_& m) {
+  py::class_<HistogramStateBinding>(m, "HistogramState")
+      .def(py::init<int32_t, bool, int, uintptr_t>(), py::arg("bins"), py::arg("signed"),
+           py::arg("device"), py::arg("stream"))
+      .def("update", &HistogramStateBinding::update, py::arg("ptr"), py::arg("dtype"),
+           py::arg("n"), py::arg("stream"))
+      .def("merge", &HistogramStateBinding::merge, py::arg("other"), py::arg("stream"))
+      .def("read", &HistogramStateBinding::read, py::arg("stream"))
+      .def("load", &HistogramStateBinding::load, py::arg("exponent"), py::arg("has_range"),
+           py::arg("amax"), py::arg("min"), py::arg("max"), py::arg("finite"), py::arg("nan"),
+           py::arg("posinf"), py::arg("neginf"), py::arg("counts"), py::arg("stream"))
+      .def_property_readonly("counts_ptr", &HistogramStateBinding::counts_ptr)
+      .def_property_readonly("bins", &HistogramStateBinding::nbins)
+      .def_property_readonly("signed", &HistogramStateBinding::is_signed)
+      .def_property_readonly("device", &HistogramStateBinding::device);
+
+  // One-shot histogram over a fixed range; returns (counts int64[bins], stats uint64[4] =
+  // outside, NaN, +Inf, -Inf). Waits for the stream.
+  m.def("histogram_fixed", [](uintptr_t x, int dtype, size_t n, double range, int32_t nbins,
+                              bool is_signed, uintptr_t stream, int device) {
+    const DType t = as_float_dtype(dtype);
+    TRTCAL_CHECK_ARG(nbins >= 1 && nbins <= kMaxHistogramBins, "trtcal: bins must be in [1, 2^24]");
+    TRTCAL_CHECK_ARG(!is_signed || nbins % 2 == 0, "trtcal: a signed histogram needs an even number of bins");
+    py::array_t<int64_t> counts(nbins);
+    py::array_t<uint64_t> stats(4);
+    {
+      py::gil_scoped_release nogil;
+      DeviceGuard g(device);
+      DeviceBuffer buf(8 * ((size_t)nbins + 4), device);
+      auto* c = static_cast<unsigned long long*>(buf.data());
+      cudaStream_t s = as_stream(stream);
+      TRTCAL_CHECK_CUDA(cudaMemsetAsync(c, 0, buf.nbytes(), s));
+      TRTCAL_CHECK_CUDA(histogram_fixed_range(as_ptr<const void>(x), t, n, range, nbins, is_signed, c, c + nbins, s));
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(counts.mutable_data(), c, 8 * (size_t)nbins, cudaMemcpyDeviceToHost, s));
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(stats.mutable_data(), c + nbins, 32, cudaMemcpyDeviceToHost, s));
+      TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+    }
+    return py::make_tuple(counts, stats);
+  });
+}
+
+}  // namespace trtcal

@@ -1,0 +1,375 @@
+#include <cmath>
+
+#include "device_common.cuh"
+#include "histogram.h"
+#include "minmax.h"
+
+namespace trtcal {
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kSharedBudget = 64 * 1024;  // bytes of sub-histograms per block
+
+struct Layout {
+  int replicas;  // sub-histograms in shared memory; 0 = count in global memory
+  size_t smem;
+};
+
+Layout choose_layout(int32_t nbins) {
+  const size_t one = (size_t)nbins * sizeof(unsigned int);
+  for (int r = 4; r >= 1; r >>= 1)
+    if (one * r <= (size_t)kSharedBudget) return {r, one * r};
+  return {0, 0};
+}
+
+__device__ __forceinline__ bool is_pow2(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
+
+// How values map to bins for one pass; built per block from the device state.
+struct Binner {
+  int nbh;       // nbins (abs) or nbins/2 (signed)
+  bool use32;    // the scale is an exact float32 power of two
+  float scale32;
+  double scale64;
+  __device__ void set(int nbins, bool is_signed, int exponent) {
+    nbh = is_signed ? nbins / 2 : nbins;
+    scale64 = ldexp((double)nbh, -exponent);
+    const int k = ilogb((double)nbh) - exponent;
+    use32 = is_pow2(nbh) && k >= -149 && k <= 127;
+    scale32 = use32 ? ldexpf(1.0f, k) : 0.f;
+  }
+  // v is |x| (abs) or x (signed), already known to lie inside the range.
+  template <bool kSigned>
+  __device__ __forceinline__ int bin(float v) const {
+    if (!kSigned) {
+      return use32 ? (int)(v * scale32) : (int)((double)v * scale64);
+    } else {
+      int k;
+      if (use32) {
+        const float t = v * scale32;
+        k = (int)floorf(t);
+        if (t == 0.f && v < 0.f) k = -1;  // product underflowed to -0
+      } else {
+        k = (int)floor((double)v * scale64);
+      }
+      return nbh + k;
+    }
+  }
+};
+
+// Per-block sub-histograms in shared memory (or straight to global memory).
+struct BlockHist {
+  unsigned int* smem;
+  int replicas;
+  int nbins;
+  unsigned long long* global;
+  __device__ void init(unsigned int* s, int r, int nb, unsigned long long* g) {
+    smem = s; replicas = r; nbins = nb; global = g;
+    if (replicas) {
+      for (int i = threadIdx.x; i < nbins * replicas; i += blockDim.x) smem[i] = 0;
+      __syncthreads();
+    }
+  }
+  __device__ __forceinline__ void add(int b) {
+    if (replicas) {
+      const int rep = (threadIdx.x >> 5) % replicas;
+      atomicAdd(smem + rep * nbins + b, 1u);
+    } else {
+      atomicAdd(global + b, 1ull);
+    }
+  }
+  __device__ void flush() {
+    if (!replicas) return;
+    __syncthreads();
+    for (int b = threadIdx.x; b < nbins; b += blockDim.x) {
+      unsigned long long s = 0;
+      for (int r = 0; r < replicas; ++r) s += smem[r * nbins + b];
+      if (s) atomicAdd(global + b, s);
+    }
+  }
+};
+
+template <bool kSigned>
+struct Pass1Fold {
+  BlockHist* hist;
+  Binner binner;
+  bool binning;    // a range exists
+  float limit;     // |x| < limit is binned in this pass
+  float amax = 0.f;
+  uint32_t lo = detail::kOrderedMinInit, hi = detail::kOrderedMaxInit;
+  unsigned int finite = 0, nan = 0, pinf = 0, ninf = 0;
+  __device__ __forceinline__ void operator()(float v) {
+    if (!isfinite(v)) {
+      if (isnan(v)) ++nan; else if (v > 0.f) ++pinf; else ++ninf;
+      return;
+    }
+    ++finite;
+    const float a = fabsf(v);
+    amax = fmaxf(amax, a);
+    const uint32_t o = detail::float_to_ordered(v);
+    lo = o < lo ? o : lo;
+    hi = o > hi ? o : hi;
+    if (binning && a < limit) hist->add(binner.bin<kSigned>(kSigned ? v : a));
+  }
+};
+
+template <bool kSigned>
+struct Pass2Fold {
+  BlockHist* hist;
+  Binner binner;
+  bool has_range;
+  bool had_range;
+  float old_limit;
+  int zero_bin;
+  __device__ __forceinline__ void operator()(float v) {
+    if (!isfinite(v)) return;
+    const float a = fabsf(v);
+    if (had_range && a < old_limit) return;  // binned by pass 1
+    hist->add(has_range ? binner.bin<kSigned>(kSigned ? v : a) : zero_bin);
+  }
+};
+
+template <typename T, bool kSigned>
+__global__ void __launch_bounds__(kThreads) histogram_pass1_kernel(
+    const T* __restrict__ x, size_t n, HistogramState* state, unsigned long long* counts,
+    int replicas) {
+  extern __shared__ unsigned int smem[];
+  const HistogramState s = *state;
+  BlockHist hist;
+  hist.init(smem, replicas, s.nbins, counts);
+  Pass1Fold<kSigned> f;
+  f.hist = &hist;
+  f.binning = s.has_range;
+  if (s.has_range) {
+    f.binner.set(s.nbins, kSigned, s.exponent);
+    f.limit = ldexpf(1.0f, s.exponent);
+  }
+  detail::for_each_value<T, 4>(x, n, f);
+  hist.flush();
+
+  __shared__ uint32_t s32[32];
+  __shared__ unsigned long long s64[32];
+  const uint32_t amax = detail::block_reduce(__float_as_uint(f.amax), detail::MaxOp(), s32);
+  const uint32_t lo = detail::block_reduce(f.lo, detail::MinOp(), s32);
+  const uint32_t hi = detail::block_reduce(f.hi, detail::MaxOp(), s32);
+  unsigned long long c[4] = {f.finite, f.nan, f.pinf, f.ninf};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) c[i] = detail::block_reduce(c[i], detail::SumOp(), s64);
+  if (threadIdx.x == 0) {
+    if (amax) atomicMax(&state->batch_amax_bits, amax);  // non-negative: bits are ordered
+    if (lo != detail::kOrderedMinInit) atomicMin(&state->min_ordered, lo);
+    if (hi != detail::kOrderedMaxInit) atomicMax(&state->max_ordered, hi);
+    if (c[0]) atomicAdd(&state->finite, c[0]);
+    for (int i = 0; i < 3; ++i)
+      if (c[i + 1]) atomicAdd(&state->nonfinite[i], c[i + 1]);
+  }
+}
+
+template <typename T, bool kSigned>
+__global__ void __launch_bounds__(kThreads) histogram_pass2_kernel(
+    const T* __restrict__ x, size_t n, const HistogramState* state, unsigned long long* counts,
+    int replicas) {
+  const HistogramState s = *state;
+  if (!s.grew) return;
+  extern __shared__ unsigned int smem[];
+  BlockHist hist;
+  hist.init(smem, replicas, s.nbins, counts);
+  Pass2Fold<kSigned> f;
+  f.hist = &hist;
+  f.has_range = s.has_range;
+  f.had_range = s.prev_has_range;
+  f.old_limit = s.prev_has_range ? ldexpf(1.0f, s.prev_exponent) : 0.f;
+  f.zero_bin = kSigned ? s.nbins / 2 : 0;
+  if (s.has_range) f.binner.set(s.nbins, kSigned, s.exponent);
+  detail::for_each_value<T, 4>(x, n, f);
+  hist.flush();
+}
+
+// Sum of the old bins that land in new bin j when the range grows by 2^m.
+__device__ unsigned long long gather(const unsigned long long* old, int nbins, bool is_signed,
+                                     int m, int j) {
+  if (m == 0) return old[j];
+  const int sh = m > 40 ? 40 : m;
+  const int64_t c = is_signed ? nbins / 2 : 0;
+  const int64_t knew = (int64_t)j - c;
+  int64_t lo = (knew << sh) + c, hi = ((knew + 1) << sh) + c;
+  if (lo < 0) lo = 0;
+  if (hi > nbins) hi = nbins;
+  unsigned long long s = 0;
+  for (int64_t i = lo; i < hi; ++i) s += old[i];
+  return s;
+}
+
+__global__ void histogram_grow_kernel(HistogramState* state, unsigned long long* counts,
+                                      unsigned long long* scratch) {
+  __shared__ int m_shared;
+  HistogramState s = *state;
+  const float batch_amax = __uint_as_float(s.batch_amax_bits);
+  if (threadIdx.x == 0) {
+    int m = 0;
+    state->prev_has_range = s.has_range;
+    state->prev_exponent = s.exponent;
+    state->amax_bits = max(s.amax_bits, s.batch_amax_bits);
+    state->batch_amax_bits = 0;
+    const int need = batch_amax > 0.f ? ilogbf(batch_amax) + 1 : 0;
+    if (!s.has_range) {
+      state->grew = 1;  // pass 2 bins this whole batch
+      if (batch_amax > 0.f) {
+        state->has_range = 1;
+        state->exponent = need;
+      }
+    } else if (batch_amax > 0.f && need > s.exponent) {
+      state->grew = 1;
+      state->exponent = need;
+      m = need - s.exponent;
+    } else {
+      state->grew = 0;
+    }
+    m_shared = m;
+  }
+  __syncthreads();
+  const int m = m_shared;
+  if (m == 0) return;
+  for (int j = threadIdx.x; j < s.nbins; j += blockDim.x)
+    scratch[j] = gather(counts, s.nbins, s.is_signed, m, j);
+  __syncthreads();
+  for (int j = threadIdx.x; j < s.nbins; j += blockDim.x) counts[j] = scratch[j];
+}
+
+__global__ void histogram_merge_kernel(HistogramState* a, unsigned long long* ca,
+                                       const HistogramState* b, const unsigned long long* cb,
+                                       unsigned long long* scratch) {
+  const HistogramState sa = *a, sb = *b;
+  int e = 0;
+  if (sa.has_range && sb.has_range) e = max(sa.exponent, sb.exponent);
+  else if (sa.has_range) e = sa.exponent;
+  else if (sb.has_range) e = sb.exponent;
+  const int ma = sa.has_range ? e - sa.exponent : 0;
+  const int mb = sb.has_range ? e - sb.exponent : 0;
+  for (int j = threadIdx.x; j < sa.nbins; j += blockDim.x)
+    scratch[j] = gather(ca, sa.nbins, sa.is_signed, ma, j) + gather(cb, sa.nbins, sa.is_signed, mb, j);
+  __syncthreads();
+  for (int j = threadIdx.x; j < sa.nbins; j += blockDim.x) ca[j] = scratch[j];
+  if (threadIdx.x == 0) {
+    a->has_range = sa.has_range || sb.has_range;
+    a->exponent = e;
+    a->amax_bits = max(sa.amax_bits, sb.amax_bits);
+    a->min_ordered = min(sa.min_ordered, sb.min_ordered);
+    a->max_ordered = max(sa.max_ordered, sb.max_ordered);
+    a->finite = sa.finite + sb.finite;
+    for (int i = 0; i < 3; ++i) a->nonfinite[i] = sa.nonfinite[i] + sb.nonfinite[i];
+  }
+}
+
+__global__ void histogram_init_kernel(HistogramState* state, int32_t nbins, int32_t is_signed) {
+  HistogramState s{};
+  s.nbins = nbins;
+  s.is_signed = is_signed;
+  s.min_ordered = detail::kOrderedMinInit;
+  s.max_ordered = detail::kOrderedMaxInit;
+  *state = s;
+}
+
+template <typename T, bool kSigned>
+__global__ void __launch_bounds__(kThreads) histogram_fixed_kernel(
+    const T* __restrict__ x, size_t n, double range, double scale, int nbins,
+    unsigned long long* counts, unsigned long long* stats, int replicas) {
+  extern __shared__ unsigned int smem[];
+  BlockHist hist;
+  hist.init(smem, replicas, nbins, counts);
+  struct Fold {
+    BlockHist* hist;
+    double range, scale;
+    int nbins;
+    unsigned int out = 0, nan = 0, pinf = 0, ninf = 0;
+    __device__ __forceinline__ void operator()(float v) {
+      if (!isfinite(v)) {
+        if (isnan(v)) ++nan; else if (v > 0.f) ++pinf; else ++ninf;
+        return;
+      }
+      const double d = kSigned ? (double)v : (double)fabsf(v);
+      if (d > range || d < (kSigned ? -range : 0.0)) { ++out; return; }
+      int b = kSigned ? nbins / 2 + (int)floor(d * scale) : (int)(d * scale);
+      b = b < 0 ? 0 : (b >= nbins ? nbins - 1 : b);
+      hist->add(b);
+    }
+  } f{&hist, range, scale, nbins};
+  detail::for_each_value<T, 4>(x, n, f);
+  hist.flush();
+  __shared__ unsigned long long s64[32];
+  unsigned long long c[4] = {f.out, f.nan, f.pinf, f.ninf};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) c[i] = detail::block_reduce(c[i], detail::SumOp(), s64);
+  if (threadIdx.x == 0)
+    for (int i = 0; i < 4; ++i)
+      if (c[i]) atomicAdd(stats + i, c[i]);
+}
+
+template <typename K>
+cudaError_t prepare(K kernel, const Layout& l) {
+  if (l.smem > 48 * 1024)
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)l.smem);
+  return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t histogram_state_init(HistogramState* state, unsigned long long* counts,
+                                 int32_t nbins, bool is_signed, cudaStream_t stream) {
+  if (nbins < 1 || nbins > kMaxHistogramBins || (is_signed && nbins % 2)) return cudaErrorInvalidValue;
+  histogram_init_kernel<<<1, 1, 0, stream>>>(state, nbins, is_signed);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  return cudaMemsetAsync(counts, 0, sizeof(unsigned long long) * nbins, stream);
+}
+
+cudaError_t histogram_update(const void* x, DType dtype, size_t n, HistogramState* state,
+                             unsigned long long* counts, unsigned long long* scratch,
+                             int32_t nbins, bool is_signed, cudaStream_t stream) {
+  if (nbins < 1 || nbins > kMaxHistogramBins || (is_signed && nbins % 2)) return cudaErrorInvalidValue;
+  const Layout l = choose_layout(nbins);
+  const int blocks = detail::streaming_grid(n, kThreads * 16, 2);
+  cudaError_t err = cudaSuccess;
+  TRTCAL_FLOAT_SWITCH(dtype, T, {
+    const T* p = static_cast<const T*>(x);
+    auto p1 = is_signed ? histogram_pass1_kernel<T, true> : histogram_pass1_kernel<T, false>;
+    auto p2 = is_signed ? histogram_pass2_kernel<T, true> : histogram_pass2_kernel<T, false>;
+    if ((err = prepare(p1, l)) != cudaSuccess) return err;
+    if ((err = prepare(p2, l)) != cudaSuccess) return err;
+    if (n > 0) p1<<<blocks, kThreads, l.smem, stream>>>(p, n, state, counts, l.replicas);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    histogram_grow_kernel<<<1, 1024, 0, stream>>>(state, counts, scratch);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    if (n > 0) p2<<<blocks, kThreads, l.smem, stream>>>(p, n, state, counts, l.replicas);
+  });
+  return cudaGetLastError();
+}
+
+cudaError_t histogram_merge(HistogramState* a, unsigned long long* counts_a,
+                            const HistogramState* b, const unsigned long long* counts_b,
+                            unsigned long long* scratch, int32_t nbins, cudaStream_t stream) {
+  (void)nbins;
+  histogram_merge_kernel<<<1, 1024, 0, stream>>>(a, counts_a, b, counts_b, scratch);
+  return cudaGetLastError();
+}
+
+cudaError_t histogram_fixed_range(const void* x, DType dtype, size_t n, double range,
+                                  int32_t nbins, bool is_signed, unsigned long long* counts,
+                                  unsigned long long* stats, cudaStream_t stream) {
+  if (nbins < 1 || nbins > kMaxHistogramBins || (is_signed && nbins % 2) || !(range > 0.0) ||
+      !std::isfinite(range))
+    return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  const Layout l = choose_layout(nbins);
+  const int blocks = detail::streaming_grid(n, kThreads * 16, 2);
+  const double scale = (is_signed ? nbins / 2 : nbins) / range;
+  cudaError_t err = cudaSuccess;
+  TRTCAL_FLOAT_SWITCH(dtype, T, {
+    const T* p = static_cast<const T*>(x);
+    auto k = is_signed ? histogram_fixed_kernel<T, true> : histogram_fixed_kernel<T, false>;
+    if ((err = prepare(k, l)) != cudaSuccess) return err;
+    k<<<blocks, kThreads, l.smem, stream>>>(p, n, range, scale, nbins, counts, stats, l.replicas);
+  });
+  return cudaGetLastError();
+}
+
+}  // namespace trtcal

@@ -1,0 +1,32 @@
+// Min/max per tensor or per channel, accumulated into ordered-uint32 buffers so that
+// repeated calls (batches) combine with atomics and no host round trip.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "dtype.h"
+
+namespace trtcal {
+
+// Non-finite counters, in this order, in a buffer of 3 unsigned long long.
+enum NonFinite : int { kNaN = 0, kPosInf = 1, kNegInf = 2 };
+
+// Sets min_ordered[c] / max_ordered[c] to the identities and, if `nonfinite` is not
+// null, zeroes its 3 counters.
+cudaError_t minmax_reset(uint32_t* min_ordered, uint32_t* max_ordered, int64_t channels,
+                         unsigned long long* nonfinite, cudaStream_t stream);
+
+// x is a dense array viewed as [outer, channels, inner] in memory order. Folds the
+// finite values of channel c into min_ordered[c] / max_ordered[c] (use channels = 1,
+// outer = 1, inner = n for a whole tensor) and counts NaN, +Inf and -Inf into
+// nonfinite[0..2]. Values are compared as float32 (exact for every input dtype).
+cudaError_t minmax_accumulate(const void* x, DType dtype, int64_t outer, int64_t channels,
+                              int64_t inner, uint32_t* min_ordered, uint32_t* max_ordered,
+                              unsigned long long* nonfinite, cudaStream_t stream);
+
+// Host-side decoding of the ordered representation (identity values decode to NaN-free
+// +-inf sentinels: an untouched min decodes to NaN, check counts first).
+float ordered_to_float_host(uint32_t ordered);
+
+}  // namespace trtcal

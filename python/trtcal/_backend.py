@@ -1,0 +1,51 @@
+"""Loads the private CUDA extension ``trtcal._C`` when it was built and a GPU is present."""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+from typing import Optional
+
+_IMPORT_ERROR: Optional[BaseException] = None
+try:  # the extension exists only when the package was built with nvcc
+    from . import _C as _ext  # type: ignore[attr-defined]
+except ImportError as exc:  # pragma: no cover - depends on the build
+    _ext = None
+    _IMPORT_ERROR = exc
+
+_HOW_TO_GET_CUDA = (
+    "Reinstall trtcal on a machine with the CUDA toolkit so that its kernels are compiled: "
+    "put nvcc on PATH (or set CUDACXX) and run `pip install --force-reinstall --no-cache-dir trtcal` "
+    "(from a checkout: `pip install .`). Set TRTCAL_CUDA_ARCHITECTURES=90 (for example) to build "
+    "for one GPU generation only."
+)
+
+
+class CUDAUnavailableError(RuntimeError):
+    """A GPU-only call was made without the CUDA build of trtcal or without a GPU."""
+
+
+def extension() -> Optional[ModuleType]:
+    """The compiled extension module, or None when trtcal was installed without CUDA."""
+    return _ext
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_available() -> bool:
+    """True when trtcal's CUDA kernels were built and at least one GPU is visible."""
+    return _ext is not None and _ext.device_count() > 0
+
+
+def require_cuda(what: str) -> ModuleType:
+    """Returns the extension or raises CUDAUnavailableError explaining how to get it."""
+    if _ext is None:
+        raise CUDAUnavailableError(
+            f"trtcal: {what} needs the CUDA build of trtcal, but this installation has no "
+            f"compiled kernels ({_IMPORT_ERROR}). {_HOW_TO_GET_CUDA}"
+        )
+    if _ext.device_count() == 0:
+        raise CUDAUnavailableError(
+            f"trtcal: {what} needs a CUDA GPU, but none is visible (check the driver and "
+            "CUDA_VISIBLE_DEVICES)."
+        )
+    return _ext
