@@ -24,7 +24,7 @@ def run(ctx: Dict) -> Dict:
     torch.cuda.synchronize()
 
     def add(name, ms, nbytes, peer=None):
-        floor_ms = nbytes / (bw / 2 * 1e12) * 1e3  # reading at the copy's per-direction rate
+        floor_ms = nbytes / (bw * 1e12) * 1e3  # bytes read at the measured copy rate
         rows.append({"op": name, "ms": ms, "floor_ms": floor_ms, "of_floor": floor_ms / ms, "peer": peer})
 
     ext = trtcal._backend.require_cuda("benchmark")

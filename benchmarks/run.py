@@ -42,7 +42,7 @@ def to_markdown(meta: dict, results: dict) -> str:
         "",
         f"- date: {meta['date']}",
         f"- GPU: {meta['gpu']} ({meta['memory']}), driver {meta['driver']}, CUDA runtime {meta['cuda_runtime']}",
-        f"- measured device copy bandwidth: {meta['bandwidth_tbs']:.2f} TB/s (read + write); reading is floored at half of it",
+        f"- measured device copy bandwidth: {meta['bandwidth_tbs']:.2f} TB/s (bytes read + bytes written); a kernel's floor is its bytes read at that rate",
         f"- command: `{meta['command']}`",
         f"- software: Python {meta['python']}, {meta['versions']}",
         "",
