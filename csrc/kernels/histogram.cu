@@ -16,8 +16,12 @@ struct Layout {
   size_t smem;
 };
 
+int g_replicas_override = 0;  // benchmarking knob: force this many replicas (1, 2, 4, 8, 16)
+
 Layout choose_layout(int32_t nbins) {
   const size_t one = (size_t)nbins * sizeof(unsigned int);
+  if (g_replicas_override && one * g_replicas_override <= 2 * (size_t)kSharedBudget)
+    return {g_replicas_override, one * g_replicas_override};
   for (int r = 8; r >= 1; r >>= 1)
     if (one * r <= (size_t)kSharedBudget) return {r, one * r};
   return {0, 0};
@@ -328,6 +332,13 @@ __global__ void __launch_bounds__(kThreads) histogram_fixed_kernel(
       if (c[i]) atomicAdd(stats + i, c[i]);
 }
 
+// Blocks per SM as many as shared memory allows (at most 4 of 512 threads).
+int grid_for(size_t n, const Layout& l) {
+  int per_sm = l.smem ? (int)((200 * 1024) / (l.smem + 1024)) : 4;
+  per_sm = per_sm < 1 ? 1 : (per_sm > 4 ? 4 : per_sm);
+  return detail::streaming_grid(n, kThreads * 16, per_sm);
+}
+
 template <typename K>
 cudaError_t prepare(K kernel, const Layout& l) {
   if (l.smem > 48 * 1024)
@@ -336,6 +347,8 @@ cudaError_t prepare(K kernel, const Layout& l) {
 }
 
 }  // namespace
+
+void histogram_set_replicas(int replicas) { g_replicas_override = replicas; }
 
 cudaError_t histogram_state_init(HistogramState* state, unsigned long long* counts,
                                  int32_t nbins, bool is_signed, cudaStream_t stream) {
@@ -351,7 +364,7 @@ cudaError_t histogram_update(const void* x, DType dtype, size_t n, HistogramStat
                              int32_t nbins, bool is_signed, cudaStream_t stream) {
   if (nbins < 1 || nbins > kMaxHistogramBins || (is_signed && nbins % 2)) return cudaErrorInvalidValue;
   const Layout l = choose_layout(nbins);
-  const int blocks = detail::streaming_grid(n, kThreads * 16, l.smem <= 72 * 1024 ? 3 : 2);
+  const int blocks = grid_for(n, l);
   cudaError_t err = cudaSuccess;
   TRTCAL_FLOAT_SWITCH(dtype, T, {
     const T* p = static_cast<const T*>(x);
@@ -384,7 +397,7 @@ cudaError_t histogram_fixed_range(const void* x, DType dtype, size_t n, double r
     return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   const Layout l = choose_layout(nbins);
-  const int blocks = detail::streaming_grid(n, kThreads * 16, 2);
+  const int blocks = grid_for(n, l);
   const double scale = (is_signed ? nbins / 2 : nbins) / range;
   cudaError_t err = cudaSuccess;
   TRTCAL_FLOAT_SWITCH(dtype, T, {

@@ -61,4 +61,7 @@ cudaError_t histogram_fixed_range(const void* x, DType dtype, size_t n, double r
                                   int32_t nbins, bool is_signed, unsigned long long* counts,
                                   unsigned long long* stats, cudaStream_t stream);
 
+// Benchmarking knob: number of lane-interleaved sub-histograms per block (0 = automatic).
+void histogram_set_replicas(int replicas);
+
 }  // namespace trtcal
