@@ -36,12 +36,6 @@ def run(ctx: Dict) -> Dict:
         nbytes = N * t.element_size()
         g = trtcal.HistogramCollector(2048, device="cuda")
         g.update(t, stream=stream)  # fixes the range
-        if dtype != "bfloat16":
-            for reps in (2, 4, 16):
-                ext._histogram_set_replicas(reps)
-                add(f"trtcal histogram |x| 2048 bins, update ({dtype}) [{reps} sub-histograms]",
-                    time_cuda(lambda: g._gpu.update(view.ptr, view.dtype_code, N, stream)), nbytes)
-            ext._histogram_set_replicas(0)
         add(f"trtcal histogram |x| 2048 bins, update ({dtype})", time_cuda(lambda: g._gpu.update(view.ptr, view.dtype_code, N, stream)), nbytes)
         mm = ext.MinMaxState(1, 0)
         mm.reset(stream)
