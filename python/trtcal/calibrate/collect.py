@@ -141,6 +141,12 @@ class ActivationStats:
         keys = list(names) if names is not None else list(self.collectors)
         return {n: self.collectors[n].histogram() for n in keys}
 
+    def amax(self, method: str = "entropy", flavor: Optional[str] = None, **params: Any) -> Dict[str, float]:
+        """{tensor: amax} by one method ('entropy', 'percentile', 'mse', 'minmax'). Waits."""
+        from .outputs import thresholds
+
+        return thresholds(self.histograms(), [method], flavor, {method: params})[method]
+
     def summary(self) -> Dict[str, Dict[str, Any]]:
         """Per tensor: values binned, min, max, amax, non-finite counts."""
         out = {}

@@ -274,6 +274,8 @@ class TensorRTRunner(Runner):
                 names.append(t.name)
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+        if hasattr(trt.BuilderFlag, "TF32"):
+            config.clear_flag(trt.BuilderFlag.TF32)  # true FP32: TF32 would shift the activations
         self.specs = []
         profile = None
         for i in range(network.num_inputs):
