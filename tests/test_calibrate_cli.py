@@ -31,7 +31,8 @@ def test_demo_writes_outputs_and_next_steps(tmp_path, capsys):
         assert "trtexec --onnx=" in err and "--calib=" in err
 
 
-def test_model_with_npy_data_prints_thresholds(tmp_path, capsys, rng):
+def test_model_with_npy_data_prints_thresholds(tmp_path, capsys, rng, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     model = str(tmp_path / "m.onnx")
     build_model(model, size=10, width=4)
     np.save(tmp_path / "x.npy", rng.laplace(size=(7, 3, 10, 10)).astype(np.float32))
@@ -39,7 +40,7 @@ def test_model_with_npy_data_prints_thresholds(tmp_path, capsys, rng):
                  "--batch-size", "3"]) == 0
     amax = _json(capsys.readouterr().out)["minmax"]
     assert set(amax) >= {"images", "conv1", "relu1", "logits"}
-    assert os.path.exists(tmp_path / "m.trtcal-ckpt.npz")  # default checkpoint next to the model's name
+    assert os.path.exists(tmp_path / "m.trtcal-ckpt.npz")  # default checkpoint: <model>.trtcal-ckpt.npz in the current directory
     # resume of a finished run gives the same answer without running again
     assert main(["calibrate", model, "--data", str(tmp_path / "x.npy"), "--method", "minmax", "-q",
                  "--batch-size", "3", "--resume"]) == 0
