@@ -254,3 +254,44 @@ def test_report_markdown_and_html(model_path, rng, tmp_path):
     calibrate(model_path, _data(rng, 5), method="minmax", report=str(tmp_path / "r.html"), **QUIET)
     html = (tmp_path / "r.html").read_text()
     assert html.count("data:image/png;base64,") == len(res.histograms) and "<table>" in html
+
+
+def test_ctrl_c_finishes_the_batch_checkpoints_and_resumes_exactly(model_path, rng, tmp_path):
+    import signal
+
+    xs = [_data(rng, 3) for _ in range(6)]
+    full = calibrate(model_path, _Interrupting(xs), method="minmax", **QUIET)
+
+    def sigint_at(k):
+        for i, x in enumerate(xs):
+            if i == k:
+                os.kill(os.getpid(), signal.SIGINT)  # handled after this batch is complete
+            yield {"images": x}
+
+    ck = str(tmp_path / "c.npz")
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(model_path, sigint_at(2), method="minmax", checkpoint=ck, checkpoint_every=100, **QUIET)
+    assert ckpt.load(ck)["progress"]["batches"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    res = calibrate(model_path, _Interrupting(xs), method="minmax", checkpoint=ck, resume=True, **QUIET)
+    _assert_same_hists(res.histograms, full.histograms)
+
+
+def test_model_with_two_inputs_from_npz(tmp_path, rng):
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["p"]), helper.make_node("Add", ["p", "b"], ["y"])],
+                          "two", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 5]),
+                                  helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                          initializer=[onnx.numpy_helper.from_array(rng.standard_normal((5, 3)).astype(np.float32), "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    p = str(tmp_path / "two.onnx")
+    onnx.save(m, p)
+    a, b = rng.laplace(size=(11, 5)).astype(np.float32), rng.standard_t(2, size=(11, 3)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", a=a, b=b)
+    res = calibrate(p, str(tmp_path / "d.npz"), method="minmax", batch_size=4, **QUIET)
+    assert set(res.amax["minmax"]) == {"a", "b", "p", "y"}
+    assert res.amax["minmax"]["b"] == float(np.abs(b).max())
+    np.savez(tmp_path / "wrong.npz", a=a, c=b)
+    with pytest.raises(ValueError, match=r"no data for model input\(s\) \['b'\].*unknown input name\(s\) \['c'\]"):
+        calibrate(p, str(tmp_path / "wrong.npz"), method="minmax", **QUIET)

@@ -455,6 +455,9 @@ class BatchIterable(Source):
     def describe(self) -> Dict[str, Any]:
         return {"kind": self.kind, "type": type(self.iterable).__name__}
 
+    def fingerprint(self) -> Dict[str, Any]:
+        return {"kind": self.kind}  # a fresh iterable of another type may replay the same batches
+
 
 def _to_numpy(v: Any) -> np.ndarray:
     if isinstance(v, np.ndarray):
