@@ -21,7 +21,7 @@ void init_runtime_bindings(py::module_& m) {
   });
   // (device ordinal, memory type) of a pointer; type: 0 unregistered host, 1 host,
   // 2 device, 3 managed.
-  m.def("pointer_info", [](uintptr_t ptr) {
+  m.def("pointer_info", [](uintptr_t ptr) -> py::tuple {
     cudaPointerAttributes a{};
     cudaError_t err = cudaPointerGetAttributes(&a, reinterpret_cast<void*>(ptr));
     if (err != cudaSuccess) {

@@ -87,9 +87,10 @@ __device__ __forceinline__ V warp_reduce(V v, Op op) {
   return v;
 }
 
-// Reduce within the block; the result is valid in thread 0. `scratch` holds 32 Vs.
+// Reduce within the block; the result is valid in thread 0. `scratch` holds 32 Vs;
+// `identity` fills the lanes of warp 0 beyond the number of warps.
 template <typename V, typename Op>
-__device__ __forceinline__ V block_reduce(V v, Op op, V* scratch) {
+__device__ __forceinline__ V block_reduce(V v, Op op, V* scratch, V identity) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   v = warp_reduce(v, op);
   __syncthreads();
@@ -97,7 +98,7 @@ __device__ __forceinline__ V block_reduce(V v, Op op, V* scratch) {
   __syncthreads();
   const int nwarps = (blockDim.x + 31) >> 5;
   if (warp == 0) {
-    v = lane < nwarps ? scratch[lane] : scratch[0];
+    v = lane < nwarps ? scratch[lane] : identity;
     v = warp_reduce(v, op);
   }
   return v;

@@ -1,3 +1,4 @@
+#include <cfloat>
 #include <cmath>
 
 #include "device_common.cuh"
@@ -8,16 +9,27 @@ namespace trtcal {
 namespace {
 
 constexpr int kThreads = 512;
+constexpr bool kDefaultPacked = true;
 constexpr int kSharedBudget = 64 * 1024;  // bytes of sub-histograms per block
 
+// replicas > 0: that many lane-interleaved 32-bit sub-histograms; kLanePacked: one 16-bit
+// counter per (bin, lane), two bins per word, conflict-free (every lane its own bank);
+// 0: atomics straight to global memory (bins too many for shared memory).
+constexpr int kLanePacked = -1;
+constexpr size_t kLanePackedBudget = 128 * 1024;
 struct Layout {
-  int replicas;  // sub-histograms in shared memory; 0 = count in global memory
+  int replicas;
   size_t smem;
 };
 
+int g_layout_override = 0;  // benchmarking knob: 0 auto, 1 interleaved, 2 lane-packed
+
 Layout choose_layout(int32_t nbins) {
+  const size_t packed = (size_t)((nbins + 1) / 2) * 32 * sizeof(unsigned int);
+  if (g_layout_override != 1 && packed <= kLanePackedBudget && (g_layout_override == 2 || kDefaultPacked))
+    return {kLanePacked, packed};
   const size_t one = (size_t)nbins * sizeof(unsigned int);
-  for (int r = 4; r >= 1; r >>= 1)
+  for (int r = 8; r >= 1; r >>= 1)
     if (one * r <= (size_t)kSharedBudget) return {r, one * r};
   return {0, 0};
 }
@@ -31,6 +43,7 @@ struct Binner {
   float scale32;
   double scale64;
   __device__ void set(int nbins, bool is_signed, int exponent) {
+    // (use32 stays false when there is no range: callers then never bin)
     nbh = is_signed ? nbins / 2 : nbins;
     scale64 = ldexp((double)nbh, -exponent);
     const int k = ilogb((double)nbh) - exponent;
@@ -38,13 +51,13 @@ struct Binner {
     scale32 = use32 ? ldexpf(1.0f, k) : 0.f;
   }
   // v is |x| (abs) or x (signed), already known to lie inside the range.
-  template <bool kSigned>
+  template <bool kSigned, bool kUse32>
   __device__ __forceinline__ int bin(float v) const {
     if (!kSigned) {
-      return use32 ? (int)(v * scale32) : (int)((double)v * scale64);
+      return kUse32 ? (int)(v * scale32) : (int)((double)v * scale64);
     } else {
       int k;
-      if (use32) {
+      if (kUse32) {
         const float t = v * scale32;
         k = (int)floorf(t);
         if (t == 0.f && v < 0.f) k = -1;  // product underflowed to -0
@@ -56,23 +69,28 @@ struct Binner {
   }
 };
 
-// Per-block sub-histograms in shared memory (or straight to global memory).
+// Per-block sub-histograms in shared memory (or straight to global memory). Replica r
+// of bin b lives at b * replicas + r and lane l uses replica l % replicas, so lanes that
+// hit the same bin update different words in different banks.
 struct BlockHist {
   unsigned int* smem;
   int replicas;
   int nbins;
   unsigned long long* global;
+  unsigned int* mine;  // smem + this lane's replica
   __device__ void init(unsigned int* s, int r, int nb, unsigned long long* g) {
     smem = s; replicas = r; nbins = nb; global = g;
-    if (replicas) {
-      for (int i = threadIdx.x; i < nbins * replicas; i += blockDim.x) smem[i] = 0;
-      __syncthreads();
-    }
+    const int lane = threadIdx.x & 31;
+    mine = s + (r == kLanePacked ? lane : (r > 0 ? lane % r : 0));
+    const int words = r == kLanePacked ? (nbins + 1) / 2 * 32 : nbins * (r > 0 ? r : 0);
+    for (int i = threadIdx.x; i < words; i += blockDim.x) smem[i] = 0;
+    if (r) __syncthreads();
   }
   __device__ __forceinline__ void add(int b) {
-    if (replicas) {
-      const int rep = (threadIdx.x >> 5) % replicas;
-      atomicAdd(smem + rep * nbins + b, 1u);
+    if (replicas == kLanePacked) {
+      atomicAdd(mine + (b >> 1) * 32, 1u << ((b & 1) << 4));
+    } else if (replicas) {
+      atomicAdd(mine + b * replicas, 1u);
     } else {
       atomicAdd(global + b, 1ull);
     }
@@ -80,51 +98,63 @@ struct BlockHist {
   __device__ void flush() {
     if (!replicas) return;
     __syncthreads();
+    if (replicas == kLanePacked) {
+      for (int b = threadIdx.x; b < nbins; b += blockDim.x) {
+        const unsigned int* row = smem + (b >> 1) * 32;
+        const int shift = (b & 1) << 4;
+        unsigned long long s = 0;
+#pragma unroll 8
+        for (int k = 0; k < 32; ++k) s += (row[(k + threadIdx.x) & 31] >> shift) & 0xffffu;
+        if (s) atomicAdd(global + b, s);
+      }
+      return;
+    }
     for (int b = threadIdx.x; b < nbins; b += blockDim.x) {
       unsigned long long s = 0;
-      for (int r = 0; r < replicas; ++r) s += smem[r * nbins + b];
+      for (int r = 0; r < replicas; ++r) s += smem[b * replicas + r];
       if (s) atomicAdd(global + b, s);
     }
   }
 };
 
-template <bool kSigned>
-struct Pass1Fold {
-  BlockHist* hist;
-  Binner binner;
-  bool binning;    // a range exists
-  float limit;     // |x| < limit is binned in this pass
-  float amax = 0.f;
-  uint32_t lo = detail::kOrderedMinInit, hi = detail::kOrderedMaxInit;
-  unsigned int finite = 0, nan = 0, pinf = 0, ninf = 0;
-  __device__ __forceinline__ void operator()(float v) {
-    if (!isfinite(v)) {
-      if (isnan(v)) ++nan; else if (v > 0.f) ++pinf; else ++ninf;
-      return;
-    }
-    ++finite;
-    const float a = fabsf(v);
-    amax = fmaxf(amax, a);
-    const uint32_t o = detail::float_to_ordered(v);
-    lo = o < lo ? o : lo;
-    hi = o > hi ? o : hi;
-    if (binning && a < limit) hist->add(binner.bin<kSigned>(kSigned ? v : a));
+// Per-thread running statistics shared by the passes that read finite values.
+struct RunningStats {
+  float lo = INFINITY, hi = -INFINITY;
+  unsigned int nan = 0, pinf = 0, ninf = 0;
+  __device__ __forceinline__ void nonfinite(float v) {
+    if (isnan(v)) ++nan; else if (v > 0.f) ++pinf; else ++ninf;
   }
 };
 
-template <bool kSigned>
+template <bool kSigned, bool kUse32>
+struct Pass1Fold {
+  BlockHist* hist;
+  Binner binner;
+  float limit;     // |x| < limit is binned in this pass (0 when there is no range yet)
+  RunningStats st;
+  __device__ __forceinline__ void operator()(float v) {
+    const float a = fabsf(v);
+    if (a <= FLT_MAX) {
+      st.lo = fminf(st.lo, v);
+      st.hi = fmaxf(st.hi, v);
+      if (a < limit) hist->add(binner.bin<kSigned, kUse32>(kSigned ? v : a));
+    } else {
+      st.nonfinite(v);
+    }
+  }
+};
+
+template <bool kSigned, bool kUse32>
 struct Pass2Fold {
   BlockHist* hist;
   Binner binner;
   bool has_range;
-  bool had_range;
-  float old_limit;
+  float old_limit;  // values below it were binned by pass 1
   int zero_bin;
   __device__ __forceinline__ void operator()(float v) {
-    if (!isfinite(v)) return;
     const float a = fabsf(v);
-    if (had_range && a < old_limit) return;  // binned by pass 1
-    hist->add(has_range ? binner.bin<kSigned>(kSigned ? v : a) : zero_bin);
+    if (!(a <= FLT_MAX) || a < old_limit) return;
+    hist->add(has_range ? binner.bin<kSigned, kUse32>(kSigned ? v : a) : zero_bin);
   }
 };
 
@@ -136,31 +166,46 @@ __global__ void __launch_bounds__(kThreads) histogram_pass1_kernel(
   const HistogramState s = *state;
   BlockHist hist;
   hist.init(smem, replicas, s.nbins, counts);
-  Pass1Fold<kSigned> f;
-  f.hist = &hist;
-  f.binning = s.has_range;
+  Binner binner{};
+  float limit = 0.f;
   if (s.has_range) {
-    f.binner.set(s.nbins, kSigned, s.exponent);
-    f.limit = ldexpf(1.0f, s.exponent);
+    binner.set(s.nbins, kSigned, s.exponent);
+    limit = ldexpf(1.0f, s.exponent);
   }
-  detail::for_each_value<T, 4>(x, n, f);
+  RunningStats st;
+  if (binner.use32) {
+    Pass1Fold<kSigned, true> f{&hist, binner, limit};
+    detail::for_each_value<T, 4>(x, n, f);
+    st = f.st;
+  } else {
+    Pass1Fold<kSigned, false> f{&hist, binner, limit};
+    detail::for_each_value<T, 4>(x, n, f);
+    st = f.st;
+  }
   hist.flush();
 
   __shared__ uint32_t s32[32];
   __shared__ unsigned long long s64[32];
-  const uint32_t amax = detail::block_reduce(__float_as_uint(f.amax), detail::MaxOp(), s32);
-  const uint32_t lo = detail::block_reduce(f.lo, detail::MinOp(), s32);
-  const uint32_t hi = detail::block_reduce(f.hi, detail::MaxOp(), s32);
-  unsigned long long c[4] = {f.finite, f.nan, f.pinf, f.ninf};
+  const bool any = st.lo <= st.hi;
+  const uint32_t amax = detail::block_reduce(any ? __float_as_uint(fmaxf(-st.lo, st.hi)) : 0u,
+                                             detail::MaxOp(), s32, 0u);
+  const uint32_t lo = detail::block_reduce(any ? detail::float_to_ordered(st.lo) : detail::kOrderedMinInit,
+                                           detail::MinOp(), s32, detail::kOrderedMinInit);
+  const uint32_t hi = detail::block_reduce(any ? detail::float_to_ordered(st.hi) : detail::kOrderedMaxInit,
+                                           detail::MaxOp(), s32, detail::kOrderedMaxInit);
+  unsigned long long c[3] = {st.nan, st.pinf, st.ninf};
 #pragma unroll
-  for (int i = 0; i < 4; ++i) c[i] = detail::block_reduce(c[i], detail::SumOp(), s64);
+  for (int i = 0; i < 3; ++i) c[i] = detail::block_reduce(c[i], detail::SumOp(), s64, 0ull);
   if (threadIdx.x == 0) {
     if (amax) atomicMax(&state->batch_amax_bits, amax);  // non-negative: bits are ordered
     if (lo != detail::kOrderedMinInit) atomicMin(&state->min_ordered, lo);
     if (hi != detail::kOrderedMaxInit) atomicMax(&state->max_ordered, hi);
-    if (c[0]) atomicAdd(&state->finite, c[0]);
+    // finite = n - non-finite, added as n once and minus each block's non-finite count
+    const unsigned long long nonfinite = c[0] + c[1] + c[2];
+    const unsigned long long delta = (blockIdx.x == 0 ? (unsigned long long)n : 0ull) - nonfinite;
+    if (delta) atomicAdd(&state->finite, delta);
     for (int i = 0; i < 3; ++i)
-      if (c[i + 1]) atomicAdd(&state->nonfinite[i], c[i + 1]);
+      if (c[i]) atomicAdd(&state->nonfinite[i], c[i]);
   }
 }
 
@@ -173,14 +218,17 @@ __global__ void __launch_bounds__(kThreads) histogram_pass2_kernel(
   extern __shared__ unsigned int smem[];
   BlockHist hist;
   hist.init(smem, replicas, s.nbins, counts);
-  Pass2Fold<kSigned> f;
-  f.hist = &hist;
-  f.has_range = s.has_range;
-  f.had_range = s.prev_has_range;
-  f.old_limit = s.prev_has_range ? ldexpf(1.0f, s.prev_exponent) : 0.f;
-  f.zero_bin = kSigned ? s.nbins / 2 : 0;
-  if (s.has_range) f.binner.set(s.nbins, kSigned, s.exponent);
-  detail::for_each_value<T, 4>(x, n, f);
+  Binner binner{};
+  if (s.has_range) binner.set(s.nbins, kSigned, s.exponent);
+  const float old_limit = s.prev_has_range ? ldexpf(1.0f, s.prev_exponent) : 0.f;
+  const int zero_bin = kSigned ? s.nbins / 2 : 0;
+  if (binner.use32) {
+    Pass2Fold<kSigned, true> f{&hist, binner, (bool)s.has_range, old_limit, zero_bin};
+    detail::for_each_value<T, 4>(x, n, f);
+  } else {
+    Pass2Fold<kSigned, false> f{&hist, binner, (bool)s.has_range, old_limit, zero_bin};
+    detail::for_each_value<T, 4>(x, n, f);
+  }
   hist.flush();
 }
 
@@ -298,10 +346,22 @@ __global__ void __launch_bounds__(kThreads) histogram_fixed_kernel(
   __shared__ unsigned long long s64[32];
   unsigned long long c[4] = {f.out, f.nan, f.pinf, f.ninf};
 #pragma unroll
-  for (int i = 0; i < 4; ++i) c[i] = detail::block_reduce(c[i], detail::SumOp(), s64);
+  for (int i = 0; i < 4; ++i) c[i] = detail::block_reduce(c[i], detail::SumOp(), s64, 0ull);
   if (threadIdx.x == 0)
     for (int i = 0; i < 4; ++i)
       if (c[i]) atomicAdd(stats + i, c[i]);
+}
+
+// Blocks for a histogram pass. With lane-packed 16-bit counters, each counter is shared by
+// the block's 16 warps, so a block may see at most 2,000,000 values (16 x 2e6 / 512 =
+// 62,500 per counter < 65,536, head and tail included).
+int grid_for(size_t n, const Layout& l) {
+  if (l.replicas == kLanePacked) {
+    const int blocks = detail::streaming_grid(n, kThreads * 16, 1);
+    const size_t need = (n + 1999999) / 2000000;
+    return (int)(need > (size_t)blocks ? need : blocks);
+  }
+  return detail::streaming_grid(n, kThreads * 16, l.smem <= 72 * 1024 ? 3 : 2);
 }
 
 template <typename K>
@@ -312,6 +372,8 @@ cudaError_t prepare(K kernel, const Layout& l) {
 }
 
 }  // namespace
+
+void histogram_set_layout(int layout) { g_layout_override = layout; }
 
 cudaError_t histogram_state_init(HistogramState* state, unsigned long long* counts,
                                  int32_t nbins, bool is_signed, cudaStream_t stream) {
@@ -327,7 +389,7 @@ cudaError_t histogram_update(const void* x, DType dtype, size_t n, HistogramStat
                              int32_t nbins, bool is_signed, cudaStream_t stream) {
   if (nbins < 1 || nbins > kMaxHistogramBins || (is_signed && nbins % 2)) return cudaErrorInvalidValue;
   const Layout l = choose_layout(nbins);
-  const int blocks = detail::streaming_grid(n, kThreads * 16, 2);
+  const int blocks = grid_for(n, l);
   cudaError_t err = cudaSuccess;
   TRTCAL_FLOAT_SWITCH(dtype, T, {
     const T* p = static_cast<const T*>(x);
@@ -360,7 +422,7 @@ cudaError_t histogram_fixed_range(const void* x, DType dtype, size_t n, double r
     return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   const Layout l = choose_layout(nbins);
-  const int blocks = detail::streaming_grid(n, kThreads * 16, 2);
+  const int blocks = grid_for(n, l);
   const double scale = (is_signed ? nbins / 2 : nbins) / range;
   cudaError_t err = cudaSuccess;
   TRTCAL_FLOAT_SWITCH(dtype, T, {

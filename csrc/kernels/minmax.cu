@@ -1,3 +1,4 @@
+#include <cfloat>
 #include <cstring>
 
 #include "device_common.cuh"
@@ -8,15 +9,17 @@ namespace {
 
 using detail::float_to_ordered;
 
+// Float min/max in registers (fminf/fmaxf ignore NaN); non-finite values take a rare
+// branch. Converted to the ordered form once per thread.
 struct MinMaxFold {
+  float flo = INFINITY, fhi = -INFINITY;
+  unsigned int nan = 0, pinf = 0, ninf = 0;
   uint32_t lo = detail::kOrderedMinInit;
   uint32_t hi = detail::kOrderedMaxInit;
-  unsigned int nan = 0, pinf = 0, ninf = 0;
   __device__ __forceinline__ void operator()(float v) {
-    if (isfinite(v)) {
-      const uint32_t o = float_to_ordered(v);
-      lo = o < lo ? o : lo;
-      hi = o > hi ? o : hi;
+    if (fabsf(v) <= FLT_MAX) {
+      flo = fminf(flo, v);
+      fhi = fmaxf(fhi, v);
     } else if (isnan(v)) {
       ++nan;
     } else if (v > 0.f) {
@@ -25,21 +28,28 @@ struct MinMaxFold {
       ++ninf;
     }
   }
+  __device__ __forceinline__ void finish() {
+    if (flo <= fhi) {
+      lo = float_to_ordered(flo);
+      hi = float_to_ordered(fhi);
+    }
+  }
 };
 
 // Block-reduce a fold and publish it with one atomic per quantity.
 __device__ __forceinline__ void publish(MinMaxFold& f, uint32_t* min_o, uint32_t* max_o,
                                         unsigned long long* nonfinite) {
+  f.finish();
   __shared__ uint32_t s32[32];
   __shared__ unsigned long long s64[32];
-  const uint32_t lo = detail::block_reduce(f.lo, detail::MinOp(), s32);
-  const uint32_t hi = detail::block_reduce(f.hi, detail::MaxOp(), s32);
+  const uint32_t lo = detail::block_reduce(f.lo, detail::MinOp(), s32, detail::kOrderedMinInit);
+  const uint32_t hi = detail::block_reduce(f.hi, detail::MaxOp(), s32, detail::kOrderedMaxInit);
   const unsigned long long nan =
-      detail::block_reduce((unsigned long long)f.nan, detail::SumOp(), s64);
+      detail::block_reduce((unsigned long long)f.nan, detail::SumOp(), s64, 0ull);
   const unsigned long long pinf =
-      detail::block_reduce((unsigned long long)f.pinf, detail::SumOp(), s64);
+      detail::block_reduce((unsigned long long)f.pinf, detail::SumOp(), s64, 0ull);
   const unsigned long long ninf =
-      detail::block_reduce((unsigned long long)f.ninf, detail::SumOp(), s64);
+      detail::block_reduce((unsigned long long)f.ninf, detail::SumOp(), s64, 0ull);
   if (threadIdx.x == 0) {
     if (lo != detail::kOrderedMinInit) atomicMin(min_o, lo);
     if (hi != detail::kOrderedMaxInit) atomicMax(max_o, hi);
@@ -55,7 +65,7 @@ template <typename T>
 __global__ void minmax_flat_kernel(const T* __restrict__ x, size_t n, uint32_t* min_o,
                                    uint32_t* max_o, unsigned long long* nonfinite) {
   MinMaxFold f;
-  detail::for_each_value<T, 4>(x, n, f);
+  detail::for_each_value<T, 8>(x, n, f);
   publish(f, min_o, max_o, nonfinite);
 }
 
@@ -84,6 +94,7 @@ __global__ void minmax_columns_kernel(const T* __restrict__ x, int64_t outer, in
   MinMaxFold f;
   if (col < width) {
     for (int64_t r = blockIdx.y; r < outer; r += gridDim.y) f(detail::to_float(x[r * width + col]));
+    f.finish();
     const int64_t c = col / inner;
     if (f.lo != detail::kOrderedMinInit) atomicMin(min_o + c, f.lo);
     if (f.hi != detail::kOrderedMaxInit) atomicMax(max_o + c, f.hi);
@@ -91,11 +102,11 @@ __global__ void minmax_columns_kernel(const T* __restrict__ x, int64_t outer, in
   if (nonfinite) {
     __shared__ unsigned long long s64[32];
     const unsigned long long nan =
-        detail::block_reduce((unsigned long long)f.nan, detail::SumOp(), s64);
+        detail::block_reduce((unsigned long long)f.nan, detail::SumOp(), s64, 0ull);
     const unsigned long long pinf =
-        detail::block_reduce((unsigned long long)f.pinf, detail::SumOp(), s64);
+        detail::block_reduce((unsigned long long)f.pinf, detail::SumOp(), s64, 0ull);
     const unsigned long long ninf =
-        detail::block_reduce((unsigned long long)f.ninf, detail::SumOp(), s64);
+        detail::block_reduce((unsigned long long)f.ninf, detail::SumOp(), s64, 0ull);
     if (threadIdx.x == 0) {
       if (nan) atomicAdd(nonfinite + kNaN, nan);
       if (pinf) atomicAdd(nonfinite + kPosInf, pinf);
@@ -137,7 +148,7 @@ cudaError_t minmax_accumulate(const void* x, DType dtype, int64_t outer, int64_t
     const T* p = static_cast<const T*>(x);
     if (channels == 1) {
       const int threads = 512;
-      const int blocks = detail::streaming_grid(n, threads * 16, 2);
+      const int blocks = detail::streaming_grid(n, threads * 16, 4);
       minmax_flat_kernel<T><<<blocks, threads, 0, stream>>>(p, n, min_ordered, max_ordered,
                                                             nonfinite);
     } else if (inner >= 512) {

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One call on a GPU machine without network: build trtcal from this checkout (sm_90 by
+# default), run the whole test suite (GPU tests included), run the benchmarks, and print a
+# short summary. TensorRT headers, when carried in .trt/<version>/include, build the plugin
+# (the wheel uses the first; every version found is compile-proved).
+#   scripts/gpu_check.sh [all|tests|bench] [extra pytest args...]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-all}"; shift || true
+out="${OUT:-$PWD/out}"; mkdir -p "$out"
+export TRTCAL_CUDA_ARCHITECTURES="${TRTCAL_CUDA_ARCHITECTURES:-90}"
+export TRTCAL_REQUIRE_CUDA=ON PYTHONUNBUFFERED=1
+trt_versions=$(ls -d .trt/*/include 2>/dev/null | cut -d/ -f2 | sort -V -r | tr '\n' ' ')
+first=$(echo $trt_versions | cut -d' ' -f1)
+[ -n "$first" ] && export TensorRT_ROOT="$PWD/.trt/$first"
+summary=()
+
+t0=$(date +%s)
+if ! python3 -m pip install --no-build-isolation --no-deps -q . > "$out/build.log" 2>&1; then
+  tail -40 "$out/build.log"; echo "BUILD FAILED"; exit 1
+fi
+summary+=("build: ok in $(( $(date +%s) - t0 ))s (archs $TRTCAL_CUDA_ARCHITECTURES, TensorRT headers: ${trt_versions:-none})")
+
+for v in $trt_versions; do
+  if [ -x scripts/check_plugin_headers.sh ]; then
+    if scripts/check_plugin_headers.sh ".trt/$v" > "$out/plugin-$v.log" 2>&1; then
+      summary+=("plugin vs TensorRT $v headers: compiled")
+    else
+      tail -20 "$out/plugin-$v.log"; summary+=("plugin vs TensorRT $v headers: FAILED")
+    fi
+  fi
+done
+
+rc_tests=0
+if [ "$what" = all ] || [ "$what" = tests ]; then
+  python3 -m pytest -q -rs -p no:cacheprovider --junitxml="$out/junit.xml" "$@" 2>&1 | tee "$out/pytest.log" | tail -60
+  rc_tests=${PIPESTATUS[0]}
+  summary+=("tests: $(tail -1 "$out/pytest.log") (exit $rc_tests)")
+  summary+=("gpu-marked tests: $(python3 - "$out/junit.xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+cases = r.iter("testcase")
+n = {"passed": 0, "failed": 0, "skipped": 0}
+for c in cases:
+    name = c.get("classname", "")
+    if not any(k in name for k in ("gpu", "plugin", "silu", "percentile", "range_search", "torch")):
+        continue
+    if c.find("failure") is not None or c.find("error") is not None: n["failed"] += 1
+    elif c.find("skipped") is not None: n["skipped"] += 1
+    else: n["passed"] += 1
+print(n)
+PY
+)")
+fi
+
+rc_bench=0
+if [ "$what" = all ] || [ "$what" = bench ]; then
+  python3 benchmarks/run.py --out "$out" > "$out/bench.log" 2>&1; rc_bench=$?
+  tail -80 "$out/bench.log"
+  summary+=("benchmarks: exit $rc_bench, $out/RESULTS.md")
+fi
+
+echo; echo "== summary"; printf '%s\n' "${summary[@]}"
+[ $rc_tests -eq 0 ] && [ $rc_bench -eq 0 ]

@@ -1,0 +1,227 @@
+"""GPU statistics kernels against the NumPy float64 reference: counts must match exactly."""
+
+import numpy as np
+import pytest
+
+import trtcal
+from trtcal import reference
+
+from test_stats_cpu import DISTS, draw
+
+pytestmark = pytest.mark.gpu
+cp = pytest.importorskip("cupy") if trtcal.cuda_available() else None
+
+
+def ref_state(batches, bins=2048, signed=False):
+    s = reference.histogram_state_new(bins, signed)
+    for b in batches:
+        reference.histogram_state_update(s, b)
+    return s
+
+
+def assert_same_state(gpu, ref):
+    np.testing.assert_array_equal(gpu["counts"], ref["counts"])
+    for k in ("exponent", "amax", "min", "max", "finite", "nan", "posinf", "neginf"):
+        assert gpu[k] == ref[k], (k, gpu[k], ref[k])
+
+
+@pytest.mark.parametrize("dist", DISTS)
+@pytest.mark.parametrize("n", [1, 37, 4099, 1000003])
+@pytest.mark.parametrize("signed", [False, True])
+def test_histogram_counts_equal_reference(rng, dist, n, signed):
+    x = draw(rng, dist, n)
+    h = trtcal.histogram(cp.asarray(x), signed=signed)
+    r = trtcal.histogram(x, signed=signed)
+    np.testing.assert_array_equal(h.counts, r.counts)
+    assert (h.range, h.amax, h.total) == (r.range, r.amax, r.total)
+
+
+@pytest.mark.parametrize("bins", [1, 2, 100, 1000, 2048, 4096, 12345 * 2, 65536, 1 << 20])
+def test_bin_counts_and_paths(rng, bins):
+    # 65536+ bins exceed the shared-memory budget: global-atomic path; odd counts: float64 path
+    signed = bins % 2 == 0 and bins > 2
+    x = draw(rng, "student_t", 300007)
+    g = trtcal.HistogramCollector(bins, signed, device="cuda")
+    g.update(cp.asarray(x))
+    assert_same_state(g.state_dict(), ref_state([x], bins, signed))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_streaming_equals_reference_every_dtype(rng, dtype):
+    torch = pytest.importorskip("torch")
+    tdt = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    batches = [torch.from_numpy(draw(rng, d, int(rng.integers(1, 200000)))).to("cuda", tdt) * float(10.0 ** rng.uniform(-3, 3))
+               for d in DISTS * 2]
+    g = trtcal.HistogramCollector(device="cuda", name="t")
+    for b in batches:
+        g.update(b)  # bfloat16 goes through DLPack; others through the array interface
+    host = [b.float().cpu().numpy() for b in batches]
+    assert_same_state(g.state_dict(), ref_state(host))
+
+
+def test_order_and_batch_size_independence(rng):
+    x = draw(rng, "outliers", 2_000_003)
+    states = []
+    for _ in range(3):
+        perm = rng.permutation(x.size)
+        cuts = np.sort(rng.choice(np.arange(1, x.size), size=int(rng.integers(1, 50)), replace=False))
+        g = trtcal.HistogramCollector(device="cuda")
+        for part in np.split(x[perm], cuts):
+            g.update(cp.asarray(part))
+        states.append(g.state_dict())
+    for s in states[1:]:
+        assert_same_state(s, states[0])
+    assert_same_state(states[0], ref_state([x]))
+
+
+def test_growth_many_doublings_and_zero_batches(rng):
+    batches = [np.zeros(1000, np.float32)] + [draw(rng, "normal", 5000) * np.float32(10.0 ** k) for k in (-30, -5, 0, 4, 30)]
+    batches.insert(3, np.zeros(17, np.float32))
+    for signed in (False, True):
+        g = trtcal.HistogramCollector(2048, signed, device="cuda")
+        for b in batches:
+            g.update(cp.asarray(b))
+        assert_same_state(g.state_dict(), ref_state(batches, 2048, signed))
+
+
+def test_denormals_and_extremes(rng):
+    tiny = (rng.standard_normal(10001) * 1e-41).astype(np.float32)  # subnormal float32
+    huge = np.array([3.0e38, -3.3e38, 1.0], np.float32)
+    for signed in (False, True):
+        for batches in ([tiny], [tiny, huge], [huge, tiny]):
+            g = trtcal.HistogramCollector(2048, signed, device="cuda")
+            for b in batches:
+                g.update(cp.asarray(b))
+            assert_same_state(g.state_dict(), ref_state(batches, 2048, signed))
+
+
+def test_nonfinite_counted(rng):
+    x = draw(rng, "normal", 100003)
+    idx = rng.choice(x.size, 30, replace=False)
+    x[idx[:10]] = np.nan
+    x[idx[10:15]] = np.inf
+    x[idx[15:]] = -np.inf
+    g = trtcal.HistogramCollector(device="cuda")
+    g.update(cp.asarray(x))
+    s = g.state_dict()
+    assert (s["nan"], s["posinf"], s["neginf"]) == (10, 5, 15)
+    assert_same_state(s, ref_state([x]))
+    with pytest.raises(ValueError, match="'acts'.*10 NaN"):
+        trtcal.amax(cp.asarray(x), name="acts")
+
+
+def test_misaligned_views(rng):
+    x = draw(rng, "laplace", 100000)
+    d = cp.asarray(x)
+    for off in range(1, 5):
+        h = trtcal.histogram(d[off:])
+        np.testing.assert_array_equal(h.counts, trtcal.histogram(x[off:]).counts)
+    d16 = cp.asarray(x.astype(np.float16))
+    for off in (1, 3, 7):
+        lo, hi = trtcal.minmax(d16[off:-off])
+        assert (lo, hi) == (float(x.astype(np.float16)[off:-off].min()), float(x.astype(np.float16)[off:-off].max()))
+
+
+def test_fixed_range_on_gpu(rng):
+    x = draw(rng, "student_t", 1000003)
+    for signed in (False, True):
+        for bins, R in ((2048, 4.0), (334 if signed else 333, 1.7), (1000, 123.456)):
+            h = trtcal.histogram(cp.asarray(x), bins=bins, range=R, signed=signed)
+            r = trtcal.histogram(x, bins=bins, range=R, signed=signed)
+            np.testing.assert_array_equal(h.counts, r.counts)
+            assert h.outside == r.outside
+
+
+@pytest.mark.parametrize("shape,axis", [((32, 64, 28, 28), 1), ((32, 64, 28, 28), 0), ((7, 11, 13), -1),
+                                        ((1000, 3), 1), ((3, 1000003), 0), ((5, 2, 600, 3), 2)])
+def test_minmax_per_channel(rng, shape, axis):
+    x = draw(rng, "student_t", int(np.prod(shape))).reshape(shape)
+    lo, hi = trtcal.minmax(cp.asarray(x), axis=axis)
+    rlo, rhi = trtcal.minmax(x, axis=axis)
+    np.testing.assert_array_equal(lo, rlo)
+    np.testing.assert_array_equal(hi, rhi)
+
+
+def test_minmax_channels_last_and_collector(rng):
+    torch = pytest.importorskip("torch")
+    x = torch.from_numpy(draw(rng, "laplace", 8 * 16 * 9 * 9).reshape(8, 16, 9, 9)).cuda()
+    cl = x.to(memory_format=torch.channels_last)  # dense in another order: no copy needed
+    np.testing.assert_array_equal(trtcal.amax(cl, axis=1), trtcal.amax(x.cpu().numpy(), axis=1))
+    with pytest.raises(ValueError, match="not contiguous"):
+        trtcal.amax(x[:, ::2], axis=1, name="sliced")
+    c = trtcal.MinMaxCollector(axis=1, device="cuda", name="conv")
+    host = []
+    for _ in range(4):
+        b = torch.from_numpy(draw(rng, "normal", 3 * 16 * 5 * 5).reshape(3, 16, 5, 5)).cuda()
+        c.update(b)
+        host.append(b.cpu().numpy())
+    c.update(np.concatenate(host[:1]))  # a host batch goes through the staging buffer
+    r = c.result()
+    allx = np.concatenate(host)
+    np.testing.assert_array_equal(r["max"], allx.max(axis=(0, 2, 3)))
+    np.testing.assert_array_equal(r["amax"], np.abs(allx).max(axis=(0, 2, 3)))
+
+
+def test_merge_state_round_trip_on_gpu(rng):
+    xs = [draw(rng, "student_t", 50000) * np.float32(3.0 ** k) for k in range(6)]
+    a, b = trtcal.HistogramCollector(device="cuda"), trtcal.HistogramCollector(device="cuda")
+    for x in xs[:3]:
+        a.update(cp.asarray(x))
+    for x in xs[3:]:
+        b.update(cp.asarray(x))
+    a.merge(b)
+    assert_same_state(a.state_dict(), ref_state(xs))
+    # checkpoint on the GPU, resume on the GPU and on the CPU
+    s = a.state_dict()
+    g = trtcal.HistogramCollector.from_state_dict(s, device="cuda")
+    c = trtcal.HistogramCollector.from_state_dict(s, device="cpu")
+    extra = draw(rng, "outliers", 77777) * np.float32(1e4)
+    g.update(cp.asarray(extra))
+    c.update(extra)
+    assert_same_state(g.state_dict(), c.state_dict())
+
+
+def test_streams_are_the_callers(rng):
+    x = draw(rng, "normal", 3_000_001)
+    s = cp.cuda.Stream(non_blocking=True)
+    with s:
+        d = cp.asarray(x)
+        g = trtcal.HistogramCollector(device="cuda")
+        g.update(d)  # queued on s (CuPy's current stream)
+        g.update(d * 2)
+    assert_same_state(g.state_dict(), ref_state([x, x * 2]))
+    # an explicit stream object and an int handle
+    s2 = cp.cuda.Stream(non_blocking=True)
+    g.update(d, stream=s2)
+    g.update(d, stream=s2.ptr)
+    assert g.state_dict()["finite"] == 4 * x.size
+
+
+class _OnlyCAI:
+    """Any object exposing __cuda_array_interface__ (as pycuda's GPUArray does)."""
+
+    def __init__(self, arr):
+        self._arr = arr
+        self.__cuda_array_interface__ = arr.__cuda_array_interface__
+
+
+def test_generic_array_interface(rng):
+    x = draw(rng, "normal", 12345)
+    d = cp.asarray(x)
+    cp.cuda.get_current_stream().synchronize()
+    np.testing.assert_array_equal(trtcal.histogram(_OnlyCAI(d)).counts, trtcal.histogram(x).counts)
+
+
+def test_more_than_2_to_31_elements():
+    n = (1 << 31) + 37
+    base = cp.arange(1024, dtype=cp.float16)  # exact small integers
+    x = cp.tile(base, n // 1024 + 1)[:n]
+    h = trtcal.histogram(x)  # R = 1024, value v -> bin 2v
+    full, rem = divmod(n, 1024)
+    expect = np.zeros(2048, np.int64)
+    expect[0::2] = full
+    expect[0:2 * rem:2] += 1
+    np.testing.assert_array_equal(h.counts, expect)
+    assert h.total == n
+    assert trtcal.minmax(x) == (0.0, 1023.0)
+    del x
