@@ -278,7 +278,10 @@ def calibrate(
         "model_sha256": digest, "data": source.describe(), "samples": used, "batches": nbatches,
         "skipped": len(skipped), "batch_size": batch_size, "bins": int(bins), "method": ",".join(methods),
         "flavor": flavor, "runner": run.describe(), "tensorrt_version": trt_version,
+        "nonfinite": {k: sum(int(getattr(h, k)) for h in hists.values()) for k in ("nan", "posinf", "neginf")},
     }
+    if "percentile" in methods and params and isinstance(params.get("percentile"), Mapping):
+        provenance["percentile"] = params["percentile"].get("percentile")
     if pre is not None:
         provenance["preprocess"] = pre.to_dict()
     result = CalibrationResult({}, hists, used, nbatches, skipped, provenance)
@@ -315,6 +318,8 @@ def _write_outputs(result: CalibrationResult, model: Any, methods: List[str], ou
         if not (out_cache or out_qdq or out_table):
             break
         prov = dict(result.provenance, method=m)
+        if m != "percentile":
+            prov.pop("percentile", None)
         try:
             table = outputs.make_table(amax, prov)
         except outputs.OutputUnavailable as exc:

@@ -74,16 +74,30 @@ def thresholds(hists: Mapping[str, Histogram], methods: Iterable[str], flavor: O
     return out
 
 
+# provenance keys of a calibration run -> fields of trtcal.table.Provenance (the rest go to extra)
+_PROVENANCE_FIELDS = {"method": "method", "flavor": "flavor", "bins": "bins", "samples": "num_samples",
+                      "batches": "num_batches", "nonfinite": "nonfinite", "trtcal_version": "trtcal_version",
+                      "percentile": "percentile"}
+
+
 def make_table(amax: Mapping[str, float], provenance: Mapping[str, Any]):
-    """A :class:`trtcal.CalibrationTable` of one method's thresholds with provenance."""
+    """A :class:`trtcal.CalibrationTable` of one method's thresholds with provenance.
+
+    Run facts with a Provenance field (method, flavor, bins, samples, batches, ...) fill it;
+    everything else (model, data, preprocessing, runner, tensorrt_version, ...) goes to
+    ``provenance.extra``, where the cache writer also finds the TensorRT version.
+    """
     CalibrationTable = _api("CalibrationTable", "writing a calibration table")
-    try:
-        return CalibrationTable(dict(amax), provenance=dict(provenance))
-    except TypeError:
-        table = CalibrationTable(dict(amax))
-        if hasattr(table, "provenance") and isinstance(table.provenance, dict):
-            table.provenance.update(provenance)
-        return table
+    prov: Dict[str, Any] = {}
+    extra: Dict[str, Any] = {}
+    for k, v in provenance.items():
+        if k in _PROVENANCE_FIELDS:
+            if v is not None:
+                prov[_PROVENANCE_FIELDS[k]] = v
+        else:
+            extra[k] = v
+    prov["extra"] = extra
+    return CalibrationTable(dict(amax), provenance=prov)
 
 
 def write_json(table: Any, path: str) -> str:
@@ -101,17 +115,11 @@ def write_cache(table: Any, path: str, tensorrt_version: Optional[str], method: 
 
 
 def write_qdq(model: Any, table: Any, path: str) -> str:
+    """The Q/DQ ONNX model. Tensors without a usable range (amax 0: all-zero activations) stay
+    in float (``missing='skip'``)."""
     quantize = _api("onnx.quantize", "writing a Q/DQ model")
-    import onnx
-
-    result = quantize(model, table)
-    if isinstance(result, onnx.ModelProto):
-        onnx.save(result, path)
-    elif isinstance(result, (bytes, bytearray)):
-        with open(path, "wb") as f:
-            f.write(result)
-    else:
-        raise OutputUnavailable(f"trtcal.onnx.quantize returned {type(result).__name__}, expected a ModelProto")
+    usable = {n: a for n, a in table.items() if a > 0 and np.isfinite(a)}
+    quantize(model, usable, missing="skip", output=path)
     return path
 
 
