@@ -36,11 +36,6 @@ def run(ctx: Dict) -> Dict:
         nbytes = N * t.element_size()
         g = trtcal.HistogramCollector(2048, device="cuda")
         g.update(t, stream=stream)  # fixes the range
-        for layout, label in ((1, "interleaved 32-bit"), (2, "lane-packed 16-bit")):
-            ext._histogram_set_layout(layout)
-            add(f"trtcal histogram |x| 2048 bins, update ({dtype}) [{label}]",
-                time_cuda(lambda: g._gpu.update(view.ptr, view.dtype_code, N, stream)), nbytes)
-        ext._histogram_set_layout(0)
         add(f"trtcal histogram |x| 2048 bins, update ({dtype})", time_cuda(lambda: g._gpu.update(view.ptr, view.dtype_code, N, stream)), nbytes)
         mm = ext.MinMaxState(1, 0)
         mm.reset(stream)

@@ -158,7 +158,7 @@ void init_histogram_bindings(py::module_& m) {
       .def_property_readonly("signed", &HistogramStateBinding::is_signed)
       .def_property_readonly("device", &HistogramStateBinding::device);
 
-  m.def("_histogram_set_layout", &histogram_set_layout, "benchmarking knob (0 auto, 1 interleaved, 2 lane-packed)");
+  m.def("_histogram_set_replicas", &histogram_set_replicas, "benchmarking knob (0 = automatic)");
   // One-shot histogram over a fixed range; returns (counts int64[bins], stats uint64[4] =
   // outside, NaN, +Inf, -Inf). Waits for the stream.
   m.def("histogram_fixed", [](uintptr_t x, int dtype, size_t n, double range, int32_t nbins,

@@ -9,26 +9,19 @@ namespace trtcal {
 namespace {
 
 constexpr int kThreads = 512;
-constexpr bool kDefaultPacked = true;
 constexpr int kSharedBudget = 64 * 1024;  // bytes of sub-histograms per block
 
-// replicas > 0: that many lane-interleaved 32-bit sub-histograms; kLanePacked: one 16-bit
-// counter per (bin, lane), two bins per word, conflict-free (every lane its own bank);
-// 0: atomics straight to global memory (bins too many for shared memory).
-constexpr int kLanePacked = -1;
-constexpr size_t kLanePackedBudget = 128 * 1024;
 struct Layout {
-  int replicas;
+  int replicas;  // sub-histograms in shared memory; 0 = count in global memory
   size_t smem;
 };
 
-int g_layout_override = 0;  // benchmarking knob: 0 auto, 1 interleaved, 2 lane-packed
+int g_replicas_override = 0;  // benchmarking knob: force this many replicas (1, 2, 4, 8, 16)
 
 Layout choose_layout(int32_t nbins) {
-  const size_t packed = (size_t)((nbins + 1) / 2) * 32 * sizeof(unsigned int);
-  if (g_layout_override != 1 && packed <= kLanePackedBudget && (g_layout_override == 2 || kDefaultPacked))
-    return {kLanePacked, packed};
   const size_t one = (size_t)nbins * sizeof(unsigned int);
+  if (g_replicas_override && one * g_replicas_override <= 2 * (size_t)kSharedBudget)
+    return {g_replicas_override, one * g_replicas_override};
   for (int r = 8; r >= 1; r >>= 1)
     if (one * r <= (size_t)kSharedBudget) return {r, one * r};
   return {0, 0};
@@ -80,16 +73,14 @@ struct BlockHist {
   unsigned int* mine;  // smem + this lane's replica
   __device__ void init(unsigned int* s, int r, int nb, unsigned long long* g) {
     smem = s; replicas = r; nbins = nb; global = g;
-    const int lane = threadIdx.x & 31;
-    mine = s + (r == kLanePacked ? lane : (r > 0 ? lane % r : 0));
-    const int words = r == kLanePacked ? (nbins + 1) / 2 * 32 : nbins * (r > 0 ? r : 0);
-    for (int i = threadIdx.x; i < words; i += blockDim.x) smem[i] = 0;
-    if (r) __syncthreads();
+    mine = s + (r ? (threadIdx.x & 31) % r : 0);
+    if (replicas) {
+      for (int i = threadIdx.x; i < nbins * replicas; i += blockDim.x) smem[i] = 0;
+      __syncthreads();
+    }
   }
   __device__ __forceinline__ void add(int b) {
-    if (replicas == kLanePacked) {
-      atomicAdd(mine + (b >> 1) * 32, 1u << ((b & 1) << 4));
-    } else if (replicas) {
+    if (replicas) {
       atomicAdd(mine + b * replicas, 1u);
     } else {
       atomicAdd(global + b, 1ull);
@@ -98,17 +89,6 @@ struct BlockHist {
   __device__ void flush() {
     if (!replicas) return;
     __syncthreads();
-    if (replicas == kLanePacked) {
-      for (int b = threadIdx.x; b < nbins; b += blockDim.x) {
-        const unsigned int* row = smem + (b >> 1) * 32;
-        const int shift = (b & 1) << 4;
-        unsigned long long s = 0;
-#pragma unroll 8
-        for (int k = 0; k < 32; ++k) s += (row[(k + threadIdx.x) & 31] >> shift) & 0xffffu;
-        if (s) atomicAdd(global + b, s);
-      }
-      return;
-    }
     for (int b = threadIdx.x; b < nbins; b += blockDim.x) {
       unsigned long long s = 0;
       for (int r = 0; r < replicas; ++r) s += smem[b * replicas + r];
@@ -352,16 +332,11 @@ __global__ void __launch_bounds__(kThreads) histogram_fixed_kernel(
       if (c[i]) atomicAdd(stats + i, c[i]);
 }
 
-// Blocks for a histogram pass. With lane-packed 16-bit counters, each counter is shared by
-// the block's 16 warps, so a block may see at most 2,000,000 values (16 x 2e6 / 512 =
-// 62,500 per counter < 65,536, head and tail included).
+// Blocks per SM as many as shared memory allows (at most 4 of 512 threads).
 int grid_for(size_t n, const Layout& l) {
-  if (l.replicas == kLanePacked) {
-    const int blocks = detail::streaming_grid(n, kThreads * 16, 1);
-    const size_t need = (n + 1999999) / 2000000;
-    return (int)(need > (size_t)blocks ? need : blocks);
-  }
-  return detail::streaming_grid(n, kThreads * 16, l.smem <= 72 * 1024 ? 3 : 2);
+  int per_sm = l.smem ? (int)((200 * 1024) / (l.smem + 1024)) : 4;
+  per_sm = per_sm < 1 ? 1 : (per_sm > 4 ? 4 : per_sm);
+  return detail::streaming_grid(n, kThreads * 16, per_sm);
 }
 
 template <typename K>
@@ -373,7 +348,7 @@ cudaError_t prepare(K kernel, const Layout& l) {
 
 }  // namespace
 
-void histogram_set_layout(int layout) { g_layout_override = layout; }
+void histogram_set_replicas(int replicas) { g_replicas_override = replicas; }
 
 cudaError_t histogram_state_init(HistogramState* state, unsigned long long* counts,
                                  int32_t nbins, bool is_signed, cudaStream_t stream) {

@@ -61,8 +61,7 @@ cudaError_t histogram_fixed_range(const void* x, DType dtype, size_t n, double r
                                   int32_t nbins, bool is_signed, unsigned long long* counts,
                                   unsigned long long* stats, cudaStream_t stream);
 
-// Benchmarking knob: shared-memory layout of the histogram passes (0 automatic,
-// 1 lane-interleaved 32-bit sub-histograms, 2 lane-packed 16-bit counters).
-void histogram_set_layout(int layout);
+// Benchmarking knob: number of lane-interleaved sub-histograms per block (0 = automatic).
+void histogram_set_replicas(int replicas);
 
 }  // namespace trtcal
