@@ -9,6 +9,7 @@ from ._backend import CUDAUnavailableError, cuda_available
 from .collectors import HistogramCollector, MinMaxCollector
 from .results import Histogram
 from .stats import amax, histogram, minmax
+from . import calibrate  # a callable module: trtcal.calibrate(...) runs calibrate.calibrate(...)
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,7 @@ __all__ = [
     "HistogramCollector",
     "MinMaxCollector",
     "amax",
+    "calibrate",
     "cuda_available",
     "histogram",
     "minmax",
