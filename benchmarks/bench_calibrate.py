@@ -72,8 +72,8 @@ def trt_rows(model: Any, x: Any) -> Dict[str, Any]:
     import torch
 
     from timing import time_torch
-    from trtcal.calibrate.collect import ActivationStats
-    from trtcal.calibrate.runners import TensorRTRunner
+    from trtcal.calibration.collect import ActivationStats
+    from trtcal.calibration.runners import TensorRTRunner
 
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "resnet50.onnx")
@@ -155,7 +155,7 @@ def cpu_rows(samples: int = 256, scale: int = 4) -> Dict[str, Any]:
     import numpy as np
 
     sys.path.insert(0, os.path.join(ROOT, "python"))
-    from trtcal.calibrate.demo import build_model, synthetic_image
+    from trtcal.calibration.demo import build_model, synthetic_image
 
     rows: List[Dict[str, Any]] = []
     summary: Dict[str, Any] = {}

@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from trtcal.calibrate import outputs  # noqa: E402
-from trtcal.calibrate.demo import build_model  # noqa: E402
+from trtcal.calibration import outputs  # noqa: E402
+from trtcal.calibration.demo import build_model  # noqa: E402
 from trtcal.cli import main  # noqa: E402
 
 

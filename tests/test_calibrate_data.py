@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from trtcal.calibrate.data import (ArrayFiles, ArraySource, BadSampleError, BatchIterable, ImageFolder, InputSpec,
+from trtcal.calibration.data import (ArrayFiles, ArraySource, BadSampleError, BatchIterable, ImageFolder, InputSpec,
                                    Preprocess, batches, open_source, parse_preprocess)
 
 PIL = pytest.importorskip("PIL")

@@ -9,8 +9,8 @@ pytest.importorskip("onnx")
 import onnx  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
-from trtcal.calibrate import BadSampleError, calibrate  # noqa: E402
-from trtcal.calibrate.demo import build_model  # noqa: E402
+from trtcal.calibration import BadSampleError, calibrate  # noqa: E402
+from trtcal.calibration.demo import build_model  # noqa: E402
 
 QUIET = dict(progress=False, log=lambda s: None)
 

@@ -8,8 +8,8 @@ pytest.importorskip("onnxruntime")
 
 import onnx  # noqa: E402
 
-from trtcal.calibrate import calibrate, outputs  # noqa: E402
-from trtcal.calibrate.demo import DEMO_PREPROCESS, build_model, write_images  # noqa: E402
+from trtcal.calibration import calibrate, outputs  # noqa: E402
+from trtcal.calibration.demo import DEMO_PREPROCESS, build_model, write_images  # noqa: E402
 
 API = outputs.available()
 QUIET = dict(progress=False, log=lambda s: None)

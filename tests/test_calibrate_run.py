@@ -13,10 +13,10 @@ import onnx  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 import trtcal  # noqa: E402
-from trtcal.calibrate import BadSampleError, TensorSelection, calibrate  # noqa: E402
-from trtcal.calibrate import checkpoint as ckpt  # noqa: E402
-from trtcal.calibrate.demo import build_model  # noqa: E402
-from trtcal.calibrate.runners import OrtRunner, calibration_tensors  # noqa: E402
+from trtcal.calibration import BadSampleError, TensorSelection, calibrate  # noqa: E402
+from trtcal.calibration import checkpoint as ckpt  # noqa: E402
+from trtcal.calibration.demo import build_model  # noqa: E402
+from trtcal.calibration.runners import OrtRunner, calibration_tensors  # noqa: E402
 
 QUIET = dict(progress=False, log=lambda s: None)
 
@@ -173,7 +173,7 @@ def test_checkpoint_write_is_atomic(tmp_path, rng, model_path):
     def bad_state():
         raise Boom
 
-    import trtcal.calibrate.checkpoint as mod
+    import trtcal.calibration.checkpoint as mod
 
     orig = mod.np.savez
     mod.np.savez = lambda *a, **k: (_ for _ in ()).throw(Boom())

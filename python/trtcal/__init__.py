@@ -9,7 +9,7 @@ from ._backend import CUDAUnavailableError, cuda_available
 from .collectors import HistogramCollector, MinMaxCollector
 from .results import Histogram
 from .stats import amax, histogram, minmax
-from . import calibrate  # a callable module: trtcal.calibrate(...) runs calibrate.calibrate(...)
+from .calibration import calibrate
 
 __version__ = "0.1.0"
 

@@ -13,7 +13,7 @@ import fnmatch
 import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Type
 
-from .calibrate.collect import ActivationStats
+from .calibration.collect import ActivationStats
 
 __all__ = ["collect", "TorchCollector"]
 

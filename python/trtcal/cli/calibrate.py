@@ -65,7 +65,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
 
 def _preprocess(args: argparse.Namespace):
-    from ..calibrate.data import Preprocess, parse_preprocess
+    from ..calibration.data import Preprocess, parse_preprocess
 
     base = parse_preprocess(args.preprocess)
     fields = {}
@@ -87,7 +87,7 @@ def _preprocess(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..calibrate import calibrate
+    from ..calibration import calibrate
 
     if args.model is None and args.data is not None:
         raise ValueError("--data needs a MODEL")

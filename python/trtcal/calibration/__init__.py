@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import threading
-import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -472,14 +471,3 @@ class _DeferredInterrupt:
     def __exit__(self, *exc: Any) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
-
-
-class _CallableModule(types.ModuleType):
-    """``trtcal.calibrate`` is this package and, called, the :func:`calibrate` function, so that
-    both ``trtcal.calibrate(model, data)`` and ``import trtcal.calibrate.data`` work."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> CalibrationResult:
-        return calibrate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

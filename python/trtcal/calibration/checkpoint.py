@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 
-FORMAT = "trtcal.calibrate.checkpoint"
+FORMAT = "trtcal.calibration.checkpoint"
 VERSION = 1
 
 

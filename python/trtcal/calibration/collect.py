@@ -22,7 +22,7 @@ from ..collectors import HistogramCollector
 from ..results import Histogram
 from .data import BadSampleError
 
-STATE_FORMAT = "trtcal.calibrate.ActivationStats"
+STATE_FORMAT = "trtcal.calibration.ActivationStats"
 
 
 class ActivationStats:
