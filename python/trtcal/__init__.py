@@ -9,10 +9,12 @@ from ._backend import CUDAUnavailableError, cuda_available
 from .collectors import HistogramCollector, MinMaxCollector
 from .results import Histogram
 from .stats import amax, histogram, minmax
+from .table import CalibrationTable
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CalibrationTable",
     "CUDAUnavailableError",
     "Histogram",
     "HistogramCollector",
