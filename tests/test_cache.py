@@ -1,6 +1,7 @@
 """The TensorRT calibration cache: parsing every real-file edge case, writing headers,
 exact round trips, refusing files that are not caches."""
 
+import json
 import math
 import struct
 
@@ -205,3 +206,64 @@ def test_new_cache_from_table_matches_tensorrt_layout(rng):
     for name, a in zip(names, values):
         assert back.amaxes()[name] == pytest.approx(a, rel=6e-8)
     assert t.to_cache_bytes().startswith(b"TRT-100300-EntropyCalibration2\n")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _cli(argv, capsys):
+    from trtcal.cli import main
+
+    rc = main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_cli_show_table_and_json(tmp_path, capsys):
+    p = tmp_path / "calibration.cache"
+    p.write_text(TRT8_CACHE)
+    rc, out, _ = _cli(["cache", "show", str(p)], capsys)
+    assert rc == 0 and "TensorRT 8.6.1 cache, EntropyCalibration2" in out and "8 tensors" in out
+    assert "(Unnamed Layer* 46) [Constant]_output" in out and "3c010a14" in out
+    rc, out, _ = _cli(["cache", "show", str(p), "--json", "--sort", "amax"], capsys)
+    data = json.loads(out)
+    assert rc == 0 and data["tensors"][0]["amax"] == "inf"
+    row = next(r for r in data["tensors"] if r["tensor"] == "input_tensor:0")
+    assert row["hex"] == "3c010a14" and row["amax"] == pytest.approx(row["scale"] * 127)
+
+
+def test_cli_diff_reports_moves(tmp_path, capsys):
+    a, b = tmp_path / "a.cache", tmp_path / "b.cache"
+    a.write_text("TRT-8601-EntropyCalibration2\nx: 3f800000\ny: 3c010204\ngone: 0\n")
+    b.write_text("TRT-100300-MinMaxCalibration\ny: 3c010204\nx: 40000000\nnew:0: 3f800000\n")
+    rc, out, _ = _cli(["cache", "diff", str(a), str(b)], capsys)
+    assert rc == 1 and "1 unchanged, 1 changed, 1 only in A, 1 only in B" in out
+    assert "2.0000" in out and "only in A: gone" in out and "only in B: new:0" in out
+    rc, out, _ = _cli(["cache", "diff", str(a), str(b), "--json"], capsys)
+    d = json.loads(out)
+    assert d["changed"][0]["tensor"] == "x" and d["changed"][0]["ratio"] == 2.0
+    rc, out, _ = _cli(["cache", "diff", str(a), str(a)], capsys)
+    assert rc == 0 and "0 changed" in out
+
+
+def test_cli_convert_both_ways_and_reheader(tmp_path, capsys):
+    p = tmp_path / "calibration.cache"
+    p.write_text(TRT8_CACHE)
+    j = tmp_path / "table.json"
+    assert _cli(["cache", "convert", str(p), str(j)], capsys)[0] == 0
+    assert CalibrationTable.from_json(j)["input_tensor:0"] == pytest.approx(tc.hex_to_scale("3c010a14") * 127)
+    back = tmp_path / "back.cache"
+    assert _cli(["cache", "convert", str(j), str(back)], capsys)[0] == 0
+    assert back.read_bytes() == p.read_bytes()
+    re10 = tmp_path / "re10.cache"
+    rc, out, _ = _cli(["cache", "convert", str(p), str(re10), "--tensorrt-version", "10.16.0",
+                       "--algorithm", "MinMaxCalibration"], capsys)
+    assert rc == 0 and "TRT-101600-MinMaxCalibration" in out
+    assert re10.read_text().splitlines()[1:] == TRT8_CACHE.splitlines()[1:]
+
+
+def test_cli_refuses_non_cache(tmp_path, capsys):
+    p = tmp_path / "calibration.cache"
+    p.write_text("input 2.64\nrelu 7.3\n")
+    rc, _, err = _cli(["cache", "show", str(p)], capsys)
+    assert rc == 1 and "ONNX Runtime" in err

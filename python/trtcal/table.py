@@ -324,9 +324,12 @@ class CalibrationTable(MutableMapping):
         if src is not None and tensorrt_version is None and algorithm is None:
             header = src.header
         else:
-            if src is not None:
-                tensorrt_version = tensorrt_version or src.tensorrt_version
-                algorithm = algorithm or (src.algorithm if src.algorithm in _cache.ALGORITHMS else None)
+            # defaults: the cache this table was read from (directly or through JSON)
+            extra = self.provenance.extra
+            from_version = src.tensorrt_version if src is not None else extra.get("tensorrt_version")
+            from_algo = src.algorithm if src is not None else extra.get("algorithm")
+            tensorrt_version = tensorrt_version or from_version
+            algorithm = algorithm or (from_algo if from_algo in _cache.ALGORITHMS else None)
             header = _cache.format_header(tensorrt_version or _cache.DEFAULT_TENSORRT_VERSION,
                                           algorithm or _cache.DEFAULT_ALGORITHM)
         old = {e.name: e for e in src.entries} if src is not None else {}
@@ -354,7 +357,7 @@ class CalibrationTable(MutableMapping):
         ``"EntropyCalibration2"``; also EntropyCalibration, MinMaxCalibration,
         LegacyCalibration) make the ``TRT-<N>-<Algorithm>`` header; TensorRT ignores a cache
         whose header does not match its version and calibrator. A table read from a cache
-        keeps that cache's header when neither is given.
+        (also through its JSON) keeps that cache's version and algorithm when not given.
         """
         self.to_calibration_cache(tensorrt_version, algorithm).write(path)
 
