@@ -19,7 +19,6 @@ changed are re-encoded.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import struct

@@ -38,9 +38,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
     conv.add_argument("--to", choices=("cache", "json"), default=None,
                       help="output format (default: json for *.json outputs, cache otherwise)")
     conv.add_argument("--tensorrt-version", default=None,
-                      help=f"TensorRT version of the cache header (default: the input cache's, else {tc.DEFAULT_TENSORRT_VERSION})")
+                      help="TensorRT version of the cache header (default: the input cache's, "
+                           f"else {tc.DEFAULT_TENSORRT_VERSION})")
     conv.add_argument("--algorithm", choices=tc.ALGORITHMS, default=None,
-                      help=f"calibration algorithm of the header (default: the input cache's, else {tc.DEFAULT_ALGORITHM})")
+                      help="calibration algorithm of the header (default: the input cache's, "
+                           f"else {tc.DEFAULT_ALGORITHM})")
     conv.set_defaults(func=run_convert)
 
 

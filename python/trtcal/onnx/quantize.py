@@ -161,7 +161,8 @@ def quantize(model: Any, table: Mapping[str, float], *,
         new_inits.extend([s, zp])
         q_out, dq_out = fresh(f"{base}_quantized"), fresh(f"{base}_dequantized")
         kw = {} if axis is None else {"axis": int(axis)}
-        q = helper.make_node("QuantizeLinear", [src, s.name, zp.name], [q_out], name=fresh(f"{base}_QuantizeLinear"), **kw)
+        q = helper.make_node("QuantizeLinear", [src, s.name, zp.name], [q_out],
+                             name=fresh(f"{base}_QuantizeLinear"), **kw)
         dq = helper.make_node("DequantizeLinear", [q_out, s.name, zp.name], [dq_out],
                               name=fresh(f"{base}_DequantizeLinear"), **kw)
         qdq_of[key] = dq_out

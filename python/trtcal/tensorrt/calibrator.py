@@ -211,7 +211,8 @@ class BatchFeeder:
             if cai.get("typestr", "").endswith("f8"):
                 raise TypeError(f"trtcal: calibration input '{name}' is a float64 device array; TensorRT "
                                 "inputs are float32/float16/int32/...: convert it first")
-            if cai.get("strides") is not None and not _c_contiguous(cai["shape"], cai["strides"], int(cai["typestr"][2:])):
+            strides = cai.get("strides")
+            if strides is not None and not _c_contiguous(cai["shape"], strides, int(cai["typestr"][2:])):
                 raise ValueError(f"trtcal: calibration input '{name}' is a non-contiguous device array; "
                                  "pass a contiguous copy")
             self._alive.append(a)
