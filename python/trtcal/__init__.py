@@ -1,20 +1,23 @@
 """trtcal: fast, exact INT8/FP16 calibration statistics on the GPU for TensorRT.
 
-Statistics (this module's top level): :func:`histogram`, :func:`amax`, :func:`minmax`,
-the streaming :class:`HistogramCollector` and :class:`MinMaxCollector`, and
-:func:`cuda_available`.
+Statistics: :func:`histogram`, :func:`amax`, :func:`minmax`, the streaming
+:class:`HistogramCollector` and :class:`MinMaxCollector`, and :func:`cuda_available`.
+Tables and TensorRT feeds: :class:`CalibrationTable`, :mod:`trtcal.onnx`, :mod:`trtcal.tensorrt`.
+End to end: :func:`calibrate`.
 """
 
 from ._backend import CUDAUnavailableError, cuda_available
+from .calibration import calibrate
 from .collectors import HistogramCollector, MinMaxCollector
 from .results import Histogram
 from .stats import amax, histogram, minmax
-from .calibration import calibrate
+from .table import CalibrationTable
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CUDAUnavailableError",
+    "CalibrationTable",
     "Histogram",
     "HistogramCollector",
     "MinMaxCollector",
