@@ -149,7 +149,8 @@ def silu_int8_table(scale_in: float, scale_out: float) -> np.ndarray:
 
 def _scale(value: float, name: str) -> float:
     try:
-        s = np.float32(value)
+        with np.errstate(over="ignore"):  # too large for float32: inf, refused below
+            s = np.float32(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"trtcal: {name} must be a float, got {type(value).__name__}") from exc
     if not (np.isfinite(s) and s > 0):

@@ -25,7 +25,8 @@ def silu(x: Any) -> np.ndarray:
 
 
 def _scale32(scale: float, name: str) -> np.float32:
-    s = np.float32(scale)
+    with np.errstate(over="ignore"):
+        s = np.float32(scale)
     if not (np.isfinite(s) and s > 0):
         raise ValueError(f"trtcal: {name} must be a positive finite float32, got {scale!r}")
     return s
@@ -49,8 +50,9 @@ def silu_int8_table(scale_in: float, scale_out: float) -> np.ndarray:
 
 def silu_int8_to_float_table(scale_in: float, dtype: str = "float32") -> np.ndarray:
     """[256] of ``dtype``: silu(q * scale_in) rounded to float32, then to ``dtype``."""
-    f32 = silu_of_codes(scale_in).astype(np.float32)
-    return f32.astype(numpy_dtype(dtype))
+    with np.errstate(over="ignore"):  # beyond the dtype's range: +-inf, like the kernels
+        f32 = silu_of_codes(scale_in).astype(np.float32)
+        return f32.astype(numpy_dtype(dtype))
 
 
 def silu_int8(q: Any, scale_in: float, scale_out: float) -> np.ndarray:
