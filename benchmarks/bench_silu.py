@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from timing import time_cuda  # noqa: E402  (benchmarks/timing.py: median ms with CUDA events)
+from timing import time_cuda  # benchmarks/timing.py: median ms with CUDA events
 
 N = 268_435_456
 TARGET_MS = {"float16": 0.29, "float32": 0.55, "int8": 0.15}
@@ -55,18 +55,19 @@ def run(ctx: Any = None) -> Dict[str, Any]:
         x = torch.randn(n, dtype=td, device=dev) * 4
         y = torch.empty_like(x)
         size = x.element_size()
-        add("silu", dtype, 2 * n * size, lambda: trtcal.silu(x, y), lambda: torch.nn.functional.silu(x))
         q = torch.empty(n, dtype=torch.int8, device=dev)
-        add("silu_float_to_int8", dtype, n * (size + 1), lambda: trtcal.silu_float_to_int8(x, SCALE_OUT, q))
-        add("silu_int8_to_float", dtype, n * (size + 1), lambda: trtcal.silu_int8_to_float(q, SCALE_IN, out=y))
-        del x, y, q
+        add("silu", dtype, 2 * n * size, lambda x=x, y=y: trtcal.silu(x, y),
+            lambda x=x: torch.nn.functional.silu(x))
+        add("silu_float_to_int8", dtype, n * (size + 1),
+            lambda x=x, q=q: trtcal.silu_float_to_int8(x, SCALE_OUT, q))
+        add("silu_int8_to_float", dtype, n * (size + 1),
+            lambda q=q, y=y: trtcal.silu_int8_to_float(q, SCALE_IN, out=y))
+        x = y = q = None  # free before the next dtype
         torch.cuda.empty_cache()
 
     q = torch.randint(-128, 128, (n,), dtype=torch.int8, device=dev)
     qo = torch.empty_like(q)
     add("silu_int8", "int8", 2 * n, lambda: trtcal.silu_int8(q, SCALE_IN, SCALE_OUT, qo))
-    del q, qo
-    torch.cuda.empty_cache()
     return {"name": "silu", "device": torch.cuda.get_device_name(), "rows": rows, "markdown": markdown(rows)}
 
 
