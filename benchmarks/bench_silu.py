@@ -48,7 +48,15 @@ def run(ctx: Any = None) -> Dict[str, Any]:
         if dtype in TARGET_MS and op in ("silu", "silu_int8"):
             row["target_ms"] = TARGET_MS[dtype]
             row["meets_target"] = ms <= TARGET_MS[dtype]
+        # the common row format of benchmarks/run.py: floor = bytes read + written at the copy rate
+        bw = _opt(ctx, "bandwidth_tbs", None)
+        floor = bytes_moved / (bw * 1e12) * 1e3 if bw else None
+        label = f"trtcal.{op} ({dtype}{', target <= %.2f ms' % TARGET_MS[dtype] if 'target_ms' in row else ''})"
+        row.update(op=label, ms=ms, floor_ms=floor, of_floor=(floor / ms) if floor else None)
         rows.append(row)
+        if torch_fn is not None:
+            rows.append({"op": f"torch.nn.functional.silu ({dtype})", "ms": row["torch_ms"], "floor_ms": floor,
+                         "of_floor": (floor / row["torch_ms"]) if floor else None, "peer": True})
 
     for dtype in ("float16", "float32", "bfloat16"):
         td = getattr(torch, dtype)
@@ -68,7 +76,9 @@ def run(ctx: Any = None) -> Dict[str, Any]:
     q = torch.randint(-128, 128, (n,), dtype=torch.int8, device=dev)
     qo = torch.empty_like(q)
     add("silu_int8", "int8", 2 * n, lambda: trtcal.silu_int8(q, SCALE_IN, SCALE_OUT, qo))
-    return {"name": "silu", "device": torch.cuda.get_device_name(), "rows": rows, "markdown": markdown(rows)}
+    summary = {f"torch silu / trtcal silu ({r['dtype']})": r["torch_ms"] / r["trtcal_ms"] for r in rows if "torch_ms" in r}
+    return {"title": f"SiLU, {n:,} elements", "name": "silu", "device": torch.cuda.get_device_name(),
+            "rows": rows, "summary": summary, "markdown": markdown([r for r in rows if "trtcal_ms" in r])}
 
 
 def markdown(rows: List[Dict[str, Any]]) -> str:

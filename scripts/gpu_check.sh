@@ -16,17 +16,17 @@ first=$(echo $trt_versions | cut -d' ' -f1)
 summary=()
 
 t0=$(date +%s)
-if ! python3 -m pip install --no-build-isolation --no-deps -q . > "$out/build.log" 2>&1; then
+if ! python3 -m pip install --no-build-isolation --no-deps -v . > "$out/build.log" 2>&1; then
   tail -40 "$out/build.log"; echo "BUILD FAILED"; exit 1
 fi
 summary+=("build: ok in $(( $(date +%s) - t0 ))s (archs $TRTCAL_CUDA_ARCHITECTURES, TensorRT headers: ${trt_versions:-none})")
 
 for v in $trt_versions; do
   if [ -x scripts/check_plugin_headers.sh ]; then
-    if scripts/check_plugin_headers.sh "$PWD/.trt/$v" > "$out/plugin-$v.log" 2>&1; then
-      summary+=("plugin vs TensorRT $v headers: compiled")
+    if scripts/check_plugin_headers.sh "$PWD/.trt/$v" >> "$out/build.log" 2>&1; then
+      summary+=("plugin vs TensorRT $v headers: compiled with -Werror, harness --no-gpu passed")
     else
-      tail -20 "$out/plugin-$v.log"; summary+=("plugin vs TensorRT $v headers: FAILED")
+      tail -20 "$out/build.log"; summary+=("plugin vs TensorRT $v headers: FAILED")
     fi
   fi
 done
@@ -34,9 +34,9 @@ done
 rc_tests=0
 if [ "$what" = all ] || [ "$what" = tests ]; then
   # the GPU suite (markers gpu / plugin), then everything else
-  python3 -m pytest -q -rs -p no:cacheprovider -m "gpu or plugin" --junitxml="$out/junit-gpu.xml" "$@" 2>&1 | tee "$out/pytest-gpu.log" | tail -40
+  python3 -m pytest -q -rs -p no:cacheprovider -m "gpu or plugin" "$@" 2>&1 | tee "$out/pytest-gpu.log" | tail -40
   rc_gpu=${PIPESTATUS[0]}
-  python3 -m pytest -q -p no:cacheprovider -m "not gpu and not plugin" --junitxml="$out/junit-cpu.xml" "$@" 2>&1 | tee "$out/pytest-cpu.log" | tail -15
+  python3 -m pytest -q -p no:cacheprovider -m "not gpu and not plugin" "$@" 2>&1 | tee "$out/pytest-cpu.log" | tail -15
   rc_cpu=${PIPESTATUS[0]}
   rc_tests=$(( rc_gpu || rc_cpu ))
   summary+=("GPU suite (pytest -m 'gpu or plugin'): $(tail -1 "$out/pytest-gpu.log") (exit $rc_gpu)")

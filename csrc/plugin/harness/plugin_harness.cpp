@@ -242,6 +242,8 @@ Run enqueue(Caps const& c, DataType t, Dims d, std::vector<uint8_t> const& input
   void* y = dy + ((offset * 3) % 7) * es;  // a different misalignment for the output
   cuda_ok(cudaMemcpy(x, input.data(), bytes, cudaMemcpyHostToDevice), "copy in");
   cuda_ok(cudaMemset(dy, 0x5a, bytes + 64), "memset");
+  // the poison and the input must be in place before the plugin's (non-blocking) stream runs
+  cuda_ok(cudaDeviceSynchronize(), "sync before enqueue");
   PluginTensorDesc in = desc(t, d, scale_in), out = desc(t, d, scale_out);
   r.status = c.runtime->onShapeChange(&in, 1, &out, 1);
   if (r.status == 0) {
