@@ -142,8 +142,12 @@ def _from_histogram(h: Histogram, name: str, ptr: Optional[int] = None, device: 
 
 
 def _from_pair(pair: Sequence[Any], name: str) -> _Item:
-    if len(pair) != 2:
-        raise TypeError(f"trtcal: histogram of '{name}' must be a (counts, edges) pair")
+    if len(pair) not in (2, 4, 5):
+        raise TypeError(f"trtcal: histogram of '{name}' must be a (counts, edges) pair (or ONNX Runtime's "
+                        "(hist, edges, min, max[, threshold]) tuple)")
+    vmin = vmax = None
+    if len(pair) >= 4:  # ONNX Runtime's histogram_dict entry: min/max clamp its thresholds
+        vmin, vmax = float(np.asarray(_to_numpy(pair[2]))), float(np.asarray(_to_numpy(pair[3])))
     counts = _to_numpy(pair[0])
     edges = np.asarray(_to_numpy(pair[1]), dtype=np.float64).ravel()
     counts = counts.ravel()
@@ -156,7 +160,7 @@ def _from_pair(pair: Sequence[Any], name: str) -> _Item:
                          f"(expected {counts.size + 1})")
     if not np.all(np.isfinite(edges)) or not np.all(np.diff(edges) > 0):
         raise ValueError(f"trtcal: edges of '{name}' must be finite and strictly increasing")
-    item = _Item(name, np.zeros(counts.size, np.int64), edges, bool(edges[0] < 0))
+    item = _Item(name, np.zeros(counts.size, np.int64), edges, bool(edges[0] < 0), vmin=vmin, vmax=vmax)
     if counts.dtype.kind == "f":
         if not np.all(np.isfinite(counts)):
             item.status = "nonfinite"
