@@ -434,7 +434,8 @@ _GPU_METHOD = {("entropy", "pytorch_quantization"): 0, ("entropy", "tensorrt"): 
 class _GpuBatch:
     """Device buffers and the plan of one method over many tensors."""
 
-    def __init__(self, jobs: List[_Job], s: _Spec, device: int, threads: Optional[int] = None) -> None:
+    def __init__(self, jobs: List[_Job], s: _Spec, device: int, threads: Optional[int] = None,
+                 stream: int = 0) -> None:
         ext = require_cuda("range search on the GPU")
         self.ext, self.jobs, self.spec, self.device = ext, jobs, s, device
         method = 3 if s.method == "percentile" else _GPU_METHOD[(s.method, s.flavor)]
@@ -446,7 +447,7 @@ class _GpuBatch:
         if host:  # one upload for every host histogram
             packed = np.concatenate([j.counts for j in host]).astype(np.int64)
             buf = ext.DeviceBuffer(max(packed.nbytes, 8), device)
-            buf.upload(packed, 0)
+            buf.upload(packed, stream)
             self.keep.append(buf)
         off = 0
         for t, j in enumerate(jobs):
@@ -459,7 +460,7 @@ class _GpuBatch:
         if need_edges:
             packed_e = np.concatenate([jobs[t].edges for t in need_edges]).astype(np.float64)
             ebuf = ext.DeviceBuffer(packed_e.nbytes, device)
-            ebuf.upload(packed_e, 0)
+            ebuf.upload(packed_e, stream)
             self.keep.append(ebuf)
             off = 0
             for t in need_edges:
@@ -545,8 +546,9 @@ def _run(items: List[_Item], s: _Spec, device: str, stream: Any) -> Dict[str, Te
         results = _run_cpu(cpu_jobs, s) if cpu_jobs else []
         if gpu_jobs:
             dev = int(device.split(":")[1]) if ":" in device else _pick_device(gpu_jobs)
-            batch = _GpuBatch(gpu_jobs, s, dev)
-            handle, private = _stream_for(gpu_jobs, stream, dev, batch.ext)
+            ext = require_cuda("range search on the GPU")
+            handle, private = _stream_for(gpu_jobs, stream, dev, ext)
+            batch = _GpuBatch(gpu_jobs, s, dev, stream=handle)
             batch.launch(handle)
             results += batch.results(handle)
             del private
