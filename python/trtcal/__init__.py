@@ -1,18 +1,22 @@
-"""trtcal: fast, exact INT8/FP16 calibration statistics on the GPU for TensorRT.
+"""trtcal: fast, exact INT8/FP16 calibration for TensorRT.
 
-Statistics: :func:`histogram`, :func:`amax`, :func:`minmax`, the streaming
-:class:`HistogramCollector` and :class:`MinMaxCollector`, and :func:`cuda_available`.
-Tables and TensorRT feeds: :class:`CalibrationTable`, :mod:`trtcal.onnx`, :mod:`trtcal.tensorrt`.
-End to end: :func:`calibrate`.
-SiLU (INT8 TensorRT engines of YOLO-style models): :func:`silu`, :func:`silu_int8`,
-:func:`silu_int8_to_float`, :func:`silu_float_to_int8`, :func:`silu_int8_table`, and the
-TensorRT plugin library at :func:`plugin_library_path`.
+- Statistics: :func:`histogram`, :func:`amax`, :func:`minmax`, the streaming
+  :class:`HistogramCollector` and :class:`MinMaxCollector`, and :func:`cuda_available`.
+- Ranges: :func:`compute_amax` (minmax, entropy, percentile, MSE for many tensors at once),
+  :func:`search_ranges` (with chosen bins and curves) and the exact :func:`percentile`.
+- Tables and TensorRT feeds: :class:`CalibrationTable`, :mod:`trtcal.onnx`, :mod:`trtcal.tensorrt`.
+- End to end: :func:`calibrate`.
+- SiLU (INT8 TensorRT engines of YOLO-style models): :func:`silu`, :func:`silu_int8`,
+  :func:`silu_int8_to_float`, :func:`silu_float_to_int8`, :func:`silu_int8_table`, and the
+  TensorRT plugin library at :func:`plugin_library_path`.
 """
 
 from ._backend import CUDAUnavailableError, cuda_available
 from .calibration import calibrate
 from .collectors import HistogramCollector, MinMaxCollector
+from .percentile import percentile
 from .plugin import plugin_library_path
+from .range_search import RangeSearchResult, TensorRange, compute_amax, search_ranges
 from .results import Histogram
 from .silu import silu, silu_float_to_int8, silu_int8, silu_int8_table, silu_int8_to_float
 from .stats import amax, histogram, minmax
@@ -26,12 +30,17 @@ __all__ = [
     "Histogram",
     "HistogramCollector",
     "MinMaxCollector",
+    "RangeSearchResult",
+    "TensorRange",
     "amax",
     "calibrate",
+    "compute_amax",
     "cuda_available",
     "histogram",
     "minmax",
+    "percentile",
     "plugin_library_path",
+    "search_ranges",
     "silu",
     "silu_float_to_int8",
     "silu_int8",

@@ -68,8 +68,9 @@ def thresholds(hists: Mapping[str, Histogram], methods: Iterable[str], flavor: O
         kw: Dict[str, Any] = dict(params.get(m, {})) if isinstance(params.get(m), Mapping) else {}
         if flavor is not None:
             kw["flavor"] = flavor
-        pairs = {n: (h.counts, h.edges) for n, h in usable.items()}
-        res = compute_amax(pairs, method=m, **kw) if pairs else {}
+        # trtcal Histograms (not raw pairs): the search then knows the exact amax and runs over
+        # the occupied bins of the power-of-two grid
+        res = compute_amax(dict(usable), method=m, **kw) if usable else {}
         out[m] = {n: float(res[n]) for n in usable}
     return out
 

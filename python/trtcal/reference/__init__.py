@@ -1,5 +1,6 @@
 """NumPy float64 references of every trtcal kernel: the CPU path and the test oracle."""
 
+from . import range_search
 from .stats import (
     histogram_fixed,
     histogram_state_merge,
@@ -10,6 +11,7 @@ from .stats import (
 )
 
 __all__ = [
+    "range_search",
     "histogram_fixed",
     "histogram_state_merge",
     "histogram_state_new",

@@ -1,0 +1,225 @@
+// Range search (entropy / percentile / MSE over many histograms) and exact percentile.
+#include <pybind11/numpy.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "common.h"
+#include "kernels/range_search.h"
+#include "kernels/select.h"
+
+namespace trtcal {
+namespace {
+
+template <typename T>
+using carray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+// A stream owned by trtcal, for work on host inputs that must not touch the caller's
+// streams (created non-blocking, destroyed with the object).
+class PrivateStream {
+ public:
+  explicit PrivateStream(int device) : device_(device) {
+    DeviceGuard g(device);
+    TRTCAL_CHECK_CUDA(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking));
+  }
+  ~PrivateStream() {
+    DeviceGuard g(device_);
+    cudaStreamDestroy(s_);
+  }
+  PrivateStream(const PrivateStream&) = delete;
+  PrivateStream& operator=(const PrivateStream&) = delete;
+  uintptr_t handle() const { return reinterpret_cast<uintptr_t>(s_); }
+
+ private:
+  int device_;
+  cudaStream_t s_{};
+};
+
+// One method over many tensors: descriptors uploaded once, then launch() (enqueue only)
+// and read() (waits) as often as wanted.
+class RangeSearchPlan {
+ public:
+  RangeSearchPlan(int device, int method, int levels, bool zero_bin_rule, bool tie_last, int per_bin,
+                  int max_bound, int threads, double tol, double eps, carray<uint64_t> counts_ptrs,
+                  carray<int32_t> nbins, carray<uint64_t> edges_ptrs, carray<double> linspace,
+                  carray<double> grid, carray<double> targets, carray<int32_t> cands)
+      : device_(device) {
+    const py::ssize_t T = nbins.size();
+    TRTCAL_CHECK_ARG(counts_ptrs.size() == T && edges_ptrs.size() == T, "trtcal: one pointer per tensor");
+    TRTCAL_CHECK_ARG(linspace.size() == 3 * T && grid.size() == 2 * T && targets.size() == 2 * T &&
+                         cands.size() == 3 * T,
+                     "trtcal: range-search descriptor arrays have the wrong sizes");
+    TRTCAL_CHECK_ARG(method >= kRangeEntropyProportional && method <= kRangePercentile,
+                     "trtcal: unknown range-search method " + std::to_string(method));
+    TRTCAL_CHECK_ARG(threads >= 32 && threads <= 1024 && threads % 32 == 0,
+                     "trtcal: threads must be a multiple of 32 in [32, 1024]");
+    TRTCAL_CHECK_ARG(levels >= 1 && max_bound >= 1 && per_bin >= 1, "trtcal: levels, max_bound, per_bin must be >= 1");
+    p_ = RangeParams{method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, 0, tol, eps};
+    ntensors_ = (int32_t)T;
+    std::vector<RangeTensor> desc(T);
+    std::vector<int32_t> block_tensor;
+    long long curve = 0;
+    for (py::ssize_t t = 0; t < T; ++t) {
+      RangeTensor& d = desc[t];
+      d.counts = reinterpret_cast<const long long*>(counts_ptrs.at(t));
+      d.edges = reinterpret_cast<const double*>(edges_ptrs.at(t));
+      d.lo = linspace.at(3 * t);
+      d.step = linspace.at(3 * t + 1);
+      d.hi = linspace.at(3 * t + 2);
+      d.a0 = grid.at(2 * t);
+      d.h = grid.at(2 * t + 1);
+      d.target0 = targets.at(2 * t);
+      d.target1 = targets.at(2 * t + 1);
+      d.nbins = nbins.at(t);
+      d.first = cands.at(3 * t);
+      d.stride = cands.at(3 * t + 1);
+      d.ncand = cands.at(3 * t + 2);
+      TRTCAL_CHECK_ARG(d.nbins >= 1 && d.counts, "trtcal: every tensor needs counts and >= 1 bin");
+      TRTCAL_CHECK_ARG(method == kRangePercentile || (d.ncand >= 1 && d.stride >= 1 && d.first >= 0),
+                       "trtcal: every tensor needs >= 1 candidate");
+      d.curve = curve;
+      d.block0 = (int32_t)block_tensor.size();
+      d.nblocks = method == kRangePercentile ? 0 : (d.ncand + threads - 1) / threads;
+      for (int b = 0; b < d.nblocks; ++b) block_tensor.push_back((int32_t)t);
+      if (method != kRangePercentile) curve += d.ncand;
+      p_.max_bins = std::max(p_.max_bins, d.nbins);
+    }
+    const int32_t limit = range_search_max_bins(method);
+    TRTCAL_CHECK_ARG(!limit || p_.max_bins <= limit,
+                     "trtcal: this range-search method takes at most " + std::to_string(limit) +
+                         " bins per histogram on the GPU, got " + std::to_string(p_.max_bins));
+    nblocks_ = (int32_t)block_tensor.size();
+    curve_len_ = curve;
+    const size_t desc_bytes = sizeof(RangeTensor) * T;
+    const size_t map_off = (desc_bytes + 255) & ~size_t(255);
+    const size_t map_bytes = sizeof(int32_t) * block_tensor.size();
+    const size_t out_off = (map_off + map_bytes + 255) & ~size_t(255);
+    const size_t cnt_off = (out_off + sizeof(RangeChoice) * T + 255) & ~size_t(255);
+    const size_t curve_off = (cnt_off + sizeof(unsigned int) * T + 255) & ~size_t(255);
+    const size_t total = curve_off + sizeof(double) * (size_t)std::max<long long>(curve, 1);
+    buf_.reset(new DeviceBuffer(total, device));
+    char* base = static_cast<char*>(buf_->data());
+    d_desc_ = reinterpret_cast<RangeTensor*>(base);
+    d_map_ = reinterpret_cast<int32_t*>(base + map_off);
+    d_out_ = reinterpret_cast<RangeChoice*>(base + out_off);
+    d_counters_ = reinterpret_cast<unsigned int*>(base + cnt_off);
+    d_curve_ = reinterpret_cast<double*>(base + curve_off);
+    DeviceGuard g(device);
+    TRTCAL_CHECK_CUDA(cudaMemcpy(d_desc_, desc.data(), desc_bytes, cudaMemcpyHostToDevice));
+    if (map_bytes) TRTCAL_CHECK_CUDA(cudaMemcpy(d_map_, block_tensor.data(), map_bytes, cudaMemcpyHostToDevice));
+    TRTCAL_CHECK_CUDA(cudaMemset(d_counters_, 0, sizeof(unsigned int) * T));
+  }
+
+  void launch(uintptr_t stream) {
+    py::gil_scoped_release nogil;
+    DeviceGuard g(device_);
+    TRTCAL_CHECK_CUDA(range_search(d_desc_, ntensors_, d_map_, nblocks_, p_, d_curve_, d_out_, d_counters_,
+                                   as_stream(stream)));
+  }
+
+  // (index int32[T], index2 int32[T], value float64[T], curve float64[...] or None). Waits.
+  py::tuple read(uintptr_t stream, bool with_curve) {
+    std::vector<RangeChoice> out(ntensors_);
+    py::array_t<int32_t> index(ntensors_), index2(ntensors_);
+    py::array_t<double> value(ntensors_);
+    py::object curve = py::none();
+    py::array_t<double> c;
+    if (with_curve) c = py::array_t<double>(curve_len_);
+    {
+      py::gil_scoped_release nogil;
+      DeviceGuard g(device_);
+      cudaStream_t s = as_stream(stream);
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(out.data(), d_out_, sizeof(RangeChoice) * ntensors_, cudaMemcpyDeviceToHost, s));
+      if (with_curve && curve_len_)
+        TRTCAL_CHECK_CUDA(cudaMemcpyAsync(c.mutable_data(), d_curve_, sizeof(double) * curve_len_, cudaMemcpyDeviceToHost, s));
+      TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+    }
+    for (int32_t t = 0; t < ntensors_; ++t) {
+      index.mutable_at(t) = out[t].index;
+      index2.mutable_at(t) = out[t].index2;
+      value.mutable_at(t) = out[t].value;
+    }
+    if (with_curve) curve = c;
+    return py::make_tuple(index, index2, value, curve);
+  }
+
+  int32_t blocks() const { return nblocks_; }
+
+ private:
+  int device_;
+  RangeParams p_{};
+  int32_t ntensors_ = 0, nblocks_ = 0;
+  long long curve_len_ = 0;
+  std::unique_ptr<DeviceBuffer> buf_;
+  RangeTensor* d_desc_ = nullptr;
+  int32_t* d_map_ = nullptr;
+  RangeChoice* d_out_ = nullptr;
+  unsigned int* d_counters_ = nullptr;
+  double* d_curve_ = nullptr;
+};
+
+}  // namespace
+
+void init_range_search_bindings(py::module_& m) {
+  py::class_<PrivateStream>(m, "PrivateStream")
+      .def(py::init<int>(), py::arg("device"))
+      .def_property_readonly("handle", &PrivateStream::handle);
+
+  py::class_<RangeSearchPlan>(m, "RangeSearchPlan")
+      .def(py::init<int, int, int, bool, bool, int, int, int, double, double, carray<uint64_t>, carray<int32_t>,
+                    carray<uint64_t>, carray<double>, carray<double>, carray<double>, carray<int32_t>>(),
+           py::arg("device"), py::arg("method"), py::arg("levels"), py::arg("zero_bin_rule"), py::arg("tie_last"),
+           py::arg("per_bin"), py::arg("max_bound"), py::arg("threads"), py::arg("tol"), py::arg("eps"),
+           py::arg("counts_ptrs"), py::arg("nbins"), py::arg("edges_ptrs"), py::arg("linspace"), py::arg("grid"),
+           py::arg("targets"), py::arg("cands"))
+      .def("launch", &RangeSearchPlan::launch, py::arg("stream"))
+      .def("read", &RangeSearchPlan::read, py::arg("stream"), py::arg("with_curve"))
+      .def_property_readonly("blocks", &RangeSearchPlan::blocks);
+  m.def("range_search_max_bins", &range_search_max_bins, py::arg("method"));
+
+  // Radix-select passes (python/trtcal/percentile.py drives them). `x` is a float array
+  // (dtype code) or, when keys != 0, a uint32 key buffer. Both wait for the stream.
+  m.def("select_histogram", [](uintptr_t x, int dtype, uintptr_t keys, size_t n, bool use_abs, int shift, int bits,
+                               int prefix_shift, uint32_t prefix, uintptr_t stream, int device) {
+    TRTCAL_CHECK_ARG(bits >= 1 && bits <= 12, "trtcal: select bits must be in [1, 12]");
+    const DType t = keys ? DType::kFloat32 : as_float_dtype(dtype);
+    py::array_t<uint64_t> hist((py::ssize_t)1 << bits);
+    {
+      py::gil_scoped_release nogil;
+      DeviceGuard g(device);
+      DeviceBuffer buf(sizeof(unsigned long long) << bits, device);
+      auto* h = static_cast<unsigned long long*>(buf.data());
+      cudaStream_t s = as_stream(stream);
+      TRTCAL_CHECK_CUDA(cudaMemsetAsync(h, 0, buf.nbytes(), s));
+      TRTCAL_CHECK_CUDA(select_histogram(as_ptr<const void>(x), t, as_ptr<const uint32_t>(keys), n, use_abs, shift,
+                                         bits, prefix_shift, prefix, h, s));
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(hist.mutable_data(), h, buf.nbytes(), cudaMemcpyDeviceToHost, s));
+      TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+    }
+    return hist;
+  }, py::arg("x"), py::arg("dtype"), py::arg("keys"), py::arg("n"), py::arg("abs"), py::arg("shift"),
+     py::arg("bits"), py::arg("prefix_shift"), py::arg("prefix"), py::arg("stream"), py::arg("device"));
+
+  m.def("select_compact", [](uintptr_t x, int dtype, uintptr_t keys, size_t n, bool use_abs, uint32_t lo,
+                             uint32_t hi, uintptr_t out, uintptr_t stream, int device) {
+    const DType t = keys ? DType::kFloat32 : as_float_dtype(dtype);
+    unsigned long long count = 0;
+    {
+      py::gil_scoped_release nogil;
+      DeviceGuard g(device);
+      DeviceBuffer buf(sizeof(unsigned long long), device);
+      auto* c = static_cast<unsigned long long*>(buf.data());
+      cudaStream_t s = as_stream(stream);
+      TRTCAL_CHECK_CUDA(cudaMemsetAsync(c, 0, sizeof(count), s));
+      TRTCAL_CHECK_CUDA(select_compact(as_ptr<const void>(x), t, as_ptr<const uint32_t>(keys), n, use_abs, lo, hi,
+                                       as_ptr<uint32_t>(out), c, s));
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(&count, c, sizeof(count), cudaMemcpyDeviceToHost, s));
+      TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+    }
+    return count;
+  }, py::arg("x"), py::arg("dtype"), py::arg("keys"), py::arg("n"), py::arg("abs"), py::arg("lo"), py::arg("hi"),
+     py::arg("out"), py::arg("stream"), py::arg("device"));
+}
+
+}  // namespace trtcal

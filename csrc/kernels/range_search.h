@@ -1,0 +1,66 @@
+// Range search over many histograms at once: entropy (KL), percentile and MSE amax.
+//
+// Every tensor is described by a RangeTensor (its counts stay wherever they are on the
+// device: a collector's buffer or a packed upload). One launch per method covers all
+// tensors: a block handles one (tensor, chunk of candidates) pair and writes the chunk's
+// values into `curve`; the last block of a tensor to finish picks the minimum with the
+// tie rule of python/trtcal/reference/range_search.py:pick. Values are float64; counts
+// and prefix sums are 64-bit integers. The float64 reference is the NumPy module above.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace trtcal {
+
+enum RangeMethod : int32_t {
+  kRangeEntropyProportional = 0,  // pytorch-quantization / TensorRT construction
+  kRangeEntropyOnnxRuntime = 1,   // ONNX Runtime get_entropy_threshold
+  kRangeMse = 2,
+  kRangePercentile = 3,
+};
+
+struct RangeTensor {
+  const long long* counts;  // nbins counts on the device
+  const double* edges;      // nbins + 1 edges, or null: linspace(lo, hi) as NumPy computes it
+  double lo, step, hi;      // linspace: edge k = k * step + lo (k < nbins), edge nbins = hi
+  double a0, h;             // MSE fine grid (per_bin > 1): amax_t = t * h + a0
+  double target0, target1;  // percentile CDF targets (target1 < 0: none)
+  long long curve;          // offset of this tensor's values in `curve`
+  int32_t nbins;
+  int32_t first, stride, ncand;  // candidates: first + c * stride, c < ncand
+  int32_t block0, nblocks;       // blocks of this tensor in the launch
+};
+
+struct RangeParams {
+  int32_t method;
+  int32_t levels;         // entropy: quantized levels (128 for INT8)
+  int32_t zero_bin_rule;  // proportional entropy: counts[0] := counts[1] (on a copy)
+  int32_t tie_last;       // 1: last minimum, 0: first minimum
+  int32_t per_bin;        // MSE: candidates per bin (1: the bin centers themselves)
+  int32_t max_bound;      // MSE: 2^(bits-1) - 1
+  int32_t threads;        // threads per block (candidates per block)
+  int32_t max_bins;       // largest nbins in the launch (shared-memory size)
+  double tol;             // tie tolerance: v <= min + tol * (1 + |min|) ties
+  double eps;             // ONNX Runtime smoothing epsilon (1e-4)
+};
+
+struct RangeChoice {
+  double value;   // minimum of the curve (percentile: unused)
+  int32_t index;  // chosen candidate c (percentile: index for target0)
+  int32_t index2; // percentile: index for target1
+};
+
+// Bytes of dynamic shared memory a launch needs, and the largest nbins one launch can
+// take for the method (0: unlimited).
+size_t range_search_smem(const RangeParams& p);
+int32_t range_search_max_bins(int32_t method);
+
+// `tensors` and `block_tensor` (tensor of each block, nblocks entries) live on the device;
+// `counters` holds one zeroed unsigned int per tensor (reset by this call's memset);
+// `curve` has room for every tensor's candidates; `out` one RangeChoice per tensor.
+cudaError_t range_search(const RangeTensor* tensors, int32_t ntensors, const int32_t* block_tensor,
+                         int32_t nblocks, const RangeParams& params, double* curve,
+                         RangeChoice* out, unsigned int* counters, cudaStream_t stream);
+
+}  // namespace trtcal
