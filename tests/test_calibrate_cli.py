@@ -47,7 +47,8 @@ def test_model_with_npy_data_prints_thresholds(tmp_path, capsys, rng, monkeypatc
     assert _json(capsys.readouterr().out)["minmax"] == amax
 
 
-def test_cli_errors_are_one_line(tmp_path, capsys, rng):
+def test_cli_errors_are_one_line(tmp_path, capsys, rng, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default checkpoint goes to the current directory
     model = str(tmp_path / "m.onnx")
     build_model(model, size=10, width=4)
     assert main(["calibrate", model]) == 1
