@@ -34,7 +34,7 @@ def make_dataset(seed: int, n: int):
     two (so shards end on different range exponents), all-zero and non-finite samples."""
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(n):
+    for _ in range(n):
         scale = float(np.exp2(rng.integers(-12, 13)))
         a = (rng.standard_t(3, size=(3, 7, 13)) * scale).astype(np.float32)
         b = rng.laplace(0, 1, size=(3, 97)).astype(np.float32)
@@ -229,7 +229,8 @@ def _partitions(world: int):
     cases = {
         "even": [list(D.shard_indices(n, r, world)) for r in range(world)],
         "aligned": [list(D.shard_indices(n, r, world, align=4)) for r in range(world)],
-        "uneven": [list(range(0, 3))] + [[3 + i for i in D.shard_indices(n - 3, r, world - 1)] for r in range(world - 1)],
+        "uneven": [list(range(3))] + [[3 + i for i in D.shard_indices(n - 3, r, world - 1)]
+                                      for r in range(world - 1)],
         "last_empty": [list(D.shard_indices(n, r, world - 1)) for r in range(world - 1)] + [[]],
         "first_empty": [[]] + [list(D.shard_indices(n, r, world - 1)) for r in range(world - 1)],
         "strided": [list(D.shard_iterable(range(n), r, world)) for r in range(world)],

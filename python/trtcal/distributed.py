@@ -275,7 +275,8 @@ def _float_or_none(v: float) -> Optional[float]:
 class _Layout:
     """Where each collector's values sit in the two flat vectors that are reduced."""
 
-    def __init__(self, names: Sequence[str], collectors: Mapping[str, Collector], channels: Mapping[str, Optional[int]]):
+    def __init__(self, names: Sequence[str], collectors: Mapping[str, Collector],
+                 channels: Mapping[str, Optional[int]]) -> None:
         self.f: Dict[str, int] = {}
         self.i: Dict[str, int] = {}
         nf = ni = 0
@@ -435,8 +436,9 @@ def merge_files(paths: Sequence[str], *, allow_incomplete: bool = False) -> Tupl
         if info["format"] == CHECKPOINT_FORMAT:
             prog, cfg = info.get("progress", {}), info.get("config", {})
             if not prog.get("complete") and not allow_incomplete:
-                raise ValueError(f"trtcal: {p} is the checkpoint of an unfinished run ({prog.get('samples', '?')} samples "
-                                 "so far); finish it with --resume, or pass --allow-incomplete to merge it anyway")
+                raise ValueError(f"trtcal: {p} is the checkpoint of an unfinished run "
+                                 f"({prog.get('samples', '?')} samples so far); finish it with --resume, "
+                                 "or pass --allow-incomplete to merge it anyway")
             key = json.dumps(cfg, sort_keys=True, default=str)
             if "samples" in prog:
                 samples += int(prog["samples"])

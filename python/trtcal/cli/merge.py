@@ -75,11 +75,12 @@ def run(args: argparse.Namespace) -> int:
     several = len(methods) > 1
     for m in methods:
         table = outputs.make_table(amax[m], dict(prov, method=m))
-        name = (lambda p: _with_method(p, m)) if several else (lambda p: p)
         if args.out_table:
-            say(f"trtcal: wrote table: {outputs.write_json(table, name(args.out_table))}")
+            path = _with_method(args.out_table, m) if several else args.out_table
+            say(f"trtcal: wrote table: {outputs.write_json(table, path)}")
         if args.out_cache:
-            say(f"trtcal: wrote cache: {outputs.write_cache(table, name(args.out_cache), trt, m)}")
+            path = _with_method(args.out_cache, m) if several else args.out_cache
+            say(f"trtcal: wrote cache: {outputs.write_cache(table, path, trt, m)}")
     return 0
 
 
