@@ -1,25 +1,41 @@
 """trtcal: fast, exact INT8/FP16 calibration statistics on the GPU for TensorRT.
 
-Statistics (this module's top level): :func:`histogram`, :func:`amax`, :func:`minmax`,
-the streaming :class:`HistogramCollector` and :class:`MinMaxCollector`, and
-:func:`cuda_available`.
+Statistics: :func:`histogram`, :func:`amax`, :func:`minmax`, the streaming
+:class:`HistogramCollector` and :class:`MinMaxCollector`, and :func:`cuda_available`.
+Tables and TensorRT feeds: :class:`CalibrationTable`, :mod:`trtcal.onnx`, :mod:`trtcal.tensorrt`.
+End to end: :func:`calibrate`.
+SiLU (INT8 TensorRT engines of YOLO-style models): :func:`silu`, :func:`silu_int8`,
+:func:`silu_int8_to_float`, :func:`silu_float_to_int8`, :func:`silu_int8_table`, and the
+TensorRT plugin library at :func:`plugin_library_path`.
 """
 
 from ._backend import CUDAUnavailableError, cuda_available
+from .calibration import calibrate
 from .collectors import HistogramCollector, MinMaxCollector
+from .plugin import plugin_library_path
 from .results import Histogram
+from .silu import silu, silu_float_to_int8, silu_int8, silu_int8_table, silu_int8_to_float
 from .stats import amax, histogram, minmax
+from .table import CalibrationTable
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CUDAUnavailableError",
+    "CalibrationTable",
     "Histogram",
     "HistogramCollector",
     "MinMaxCollector",
     "amax",
+    "calibrate",
     "cuda_available",
     "histogram",
     "minmax",
+    "plugin_library_path",
+    "silu",
+    "silu_float_to_int8",
+    "silu_int8",
+    "silu_int8_table",
+    "silu_int8_to_float",
     "__version__",
 ]

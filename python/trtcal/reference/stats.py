@@ -37,14 +37,29 @@ def range_exponent(amax: float) -> int:
 
 
 def bin_index(v: np.ndarray, bins: int, signed: bool, exponent: Optional[int]) -> np.ndarray:
-    """Bins of finite float64 values on the grid R = 2^exponent (all zeros when None)."""
+    """Bins of finite values (float32 or float64) on the grid R = 2^exponent (zero bin when None).
+
+    The bin is floor(|v| * h / R) (signed: h + floor(v * h / R)), h = bins or bins/2. The
+    product is exact in float64 for h <= 2^24 and, when h / R is a power of two representable
+    in float32, exact in float32 too; both give the same bins as the CUDA kernels.
+    """
     h = _half(bins, signed)
     if exponent is None:
         return np.full(v.shape, h if signed else 0, dtype=np.int64)
-    scale = math.ldexp(float(h), -exponent)  # exact power-of-two multiple: product is exact
-    if signed:
-        return h + np.floor(v * scale).astype(np.int64)
-    return np.floor(np.abs(v) * scale).astype(np.int64)
+    k = (h.bit_length() - 1) - exponent
+    if v.dtype == np.float32 and h & (h - 1) == 0 and -149 <= k <= 127:
+        t = (v if signed else np.abs(v)) * np.float32(math.ldexp(1.0, k))
+    else:
+        scale = math.ldexp(float(h), -exponent)
+        t = np.asarray(v, dtype=np.float64) * scale
+        if not signed:
+            t = np.abs(t)
+    if not signed:
+        return t.astype(np.int64)  # t >= 0: truncation is floor
+    idx = np.floor(t).astype(np.int64)
+    if t.dtype == np.float32:
+        idx[(t == 0) & (v < 0)] = -1  # product underflowed to -0
+    return h + idx
 
 
 def rebin(counts: np.ndarray, signed: bool, m: int) -> np.ndarray:
@@ -62,14 +77,24 @@ def rebin(counts: np.ndarray, signed: bool, m: int) -> np.ndarray:
     return out
 
 
+def _finite_float(x: np.ndarray) -> Tuple[np.ndarray, int, int, int]:
+    """Values as float32 (exact for float32/float16/bfloat16 inputs; float64 stays float64)
+    without the non-finite ones, and the NaN, +Inf, -Inf counts."""
+    v = np.asarray(x)
+    v = (v if v.dtype == np.float64 else v.astype(np.float32, copy=False)).ravel()
+    finite = np.isfinite(v)
+    if finite.all():
+        return v, 0, 0, 0
+    bad = v[~finite]
+    return v[finite], int(np.isnan(bad).sum()), int(np.isposinf(bad).sum()), int(np.isneginf(bad).sum())
+
+
 def histogram_state_update(state: State, x: np.ndarray) -> State:
     """Adds the values of ``x`` (any float array) to ``state`` in place."""
-    v = np.asarray(x, dtype=np.float64).ravel()
-    finite = np.isfinite(v)
-    state["nan"] += int(np.isnan(v).sum())
-    state["posinf"] += int(np.isposinf(v).sum())
-    state["neginf"] += int(np.isneginf(v).sum())
-    v = v[finite]
+    v, nan, pinf, ninf = _finite_float(x)
+    state["nan"] += nan
+    state["posinf"] += pinf
+    state["neginf"] += ninf
     if v.size == 0:
         return state
     state["finite"] += int(v.size)

@@ -1,0 +1,311 @@
+"""The TensorRT INT8 calibration cache: the text file TensorRT <= 10 reads and writes.
+
+Format (what TensorRT's calibrators and ``trtexec --calib`` produce)::
+
+    TRT-<N>-<Algorithm>
+    <tensor name>: <hex>
+    ...
+
+``N`` encodes the TensorRT version: ``major*1000 + minor*100 + patch`` up to 9.x (8.6.1 ->
+8601) and ``major*10000 + minor*100 + patch`` from 10.0 on (10.3.0 -> 100300). ``hex`` is the
+big-endian IEEE-754 bit pattern of the float32 scale = amax / 127, printed lowercase without
+leading zeros (``0`` for a zero scale). A name may itself contain colons and spaces, so a
+line is split at its LAST colon.
+
+Reading keeps every entry's original text, the header line, the line order and the line
+endings, so that reading then writing gives back the same bytes; only entries whose value
+changed are re-encoded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Calibration algorithms of TensorRT's calibrator classes, as named in cache headers.
+ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
+DEFAULT_TENSORRT_VERSION = "10.3.0"
+DEFAULT_ALGORITHM = "EntropyCalibration2"
+
+_HEADER_RE = re.compile(r"^TRT-(\d+)-([A-Za-z0-9_]+)$")
+_HEX_RE = re.compile(r"^[0-9a-fA-F]{1,8}$")
+
+
+# --------------------------------------------------------------------------- values
+
+
+def scale_to_hex(scale: float) -> str:
+    """TensorRT's text for a scale: float32 bits, big-endian, lowercase, no leading zeros."""
+    return format(float32_bits(scale), "x")
+
+
+def hex_to_scale(text: str) -> float:
+    """The float32 scale of a cache value (``3c010a14``, ``0``, ``7f800000``)."""
+    if not _HEX_RE.match(text):
+        raise ValueError(f"'{text}' is not a float32 bit pattern (1 to 8 hex digits)")
+    return struct.unpack(">f", struct.pack(">I", int(text, 16)))[0]
+
+
+def float32_bits(value: float) -> int:
+    """The float32 bit pattern of ``value`` (after rounding to float32)."""
+    (bits,) = struct.unpack(">I", struct.pack(">f", to_float32(value)))
+    return bits
+
+
+def to_float32(value: float) -> float:
+    """``value`` rounded to float32 as a C cast does (beyond FLT_MAX -> inf; NaN kept)."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
+
+
+# --------------------------------------------------------------------------- header
+
+
+def parse_version(version: Union[str, Tuple[int, ...]]) -> Tuple[int, int, int]:
+    """``"10.3.0"`` / ``"8.6.1.6"`` / ``(8, 6, 1)`` -> (major, minor, patch)."""
+    if isinstance(version, str):
+        parts = version.strip().split(".")
+        try:
+            nums = [int(p) for p in parts[:3]]
+        except ValueError:
+            raise ValueError(f"trtcal: TensorRT version '{version}' is not of the form major.minor.patch") from None
+    else:
+        nums = [int(p) for p in tuple(version)[:3]]
+    if not nums or any(n < 0 for n in nums):
+        raise ValueError(f"trtcal: invalid TensorRT version {version!r}")
+    while len(nums) < 3:
+        nums.append(0)
+    major, minor, patch = nums
+    if minor > 99 or patch > 99 or (major < 10 and minor > 9):
+        raise ValueError(f"trtcal: TensorRT version {version!r} cannot be encoded in a cache header")
+    return major, minor, patch
+
+
+def encode_version(version: Union[str, Tuple[int, ...]]) -> int:
+    """The header number: major*1000+minor*100+patch before 10.0, major*10000+minor*100+patch after."""
+    major, minor, patch = parse_version(version)
+    if major >= 10:
+        return major * 10000 + minor * 100 + patch
+    return major * 1000 + minor * 100 + patch
+
+
+def decode_version(number: int) -> Tuple[int, int, int]:
+    """Inverse of :func:`encode_version` (100300 -> (10, 3, 0); 8601 -> (8, 6, 1))."""
+    if number >= 100000:
+        return number // 10000, (number // 100) % 100, number % 100
+    return number // 1000, (number // 100) % 10, number % 100
+
+
+def format_header(tensorrt_version: Union[str, Tuple[int, ...]] = DEFAULT_TENSORRT_VERSION,
+                  algorithm: str = DEFAULT_ALGORITHM) -> str:
+    """``TRT-<N>-<Algorithm>`` for a TensorRT 7.x-10.x version and one of :data:`ALGORITHMS`."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"trtcal: unknown calibration algorithm '{algorithm}'; accepted: {', '.join(ALGORITHMS)}")
+    major = parse_version(tensorrt_version)[0]
+    if major >= 11:
+        raise ValueError(
+            f"trtcal: TensorRT {major} has no calibration cache (11.0 removed implicit INT8: calibrators, "
+            "caches and dynamic ranges). Quantize explicitly instead: trtcal.onnx.quantize(model, table) "
+            "or trtcal.tensorrt.quantize_network(network, table)."
+        )
+    if major < 5:
+        raise ValueError(f"trtcal: TensorRT {major}.x caches are not supported (5.x to 10.x are)")
+    return f"TRT-{encode_version(tensorrt_version)}-{algorithm}"
+
+
+# --------------------------------------------------------------------------- file model
+
+
+@dataclass
+class CacheEntry:
+    """One ``name: hex`` line. ``raw`` is the line as read (kept for exact round trips: it is
+    written back unchanged while the entry's scale keeps its original float32 bits)."""
+
+    name: str
+    scale: float
+    raw: Optional[str] = None
+    raw_bits: Optional[int] = None
+
+    @property
+    def amax(self) -> float:
+        """scale * 127 (exact in float64)."""
+        return self.scale * 127.0
+
+    @property
+    def hex(self) -> str:
+        return scale_to_hex(self.scale)
+
+    def line(self) -> str:
+        if self.raw is not None and self.raw_bits == float32_bits(self.scale):
+            return self.raw
+        return f"{self.name}: {scale_to_hex(self.scale)}"
+
+
+@dataclass
+class CalibrationCache:
+    """A parsed TensorRT calibration cache, in file order.
+
+    ``header`` is the first line as written (``TRT-8601-EntropyCalibration2``); ``newline`` and
+    ``final_newline`` record the line endings so :meth:`to_bytes` reproduces the input.
+    """
+
+    header: str
+    entries: List[CacheEntry] = field(default_factory=list)
+    newline: str = "\n"
+    final_newline: bool = True
+    bom: bool = False
+
+    # -- header fields
+    @property
+    def version_number(self) -> int:
+        return int(_split_header(self.header)[0])
+
+    @property
+    def tensorrt_version(self) -> str:
+        """``"8.6.1"`` / ``"10.3.0"``, decoded from the header."""
+        return ".".join(str(v) for v in decode_version(self.version_number))
+
+    @property
+    def algorithm(self) -> str:
+        return _split_header(self.header)[1]
+
+    # -- mapping helpers
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[CacheEntry]:
+        return iter(self.entries)
+
+    def scales(self) -> Dict[str, float]:
+        return {e.name: e.scale for e in self.entries}
+
+    def amaxes(self) -> Dict[str, float]:
+        return {e.name: e.amax for e in self.entries}
+
+    # -- writing
+    def to_text(self) -> str:
+        lines = [self.header] + [e.line() for e in self.entries]
+        text = ("\ufeff" if self.bom else "") + self.newline.join(lines)
+        return text + self.newline if self.final_newline else text
+
+    def to_bytes(self) -> bytes:
+        return self.to_text().encode("utf-8")
+
+    def write(self, path: PathLike) -> None:
+        with open(path, "wb") as f:
+            f.write(self.to_bytes())
+
+    @classmethod
+    def from_scales(cls, scales: Iterable[Tuple[str, float]], tensorrt_version=DEFAULT_TENSORRT_VERSION,
+                    algorithm: str = DEFAULT_ALGORITHM) -> "CalibrationCache":
+        """A new cache (TensorRT's own layout: ``\\n`` endings, final newline)."""
+        header = format_header(tensorrt_version, algorithm)
+        entries = []
+        for name, scale in scales:
+            _check_name(name)
+            entries.append(CacheEntry(name, to_float32(scale)))
+        return cls(header, entries)
+
+
+def _split_header(header: str) -> Tuple[str, str]:
+    m = _HEADER_RE.match(header.strip())
+    if not m:
+        raise ValueError(f"trtcal: '{header}' is not a TensorRT cache header (TRT-<N>-<Algorithm>)")
+    return m.group(1), m.group(2)
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"trtcal: a cache entry needs a non-empty tensor name, got {name!r}")
+    if "\n" in name or "\r" in name:
+        raise ValueError(f"trtcal: tensor name {name!r} contains a line break and cannot be written to a cache")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_cache(path: PathLike) -> CalibrationCache:
+    """Reads a TensorRT calibration cache file (see :func:`parse_cache`)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return parse_cache(data, source=os.fspath(path))
+
+
+def parse_cache(data: Union[bytes, bytearray, memoryview, str], source: str = "<cache>") -> CalibrationCache:
+    """Parses cache bytes. Raises ValueError saying what the input looks like when it is
+    not a TensorRT calibration cache."""
+    if isinstance(data, str):
+        text = data
+    else:
+        raw = bytes(data)
+        if b"\x00" in raw:
+            raise ValueError(f"trtcal: {source} is a binary file, not a TensorRT calibration cache "
+                             "(a cache is text starting with 'TRT-<N>-<Algorithm>'; an engine or timing "
+                             "cache is binary)")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"trtcal: {source} is not UTF-8 text, so not a TensorRT calibration cache") from None
+    bom = text.startswith("\ufeff")
+    if bom:
+        text = text[1:]
+    if not text.strip():
+        raise ValueError(f"trtcal: {source} is empty, not a TensorRT calibration cache")
+    newline = "\r\n" if "\r\n" in text else "\n"
+    final_newline = text.endswith(newline)
+    body = text[: -len(newline)] if final_newline else text
+    lines = body.split(newline)
+    if not _HEADER_RE.match(lines[0].strip()):
+        raise ValueError(f"trtcal: {source} is not a TensorRT calibration cache: {_describe(lines)}")
+    entries: List[CacheEntry] = []
+    seen: Dict[str, int] = {}
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue  # tolerated (TensorRT never writes blank lines); not reproduced
+        colon = line.rfind(":")
+        if colon <= 0:
+            raise ValueError(f"trtcal: {source} line {lineno}: expected '<tensor>: <hex>', got {line!r}")
+        name, value = line[:colon], line[colon + 1 :].strip()
+        try:
+            scale = hex_to_scale(value)
+        except ValueError as exc:
+            raise ValueError(f"trtcal: {source} line {lineno} (tensor '{name}'): {exc}") from None
+        if name in seen:
+            raise ValueError(f"trtcal: {source} lists tensor '{name}' twice (lines {seen[name]} and {lineno})")
+        seen[name] = lineno
+        entries.append(CacheEntry(name, scale, raw=line, raw_bits=int(value, 16)))
+    return CalibrationCache(lines[0], entries, newline, final_newline, bom)
+
+
+def _describe(lines: List[str]) -> str:
+    """What a non-cache text file looks like, for the error message."""
+    content = [ln.strip() for ln in lines if ln.strip()]
+    first = content[0]
+    if first.startswith("{") or first.startswith("["):
+        return ("it looks like JSON (a trtcal table? load it with trtcal.CalibrationTable.from_json); "
+                "a cache starts with a 'TRT-<N>-<Algorithm>' line")
+    pairs = [ln.split() for ln in content[:20]]
+    if all(len(p) == 2 and _is_float(p[1]) for p in pairs):
+        return ("it holds 'name amax' pairs of decimal floats with no 'TRT-<N>-<Algorithm>' header, as "
+                "ONNX Runtime's TensorRT execution provider writes its calibration table; TensorRT "
+                "cannot read it. Build a table from the values instead: "
+                "trtcal.CalibrationTable({name: amax, ...})")
+    if all(":" in ln for ln in content[:20]):
+        return ("it has '<tensor>: <value>' lines but its first line "
+                f"{first[:60]!r} is not a 'TRT-<N>-<Algorithm>' header")
+    return f"its first line {first[:60]!r} is not a 'TRT-<N>-<Algorithm>' header"
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,473 @@
+"""End-to-end calibration: model + data -> ranges TensorRT uses, in one streaming, resumable pass.
+
+:func:`calibrate` runs the model over the data once (ONNX Runtime by default, an FP32 TensorRT
+engine when the ``tensorrt`` module and trtcal's CUDA build are present), feeds every chosen
+activation to a streaming histogram (memory constant in the number of samples), checkpoints
+the exact collector state, and turns the histograms into thresholds for every requested method
+and into TensorRT's inputs: a calibration cache (TensorRT <= 10), a Q/DQ ONNX model (10 and 11),
+a JSON table, and a report.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from . import checkpoint as ckpt
+from . import outputs
+from .collect import ActivationStats
+from .data import BadSampleError, InputSpec, Preprocess, Source, batches, open_source
+from .runners import Runner, TensorSelection, make_runner, model_digest
+
+__all__ = ["calibrate", "CalibrationResult", "Preprocess", "TensorSelection", "BadSampleError"]
+
+METHOD_CHOICES = ("entropy", "percentile", "minmax", "mse", "all")
+DEMO_OUT = "trtcal-demo-out"
+
+
+@dataclass
+class CalibrationResult:
+    """What a calibration run produced.
+
+    Attributes
+    ----------
+    amax : {method: {tensor: amax}}
+    histograms : {tensor: Histogram}, the collected |x| histograms
+    tables : {method: CalibrationTable} (empty when this build has no table API)
+    files : {what: path} of every file written
+    next_steps : the TensorRT commands that use the outputs
+    """
+
+    amax: Dict[str, Dict[str, float]]
+    histograms: Dict[str, Any]
+    samples: int
+    batches: int
+    skipped: List[Tuple[str, str]]
+    provenance: Dict[str, Any]
+    tables: Dict[str, Any] = field(default_factory=dict)
+    files: Dict[str, str] = field(default_factory=dict)
+    next_steps: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def method(self) -> str:
+        return self.provenance["method"]
+
+    @property
+    def table(self) -> Any:
+        """The table of the primary method (entropy when several were asked)."""
+        return self.tables.get(_primary(list(self.amax)))
+
+
+def _primary(methods: Sequence[str]) -> str:
+    return "entropy" if "entropy" in methods else methods[0]
+
+
+def _methods(method: Union[str, Sequence[str]]) -> List[str]:
+    ms = [method] if isinstance(method, str) else list(method)
+    out: List[str] = []
+    for m in ms:
+        if m not in METHOD_CHOICES:
+            raise ValueError(f"trtcal: method must be one of {', '.join(METHOD_CHOICES)}, got {m!r}")
+        for x in (outputs.METHODS if m == "all" else (m,)):
+            if x not in out:
+                out.append(x)
+    return out
+
+
+def calibrate(
+    model: Any = None,
+    data: Any = None,
+    *,
+    method: Union[str, Sequence[str]] = "entropy",
+    flavor: Optional[str] = None,
+    params: Optional[Mapping[str, Any]] = None,
+    batch_size: Optional[int] = None,
+    max_samples: Optional[int] = None,
+    preprocess: Optional[Preprocess] = None,
+    input_name: Optional[str] = None,
+    tensors: Optional[Union[TensorSelection, Sequence[str]]] = None,
+    op_types: Optional[Sequence[str]] = None,
+    runner: Union[str, Runner] = "auto",
+    bins: int = 2048,
+    out_cache: Optional[str] = None,
+    out_qdq: Optional[str] = None,
+    out_table: Optional[str] = None,
+    report: Optional[str] = None,
+    checkpoint: Optional[str] = None,
+    checkpoint_every: int = 50,
+    resume: bool = False,
+    skip_bad: bool = False,
+    tensorrt_version: Optional[str] = None,
+    out_dir: Optional[str] = None,
+    progress: bool = True,
+    log: Optional[Callable[[str], None]] = None,
+) -> CalibrationResult:
+    """Calibrates ``model`` over ``data`` and writes the requested outputs.
+
+    Parameters
+    ----------
+    model : path to an ONNX file, onnx.ModelProto, or None
+        None (with ``data`` None) runs the demo: a small CNN and synthetic images that trtcal
+        builds in ``out_dir`` (default ``./trtcal-demo-out``), calibrated on the CPU in seconds.
+    data : path, arrays, or iterable
+        An image folder (with ``preprocess``), a .npy/.npz file or folder of them, a NumPy array
+        or {input name: array} with samples along axis 0, or any iterable of {input name: batch}
+        dicts (each item is one batch; resuming skips the batches already seen, so the iterable
+        must yield the same sequence again).
+    method : 'entropy', 'percentile', 'minmax', 'mse', 'all', or a list
+        Every method comes from the same single pass.
+    flavor, params : passed to :func:`trtcal.compute_amax` (``params`` per method:
+        ``{"percentile": {"percentile": 99.99}}``).
+    batch_size : samples per inference (default: the model's fixed batch size, else 16).
+    max_samples : stop after this many samples.
+    tensors, op_types : which activations (default all float tensors): a TensorSelection, or
+        glob / ``re:`` name patterns, and/or op types.
+    runner : 'auto', 'onnxruntime', 'tensorrt', or a Runner.
+    out_cache, out_qdq, out_table, report : output paths (with several methods, each path gets
+        ``.<method>`` before its extension). ``report`` ending in .html writes HTML, else Markdown.
+    checkpoint, checkpoint_every, resume : the collector state is written atomically to
+        ``checkpoint`` every ``checkpoint_every`` batches, at Ctrl-C and on errors; ``resume``
+        continues from it and gives exactly the uninterrupted result. A checkpoint written with
+        other settings (model, data, batch size, tensors, bins) is refused; ``skip_bad`` may change,
+        so a run stopped by a bad sample resumes with ``skip_bad=True``.
+    skip_bad : skip (and report) unreadable or malformed samples and samples whose activations
+        hold NaN/Inf; otherwise the first one stops the run with the checkpoint intact.
+    tensorrt_version : 'X.Y' for the cache header (default: the installed tensorrt, else 10.16).
+    progress : a progress bar on stderr (tqdm when installed).
+    log : where messages go (default: print to stderr; pass ``lambda s: None`` to silence).
+    """
+    say = log or (lambda s: print(s, file=sys.stderr))
+    methods = _methods(method)
+    demo = model is None
+    if demo:
+        if data is not None:
+            raise ValueError("trtcal: calibration data was given without a model")
+        from . import demo as demo_mod
+
+        out_dir = out_dir or DEMO_OUT
+        model, data, demo_pre = demo_mod.build(out_dir)
+        preprocess = preprocess or demo_pre
+        out_table = out_table or os.path.join(out_dir, "calibration.json")
+        out_cache = out_cache or os.path.join(out_dir, "calibration.cache")
+        out_qdq = out_qdq or os.path.join(out_dir, "demo_cnn.qdq.onnx")
+        report = report or os.path.join(out_dir, "report.md")
+        checkpoint = checkpoint or os.path.join(out_dir, "checkpoint.npz")
+        batch_size = batch_size or 16
+        say(f"trtcal: demo: calibrating a small CNN built in {out_dir} on {os.path.basename(data)}")
+
+    trt_version = tensorrt_version or _installed_tensorrt() or outputs.DEFAULT_TENSORRT
+    if out_cache and _major(trt_version) >= 11:
+        raise ValueError(f"trtcal: TensorRT {trt_version} has no calibration caches (11.0 removed implicit INT8); "
+                         "write a Q/DQ model with out_qdq / --out-qdq instead")
+
+    selection = _selection(tensors, op_types)
+    if isinstance(runner, Runner):
+        run = runner
+    else:
+        run = make_runner(model, selection, runner, batch_size or 16)
+    specs = run.specs
+    fixed_batch = _fixed_batch(specs)
+    if fixed_batch is not None:
+        if batch_size is not None and batch_size != fixed_batch:
+            raise ValueError(f"trtcal: the model's inputs have a fixed batch size of {fixed_batch}; "
+                             f"batch_size={batch_size} cannot be used")
+        batch_size = fixed_batch
+    batch_size = int(batch_size or 16)
+    if batch_size < 1:
+        raise ValueError(f"trtcal: batch_size must be positive, got {batch_size}")
+
+    source = open_source(data, preprocess, input_name)
+    source.bind(specs)
+    say("trtcal: model inputs: " + "; ".join(s.describe() for s in specs))
+    pre = getattr(source, "preprocess", None)
+    if pre is not None:
+        say(f"trtcal: preprocessing: {pre.describe()}  (make sure inference does exactly the same)")
+    say(f"trtcal: calibrating {len(run.tensors)} tensors with {type(run).__name__} "
+        f"(batch {batch_size}; methods {', '.join(methods)})")
+
+    digest = model_digest(model) if not isinstance(runner, Runner) or model is not None else "runner"
+    config = {"model": digest, "data": source.fingerprint(), "batch_size": batch_size, "bins": int(bins),
+              "tensors": list(run.tensors), "runner": run.describe().get("runner", type(run).__name__),
+              "max_samples": max_samples}
+    stats = ActivationStats(run.tensors, bins=bins)
+    cursor, used, nbatches, skipped = 0, 0, 0, []  # type: int, int, int, List[Tuple[str, str]]
+    complete = False
+    if resume:
+        if not checkpoint:
+            raise ValueError("trtcal: resume needs a checkpoint path")
+        if os.path.exists(checkpoint):
+            state = ckpt.load(checkpoint, config)
+            stats.load_state_dict(state["stats_state"])
+            p = state["progress"]
+            cursor, used, nbatches = int(p["cursor"]), int(p["samples"]), int(p["batches"])
+            skipped = [tuple(s) for s in p.get("skipped", [])]
+            complete = bool(p.get("complete"))
+            say(f"trtcal: resuming from {checkpoint}: {used} samples in {nbatches} batches already collected")
+        else:
+            say(f"trtcal: no checkpoint at {checkpoint}; starting from the beginning")
+
+    def save(done: bool = False) -> None:
+        if checkpoint:
+            ckpt.save(checkpoint, config=config, stats_state=stats.state_dict(),
+                      progress={"cursor": cursor, "samples": used, "batches": nbatches,
+                                "skipped": [list(s) for s in skipped], "complete": done})
+
+    def on_bad(exc: BadSampleError) -> None:
+        say(f"trtcal: skipping {exc.sample}: {exc.reason}")
+
+    device_acts = run.device != "cpu"
+    bar = _Progress(progress and not complete, _total(source, max_samples), cursor)
+    saved_nonfinite = {n: 0 for n in run.tensors} if device_acts else None
+    since_check: List[str] = []
+    dirty = False
+    try:
+        with _DeferredInterrupt() as interrupt:
+            if not complete:
+                for batch in batches(source, batch_size, start=cursor, max_samples=max_samples, used=used,
+                                     skip_bad=skip_bad, on_bad=on_bad):
+                    if batch.names:
+                        if fixed_batch is not None and len(batch.names) < fixed_batch:
+                            say(f"trtcal: dropping the last {len(batch.names)} samples: the model's batch size is "
+                                f"fixed at {fixed_batch}")
+                        else:
+                            acts = run.run(batch.inputs)
+                            acts, bad = stats.screen(acts, batch.names, skip_bad=skip_bad,
+                                                     check="batch" if skip_bad else "deferred")
+                            dirty = True  # an error while adding leaves the collectors half-updated
+                            stats.add(acts, stream=run.stream)
+                            dirty = False
+                            for s in bad:
+                                on_bad(BadSampleError(*s))
+                            batch.skipped.extend(bad)
+                            used += len(batch.names) - len(bad)
+                            nbatches += 1
+                            since_check.extend(batch.names)
+                    skipped.extend(batch.skipped)  # with the cursor: a failed batch is redone whole
+                    cursor = batch.end
+                    bar.update(cursor, used, len(skipped))
+                    if checkpoint and nbatches and nbatches % checkpoint_every == 0 and batch.names:
+                        _check_deferred(stats, saved_nonfinite, since_check)
+                        save()
+                        since_check = []
+                    if interrupt.hit:
+                        raise KeyboardInterrupt
+                _check_deferred(stats, saved_nonfinite, since_check)
+                save(done=True)
+    except BaseException as exc:
+        bar.close()
+        if not dirty and not isinstance(exc, _DeferredBadSample):
+            save()  # the state of every batch completed so far
+            if checkpoint:
+                say(f"trtcal: stopped after {used} samples; state saved to {checkpoint} "
+                    "(run again with --resume to continue)")
+        raise
+    bar.close()
+    if used == 0:
+        raise ValueError("trtcal: no usable calibration samples" + (f" ({len(skipped)} skipped)" if skipped else ""))
+
+    hists = stats.histograms()
+    provenance = {
+        "tool": "trtcal calibrate", "trtcal_version": _version(),
+        "model": os.path.abspath(model) if isinstance(model, (str, os.PathLike)) else "<ModelProto>",
+        "model_sha256": digest, "data": source.describe(), "samples": used, "batches": nbatches,
+        "skipped": len(skipped), "batch_size": batch_size, "bins": int(bins), "method": ",".join(methods),
+        "flavor": flavor, "runner": run.describe(), "tensorrt_version": trt_version,
+        "nonfinite": {k: sum(int(getattr(h, k)) for h in hists.values()) for k in ("nan", "posinf", "neginf")},
+    }
+    if "percentile" in methods and params and isinstance(params.get("percentile"), Mapping):
+        provenance["percentile"] = params["percentile"].get("percentile")
+    if pre is not None:
+        provenance["preprocess"] = pre.to_dict()
+    result = CalibrationResult({}, hists, used, nbatches, skipped, provenance)
+    if skipped:
+        say(f"trtcal: {len(skipped)} bad samples skipped (first: {skipped[0][0]}: {skipped[0][1]})")
+    for h in hists.values():
+        if h.status != "ok":
+            result.notes.append(f"tensor '{h.name}' is {h.status}: it gets no searched threshold")
+    try:
+        result.amax = outputs.thresholds(hists, methods, flavor, params)
+    except outputs.OutputUnavailable as exc:
+        result.amax = outputs.thresholds(hists, ["minmax"])
+        result.notes.append(str(exc) + "; only min-max thresholds were computed")
+        say(f"{exc}; only min-max thresholds were computed")
+    _write_outputs(result, model, methods, out_cache, out_qdq, out_table, trt_version, say)
+    if report:
+        from . import report as report_mod
+
+        for p in report_mod.write(report, result):
+            result.files.setdefault("report", p)
+        say(f"trtcal: report written to {report}")
+    for line in result.next_steps:
+        say(line)
+    return result
+
+
+def _write_outputs(result: CalibrationResult, model: Any, methods: List[str], out_cache: Optional[str],
+                   out_qdq: Optional[str], out_table: Optional[str], trt_version: str,
+                   say: Callable[[str], None]) -> None:
+    several = len([m for m in methods if m in result.amax]) > 1
+    primary = _primary([m for m in methods if m in result.amax] or ["minmax"])
+    model_path = os.path.abspath(model) if isinstance(model, (str, os.PathLike)) else "model.onnx"
+    for m, amax in result.amax.items():
+        if not (out_cache or out_qdq or out_table):
+            break
+        prov = dict(result.provenance, method=m)
+        if m != "percentile":
+            prov.pop("percentile", None)
+        try:
+            table = outputs.make_table(amax, prov)
+        except outputs.OutputUnavailable as exc:
+            result.notes.append(str(exc))
+            say(f"{exc}; no table, cache or Q/DQ model written")
+            return
+        result.tables[m] = table
+        name = (lambda p: _with_method(p, m)) if several else (lambda p: p)
+        if out_table:
+            result.files[f"table.{m}"] = outputs.write_json(table, name(out_table))
+        if out_cache:
+            p = outputs.write_cache(table, name(out_cache), trt_version, m)
+            result.files[f"cache.{m}"] = p
+            if m == primary:
+                result.next_steps.append(
+                    f"TensorRT <= 10 (calibration cache):  trtexec --onnx={model_path} --int8 --calib={os.path.abspath(p)}")
+        if out_qdq:
+            try:
+                p = outputs.write_qdq(model, table, name(out_qdq))
+            except outputs.OutputUnavailable as exc:
+                result.notes.append(str(exc))
+                say(str(exc))
+                continue
+            result.files[f"qdq.{m}"] = p
+            if m == primary:
+                result.next_steps.append(
+                    f"TensorRT 10 / 11 (explicit Q/DQ):      trtexec --onnx={os.path.abspath(p)} --stronglyTyped")
+    for k, p in result.files.items():
+        say(f"trtcal: wrote {k}: {p}")
+
+
+def _with_method(path: str, method: str) -> str:
+    root, ext = os.path.splitext(path)
+    return f"{root}.{method}{ext}"
+
+
+def _selection(tensors: Any, op_types: Optional[Sequence[str]]) -> TensorSelection:
+    if isinstance(tensors, TensorSelection):
+        return tensors
+    names = None
+    if tensors is not None and tensors != "all":
+        names = (tensors,) if isinstance(tensors, str) else tuple(tensors)
+    return TensorSelection(op_types=tuple(op_types) if op_types else None, names=names)
+
+
+def _fixed_batch(specs: Sequence[InputSpec]) -> Optional[int]:
+    dims = {s.shape[0] for s in specs if s.shape}
+    if len(dims) == 1:
+        d = next(iter(dims))
+        return d if d is not None else None
+    return None
+
+
+def _total(source: Source, max_samples: Optional[int]) -> Optional[int]:
+    try:
+        n = len(source)
+    except TypeError:
+        return None
+    return n
+
+
+class _DeferredBadSample(BadSampleError):
+    """Found after the batch was added: the checkpoint on disk (before it) is kept as it is."""
+
+
+def _check_deferred(stats: ActivationStats, seen: Optional[Dict[str, int]], samples: List[str]) -> None:
+    """Device activations: NaN/Inf counted by the collectors since the last check -> bad sample."""
+    if seen is None:
+        return
+    now = stats.nonfinite()
+    for name, count in now.items():
+        if count > seen.get(name, 0):
+            who = samples[0] if len(samples) == 1 else f"one of {len(samples)} samples from {samples[0]} to {samples[-1]}"
+            raise _DeferredBadSample(who, f"NaN or Inf in activation '{name}' (rerun with --skip-bad to find and skip it)")
+    seen.update(now)
+
+
+def _installed_tensorrt() -> Optional[str]:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return None
+    try:
+        import tensorrt
+
+        return ".".join(tensorrt.__version__.split(".")[:2])
+    except Exception:  # noqa: BLE001 - a broken install is the same as none here
+        return None
+
+
+def _major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        raise ValueError(f"trtcal: TensorRT version must look like X.Y, got {version!r}") from None
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+class _Progress:
+    """tqdm bar over sample positions (or nothing), with samples/s and ETA."""
+
+    def __init__(self, enabled: bool, total: Optional[int], start: int) -> None:
+        self.bar = None
+        self.pos = start
+        if not enabled:
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return
+        self.bar = tqdm(total=total, initial=start, unit="sample", desc="calibrating", dynamic_ncols=True,
+                        file=sys.stderr)
+
+    def update(self, pos: int, used: int, skipped: int) -> None:
+        if self.bar is not None:
+            self.bar.update(pos - self.pos)
+            if skipped:
+                self.bar.set_postfix(skipped=skipped, refresh=False)
+        self.pos = pos
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class _DeferredInterrupt:
+    """Ctrl-C between batches: the first one is noted and acted on after the current batch (so the
+    checkpoint is consistent); a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._old: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __enter__(self) -> "_DeferredInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)

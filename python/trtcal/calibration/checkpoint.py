@@ -1,0 +1,97 @@
+"""Checkpoints of a calibration run: every collector's exact state, the data cursor and a hash
+of the configuration, written atomically (temporary file + ``os.replace``), so a crash while
+writing leaves the previous checkpoint intact and ``--resume`` refuses a changed configuration.
+
+File format: a NumPy ``.npz`` (no pickles) with ``meta`` (UTF-8 JSON) and ``counts`` (int64,
+one row per tensor). Floats go through JSON's shortest round-trip form, so the restored state
+is bit-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+
+FORMAT = "trtcal.calibration.checkpoint"
+VERSION = 1
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of the settings that decide the collected statistics."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def save(path: str, *, config: Mapping[str, Any], stats_state: Mapping[str, Any], progress: Mapping[str, Any]) -> None:
+    """Writes the checkpoint atomically. ``progress``: cursor, samples, batches, skipped."""
+    collectors = stats_state["collectors"]
+    names = list(collectors)
+    bins = int(stats_state["bins"])
+    counts = np.zeros((len(names), bins), dtype=np.int64)
+    states = {}
+    for i, n in enumerate(names):
+        s = dict(collectors[n])
+        counts[i] = np.asarray(s.pop("counts"), dtype=np.int64)
+        states[n] = s
+    meta = {"format": FORMAT, "version": VERSION, "config_hash": config_hash(config), "config": config,
+            "progress": dict(progress), "stats": {"format": stats_state["format"], "bins": bins},
+            "names": names, "states": states}
+    blob = np.frombuffer(json.dumps(meta, default=_json_default).encode("utf-8"), dtype=np.uint8)
+    d = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".trtcal-ckpt-", suffix=".npz", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, meta=blob, counts=counts)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: str, config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Reads a checkpoint; with ``config``, refuses one written for different settings.
+
+    Returns {'config', 'progress', 'stats_state'}.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+            counts = np.array(z["counts"], dtype=np.int64)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"trtcal: {path} is not a readable trtcal checkpoint: {exc}") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ValueError(f"trtcal: {path} is not a trtcal calibration checkpoint of version {VERSION}")
+    if config is not None and meta["config_hash"] != config_hash(config):
+        changed = sorted(k for k in set(config) | set(meta["config"])
+                         if json.dumps(config.get(k), sort_keys=True, default=str)
+                         != json.dumps(meta["config"].get(k), sort_keys=True, default=str))
+        raise ValueError(
+            f"trtcal: cannot resume from {path}: it was written with different settings "
+            f"(changed: {', '.join(changed) or 'unknown'}). Delete it or rerun without --resume."
+        )
+    collectors = {}
+    for i, n in enumerate(meta["names"]):
+        s = dict(meta["states"][n])
+        s["counts"] = counts[i].copy()
+        collectors[n] = s
+    stats_state = {"format": meta["stats"]["format"], "bins": meta["stats"]["bins"], "collectors": collectors}
+    return {"config": meta["config"], "progress": meta["progress"], "stats_state": stats_state}
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"cannot store {type(o).__name__} in a checkpoint")

@@ -1,0 +1,400 @@
+"""Running the model and exposing the activations to calibrate.
+
+:class:`OrtRunner` (the default) adds the chosen intermediate tensors to an ONNX model's
+outputs and runs it with ONNX Runtime (CPU, or CUDA with onnxruntime-gpu); activations come
+back as host arrays. :class:`TensorRTRunner` builds an FP32 TensorRT engine with every layer
+output marked (shape and constant layers excepted) and hands its device buffers straight to
+the CUDA statistics kernels, with no copy to the host.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .data import InputSpec
+
+ModelLike = Union[str, "os.PathLike[str]", Any]  # path or onnx.ModelProto
+
+# ONNX TensorProto element types that hold activations trtcal calibrates
+_FLOAT_TYPES = {1: "float32", 10: "float16", 16: "bfloat16"}
+_ONNX_TO_NUMPY = {1: np.float32, 10: np.float16, 11: np.float64, 2: np.uint8, 3: np.int8, 4: np.uint16,
+                  5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_, 12: np.uint32, 13: np.uint64}
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+              "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_, "tensor(int16)": np.int16}
+
+
+@dataclass(frozen=True)
+class TensorSelection:
+    """Which activations to calibrate: all float tensors (default), or those of some op types
+    and/or whose names match glob or regular-expression patterns.
+
+    Parameters
+    ----------
+    op_types : op types whose outputs are kept (e.g. ``("Conv", "Relu")``); None keeps all.
+    names : glob patterns (``"*/conv*"``) or ``re:<regex>`` patterns on tensor names; None keeps all.
+    inputs : also calibrate the model's float inputs (TensorRT needs their ranges too).
+    """
+
+    op_types: Optional[Tuple[str, ...]] = None
+    names: Optional[Tuple[str, ...]] = None
+    inputs: bool = True
+
+    def matches_name(self, name: str) -> bool:
+        if not self.names:
+            return True
+        for p in self.names:
+            if p.startswith("re:"):
+                if re.search(p[3:], name):
+                    return True
+            elif fnmatch.fnmatchcase(name, p):
+                return True
+        return False
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"op_types": list(self.op_types) if self.op_types else None,
+                "names": list(self.names) if self.names else None, "inputs": self.inputs}
+
+
+def load_onnx(model: ModelLike):
+    import onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"trtcal: model not found: {path}")
+        return onnx.load(path)
+    if isinstance(model, onnx.ModelProto):
+        return model
+    raise TypeError(f"trtcal: model must be an ONNX file path or onnx.ModelProto, not {type(model).__name__}")
+
+
+def model_digest(model: ModelLike) -> str:
+    """sha256 of the model file (or serialised proto), used to refuse resuming a changed model."""
+    h = hashlib.sha256()
+    if isinstance(model, (str, os.PathLike)):
+        with open(model, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    else:
+        h.update(model.SerializeToString())
+    return h.hexdigest()[:32]
+
+
+def calibration_tensors(model, selection: TensorSelection = TensorSelection()) -> List[str]:
+    """Float activations of an ONNX model in graph order: node outputs (not initializers, not
+    Constant outputs, not shape/int tensors) and, with ``selection.inputs``, the float inputs."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - inference is best effort; unknown types are decided at run time
+        inferred = model
+    g = inferred.graph
+    elem: Dict[str, int] = {}
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        t = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and t.elem_type:
+            elem[vi.name] = t.elem_type
+    init = {i.name for i in g.initializer}
+    out: List[str] = []
+    seen = set()
+    if selection.inputs and not selection.op_types:
+        for i in g.input:
+            if i.name not in init and elem.get(i.name) in _FLOAT_TYPES and selection.matches_name(i.name):
+                out.append(i.name)
+                seen.add(i.name)
+    for node in g.node:
+        if node.op_type in ("Constant", "Shape", "Size", "ConstantOfShape"):
+            continue
+        if selection.op_types and node.op_type not in selection.op_types:
+            continue
+        for o in node.output:
+            if not o or o in seen or o in init:
+                continue
+            t = elem.get(o)
+            if t is not None and t not in _FLOAT_TYPES:
+                continue  # integer / bool / shape tensors
+            if not selection.matches_name(o):
+                continue
+            out.append(o)
+            seen.add(o)
+    return out
+
+
+class Runner:
+    """Runs batches; ``run(inputs)`` returns {tensor name: activation} for the chosen tensors."""
+
+    specs: List[InputSpec]
+    tensors: List[str]
+    device = "cpu"  # where the activations live: 'cpu' or 'cuda'
+    stream: Any = None
+
+    def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def describe(self) -> Dict[str, Any]:
+        return {}
+
+
+class OrtRunner(Runner):
+    """ONNX Runtime with the chosen intermediate tensors appended to the graph outputs.
+
+    Parameters
+    ----------
+    model : path or onnx.ModelProto
+    selection : TensorSelection
+    providers : ONNX Runtime providers; default CUDA when available (onnxruntime-gpu), then CPU.
+    threads : intra-op threads (0: ONNX Runtime's default).
+    """
+
+    def __init__(self, model: ModelLike, selection: TensorSelection = TensorSelection(),
+                 providers: Optional[Sequence[str]] = None, threads: int = 0) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        proto = load_onnx(model)
+        self.tensors = calibration_tensors(proto, selection)
+        if not self.tensors:
+            raise ValueError("trtcal: no float activations match the tensor selection "
+                             f"{selection.to_dict()} in this model")
+        aug = onnx.ModelProto()
+        aug.CopyFrom(proto)
+        existing = {o.name for o in aug.graph.output}
+        for t in self.tensors:
+            if t not in existing:
+                aug.graph.output.append(onnx.ValueInfoProto(name=t))
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        if providers is None:
+            avail = ort.get_available_providers()
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
+        self.providers = list(providers)
+        if aug.ByteSize() < (2 << 30) - (1 << 20):
+            self.session = ort.InferenceSession(aug.SerializeToString(), opts, providers=self.providers)
+        else:  # > 2 GB protobuf limit: through a temporary file with external data
+            import tempfile
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="trtcal-ort-")
+            path = os.path.join(self._tmp.name, "model.onnx")
+            onnx.save(aug, path, save_as_external_data=True, location="model.data")
+            self.session = ort.InferenceSession(path, opts, providers=self.providers)
+        init = {i.name for i in proto.graph.initializer}
+        self.specs = [InputSpec(i.name, tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape),
+                                np.dtype(_ORT_TYPES.get(i.type, np.float32)))
+                      for i in self.session.get_inputs() if i.name not in init]
+        self._out_names = [o.name for o in self.session.get_outputs()]
+        self._wanted = set(self.tensors)
+
+    def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
+        values = self.session.run(self._out_names, inputs)
+        out: Dict[str, Any] = {}
+        for name in self.tensors:
+            if name in inputs:
+                v = inputs[name]
+            else:
+                v = values[self._out_names.index(name)]
+            if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.dtype != np.float64:
+                out[name] = v
+            elif isinstance(v, np.ndarray) and v.dtype == np.float64:
+                out[name] = v.astype(np.float32)
+        return out
+
+    def describe(self) -> Dict[str, Any]:
+        import onnxruntime as ort
+
+        return {"runner": "onnxruntime", "version": ort.__version__, "providers": self.providers}
+
+
+class TensorRTRunner(Runner):
+    """An FP32 TensorRT engine (TensorRT 10/11 API) with every layer output marked.
+
+    Shape and constant layers, non-float tensors and loop internals are left out. Device
+    buffers come from PyTorch (or CuPy) and go to the statistics kernels as device arrays.
+    """
+
+    device = "cuda"
+
+    def __init__(self, model: ModelLike, selection: TensorSelection = TensorSelection(), *,
+                 batch_size: int = 1, workspace_gb: float = 4.0) -> None:
+        import tensorrt as trt
+
+        self.trt = trt
+        path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+        proto = load_onnx(model)
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        flags = 0
+        if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and int(trt.__version__.split(".")[0]) < 10:
+            flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, logger)
+        ok = parser.parse_from_file(path) if path else parser.parse(proto.SerializeToString())
+        if not ok:
+            errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise RuntimeError(f"trtcal: TensorRT could not parse the model: {errs}")
+        skip_layers = {trt.LayerType.SHAPE, trt.LayerType.CONSTANT}
+        for lt in ("LOOP", "ITERATOR", "RECURRENCE", "TRIP_LIMIT", "LOOP_OUTPUT", "CONDITION",
+                   "CONDITIONAL_INPUT", "CONDITIONAL_OUTPUT", "ASSERTION"):
+            if hasattr(trt.LayerType, lt):
+                skip_layers.add(getattr(trt.LayerType, lt))
+        float_types = {trt.float32, trt.float16}
+        if hasattr(trt, "bfloat16"):
+            float_types.add(trt.bfloat16)
+        names: List[str] = []
+        if selection.inputs and not selection.op_types:
+            for i in range(network.num_inputs):
+                t = network.get_input(i)
+                if t.dtype in float_types and selection.matches_name(t.name):
+                    names.append(t.name)
+        onnx_ops = {o: n.op_type for n in proto.graph.node for o in n.output}
+        for li in range(network.num_layers):
+            layer = network.get_layer(li)
+            if layer.type in skip_layers:
+                continue
+            for oi in range(layer.num_outputs):
+                t = layer.get_output(oi)
+                if t is None or t.dtype not in float_types or getattr(t, "is_shape_tensor", False):
+                    continue
+                if selection.op_types and onnx_ops.get(t.name) not in selection.op_types:
+                    continue
+                if not selection.matches_name(t.name) or t.name in names:
+                    continue
+                if not t.is_network_output:
+                    network.mark_output(t)
+                names.append(t.name)
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+        if hasattr(trt.BuilderFlag, "TF32"):
+            config.clear_flag(trt.BuilderFlag.TF32)  # true FP32: TF32 would shift the activations
+        self.specs = []
+        profile = None
+        for i in range(network.num_inputs):
+            t = network.get_input(i)
+            shape = tuple(int(d) for d in t.shape)
+            if any(d < 0 for d in shape):
+                profile = profile or builder.create_optimization_profile()
+                fixed = tuple(batch_size if (d < 0 and k == 0) else d for k, d in enumerate(shape))
+                if any(d < 0 for d in fixed):
+                    raise ValueError(f"trtcal: TensorRT input '{t.name}' has dynamic dimensions beyond the batch "
+                                     f"axis {shape}; use the ONNX Runtime runner or fix the shape")
+                profile.set_shape(t.name, fixed, fixed, fixed)
+            self.specs.append(InputSpec(t.name, tuple(None if d < 0 else d for d in shape),
+                                        np.dtype(trt.nptype(t.dtype))))
+        if profile is not None:
+            config.add_optimization_profile(profile)
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            raise RuntimeError("trtcal: TensorRT failed to build the FP32 calibration engine")
+        self.runtime = trt.Runtime(logger)
+        self.engine = self.runtime.deserialize_cuda_engine(plan)
+        self.context = self.engine.create_execution_context()
+        self.tensors = names
+        self._alloc = _DeviceAllocator()
+        self.stream = self._alloc.stream()
+        self._buffers: Dict[str, Any] = {}
+        self._batch = batch_size
+
+    def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
+        trt = self.trt
+        for s in self.specs:
+            a = np.ascontiguousarray(inputs[s.name])
+            self.context.set_input_shape(s.name, a.shape)
+            buf = self._buffer(s.name, a.shape, a.dtype)
+            self._alloc.upload(buf, a, self.stream)
+            self.context.set_tensor_address(s.name, self._alloc.ptr(buf))
+        outs: Dict[str, Any] = {}
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            if self.engine.get_tensor_mode(name) != trt.TensorIOMode.OUTPUT:
+                continue
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            buf = self._buffer(name, shape, dtype)
+            self.context.set_tensor_address(name, self._alloc.ptr(buf))
+            outs[name] = buf
+        if not self.context.execute_async_v3(self._alloc.stream_handle(self.stream)):
+            raise RuntimeError("trtcal: TensorRT execution failed")
+        result = {}
+        for name in self.tensors:
+            result[name] = self._buffers[name]  # device arrays: inputs included (uploaded above)
+        return result
+
+    def _buffer(self, name: str, shape: Tuple[int, ...], dtype: np.dtype) -> Any:
+        buf = self._buffers.get(name)
+        if buf is None or tuple(buf.shape) != tuple(shape):
+            buf = self._alloc.empty(shape, dtype)
+            self._buffers[name] = buf
+        return buf
+
+    def describe(self) -> Dict[str, Any]:
+        return {"runner": "tensorrt", "version": self.trt.__version__, "precision": "fp32"}
+
+
+class _DeviceAllocator:
+    """Device arrays and a stream from PyTorch, else CuPy."""
+
+    def __init__(self) -> None:
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ImportError
+            self.torch = torch
+            self.cupy = None
+        except ImportError:
+            try:
+                import cupy
+            except ImportError:
+                raise ImportError("trtcal: the TensorRT runner needs PyTorch or CuPy for device buffers") from None
+            self.torch = None
+            self.cupy = cupy
+
+    def stream(self) -> Any:
+        return self.torch.cuda.Stream() if self.torch else self.cupy.cuda.Stream(non_blocking=True)
+
+    def stream_handle(self, s: Any) -> int:
+        return int(s.cuda_stream) if self.torch else int(s.ptr)
+
+    def empty(self, shape: Tuple[int, ...], dtype: np.dtype) -> Any:
+        if self.torch:
+            tdt = {np.float32: self.torch.float32, np.float16: self.torch.float16, np.int32: self.torch.int32,
+                   np.int64: self.torch.int64, np.int8: self.torch.int8, np.bool_: self.torch.bool,
+                   np.uint8: self.torch.uint8}[np.dtype(dtype).type]
+            return self.torch.empty(shape, dtype=tdt, device="cuda")
+        return self.cupy.empty(shape, dtype=dtype)
+
+    def ptr(self, buf: Any) -> int:
+        return int(buf.data_ptr()) if self.torch else int(buf.data.ptr)
+
+    def upload(self, buf: Any, host: np.ndarray, stream: Any) -> None:
+        if self.torch:
+            with self.torch.cuda.stream(stream):
+                buf.copy_(self.torch.from_numpy(host), non_blocking=False)
+        else:
+            with stream:
+                buf.set(host)
+
+
+def make_runner(model: ModelLike, selection: TensorSelection, runner: str = "auto", batch_size: int = 1) -> Runner:
+    """'auto' picks TensorRT when the tensorrt module and trtcal's CUDA build are present."""
+    if runner not in ("auto", "onnxruntime", "tensorrt"):
+        raise ValueError(f"trtcal: runner must be 'auto', 'onnxruntime' or 'tensorrt', got {runner!r}")
+    if runner == "auto":
+        import importlib.util
+
+        from .._backend import cuda_available
+
+        runner = "tensorrt" if importlib.util.find_spec("tensorrt") and cuda_available() else "onnxruntime"
+    if runner == "tensorrt":
+        return TensorRTRunner(model, selection, batch_size=batch_size)
+    return OrtRunner(model, selection)

@@ -1,0 +1,119 @@
+"""`trtcal calibrate`: calibrate an ONNX model over a dataset (streaming, resumable).
+
+With no model, calibrates a small CNN on synthetic images that trtcal builds itself."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _floats(text: str):
+    return tuple(float(v) for v in text.split(","))
+
+
+def _size(text: str):
+    parts = [int(v) for v in text.lower().replace("x", ",").split(",")]
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser(
+        "calibrate", help="calibrate a model over a dataset (no model: a built-in demo)",
+        description="Runs MODEL over the data once, collects a histogram per activation (constant memory), "
+                    "and writes the ranges TensorRT uses: a calibration cache (TensorRT <= 10), a Q/DQ ONNX model "
+                    "(10/11), a JSON table and a report. With no MODEL, calibrates a small CNN on synthetic "
+                    "images built in --out-dir (default ./trtcal-demo-out).")
+    p.add_argument("model", nargs="?", help="ONNX model (omit for the demo)")
+    p.add_argument("--data", help="image folder, .npy/.npz file, or folder of .npy/.npz files")
+    p.add_argument("--method", default=None, choices=["entropy", "percentile", "minmax", "mse", "all"],
+                   help="threshold method (default entropy; 'all' for the demo); all come from one pass")
+    p.add_argument("--flavor", default=None, help="range-search flavour, passed to trtcal.compute_amax")
+    p.add_argument("--percentile", type=float, default=None, help="percentile for --method percentile/all")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--out-cache", help="TensorRT calibration cache (TensorRT <= 10)")
+    p.add_argument("--out-qdq", help="ONNX model with QuantizeLinear/DequantizeLinear (TensorRT 10/11)")
+    p.add_argument("--out-table", help="JSON table of thresholds with provenance")
+    p.add_argument("--report", help="report file: .md (Markdown + PNGs) or .html (self-contained)")
+    p.add_argument("--out-dir", help="demo only: where the demo model, data and outputs go")
+    p.add_argument("--checkpoint", help="checkpoint file (default: next to the first output, <model>.trtcal-ckpt.npz)")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="batches between checkpoints (default 50)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--skip-bad", action="store_true", help="skip (and report) bad samples instead of stopping")
+    p.add_argument("--tensorrt-version", help="X.Y of the TensorRT that will read the outputs")
+    p.add_argument("--runner", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    p.add_argument("--tensors", action="append", default=None, metavar="PATTERN",
+                   help="calibrate only tensors whose names match (glob, or re:REGEX); repeatable")
+    p.add_argument("--op-types", default=None, help="calibrate only outputs of these op types (comma-separated)")
+    p.add_argument("--input-name", help="model input the images feed (models with several inputs)")
+    g = p.add_argument_group("image preprocessing (printed and saved in the table's provenance)")
+    g.add_argument("--preprocess", help="all of it as JSON or a JSON file: {\"resize\": 256, \"crop\": 224, ...}")
+    g.add_argument("--resize", type=_size, help="N (shorter side) or HxW")
+    g.add_argument("--resize-mode", choices=["shorter", "exact", "letterbox"])
+    g.add_argument("--crop", type=_size, help="center crop N or HxW")
+    g.add_argument("--scale", type=float, help="pixel multiplier (default 1/255)")
+    g.add_argument("--mean", type=_floats, help="per-channel mean, e.g. 0.485,0.456,0.406")
+    g.add_argument("--std", type=_floats, help="per-channel std, e.g. 0.229,0.224,0.225")
+    g.add_argument("--bgr", action="store_true", help="BGR channel order (default RGB)")
+    g.add_argument("--nhwc", action="store_true", help="NHWC layout (default NCHW)")
+    g.add_argument("--interpolation", choices=["bilinear", "bicubic", "nearest", "lanczos"])
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no messages (errors only)")
+    p.set_defaults(func=run)
+
+
+def _preprocess(args: argparse.Namespace):
+    from ..calibration.data import Preprocess, parse_preprocess
+
+    base = parse_preprocess(args.preprocess)
+    fields = {}
+    for key in ("resize", "resize_mode", "crop", "scale", "mean", "std", "interpolation"):
+        v = getattr(args, key)
+        if v is not None:
+            fields[key] = v
+    if args.bgr:
+        fields["channel_order"] = "BGR"
+    if args.nhwc:
+        fields["layout"] = "NHWC"
+    if "resize" in fields and "resize_mode" not in fields and not isinstance(fields["resize"], int):
+        fields["resize_mode"] = "exact"
+    if base is None and not fields:
+        return None
+    import dataclasses
+
+    return dataclasses.replace(base or Preprocess(), **fields) if fields else base
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..calibration import calibrate
+
+    if args.model is None and args.data is not None:
+        raise ValueError("--data needs a MODEL")
+    if args.model is not None and args.data is None:
+        raise ValueError("give the calibration data with --data (or no MODEL for the demo)")
+    method = args.method or ("all" if args.model is None else "entropy")
+    params = {"percentile": {"percentile": args.percentile}} if args.percentile is not None else None
+    checkpoint = args.checkpoint
+    if checkpoint is None and args.model is not None:
+        first = next((p for p in (args.out_table, args.out_cache, args.out_qdq, args.report) if p), None)
+        d = os.path.dirname(os.path.abspath(first)) if first else os.getcwd()
+        checkpoint = os.path.join(d, os.path.splitext(os.path.basename(args.model))[0] + ".trtcal-ckpt.npz")
+    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    result = calibrate(
+        args.model, args.data, method=method, flavor=args.flavor, params=params, batch_size=args.batch_size,
+        max_samples=args.max_samples, preprocess=_preprocess(args), input_name=args.input_name,
+        tensors=args.tensors, op_types=args.op_types.split(",") if args.op_types else None, runner=args.runner,
+        out_cache=args.out_cache, out_qdq=args.out_qdq, out_table=args.out_table, report=args.report,
+        checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume, skip_bad=args.skip_bad,
+        tensorrt_version=args.tensorrt_version, out_dir=args.out_dir, progress=not args.quiet, log=say)
+    if not (args.out_cache or args.out_qdq or args.out_table or args.report or args.model is None):
+        # nothing asked to be written: print the thresholds
+        print(json.dumps(result.amax, indent=1))
+    elif args.model is None and not args.quiet:
+        print(f"trtcal: demo done: {result.samples} samples, {len(result.histograms)} tensors; "
+              f"outputs in {os.path.abspath(args.out_dir or 'trtcal-demo-out')}")
+    if args.quiet and result.next_steps:
+        print("\n".join(result.next_steps))
+    return 0

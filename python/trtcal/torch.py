@@ -1,0 +1,211 @@
+"""Calibrating from a ``torch.nn.Module``: forward hooks feed every activation to the statistics
+collectors where it lives (CUDA tensors go to the CUDA kernels on PyTorch's current stream, with
+no copy to the host and no wait per batch).
+
+    import trtcal.torch
+    stats = trtcal.torch.collect(model, loader, max_batches=100)
+    amax = stats.amax("entropy")            # {module name: amax}
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Type
+
+from .calibration.collect import ActivationStats
+
+__all__ = ["collect", "TorchCollector"]
+
+
+def _float_dtypes():
+    import torch
+
+    return (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _match(name: str, patterns: Optional[Sequence[str]]) -> bool:
+    if not patterns:
+        return True
+    for p in patterns:
+        if p.startswith("re:"):
+            if re.search(p[3:], name):
+                return True
+        elif fnmatch.fnmatchcase(name, p):
+            return True
+    return False
+
+
+class TorchCollector:
+    """Forward hooks on the chosen leaf modules of ``module`` that update ``stats``.
+
+    A module called several times in one forward (torchvision's ResNet reuses one ReLU per
+    block) gives one tensor per call: ``name``, ``name#1``, ``name#2`` ... A module with several
+    tensor outputs gives ``name:0``, ``name:1`` ...
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+    layers : module classes to hook (default: every leaf module).
+    names : glob or ``re:`` patterns on qualified module names (default: all).
+    inputs : also collect the model's first positional input (as ``"input"``).
+    stats : an existing :class:`ActivationStats` to add to (e.g. restored from a checkpoint).
+    """
+
+    def __init__(self, module: Any, *, layers: Optional[Sequence[Type[Any]]] = None,
+                 names: Optional[Sequence[str]] = None, inputs: bool = False, bins: int = 2048,
+                 stats: Optional[ActivationStats] = None) -> None:
+        self.module = module
+        self.stats = stats if stats is not None else ActivationStats(bins=bins)
+        self.inputs = inputs
+        self._calls: Dict[str, int] = {}
+        self._handles: List[Any] = []
+        self._floats = _float_dtypes()
+        for qname, m in module.named_modules():
+            if not qname or any(True for _ in m.children()):
+                continue  # the root and containers: their outputs are their last leaf's
+            if layers is not None and not isinstance(m, tuple(layers)):
+                continue
+            if not _match(qname, names):
+                continue
+            self._handles.append(m.register_forward_hook(self._hook(qname)))
+        if not self._handles:
+            raise ValueError("trtcal: no module of this model matches the chosen layers/names")
+
+    def _hook(self, qname: str) -> Callable[..., None]:
+        def hook(mod: Any, args: Any, out: Any) -> None:
+            k = self._calls.get(qname, 0)
+            self._calls[qname] = k + 1
+            base = qname if k == 0 else f"{qname}#{k}"
+            self._add(base, out)
+        return hook
+
+    def _add(self, base: str, out: Any) -> None:
+        tensors = _tensors(out)
+        for i, t in enumerate(tensors):
+            if t.dtype not in self._floats or t.numel() == 0:
+                continue
+            name = base if len(tensors) == 1 else f"{base}:{i}"
+            t = t.detach()
+            if not t.is_contiguous() and not _dense(t):
+                t = t.contiguous()  # a device copy, never a host one
+            self.stats._collector(name).update(t)
+
+    def forward(self, batch: Any, forward: Optional[Callable[[Any, Any], Any]] = None) -> Any:
+        """Runs one batch (under ``torch.inference_mode``) and collects its activations."""
+        import torch
+
+        self._calls.clear()
+        device = _module_device(self.module)
+        batch = _to(batch, device)
+        with torch.inference_mode():
+            if self.inputs:
+                first = _first_tensor(batch)
+                if first is not None:
+                    self._add("input", first)
+            if forward is not None:
+                return forward(self.module, batch)
+            if isinstance(batch, dict):
+                return self.module(**batch)
+            if isinstance(batch, (tuple, list)):
+                return self.module(batch[0])  # (inputs, labels) loaders
+            return self.module(batch)
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> "TorchCollector":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+
+def collect(module: Any, loader: Iterable[Any], *, layers: Optional[Sequence[Type[Any]]] = None,
+            names: Optional[Sequence[str]] = None, inputs: bool = False, max_batches: Optional[int] = None,
+            forward: Optional[Callable[[Any, Any], Any]] = None, bins: int = 2048,
+            stats: Optional[ActivationStats] = None, progress: bool = False) -> ActivationStats:
+    """Runs ``module`` over ``loader`` once and returns the per-activation statistics.
+
+    Parameters
+    ----------
+    module : torch.nn.Module (on the GPU for the CUDA path; put it in eval mode first).
+    loader : iterable of batches: a tensor, (inputs, labels), or a dict of keyword inputs.
+        Batches are moved to the module's device.
+    layers, names, inputs : which activations (see :class:`TorchCollector`).
+    max_batches : stop after this many batches.
+    forward : ``forward(module, batch)`` for models called some other way.
+    stats : continue an earlier :class:`ActivationStats` (e.g. after a checkpoint).
+
+    Returns
+    -------
+    ActivationStats
+        ``histograms()``, ``amax(method)``, ``state_dict()`` (host copies; these wait).
+        Queued GPU work is not waited for here.
+    """
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=max_batches, unit="batch", desc="collecting")
+        except ImportError:
+            bar = None
+    with TorchCollector(module, layers=layers, names=names, inputs=inputs, bins=bins, stats=stats) as hooks:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            hooks.forward(batch, forward)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return hooks.stats
+
+
+def _tensors(out: Any) -> List[Any]:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for t in out if isinstance(t, torch.Tensor)]
+    if isinstance(out, dict):
+        return [t for t in out.values() if isinstance(t, torch.Tensor)]
+    return []
+
+
+def _dense(t: Any) -> bool:
+    """Dense in some axis order (channels-last, transposes): the collectors read those as they are."""
+    from ._arrays import dense_axis_order
+
+    return dense_axis_order(tuple(t.shape), tuple(t.stride())) is not None
+
+
+def _module_device(module: Any) -> Any:
+    for p in module.parameters():
+        return p.device
+    for b in module.buffers():
+        return b.device
+    return None
+
+
+def _to(batch: Any, device: Any) -> Any:
+    import torch
+
+    if device is None:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to(v, device) for v in batch)
+    return batch
+
+
+def _first_tensor(batch: Any) -> Any:
+    ts = _tensors(batch if not isinstance(batch, dict) else list(batch.values()))
+    return ts[0] if ts else None

@@ -1,0 +1,269 @@
+"""The TensorRT calibration cache: parsing every real-file edge case, writing headers,
+exact round trips, refusing files that are not caches."""
+
+import json
+import math
+import struct
+
+import numpy as np
+import pytest
+
+from trtcal import CalibrationTable
+from trtcal import cache as tc
+
+# Hand-written in TensorRT's exact layout: header, '<name>: <hex>' lines, '\n', final newline.
+TRT8_CACHE = (
+    "TRT-8601-EntropyCalibration2\n"
+    "input_tensor:0: 3c010a14\n"
+    "conv/Conv2D__176:0: 3d0f7a1c\n"
+    "(Unnamed Layer* 46) [Constant]_output: 0\n"
+    "(Unnamed Layer* 47) [ElementWise]_output: 3e1d55a6\n"
+    "StatefulPartitionedCall/model/tf.math.multiply/Mul:0: 7f800000\n"
+    "onnx::Conv_123: 7c010204\n"
+    "/model.0/conv/Conv_output_0: 3cfb1a2b\n"
+    "tiny denormal: 116c2\n"
+)
+
+TRT10_CACHE = (
+    "TRT-101303-MinMaxCalibration\n"
+    "/backbone/stem/Relu_output_0: 3e4ccccd\n"
+    "images: 3c010204\n"
+    "/head/Sigmoid_output_0: 3c010204\n"
+)
+
+
+def _bits(x: float) -> int:
+    return struct.unpack(">I", struct.pack(">f", x))[0]
+
+
+# ---------------------------------------------------------------- values and headers
+
+
+@pytest.mark.parametrize("scale,text", [(1.0, "3f800000"), (0.0, "0"), (math.inf, "7f800000"),
+                                        (1 / 127, "3c010204"), (-2.0, "c0000000")])
+def test_scale_hex_is_unpadded_big_endian_float32(scale, text):
+    assert tc.scale_to_hex(scale) == text
+    assert tc.hex_to_scale(text) == pytest.approx(scale, rel=1e-7) or (scale == text == 0)
+
+
+def test_hex_of_random_scales_round_trips(rng):
+    scales = np.abs(rng.standard_t(2, size=257)).astype(np.float32) * 10.0 ** rng.integers(-30, 30, 257)
+    scales = scales.astype(np.float32)
+    for s in scales:
+        text = tc.scale_to_hex(float(s))
+        assert text == format(_bits(float(s)), "x")
+        assert not (len(text) > 1 and text.startswith("0"))
+        assert tc.hex_to_scale(text) == float(s)
+
+
+def test_flt_max_over_127_is_7c010204():
+    flt_max = float(np.finfo(np.float32).max)
+    assert tc.scale_to_hex(flt_max / 127) == "7c010204"
+    assert tc.scale_to_hex(1e39) == "7f800000"  # beyond float32 range becomes +inf as a C cast
+
+
+@pytest.mark.parametrize("version,number", [("7.2.3", 7203), ("8.0.1", 8001), ("8.6.1", 8601), ("8.6.1.6", 8601),
+                                            ("9.3.0", 9300), ("10.0.1", 100001), ("10.3.0", 100300),
+                                            ("10.13.3", 101303), ((10, 16, 0), 101600)])
+def test_version_numbers(version, number):
+    assert tc.encode_version(version) == number
+    major, minor, patch = tc.parse_version(version)
+    assert tc.decode_version(number) == (major, minor, patch)
+
+
+@pytest.mark.parametrize("algo", tc.ALGORITHMS)
+def test_headers_for_every_algorithm(algo):
+    assert tc.format_header("8.6.1", algo) == f"TRT-8601-{algo}"
+    assert tc.format_header("10.3.0", algo) == f"TRT-100300-{algo}"
+
+
+def test_header_refuses_unknown_algorithm_and_tensorrt_11():
+    with pytest.raises(ValueError, match="EntropyCalibration2"):
+        tc.format_header("10.3.0", "Entropy")
+    with pytest.raises(ValueError, match="trtcal.onnx.quantize"):
+        tc.format_header("11.1.0", "EntropyCalibration2")
+    with pytest.raises(ValueError, match="major.minor.patch"):
+        tc.format_header("ten", "EntropyCalibration2")
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def test_parse_real_tensorrt8_cache():
+    c = tc.parse_cache(TRT8_CACHE.encode())
+    assert c.tensorrt_version == "8.6.1" and c.algorithm == "EntropyCalibration2"
+    names = [e.name for e in c]
+    assert names == ["input_tensor:0", "conv/Conv2D__176:0", "(Unnamed Layer* 46) [Constant]_output",
+                     "(Unnamed Layer* 47) [ElementWise]_output",
+                     "StatefulPartitionedCall/model/tf.math.multiply/Mul:0", "onnx::Conv_123",
+                     "/model.0/conv/Conv_output_0", "tiny denormal"]
+    s = c.scales()
+    assert _bits(s["input_tensor:0"]) == 0x3C010A14
+    assert s["(Unnamed Layer* 46) [Constant]_output"] == 0.0
+    assert s["StatefulPartitionedCall/model/tf.math.multiply/Mul:0"] == math.inf
+    assert c.amaxes()["onnx::Conv_123"] == pytest.approx(float(np.finfo(np.float32).max), rel=1e-6)
+    assert 0 < s["tiny denormal"] < 1e-39  # unpadded 5-digit hex: a float32 denormal
+
+
+def test_parse_tensorrt10_header():
+    c = tc.parse_cache(TRT10_CACHE)
+    assert c.version_number == 101303 and c.tensorrt_version == "10.13.3"
+    assert c.algorithm == "MinMaxCalibration"
+    assert c.amaxes()["images"] == pytest.approx(1.0)
+
+
+def test_parse_keeps_any_line_order(rng):
+    lines = TRT8_CACHE.splitlines()
+    body = lines[1:]
+    order = rng.permutation(len(body))
+    shuffled = "\n".join([lines[0]] + [body[i] for i in order]) + "\n"
+    c = tc.parse_cache(shuffled)
+    assert [e.name for e in c] == [body[i].rsplit(":", 1)[0] for i in order]
+    assert c.to_text() == shuffled
+
+
+@pytest.mark.parametrize("text", [TRT8_CACHE, TRT10_CACHE, TRT8_CACHE.rstrip("\n"),
+                                  TRT8_CACHE.replace("\n", "\r\n"), "TRT-8601-EntropyCalibration2\n",
+                                  "TRT-100300-EntropyCalibration2\nx: 3C010A14\ny:3f800000\nz: 00000000\n",
+                                  "\ufeffTRT-8601-MinMaxCalibration\nname with  spaces : 3f800000\n"])
+def test_read_then_write_gives_the_same_bytes(tmp_path, text):
+    p = tmp_path / "calibration.cache"
+    p.write_bytes(text.encode())
+    assert tc.read_cache(p).to_bytes() == text.encode()
+    out = tmp_path / "out.cache"
+    CalibrationTable.from_cache(p).to_cache(out)
+    assert out.read_bytes() == text.encode()
+
+
+def test_changed_entry_is_reencoded_others_kept(tmp_path):
+    p = tmp_path / "c.cache"
+    p.write_text("TRT-8601-EntropyCalibration2\na: 3C010A14\nb: 0\n")
+    t = CalibrationTable.from_cache(p)
+    t["b"] = 127.0
+    t["new:tensor:0"] = 254.0
+    t.to_cache(p)
+    assert p.read_text() == "TRT-8601-EntropyCalibration2\na: 3C010A14\nb: 3f800000\nnew:tensor:0: 40000000\n"
+
+
+def test_new_header_on_request(tmp_path):
+    p = tmp_path / "c.cache"
+    p.write_text(TRT8_CACHE)
+    t = CalibrationTable.from_cache(p)
+    t.to_cache(tmp_path / "d.cache", tensorrt_version="10.3.0", algorithm="MinMaxCalibration")
+    text = (tmp_path / "d.cache").read_text()
+    assert text.splitlines()[0] == "TRT-100300-MinMaxCalibration"
+    assert text.splitlines()[1:] == TRT8_CACHE.splitlines()[1:]
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("TRT-8601-EntropyCalibration2\nnocolonhere 3c010a14\n", "line 2"),
+    ("TRT-8601-EntropyCalibration2\nx: 3c010a14f\n", "tensor 'x'"),
+    ("TRT-8601-EntropyCalibration2\nx: zz\n", "hex"),
+    ("TRT-8601-EntropyCalibration2\nx: 1\nx: 2\n", "twice"),
+])
+def test_malformed_lines_are_reported(bad, match):
+    with pytest.raises(ValueError, match=match):
+        tc.parse_cache(bad)
+
+
+def test_refuses_onnxruntime_tensorrt_ep_table(tmp_path):
+    p = tmp_path / "calibration.cache"
+    p.write_text("input 2.64\n/conv1/Conv_output_0 7.3193\n/relu/Relu_output_0 7.3193\n")
+    with pytest.raises(ValueError, match="ONNX Runtime") as err:
+        tc.read_cache(p)
+    assert "no 'TRT-<N>-<Algorithm>' header" in str(err.value)
+    with pytest.raises(ValueError, match="ONNX Runtime"):
+        CalibrationTable.from_cache(p)
+
+
+@pytest.mark.parametrize("data,match", [
+    (b"", "empty"), (b"\n\n", "empty"), (b"\x00\x01TRT", "binary"), (b"\xff\xfe\xfa", "UTF-8"),
+    (b'{"format": "trtcal.calibration-table"}', "JSON"),
+    (b"x: 3c010a14\ny: 0\n", "header"), (b"hello world, this is text\n", "not a 'TRT-"),
+])
+def test_refuses_non_caches_saying_what_they_look_like(data, match):
+    with pytest.raises(ValueError, match=match):
+        tc.parse_cache(data, source="f.cache")
+
+
+def test_writer_refuses_names_with_newlines():
+    with pytest.raises(ValueError, match="line break"):
+        CalibrationTable({"a\nb": 1.0}).to_cache_bytes()
+
+
+def test_new_cache_from_table_matches_tensorrt_layout(rng):
+    amax = np.abs(rng.laplace(size=13)).astype(np.float64) + 0.01
+    names = [f"/layer.{i}/Conv_output_0" for i in range(13)] + ["(Unnamed Layer* 3) [Shuffle]_output"]
+    values = list(amax) + [0.0]
+    t = CalibrationTable(dict(zip(names, values)))
+    data = t.to_cache_bytes(tensorrt_version="8.6.1")
+    lines = data.decode().split("\n")
+    assert lines[0] == "TRT-8601-EntropyCalibration2" and lines[-1] == ""
+    for line, name, a in zip(lines[1:], names, values):
+        assert line == f"{name}: {format(_bits(float(np.float32(a / 127))), 'x')}"
+    assert lines[-2].endswith(": 0")
+    back = tc.parse_cache(data)
+    for name, a in zip(names, values):
+        assert back.amaxes()[name] == pytest.approx(a, rel=6e-8)
+    assert t.to_cache_bytes().startswith(b"TRT-100300-EntropyCalibration2\n")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _cli(argv, capsys):
+    from trtcal.cli import main
+
+    rc = main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_cli_show_table_and_json(tmp_path, capsys):
+    p = tmp_path / "calibration.cache"
+    p.write_text(TRT8_CACHE)
+    rc, out, _ = _cli(["cache", "show", str(p)], capsys)
+    assert rc == 0 and "TensorRT 8.6.1 cache, EntropyCalibration2" in out and "8 tensors" in out
+    assert "(Unnamed Layer* 46) [Constant]_output" in out and "3c010a14" in out
+    rc, out, _ = _cli(["cache", "show", str(p), "--json", "--sort", "amax"], capsys)
+    data = json.loads(out)
+    assert rc == 0 and data["tensors"][0]["amax"] == "inf"
+    row = next(r for r in data["tensors"] if r["tensor"] == "input_tensor:0")
+    assert row["hex"] == "3c010a14" and row["amax"] == pytest.approx(row["scale"] * 127)
+
+
+def test_cli_diff_reports_moves(tmp_path, capsys):
+    a, b = tmp_path / "a.cache", tmp_path / "b.cache"
+    a.write_text("TRT-8601-EntropyCalibration2\nx: 3f800000\ny: 3c010204\ngone: 0\n")
+    b.write_text("TRT-100300-MinMaxCalibration\ny: 3c010204\nx: 40000000\nnew:0: 3f800000\n")
+    rc, out, _ = _cli(["cache", "diff", str(a), str(b)], capsys)
+    assert rc == 1 and "1 unchanged, 1 changed, 1 only in A, 1 only in B" in out
+    assert "2.0000" in out and "only in A: gone" in out and "only in B: new:0" in out
+    rc, out, _ = _cli(["cache", "diff", str(a), str(b), "--json"], capsys)
+    d = json.loads(out)
+    assert d["changed"][0]["tensor"] == "x" and d["changed"][0]["ratio"] == 2.0
+    rc, out, _ = _cli(["cache", "diff", str(a), str(a)], capsys)
+    assert rc == 0 and "0 changed" in out
+
+
+def test_cli_convert_both_ways_and_reheader(tmp_path, capsys):
+    p = tmp_path / "calibration.cache"
+    p.write_text(TRT8_CACHE)
+    j = tmp_path / "table.json"
+    assert _cli(["cache", "convert", str(p), str(j)], capsys)[0] == 0
+    assert CalibrationTable.from_json(j)["input_tensor:0"] == pytest.approx(tc.hex_to_scale("3c010a14") * 127)
+    back = tmp_path / "back.cache"
+    assert _cli(["cache", "convert", str(j), str(back)], capsys)[0] == 0
+    assert back.read_bytes() == p.read_bytes()
+    re10 = tmp_path / "re10.cache"
+    rc, out, _ = _cli(["cache", "convert", str(p), str(re10), "--tensorrt-version", "10.16.0",
+                       "--algorithm", "MinMaxCalibration"], capsys)
+    assert rc == 0 and "TRT-101600-MinMaxCalibration" in out
+    assert re10.read_text().splitlines()[1:] == TRT8_CACHE.splitlines()[1:]
+
+
+def test_cli_refuses_non_cache(tmp_path, capsys):
+    p = tmp_path / "calibration.cache"
+    p.write_text("input 2.64\nrelu 7.3\n")
+    rc, _, err = _cli(["cache", "show", str(p)], capsys)
+    assert rc == 1 and "ONNX Runtime" in err

@@ -1,0 +1,68 @@
+"""Outputs through the range-search and table APIs: every method from one pass, the cache, the
+JSON table with provenance, the Q/DQ model. Skipped while those APIs are not in this build."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+import onnx  # noqa: E402
+
+from trtcal.calibration import calibrate, outputs  # noqa: E402
+from trtcal.calibration.demo import DEMO_PREPROCESS, build_model, write_images  # noqa: E402
+
+API = outputs.available()
+QUIET = dict(progress=False, log=lambda s: None)
+needs_search = pytest.mark.skipif(not API["compute_amax"], reason="trtcal.compute_amax (range-search issue) is not in this build yet")
+needs_table = pytest.mark.skipif(not API["CalibrationTable"], reason="trtcal.CalibrationTable (table issue) is not in this build yet")
+needs_qdq = pytest.mark.skipif(not API["onnx.quantize"], reason="trtcal.onnx.quantize (Q/DQ export) is not in this build yet")
+
+
+@pytest.fixture
+def model(tmp_path):
+    p = str(tmp_path / "cnn.onnx")
+    build_model(p, size=16, width=8)
+    return p
+
+
+@needs_search
+def test_all_methods_from_one_pass(model, rng):
+    x = rng.standard_t(3, size=(20, 3, 16, 16)).astype(np.float32)
+    res = calibrate(model, x, method="all", batch_size=6, **QUIET)
+    assert set(res.amax) == {"entropy", "percentile", "mse", "minmax"}
+    assert res.batches == 4  # one inference pass whatever the methods
+    for m in ("entropy", "percentile", "mse"):
+        for n, v in res.amax[m].items():
+            h = res.histograms[n]
+            assert 0 < v <= res.amax["minmax"][n] + h.range / h.bins, (m, n)  # at most one bin above
+
+
+@needs_search
+@needs_table
+def test_cache_and_table_with_provenance(tmp_path):
+    pytest.importorskip("PIL")
+    import trtcal
+
+    model = str(tmp_path / "cnn32.onnx")
+    build_model(model, size=32, width=8)  # the demo preprocessing crops 32x32
+    imgs = write_images(str(tmp_path / "imgs"), n=10)
+    res = calibrate(model, imgs, method="entropy", preprocess=DEMO_PREPROCESS, out_cache=str(tmp_path / "c.cache"),
+                    out_table=str(tmp_path / "t.json"), tensorrt_version="10.3", **QUIET)
+    lines = (tmp_path / "c.cache").read_text().splitlines()
+    assert lines[0] == "TRT-100300-EntropyCalibration2"
+    assert any(line.startswith("relu1: ") for line in lines[1:])
+    table = trtcal.CalibrationTable.from_json(str(tmp_path / "t.json"))
+    assert table.provenance.num_samples == 10 and table.provenance.method == "entropy"
+    assert table.provenance.extra["preprocess"]["crop"] == 32
+    assert any("--calib=" in s for s in res.next_steps)
+
+
+@needs_search
+@needs_table
+@needs_qdq
+def test_qdq_model(model, rng, tmp_path):
+    x = rng.laplace(size=(8, 3, 16, 16)).astype(np.float32)
+    res = calibrate(model, x, out_qdq=str(tmp_path / "q.onnx"), tensorrt_version="11.1", **QUIET)
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
+    assert any("--stronglyTyped" in s for s in res.next_steps)

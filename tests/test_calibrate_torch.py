@@ -1,0 +1,96 @@
+"""trtcal.torch hooks: every activation collected exactly, on the CPU and (gpu) on device tensors."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import trtcal  # noqa: E402
+import trtcal.torch as ttorch  # noqa: E402
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 5, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(5)
+        self.relu = torch.nn.ReLU()  # called twice per forward, like torchvision's ResNet blocks
+        self.conv2 = torch.nn.Conv2d(5, 5, 3, padding=1)
+        self.fc = torch.nn.Linear(5, 7)
+
+    def forward(self, x):
+        y = self.relu(self.bn(self.conv(x)))
+        y = self.relu(self.conv2(y) + y)
+        return self.fc(y.mean(dim=(2, 3)))
+
+
+def _loader(rng, n_batches, device):
+    for _ in range(n_batches):
+        b = int(rng.integers(1, 6))
+        x = torch.from_numpy(rng.standard_t(3, size=(b, 3, 9, 11)).astype(np.float32)).to(device)
+        yield x, torch.zeros(b)
+
+
+def _reference(net, batches):
+    """Every activation of every batch, captured by hand, histogrammed in one go on the host."""
+    acts = {}
+    with torch.inference_mode():
+        for x, _ in batches:
+            c = net.conv(x)
+            b = net.bn(c)
+            r0 = net.relu(b)
+            c2 = net.conv2(r0)
+            r1 = net.relu(c2 + r0)
+            f = net.fc(r1.mean(dim=(2, 3)))
+            for k, v in {"conv": c, "bn": b, "relu": r0, "conv2": c2, "relu#1": r1, "fc": f}.items():
+                acts.setdefault(k, []).append(v.reshape(-1).cpu().numpy())
+    return {k: trtcal.HistogramCollector(2048, device="cpu", name=k).update(np.concatenate(v)).histogram()
+            for k, v in acts.items()}
+
+
+def _check(device, rng):
+    net = Net().to(device).eval()
+    batches = list(_loader(rng, 5, device))
+    stats = ttorch.collect(net, batches)
+    assert sorted(stats.names) == sorted(["conv", "bn", "relu", "conv2", "relu#1", "fc"])
+    ref = _reference(net, batches)
+    for name, h in stats.histograms().items():
+        np.testing.assert_array_equal(h.counts, ref[name].counts, err_msg=name)
+        assert h.range == ref[name].range and h.amax == ref[name].amax
+    return stats
+
+
+def test_hooks_collect_every_activation_exactly_cpu(rng):
+    stats = _check("cpu", rng)
+    assert all(c.device == "cpu" for c in stats.collectors.values())
+
+
+def test_layer_and_name_selection(rng):
+    net = Net().eval()
+    batches = list(_loader(rng, 2, "cpu"))
+    s = ttorch.collect(net, batches, layers=[torch.nn.Conv2d])
+    assert sorted(s.names) == ["conv", "conv2"]
+    s = ttorch.collect(net, batches, names=["re:^(fc|bn)$"], inputs=True)
+    assert sorted(s.names) == ["bn", "fc", "input"]
+    with pytest.raises(ValueError, match="no module"):
+        ttorch.collect(net, batches, names=["nothing*"])
+
+
+def test_state_continues_across_calls(rng):
+    net = Net().eval()
+    batches = list(_loader(rng, 4, "cpu"))
+    whole = ttorch.collect(net, batches)
+    first = ttorch.collect(net, batches[:2])
+    restored = trtcal.calibration.collect.ActivationStats()
+    restored.load_state_dict(first.state_dict())
+    both = ttorch.collect(net, batches[2:], stats=restored)
+    for n, h in whole.histograms().items():
+        np.testing.assert_array_equal(both.histograms()[n].counts, h.counts, err_msg=n)
+
+
+@pytest.mark.gpu
+def test_hooks_collect_every_activation_exactly_gpu(rng):
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA here")
+    stats = _check("cuda", rng)
+    assert all(c.device.startswith("cuda") for c in stats.collectors.values())
