@@ -155,23 +155,19 @@ def test_states_file_round_trip_is_exact(rng, tmp_path):
 
 
 def test_load_states_reads_calibrate_checkpoints(rng, tmp_path):
-    import json
+    from trtcal.calibration import checkpoint as ckpt
+    from trtcal.calibration.collect import ActivationStats
 
-    cs = collect(make_collectors(), make_dataset(int(rng.integers(2**31)), 6), 2)
-    hists = {n: c for n, c in cs.items() if isinstance(c, HistogramCollector) and c.bins == 2048}
-    states, rows = {}, []
-    for n, c in hists.items():
-        s = c.state_dict()
-        rows.append(s.pop("counts"))
-        states[n] = s
-    meta = {"format": "trtcal.calibrate.checkpoint", "version": 1, "config_hash": "x", "config": {"bins": 2048},
-            "progress": {"cursor": 6, "complete": True}, "stats": {"format": "f", "bins": 2048},
-            "names": list(hists), "states": states}
-    path = tmp_path / "ckpt.npz"
-    np.savez(path, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), counts=np.stack(rows))
-    got, info = D.load_states(str(path))
-    assert info["progress"]["complete"] is True
-    assert_same(got, hists)
+    assert D.CHECKPOINT_FORMAT == ckpt.FORMAT
+    data = make_dataset(int(rng.integers(2**31)), 6)
+    stats = ActivationStats(["a", "c"], bins=2048)
+    for s in data:
+        stats.add({"a": s["a"], "c": s["c"]})
+    ckpt.save(str(tmp_path / "ckpt.npz"), config={"bins": 2048}, stats_state=stats.state_dict(),
+              progress={"cursor": 6, "samples": 6, "batches": 6, "complete": True})
+    got, info = D.load_states(str(tmp_path / "ckpt.npz"))
+    assert info["format"] == ckpt.FORMAT and info["progress"]["complete"] is True
+    assert_same(got, stats.collectors)
 
 
 def test_load_states_rejects_other_files(tmp_path):

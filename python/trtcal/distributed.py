@@ -34,7 +34,10 @@ __all__ = [
     "shard_range",
     "shard_iterable",
     "rank_path",
+    "all_gather_objects",
     "all_reduce_collectors",
+    "check_ranks",
+    "rank_and_world",
     "RankGuard",
     "RankFailedError",
     "save_states",
@@ -49,7 +52,7 @@ T = TypeVar("T")
 NO_RANGE = -(2**31)  # the exponent of a histogram that has no range yet (no non-zero finite value)
 STATES_FORMAT = "trtcal.collector-states"
 STATES_VERSION = 1
-CHECKPOINT_FORMAT = "trtcal.calibrate.checkpoint"  # calibrate's checkpoints are read too
+CHECKPOINT_FORMAT = "trtcal.calibration.checkpoint"  # trtcal.calibration.checkpoint.FORMAT, read too
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,6 +153,20 @@ def _global_rank(dist: Any, group: Any, group_rank: int) -> int:
         return group_rank
 
 
+def rank_and_world(group: Any = None) -> Tuple[int, int]:
+    """(this process's rank in ``group``, the group's size); needs an initialised process group."""
+    _, dist = _dist()
+    return int(dist.get_rank(group)), int(dist.get_world_size(group))
+
+
+def all_gather_objects(obj: Any, group: Any = None) -> List[Any]:
+    """Collective: every rank's ``obj`` (picklable), in rank order."""
+    _, dist = _dist()
+    out: List[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(out, obj, group=group)
+    return out
+
+
 class RankFailedError(RuntimeError):
     """One or more ranks failed; raised on every rank. ``failures``: {rank: (host, message)}."""
 
@@ -192,10 +209,9 @@ class RankGuard:
 
 def check_ranks(error: Optional[BaseException], what: str = "calibration", group: Any = None) -> None:
     """Collective: raises :class:`RankFailedError` on every rank if ``error`` is set on any."""
-    torch, dist = _dist()
+    _, dist = _dist()
     status = None if error is None else (socket.gethostname(), f"{type(error).__name__}: {error}")
-    statuses: List[Any] = [None] * dist.get_world_size(group)
-    dist.all_gather_object(statuses, status, group=group)
+    statuses = all_gather_objects(status, group)
     failures = {_global_rank(dist, group, i): tuple(s) for i, s in enumerate(statuses) if s is not None}
     if failures:
         raise RankFailedError(what, failures) from error
@@ -519,6 +535,13 @@ def load_states(path: str) -> Tuple[Dict[str, Collector], Dict[str, Any]]:
         raise ValueError(f"trtcal: {path} is not a trtcal collector-state file or checkpoint: {exc}") from None
     fmt = doc.get("format") if isinstance(doc, dict) else None
     out: Dict[str, Collector] = {}
+    if fmt == CHECKPOINT_FORMAT:
+        from .calibration import checkpoint as ckpt
+
+        data = ckpt.load(path)
+        for n, s in data["stats_state"]["collectors"].items():
+            out[n] = HistogramCollector.from_state_dict(s)
+        return out, {"format": fmt, "config": data["config"], "progress": data["progress"]}
     try:
         if fmt == STATES_FORMAT and doc.get("version") == STATES_VERSION:
             pos = 0
@@ -539,18 +562,10 @@ def load_states(path: str) -> Tuple[Dict[str, Collector], Dict[str, Any]]:
             if pos != counts.size:
                 raise ValueError("counts are longer than the states say")
             return out, {"format": fmt, "meta": doc.get("meta", {})}
-        if fmt == CHECKPOINT_FORMAT and doc.get("version") == 1:
-            if counts.ndim != 2 or counts.shape[0] != len(doc["names"]):
-                raise ValueError("counts do not match the tensor names")
-            for i, n in enumerate(doc["names"]):
-                s = dict(doc["states"][n])
-                s["counts"] = counts[i].copy()
-                out[n] = HistogramCollector.from_state_dict(s)
-            return out, {"format": fmt, "config": doc.get("config", {}), "progress": doc.get("progress", {})}
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"trtcal: {path} is malformed: {exc}") from None
     raise ValueError(f"trtcal: {path} is neither a trtcal collector-state file ({STATES_FORMAT} v{STATES_VERSION}) nor "
-                     f"a calibrate checkpoint ({CHECKPOINT_FORMAT} v1); it says format {fmt!r}")
+                     f"a calibrate checkpoint ({CHECKPOINT_FORMAT}); it says format {fmt!r}")
 
 
 def _json_default(o: Any) -> Any:

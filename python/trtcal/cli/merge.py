@@ -34,9 +34,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
 def _outputs():
     try:
-        from ..calibrate import outputs
+        from ..calibration import outputs
     except ImportError:
-        raise RuntimeError("trtcal: writing thresholds needs trtcal.calibrate, which this trtcal build does not "
+        raise RuntimeError("trtcal: writing thresholds needs trtcal.calibration, which this trtcal build does not "
                            "have; use --out-state") from None
     return outputs
 
