@@ -48,26 +48,29 @@ def make_dataset(seed: int, n: int):
     return out
 
 
-def make_collectors(extra: bool = False):
+def make_collectors(extra: bool = False, device=None):
     cs = {
-        "a": HistogramCollector(2048, name="a"),
-        "b": HistogramCollector(1000, signed=True, name="b"),
-        "c": HistogramCollector(511, name="c"),
-        "d": HistogramCollector(64, signed=True, name="d"),
-        "a.mm": MinMaxCollector(axis=1, name="a.mm"),
-        "d.mm": MinMaxCollector(name="d.mm"),
-        "c.mm": MinMaxCollector(axis=-1, name="c.mm"),
+        "a": HistogramCollector(2048, name="a", device=device),
+        "b": HistogramCollector(1000, signed=True, name="b", device=device),
+        "c": HistogramCollector(511, name="c", device=device),
+        "d": HistogramCollector(64, signed=True, name="d", device=device),
+        "a.mm": MinMaxCollector(axis=1, name="a.mm", device=device),
+        "d.mm": MinMaxCollector(name="d.mm", device=device),
+        "c.mm": MinMaxCollector(axis=-1, name="c.mm", device=device),
     }
     if extra:
-        cs["zzz"] = HistogramCollector(128, name="zzz")
+        cs["zzz"] = HistogramCollector(128, name="zzz", device=device)
     return cs
 
 
-def collect(collectors, samples, batch: int):
+def collect(collectors, samples, batch: int, to=None):
+    """Updates in batches; ``to`` moves each batch (e.g. to a CUDA tensor)."""
     for i in range(0, len(samples), batch):
         chunk = samples[i:i + batch]
         for key in ("a", "b", "c", "d"):
             x = np.concatenate([s[key] for s in chunk])
+            if to is not None:
+                x = to(x)
             collectors[key].update(x)
             mm = f"{key}.mm"
             if mm in collectors:
