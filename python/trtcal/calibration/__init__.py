@@ -106,6 +106,9 @@ def calibrate(
     out_dir: Optional[str] = None,
     progress: bool = True,
     log: Optional[Callable[[str], None]] = None,
+    distributed: bool = False,
+    group: Any = None,
+    shard: Optional[Tuple[int, int]] = None,
 ) -> CalibrationResult:
     """Calibrates ``model`` over ``data`` and writes the requested outputs.
 
@@ -140,8 +143,34 @@ def calibrate(
     tensorrt_version : 'X.Y' for the cache header (default: the installed tensorrt, else 10.16).
     progress : a progress bar on stderr (tqdm when installed).
     log : where messages go (default: print to stderr; pass ``lambda s: None`` to silence).
+    distributed, group : calibrate as one rank of a ``torch.distributed`` process group
+        (``group``, default the whole world; created by the caller, e.g. under torchrun).
+        Each rank reads its own contiguous shard of whole batches, runs the model on its
+        current CUDA device, checkpoints to ``<checkpoint>.rank<R>-of-<N>.npz``, and the
+        collector states are merged exactly with collectives: every rank returns the table of
+        a one-process run over the same data, bit for bit; only rank 0 writes the outputs and
+        logs. A rank that fails stops every rank (after the others finish their shards and
+        save their checkpoints) with an error naming it; ``resume`` then redoes only what is
+        missing. With ``max_samples``, the first ``max_samples`` positions are split.
+    shard : (rank, count): calibrate only that shard, with no process group (separate machines),
+        and write only its checkpoint (``<checkpoint>.rank<R>-of-<N>.npz``); ``trtcal merge``
+        combines the shards' checkpoints into the table. The result holds the shard's statistics.
     """
+    rank, world = 0, 1
+    if distributed and shard is not None:
+        raise ValueError("trtcal: give either distributed=True (a process group) or shard=(rank, count), not both")
+    if distributed:
+        from ..distributed import rank_and_world
+
+        rank, world = rank_and_world(group)
+    elif shard is not None:
+        rank, world = (int(v) for v in shard)
+        if not 0 <= rank < world:
+            raise ValueError(f"trtcal: shard must be (rank, count) with 0 <= rank < count, got {shard}")
     say = log or (lambda s: print(s, file=sys.stderr))
+    if distributed and rank != 0:
+        say = lambda s: None  # noqa: E731 - rank 0 speaks for the job
+        progress = False
     methods = _methods(method)
     demo = model is None
     if demo:
@@ -169,7 +198,7 @@ def calibrate(
     if isinstance(runner, Runner):
         run = runner
     else:
-        run = make_runner(model, selection, runner, batch_size or 16)
+        run = make_runner(model, selection, runner, batch_size or 16, device_id=_local_device(distributed))
     specs = run.specs
     fixed_batch = _fixed_batch(specs)
     if fixed_batch is not None:
@@ -183,6 +212,16 @@ def calibrate(
 
     source = open_source(data, preprocess, input_name)
     source.bind(specs)
+    if world > 1 or shard is not None:
+        from .shard import ShardedSource
+
+        source = ShardedSource(source, rank, world, align=batch_size, limit=max_samples)
+        max_samples = None  # applied to positions above
+        if checkpoint:
+            from ..distributed import rank_path
+
+            checkpoint = rank_path(checkpoint, rank, world)
+        say(f"trtcal: rank {rank} of {world}: {_shard_text(source)}")
     say("trtcal: model inputs: " + "; ".join(s.describe() for s in specs))
     pre = getattr(source, "preprocess", None)
     if pre is not None:
@@ -197,6 +236,8 @@ def calibrate(
     stats = ActivationStats(run.tensors, bins=bins)
     cursor, used, nbatches, skipped = 0, 0, 0, []  # type: int, int, int, List[Tuple[str, str]]
     complete = False
+    if shard is not None and not checkpoint:
+        raise ValueError("trtcal: a shard run needs a checkpoint path: its checkpoint is its result")
     if resume:
         if not checkpoint:
             raise ValueError("trtcal: resume needs a checkpoint path")
@@ -265,10 +306,20 @@ def calibrate(
             if checkpoint:
                 say(f"trtcal: stopped after {used} samples; state saved to {checkpoint} "
                     "(run again with --resume to continue)")
+        if distributed:  # every rank learns which rank failed, and why
+            from ..distributed import check_ranks
+
+            check_ranks(exc, "calibration", group)
         raise
     bar.close()
+    if distributed:
+        used, nbatches, skipped = _merge_ranks(stats, used, nbatches, skipped, group)
     if used == 0:
         raise ValueError("trtcal: no usable calibration samples" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    if shard is not None:
+        say(f"trtcal: shard {rank} of {world} done: {used} samples; its checkpoint {checkpoint} is merged with the "
+            "others' by: trtcal merge " + checkpoint.replace(f".rank{rank}-of-", ".rank*-of-") + " --out-table ...")
+        out_cache = out_qdq = out_table = report = None  # one shard's data: no table files
 
     hists = stats.histograms()
     provenance = {
@@ -295,7 +346,11 @@ def calibrate(
         result.amax = outputs.thresholds(hists, ["minmax"])
         result.notes.append(str(exc) + "; only min-max thresholds were computed")
         say(f"{exc}; only min-max thresholds were computed")
-    _write_outputs(result, model, methods, out_cache, out_qdq, out_table, trt_version, say)
+    if distributed and rank != 0:  # rank 0 writes; every rank holds the tables
+        _make_tables(result)
+        report = None
+    else:
+        _write_outputs(result, model, methods, out_cache, out_qdq, out_table, trt_version, say)
     if report:
         from . import report as report_mod
 
@@ -305,6 +360,53 @@ def calibrate(
     for line in result.next_steps:
         say(line)
     return result
+
+
+def _merge_ranks(stats: ActivationStats, used: int, nbatches: int, skipped: List[Tuple[str, str]],
+                 group: Any) -> Tuple[int, int, List[Tuple[str, str]]]:
+    """After this rank's pass: learn whether any rank failed, merge the collectors exactly, and
+    sum the sample and batch counts (skipped samples in rank order, i.e. data order)."""
+    from ..distributed import all_gather_objects, all_reduce_collectors, check_ranks
+
+    check_ranks(None, "calibration", group)
+    all_reduce_collectors(stats.collectors, group)
+    parts = all_gather_objects((used, nbatches, [list(s) for s in skipped]), group)
+    return (sum(p[0] for p in parts), sum(p[1] for p in parts),
+            [(str(a), str(b)) for p in parts for a, b in p[2]])
+
+
+def _make_tables(result: CalibrationResult) -> None:
+    for m, amax in result.amax.items():
+        prov = dict(result.provenance, method=m)
+        if m != "percentile":
+            prov.pop("percentile", None)
+        try:
+            result.tables[m] = outputs.make_table(amax, prov)
+        except outputs.OutputUnavailable:
+            return
+
+
+def _local_device(distributed: bool) -> Optional[int]:
+    """The CUDA device of this rank (the current one, set by the launcher), or None."""
+    if not distributed:
+        return None
+    try:
+        import torch
+
+        return int(torch.cuda.current_device()) if torch.cuda.is_available() else None
+    except ImportError:
+        return None
+
+
+def _shard_text(source: Any) -> str:
+    try:
+        n = len(source)
+    except TypeError:
+        return f"every {source.world_size}th item from item {source.rank}"
+    if source.span is None:
+        return f"{n} items"
+    lo, hi = source.span
+    return f"positions {lo} to {hi - 1} ({n})" if n else "no data (more ranks than batches)"
 
 
 def _write_outputs(result: CalibrationResult, model: Any, methods: List[str], out_cache: Optional[str],

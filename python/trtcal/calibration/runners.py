@@ -153,10 +153,12 @@ class OrtRunner(Runner):
     selection : TensorSelection
     providers : ONNX Runtime providers; default CUDA when available (onnxruntime-gpu), then CPU.
     threads : intra-op threads (0: ONNX Runtime's default).
+    device_id : the GPU for the CUDA provider (default 0; one per rank in distributed runs).
     """
 
     def __init__(self, model: ModelLike, selection: TensorSelection = TensorSelection(),
-                 providers: Optional[Sequence[str]] = None, threads: int = 0) -> None:
+                 providers: Optional[Sequence[str]] = None, threads: int = 0,
+                 device_id: Optional[int] = None) -> None:
         import onnx
         import onnxruntime as ort
 
@@ -179,15 +181,18 @@ class OrtRunner(Runner):
             avail = ort.get_available_providers()
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
         self.providers = list(providers)
+        chosen: List[Any] = list(self.providers)
+        if device_id is not None:
+            chosen = [(p, {"device_id": int(device_id)}) if p == "CUDAExecutionProvider" else p for p in chosen]
         if aug.ByteSize() < (2 << 30) - (1 << 20):
-            self.session = ort.InferenceSession(aug.SerializeToString(), opts, providers=self.providers)
+            self.session = ort.InferenceSession(aug.SerializeToString(), opts, providers=chosen)
         else:  # > 2 GB protobuf limit: through a temporary file with external data
             import tempfile
 
             self._tmp = tempfile.TemporaryDirectory(prefix="trtcal-ort-")
             path = os.path.join(self._tmp.name, "model.onnx")
             onnx.save(aug, path, save_as_external_data=True, location="model.data")
-            self.session = ort.InferenceSession(path, opts, providers=self.providers)
+            self.session = ort.InferenceSession(path, opts, providers=chosen)
         init = {i.name for i in proto.graph.initializer}
         self.specs = [InputSpec(i.name, tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape),
                                 np.dtype(_ORT_TYPES.get(i.type, np.float32)))
@@ -385,8 +390,11 @@ class _DeviceAllocator:
                 buf.set(host)
 
 
-def make_runner(model: ModelLike, selection: TensorSelection, runner: str = "auto", batch_size: int = 1) -> Runner:
-    """'auto' picks TensorRT when the tensorrt module and trtcal's CUDA build are present."""
+def make_runner(model: ModelLike, selection: TensorSelection, runner: str = "auto", batch_size: int = 1,
+                device_id: Optional[int] = None) -> Runner:
+    """'auto' picks TensorRT when the tensorrt module and trtcal's CUDA build are present.
+
+    ``device_id``: the GPU of ONNX Runtime's CUDA provider (TensorRT uses the current device)."""
     if runner not in ("auto", "onnxruntime", "tensorrt"):
         raise ValueError(f"trtcal: runner must be 'auto', 'onnxruntime' or 'tensorrt', got {runner!r}")
     if runner == "auto":
@@ -397,4 +405,4 @@ def make_runner(model: ModelLike, selection: TensorSelection, runner: str = "aut
         runner = "tensorrt" if importlib.util.find_spec("tensorrt") and cuda_available() else "onnxruntime"
     if runner == "tensorrt":
         return TensorRTRunner(model, selection, batch_size=batch_size)
-    return OrtRunner(model, selection)
+    return OrtRunner(model, selection, device_id=device_id)

@@ -60,8 +60,57 @@ def register(sub: "argparse._SubParsersAction") -> None:
     g.add_argument("--bgr", action="store_true", help="BGR channel order (default RGB)")
     g.add_argument("--nhwc", action="store_true", help="NHWC layout (default NCHW)")
     g.add_argument("--interpolation", choices=["bilinear", "bicubic", "nearest", "lanczos"])
+    d = p.add_argument_group("many GPUs / hosts (exact: the table equals a one-process run's)")
+    d.add_argument("--distributed", action="store_true",
+                   help="one rank of a torch.distributed job: launch with torchrun --nproc-per-node N -m trtcal "
+                        "calibrate ... --distributed (multi-node: torchrun's --nnodes/--rdzv-endpoint)")
+    d.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
+                   help="process-group backend (auto: NCCL when CUDA is available, else Gloo)")
+    d.add_argument("--dist-timeout", type=float, default=240.0,
+                   help="minutes a rank waits for the others (a failed rank reports when the others finish)")
+    d.add_argument("--shard", type=_shard,
+                   help="R/N: calibrate only shard R of N, with no process group (separate machines); writes only "
+                        "the shard's checkpoint, merged by 'trtcal merge'")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no messages (errors only)")
     p.set_defaults(func=run)
+
+
+def _shard(text: str):
+    try:
+        r, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected R/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= r < n:
+        raise argparse.ArgumentTypeError(f"shard R/N needs 0 <= R < N, got {text!r}")
+    return r, n
+
+
+def _init_process_group(args: argparse.Namespace) -> bool:
+    """Joins the torchrun job (env://) unless a group exists; returns True when it created one."""
+    import datetime
+
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError:
+        raise RuntimeError("--distributed needs PyTorch (pip install torch)") from None
+    if dist.is_initialized():
+        return False
+    missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    if missing:
+        raise RuntimeError("--distributed needs a torch.distributed launcher that sets " + ", ".join(missing)
+                           + ": run  torchrun --nproc-per-node N -m trtcal calibrate ... --distributed")
+    backend = args.dist_backend
+    if backend == "auto":
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    kw = {}
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        if backend == "nccl":
+            kw["device_id"] = torch.device("cuda", local)
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=args.dist_timeout), **kw)
+    return True
 
 
 def _preprocess(args: argparse.Namespace):
@@ -101,13 +150,40 @@ def run(args: argparse.Namespace) -> int:
         d = os.path.dirname(os.path.abspath(first)) if first else os.getcwd()
         checkpoint = os.path.join(d, os.path.splitext(os.path.basename(args.model))[0] + ".trtcal-ckpt.npz")
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
-    result = calibrate(
+    if (args.distributed or args.shard) and args.model is None:
+        raise ValueError("--distributed and --shard need a MODEL and --data (the demo runs in one process)")
+    if args.distributed and args.shard:
+        raise ValueError("--distributed and --shard exclude each other")
+    if args.shard and not checkpoint:
+        raise ValueError("--shard needs --checkpoint (the demo has no shards)")
+    created = _init_process_group(args) if args.distributed else False
+    try:
+        result = _run(args, calibrate, method, params, checkpoint, say)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if args.distributed and int(os.environ.get("RANK", 0)) != 0:
+        return 0  # rank 0 prints for the job
+    if args.shard:
+        return 0
+    _report(args, result)
+    return 0
+
+
+def _run(args, calibrate, method, params, checkpoint, say):
+    return calibrate(
         args.model, args.data, method=method, flavor=args.flavor, params=params, batch_size=args.batch_size,
         max_samples=args.max_samples, preprocess=_preprocess(args), input_name=args.input_name,
         tensors=args.tensors, op_types=args.op_types.split(",") if args.op_types else None, runner=args.runner,
         out_cache=args.out_cache, out_qdq=args.out_qdq, out_table=args.out_table, report=args.report,
         checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume, skip_bad=args.skip_bad,
-        tensorrt_version=args.tensorrt_version, out_dir=args.out_dir, progress=not args.quiet, log=say)
+        tensorrt_version=args.tensorrt_version, out_dir=args.out_dir, progress=not args.quiet, log=say,
+        distributed=args.distributed, shard=args.shard)
+
+
+def _report(args, result) -> None:
     if not (args.out_cache or args.out_qdq or args.out_table or args.report or args.model is None):
         # nothing asked to be written: print the thresholds
         print(json.dumps(result.amax, indent=1))
@@ -116,4 +192,3 @@ def run(args: argparse.Namespace) -> int:
               f"outputs in {os.path.abspath(args.out_dir or 'trtcal-demo-out')}")
     if args.quiet and result.next_steps:
         print("\n".join(result.next_steps))
-    return 0

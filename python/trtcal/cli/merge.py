@@ -1,0 +1,91 @@
+"""`trtcal merge STATE...`: combine collector states made on separate machines into one table.
+
+Each STATE is a collector-state file (``trtcal.distributed.save_states``) or a ``trtcal
+calibrate`` checkpoint, one per machine or rank, each over its own part of the data. The merge
+is exact: the result equals one run over all the data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser(
+        "merge", help="merge collector states / checkpoints from separate machines into one table",
+        description="Merges collector-state files or calibrate checkpoints, each made over its own shard of the "
+                    "data, exactly (the result equals one run over all the data), and writes the merged state, "
+                    "a JSON table and/or a TensorRT calibration cache. With no output option, prints the "
+                    "thresholds as JSON.")
+    p.add_argument("states", nargs="+", metavar="STATE", help="collector-state .npz files or calibrate checkpoints")
+    p.add_argument("--out-state", help="merged collector states (.npz; can be merged again)")
+    p.add_argument("--out-table", help="JSON table of thresholds with provenance")
+    p.add_argument("--out-cache", help="TensorRT calibration cache (TensorRT <= 10)")
+    p.add_argument("--method", default="entropy", choices=["entropy", "percentile", "minmax", "mse", "all"],
+                   help="threshold method for the table and cache (default entropy)")
+    p.add_argument("--flavor", default=None, help="range-search flavour, passed to trtcal.compute_amax")
+    p.add_argument("--percentile", type=float, default=None, help="percentile for --method percentile")
+    p.add_argument("--tensorrt-version", help="X.Y of the TensorRT that will read the cache")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="also merge checkpoints of runs that did not finish")
+    p.set_defaults(func=run)
+
+
+def _outputs():
+    try:
+        from ..calibration import outputs
+    except ImportError:
+        raise RuntimeError("trtcal: writing thresholds needs trtcal.calibration, which this trtcal build does not "
+                           "have; use --out-state") from None
+    return outputs
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import __version__
+    from ..collectors import HistogramCollector
+    from ..distributed import merge_files, save_states
+
+    merged, info = merge_files(args.states, allow_incomplete=args.allow_incomplete)
+    say = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    say(f"trtcal: merged {len(args.states)} files, {len(merged)} tensors"
+        + (f", {info['samples']} samples" if info["samples"] is not None else ""))
+    if args.out_state:
+        save_states(args.out_state, merged, meta={"merged_from": info["files"], "samples": info["samples"]})
+        say(f"trtcal: wrote merged state: {args.out_state}")
+    if args.out_state and not (args.out_table or args.out_cache):
+        return 0
+
+    outputs = _outputs()
+    hists = {n: c.histogram() for n, c in merged.items() if isinstance(c, HistogramCollector)}
+    methods = list(outputs.METHODS) if args.method == "all" else [args.method]
+    params = {"percentile": {"percentile": args.percentile}} if args.percentile is not None else None
+    amax = outputs.thresholds(hists, methods, args.flavor, params)
+    if not (args.out_table or args.out_cache):
+        print(json.dumps(amax, indent=1))
+        return 0
+    trt = args.tensorrt_version or outputs.DEFAULT_TENSORRT
+    prov = {"tool": "trtcal merge", "trtcal_version": __version__, "merged_from": info["files"],
+            "samples": info["samples"], "flavor": args.flavor, "tensorrt_version": trt}
+    bins = {c.bins for c in merged.values() if isinstance(c, HistogramCollector)}
+    if len(bins) == 1:
+        prov["bins"] = bins.pop()
+    if args.percentile is not None:
+        prov["percentile"] = args.percentile
+    several = len(methods) > 1
+    for m in methods:
+        table = outputs.make_table(amax[m], dict(prov, method=m))
+        if args.out_table:
+            path = _with_method(args.out_table, m) if several else args.out_table
+            say(f"trtcal: wrote table: {outputs.write_json(table, path)}")
+        if args.out_cache:
+            path = _with_method(args.out_cache, m) if several else args.out_cache
+            say(f"trtcal: wrote cache: {outputs.write_cache(table, path, trt, m)}")
+    return 0
+
+
+def _with_method(path: str, method: str) -> str:
+    import os
+
+    root, ext = os.path.splitext(path)
+    return f"{root}.{method}{ext}"
