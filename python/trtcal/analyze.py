@@ -108,7 +108,8 @@ def analyze(
     eval_data: Any = None,
     *,
     method: str = "entropy",
-    alternatives: Union[str, Sequence[str], None] = ("percentile", "mse", "minmax", "entropy"),
+    alternatives: Union[str, Sequence[str], Mapping[str, Mapping[str, float]], None] = (
+        "percentile", "mse", "minmax", "entropy"),
     threshold: float = 0.99,
     metric: str = "cosine",
     calibration: Any = None,
@@ -134,8 +135,8 @@ def analyze(
     data : calibration data (the forms :func:`trtcal.calibrate` reads)
     eval_data : evaluation data (default: ``data``)
     method : the base ranges ('entropy', 'entropy:tensorrt', 'percentile:99.99', 'minmax', ...).
-    alternatives : method specs tried on marked layers ("mixed quantization"); None or () for
-        none (marked layers go straight to float).
+    alternatives : method specs tried on marked layers ("mixed quantization"), or
+        {label: {tensor: amax}} tables; None or () for none (marked layers go straight to float).
     threshold, metric : a layer is marked when, after enabling it, the worst model output's
         ``metric`` ('cosine' similarity, or 'sqnr_db') is below ``threshold``.
     calibration : a CalibrationResult to reuse instead of a new statistics pass.
@@ -179,7 +180,10 @@ def analyze(
         say(f"trtcal: {notes[-1]}")
         base, base_amax = _ranges(hists, Variant("minmax"))
     alts: List[Tuple[str, Dict[str, float]]] = []
-    for v in (parse_methods(alternatives) if alternatives else []):
+    if isinstance(alternatives, Mapping):
+        alts = [(str(k), {n: float(a) for n, a in t.items() if a > 0 and math.isfinite(a)})
+                for k, t in alternatives.items()]
+    for v in (parse_methods(alternatives) if alternatives and not isinstance(alternatives, Mapping) else []):
         if v.label == base:
             continue
         label, amax = _ranges(hists, v)
