@@ -19,7 +19,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-BENCHES = ["stats", "range_search", "silu", "calibrate"]
+BENCHES = ["stats", "sweep", "range_search", "silu", "calibrate"]
 
 
 def gpu_info() -> dict:
@@ -56,6 +56,8 @@ def to_markdown(meta: dict, results: dict) -> str:
             lines += [res["note"], ""]
         lines += ["| operation | median ms | floor ms | % of floor |", "|---|---:|---:|---:|"]
         for r in res["rows"]:
+            if "ms" not in r:
+                continue
             floor = r.get("floor_ms")
             lines.append(
                 f"| {r['op']}{' (peer)' if r.get('peer') else ''} | {fmt_ms(r['ms'])} | "

@@ -92,5 +92,6 @@ class DeviceBuffer {
 void init_runtime_bindings(py::module_& m);
 void init_minmax_bindings(py::module_& m);
 void init_histogram_bindings(py::module_& m);
+void init_silu_bindings(py::module_& m);
 
 }  // namespace trtcal

@@ -7,4 +7,5 @@ PYBIND11_MODULE(_C, m) {
   trtcal::init_runtime_bindings(m);
   trtcal::init_minmax_bindings(m);
   trtcal::init_histogram_bindings(m);
+  trtcal::init_silu_bindings(m);
 }

@@ -36,28 +36,29 @@ struct MinMaxFold {
   }
 };
 
+// Block-sum the non-finite counts and add them with one atomic each (all threads call).
+__device__ __forceinline__ void publish_nonfinite(const MinMaxFold& f, unsigned long long* nonfinite) {
+  if (!nonfinite) return;
+  __shared__ unsigned long long s64[32];
+  const unsigned long long c[3] = {f.nan, f.pinf, f.ninf};
+#pragma unroll
+  for (int i = 0; i < 3; ++i) {
+    const unsigned long long v = detail::block_reduce(c[i], detail::SumOp(), s64, 0ull);
+    if (threadIdx.x == 0 && v) atomicAdd(nonfinite + i, v);
+  }
+}
+
 // Block-reduce a fold and publish it with one atomic per quantity.
 __device__ __forceinline__ void publish(MinMaxFold& f, uint32_t* min_o, uint32_t* max_o,
                                         unsigned long long* nonfinite) {
   f.finish();
   __shared__ uint32_t s32[32];
-  __shared__ unsigned long long s64[32];
   const uint32_t lo = detail::block_reduce(f.lo, detail::MinOp(), s32, detail::kOrderedMinInit);
   const uint32_t hi = detail::block_reduce(f.hi, detail::MaxOp(), s32, detail::kOrderedMaxInit);
-  const unsigned long long nan =
-      detail::block_reduce((unsigned long long)f.nan, detail::SumOp(), s64, 0ull);
-  const unsigned long long pinf =
-      detail::block_reduce((unsigned long long)f.pinf, detail::SumOp(), s64, 0ull);
-  const unsigned long long ninf =
-      detail::block_reduce((unsigned long long)f.ninf, detail::SumOp(), s64, 0ull);
+  publish_nonfinite(f, nonfinite);
   if (threadIdx.x == 0) {
     if (lo != detail::kOrderedMinInit) atomicMin(min_o, lo);
     if (hi != detail::kOrderedMaxInit) atomicMax(max_o, hi);
-    if (nonfinite) {
-      if (nan) atomicAdd(nonfinite + kNaN, nan);
-      if (pinf) atomicAdd(nonfinite + kPosInf, pinf);
-      if (ninf) atomicAdd(nonfinite + kNegInf, ninf);
-    }
   }
 }
 
@@ -99,20 +100,7 @@ __global__ void minmax_columns_kernel(const T* __restrict__ x, int64_t outer, in
     if (f.lo != detail::kOrderedMinInit) atomicMin(min_o + c, f.lo);
     if (f.hi != detail::kOrderedMaxInit) atomicMax(max_o + c, f.hi);
   }
-  if (nonfinite) {
-    __shared__ unsigned long long s64[32];
-    const unsigned long long nan =
-        detail::block_reduce((unsigned long long)f.nan, detail::SumOp(), s64, 0ull);
-    const unsigned long long pinf =
-        detail::block_reduce((unsigned long long)f.pinf, detail::SumOp(), s64, 0ull);
-    const unsigned long long ninf =
-        detail::block_reduce((unsigned long long)f.ninf, detail::SumOp(), s64, 0ull);
-    if (threadIdx.x == 0) {
-      if (nan) atomicAdd(nonfinite + kNaN, nan);
-      if (pinf) atomicAdd(nonfinite + kPosInf, pinf);
-      if (ninf) atomicAdd(nonfinite + kNegInf, ninf);
-    }
-  }
+  publish_nonfinite(f, nonfinite);
 }
 
 __global__ void minmax_reset_kernel(uint32_t* min_o, uint32_t* max_o, int64_t channels,

@@ -1,10 +1,13 @@
-"""Explicit quantization of ONNX models (QuantizeLinear/DequantizeLinear) from a
-:class:`~trtcal.CalibrationTable`: INT8 for TensorRT 10 and 11.
+"""ONNX tools for TensorRT (need the ``onnx`` package: ``pip install trtcal[onnx]``; it is
+imported when a function is called).
 
-``onnx`` is imported when a function is called, not when this package is imported
-(install it with ``pip install trtcal[onnx]``).
+- :func:`quantize`: explicit quantization (QuantizeLinear/DequantizeLinear) from a
+  :class:`~trtcal.CalibrationTable`: INT8 for TensorRT 10 and 11.
+- :func:`fuse_silu` rewrites ``Mul(x, Sigmoid(x))`` into trtcal's SiLU plugin node;
+  :func:`quantize_silu` makes fused nodes INT8 from scales; :func:`expand_silu` undoes both.
 """
 
+from .fuse import expand_silu, fuse_silu, quantize_silu
 from .quantize import PATH, QuantizeReport, quantize
 
-__all__ = ["PATH", "QuantizeReport", "quantize"]
+__all__ = ["PATH", "QuantizeReport", "expand_silu", "fuse_silu", "quantize", "quantize_silu"]

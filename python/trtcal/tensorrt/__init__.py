@@ -33,6 +33,7 @@ from .calibrator import (
     calibrator_class,
     make_calibrator,
 )
+from .plugins import load_plugins
 from .network import (
     DynamicRangeReport,
     NetworkQuantizeReport,
@@ -58,6 +59,7 @@ __all__ = [
     "cache_bytes_for",
     "calibrator_class",
     "check_implicit_int8",
+    "load_plugins",
     "make_calibrator",
     "plan_dynamic_ranges",
     "quantize_network",

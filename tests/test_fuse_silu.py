@@ -1,0 +1,234 @@
+"""SiLU fusion on ONNX graphs built here: structure, checker, idempotence, and equality in
+ONNX Runtime after expanding the SiLU nodes back into Sigmoid+Mul."""
+
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from trtcal.onnx import expand_silu, fuse_silu, quantize_silu  # noqa: E402
+from trtcal.onnx.fuse import SILU_DOMAIN, is_silu_node  # noqa: E402
+from trtcal.reference import silu as ref  # noqa: E402
+
+OPSET = 17
+
+
+def _model(nodes, inputs, outputs, initializers=(), opset=OPSET):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def _vi(name, shape, dtype=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def _run(model, feeds):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def _silu_pair(x, out, name, swap=False):
+    s = f"{name}_sig"
+    return [helper.make_node("Sigmoid", [x], [s], name=f"{name}/Sigmoid"),
+            helper.make_node("Mul", [s, x] if swap else [x, s], [out], name=f"{name}/Mul")]
+
+
+def _ops_of(graph):
+    return [n.op_type for n in graph.node]
+
+
+def _ops(model):
+    return _ops_of(model.graph)
+
+
+def _yolo_block(rng, c=8, swap_every=2):
+    """Conv-SiLU x2 with a residual Add, a second branch and a Concat (a C3-like block)."""
+    nodes, inits = [], []
+
+    def conv(x, out, cin, cout, k, name):
+        w = rng.standard_normal((cout, cin, k, k)).astype(np.float32) * 0.3
+        b = rng.standard_normal(cout).astype(np.float32) * 0.1
+        inits.extend([numpy_helper.from_array(w, f"{name}.w"), numpy_helper.from_array(b, f"{name}.b")])
+        nodes.append(helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [out], name=name,
+                                      pads=[k // 2] * 4))
+
+    count = 0
+
+    def conv_silu(x, out, cin, cout, k, name):
+        nonlocal count
+        conv(x, f"{name}.conv", cin, cout, k, name)
+        nodes.extend(_silu_pair(f"{name}.conv", out, name, swap=(count % swap_every == 1)))
+        count += 1
+
+    conv_silu("images", "stem", 3, c, 3, "stem")
+    conv_silu("stem", "b1", c, c, 1, "cv1")
+    conv_silu("b1", "b1m", c, c, 3, "m.cv1")
+    conv_silu("b1m", "b1m2", c, c, 3, "m.cv2")
+    nodes.append(helper.make_node("Add", ["b1", "b1m2"], ["res"], name="res"))
+    conv_silu("stem", "b2", c, c, 1, "cv2")
+    nodes.append(helper.make_node("Concat", ["res", "b2"], ["cat"], name="cat", axis=1))
+    conv_silu("cat", "out", 2 * c, c, 1, "cv3")
+    m = _model(nodes, [_vi("images", [1, 3, 16, 20])], [_vi("out", [1, c, 16, 20])], inits)
+    return m, count
+
+
+def test_simple_pair_both_orders(rng):
+    for swap in (False, True):
+        m = _model(_silu_pair("x", "y", "a", swap), [_vi("x", [3, 5])], [_vi("y", [3, 5])])
+        fused, n = fuse_silu(m)
+        assert n == 1
+        assert _ops(fused) == ["SiLU"]
+        node = fused.graph.node[0]
+        assert node.domain == SILU_DOMAIN and list(node.input) == ["x"] and list(node.output) == ["y"]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs == {"plugin_version": b"1", "plugin_namespace": b"trtcal"}
+        assert any(o.domain == SILU_DOMAIN for o in fused.opset_import)
+        onnx.checker.check_model(fused)
+        assert [o.name for o in fused.graph.output] == ["y"]
+        assert _ops(m) == ["Sigmoid", "Mul"]  # the input model is not modified
+
+
+def test_not_fused_when_sigmoid_is_shared_or_different():
+    x, y = _vi("x", [4]), _vi("y", [4])
+    # Sigmoid also feeds an Add
+    nodes = _silu_pair("x", "m", "a") + [helper.make_node("Add", ["m", "a_sig"], ["y"])]
+    m = _model(nodes, [x], [y])
+    out, n = fuse_silu(m)
+    assert n == 0 and out.SerializeToString() == m.SerializeToString()
+    # Sigmoid output is a graph output
+    m = _model(_silu_pair("x", "y", "a"), [x], [y, _vi("a_sig", [4])])
+    assert fuse_silu(m)[1] == 0
+    # Mul(x, Sigmoid(z)) with z != x
+    nodes = [helper.make_node("Sigmoid", ["z"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])]
+    m = _model(nodes, [x, _vi("z", [4])], [y])
+    out, n = fuse_silu(m)
+    assert n == 0 and out.SerializeToString() == m.SerializeToString()
+    assert not any(o.domain == SILU_DOMAIN for o in out.opset_import)
+
+
+def test_yolo_block_equal_in_onnxruntime(rng):
+    m, pairs = _yolo_block(rng)
+    fused, n = fuse_silu(m)
+    assert n == pairs == 6
+    assert "Sigmoid" not in _ops(fused) and "Mul" not in _ops(fused)
+    assert sum(is_silu_node(node) for node in fused.graph.node) == pairs
+    onnx.checker.check_model(fused)
+    assert [o.name for o in fused.graph.output] == [o.name for o in m.graph.output]
+    again, n2 = fuse_silu(fused)  # idempotent
+    assert n2 == 0 and again.SerializeToString() == fused.SerializeToString()
+
+    x = (rng.standard_t(3, size=(1, 3, 16, 20)) * 2).astype(np.float32)
+    (want,) = _run(m, {"images": x})
+    expanded, k = expand_silu(fused)
+    assert k == pairs and not any(o.domain == SILU_DOMAIN for o in expanded.opset_import)
+    onnx.checker.check_model(expanded)
+    (got,) = _run(expanded, {"images": x})
+    np.testing.assert_array_equal(got, want)
+
+
+def test_subgraphs_are_fused(rng):
+    then_graph = helper.make_graph(_silu_pair("x", "t_out", "t"), "then", [], [_vi("t_out", [6])])
+    else_graph = helper.make_graph([helper.make_node("Identity", ["x"], ["e_out"])], "else", [], [_vi("e_out", [6])])
+    nodes = [helper.make_node("If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph)]
+    m = _model(nodes, [_vi("x", [6]), _vi("c", [], TensorProto.BOOL)], [_vi("y", [6])])
+    fused, n = fuse_silu(m)
+    assert n == 1
+    branches = {a.name: a.g for a in fused.graph.node[0].attribute}
+    assert _ops_of(branches["then_branch"]) == ["SiLU"]
+    assert _ops_of(branches["else_branch"]) == ["Identity"]
+    onnx.checker.check_model(fused)
+    expanded, _ = expand_silu(fused)
+    x = rng.standard_normal(6).astype(np.float32)
+    for c in (True, False):
+        np.testing.assert_array_equal(_run(expanded, {"x": x, "c": np.array(c)})[0],
+                                      _run(m, {"x": x, "c": np.array(c)})[0])
+
+
+def test_sigmoid_read_inside_subgraph_is_not_fused():
+    then_graph = helper.make_graph([helper.make_node("Identity", ["a_sig"], ["t_out"])], "then", [],
+                                   [_vi("t_out", [6])])
+    else_graph = helper.make_graph([helper.make_node("Identity", ["y0"], ["e_out"])], "else", [], [_vi("e_out", [6])])
+    nodes = _silu_pair("x", "y0", "a") + [
+        helper.make_node("If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph)]
+    m = _model(nodes, [_vi("x", [6]), _vi("c", [], TensorProto.BOOL)], [_vi("y", [6])])
+    assert fuse_silu(m)[1] == 0
+
+
+def test_quantize_from_scales_matches_the_exact_table(rng):
+    m = _model(_silu_pair("x", "y", "a"), [_vi("x", [4096])], [_vi("y", [4096])])
+    s_in, s_out = float(rng.uniform(0.01, 0.1)), float(rng.uniform(0.01, 0.1))
+    q, n = fuse_silu(m, scales={"x": s_in, "y": s_out})
+    assert n == 1
+    assert _ops(q) == ["QuantizeLinear", "SiLU", "DequantizeLinear"]
+    silu = q.graph.node[1]
+    attrs = {a.name: helper.get_attribute_value(a) for a in silu.attribute}
+    assert attrs["scale_in"] == pytest.approx(np.float32(s_in)) and attrs["scale_out"] == pytest.approx(np.float32(s_out))
+    onnx.checker.check_model(q)
+    assert [o.name for o in q.graph.output] == ["y"]
+    assert quantize_silu(q, {"x": s_in, "y": s_out})[1] == 0  # already INT8
+
+    # ONNX Runtime on the expansion (DQ, Sigmoid, Mul, Q in float32) against the exact table
+    x = (rng.standard_t(3, size=4096) * 3).astype(np.float32)
+    expanded, _ = expand_silu(q)
+    onnx.checker.check_model(expanded)
+    (got,) = _run(expanded, {"x": x})
+    codes = np.clip(np.rint(x / np.float32(s_in)), -128, 127).astype(np.int8)
+    want = ref.silu_int8(codes, attrs["scale_in"], attrs["scale_out"]).astype(np.float32) * np.float32(attrs["scale_out"])
+    diff = np.abs(got - want) / np.float32(attrs["scale_out"])
+    assert diff.max() <= 1.0 + 1e-3
+    assert np.count_nonzero(diff > 0.5) <= 2  # only float32 near-ties may differ
+
+
+def test_quantize_absorbs_existing_qdq(rng):
+    s_in, s_out = np.float32(0.05), np.float32(0.03)
+    inits = [numpy_helper.from_array(np.array(s_in, np.float32), "s_in"),
+             numpy_helper.from_array(np.array(s_out, np.float32), "s_out"),
+             numpy_helper.from_array(np.array(0, np.int8), "zp")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_in", "zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s_in", "zp"], ["xd"])]
+    nodes += _silu_pair("xd", "y", "a")
+    nodes += [helper.make_node("QuantizeLinear", ["y", "s_out", "zp"], ["yq"]),
+              helper.make_node("DequantizeLinear", ["yq", "s_out", "zp"], ["out"])]
+    m = _model(nodes, [_vi("x", [300])], [_vi("out", [300])], inits)
+    q, n = fuse_silu(m, scales={})
+    assert n == 1
+    assert _ops(q) == ["QuantizeLinear", "SiLU", "DequantizeLinear"]
+    assert list(q.graph.node[1].input) == ["xq"] and list(q.graph.node[1].output) == ["yq"]
+    onnx.checker.check_model(q)
+    x = (rng.standard_normal(300) * 4).astype(np.float32)
+    (want,) = _run(m, {"x": x})
+    (got,) = _run(expand_silu(q)[0], {"x": x})
+    np.testing.assert_array_equal(got, want)
+
+
+def test_nodes_without_both_scales_stay_float():
+    m = _model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4])])
+    q, n = fuse_silu(m, scales={"x": 0.1})
+    assert _ops(q) == ["SiLU"]
+    assert quantize_silu(q, {"x": 0.1, "y": float("nan")})[1] == 0
+
+
+def test_cli_fuse_silu(tmp_path, rng, capsys):
+    from trtcal.cli import main
+
+    m, pairs = _yolo_block(rng)
+    src, dst = tmp_path / "in.onnx", tmp_path / "out.onnx"
+    onnx.save(m, src)
+    assert main(["fuse-silu", str(src), str(dst)]) == 0
+    assert f"fused {pairs} " in capsys.readouterr().out
+    out = onnx.load(dst)
+    assert sum(is_silu_node(n) for n in out.graph.node) == pairs
+    # path input, and --scales
+    scales = tmp_path / "scales.json"
+    scales.write_text(json.dumps({"stem.conv": 0.05, "stem": 0.04}))
+    assert main(["fuse-silu", str(src), str(dst), "--scales", str(scales)]) == 0
+    assert "1 SiLU node(s) made INT8" in capsys.readouterr().out
+    assert fuse_silu(str(dst))[1] == 0
+    assert main(["fuse-silu", str(tmp_path / "missing.onnx"), str(dst)]) == 1
