@@ -51,7 +51,6 @@ def data(rng, n, size=9):
 def activations(model, x, names):
     """FP32 values of ``names`` on ``x`` (ONNX Runtime, optimisations off)."""
     import onnx
-    import onnxruntime as ort
 
     m = onnx.ModelProto()
     m.CopyFrom(model)

@@ -1,7 +1,6 @@
 """trtcal.compare: one statistics pass, every method's Q/DQ model measured against FP32, ranked."""
 
 import json
-import math
 import os
 
 import numpy as np

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import evaluation as ev
 from .calibration import outputs
-from .calibration.runners import load_onnx, model_digest
+from .calibration.runners import model_digest
 from .compare import Variant, parse_methods
 from .metrics import ErrorStats
 
