@@ -1,0 +1,61 @@
+"""`trtcal analyze`: find the layers that break INT8; re-range them or keep them in float."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser(
+        "analyze", help="find the layers that break INT8 and write a Q/DQ model without them",
+        description="Enables INT8 one layer at a time in graph order, measures the outputs against FP32, and "
+                    "keeps a layer in float when it drops the similarity below --threshold (later layers are "
+                    "measured without it). Marked layers are first tried with other methods' ranges. Results "
+                    "are cached in --out-dir, so a re-run with another threshold reuses every measurement.")
+    p.add_argument("model", help="ONNX model")
+    p.add_argument("--data", required=True, help="calibration data: image folder, .npy/.npz file or folder")
+    p.add_argument("--eval-data", help="evaluation data (default: the calibration data)")
+    p.add_argument("--method", default="entropy", help="base ranges, e.g. entropy, entropy:tensorrt, "
+                   "percentile:99.99, minmax (default entropy)")
+    p.add_argument("--alternatives", default="percentile,mse,minmax,entropy",
+                   help="methods tried on marked layers (comma-separated; 'none' for none)")
+    p.add_argument("--threshold", type=float, default=0.99, help="minimum output similarity (default 0.99)")
+    p.add_argument("--metric", default="cosine", choices=["cosine", "sqnr_db"])
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-samples", type=int, default=None, help="calibration samples to use")
+    p.add_argument("--eval-samples", type=int, default=None, help="evaluation samples to use")
+    p.add_argument("--out-dir", default="trtcal-analyze", help="where results and the cache go")
+    p.add_argument("--out-qdq", help="the Q/DQ model (default <out-dir>/<model>.analyzed.qdq.onnx)")
+    p.add_argument("--no-cache", action="store_true", help="measure everything again")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--runner", default="auto", choices=["auto", "onnxruntime", "tensorrt"],
+                   help="runner of the statistics pass")
+    p.add_argument("--input-name", help="model input the images feed (models with several inputs)")
+    p.add_argument("--preprocess", help="image preprocessing as JSON or a JSON file (see trtcal calibrate)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no messages")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..sensitivity import analyze
+    from ..calibration.data import parse_preprocess
+
+    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    alts = None if args.alternatives.strip().lower() in ("", "none") else args.alternatives
+    res = analyze(args.model, args.data, args.eval_data, method=args.method, alternatives=alts,
+                  threshold=args.threshold, metric=args.metric, batch_size=args.batch_size,
+                  max_samples=args.max_samples, eval_samples=args.eval_samples,
+                  preprocess=parse_preprocess(args.preprocess), input_name=args.input_name, runner=args.runner,
+                  out_dir=args.out_dir, out_qdq=args.out_qdq, cache=not args.no_cache, plots=not args.no_plots,
+                  progress=not args.quiet, log=say)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=1, default=str))
+    else:
+        print(res.format_table())
+        for n in res.notes:
+            print(f"note: {n}")
+        print(f"measured {res.measured} configuration(s), {res.cached} from the cache")
+    return 0

@@ -1,0 +1,69 @@
+"""`trtcal compare`: rank calibration methods by the accuracy of their INT8 (Q/DQ) model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser(
+        "compare", help="which calibration method keeps the model accurate (one statistics pass, every method)",
+        description="Collects the activation histograms once, computes every method's ranges (min-max; entropy "
+                    "flavors; percentile 99.9/99.99/99.999; MSE), runs each Q/DQ model in ONNX Runtime against "
+                    "the FP32 model and ranks the methods by output SQNR. Writes CSV/JSON, plots, one table per "
+                    "method and the recommended Q/DQ model to --out-dir.")
+    p.add_argument("model", help="ONNX model")
+    p.add_argument("--data", required=True, help="calibration data: image folder, .npy/.npz file or folder")
+    p.add_argument("--eval-data", help="held-out evaluation data (default: the calibration data)")
+    p.add_argument("--methods", default="all",
+                   help="comma-separated: minmax, entropy[:flavor], percentile[:p], mse, all (default all)")
+    p.add_argument("--table", action="append", default=[], metavar="LABEL=PATH",
+                   help="also compare a table (trtcal JSON or TensorRT cache); repeatable")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-samples", type=int, default=None, help="calibration samples to use")
+    p.add_argument("--eval-samples", type=int, default=None, help="evaluation samples to use")
+    p.add_argument("--out-dir", default="trtcal-compare", help="where results go (default ./trtcal-compare)")
+    p.add_argument("--no-layers", action="store_true", help="skip the per-layer SQNR")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--runner", default="auto", choices=["auto", "onnxruntime", "tensorrt"],
+                   help="runner of the statistics pass")
+    p.add_argument("--input-name", help="model input the images feed (models with several inputs)")
+    p.add_argument("--preprocess", help="image preprocessing as JSON or a JSON file (see trtcal calibrate)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no messages")
+    p.set_defaults(func=run)
+
+
+def _load_table(spec: str):
+    from ..table import CalibrationTable
+
+    label, sep, path = spec.partition("=")
+    if not sep or not label or not path:
+        raise ValueError(f"--table expects LABEL=PATH, got {spec!r}")
+    if path.endswith(".json"):
+        return label, CalibrationTable.from_json(path)
+    return label, CalibrationTable.from_cache(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..calibration.data import parse_preprocess
+    from ..comparison import compare
+
+    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    tables = dict(_load_table(s) for s in args.table)
+    res = compare(args.model, args.data, args.eval_data, methods=args.methods, tables=tables or None,
+                  batch_size=args.batch_size, max_samples=args.max_samples, eval_samples=args.eval_samples,
+                  preprocess=parse_preprocess(args.preprocess), input_name=args.input_name, runner=args.runner,
+                  per_layer=not args.no_layers, out_dir=args.out_dir, plots=not args.no_plots,
+                  progress=not args.quiet, log=say)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=1, default=str))
+    else:
+        print(res.format_table())
+        for n in res.notes:
+            print(f"note: {n}")
+        if "recommended_qdq" in res.files:
+            print(f"Q/DQ model with the recommended ranges: {res.files['recommended_qdq']}")
+    return 0

@@ -1,0 +1,434 @@
+"""Find the layers that break INT8, and fix them with other ranges or higher precision.
+
+:func:`analyze` enables INT8 (Q/DQ on the layer's inputs) one quantizable layer at a time in
+graph (topological) order, the rest in float, and measures the model outputs against FP32.
+A layer whose enabling drops the similarity below ``threshold`` is marked and left in float,
+so the layers after it are measured without its effect. Then each marked layer is tried with
+the other methods' ranges for its activations ("mixed quantization"); it stays INT8 with the
+best of them when that passes the threshold, else it stays in float ("mixed precision").
+
+Every measurement is cached (key: model, ranges of the enabled layers, evaluation data) in
+``analyze-cache.json`` next to the outputs: a re-run with the same settings does no
+inference, and one with another threshold runs only the configurations it has not measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from . import evaluation as ev
+from .calibration import outputs
+from .calibration.runners import model_digest
+from .comparison import Variant, parse_methods
+from .metrics import ErrorStats
+
+__all__ = ["analyze", "AnalysisResult", "LayerDecision"]
+
+CACHE_FORMAT = "trtcal.analyze.cache/1"
+METRICS = ("cosine", "sqnr_db")
+
+
+@dataclass
+class LayerDecision:
+    """One quantizable layer: the similarity measured when it was enabled, and the decision."""
+
+    index: int
+    name: str
+    op_type: str
+    tensors: List[str]                 # its activation inputs that get Q/DQ
+    similarity: float                  # after enabling it (with the layers accepted before it)
+    decision: str = "int8"             # 'int8', 'int8-reranged' or 'float'
+    method: Optional[str] = None       # the ranges it uses ('int8-reranged': the other method's)
+    tried: Dict[str, float] = field(default_factory=dict)  # mixed quantization: method -> similarity
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AnalysisResult:
+    """Per-layer decisions, the table and Q/DQ model that apply them, and the similarities."""
+
+    layers: List[LayerDecision]
+    metric: str
+    threshold: float
+    method: str
+    all_int8: float                    # similarity with every layer in INT8 (base ranges)
+    final: float                       # similarity of the returned model
+    table: Any                         # CalibrationTable (or dict) with the re-ranged tensors
+    model: Any                         # onnx.ModelProto with Q/DQ, float layers excluded
+    measured: int = 0                  # configurations run (the rest came from the cache)
+    cached: int = 0
+    files: Dict[str, str] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def float_layers(self) -> List[str]:
+        return [d.name for d in self.layers if d.decision == "float"]
+
+    @property
+    def reranged_layers(self) -> Dict[str, str]:
+        return {d.name: d.method for d in self.layers if d.decision == "int8-reranged"}
+
+    def format_table(self) -> str:
+        head = ["#", "layer", "op", self.metric, "decision"]
+        rows = [[str(d.index), d.name, d.op_type, _fmt(d.similarity, self.metric),
+                 d.decision + (f" ({d.method})" if d.decision == "int8-reranged" else "")] for d in self.layers]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+        fmt = lambda r: "  ".join(c.rjust(w) if i in (0, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        out = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+        out.append(f"{self.metric} with every layer INT8 ({self.method}): {_fmt(self.all_int8, self.metric)}; "
+                   f"with these decisions: {_fmt(self.final, self.metric)} (threshold {self.threshold:g}); "
+                   f"{len(self.float_layers)} layer(s) in float, {len(self.reranged_layers)} re-ranged")
+        return "\n".join(out)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"metric": self.metric, "threshold": self.threshold, "method": self.method,
+                "all_int8": self.all_int8, "final": self.final, "float_layers": self.float_layers,
+                "reranged_layers": self.reranged_layers, "layers": [d.to_dict() for d in self.layers],
+                "measured": self.measured, "cached": self.cached, "notes": self.notes, "files": self.files}
+
+
+def _fmt(v: float, metric: str) -> str:
+    if metric == "sqnr_db":
+        return "inf" if math.isinf(v) and v > 0 else f"{v:.2f}"
+    return f"{v:.6f}"
+
+
+def analyze(
+    model: Any,
+    data: Any = None,
+    eval_data: Any = None,
+    *,
+    method: str = "entropy",
+    alternatives: Union[str, Sequence[str], Mapping[str, Mapping[str, float]], None] = (
+        "percentile", "mse", "minmax", "entropy"),
+    threshold: float = 0.99,
+    metric: str = "cosine",
+    calibration: Any = None,
+    batch_size: Optional[int] = None,
+    max_samples: Optional[int] = None,
+    eval_samples: Optional[int] = None,
+    preprocess: Any = None,
+    input_name: Optional[str] = None,
+    runner: str = "auto",
+    bins: int = 2048,
+    out_dir: Optional[str] = None,
+    out_qdq: Optional[str] = None,
+    cache: Union[bool, str] = True,
+    plots: bool = True,
+    progress: bool = True,
+    log: Optional[Callable[[str], None]] = None,
+) -> AnalysisResult:
+    """Finds the layers whose INT8 breaks the model's outputs, and what to do with each.
+
+    Parameters
+    ----------
+    model : ONNX path or onnx.ModelProto
+    data : calibration data (the forms :func:`trtcal.calibrate` reads)
+    eval_data : evaluation data (default: ``data``)
+    method : the base ranges ('entropy', 'entropy:tensorrt', 'percentile:99.99', 'minmax', ...).
+    alternatives : method specs tried on marked layers ("mixed quantization"), or
+        {label: {tensor: amax}} tables; None or () for none (marked layers go straight to float).
+    threshold, metric : a layer is marked when, after enabling it, the worst model output's
+        ``metric`` ('cosine' similarity, or 'sqnr_db') is below ``threshold``.
+    calibration : a CalibrationResult to reuse instead of a new statistics pass.
+    out_dir : writes analyze.csv/.json, analyze.png, the table (analyze.table.json), the Q/DQ
+        model (``out_qdq``, default ``<out_dir>/<model>.analyzed.qdq.onnx``), the cache and the
+        statistics checkpoint (so a re-run collects nothing either).
+    cache : True (``<out_dir>/analyze-cache.json``; off without out_dir), False, or a path.
+
+    Returns
+    -------
+    AnalysisResult
+    """
+    if metric not in METRICS:
+        raise ValueError(f"trtcal: metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if metric == "cosine" and not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"trtcal: a cosine threshold must be in [-1, 1], got {threshold}")
+    say = log or (lambda s: print(s, file=sys.stderr))
+    notes: List[str] = []
+    proto = ev.name_nodes(model)
+    digest = model_digest(model)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(model))[0] if isinstance(model, (str, os.PathLike)) else "model"
+    if calibration is None:
+        if data is None:
+            raise ValueError("trtcal: analyze needs calibration data (data=...) or a calibration result")
+        from .calibration import calibrate
+
+        ck = os.path.join(out_dir, f"{stem}.trtcal-ckpt.npz") if out_dir else None
+        calibration = calibrate(model, data, method="minmax", batch_size=batch_size, max_samples=max_samples,
+                                preprocess=preprocess, input_name=input_name, runner=runner, bins=bins,
+                                checkpoint=ck, resume=bool(ck), progress=progress, log=say)
+    hists = calibration.histograms
+
+    base_v = parse_methods(method)
+    if len(base_v) != 1:
+        base_v = base_v[:1]
+    base, base_amax = _ranges(hists, base_v[0])
+    if base_amax is None:
+        notes.append(f"{base_v[0].label} needs trtcal.compute_amax, which this build lacks: min-max ranges used")
+        say(f"trtcal: {notes[-1]}")
+        base, base_amax = _ranges(hists, Variant("minmax"))
+    alts: List[Tuple[str, Dict[str, float]]] = []
+    if isinstance(alternatives, Mapping):
+        alts = [(str(k), {n: float(a) for n, a in t.items() if a > 0 and math.isfinite(a)})
+                for k, t in alternatives.items()]
+    for v in (parse_methods(alternatives) if alternatives and not isinstance(alternatives, Mapping) else []):
+        if v.label == base:
+            continue
+        label, amax = _ranges(hists, v)
+        if amax is None:
+            if not any("alternatives" in n for n in notes):
+                notes.append("alternatives that need trtcal.compute_amax were skipped (not in this build)")
+            continue
+        alts.append((label, amax))
+
+    from .onnx import quantize
+
+    table = dict(base_amax)
+    _, rep = quantize(proto, table, missing="skip", return_report=True)
+    nodes = {n.name: n for n in proto.graph.node}
+    layer_names = [n for n in rep.quantized_nodes if n in nodes]
+    weights = {i.name for i in proto.graph.initializer}
+    layer_tensors = {n: [t for t in nodes[n].input if t in rep.activations and t not in weights] for n in layer_names}
+    if not layer_names:
+        raise ValueError("trtcal: the model has no layer that INT8 Q/DQ applies to (Conv, ConvTranspose, Gemm, "
+                         "MatMul, residual Add) with a calibrated activation")
+
+    reference = ev.Reference(proto)
+    bs = ev.fixed_batch(reference.specs) or batch_size or 16
+    if eval_data is None:
+        notes.append("evaluated on the calibration data (pass eval_data / --eval-data for held-out samples)")
+    evalset = ev.EvalSet(data if eval_data is None else eval_data, reference.specs, bs, max_samples=eval_samples,
+                         preprocess=preprocess, input_name=input_name)
+    cache_path = _cache_path(cache, out_dir)
+    store = _Cache(cache_path, {"model": digest, "eval": evalset.digest, "format": CACHE_FORMAT})
+    counter = {"measured": 0, "cached": 0}
+
+    def measure(enabled: Sequence[str], tbl: Mapping[str, float]) -> float:
+        used = sorted({t for n in enabled for t in layer_tensors[n]})
+        key = hashlib.sha256(json.dumps([sorted(enabled), [(t, repr(float(tbl[t]))) for t in used]])
+                             .encode()).hexdigest()[:32]
+        hit = store.get(key)
+        if hit is None:
+            exclude = [n for n in layer_names if n not in set(enabled)]
+            qm = quantize(proto, {t: tbl[t] for t in used}, exclude_nodes=exclude, missing="skip")
+            outs, _ = ev.measure(qm, reference, evalset)
+            hit = {o: s.state() for o, s in outs.items()}
+            store.put(key, hit)
+            counter["measured"] += 1
+        else:
+            counter["cached"] += 1
+        stats = [ErrorStats.from_state(s, o) for o, s in hit.items()]
+        return min(getattr(s, metric) for s in stats)
+
+    bar = _Bar(progress, len(layer_names) + 2)
+    all_int8 = measure(layer_names, table)
+    bar.step("all layers INT8")
+    decisions: List[LayerDecision] = []
+    accepted: List[str] = []
+    for i, name in enumerate(layer_names):
+        sim = measure(accepted + [name], table)
+        d = LayerDecision(i, name, nodes[name].op_type, layer_tensors[name], sim, method=base)
+        if sim >= threshold:
+            accepted.append(name)
+        else:
+            d.decision = "float"
+        decisions.append(d)
+        bar.step(name)
+    marked = [d for d in decisions if d.decision == "float"]
+    bar.grow(len(marked) * len(alts))
+    for d in marked:  # mixed quantization: the other methods' ranges for the marked layer's inputs
+        best: Optional[Tuple[float, str, Dict[str, float]]] = None
+        for label, amax in alts:
+            trial = dict(table)
+            for t in d.tensors:
+                if t in amax and amax[t] > 0 and math.isfinite(amax[t]):
+                    trial[t] = amax[t]
+            sim = measure(accepted + [d.name], trial)
+            d.tried[label] = sim
+            if sim >= threshold and (best is None or sim > best[0]):
+                best = (sim, label, trial)
+            bar.step(f"{d.name} {label}")
+        if best is not None:
+            d.decision, d.method, table = "int8-reranged", best[1], best[2]
+            accepted.append(d.name)
+    enabled = [n for n in layer_names if n in set(accepted)]
+    final = measure(enabled, table) if enabled else _no_int8(metric)
+    bar.step("final")
+    bar.close()
+    store.save()
+
+    used = sorted({t for n in enabled for t in layer_tensors[n]})
+    final_table = _table({t: table[t] for t in used}, calibration, base, decisions)
+    float_layers = [d.name for d in decisions if d.decision == "float"]
+    qmodel = quantize(proto, {t: table[t] for t in used}, exclude_nodes=float_layers, missing="skip")
+    res = AnalysisResult(decisions, metric, float(threshold), base, all_int8, final, final_table, qmodel,
+                         counter["measured"], counter["cached"], notes=notes)
+    if cache_path:
+        res.files["cache"] = cache_path
+    if out_dir or out_qdq:
+        _write(res, out_dir, out_qdq or os.path.join(out_dir or ".", f"{stem}.analyzed.qdq.onnx"), plots, say)
+    return res
+
+
+def _no_int8(metric: str) -> float:
+    return 1.0 if metric == "cosine" else math.inf
+
+
+def _ranges(hists: Mapping[str, Any], v: Variant) -> Tuple[str, Optional[Dict[str, float]]]:
+    try:
+        amax = outputs.thresholds(hists, [v.method], v.flavor, {v.method: dict(v.params)})[v.method]
+    except outputs.OutputUnavailable:
+        return v.label, None
+    return v.label, {n: a for n, a in amax.items() if a > 0 and math.isfinite(a)}
+
+
+def _table(amax: Mapping[str, float], calibration: Any, base: str, decisions: Sequence[LayerDecision]) -> Any:
+    per_tensor = {t: d.method for d in decisions if d.decision == "int8-reranged" for t in d.tensors}
+    try:
+        table = outputs.make_table(amax, dict(calibration.provenance, method=base))
+    except outputs.OutputUnavailable:
+        return dict(amax)
+    for t, m in per_tensor.items():
+        if t in table:
+            table.override(t, table[t], method=m, reason="trtcal analyze: mixed quantization")
+    return table
+
+
+def _cache_path(cache: Union[bool, str], out_dir: Optional[str]) -> Optional[str]:
+    if cache is False or cache is None:
+        return None
+    if isinstance(cache, (str, os.PathLike)):
+        return os.fspath(cache)
+    return os.path.join(out_dir, "analyze-cache.json") if out_dir else None
+
+
+class _Cache:
+    """Measurements keyed by configuration, in a JSON file; entries of another model or
+    evaluation set are dropped when the file is opened."""
+
+    def __init__(self, path: Optional[str], scope: Mapping[str, str]) -> None:
+        self.path = path
+        self.scope = dict(scope)
+        self.entries: Dict[str, Any] = {}
+        self.dirty = False
+        if path and os.path.exists(path):
+            try:
+                with open(path) as f:
+                    data = json.load(f)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"trtcal: analyze cache {path} is unreadable ({exc}); delete it to start over") from None
+            if isinstance(data, dict) and data.get("scope") == self.scope:
+                self.entries = dict(data.get("entries", {}))
+
+    def get(self, key: str) -> Optional[Dict[str, Any]]:
+        return self.entries.get(key)
+
+    def put(self, key: str, value: Dict[str, Any]) -> None:
+        self.entries[key] = value
+        self.dirty = True
+        self.save()  # an interrupted run keeps what it measured
+
+    def save(self) -> None:
+        if self.path and self.dirty:
+            ev.write_json(self.path, {"scope": self.scope, "entries": self.entries})
+            self.dirty = False
+
+
+class _Bar:
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, unit="config", desc="analyze", dynamic_ncols=True, file=sys.stderr)
+
+    def grow(self, n: int) -> None:
+        if self.bar is not None and n:
+            self.bar.total += n
+            self.bar.refresh()
+
+    def step(self, what: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(what[-40:], refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _write(res: AnalysisResult, out_dir: Optional[str], out_qdq: str, plots: bool,
+           say: Callable[[str], None]) -> None:
+    import onnx
+
+    d = out_dir or os.path.dirname(os.path.abspath(out_qdq))
+    os.makedirs(d, exist_ok=True)
+    onnx.save(res.model, out_qdq)
+    res.files["qdq"] = out_qdq
+    p = os.path.join(d, "analyze.csv")
+    with open(p, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "layer", "op_type", f"{res.metric}_after_enabling", "decision", "method", "tensors"])
+        for x in res.layers:
+            w.writerow([x.index, x.name, x.op_type, x.similarity, x.decision, x.method or "", " ".join(x.tensors)])
+    res.files["csv"] = p
+    p = os.path.join(d, "analyze.table.json")
+    if hasattr(res.table, "to_json"):
+        res.table.to_json(p)
+    else:
+        ev.write_json(p, dict(res.table))
+    res.files["table"] = p
+    if plots:
+        try:
+            res.files["plot"] = plot(res, os.path.join(d, "analyze.png"))
+        except ImportError as exc:
+            res.notes.append(str(exc))
+            say(str(exc))
+    p = os.path.join(d, "analyze.json")
+    res.files["json"] = p
+    ev.write_json(p, res.to_dict())
+    say(f"trtcal: Q/DQ model with {len(res.float_layers)} layer(s) in float: {out_qdq}")
+    say(f"trtcal: TensorRT 10 / 11:  trtexec --onnx={os.path.abspath(out_qdq)} --stronglyTyped")
+
+
+def plot(res: AnalysisResult, path: str) -> str:
+    """Similarity after enabling each layer, coloured by decision, with the threshold. Needs matplotlib."""
+    plt = ev.pyplot()
+    colors = {"int8": "tab:green", "int8-reranged": "tab:orange", "float": "tab:red"}
+    n = len(res.layers)
+    fig, ax = plt.subplots(figsize=(max(7, 0.3 * n + 3), 4.5))
+    ys = [x.similarity for x in res.layers]
+    finite = [y for y in ys if math.isfinite(y)]
+    cap = (max(finite) if finite else 1.0) + 1.0
+    ys = [y if math.isfinite(y) else cap for y in ys]
+    ax.plot(range(n), ys, color="0.6", lw=1, zorder=1)
+    for dec, c in colors.items():
+        idx = [x.index for x in res.layers if x.decision == dec]
+        ax.scatter(idx, [ys[i] for i in idx], color=c, label=dec, zorder=2)
+    ax.axhline(res.threshold, color="k", ls="--", lw=1, label=f"threshold {res.threshold:g}")
+    ax.set_xlabel("layer (graph order)")
+    ax.set_ylabel(f"output {res.metric} vs FP32 after enabling")
+    if n <= 40:
+        ax.set_xticks(range(n))
+        ax.set_xticklabels([x.name for x in res.layers], rotation=90, fontsize=7)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"trtcal analyze ({res.method})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,134 @@
+"""trtcal.analyze: finds the quantization-hostile layer, re-ranges or excludes it, caches measurements."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+import trtcal  # noqa: E402
+from trtcal.sensitivity import analyze  # noqa: E402
+from trtcal.cli import main  # noqa: E402
+from trtcal.metrics import cosine_similarity  # noqa: E402
+
+import outlier_model as om  # noqa: E402
+
+QUIET = dict(progress=False, log=lambda s: None)
+
+
+def _qdq_inputs(model, node):
+    """Inputs of ``node`` that come from a DequantizeLinear."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    n = next(n for n in model.graph.node if n.name == node)
+    return [i for i in n.input if i in producer and producer[i].op_type == "DequantizeLinear"]
+
+
+def test_finds_the_outlier_layer_and_keeps_it_in_float(tmp_path, rng):
+    model = om.build(rng, tmp_path / "m.onnx")
+    x, xe = om.data(rng, 23), om.data(rng, 15)
+    res = analyze(str(tmp_path / "m.onnx"), x, xe, method="minmax", alternatives=None, threshold=0.99,
+                  batch_size=8, out_dir=str(tmp_path / "out"), **QUIET)
+    assert [d.name for d in res.layers] == ["conv1", "conv2", "fc"]  # graph order
+    assert [d.op_type for d in res.layers] == ["Conv", "Conv", "Gemm"]
+    dec = {d.name: d for d in res.layers}
+    assert dec["conv2"].decision == "float" and dec["conv2"].similarity < 0.99
+    assert dec["conv1"].decision == "int8" and dec["fc"].decision == "int8"
+    assert dec["conv2"].tensors == ["r1"]
+    assert res.float_layers == ["conv2"] and res.all_int8 < 0.99 <= res.final
+    # fc was measured with conv2 in float (its effect removed): similarity back above threshold
+    assert dec["fc"].similarity >= 0.99
+    # the returned model: Q/DQ on conv1 and fc inputs, none on conv2's activation input
+    assert _qdq_inputs(res.model, "conv1") and _qdq_inputs(res.model, "fc")
+    assert "r1" in next(n for n in res.model.graph.node if n.name == "conv2").input
+    # its similarity is what analyze reports
+    ref = om.run(model, xe)[0]
+    got = np.concatenate([om.run(res.model, xe[i:i + 8])[0] for i in range(0, len(xe), 8)])
+    assert cosine_similarity(ref, got) == pytest.approx(res.final, rel=1e-9)
+    assert "r1" not in res.table and "x" in res.table
+    for key in ("qdq", "csv", "json", "table", "cache"):
+        assert os.path.isfile(res.files[key]), key
+    doc = json.load(open(res.files["json"]))
+    assert doc["float_layers"] == ["conv2"]
+    text = res.format_table()
+    assert "conv2" in text and "float" in text
+
+
+def test_rerun_with_another_threshold_uses_the_cache(tmp_path, rng):
+    model = om.build(rng)
+    x = om.data(rng, 17)
+    out = str(tmp_path / "out")
+    first = analyze(model, x, method="minmax", alternatives=None, threshold=0.99, batch_size=8, out_dir=out,
+                    plots=False, **QUIET)
+    assert first.measured >= 4
+    # a lower threshold that keeps the same decisions: nothing is run again
+    again = analyze(model, x, method="minmax", alternatives=None, threshold=0.9, batch_size=8, out_dir=out,
+                    plots=False, **QUIET)
+    assert again.measured == 0 and again.cached == first.measured + first.cached
+    assert [d.similarity for d in again.layers] == [d.similarity for d in first.layers]
+    assert again.float_layers == ["conv2"]
+    # other evaluation data: the cache does not apply
+    other = analyze(model, x, om.data(rng, 9), method="minmax", alternatives=None, batch_size=8, out_dir=out,
+                    plots=False, **QUIET)
+    assert other.measured >= 4
+    # no cache
+    none = analyze(model, x, method="minmax", alternatives=None, batch_size=8, cache=False, **QUIET)
+    assert none.measured == first.measured and none.files == {}
+
+
+def test_mixed_quantization_before_mixed_precision(tmp_path, rng):
+    model = om.build(rng)
+    x = om.data(rng, 19)
+    clip = om.clip_table(model, x)
+    useless = {n: a * 2 for n, a in clip.items()}
+    useless["r1"] = clip["r1"] * 1e4  # as bad as min-max for conv2's input
+    res = analyze(model, x, method="minmax", alternatives={"useless": useless, "clip": clip}, threshold=0.9,
+                  batch_size=8, **QUIET)
+    d = {x.name: x for x in res.layers}["conv2"]
+    assert d.decision == "int8-reranged" and d.method == "clip"
+    assert set(d.tried) == {"useless", "clip"} and d.tried["useless"] < 0.9 <= d.tried["clip"]
+    assert res.float_layers == [] and res.reranged_layers == {"conv2": "clip"}
+    assert res.table["r1"] == pytest.approx(clip["r1"]) and res.table.method_of("r1") == "clip"
+    assert _qdq_inputs(res.model, "conv2")
+    assert res.final >= 0.9
+
+
+def test_sqnr_metric_and_argument_errors(rng):
+    model = om.build(rng)
+    x = om.data(rng, 9)
+    res = analyze(model, x, method="minmax", alternatives=None, metric="sqnr_db", threshold=15.0,
+                  batch_size=9, **QUIET)
+    assert {d.name: d.decision for d in res.layers}["conv2"] == "float"
+    assert res.metric == "sqnr_db" and res.final >= 15.0
+    with pytest.raises(ValueError, match="metric"):
+        analyze(model, x, metric="psnr", **QUIET)
+    with pytest.raises(ValueError, match="cosine threshold"):
+        analyze(model, x, threshold=20, **QUIET)
+
+
+@pytest.mark.skipif(not hasattr(trtcal, "compute_amax"), reason="needs trtcal.compute_amax (branch rangesearch, "
+                    "not merged yet) for entropy ranges and the alternatives")
+def test_default_entropy_with_method_alternatives(rng):
+    model = om.build(rng)
+    x = om.data(rng, 25)
+    res = analyze(model, x, batch_size=8, **QUIET)
+    assert res.method.startswith("entropy:") and not any("compute_amax" in n for n in res.notes)
+    d = {x.name: x for x in res.layers}
+    assert d["conv2"].decision != "int8" and d["conv1"].decision == "int8"
+    assert d["conv2"].tried and "minmax" in d["conv2"].tried
+    assert res.final >= 0.99
+
+
+def test_cli(tmp_path, rng, capsys):
+    om.build(rng, tmp_path / "m.onnx")
+    np.save(tmp_path / "cal.npy", om.data(rng, 12))
+    args = ["analyze", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "cal.npy"), "--method", "minmax",
+            "--alternatives", "none", "--out-dir", str(tmp_path / "out"), "--no-plots", "-q"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "conv2" in out and "float" in out
+    assert os.path.isfile(tmp_path / "out" / "m.analyzed.qdq.onnx")
+    assert main(args + ["--threshold", "0.95"]) == 0
+    assert "measured 0 configuration(s)" in capsys.readouterr().out

@@ -1,0 +1,149 @@
+"""trtcal.compare: one statistics pass, every method's Q/DQ model measured against FP32, ranked."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+import trtcal  # noqa: E402
+from trtcal.cli import main  # noqa: E402
+from trtcal.comparison import compare, parse_methods  # noqa: E402
+from trtcal.metrics import ErrorStats  # noqa: E402
+
+import outlier_model as om  # noqa: E402
+
+QUIET = dict(progress=False, log=lambda s: None)
+HAS_RANGE_SEARCH = hasattr(trtcal, "compute_amax")
+needs_range_search = pytest.mark.skipif(not HAS_RANGE_SEARCH, reason="needs trtcal.compute_amax (branch rangesearch, "
+                                        "not merged yet): only min-max ranges exist without it")
+
+
+def _oracle(model, table, x, bs=8):
+    """Output and r1 (conv2's input) SQNR of the Q/DQ model built from ``table``, measured
+    directly (in batches of ``bs``, as compare runs them: float32 results can depend on the
+    batch shape)."""
+    qm = trtcal.onnx.quantize(model, {n: a for n, a in table.items() if a > 0}, missing="skip")
+    dq = [n.output[0] for n in qm.graph.node if n.op_type == "DequantizeLinear" and n.input[0].startswith("r1_quant")]
+    out, layer = ErrorStats("logits", classes_axis=1), ErrorStats("r1")
+    for i in range(0, len(x), bs):
+        ref = om.activations(model, x[i:i + bs], ["logits", om.OUTLIER_INPUT])
+        got = om.activations(qm, x[i:i + bs], ["logits"] + dq)
+        out.update(ref["logits"], got["logits"])
+        layer.update(ref["r1"], got[dq[0]])
+    return out, layer
+
+
+def test_parse_methods():
+    labels = [v.label for v in parse_methods("all")]
+    assert labels[0] == "minmax" and "mse" in labels
+    assert {"percentile:99.9", "percentile:99.99", "percentile:99.999"} <= set(labels)
+    assert "entropy:pytorch_quantization" in labels and "entropy:tensorrt" in labels
+    assert [v.label for v in parse_methods("percentile:99.95,minmax,minmax")] == ["percentile:99.95", "minmax"]
+    assert [v.label for v in parse_methods(["entropy:onnxruntime"])] == ["entropy:onnxruntime"]
+    for bad, msg in (("kl", "unknown method"), ("percentile:abc", "number"), ("percentile:101", r"\(0, 100\]"), ("", "no methods")):
+        with pytest.raises(ValueError, match=msg):
+            parse_methods(bad)
+
+
+def test_ranking_matches_measured_errors(tmp_path, rng):
+    model = om.build(rng, tmp_path / "m.onnx")
+    x, xe = om.data(rng, 27), om.data(rng, 19)  # calibration and held-out evaluation sets
+    clip = om.clip_table(model, x)
+    half = {n: a / 2 for n, a in clip.items()}  # everything clipped hard: worse than clip
+    res = compare(str(tmp_path / "m.onnx"), x, xe, methods="all", tables={"clip": clip, "half": half},
+                  batch_size=8, **QUIET)
+    ok = res.ranked
+    labels = [m.label for m in ok]
+    assert {"minmax", "clip", "half"} <= set(labels)
+    assert not res.eval_on_calibration_data and res.eval_samples == 19 and res.samples == 27
+    # every ranked method's numbers are what a direct measurement of its Q/DQ model gives
+    oracle = {}
+    for m in ok:
+        out, layer = _oracle(model, m.amax, xe)
+        s = m.outputs["logits"]
+        assert s["sqnr_db"] == pytest.approx(out.sqnr_db, rel=1e-9, abs=1e-9), m.label
+        assert s["cosine"] == pytest.approx(out.cosine, rel=1e-9, abs=1e-12), m.label
+        assert s["max_abs_error"] == pytest.approx(out.max_abs, rel=1e-9), m.label
+        assert s["top1_agreement"] == out.top1, m.label
+        assert m.layers["r1"] == pytest.approx(layer.sqnr_db, rel=1e-9, abs=1e-9), m.label
+        oracle[m.label] = out.sqnr_db
+    assert labels == sorted(labels, key=lambda lb: -oracle[lb])  # ranked by the measured errors
+    assert [m.rank for m in ok] == list(range(1, len(ok) + 1))
+    # the outlier channel: min-max ranges crush conv2's input, clipping it keeps the model
+    assert oracle["clip"] > oracle["minmax"] + 10
+    assert res.recommended == labels[0] and res.recommended != "minmax"
+    assert res["minmax"].search_seconds is not None and res["minmax"].quantized == 3  # x, r1, f
+
+
+def test_outputs_written(tmp_path, rng):
+    model = om.build(rng, tmp_path / "m.onnx")
+    x = om.data(rng, 21)
+    res = compare(model, x, methods="minmax,percentile:99.99", tables={"clip": om.clip_table(model, x)},
+                  batch_size=5, out_dir=str(tmp_path / "out"), **QUIET)
+    assert res.eval_on_calibration_data and any("calibration data" in n for n in res.notes)
+    for key in ("csv", "json", "layers_csv", "recommended_table", "recommended_qdq"):
+        assert os.path.isfile(res.files[key]), key
+    doc = json.load(open(res.files["json"]))
+    assert doc["recommended"] == res.recommended == "clip"
+    assert [m["method"] for m in doc["methods"]][: len(res.ranked)] == [m.label for m in res.ranked]
+    table = trtcal.CalibrationTable.from_json(res.files["recommended_table"])
+    assert table["r1"] == pytest.approx(res["clip"].amax["r1"])
+    import onnx
+
+    qm = onnx.load(res.files["recommended_qdq"])
+    assert sum(n.op_type == "QuantizeLinear" for n in qm.graph.node) >= 3
+    text = res.format_table()
+    assert "recommended: clip" in text and "minmax" in text
+    if HAS_RANGE_SEARCH:
+        assert res["percentile:99.99"].ok
+    else:
+        assert "compute_amax" in res["percentile:99.99"].error and "not run" in text
+    pytest.importorskip("matplotlib")
+    assert os.path.getsize(res.files["plot_outputs"]) > 0 and os.path.getsize(res.files["plot_layers"]) > 0
+
+
+def test_reuses_a_calibration_result(tmp_path, rng):
+    model = om.build(rng)
+    x = om.data(rng, 16)
+    cal = trtcal.calibrate(model, x, method="minmax", batch_size=8, **QUIET)
+    res = compare(model, None, x, methods="minmax", calibration=cal, per_layer=False, **QUIET)
+    assert res["minmax"].amax == cal.amax["minmax"] and res["minmax"].layers == {}
+    with pytest.raises(ValueError, match="calibration data"):
+        compare(model, None, x, **QUIET)
+
+
+@needs_range_search
+def test_every_method_on_the_hostile_model(tmp_path, rng):
+    model = om.build(rng)
+    x, xe = om.data(rng, 33), om.data(rng, 17)
+    res = compare(model, x, xe, methods="all,entropy:onnxruntime", batch_size=8, **QUIET)
+    labels = {m.label for m in res.ranked}
+    assert {"minmax", "mse", "percentile:99.9", "percentile:99.99", "percentile:99.999",
+            "entropy:pytorch_quantization", "entropy:tensorrt"} <= labels
+    assert not res["entropy:onnxruntime"].ok and "signed" in res["entropy:onnxruntime"].error
+    sq = [m.summary["sqnr_db"] for m in res.ranked]
+    assert sq == sorted(sq, reverse=True)
+    for m in res.ranked:
+        out, _ = _oracle(model, m.amax, xe)
+        assert m.summary["sqnr_db"] == pytest.approx(out.sqnr_db, rel=1e-9, abs=1e-9), m.label
+        assert m.search_seconds is not None and m.search_seconds >= 0
+
+
+def test_cli(tmp_path, rng, capsys):
+    model = om.build(rng, tmp_path / "m.onnx")
+    np.save(tmp_path / "cal.npy", om.data(rng, 12))
+    np.save(tmp_path / "eval.npy", om.data(rng, 7))
+    table = trtcal.CalibrationTable(om.clip_table(model, om.data(rng, 12)))
+    table.to_json(str(tmp_path / "clip.json"))
+    rc = main(["compare", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "cal.npy"), "--eval-data",
+               str(tmp_path / "eval.npy"), "--methods", "minmax", "--table", f"clip={tmp_path / 'clip.json'}",
+               "--out-dir", str(tmp_path / "out"), "--no-plots", "-q"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "recommended: clip" in out
+    assert os.path.isfile(tmp_path / "out" / "comparison.csv")
+    rc = main(["compare", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "cal.npy"), "--methods", "kl", "-q"])
+    assert rc == 1 and "unknown method" in capsys.readouterr().err
