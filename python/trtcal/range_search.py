@@ -496,7 +496,8 @@ class _GpuBatch:
             device, method, int(s.levels), s.flavor == "pytorch_quantization" and s.method == "entropy",
             s.flavor == "pytorch_quantization" and s.method == "entropy", int(s.candidates_per_bin),
             (1 << (int(s.bits) - 1)) - 1, threads, float(s.tie_tolerance), float(s.eps),
-            counts_ptrs, np.array([j.counts.size for j in jobs], np.int32), edges_ptrs, lin, grid, targets, cands)
+            counts_ptrs, np.array([j.counts.size for j in jobs], np.int32), edges_ptrs,
+            lin.ravel(), grid.ravel(), targets.ravel(), cands.ravel())  # flat: the binding indexes t * k + i
 
     def launch(self, stream: int) -> None:
         self.plan.launch(stream)
