@@ -225,3 +225,39 @@ def test_more_than_2_to_31_elements():
     assert h.total == n
     assert trtcal.minmax(x) == (0.0, 1023.0)
     del x
+
+
+def test_update_many_equals_reference(rng):
+    """Many tensors (mixed dtypes, sizes, bins, signed/abs) in three launches per batch."""
+    torch = pytest.importorskip("torch")
+    specs = []
+    for i in range(40):
+        bins = int(rng.choice([2048, 1000, 128, 4096]))
+        specs.append((bins, bool(rng.integers(0, 2)) and bins % 2 == 0,
+                      rng.choice([torch.float32, torch.float16, torch.bfloat16])))
+    cols = [trtcal.HistogramCollector(b, s, device="cuda", name=f"t{i}") for i, (b, s, _) in enumerate(specs)]
+    host = [[] for _ in specs]
+    for batch in range(4):
+        pairs = []
+        for i, (b, s, dt) in enumerate(specs):
+            n = int(rng.choice([0, 1, 37, 4099, 300007]))
+            x = torch.from_numpy(draw(rng, DISTS[i % 4], max(n, 1))[:n]) * float(10.0 ** rng.uniform(-4, 4 + batch))
+            x = x.to("cuda", dt)
+            pairs.append((cols[i], x))
+            host[i].append(x.float().cpu().numpy())
+        trtcal.collectors.update_many(pairs)
+    for i, (b, s, _) in enumerate(specs):
+        assert_same_state(cols[i].state_dict(), ref_state(host[i], b, s))
+
+
+def test_update_many_orders_with_single_updates(rng):
+    x = cp.asarray(draw(rng, "student_t", 100003))
+    a = trtcal.HistogramCollector(device="cuda")
+    b = trtcal.HistogramCollector(device="cuda")
+    s2 = cp.cuda.Stream(non_blocking=True)
+    a.update(x)  # default stream
+    trtcal.collectors.update_many([(a, x * 3), (b, x)], stream=s2)  # another stream: must wait for the first
+    a.update(x * 0.5)
+    host = cp.asnumpy(x)
+    assert_same_state(a.state_dict(), ref_state([host, host * 3, host * 0.5]))
+    assert_same_state(b.state_dict(), ref_state([host]))

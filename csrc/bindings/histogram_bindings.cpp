@@ -2,6 +2,8 @@
 #include <pybind11/numpy.h>
 
 #include <cstring>
+#include <memory>
+#include <vector>
 
 #include "common.h"
 #include "kernels/histogram.h"
@@ -123,6 +125,12 @@ class HistogramStateBinding {
     order_.after(stream);
   }
 
+  // Device pointers for batched launches.
+  HistogramState* state_ptr() const { return state(); }
+  unsigned long long* counts_dev() const { return counts(); }
+  unsigned long long* scratch_dev() const { return scratch(); }
+  StreamOrder& order() { return order_; }
+
   // Device pointer to the int64 counts (for kernels that read them in place).
   uintptr_t counts_ptr() const { return reinterpret_cast<uintptr_t>(counts_.data()); }
   int32_t nbins() const { return nbins_; }
@@ -140,9 +148,94 @@ class HistogramStateBinding {
   DeviceBuffer state_, counts_, scratch_;
 };
 
+// Pinned descriptors and their device copy for histogram_update_many, per device; an event
+// guards the pinned buffer until the previous copy has left it.
+class BatchStaging {
+ public:
+  explicit BatchStaging(int device) : device_(device), done_(device) {}
+  ~BatchStaging() {
+    DeviceGuard g(device_);
+    if (host_) cudaFreeHost(host_);
+  }
+  HistogramBatchItem* host(size_t n) {
+    if (used_) TRTCAL_CHECK_CUDA(cudaEventSynchronize(done_.get()));
+    if (n > capacity_) {
+      DeviceGuard g(device_);
+      if (host_) cudaFreeHost(host_);
+      host_ = nullptr;
+      capacity_ = 0;
+      TRTCAL_CHECK_CUDA(cudaMallocHost(reinterpret_cast<void**>(&host_), n * sizeof(HistogramBatchItem)));
+      dev_ = std::make_unique<DeviceBuffer>(n * sizeof(HistogramBatchItem), device_);
+      capacity_ = n;
+    }
+    return host_;
+  }
+  HistogramBatchItem* dev() const { return static_cast<HistogramBatchItem*>(dev_->data()); }
+  void copied(uintptr_t stream) {
+    done_.record(stream);
+    used_ = true;
+  }
+
+ private:
+  int device_;
+  SharedEvent done_;
+  HistogramBatchItem* host_ = nullptr;
+  std::unique_ptr<DeviceBuffer> dev_;
+  size_t capacity_ = 0;
+  bool used_ = false;
+};
+
+BatchStaging& staging_for(int device) {
+  // never destroyed: the CUDA runtime may be gone at process exit
+  static auto* all = new std::vector<std::unique_ptr<BatchStaging>>();
+  if ((int)all->size() <= device) all->resize(device + 1);
+  if (!(*all)[device]) (*all)[device] = std::make_unique<BatchStaging>(device);
+  return *(*all)[device];
+}
+
+// Adds one batch to each of many histograms (same device) in three launches on `stream`.
+void update_many(py::list states, py::list ptrs, py::list dtypes, py::list sizes, uintptr_t stream, int device) {
+  const size_t n = states.size();
+  TRTCAL_CHECK_ARG(ptrs.size() == n && dtypes.size() == n && sizes.size() == n,
+                   "trtcal: update_many needs one pointer, dtype and size per state");
+  if (n == 0) return;
+  std::vector<HistogramStateBinding*> hs(n);
+  for (size_t i = 0; i < n; ++i) {
+    hs[i] = states[i].cast<HistogramStateBinding*>();
+    TRTCAL_CHECK_ARG(hs[i]->device() == device, "trtcal: update_many states must live on one device");
+  }
+  DeviceGuard g(device);
+  BatchStaging& st = staging_for(device);
+  HistogramBatchItem* items = st.host(n);
+  for (size_t i = 0; i < n; ++i) {
+    HistogramBatchItem& it = items[i];
+    it = HistogramBatchItem{};
+    it.x = reinterpret_cast<const void*>(ptrs[i].cast<uintptr_t>());
+    it.n = sizes[i].cast<unsigned long long>();
+    it.dtype = static_cast<int32_t>(as_float_dtype(dtypes[i].cast<int>()));
+    it.state = hs[i]->state_ptr();
+    it.counts = hs[i]->counts_dev();
+    it.scratch = hs[i]->scratch_dev();
+    it.nbins = hs[i]->nbins();
+    it.is_signed = hs[i]->is_signed();
+    hs[i]->order().before(stream);
+  }
+  {
+    py::gil_scoped_release nogil;
+    TRTCAL_CHECK_CUDA(histogram_update_many(items, (int32_t)n, st.dev(), as_stream(stream)));
+    st.copied(stream);
+  }
+  auto done = std::make_shared<SharedEvent>(device);
+  done->record(stream);
+  for (size_t i = 0; i < n; ++i) hs[i]->order().after_shared(stream, done);
+}
+
 }  // namespace
 
 void init_histogram_bindings(py::module_& m) {
+  m.def("histogram_update_many", &update_many, py::arg("states"), py::arg("ptrs"), py::arg("dtypes"),
+        py::arg("sizes"), py::arg("stream"), py::arg("device"),
+        "Adds one batch to each of many histograms in three launches (queued; does not wait)");
   py::class_<HistogramStateBinding>(m, "HistogramState")
       .def(py::init<int32_t, bool, int, uintptr_t>(), py::arg("bins"), py::arg("signed"),
            py::arg("device"), py::arg("stream"))

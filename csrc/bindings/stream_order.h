@@ -1,37 +1,55 @@
 // Keeps work on one piece of device state ordered when callers switch streams.
 #pragma once
+#include <memory>
+
 #include "common.h"
 
 namespace trtcal {
 
-class StreamOrder {
+// A CUDA event shared by the states that one batched launch touched.
+class SharedEvent {
  public:
-  explicit StreamOrder(int device) : device_(device) {
+  explicit SharedEvent(int device) : device_(device) {
     DeviceGuard g(device);
     TRTCAL_CHECK_CUDA(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
   }
-  ~StreamOrder() {
+  ~SharedEvent() {
     DeviceGuard g(device_);
     cudaEventDestroy(event_);
   }
-  StreamOrder(const StreamOrder&) = delete;
-  StreamOrder& operator=(const StreamOrder&) = delete;
-  // Before queueing work on `s`: wait for the work queued on another stream.
-  void before(uintptr_t s) {
-    if (used_ && s != last_) TRTCAL_CHECK_CUDA(cudaStreamWaitEvent(as_stream(s), event_, 0));
-  }
-  // After queueing work on `s`.
-  void after(uintptr_t s) {
-    TRTCAL_CHECK_CUDA(cudaEventRecord(event_, as_stream(s)));
-    last_ = s;
-    used_ = true;
-  }
+  SharedEvent(const SharedEvent&) = delete;
+  SharedEvent& operator=(const SharedEvent&) = delete;
+  void record(uintptr_t s) { TRTCAL_CHECK_CUDA(cudaEventRecord(event_, as_stream(s))); }
+  cudaEvent_t get() const { return event_; }
 
  private:
   int device_;
   cudaEvent_t event_{};
+};
+
+class StreamOrder {
+ public:
+  explicit StreamOrder(int device) : device_(device) {}
+  // Before queueing work on `s`: wait for the work last queued on another stream.
+  void before(uintptr_t s) {
+    if (event_ && s != last_) TRTCAL_CHECK_CUDA(cudaStreamWaitEvent(as_stream(s), event_->get(), 0));
+  }
+  // After queueing work on `s` (records an event of this state's own).
+  void after(uintptr_t s) {
+    if (!event_ || event_.use_count() > 1) event_ = std::make_shared<SharedEvent>(device_);
+    event_->record(s);
+    last_ = s;
+  }
+  // After a batched launch on `s` whose completion `ev` (already recorded) marks.
+  void after_shared(uintptr_t s, std::shared_ptr<SharedEvent> ev) {
+    event_ = std::move(ev);
+    last_ = s;
+  }
+
+ private:
+  int device_;
+  std::shared_ptr<SharedEvent> event_;
   uintptr_t last_ = 0;
-  bool used_ = false;
 };
 
 }  // namespace trtcal

@@ -138,11 +138,12 @@ struct Pass2Fold {
   }
 };
 
+// Pass 1 over x[0, n) by the `nthreads` threads that share it (this one is `tid`);
+// `first` marks the one block that adds n to the finite count.
 template <typename T, bool kSigned>
-__global__ void __launch_bounds__(kThreads) histogram_pass1_kernel(
-    const T* __restrict__ x, size_t n, HistogramState* state, unsigned long long* counts,
-    int replicas) {
-  extern __shared__ unsigned int smem[];
+__device__ __forceinline__ void pass1_body(const T* __restrict__ x, size_t n, HistogramState* state,
+                                           unsigned long long* counts, int replicas, unsigned int* smem,
+                                           size_t tid, size_t nthreads, bool first) {
   const HistogramState s = *state;
   BlockHist hist;
   hist.init(smem, replicas, s.nbins, counts);
@@ -155,11 +156,11 @@ __global__ void __launch_bounds__(kThreads) histogram_pass1_kernel(
   RunningStats st;
   if (binner.use32) {
     Pass1Fold<kSigned, true> f{&hist, binner, limit};
-    detail::for_each_value<T, 4>(x, n, f);
+    detail::for_each_value<T, 4>(x, n, f, tid, nthreads);
     st = f.st;
   } else {
     Pass1Fold<kSigned, false> f{&hist, binner, limit};
-    detail::for_each_value<T, 4>(x, n, f);
+    detail::for_each_value<T, 4>(x, n, f, tid, nthreads);
     st = f.st;
   }
   hist.flush();
@@ -182,7 +183,7 @@ __global__ void __launch_bounds__(kThreads) histogram_pass1_kernel(
     if (hi != detail::kOrderedMaxInit) atomicMax(&state->max_ordered, hi);
     // finite = n - non-finite, added as n once and minus each block's non-finite count
     const unsigned long long nonfinite = c[0] + c[1] + c[2];
-    const unsigned long long delta = (blockIdx.x == 0 ? (unsigned long long)n : 0ull) - nonfinite;
+    const unsigned long long delta = (first ? (unsigned long long)n : 0ull) - nonfinite;
     if (delta) atomicAdd(&state->finite, delta);
     for (int i = 0; i < 3; ++i)
       if (c[i]) atomicAdd(&state->nonfinite[i], c[i]);
@@ -190,12 +191,20 @@ __global__ void __launch_bounds__(kThreads) histogram_pass1_kernel(
 }
 
 template <typename T, bool kSigned>
-__global__ void __launch_bounds__(kThreads) histogram_pass2_kernel(
-    const T* __restrict__ x, size_t n, const HistogramState* state, unsigned long long* counts,
+__global__ void __launch_bounds__(kThreads) histogram_pass1_kernel(
+    const T* __restrict__ x, size_t n, HistogramState* state, unsigned long long* counts,
     int replicas) {
+  extern __shared__ unsigned int smem[];
+  pass1_body<T, kSigned>(x, n, state, counts, replicas, smem, blockIdx.x * (size_t)blockDim.x + threadIdx.x,
+                         (size_t)gridDim.x * blockDim.x, blockIdx.x == 0);
+}
+
+template <typename T, bool kSigned>
+__device__ __forceinline__ void pass2_body(const T* __restrict__ x, size_t n, const HistogramState* state,
+                                           unsigned long long* counts, int replicas, unsigned int* smem,
+                                           size_t tid, size_t nthreads) {
   const HistogramState s = *state;
   if (!s.grew) return;
-  extern __shared__ unsigned int smem[];
   BlockHist hist;
   hist.init(smem, replicas, s.nbins, counts);
   Binner binner{};
@@ -204,12 +213,21 @@ __global__ void __launch_bounds__(kThreads) histogram_pass2_kernel(
   const int zero_bin = kSigned ? s.nbins / 2 : 0;
   if (binner.use32) {
     Pass2Fold<kSigned, true> f{&hist, binner, (bool)s.has_range, old_limit, zero_bin};
-    detail::for_each_value<T, 4>(x, n, f);
+    detail::for_each_value<T, 4>(x, n, f, tid, nthreads);
   } else {
     Pass2Fold<kSigned, false> f{&hist, binner, (bool)s.has_range, old_limit, zero_bin};
-    detail::for_each_value<T, 4>(x, n, f);
+    detail::for_each_value<T, 4>(x, n, f, tid, nthreads);
   }
   hist.flush();
+}
+
+template <typename T, bool kSigned>
+__global__ void __launch_bounds__(kThreads) histogram_pass2_kernel(
+    const T* __restrict__ x, size_t n, const HistogramState* state, unsigned long long* counts,
+    int replicas) {
+  extern __shared__ unsigned int smem[];
+  pass2_body<T, kSigned>(x, n, state, counts, replicas, smem, blockIdx.x * (size_t)blockDim.x + threadIdx.x,
+                         (size_t)gridDim.x * blockDim.x);
 }
 
 // Sum of the old bins that land in new bin j when the range grows by 2^m.
@@ -227,8 +245,8 @@ __device__ unsigned long long gather(const unsigned long long* old, int nbins, b
   return s;
 }
 
-__global__ void histogram_grow_kernel(HistogramState* state, unsigned long long* counts,
-                                      unsigned long long* scratch) {
+__device__ void grow_body(HistogramState* state, unsigned long long* counts,
+                          unsigned long long* scratch) {
   __shared__ int m_shared;
   HistogramState s = *state;
   const float batch_amax = __uint_as_float(s.batch_amax_bits);
@@ -261,6 +279,62 @@ __global__ void histogram_grow_kernel(HistogramState* state, unsigned long long*
     scratch[j] = gather(counts, s.nbins, s.is_signed, m, j);
   __syncthreads();
   for (int j = threadIdx.x; j < s.nbins; j += blockDim.x) counts[j] = scratch[j];
+}
+
+__global__ void histogram_grow_kernel(HistogramState* state, unsigned long long* counts,
+                                      unsigned long long* scratch) {
+  grow_body(state, counts, scratch);
+}
+
+// ---- many tensors in one launch per pass -------------------------------------------------
+
+__device__ __forceinline__ int find_item(const HistogramBatchItem* items, int nitems, int block) {
+  int lo = 0, hi = nitems - 1;  // last item whose first_block <= block
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (items[mid].first_block <= block) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+#define TRTCAL_ITEM_DISPATCH(it, BODY)                                                       \
+  switch ((it).dtype * 2 + ((it).is_signed ? 1 : 0)) {                                       \
+    case 0: BODY(float, false); break;                                                       \
+    case 1: BODY(float, true); break;                                                        \
+    case 2: BODY(__half, false); break;                                                      \
+    case 3: BODY(__half, true); break;                                                       \
+    case 4: BODY(__nv_bfloat16, false); break;                                               \
+    case 5: BODY(__nv_bfloat16, true); break;                                                \
+    default: break;                                                                          \
+  }
+
+__global__ void __launch_bounds__(kThreads) histogram_pass1_many_kernel(const HistogramBatchItem* items,
+                                                                        int nitems, int replicas) {
+  extern __shared__ unsigned int smem[];
+  const HistogramBatchItem it = items[find_item(items, nitems, blockIdx.x)];
+  const int lb = blockIdx.x - it.first_block;
+  const size_t tid = lb * (size_t)blockDim.x + threadIdx.x, nthreads = (size_t)it.nblocks * blockDim.x;
+#define TRTCAL_PASS1(T, S) \
+  pass1_body<T, S>(static_cast<const T*>(it.x), it.n, it.state, it.counts, replicas, smem, tid, nthreads, lb == 0)
+  TRTCAL_ITEM_DISPATCH(it, TRTCAL_PASS1)
+#undef TRTCAL_PASS1
+}
+
+__global__ void histogram_grow_many_kernel(const HistogramBatchItem* items) {
+  const HistogramBatchItem it = items[blockIdx.x];
+  grow_body(it.state, it.counts, it.scratch);
+}
+
+__global__ void __launch_bounds__(kThreads) histogram_pass2_many_kernel(const HistogramBatchItem* items,
+                                                                        int nitems, int replicas) {
+  extern __shared__ unsigned int smem[];
+  const HistogramBatchItem it = items[find_item(items, nitems, blockIdx.x)];
+  const int lb = blockIdx.x - it.first_block;
+  const size_t tid = lb * (size_t)blockDim.x + threadIdx.x, nthreads = (size_t)it.nblocks * blockDim.x;
+#define TRTCAL_PASS2(T, S) \
+  pass2_body<T, S>(static_cast<const T*>(it.x), it.n, it.state, it.counts, replicas, smem, tid, nthreads)
+  TRTCAL_ITEM_DISPATCH(it, TRTCAL_PASS2)
+#undef TRTCAL_PASS2
 }
 
 __global__ void histogram_merge_kernel(HistogramState* a, unsigned long long* ca,
@@ -378,6 +452,39 @@ cudaError_t histogram_update(const void* x, DType dtype, size_t n, HistogramStat
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
     if (n > 0) p2<<<blocks, kThreads, l.smem, stream>>>(p, n, state, counts, l.replicas);
   });
+  return cudaGetLastError();
+}
+
+cudaError_t histogram_update_many(HistogramBatchItem* items, int32_t nitems, HistogramBatchItem* items_dev,
+                                  cudaStream_t stream) {
+  if (nitems <= 0) return cudaSuccess;
+  int32_t max_bins = 1;
+  int64_t blocks = 0;
+  for (int32_t i = 0; i < nitems; ++i) {
+    HistogramBatchItem& it = items[i];
+    if (it.nbins < 1 || it.nbins > kMaxHistogramBins || (it.is_signed && it.nbins % 2) || it.dtype < 0 ||
+        it.dtype > 2)
+      return cudaErrorInvalidValue;
+    max_bins = it.nbins > max_bins ? it.nbins : max_bins;
+    // one block per 2^18 values (amortises the sub-histogram set-up and flush), at least one
+    const int64_t nb = (int64_t)((it.n + (1u << 18) - 1) >> 18);
+    it.nblocks = (int32_t)(nb < 1 ? 1 : nb);
+    it.first_block = (int32_t)blocks;
+    blocks += it.nblocks;
+  }
+  if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
+  const Layout l = choose_layout(max_bins);
+  cudaError_t err;
+  if ((err = prepare(histogram_pass1_many_kernel, l)) != cudaSuccess) return err;
+  if ((err = prepare(histogram_pass2_many_kernel, l)) != cudaSuccess) return err;
+  if ((err = cudaMemcpyAsync(items_dev, items, sizeof(HistogramBatchItem) * nitems, cudaMemcpyHostToDevice,
+                             stream)) != cudaSuccess)
+    return err;
+  histogram_pass1_many_kernel<<<(int)blocks, kThreads, l.smem, stream>>>(items_dev, nitems, l.replicas);
+  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  histogram_grow_many_kernel<<<nitems, 1024, 0, stream>>>(items_dev);
+  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  histogram_pass2_many_kernel<<<(int)blocks, kThreads, l.smem, stream>>>(items_dev, nitems, l.replicas);
   return cudaGetLastError();
 }
 

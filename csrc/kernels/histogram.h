@@ -49,6 +49,29 @@ cudaError_t histogram_update(const void* x, DType dtype, size_t n, HistogramStat
                              unsigned long long* counts, unsigned long long* scratch,
                              int32_t nbins, bool is_signed, cudaStream_t stream);
 
+// One tensor of a batched update (see histogram_update_many).
+struct HistogramBatchItem {
+  const void* x;                // values (dtype: 0 float32, 1 float16, 2 bfloat16)
+  unsigned long long n;
+  HistogramState* state;        // this tensor's histogram (device)
+  unsigned long long* counts;
+  unsigned long long* scratch;
+  int32_t dtype;
+  int32_t nbins;
+  int32_t is_signed;
+  int32_t first_block;          // filled by histogram_update_many
+  int32_t nblocks;              // filled by histogram_update_many
+  int32_t reserved;
+};
+
+// histogram_update for many tensors in three launches in all (pass 1, growth, pass 2),
+// whatever their number, sizes, dtypes and bin counts: per-tensor launches cost more than
+// the work for the small activations of a model. `items` (host, nitems) is completed with
+// the block split and copied to `items_dev` (device, room for nitems) on `stream`; the host
+// array may be reused when this returns.
+cudaError_t histogram_update_many(HistogramBatchItem* items, int32_t nitems, HistogramBatchItem* items_dev,
+                                  cudaStream_t stream);
+
 // a += b (same nbins and sign). Both are re-binned onto the larger range.
 cudaError_t histogram_merge(HistogramState* a, unsigned long long* counts_a,
                             const HistogramState* b, const unsigned long long* counts_b,

@@ -55,6 +55,8 @@ class ArrayView:
 
     def memory_order(self) -> List[int]:
         """Axes from outermost to innermost in memory; raises if the layout is not dense."""
+        if self.strides == _c_strides(self.shape):
+            return list(range(len(self.shape)))
         order = dense_axis_order(self.shape, self.strides)
         if order is None:
             raise ValueError(
@@ -123,6 +125,8 @@ def _unsupported(name: str, found: str, accepted: Sequence[str]) -> TypeError:
 def as_view(x: Any, name: str = "x", stream: Any = None,
             accepted: Sequence[str] = FLOAT_DTYPES) -> ArrayView:
     """Wraps ``x`` without copying. ``stream`` overrides the producer's current stream."""
+    if type(x).__module__ == "torch" and getattr(x, "is_cuda", False):
+        return _from_torch_cuda(x, name, stream, accepted)
     if isinstance(x, np.ndarray):
         dt = _numpy_dtype_name(x.dtype)
         if dt is None or dt not in accepted:
@@ -142,6 +146,26 @@ def as_view(x: Any, name: str = "x", stream: Any = None,
         f"trtcal: tensor '{name}' is a {type(x).__module__}.{type(x).__name__}; expected a NumPy "
         "array or a device array with __cuda_array_interface__ or __dlpack__ (CuPy, PyTorch, pycuda, ...)"
     )
+
+
+_TORCH_DTYPES: dict = {}
+
+
+def _from_torch_cuda(x: Any, name: str, stream: Any, accepted: Sequence[str]) -> ArrayView:
+    """PyTorch CUDA tensors through their own attributes: the array interface costs tens of
+    microseconds per tensor, which a model's hundreds of activations would feel."""
+    if not _TORCH_DTYPES:
+        import torch
+
+        _TORCH_DTYPES.update({torch.float32: "float32", torch.float16: "float16",
+                              torch.bfloat16: "bfloat16", torch.int8: "int8"})
+    dt = _TORCH_DTYPES.get(x.dtype)
+    if dt is None or dt not in accepted:
+        raise _unsupported(name, str(x.dtype).replace("torch.", ""), accepted)
+    device = x.device.index or 0
+    handle = _streams.stream_handle(stream) if stream is not None else _streams.current_stream_for(x)
+    return ArrayView(name, dt, tuple(x.shape), tuple(x.stride()), True, ptr=int(x.data_ptr()), device=device,
+                     stream=handle, keepalive=[x])
 
 
 def _get_cai(x: Any) -> Optional[dict]:

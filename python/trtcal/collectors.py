@@ -7,7 +7,7 @@ queued on the caller's stream and never wait), in NumPy for host arrays. ``state
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -381,6 +381,38 @@ class MinMaxCollector(_Collector):
             out = {k: float(v[0]) for k, v in out.items()}
         out.update(nan=s["nan"], posinf=s["posinf"], neginf=s["neginf"])
         return out
+
+
+def update_many(pairs: Sequence[Tuple["HistogramCollector", Any]], *, stream: Any = None) -> None:
+    """Adds one array to each of many histogram collectors: ``[(collector, array), ...]``.
+
+    Device arrays of one GPU go to the collectors in three kernel launches in all (one per
+    pass, whatever the number of tensors), on ``stream`` or the arrays' producer stream;
+    a model's hundreds of small activations then cost what their bytes cost, not hundreds of
+    launches. Arrays on other streams form their own launches; host arrays and CPU collectors
+    take the one-by-one path. Does not wait.
+    """
+    batched: Dict[Tuple[int, int], list] = {}
+    for c, x in pairs:
+        view = as_view(x, c.name, stream)
+        if not view.on_device or view.size == 0 or (c._device is not None and c._device != view.device):
+            c._update_view(view)  # CPU state, host data, or a device mismatch to report
+            continue
+        view.memory_order()
+        batched.setdefault((view.device, view.stream), []).append((c, view))
+    for (device, s), items in batched.items():
+        ext = require_cuda("batched histogram updates")
+        states, ptrs, dtypes, sizes = [], [], [], []
+        for c, view in items:
+            if c._device is None:
+                c._device = device
+            c._stream = s
+            states.append(c._gpu_state())
+            ptrs.append(view.ptr)
+            dtypes.append(view.dtype_code)
+            sizes.append(view.size)
+            c.batches += 1
+        ext.histogram_update_many(states, ptrs, dtypes, sizes, s, device)
 
 
 def _c_split(shape, axis):

@@ -50,12 +50,18 @@ class TorchCollector:
     names : glob or ``re:`` patterns on qualified module names (default: all).
     inputs : also collect the model's first positional input (as ``"input"``).
     stats : an existing :class:`ActivationStats` to add to (e.g. restored from a checkpoint).
+    flush_bytes : activations are held until the end of each forward and then added in one
+        batched update (three kernel launches for all of them); past this many bytes they are
+        added earlier, bounding the extra memory.
     """
 
     def __init__(self, module: Any, *, layers: Optional[Sequence[Type[Any]]] = None,
                  names: Optional[Sequence[str]] = None, inputs: bool = False, bins: int = 2048,
-                 stats: Optional[ActivationStats] = None) -> None:
+                 stats: Optional[ActivationStats] = None, flush_bytes: int = 4 << 30) -> None:
         self.module = module
+        self.flush_bytes = flush_bytes
+        self._pending: Dict[str, Any] = {}
+        self._pending_bytes = 0
         self.stats = stats if stats is not None else ActivationStats(bins=bins)
         self.inputs = inputs
         self._calls: Dict[str, int] = {}
@@ -89,13 +95,25 @@ class TorchCollector:
             t = t.detach()
             if not t.is_contiguous() and not _dense(t):
                 t = t.contiguous()  # a device copy, never a host one
-            self.stats._collector(name).update(t)
+            # held until the end of the forward (or flush_bytes), then added in one batch:
+            # three kernel launches for all tensors instead of three per tensor
+            self._pending[name] = t
+            self._pending_bytes += t.numel() * t.element_size()
+            if self._pending_bytes >= self.flush_bytes:
+                self.flush()
+
+    def flush(self) -> None:
+        """Adds the activations held since the last flush to the statistics."""
+        pending, self._pending, self._pending_bytes = self._pending, {}, 0
+        if pending:
+            self.stats.add(pending)
 
     def forward(self, batch: Any, forward: Optional[Callable[[Any, Any], Any]] = None) -> Any:
         """Runs one batch (under ``torch.inference_mode``) and collects its activations."""
         import torch
 
         self._calls.clear()
+        self._pending, self._pending_bytes = {}, 0
         device = _module_device(self.module)
         batch = _to(batch, device)
         with torch.inference_mode():
@@ -104,12 +122,15 @@ class TorchCollector:
                 if first is not None:
                     self._add("input", first)
             if forward is not None:
-                return forward(self.module, batch)
-            if isinstance(batch, dict):
-                return self.module(**batch)
-            if isinstance(batch, (tuple, list)):
-                return self.module(batch[0])  # (inputs, labels) loaders
-            return self.module(batch)
+                out = forward(self.module, batch)
+            elif isinstance(batch, dict):
+                out = self.module(**batch)
+            elif isinstance(batch, (tuple, list)):
+                out = self.module(batch[0])  # (inputs, labels) loaders
+            else:
+                out = self.module(batch)
+        self.flush()  # a forward that raised adds nothing more
+        return out
 
     def remove(self) -> None:
         for h in self._handles:
