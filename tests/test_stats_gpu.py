@@ -254,10 +254,12 @@ def test_update_many_orders_with_single_updates(rng):
     x = cp.asarray(draw(rng, "student_t", 100003))
     a = trtcal.HistogramCollector(device="cuda")
     b = trtcal.HistogramCollector(device="cuda")
+    y, z = x * 3, x * 0.5
+    cp.cuda.get_current_stream().synchronize()  # the data is ready; the state updates are not
     s2 = cp.cuda.Stream(non_blocking=True)
     a.update(x)  # default stream
-    trtcal.collectors.update_many([(a, x * 3), (b, x)], stream=s2)  # another stream: must wait for the first
-    a.update(x * 0.5)
+    trtcal.collectors.update_many([(a, y), (b, x)], stream=s2)  # another stream: must wait for the first
+    a.update(z)  # back on the default stream: must wait for s2
     host = cp.asnumpy(x)
     assert_same_state(a.state_dict(), ref_state([host, host * 3, host * 0.5]))
     assert_same_state(b.state_dict(), ref_state([host]))
