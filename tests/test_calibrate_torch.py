@@ -94,3 +94,59 @@ def test_hooks_collect_every_activation_exactly_gpu(rng):
         pytest.skip("PyTorch has no CUDA here")
     stats = _check("cuda", rng)
     assert all(c.device.startswith("cuda") for c in stats.collectors.values())
+
+
+@pytest.mark.gpu
+def test_inplace_ops_after_hooks_are_read_in_time(rng):
+    """ReLU(inplace=True) and `out += identity` overwrite activations after their hooks ran:
+    the statistics must still be those of the values at hook time, on every batch."""
+    torch = pytest.importorskip("torch")
+    from trtcal import reference
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(8, 8, 3, padding=1)
+            self.bn1 = torch.nn.BatchNorm2d(8)
+            self.relu = torch.nn.ReLU(inplace=True)
+            self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+            self.bn2 = torch.nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))  # bn1's output is overwritten by relu
+            out = self.bn2(self.conv2(out))
+            out += x  # bn2's output is overwritten by the residual add
+            return self.relu(out)
+
+    model = Block().cuda().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.from_numpy(rng.standard_normal(p.shape).astype(np.float32)))
+    oracle = {}
+
+    def keep(name):
+        def hook(mod, args, out):
+            k = sum(1 for n in oracle if n == name or n.startswith(name + "#"))
+            oracle.setdefault(name if k == 0 else f"{name}#{k}", []).append(out.detach().cpu().numpy().copy())
+        return hook
+
+    # the oracle copies every output to the host inside its own hooks (registered first)
+    handles = [m.register_forward_hook(keep(n)) for n, m in model.named_modules() if n]
+    batches = [torch.from_numpy(rng.standard_t(3, (4, 8, 9, 9)).astype(np.float32)).cuda() for _ in range(4)]
+    copies = []
+    with ttorch.TorchCollector(model) as hooks:
+        for b in batches:
+            oracle.clear()
+            hooks.forward(b)
+            copies.append(dict(oracle))
+        assert {"bn1", "bn2"} <= hooks._inplace
+        got = {n: c.state_dict() for n, c in hooks.stats.collectors.items()}
+    for h in handles:
+        h.remove()
+    for name, state in got.items():
+        s = reference.histogram_state_new(2048, False)
+        for per_batch in copies:
+            for arr in per_batch[name]:
+                reference.histogram_state_update(s, arr)
+        np.testing.assert_array_equal(state["counts"], s["counts"], err_msg=name)
+        assert state["amax"] == s["amax"], name

@@ -148,41 +148,53 @@ class HistogramStateBinding {
   DeviceBuffer state_, counts_, scratch_;
 };
 
-// Pinned descriptors and their device copy for histogram_update_many, per device; an event
-// guards the pinned buffer until the previous copy has left it.
+// Pinned descriptors and their device copies for histogram_update_many, per device: a ring of
+// slots, each guarded by an event until its copy has left it, so that the host never waits
+// for the GPU unless it is kSlots batches ahead.
 class BatchStaging {
  public:
-  explicit BatchStaging(int device) : device_(device), done_(device) {}
+  static constexpr int kSlots = 8;
+  explicit BatchStaging(int device) : device_(device) {
+    for (auto& s : slots_) s.done = std::make_unique<SharedEvent>(device);
+  }
   ~BatchStaging() {
     DeviceGuard g(device_);
-    if (host_) cudaFreeHost(host_);
+    for (auto& s : slots_)
+      if (s.host) cudaFreeHost(s.host);
   }
-  HistogramBatchItem* host(size_t n) {
-    if (used_) TRTCAL_CHECK_CUDA(cudaEventSynchronize(done_.get()));
-    if (n > capacity_) {
+  // The next slot, with room for n descriptors.
+  std::pair<HistogramBatchItem*, HistogramBatchItem*> take(size_t n) {
+    Slot& s = slots_[next_];
+    current_ = next_;
+    next_ = (next_ + 1) % kSlots;
+    if (s.used) TRTCAL_CHECK_CUDA(cudaEventSynchronize(s.done->get()));
+    if (n > s.capacity) {
       DeviceGuard g(device_);
-      if (host_) cudaFreeHost(host_);
-      host_ = nullptr;
-      capacity_ = 0;
-      TRTCAL_CHECK_CUDA(cudaMallocHost(reinterpret_cast<void**>(&host_), n * sizeof(HistogramBatchItem)));
-      dev_ = std::make_unique<DeviceBuffer>(n * sizeof(HistogramBatchItem), device_);
-      capacity_ = n;
+      if (s.host) cudaFreeHost(s.host);
+      s.host = nullptr;
+      s.capacity = 0;
+      TRTCAL_CHECK_CUDA(cudaMallocHost(reinterpret_cast<void**>(&s.host), n * sizeof(HistogramBatchItem)));
+      s.dev = std::make_unique<DeviceBuffer>(n * sizeof(HistogramBatchItem), device_);
+      s.capacity = n;
     }
-    return host_;
+    return {s.host, static_cast<HistogramBatchItem*>(s.dev->data())};
   }
-  HistogramBatchItem* dev() const { return static_cast<HistogramBatchItem*>(dev_->data()); }
   void copied(uintptr_t stream) {
-    done_.record(stream);
-    used_ = true;
+    slots_[current_].done->record(stream);
+    slots_[current_].used = true;
   }
 
  private:
+  struct Slot {
+    HistogramBatchItem* host = nullptr;
+    std::unique_ptr<DeviceBuffer> dev;
+    std::unique_ptr<SharedEvent> done;
+    size_t capacity = 0;
+    bool used = false;
+  };
   int device_;
-  SharedEvent done_;
-  HistogramBatchItem* host_ = nullptr;
-  std::unique_ptr<DeviceBuffer> dev_;
-  size_t capacity_ = 0;
-  bool used_ = false;
+  Slot slots_[kSlots];
+  int next_ = 0, current_ = 0;
 };
 
 BatchStaging& staging_for(int device) {
@@ -206,7 +218,7 @@ void update_many(py::list states, py::list ptrs, py::list dtypes, py::list sizes
   }
   DeviceGuard g(device);
   BatchStaging& st = staging_for(device);
-  HistogramBatchItem* items = st.host(n);
+  auto [items, items_dev] = st.take(n);
   for (size_t i = 0; i < n; ++i) {
     HistogramBatchItem& it = items[i];
     it = HistogramBatchItem{};
@@ -222,7 +234,7 @@ void update_many(py::list states, py::list ptrs, py::list dtypes, py::list sizes
   }
   {
     py::gil_scoped_release nogil;
-    TRTCAL_CHECK_CUDA(histogram_update_many(items, (int32_t)n, st.dev(), as_stream(stream)));
+    TRTCAL_CHECK_CUDA(histogram_update_many(items, (int32_t)n, items_dev, as_stream(stream)));
     st.copied(stream);
   }
   auto done = std::make_shared<SharedEvent>(device);

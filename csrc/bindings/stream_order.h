@@ -27,6 +27,10 @@ class SharedEvent {
   cudaEvent_t event_{};
 };
 
+// Orders the work on one piece of state across streams: after each update an event marks
+// it (one event shared by all the states of a batched update); a later update on another
+// stream waits for that event. Recording eagerly keeps this valid when the caller destroys
+// the earlier stream.
 class StreamOrder {
  public:
   explicit StreamOrder(int device) : device_(device) {}
@@ -40,7 +44,7 @@ class StreamOrder {
     event_->record(s);
     last_ = s;
   }
-  // After a batched launch on `s` whose completion `ev` (already recorded) marks.
+  // After a batched launch on `s` whose completion `ev` (already recorded on `s`) marks.
   void after_shared(uintptr_t s, std::shared_ptr<SharedEvent> ev) {
     event_ = std::move(ev);
     last_ = s;

@@ -401,18 +401,23 @@ def update_many(pairs: Sequence[Tuple["HistogramCollector", Any]], *, stream: An
         view.memory_order()
         batched.setdefault((view.device, view.stream), []).append((c, view))
     for (device, s), items in batched.items():
-        ext = require_cuda("batched histogram updates")
-        states, ptrs, dtypes, sizes = [], [], [], []
-        for c, view in items:
-            if c._device is None:
-                c._device = device
-            c._stream = s
-            states.append(c._gpu_state())
-            ptrs.append(view.ptr)
-            dtypes.append(view.dtype_code)
-            sizes.append(view.size)
-            c.batches += 1
-        ext.histogram_update_many(states, ptrs, dtypes, sizes, s, device)
+        launch_many([c for c, _ in items], [v.ptr for _, v in items], [v.dtype_code for _, v in items],
+                    [v.size for _, v in items], s, device)
+
+
+def launch_many(collectors: Sequence["HistogramCollector"], ptrs: Sequence[int], dtypes: Sequence[int],
+                sizes: Sequence[int], stream: int, device: int) -> None:
+    """The batched update on already-checked device arrays (dense, float dtype codes, on
+    ``device``, ready on ``stream``): what :func:`update_many` and the PyTorch hooks call."""
+    ext = require_cuda("batched histogram updates")
+    states = []
+    for c in collectors:
+        if c._device is None:
+            c._device = device
+        c._stream = stream
+        states.append(c._gpu_state())
+        c.batches += 1
+    ext.histogram_update_many(states, list(ptrs), list(dtypes), list(sizes), stream, device)
 
 
 def _c_split(shape, axis):

@@ -62,6 +62,12 @@ class TorchCollector:
         self.flush_bytes = flush_bytes
         self._pending: Dict[str, Any] = {}
         self._pending_bytes = 0
+        self._learned = False  # the first forward reads every CUDA activation at once ...
+        self._learning = False
+        self._watch: Dict[str, Any] = {}
+        self._inplace: set = set()  # ... and learns which ones later ops modify in place
+        self._stream = 0
+        self._codes: Dict[Any, int] = {}
         self.stats = stats if stats is not None else ActivationStats(bins=bins)
         self.inputs = inputs
         self._calls: Dict[str, int] = {}
@@ -92,31 +98,72 @@ class TorchCollector:
             if t.dtype not in self._floats or t.numel() == 0:
                 continue
             name = base if len(tensors) == 1 else f"{base}:{i}"
-            t = t.detach()
+            t = t.detach()  # shares the storage and the version counter
             if not t.is_contiguous() and not _dense(t):
                 t = t.contiguous()  # a device copy, never a host one
+            if not t.is_cuda:
+                self.stats.add({name: t})
+                continue
+            if self._learning or name in self._inplace:
+                # read now, before a later in-place op (ReLU(inplace=True), out += identity)
+                # changes it; the first forward learns which activations those are
+                self._launch([(name, t)])
+                if self._learning:
+                    self._watch[name] = (t, t._version)
+                continue
             # held until the end of the forward (or flush_bytes), then added in one batch:
-            # three kernel launches for all tensors instead of three per tensor
-            self._pending[name] = t
+            # three kernel launches for all of them instead of three per tensor
+            self._pending[name] = (t, t._version)
             self._pending_bytes += t.numel() * t.element_size()
             if self._pending_bytes >= self.flush_bytes:
                 self.flush()
 
+    def _launch(self, items: List[Any]) -> None:
+        from .collectors import launch_many
+
+        dev = items[0][1].device.index or 0
+        codes = self._codes
+        launch_many([self.stats._collector(n) for n, _ in items], [t.data_ptr() for _, t in items],
+                    [codes[t.dtype] for _, t in items], [t.numel() for _, t in items], self._stream, dev)
+
     def flush(self) -> None:
-        """Adds the activations held since the last flush to the statistics."""
+        """Adds the activations held since the last flush to the statistics (one batched update)."""
         pending, self._pending, self._pending_bytes = self._pending, {}, 0
-        if pending:
-            self.stats.add(pending)
+        if not pending:
+            return
+        stale = [n for n, (t, v) in pending.items() if t._version != v]
+        if stale:
+            self._inplace.update(stale)
+            raise RuntimeError(
+                f"trtcal: activations {stale[:5]} were modified in place after their hook ran in this batch "
+                "and a previous batch had not shown it (dynamic control flow?); this batch's statistics are "
+                "incomplete. They are read immediately from now on: run the batch again.")
+        by_device: Dict[int, List[Any]] = {}
+        for n, (t, _) in pending.items():
+            by_device.setdefault(t.device.index or 0, []).append((n, t))
+        for items in by_device.values():
+            self._launch(items)
 
     def forward(self, batch: Any, forward: Optional[Callable[[Any, Any], Any]] = None) -> Any:
-        """Runs one batch (under ``torch.inference_mode``) and collects its activations."""
+        """Runs one batch (under ``torch.no_grad``) and collects its activations.
+
+        CUDA activations that later ops modify in place are read as soon as their hook runs;
+        the others are held and added in one batched update at the end of the forward (the
+        first forward reads everything at once and learns which are which).
+        """
         import torch
 
         self._calls.clear()
         self._pending, self._pending_bytes = {}, 0
         device = _module_device(self.module)
         batch = _to(batch, device)
-        with torch.inference_mode():
+        self._learning = not self._learned
+        self._stream = int(torch.cuda.current_stream(device).cuda_stream) if device.type == "cuda" else 0
+        if not self._codes:
+            self._codes = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+        # no_grad, not inference_mode: tensors made under inference_mode have no version
+        # counter, which the in-place detection reads
+        with torch.no_grad():
             if self.inputs:
                 first = _first_tensor(batch)
                 if first is not None:
@@ -129,6 +176,10 @@ class TorchCollector:
                 out = self.module(batch[0])  # (inputs, labels) loaders
             else:
                 out = self.module(batch)
+        if self._learning:
+            self._inplace.update(n for n, (t, v) in self._watch.items() if t._version != v)
+            self._watch.clear()
+            self._learned = True
         self.flush()  # a forward that raised adds nothing more
         return out
 
