@@ -40,19 +40,22 @@ def main():
     rows.append((f"activations: {len(hooks.stats.names)} tensors, {nbytes / 1e9:.2f} GB", 0.0))
     rows.append(("hooks.forward, GPU time", time_torch(lambda: hooks.forward(x), 5, 20, False)))
     rows.append(("hooks.forward, host time", host_ms(lambda: hooks.forward(x))))
-    flush = hooks.flush
-    hooks.flush = lambda: setattr(hooks, "_pending", {})  # hold tensors, add nothing
+    launch = hooks._launch
+    hooks._launch = lambda items: None  # hooks and bookkeeping, no statistics
     rows.append(("hooks without the statistics, GPU time", time_torch(lambda: hooks.forward(x), 5, 20, False)))
     rows.append(("hooks without the statistics, host time", host_ms(lambda: hooks.forward(x))))
-    hooks.flush = flush
-    # the batched update alone on held tensors
-    pend = {}
-    hooks.flush = lambda: pend.update(hooks._pending)
+    calls = []
+    hooks._launch = lambda items: calls.append(list(items))
     hooks.forward(x)
-    hooks.flush = flush
+    hooks._launch = launch
     torch.cuda.synchronize()
-    rows.append(("stats.add (batched update), host time", host_ms(lambda: hooks.stats.add(pend))))
-    rows.append(("stats.add (batched update), GPU time", time_torch(lambda: hooks.stats.add(pend), 5, 20, False)))
+    sizes = [len(c) for c in calls]
+    rows.append((f"launch groups per forward: {len(calls)} (tensors {sum(sizes)}, largest {max(sizes)})", 0.0))
+    big = max(calls, key=len)
+    rows.append(("largest batched launch, host time", host_ms(lambda: launch(big))))
+    rows.append(("largest batched launch, GPU time", time_torch(lambda: launch(big), 5, 20, False)))
+    one = [calls[0][0]]
+    rows.append(("one immediate launch, host time", host_ms(lambda: launch(one))))
     hooks.remove()
     for name, ms in rows:
         print(f"{name:<60} {ms:8.3f} ms")
