@@ -55,6 +55,7 @@ class RangeSearchPlan {
     TRTCAL_CHECK_ARG(threads >= 32 && threads <= 1024 && threads % 32 == 0,
                      "trtcal: threads must be a multiple of 32 in [32, 1024]");
     TRTCAL_CHECK_ARG(levels >= 1 && max_bound >= 1 && per_bin >= 1, "trtcal: levels, max_bound, per_bin must be >= 1");
+    TRTCAL_CHECK_ARG(levels <= (1 << 24), "trtcal: levels must be <= 2^24 on the GPU, got " + std::to_string(levels));
     TRTCAL_CHECK_ARG(group == 0 || (group >= 1 && group <= 32 && (group & (group - 1)) == 0),
                      "trtcal: group must be 0 (auto) or a power of two in [1, 32], got " + std::to_string(group));
     TRTCAL_CHECK_ARG(chunk >= 0 && chunk <= kRangeMaxChunk,
@@ -156,36 +157,45 @@ class RangeSearchPlan {
   py::tuple shape() const { return py::make_tuple(p_.threads, p_.group, p_.chunk); }
 
  private:
-  // Launch shape. `group` lanes work on one candidate and a block takes `chunk` candidates of
-  // one tensor. Auto (0): the smallest group in {8, 16, 32} that keeps kBlocksPerSm * SMs
-  // blocks' worth of lanes busy (32, a whole warp per candidate, for one or a few tensors;
-  // 8 for many, where the shuffle reduction would otherwise cost), and a chunk giving about
-  // kBlocksPerSm blocks per SM over all tensors, at least one candidate per group and at most
-  // kRangeMaxChunk (so many tensors get few blocks each and load their histogram few times).
-  // ONNX Runtime entropy keeps one thread per candidate (its loop is ORT's serial smoothing).
-  // Percentile runs one block per tensor and ignores both.
+  // Launch shape. `group` threads work on one candidate and a block takes `chunk` candidates
+  // of one tensor. group: proportional entropy splits levels over `group` warps (a power of
+  // two dividing threads/32), MSE splits bins over `group` adjacent lanes (<= 32), ONNX Runtime
+  // entropy keeps one thread per candidate (its loop is ORT's serial smoothing); an explicit
+  // group is clamped to what the method allows (`shape` reports the result). Auto (0): the
+  // smallest group that keeps kBlocksPerSm * SMs blocks' worth of threads busy (the largest
+  // for one or a few tensors, 1 for many: no partial sums to combine), and a chunk giving about
+  // kBlocksPerSm blocks per SM over all tensors, at least one round of the block's candidate
+  // slots and at most kRangeMaxChunk (so many tensors get few blocks each and load their
+  // histogram few times). Percentile runs one block per tensor and ignores both.
   void choose_shape(int device, long long total_cand, int group, int chunk) {
     constexpr long long kBlocksPerSm = 4;
     if (p_.method == kRangePercentile) return;
     int sms = 0;
     {
-      DeviceGuard g(device);
+      DeviceGuard dg(device);
       TRTCAL_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     }
     const long long want_blocks = kBlocksPerSm * std::max(sms, 1);
-    int g = group;
+    int cap = 32;
     if (p_.method == kRangeEntropyOnnxRuntime) {
-      g = 1;
-    } else if (g == 0) {
-      g = 8;
-      while (g < 32 && total_cand * g < want_blocks * p_.threads) g <<= 1;
+      cap = 1;
+    } else if (p_.method == kRangeEntropyProportional) {
+      const int nwarps = p_.threads / 32;
+      cap = 1;
+      while (cap < 32 && nwarps % (cap * 2) == 0) cap *= 2;
     }
-    const int ngroups = std::max(p_.threads / g, 1);
+    int g = 1;
+    if (group > 0) {
+      while (g * 2 <= std::min(group, cap)) g *= 2;
+    } else {
+      while (g < cap && total_cand * g < want_blocks * p_.threads) g *= 2;
+    }
+    const int slots = std::max(p_.threads / g, 1);
     long long ch = chunk;
     if (ch == 0) {
       ch = (total_cand + want_blocks - 1) / want_blocks;
-      ch = (ch + ngroups - 1) / ngroups * ngroups;
-      ch = std::min<long long>(std::max<long long>(ch, ngroups), kRangeMaxChunk);
+      ch = (ch + slots - 1) / slots * slots;
+      ch = std::min<long long>(std::max<long long>(ch, slots), kRangeMaxChunk);
     }
     p_.group = g;
     p_.chunk = (int32_t)ch;

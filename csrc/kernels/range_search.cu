@@ -1,10 +1,11 @@
 // Ragged range-search kernels; see range_search.h and python/trtcal/reference/range_search.py.
 //
 // Latency design (one tensor must be fast, not only many): every candidate is worked on by
-// `group` lanes (levels or bins split between them, combined by a fixed-order shuffle
-// butterfly), a block takes `chunk` candidates of one tensor, and the binding sizes both so
-// that a single tensor still fills the GPU; no serial loop runs over all bins in one thread
-// except percentile's CDF, which NumPy defines as a sequential sum (kept bit-exact).
+// `group` threads (entropy: the same lane of `group` warps, splitting the levels; MSE:
+// `group` adjacent lanes, splitting the nonzero bins; partial sums combined in a fixed
+// order), a block takes `chunk` candidates of one tensor, and the binding sizes both so that
+// a single tensor still fills the GPU. No thread loops over all bins except percentile's
+// CDF, which NumPy defines as a sequential sum (kept bit-exact).
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -287,6 +288,10 @@ __device__ double proportional_kl(const Prefix& s, int i, int L, long long total
   return X / (double)total + log((double)s.B[i] / (double)total);
 }
 
+// Proportional entropy. A warp's 32 lanes always take 32 adjacent candidates, so their
+// prefix reads at the same level k fall on neighbouring positions (no bank conflicts);
+// `group` warps split the levels of those candidates ([piece*L/group, (piece+1)*L/group))
+// and piece 0 adds the partial sums in piece order (fixed).
 __global__ void entropy_proportional_kernel(const RangeTensor* __restrict__ tensors,
                                             const int32_t* __restrict__ block_tensor, RangeParams p,
                                             double* curve, RangeChoice* out, unsigned int* counters) {
@@ -295,19 +300,27 @@ __global__ void entropy_proportional_kernel(const RangeTensor* __restrict__ tens
   const RangeTensor T = tensors[t];
   const int n = T.nbins;
   const Prefix s = carve(smem, p.max_bins, true);
+  double* part = reinterpret_cast<double*>(smem + prefix_bytes(p.max_bins, true));  // blockDim.x
   load_and_scan(T.counts, n, p.zero_bin_rule != 0, s);
   const long long total = s.B[n];
-  const int L = p.levels, g = p.group, ngroups = blockDim.x / g;
-  const int lane = threadIdx.x & (g - 1), grp = threadIdx.x / g;
-  const int k0 = (int)(((long long)lane * L) / g), k1 = (int)(((long long)(lane + 1) * L) / g);
+  const int L = p.levels, g = p.group;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int slot = (warp / g) * 32 + lane, piece = warp % g, slots = blockDim.x / g;
+  const int k0 = (int)(((long long)piece * L) / g), k1 = (int)(((long long)(piece + 1) * L) / g);
   const int c0 = (blockIdx.x - T.block0) * p.chunk, c1 = min(T.ncand, c0 + p.chunk);
-  for (int base = c0; base < c1; base += ngroups) {  // the same trip count in every thread
-    const int c = base + grp;
+  for (int base = c0; base < c1; base += slots) {  // the same trip count in every thread
+    const int c = base + slot;
     const int i = T.first + (c < c1 ? c : c0) * T.stride;
     const bool live = c < c1 && total > 0 && s.B[i] > 0;
     double X = live ? proportional_levels(s, i, L, k0, k1) : 0.0;
-    for (int o = g >> 1; o; o >>= 1) X += __shfl_xor_sync(kFull, X, o);
-    if (c < c1 && lane == 0) curve[T.curve + c] = live ? proportional_kl(s, i, L, total, X) : INFINITY;
+    if (g > 1) {
+      part[threadIdx.x] = X;
+      __syncthreads();
+      if (piece == 0)
+        for (int q = 1; q < g; ++q) X += part[threadIdx.x + 32 * q];
+      __syncthreads();
+    }
+    if (piece == 0 && c < c1) curve[T.curve + c] = live ? proportional_kl(s, i, L, total, X) : INFINITY;
   }
   finish_tensor(t, T, p, curve, out, counters);
 }
@@ -534,7 +547,7 @@ int32_t range_search_max_bins(int32_t method) {
 size_t range_search_smem(const RangeParams& p) {
   switch (p.method) {
     case kRangeEntropyProportional:
-      return prefix_bytes(p.max_bins, true);
+      return prefix_bytes(p.max_bins, true) + 8 * (size_t)p.threads;
     case kRangeEntropyOnnxRuntime:
       return prefix_bytes(p.max_bins, false);
     case kRangeMse:
@@ -553,6 +566,7 @@ cudaError_t range_search(const RangeTensor* tensors, int32_t ntensors, const int
       (p.group < 1 || p.group > 32 || (p.group & (p.group - 1)) || p.chunk < 1 || p.chunk > kRangeMaxChunk ||
        p.levels < 1 || p.max_bins < 1))
     return cudaErrorInvalidValue;
+  if (p.method == kRangeEntropyProportional && (p.threads / 32) % p.group) return cudaErrorInvalidValue;
   const int32_t limit = range_search_max_bins(p.method);
   if (limit && p.max_bins > limit) return cudaErrorInvalidValue;
   const size_t smem = range_search_smem(p);

@@ -2,9 +2,9 @@
 //
 // Every tensor is described by a RangeTensor (its counts stay wherever they are on the
 // device: a collector's buffer or a packed upload). One launch per method covers all
-// tensors: a block handles one (tensor, chunk of `chunk` candidates) pair, `group` lanes of
-// a warp work on one candidate (levels or bins split between them, then a fixed-order
-// shuffle reduction), and the block writes the chunk's values into `curve`; the last block
+// tensors: a block handles one (tensor, chunk of `chunk` candidates) pair, `group` threads
+// work on one candidate (levels or bins split between them, partial sums added in a fixed
+// order), and the block writes the chunk's values into `curve`; the last block
 // of a tensor to finish picks the minimum with the tie rule of
 // python/trtcal/reference/range_search.py:pick (a block reduction). Percentile runs one block
 // per tensor. Values are float64; counts and prefix sums are 64-bit integers. The float64
@@ -44,7 +44,9 @@ struct RangeParams {
   int32_t per_bin;        // MSE: candidates per bin (1: the bin centers themselves)
   int32_t max_bound;      // MSE: 2^(bits-1) - 1
   int32_t threads;        // threads per block
-  int32_t group;          // lanes per candidate: 1, 2, 4, 8, 16 or 32 (ONNX Runtime entropy: 1)
+  int32_t group;          // threads per candidate, a power of two <= 32: proportional entropy:
+                          // the same lane of `group` warps (must divide threads/32); MSE:
+                          // `group` adjacent lanes; ONNX Runtime entropy: unused (1)
   int32_t chunk;          // candidates per block, 1 .. kRangeMaxChunk (percentile: unused)
   int32_t max_bins;       // largest nbins in the launch (shared-memory size)
   double tol;             // tie tolerance: v <= min + tol * (1 + |min|) ties
