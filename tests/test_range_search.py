@@ -338,17 +338,20 @@ def test_gpu_collectors_read_in_place(rng):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("shape", ["threads=128,group=1,chunk=128", "group=32,chunk=3", "threads=96,group=8,chunk=1000",
+@pytest.mark.parametrize("shape", ["auto", "threads=128,group=1,chunk=128", "group=32,chunk=3", "threads=96,group=8,chunk=1000",
                                    "group=2,chunk=1", "threads=32,group=16,chunk=5", "threads=512,group=16,chunk=40"])
 def test_gpu_launch_shapes_equal_reference(rng, monkeypatch, shape):
     # every launch shape (threads per candidate, candidates per block, partial last rounds) gives
     # the reference's bins (explicit groups are clamped per method: entropy splits over warps)
-    monkeypatch.setenv("TRTCAL_RANGE_SEARCH_SHAPE", shape)
+    if shape == "auto":  # the shapes the binding picks for 1, 5 and 120 tensors
+        monkeypatch.delenv("TRTCAL_RANGE_SEARCH_SHAPE", raising=False)
+    else:
+        monkeypatch.setenv("TRTCAL_RANGE_SEARCH_SHAPE", shape)
     hists = _batch(rng, 120)
-    one = dict(list(hists.items())[:1])
+    some = [dict(list(hists.items())[k:k + 1]) for k in range(7)] + [dict(list(hists.items())[7:12])]
     for method, flavor in (("entropy", "pytorch_quantization"), ("entropy", "tensorrt"), ("mse", None),
                            ("percentile", None)):
-        for hs in (hists, one):
+        for hs in [hists] + some:
             g = trtcal.search_ranges(hs, method, flavor, device="cuda").ranges[method]
             c = trtcal.search_ranges(hs, method, flavor, device="cpu").ranges[method]
             bad = [n for n in hs if (g[n].status, g[n].bin) != (c[n].status, c[n].bin)]
