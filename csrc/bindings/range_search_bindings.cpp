@@ -166,7 +166,8 @@ class RangeSearchPlan {
   // for one or a few tensors, 1 for many: no partial sums to combine), and a chunk giving about
   // kBlocksPerSm blocks per SM over all tensors, at least one round of the block's candidate
   // slots and at most kRangeMaxChunk (so many tensors get few blocks each and load their
-  // histogram few times). Percentile runs one block per tensor and ignores both.
+  // histogram few times); ONNX Runtime entropy: chunk = threads, as before v2. Percentile runs
+  // one block per tensor and ignores both.
   void choose_shape(int device, long long total_cand, int group, int chunk) {
     constexpr long long kBlocksPerSm = 4;
     if (p_.method == kRangePercentile) return;
@@ -192,7 +193,9 @@ class RangeSearchPlan {
     }
     const int slots = std::max(p_.threads / g, 1);
     long long ch = chunk;
-    if (ch == 0) {
+    if (ch == 0 && p_.method == kRangeEntropyOnnxRuntime) {
+      ch = std::min(p_.threads, kRangeMaxChunk);  // one candidate per thread: its O(n) loop wants threads
+    } else if (ch == 0) {
       ch = (total_cand + want_blocks - 1) / want_blocks;
       ch = (ch + slots - 1) / slots * slots;
       ch = std::min<long long>(std::max<long long>(ch, slots), kRangeMaxChunk);
