@@ -136,18 +136,21 @@ def _from_histogram(h: Histogram, name: str, ptr: Optional[int] = None, device: 
                         "which is no usable INT8 scale")
         item.edges = np.linspace(-1.0 if h.signed else 0.0, 1.0, counts.size + 1)
         return item
-    lo = -h.range if h.signed else 0.0
-    hi = float(h.range)
-    if not h.signed:
-        # trtcal's grid is a power of two above amax: only bins [0, bin(amax)] can be occupied.
-        # The search runs over them, as it would on a peer's [0, amax] histogram, so no
-        # threshold lands in the empty top of the grid (amax <= edges[bin(amax) + 1]).
-        occupied = min(counts.size, int(math.floor(float(h.amax) * counts.size / h.range)) + 1)
-        hi = float(np.linspace(0.0, h.range, counts.size + 1)[occupied])
-        counts = counts[:occupied]
-        item.counts = counts
+    # trtcal's grid is a power of two above amax: only the bins up to bin(amax) on each side
+    # can be occupied. The search runs over those, as it would on a peer's [0, amax] (or
+    # [-amax, amax]) histogram, so no threshold lands in the empty top of the grid, and a
+    # signed histogram folds to exactly the |x| histogram of half its bins.
+    full = np.linspace(-h.range if h.signed else 0.0, h.range, counts.size + 1)
+    half = counts.size // 2 if h.signed else counts.size
+    k = min(half, int(math.floor(float(h.amax) * half / h.range)) + 1)
+    first = half - k if h.signed else 0
+    stop = half + k if h.signed else k
+    item.counts = counts = counts[first:stop]
+    lo, hi = float(full[first]), float(full[stop])
     item.edges = np.linspace(lo, hi, counts.size + 1)
     item.linspace = (lo, hi)
+    if ptr is not None and first:
+        item.device_ptr = ptr + 8 * first
     return item
 
 
