@@ -31,7 +31,10 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
+try:  # an installed trtcal (with its CUDA build) first; the source tree only as a fallback
+    import trtcal  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
