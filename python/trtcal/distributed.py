@@ -21,10 +21,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
+
+from ._files import atomic_savez
 
 from .collectors import HistogramCollector, MinMaxCollector
 from .reference.stats import rebin
@@ -502,19 +503,7 @@ def save_states(path: str, collectors: Mapping[str, Collector], meta: Optional[M
            "meta": dict(meta or {})}
     blob = np.frombuffer(json.dumps(doc, default=_json_default, allow_nan=False).encode("utf-8"), dtype=np.uint8)
     counts = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".trtcal-states-", suffix=".npz", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=blob, counts=counts)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_savez(path, ".trtcal-states-", meta=blob, counts=counts)
     return path
 
 

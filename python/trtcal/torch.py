@@ -9,10 +9,9 @@ no copy to the host and no wait per batch).
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Type
 
+from ._files import match_name
 from .calibration.collect import ActivationStats
 
 __all__ = ["collect", "TorchCollector"]
@@ -25,15 +24,7 @@ def _float_dtypes():
 
 
 def _match(name: str, patterns: Optional[Sequence[str]]) -> bool:
-    if not patterns:
-        return True
-    for p in patterns:
-        if p.startswith("re:"):
-            if re.search(p[3:], name):
-                return True
-        elif fnmatch.fnmatchcase(name, p):
-            return True
-    return False
+    return match_name(name, patterns)
 
 
 class TorchCollector:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
+
+from .._files import atomic_savez
 
 FORMAT = "trtcal.calibration.checkpoint"
 VERSION = 1
@@ -42,19 +42,7 @@ def save(path: str, *, config: Mapping[str, Any], stats_state: Mapping[str, Any]
             "progress": dict(progress), "stats": {"format": stats_state["format"], "bins": bins},
             "names": names, "states": states}
     blob = np.frombuffer(json.dumps(meta, default=_json_default).encode("utf-8"), dtype=np.uint8)
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".trtcal-ckpt-", suffix=".npz", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=blob, counts=counts)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_savez(path, ".trtcal-ckpt-", meta=blob, counts=counts)
 
 
 def load(path: str, config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:

@@ -9,14 +9,14 @@ the CUDA statistics kernels, with no copy to the host.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from .._files import match_name
 
 from .data import InputSpec
 
@@ -48,15 +48,7 @@ class TensorSelection:
     inputs: bool = True
 
     def matches_name(self, name: str) -> bool:
-        if not self.names:
-            return True
-        for p in self.names:
-            if p.startswith("re:"):
-                if re.search(p[3:], name):
-                    return True
-            elif fnmatch.fnmatchcase(name, p):
-                return True
-        return False
+        return match_name(name, self.names)
 
     def to_dict(self) -> Dict[str, Any]:
         return {"op_types": list(self.op_types) if self.op_types else None,
