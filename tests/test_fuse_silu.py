@@ -232,3 +232,36 @@ def test_cli_fuse_silu(tmp_path, rng, capsys):
     assert "1 SiLU node(s) made INT8" in capsys.readouterr().out
     assert fuse_silu(str(dst))[1] == 0
     assert main(["fuse-silu", str(tmp_path / "missing.onnx"), str(dst)]) == 1
+
+
+def test_quantize_with_a_table_makes_fused_silu_int8(rng):
+    """The Q/DQ export gives each fused SiLU its INT8 scales from the table (plugin fields)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    import trtcal
+    from trtcal.onnx import expand_silu, fuse_silu, quantize
+
+    w = numpy_helper.from_array((0.1 * rng.standard_normal((4, 3, 3, 3))).astype(np.float32), "w")  # |conv| < 8
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Sigmoid", ["c"], ["s"], name="sig"),
+             helper.make_node("Mul", ["c", "s"], ["y"], name="mul")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    fused, n = fuse_silu(m)
+    assert n == 1
+    table = trtcal.CalibrationTable({"x": 6.0, "c": 8.0, "y": 8.0})
+    q, report = quantize(fused, table, return_report=True)
+    assert report.silu_int8 == 1
+    silu = [node for node in q.graph.node if node.op_type == "SiLU"][0]
+    attrs = {a.name: a.f for a in silu.attribute if a.name in ("scale_in", "scale_out")}
+    assert attrs == pytest.approx({"scale_in": np.float32(8.0 / 127), "scale_out": np.float32(8.0 / 127)})
+    onnx.checker.check_model(q)
+    # and it runs: the INT8 SiLU expanded back to its definition, in ONNX Runtime
+    ort = pytest.importorskip("onnxruntime")
+    runnable, _ = expand_silu(q)
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    out = ort.InferenceSession(runnable.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.abs(out - ref).max() < 4 * 8.0 / 127

@@ -47,6 +47,7 @@ class QuantizeReport:
     skipped: Dict[str, str] = field(default_factory=dict)          # node -> reason
     missing: List[str] = field(default_factory=list)               # activations not in the table
     unused: List[str] = field(default_factory=list)                # table names the graph does not use
+    silu_int8: int = 0                                             # fused SiLU nodes made INT8
 
     def summary(self) -> Dict[str, Any]:
         return {"path": self.path, "opset": self.opset, "activations": len(self.activations),
@@ -63,6 +64,7 @@ def quantize(model: Any, table: Mapping[str, float], *,
              per_channel: bool = True,
              residual_add: bool = True,
              missing: str = "error",
+             silu: bool = True,
              output: Optional[Union[str, "os.PathLike[str]"]] = None,
              return_report: bool = False):
     """Inserts Q/DQ into a copy of ``model`` from ``table`` (tensor name -> amax).
@@ -81,6 +83,10 @@ def quantize(model: Any, table: Mapping[str, float], *,
     residual_add : quantize the residual input of an Add fed by a weighted layer.
     missing : 'error' (default) raises when an activation to quantize is not in the table;
         'skip' leaves that input in float and lists it in the report.
+    silu : give each fused SiLU node (:func:`trtcal.onnx.fuse_silu`) whose input and output are in
+        the table its INT8 scales as the plugin fields ``scale_in``/``scale_out`` (amax/127), so
+        one INT8 SiLU plugin replaces Sigmoid, Mul and their Q/DQ (see
+        :func:`trtcal.onnx.quantize_silu`).
     output : path to save the quantized model to.
     return_report : also return a :class:`QuantizeReport`.
 
@@ -242,6 +248,18 @@ def quantize(model: Any, table: Mapping[str, float], *,
     del graph.node[:]
     graph.node.extend(new_nodes)
     graph.initializer.extend(new_inits)
+    if silu:
+        from .fuse import is_silu_node, quantize_silu
+
+        silu_scales = {}
+        for node in graph.node:
+            if is_silu_node(node) and node.input[0] in table and node.output[0] in table:
+                for t in (node.input[0], node.output[0]):
+                    silu_scales[t] = _qdq.activation_scale(table, t)
+                    report.activations[t] = silu_scales[t]
+        if silu_scales:
+            m, report.silu_int8 = quantize_silu(m, silu_scales, inplace=True)
+            graph = m.graph
     used = set(report.activations)
     report.unused = [n for n in table if n not in used]
     kept = [p for p in m.metadata_props if p.key != "trtcal.quantize"]
