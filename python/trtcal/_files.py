@@ -27,6 +27,17 @@ def atomic_savez(path: str, prefix: str, **arrays: np.ndarray) -> str:
     return path
 
 
+def json_default(o):
+    """``json.dumps(default=...)`` for NumPy scalars and arrays in trtcal's files."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"trtcal: cannot store {type(o).__name__} in a file")
+
+
 def match_name(name: str, patterns) -> bool:
     """True when ``name`` matches one of the glob patterns or ``re:<regex>`` patterns (or when
     there are none)."""

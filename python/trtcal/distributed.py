@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from ._files import atomic_savez
+from ._files import atomic_savez, json_default
 
 from .collectors import HistogramCollector, MinMaxCollector
 from .reference.stats import rebin
@@ -501,7 +501,7 @@ def save_states(path: str, collectors: Mapping[str, Collector], meta: Optional[M
         states[n] = s
     doc = {"format": STATES_FORMAT, "version": STATES_VERSION, "names": names, "states": states,
            "meta": dict(meta or {})}
-    blob = np.frombuffer(json.dumps(doc, default=_json_default, allow_nan=False).encode("utf-8"), dtype=np.uint8)
+    blob = np.frombuffer(json.dumps(doc, default=json_default, allow_nan=False).encode("utf-8"), dtype=np.uint8)
     counts = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     atomic_savez(path, ".trtcal-states-", meta=blob, counts=counts)
     return path
@@ -556,12 +556,3 @@ def load_states(path: str) -> Tuple[Dict[str, Collector], Dict[str, Any]]:
     raise ValueError(f"trtcal: {path} is neither a trtcal collector-state file ({STATES_FORMAT} v{STATES_VERSION}) nor "
                      f"a calibrate checkpoint ({CHECKPOINT_FORMAT}); it says format {fmt!r}")
 
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"cannot store {type(o).__name__} in a collector-state file")

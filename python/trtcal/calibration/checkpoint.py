@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 
-from .._files import atomic_savez
+from .._files import atomic_savez, json_default
 
 FORMAT = "trtcal.calibration.checkpoint"
 VERSION = 1
@@ -41,7 +41,7 @@ def save(path: str, *, config: Mapping[str, Any], stats_state: Mapping[str, Any]
     meta = {"format": FORMAT, "version": VERSION, "config_hash": config_hash(config), "config": config,
             "progress": dict(progress), "stats": {"format": stats_state["format"], "bins": bins},
             "names": names, "states": states}
-    blob = np.frombuffer(json.dumps(meta, default=_json_default).encode("utf-8"), dtype=np.uint8)
+    blob = np.frombuffer(json.dumps(meta, default=json_default).encode("utf-8"), dtype=np.uint8)
     atomic_savez(path, ".trtcal-ckpt-", meta=blob, counts=counts)
 
 
@@ -74,12 +74,3 @@ def load(path: str, config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any
     stats_state = {"format": meta["stats"]["format"], "bins": meta["stats"]["bins"], "collectors": collectors}
     return {"config": meta["config"], "progress": meta["progress"], "stats_state": stats_state}
 
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"cannot store {type(o).__name__} in a checkpoint")
