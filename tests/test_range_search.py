@@ -180,7 +180,10 @@ def test_compute_amax_forms_agree(rng):
     col = trtcal.HistogramCollector(name="t")
     col.update(x)
     h = col.histogram()
-    pair = (h.counts, h.edges)
+    # a trtcal histogram is searched over its occupied bins (up to the bin of amax); a raw pair
+    # is searched as given: the same search is the pair of that occupied prefix
+    k = int(np.floor(h.amax * h.bins / h.range)) + 1
+    pair = (h.counts[:k], h.edges[: k + 1])
     for m in ("entropy", "percentile", "mse", "minmax"):
         a = trtcal.compute_amax(col, m, device="cpu")
         assert a > 0
