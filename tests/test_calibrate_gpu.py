@@ -6,9 +6,7 @@ import pytest
 
 pytest.importorskip("onnx")
 
-import onnx  # noqa: E402
-from onnx import TensorProto, helper  # noqa: E402
-
+from nan_model import write_log_relu_model  # noqa: E402
 from trtcal.calibration import BadSampleError, calibrate  # noqa: E402
 from trtcal.calibration.demo import build_model  # noqa: E402
 
@@ -34,13 +32,7 @@ def test_tensorrt_runner_matches_onnxruntime(tmp_path, rng):
 @pytest.mark.gpu
 @pytest.mark.tensorrt
 def test_tensorrt_runner_nan_deferred_and_per_batch(tmp_path, rng):
-    g = helper.make_graph([helper.make_node("Log", ["x"], ["l"]), helper.make_node("Relu", ["l"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    path = str(tmp_path / "log.onnx")
-    onnx.save(m, path)
+    path = write_log_relu_model(str(tmp_path / "log.onnx"))  # NaN appears in 'l', not in the input
     x = rng.uniform(0.5, 3.0, size=(12, 4)).astype(np.float32)
     x[6, 1] = -1.0
     with pytest.raises(BadSampleError, match="NaN or Inf in activation"):

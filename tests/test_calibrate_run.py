@@ -17,6 +17,7 @@ from trtcal.calibration import BadSampleError, TensorSelection, calibrate  # noq
 from trtcal.calibration import checkpoint as ckpt  # noqa: E402
 from trtcal.calibration.demo import build_model  # noqa: E402
 from trtcal.calibration.runners import OrtRunner, calibration_tensors  # noqa: E402
+from nan_model import write_log_relu_model  # noqa: E402
 
 QUIET = dict(progress=False, log=lambda s: None)
 
@@ -187,14 +188,7 @@ def test_checkpoint_write_is_atomic(tmp_path, rng, model_path):
 
 
 def test_nan_activation_names_sample_and_tensor(tmp_path, rng):
-    # Log of a negative value gives NaN in 'l' (not in the input)
-    g = helper.make_graph([helper.make_node("Log", ["x"], ["l"]), helper.make_node("Relu", ["l"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    path = str(tmp_path / "log.onnx")
-    onnx.save(m, path)
+    path = write_log_relu_model(str(tmp_path / "log.onnx"))  # NaN appears in 'l', not in the input
     x = rng.uniform(0.5, 3.0, size=(9, 4)).astype(np.float32)
     x[5, 2] = -1.0
     ck = str(tmp_path / "c.npz")
