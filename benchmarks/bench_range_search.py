@@ -124,9 +124,12 @@ def run(ctx: Dict) -> Dict:
         return _GpuBatch([_prepare(it, s) for it in items], s, 0, stream=stream)
 
     one = _hists(rng, 1)
+    ten = _hists(rng, 10)
     many = _hists(rng, TENSORS)
-    for label, hs in (("1 tensor", one), (f"{TENSORS} tensors", many)):
+    shapes = []
+    for label, hs in (("1 tensor", one), ("10 tensors", ten), (f"{TENSORS} tensors", many)):
         plans = {m: batch(hs, m) for m in ("entropy", "percentile", "mse")}
+        shapes += [f"{m} {label}: {p.shape}" for m, p in plans.items()]
         for m, p in plans.items():
             ms = time_cuda(lambda p=p: p.launch(stream), flush_l2=False)
             rows.append({"op": f"trtcal GPU {m}, {label} x {BINS} bins (one launch)", "ms": ms})
@@ -176,6 +179,7 @@ def run(ctx: Dict) -> Dict:
         del xt
     except ImportError:
         note = "torch not installed"
+    note += ". Launch shapes (threads, group, chunk, blocks): " + "; ".join(shapes)
     del x, ax
     cp.get_default_memory_pool().free_all_blocks()
     return {"title": f"Range search ({TENSORS} tensors x {BINS} bins) and exact percentile (2^28 values)",

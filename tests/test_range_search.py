@@ -338,3 +338,51 @@ def test_gpu_collectors_read_in_place(rng):
         g = trtcal.compute_amax(cols, m, device="cuda")
         h = trtcal.compute_amax({n: c.histogram() for n, c in cols.items()}, m, device="cpu")
         assert g == h
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", ["auto", "threads=128,group=1,chunk=128", "group=32,chunk=3", "threads=96,group=8,chunk=1000",
+                                   "group=2,chunk=1", "threads=32,group=16,chunk=5", "threads=512,group=16,chunk=40"])
+def test_gpu_launch_shapes_equal_reference(rng, monkeypatch, shape):
+    # every launch shape (threads per candidate, candidates per block, partial last rounds) gives
+    # the reference's bins (explicit groups are clamped per method: entropy splits over warps)
+    if shape == "auto":  # the shapes the binding picks for 1, 5 and 120 tensors
+        monkeypatch.delenv("TRTCAL_RANGE_SEARCH_SHAPE", raising=False)
+    else:
+        monkeypatch.setenv("TRTCAL_RANGE_SEARCH_SHAPE", shape)
+    hists = _batch(rng, 120)
+    some = [dict(list(hists.items())[k:k + 1]) for k in range(7)] + [dict(list(hists.items())[7:12])]
+    for method, flavor in (("entropy", "pytorch_quantization"), ("entropy", "tensorrt"), ("mse", None),
+                           ("percentile", None)):
+        for hs in [hists] + some:
+            g = trtcal.search_ranges(hs, method, flavor, device="cuda").ranges[method]
+            c = trtcal.search_ranges(hs, method, flavor, device="cpu").ranges[method]
+            bad = [n for n in hs if (g[n].status, g[n].bin) != (c[n].status, c[n].bin)]
+            assert not bad, f"{shape} {method}: {len(bad)} differ, e.g. {bad[:5]}"
+    signed = _batch(rng, 40, signed=True)
+    g = trtcal.search_ranges(signed, "entropy", "onnxruntime", device="cuda").ranges["entropy"]
+    c = trtcal.search_ranges(signed, "entropy", "onnxruntime", device="cpu").ranges["entropy"]
+    assert all((g[n].status, g[n].bin) == (c[n].status, c[n].bin) for n in signed)
+
+
+@pytest.mark.gpu
+def test_gpu_plan_is_relaunchable(rng):
+    # launches leave the per-tensor counters at zero: the same plan gives the same answer again
+    from trtcal._backend import require_cuda
+    from trtcal.range_search import _GpuBatch, _items, _prepare, _spec
+
+    hists = _batch(rng, 30)
+    items, _ = _items(hists)
+    s = _spec("entropy", None, {})
+    jobs = [j for j in (_prepare(it, s) for it in items) if not isinstance(j, trtcal.range_search.TensorRange)]
+    ext = require_cuda("the relaunch test")
+    stream = ext.PrivateStream(0)
+    batch = _GpuBatch(jobs, s, 0, stream=stream.handle)
+    first = None
+    for _ in range(3):
+        batch.launch(stream.handle)
+        got = [(r.bin, r.status) for r in batch.results(stream.handle, with_curve=False)]
+        first = first or got
+        assert got == first
+    cpu = trtcal.search_ranges(hists, "entropy", device="cpu").ranges["entropy"]
+    assert [(cpu[j.item.name].bin, cpu[j.item.name].status) for j in jobs] == first

@@ -43,7 +43,7 @@ class RangeSearchPlan {
   RangeSearchPlan(int device, int method, int levels, bool zero_bin_rule, bool tie_last, int per_bin,
                   int max_bound, int threads, double tol, double eps, carray<uint64_t> counts_ptrs,
                   carray<int32_t> nbins, carray<uint64_t> edges_ptrs, carray<double> linspace,
-                  carray<double> grid, carray<double> targets, carray<int32_t> cands)
+                  carray<double> grid, carray<double> targets, carray<int32_t> cands, int group, int chunk)
       : device_(device) {
     const py::ssize_t T = nbins.size();
     TRTCAL_CHECK_ARG(counts_ptrs.size() == T && edges_ptrs.size() == T, "trtcal: one pointer per tensor");
@@ -55,8 +55,17 @@ class RangeSearchPlan {
     TRTCAL_CHECK_ARG(threads >= 32 && threads <= 1024 && threads % 32 == 0,
                      "trtcal: threads must be a multiple of 32 in [32, 1024]");
     TRTCAL_CHECK_ARG(levels >= 1 && max_bound >= 1 && per_bin >= 1, "trtcal: levels, max_bound, per_bin must be >= 1");
-    p_ = RangeParams{method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, 0, tol, eps};
+    TRTCAL_CHECK_ARG(levels <= (1 << 24), "trtcal: levels must be <= 2^24 on the GPU, got " + std::to_string(levels));
+    TRTCAL_CHECK_ARG(group == 0 || (group >= 1 && group <= 32 && (group & (group - 1)) == 0),
+                     "trtcal: group must be 0 (auto) or a power of two in [1, 32], got " + std::to_string(group));
+    TRTCAL_CHECK_ARG(chunk >= 0 && chunk <= kRangeMaxChunk,
+                     "trtcal: chunk must be 0 (auto) or in [1, " + std::to_string(kRangeMaxChunk) + "], got " +
+                         std::to_string(chunk));
+    p_ = RangeParams{method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, 1, 1, 0, tol, eps};
     ntensors_ = (int32_t)T;
+    long long total_cand = 0;
+    for (py::ssize_t t = 0; t < T; ++t) total_cand += std::max(cands.at(3 * t + 2), 0);
+    choose_shape(device, total_cand, group, chunk);
     std::vector<RangeTensor> desc(T);
     std::vector<int32_t> block_tensor;
     long long curve = 0;
@@ -80,7 +89,7 @@ class RangeSearchPlan {
                        "trtcal: every tensor needs >= 1 candidate");
       d.curve = curve;
       d.block0 = (int32_t)block_tensor.size();
-      d.nblocks = method == kRangePercentile ? 0 : (d.ncand + threads - 1) / threads;
+      d.nblocks = method == kRangePercentile ? 0 : (d.ncand + p_.chunk - 1) / p_.chunk;
       for (int b = 0; b < d.nblocks; ++b) block_tensor.push_back((int32_t)t);
       if (method != kRangePercentile) curve += d.ncand;
       p_.max_bins = std::max(p_.max_bins, d.nbins);
@@ -108,7 +117,7 @@ class RangeSearchPlan {
     DeviceGuard g(device);
     TRTCAL_CHECK_CUDA(cudaMemcpy(d_desc_, desc.data(), desc_bytes, cudaMemcpyHostToDevice));
     if (map_bytes) TRTCAL_CHECK_CUDA(cudaMemcpy(d_map_, block_tensor.data(), map_bytes, cudaMemcpyHostToDevice));
-    TRTCAL_CHECK_CUDA(cudaMemset(d_counters_, 0, sizeof(unsigned int) * T));
+    TRTCAL_CHECK_CUDA(cudaMemset(d_counters_, 0, sizeof(unsigned int) * T));  // launches leave them at 0
   }
 
   void launch(uintptr_t stream) {
@@ -144,9 +153,57 @@ class RangeSearchPlan {
     return py::make_tuple(index, index2, value, curve);
   }
 
-  int32_t blocks() const { return nblocks_; }
+  int32_t blocks() const { return p_.method == kRangePercentile ? ntensors_ : nblocks_; }
+  py::tuple shape() const { return py::make_tuple(p_.threads, p_.group, p_.chunk); }
 
  private:
+  // Launch shape. `group` threads work on one candidate and a block takes `chunk` candidates
+  // of one tensor. group: proportional entropy splits levels over `group` warps (a power of
+  // two dividing threads/32), MSE splits bins over `group` adjacent lanes (<= 32), ONNX Runtime
+  // entropy keeps one thread per candidate (its loop is ORT's serial smoothing); an explicit
+  // group is clamped to what the method allows (`shape` reports the result). Auto (0): the
+  // smallest group that keeps kBlocksPerSm * SMs blocks' worth of threads busy (the largest
+  // for one or a few tensors, 1 for many: no partial sums to combine), and a chunk giving about
+  // kBlocksPerSm blocks per SM over all tensors, at least one round of the block's candidate
+  // slots and at most kRangeMaxChunk (so many tensors get few blocks each and load their
+  // histogram few times); ONNX Runtime entropy: chunk = threads, as before v2. Percentile runs
+  // one block per tensor and ignores both.
+  void choose_shape(int device, long long total_cand, int group, int chunk) {
+    constexpr long long kBlocksPerSm = 4;
+    if (p_.method == kRangePercentile) return;
+    int sms = 0;
+    {
+      DeviceGuard dg(device);
+      TRTCAL_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    }
+    const long long want_blocks = kBlocksPerSm * std::max(sms, 1);
+    int cap = 32;
+    if (p_.method == kRangeEntropyOnnxRuntime) {
+      cap = 1;
+    } else if (p_.method == kRangeEntropyProportional) {
+      const int nwarps = p_.threads / 32;
+      cap = 1;
+      while (cap < 32 && nwarps % (cap * 2) == 0) cap *= 2;
+    }
+    int g = 1;
+    if (group > 0) {
+      while (g * 2 <= std::min(group, cap)) g *= 2;
+    } else {
+      while (g < cap && total_cand * g < want_blocks * p_.threads) g *= 2;
+    }
+    const int slots = std::max(p_.threads / g, 1);
+    long long ch = chunk;
+    if (ch == 0 && p_.method == kRangeEntropyOnnxRuntime) {
+      ch = std::min(p_.threads, kRangeMaxChunk);  // one candidate per thread: its O(n) loop wants threads
+    } else if (ch == 0) {
+      ch = (total_cand + want_blocks - 1) / want_blocks;
+      ch = (ch + slots - 1) / slots * slots;
+      ch = std::min<long long>(std::max<long long>(ch, slots), kRangeMaxChunk);
+    }
+    p_.group = g;
+    p_.chunk = (int32_t)ch;
+  }
+
   int device_;
   RangeParams p_{};
   int32_t ntensors_ = 0, nblocks_ = 0;
@@ -168,14 +225,15 @@ void init_range_search_bindings(py::module_& m) {
 
   py::class_<RangeSearchPlan>(m, "RangeSearchPlan")
       .def(py::init<int, int, int, bool, bool, int, int, int, double, double, carray<uint64_t>, carray<int32_t>,
-                    carray<uint64_t>, carray<double>, carray<double>, carray<double>, carray<int32_t>>(),
+                    carray<uint64_t>, carray<double>, carray<double>, carray<double>, carray<int32_t>, int, int>(),
            py::arg("device"), py::arg("method"), py::arg("levels"), py::arg("zero_bin_rule"), py::arg("tie_last"),
            py::arg("per_bin"), py::arg("max_bound"), py::arg("threads"), py::arg("tol"), py::arg("eps"),
            py::arg("counts_ptrs"), py::arg("nbins"), py::arg("edges_ptrs"), py::arg("linspace"), py::arg("grid"),
-           py::arg("targets"), py::arg("cands"))
+           py::arg("targets"), py::arg("cands"), py::arg("group") = 0, py::arg("chunk") = 0)
       .def("launch", &RangeSearchPlan::launch, py::arg("stream"))
       .def("read", &RangeSearchPlan::read, py::arg("stream"), py::arg("with_curve"))
-      .def_property_readonly("blocks", &RangeSearchPlan::blocks);
+      .def_property_readonly("blocks", &RangeSearchPlan::blocks)
+      .def_property_readonly("shape", &RangeSearchPlan::shape);  // (threads, group, chunk)
   m.def("range_search_max_bins", &range_search_max_bins, py::arg("method"));
 
   // Radix-select passes (python/trtcal/percentile.py drives them). `x` is a float array

@@ -2,10 +2,14 @@
 //
 // Every tensor is described by a RangeTensor (its counts stay wherever they are on the
 // device: a collector's buffer or a packed upload). One launch per method covers all
-// tensors: a block handles one (tensor, chunk of candidates) pair and writes the chunk's
-// values into `curve`; the last block of a tensor to finish picks the minimum with the
-// tie rule of python/trtcal/reference/range_search.py:pick. Values are float64; counts
-// and prefix sums are 64-bit integers. The float64 reference is the NumPy module above.
+// tensors: a block handles one (tensor, chunk of `chunk` candidates) pair, `group` threads
+// work on one candidate (levels or bins split between them, partial sums added in a fixed
+// order), and the block writes the chunk's values into `curve`; the last block
+// of a tensor to finish picks the minimum with the tie rule of
+// python/trtcal/reference/range_search.py:pick (a block reduction). Percentile runs one block
+// per tensor. Values are float64; counts and prefix sums are 64-bit integers. The float64
+// reference is the NumPy module above. The launch shape (threads, group, chunk) is chosen per
+// plan by the binding (csrc/bindings/range_search_bindings.cpp) and can be overridden.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -39,7 +43,11 @@ struct RangeParams {
   int32_t tie_last;       // 1: last minimum, 0: first minimum
   int32_t per_bin;        // MSE: candidates per bin (1: the bin centers themselves)
   int32_t max_bound;      // MSE: 2^(bits-1) - 1
-  int32_t threads;        // threads per block (candidates per block)
+  int32_t threads;        // threads per block
+  int32_t group;          // threads per candidate, a power of two <= 32: proportional entropy:
+                          // the same lane of `group` warps (must divide threads/32); MSE:
+                          // `group` adjacent lanes; ONNX Runtime entropy: unused (1)
+  int32_t chunk;          // candidates per block, 1 .. kRangeMaxChunk (percentile: unused)
   int32_t max_bins;       // largest nbins in the launch (shared-memory size)
   double tol;             // tie tolerance: v <= min + tol * (1 + |min|) ties
   double eps;             // ONNX Runtime smoothing epsilon (1e-4)
@@ -51,13 +59,18 @@ struct RangeChoice {
   int32_t index2; // percentile: index for target1
 };
 
+// Largest `chunk` (MSE keeps one float64 accumulator per candidate of the chunk in shared memory).
+constexpr int32_t kRangeMaxChunk = 1024;
+
 // Bytes of dynamic shared memory a launch needs, and the largest nbins one launch can
 // take for the method (0: unlimited).
 size_t range_search_smem(const RangeParams& p);
 int32_t range_search_max_bins(int32_t method);
 
-// `tensors` and `block_tensor` (tensor of each block, nblocks entries) live on the device;
-// `counters` holds one zeroed unsigned int per tensor (reset by this call's memset);
+// `tensors` and `block_tensor` (tensor of each block, nblocks entries; unused by percentile,
+// which launches one block per tensor) live on the device; `counters` holds one unsigned int
+// per tensor, zero before the call: the last block of each tensor resets its counter, so they
+// are zero again after every completed launch (zero them once when the plan is made);
 // `curve` has room for every tensor's candidates; `out` one RangeChoice per tensor.
 cudaError_t range_search(const RangeTensor* tensors, int32_t ntensors, const int32_t* block_tensor,
                          int32_t nblocks, const RangeParams& params, double* curve,

@@ -11,6 +11,7 @@ See docs/range-search.md for the flavors and how they reproduce the peers.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -441,13 +442,40 @@ def _run_cpu(jobs: List[_Job], s: _Spec) -> List[TensorRange]:
 
 _GPU_METHOD = {("entropy", "pytorch_quantization"): 0, ("entropy", "tensorrt"): 0,
                ("entropy", "onnxruntime"): 1, ("mse", "pytorch_quantization"): 2}
+# Threads per block by GPU method (0-2 above, 3 percentile).
+_THREADS = {0: 256, 1: 64, 2: 256, 3: 128}
+_SHAPE_ENV = "TRTCAL_RANGE_SEARCH_SHAPE"
+
+
+def _launch_shape(method: int, threads: Optional[int], group: Optional[int],
+                  chunk: Optional[int]) -> Tuple[int, int, int]:
+    """(threads, group, chunk) of a plan; 0 lets the binding choose group/chunk from the SM count.
+
+    Explicit arguments win; then the environment variable ``TRTCAL_RANGE_SEARCH_SHAPE``
+    (``"threads=128,group=1,chunk=128"``, any subset: the fallback knob, e.g. that value is
+    the pre-v2 shape of one thread per candidate); then the defaults.
+    """
+    env: Dict[str, int] = {}
+    raw = os.environ.get(_SHAPE_ENV, "").strip()
+    if raw:
+        for part in raw.split(","):
+            key, _, val = part.partition("=")
+            key = key.strip()
+            if key not in ("threads", "group", "chunk") or not val.strip().lstrip("-").isdigit():
+                raise ValueError(f"trtcal: {_SHAPE_ENV}={raw!r}: expected comma-separated threads=N, group=N, "
+                                 "chunk=N")
+            env[key] = int(val)
+    t = threads if threads is not None else env.get("threads", _THREADS[method])
+    g = group if group is not None else env.get("group", 0)
+    c = chunk if chunk is not None else env.get("chunk", 0)
+    return int(t), int(g), int(c)
 
 
 class _GpuBatch:
     """Device buffers and the plan of one method over many tensors."""
 
     def __init__(self, jobs: List[_Job], s: _Spec, device: int, threads: Optional[int] = None,
-                 stream: int = 0) -> None:
+                 stream: int = 0, group: Optional[int] = None, chunk: Optional[int] = None) -> None:
         ext = require_cuda("range search on the GPU")
         self.ext, self.jobs, self.spec, self.device = ext, jobs, s, device
         method = 3 if s.method == "percentile" else _GPU_METHOD[(s.method, s.flavor)]
@@ -493,14 +521,20 @@ class _GpuBatch:
                 stride = int(j.cands[1] - j.cands[0]) if j.cands.size > 1 else 1
                 cands[t] = (int(j.cands[0]), stride, j.cands.size)
             targets[t] = j.targets
-        if threads is None:
-            threads = 64 if method == 1 else 128
+        threads, group, chunk = _launch_shape(method, threads, group, chunk)
         self.plan = ext.RangeSearchPlan(
             device, method, int(s.levels), s.flavor == "pytorch_quantization" and s.method == "entropy",
             s.flavor == "pytorch_quantization" and s.method == "entropy", int(s.candidates_per_bin),
             (1 << (int(s.bits) - 1)) - 1, threads, float(s.tie_tolerance), float(s.eps),
             counts_ptrs, np.array([j.counts.size for j in jobs], np.int32), edges_ptrs,
-            lin.ravel(), grid.ravel(), targets.ravel(), cands.ravel())  # flat: the binding indexes t * k + i
+            lin.ravel(), grid.ravel(), targets.ravel(), cands.ravel(),  # flat: the binding indexes t * k + i
+            group=group, chunk=chunk)
+
+    @property
+    def shape(self) -> Tuple[int, int, int, int]:
+        """(threads, group, chunk, blocks) of the launch, as the binding chose them."""
+        t, g, c = self.plan.shape
+        return int(t), int(g), int(c), int(self.plan.blocks)
 
     def launch(self, stream: int) -> None:
         self.plan.launch(stream)
