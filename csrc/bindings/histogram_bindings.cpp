@@ -1,6 +1,7 @@
 // Streaming histogram state and the one-shot fixed-range histogram.
 #include <pybind11/numpy.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -150,13 +151,15 @@ class HistogramStateBinding {
 
 // Pinned descriptors and their device copies for histogram_update_many, per device: a ring of
 // slots, each guarded by an event until its copy has left it, so that the host never waits
-// for the GPU unless it is kSlots batches ahead.
+// for the GPU unless it is kSlots launches ahead. The ring is deep because a forward with
+// hooks queues one launch per in-place-modified activation (about a hundred for a ResNet)
+// far ahead of the GPU: a shallow ring made the host wait for the GPU mid-forward and
+// serialised the two (benchmarks/NOTES.md, PyTorch hooks v4).
 class BatchStaging {
  public:
-  static constexpr int kSlots = 8;
-  explicit BatchStaging(int device) : device_(device) {
-    for (auto& s : slots_) s.done = std::make_unique<SharedEvent>(device);
-  }
+  static constexpr int kSlots = 1024;
+  static constexpr size_t kMinCapacity = 64;  // descriptors per slot at first use
+  explicit BatchStaging(int device) : device_(device) {}
   ~BatchStaging() {
     DeviceGuard g(device_);
     for (auto& s : slots_)
@@ -168,14 +171,16 @@ class BatchStaging {
     current_ = next_;
     next_ = (next_ + 1) % kSlots;
     if (s.used) TRTCAL_CHECK_CUDA(cudaEventSynchronize(s.done->get()));
+    if (!s.done) s.done = std::make_unique<SharedEvent>(device_);
     if (n > s.capacity) {
       DeviceGuard g(device_);
       if (s.host) cudaFreeHost(s.host);
       s.host = nullptr;
       s.capacity = 0;
-      TRTCAL_CHECK_CUDA(cudaMallocHost(reinterpret_cast<void**>(&s.host), n * sizeof(HistogramBatchItem)));
-      s.dev = std::make_unique<DeviceBuffer>(n * sizeof(HistogramBatchItem), device_);
-      s.capacity = n;
+      const size_t cap = std::max(n, kMinCapacity);
+      TRTCAL_CHECK_CUDA(cudaMallocHost(reinterpret_cast<void**>(&s.host), cap * sizeof(HistogramBatchItem)));
+      s.dev = std::make_unique<DeviceBuffer>(cap * sizeof(HistogramBatchItem), device_);
+      s.capacity = cap;
     }
     return {s.host, static_cast<HistogramBatchItem*>(s.dev->data())};
   }
@@ -193,7 +198,7 @@ class BatchStaging {
     bool used = false;
   };
   int device_;
-  Slot slots_[kSlots];
+  std::vector<Slot> slots_ = std::vector<Slot>(kSlots);
   int next_ = 0, current_ = 0;
 };
 
