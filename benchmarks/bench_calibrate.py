@@ -32,7 +32,7 @@ CPU_BATCH = 16
 # ------------------------------------------------------------------------------------------
 # GPU: ResNet-50 batch 32
 # ------------------------------------------------------------------------------------------
-def gpu_rows(batch: int = 32) -> Dict[str, Any]:
+def gpu_rows(batch: int = 32, bw_tbs: float = 0.0) -> Dict[str, Any]:
     import torch
     import torchvision
 
@@ -45,19 +45,24 @@ def gpu_rows(batch: int = 32) -> Dict[str, Any]:
     rows: List[Dict[str, Any]] = []
     with torch.inference_mode():
         fwd = time_torch(lambda: model(x), warmup=10, iters=30, flush_l2=False)
-    hooks = ttorch.TorchCollector(model)
-    for _ in range(3):
-        hooks.forward(x)  # fixes the ranges
-    torch.cuda.synchronize()
-    ntensors = len(hooks.stats.names)
-    with_stats = time_torch(lambda: hooks.forward(x), warmup=5, iters=30, flush_l2=False)
-    # the same with inputs of a growing range: every update also re-bins (worst case)
-    hooks.remove()
     rows.append({"op": f"ResNet-50 FP32 forward, batch {batch} (PyTorch, cuDNN defaults)", "ms": fwd})
-    rows.append({"op": f"forward + trtcal statistics of all {ntensors} activations (hooks, device tensors)",
-                 "ms": with_stats})
-    summary = {"torch: statistics overhead": f"{100 * (with_stats / fwd - 1):.1f}% of the forward time "
-                                             f"({ntensors} tensors, target <= 10%)"}
+    summary = {}
+    labels = {"outputs": "every leaf-module output", "inputs": "the conv/linear inputs (TensorRT's Q/DQ points)"}
+    for capture in ("inputs", "outputs"):
+        hooks = ttorch.TorchCollector(model, capture=capture)
+        for _ in range(3):
+            hooks.forward(x)  # fixes the ranges
+        torch.cuda.synchronize()
+        ntensors = len(hooks.stats.names)
+        nbytes = sum(c.histogram().total for c in hooks.stats.collectors.values()) // 3 * 4
+        floor = nbytes / (bw_tbs * 1e12) * 1e3 if bw_tbs else float("nan")
+        with_stats = time_torch(lambda: hooks.forward(x), warmup=5, iters=30, flush_l2=False)
+        hooks.remove()
+        rows.append({"op": f"forward + trtcal statistics of {labels[capture]}: {ntensors} tensors, "
+                           f"{nbytes / 1e9:.2f} GB (hooks, device tensors)", "ms": with_stats})
+        summary[f"torch hooks ({capture}): statistics overhead"] = (
+            f"{100 * (with_stats / fwd - 1):.1f}% of the forward time ({ntensors} tensors, {nbytes / 1e9:.2f} GB; "
+            f"reading them once is {100 * floor / fwd:.0f}% of the forward; target <= 10%)")
     trt = trt_rows(model, x)
     rows += trt.get("rows", [])
     summary.update(trt.get("summary", {}))
@@ -192,7 +197,7 @@ def run(ctx: Dict[str, Any]) -> Dict[str, Any]:
     summary: Dict[str, Any] = {}
     notes = []
     if not ctx.get("cpu_only"):
-        g = gpu_rows()
+        g = gpu_rows(bw_tbs=ctx.get("bandwidth_tbs", 0.0))
         rows += g["rows"]
         summary.update(g["summary"])
         if g.get("note"):

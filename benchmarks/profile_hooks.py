@@ -1,4 +1,4 @@
-"""Where the PyTorch-hook statistics overhead goes (ResNet-50, batch 32, H200): forward alone,
+"""(usage: profile_hooks.py [outputs|inputs]) Where the PyTorch-hook statistics overhead goes (ResNet-50, batch 32, H200): forward alone,
 with no-op hooks, with hooks that only hold tensors, the flush's host time, the batched update's
 GPU time, and the whole. Prints one table; used to steer trtcal.torch."""
 
@@ -33,7 +33,8 @@ def main():
     with torch.inference_mode():
         rows.append(("forward, GPU time", time_torch(lambda: model(x), 10, 30, False)))
         rows.append(("forward, host time to queue", host_ms(lambda: model(x))))
-    hooks = ttorch.TorchCollector(model)
+    capture = sys.argv[1] if len(sys.argv) > 1 else "outputs"
+    hooks = ttorch.TorchCollector(model, capture=capture)
     hooks.forward(x)
     torch.cuda.synchronize()
     nbytes = sum(c.histogram().total for c in hooks.stats.collectors.values()) * 4

@@ -65,6 +65,42 @@ def test_hooks_collect_every_activation_exactly_cpu(rng):
     assert all(c.device == "cpu" for c in stats.collectors.values())
 
 
+def _input_reference(net, batches):
+    acts = {}
+    with torch.inference_mode():
+        for x, _ in batches:
+            r0 = net.relu(net.bn(net.conv(x)))
+            r1 = net.relu(net.conv2(r0) + r0)
+            for k, v in {"conv": x, "conv2": r0, "fc": r1.mean(dim=(2, 3))}.items():
+                acts.setdefault(k, []).append(v.reshape(-1).cpu().numpy())
+    return {k: trtcal.HistogramCollector(2048, device="cpu", name=k).update(np.concatenate(v)).histogram()
+            for k, v in acts.items()}
+
+
+def _check_inputs(device, rng):
+    net = Net().to(device).eval()
+    batches = list(_loader(rng, 5, device))
+    stats = ttorch.collect(net, batches, capture="inputs")
+    assert sorted(stats.names) == ["conv", "conv2", "fc"]  # the quantizable layers' inputs
+    ref = _input_reference(net, batches)
+    for name, h in stats.histograms().items():
+        np.testing.assert_array_equal(h.counts, ref[name].counts, err_msg=name)
+        assert h.range == ref[name].range and h.amax == ref[name].amax
+
+
+def test_hooks_collect_quantizable_inputs_exactly_cpu(rng):
+    _check_inputs("cpu", rng)
+    with pytest.raises(ValueError, match="capture"):
+        ttorch.TorchCollector(Net(), capture="weights")
+
+
+@pytest.mark.gpu
+def test_hooks_collect_quantizable_inputs_exactly_gpu(rng):
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA here")
+    _check_inputs("cuda", rng)
+
+
 def test_layer_and_name_selection(rng):
     net = Net().eval()
     batches = list(_loader(rng, 2, "cpu"))
