@@ -5,6 +5,12 @@
 # (the wheel uses the first; every version found is compile-proved).
 #   scripts/gpu_check.sh [all|tests|gpu|bench] [extra pytest args...]
 #   (all: build, GPU suite, other tests, benchmarks; tests: both test runs; gpu: the GPU suite)
+# Peers missing from a machine without network (ModelOpt and its dependencies) install from
+# wheels carried in .whl/ when present: on the development machine,
+#   pip download nvidia-modelopt==0.47.0 pydantic pydantic-core annotated-types typing-inspection \
+#     omegaconf antlr4-python3-runtime "pulp<4" --no-deps --only-binary=:all: \
+#     --python-version 3.12 --platform manylinux2014_x86_64 --platform any -d .whl
+# and carry .whl (git-ignored) with the run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"; shift || true
@@ -15,6 +21,14 @@ trt_versions=$(ls -d .trt/*/include 2>/dev/null | cut -d/ -f2 | sort -V -r | tr 
 first=$(echo $trt_versions | cut -d' ' -f1)
 [ -n "$first" ] && export TensorRT_ROOT="$PWD/.trt/$first"
 summary=()
+
+if [ -d .whl ] && ! python3 -c "import modelopt" 2>/dev/null; then
+  if python3 -m pip install -q --no-index --find-links .whl nvidia-modelopt > "$out/peers.log" 2>&1; then
+    summary+=("peers: ModelOpt installed from .whl/")
+  else
+    summary+=("peers: ModelOpt could not be installed from .whl/ (see peers.log); its rows and tests skip")
+  fi
+fi
 
 t0=$(date +%s)
 if ! python3 -m pip install --no-build-isolation --no-deps -v . > "$out/build.log" 2>&1; then

@@ -149,27 +149,46 @@ class HistogramStateBinding {
   DeviceBuffer state_, counts_, scratch_;
 };
 
-// Pinned descriptors and their device copies for histogram_update_many, per device: a ring of
-// slots, each guarded by an event until its copy has left it, so that the host never waits
-// for the GPU unless it is kSlots launches ahead. The ring is deep because a forward with
-// hooks queues one launch per in-place-modified activation (about a hundred for a ResNet)
-// far ahead of the GPU: a shallow ring made the host wait for the GPU mid-forward and
-// serialised the two (benchmarks/NOTES.md, PyTorch hooks v4).
+// Pinned descriptors and their device copies for histogram_update_many, per device. Two
+// rings of slots, each slot guarded by an event until its copy has left it, so that the host
+// waits for the GPU only when it is a whole ring ahead: small launches (<= kSmallItems
+// tensors: hooks read in-place-modified activations one by one, about a hundred per ResNet
+// forward, queued far ahead of the GPU) share one arena allocated once, so the steady state
+// neither waits nor allocates; larger batches (one per forward) use a short ring of slots that
+// grow to fit. Allocation mid-forward (cudaMallocHost) or a shallow ring made the host wait
+// and serialised host and GPU (benchmarks/NOTES.md, PyTorch hooks).
 class BatchStaging {
  public:
-  static constexpr int kSlots = 1024;
-  static constexpr size_t kMinCapacity = 64;  // descriptors per slot at first use
+  static constexpr int kSmallSlots = 1024;
+  static constexpr size_t kSmallItems = 8;
+  static constexpr int kLargeSlots = 16;
   explicit BatchStaging(int device) : device_(device) {}
   ~BatchStaging() {
     DeviceGuard g(device_);
-    for (auto& s : slots_)
+    if (small_host_) cudaFreeHost(small_host_);
+    for (auto& s : large_)
       if (s.host) cudaFreeHost(s.host);
   }
-  // The next slot, with room for n descriptors.
+  // A slot with room for n descriptors: (host, device) arrays.
   std::pair<HistogramBatchItem*, HistogramBatchItem*> take(size_t n) {
-    Slot& s = slots_[next_];
-    current_ = next_;
-    next_ = (next_ + 1) % kSlots;
+    if (n <= kSmallItems) {
+      if (!small_host_) {
+        DeviceGuard g(device_);
+        const size_t bytes = kSmallSlots * kSmallItems * sizeof(HistogramBatchItem);
+        TRTCAL_CHECK_CUDA(cudaMallocHost(reinterpret_cast<void**>(&small_host_), bytes));
+        small_dev_ = std::make_unique<DeviceBuffer>(bytes, device_);
+        for (auto& e : small_done_) e = std::make_unique<SharedEvent>(device_);
+      }
+      const int k = next_small_;
+      next_small_ = (next_small_ + 1) % kSmallSlots;
+      if (small_used_[k]) TRTCAL_CHECK_CUDA(cudaEventSynchronize(small_done_[k]->get()));
+      current_ = small_done_[k].get();
+      small_used_[k] = true;
+      return {small_host_ + k * kSmallItems,
+              static_cast<HistogramBatchItem*>(small_dev_->data()) + k * kSmallItems};
+    }
+    Slot& s = large_[next_large_];
+    next_large_ = (next_large_ + 1) % kLargeSlots;
     if (s.used) TRTCAL_CHECK_CUDA(cudaEventSynchronize(s.done->get()));
     if (!s.done) s.done = std::make_unique<SharedEvent>(device_);
     if (n > s.capacity) {
@@ -177,17 +196,17 @@ class BatchStaging {
       if (s.host) cudaFreeHost(s.host);
       s.host = nullptr;
       s.capacity = 0;
-      const size_t cap = std::max(n, kMinCapacity);
+      const size_t cap = std::max<size_t>(n, 256);
       TRTCAL_CHECK_CUDA(cudaMallocHost(reinterpret_cast<void**>(&s.host), cap * sizeof(HistogramBatchItem)));
       s.dev = std::make_unique<DeviceBuffer>(cap * sizeof(HistogramBatchItem), device_);
       s.capacity = cap;
     }
+    s.used = true;
+    current_ = s.done.get();
     return {s.host, static_cast<HistogramBatchItem*>(s.dev->data())};
   }
-  void copied(uintptr_t stream) {
-    slots_[current_].done->record(stream);
-    slots_[current_].used = true;
-  }
+  // After the copy out of the slot last taken was queued on `stream`.
+  void copied(uintptr_t stream) { current_->record(stream); }
 
  private:
   struct Slot {
@@ -198,8 +217,13 @@ class BatchStaging {
     bool used = false;
   };
   int device_;
-  std::vector<Slot> slots_ = std::vector<Slot>(kSlots);
-  int next_ = 0, current_ = 0;
+  HistogramBatchItem* small_host_ = nullptr;
+  std::unique_ptr<DeviceBuffer> small_dev_;
+  std::vector<std::unique_ptr<SharedEvent>> small_done_ = std::vector<std::unique_ptr<SharedEvent>>(kSmallSlots);
+  std::vector<bool> small_used_ = std::vector<bool>(kSmallSlots, false);
+  std::vector<Slot> large_ = std::vector<Slot>(kLargeSlots);
+  int next_small_ = 0, next_large_ = 0;
+  SharedEvent* current_ = nullptr;
 };
 
 BatchStaging& staging_for(int device) {
