@@ -340,29 +340,36 @@ def test_gpu_collectors_read_in_place(rng):
         assert g == h
 
 
+SHAPES = ["auto", "threads=128,group=1,chunk=128", "group=32,chunk=3", "threads=96,group=8,chunk=1000",
+          "group=2,chunk=1", "threads=32,group=16,chunk=5", "threads=512,group=16,chunk=40"]
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("shape", ["auto", "threads=128,group=1,chunk=128", "group=32,chunk=3", "threads=96,group=8,chunk=1000",
-                                   "group=2,chunk=1", "threads=32,group=16,chunk=5", "threads=512,group=16,chunk=40"])
-def test_gpu_launch_shapes_equal_reference(rng, monkeypatch, shape):
+def test_gpu_launch_shapes_equal_reference(rng, monkeypatch):
     # every launch shape (threads per candidate, candidates per block, partial last rounds) gives
-    # the reference's bins (explicit groups are clamped per method: entropy splits over warps)
-    if shape == "auto":  # the shapes the binding picks for 1, 5 and 120 tensors
-        monkeypatch.delenv("TRTCAL_RANGE_SEARCH_SHAPE", raising=False)
-    else:
-        monkeypatch.setenv("TRTCAL_RANGE_SEARCH_SHAPE", shape)
+    # the reference's bins (explicit groups are clamped per method: entropy splits over warps);
+    # "auto" covers the shapes the binding picks for 1, 5 and 120 tensors. The CPU oracle does
+    # not depend on the shape: computed once per (set, method).
     hists = _batch(rng, 120)
-    some = [dict(list(hists.items())[k:k + 1]) for k in range(7)] + [dict(list(hists.items())[7:12])]
-    for method, flavor in (("entropy", "pytorch_quantization"), ("entropy", "tensorrt"), ("mse", None),
-                           ("percentile", None)):
-        for hs in [hists] + some:
-            g = trtcal.search_ranges(hs, method, flavor, device="cuda").ranges[method]
-            c = trtcal.search_ranges(hs, method, flavor, device="cpu").ranges[method]
-            bad = [n for n in hs if (g[n].status, g[n].bin) != (c[n].status, c[n].bin)]
-            assert not bad, f"{shape} {method}: {len(bad)} differ, e.g. {bad[:5]}"
+    sets = [hists] + [dict(list(hists.items())[k:k + 1]) for k in range(7)] + [dict(list(hists.items())[7:12])]
+    methods = (("entropy", "pytorch_quantization"), ("entropy", "tensorrt"), ("mse", None), ("percentile", None))
+    oracle = {(i, m, f): trtcal.search_ranges(hs, m, f, device="cpu").ranges[m]
+              for i, hs in enumerate(sets) for m, f in methods}
     signed = _batch(rng, 40, signed=True)
-    g = trtcal.search_ranges(signed, "entropy", "onnxruntime", device="cuda").ranges["entropy"]
-    c = trtcal.search_ranges(signed, "entropy", "onnxruntime", device="cpu").ranges["entropy"]
-    assert all((g[n].status, g[n].bin) == (c[n].status, c[n].bin) for n in signed)
+    signed_oracle = trtcal.search_ranges(signed, "entropy", "onnxruntime", device="cpu").ranges["entropy"]
+    for shape in SHAPES:
+        if shape == "auto":
+            monkeypatch.delenv("TRTCAL_RANGE_SEARCH_SHAPE", raising=False)
+        else:
+            monkeypatch.setenv("TRTCAL_RANGE_SEARCH_SHAPE", shape)
+        for i, hs in enumerate(sets):
+            for m, f in methods:
+                g = trtcal.search_ranges(hs, m, f, device="cuda").ranges[m]
+                c = oracle[(i, m, f)]
+                bad = [n for n in hs if (g[n].status, g[n].bin) != (c[n].status, c[n].bin)]
+                assert not bad, f"{shape} {m}: {len(bad)} differ, e.g. {bad[:5]}"
+        g = trtcal.search_ranges(signed, "entropy", "onnxruntime", device="cuda").ranges["entropy"]
+        assert all((g[n].status, g[n].bin) == (signed_oracle[n].status, signed_oracle[n].bin) for n in signed), shape
 
 
 @pytest.mark.gpu
