@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,22 @@ CPU_BATCH = 16
 # ------------------------------------------------------------------------------------------
 # GPU: ResNet-50 batch 32
 # ------------------------------------------------------------------------------------------
+def _bytes_per_forward(model: Any, x: Any, capture: str) -> int:
+    """Bytes of the float activations one forward hands to the statistics (a counting pass)."""
+    import torch
+
+    import trtcal.torch as ttorch
+
+    seen = {"n": 0}
+    probe = ttorch.TorchCollector(model, capture=capture)
+    probe._add = lambda base, out: seen.__setitem__("n", seen["n"] + sum(
+        t.numel() * t.element_size() for t in ttorch._tensors(out) if t.is_floating_point()))
+    with torch.no_grad():
+        model(x)
+    probe.remove()
+    return seen["n"]
+
+
 def gpu_rows(batch: int = 32, bw_tbs: float = 0.0) -> Dict[str, Any]:
     import torch
     import torchvision
@@ -43,26 +60,44 @@ def gpu_rows(batch: int = 32, bw_tbs: float = 0.0) -> Dict[str, Any]:
     model = torchvision.models.resnet50(weights=None).cuda().eval()
     x = torch.randn(batch, 3, 224, 224, device="cuda")
     rows: List[Dict[str, Any]] = []
-    with torch.inference_mode():
-        fwd = time_torch(lambda: model(x), warmup=10, iters=30, flush_l2=False)
-    rows.append({"op": f"ResNet-50 FP32 forward, batch {batch} (PyTorch, cuDNN defaults)", "ms": fwd})
-    summary = {}
     labels = {"outputs": "every leaf-module output", "inputs": "the conv/linear inputs (TensorRT's Q/DQ points)"}
+    # Interleaved rounds (forward alone, then with each tensor set's hooks), medians over the
+    # rounds: a single forward-alone figure taken first drifted by +-10% with the GPU's clocks.
+    # The forward alone runs under torch.no_grad, as the hooked forward does.
+    stats = {c: None for c in labels}
+    info: Dict[str, Any] = {}
+    times: Dict[str, List[float]] = {"forward": [], **{c: [] for c in labels}}
+
+    def plain():
+        with torch.no_grad():
+            model(x)
+
+    for _ in range(5):
+        times["forward"].append(time_torch(plain, warmup=5, iters=20, flush_l2=False))
+        for capture in labels:
+            hooks = ttorch.TorchCollector(model, capture=capture, stats=stats[capture])
+            for _ in range(3):
+                hooks.forward(x)  # learns the in-place tensors; fixes the ranges
+            torch.cuda.synchronize()
+            times[capture].append(time_torch(lambda: hooks.forward(x), warmup=3, iters=20, flush_l2=False))
+            hooks.remove()
+            stats[capture] = hooks.stats
+            info[capture] = len(hooks.stats.names)
+    fwd = statistics.median(times["forward"])
+    rows.append({"op": f"ResNet-50 FP32 forward, batch {batch} (PyTorch, cuDNN defaults, no_grad)", "ms": fwd})
+    summary = {}
     for capture in ("inputs", "outputs"):
-        hooks = ttorch.TorchCollector(model, capture=capture)
-        for _ in range(3):
-            hooks.forward(x)  # fixes the ranges
-        torch.cuda.synchronize()
-        ntensors = len(hooks.stats.names)
-        nbytes = sum(c.histogram().total for c in hooks.stats.collectors.values()) // 3 * 4
+        ntensors = info[capture]
+        nbytes = _bytes_per_forward(model, x, capture)
         floor = nbytes / (bw_tbs * 1e12) * 1e3 if bw_tbs else float("nan")
-        with_stats = time_torch(lambda: hooks.forward(x), warmup=5, iters=30, flush_l2=False)
-        hooks.remove()
+        with_stats = statistics.median(times[capture])
         rows.append({"op": f"forward + trtcal statistics of {labels[capture]}: {ntensors} tensors, "
                            f"{nbytes / 1e9:.2f} GB (hooks, device tensors)", "ms": with_stats})
         summary[f"torch hooks ({capture}): statistics overhead"] = (
             f"{100 * (with_stats / fwd - 1):.1f}% of the forward time ({ntensors} tensors, {nbytes / 1e9:.2f} GB; "
-            f"reading them once is {100 * floor / fwd:.0f}% of the forward; target <= 10%)")
+            f"reading them once is {100 * floor / fwd:.0f}% of the forward; target <= 10%; medians of 5 "
+            f"interleaved rounds, per-round overheads "
+            f"{', '.join(f'{100 * (w / f - 1):.0f}%' for w, f in zip(times[capture], times['forward']))})")
     trt = trt_rows(model, x)
     rows += trt.get("rows", [])
     summary.update(trt.get("summary", {}))
@@ -110,7 +145,7 @@ def trt_rows(model: Any, x: Any) -> Dict[str, Any]:
 # CPU: trtcal.calibrate vs ONNX Runtime calibrators, each in a fresh process
 # ------------------------------------------------------------------------------------------
 _CHILD = r'''
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {python!r})
 import numpy as np
 tool, method, model, data, batch = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
@@ -141,7 +176,9 @@ else:
     amax = dict(cal.compute_data().data)
     note = ""
 wall = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+# VmHWM: this process's own peak RSS. (ru_maxrss would not do: Linux carries the parent's
+# high-water mark across fork+exec, so a child of a large benchmark process reports the parent's.)
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024.0
 print(json.dumps({{"wall_s": wall, "peak_mb": peak, "tensors": len(amax), "note": note}}))
 '''
 
