@@ -186,3 +186,43 @@ def test_inplace_ops_after_hooks_are_read_in_time(rng):
                 reference.histogram_state_update(s, arr)
         np.testing.assert_array_equal(state["counts"], s["counts"], err_msg=name)
         assert state["amax"] == s["amax"], name
+
+
+@pytest.mark.gpu
+def test_fast_path_rechecks_tensors_that_change_kind(rng):
+    """After the first forward, hooks only hold tensors and check them at the flush: an output
+    that later becomes a strided (non-dense) view or a float16 tensor must still count exactly."""
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA here")
+
+    class Pick(torch.nn.Module):
+        mode = "plain"
+
+        def forward(self, x):
+            if self.mode == "strided":
+                return x[:, ::2]
+            if self.mode == "half":
+                return x.half()
+            return x * 1
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pick = Pick()
+
+        def forward(self, x):
+            return self.pick(x)
+
+    model = Model().cuda().eval()
+    batches = [torch.from_numpy(rng.standard_t(3, (3, 6, 7)).astype(np.float32)).cuda() for _ in range(4)]
+    seen = []
+    with ttorch.TorchCollector(model) as hooks:
+        for b, mode in zip(batches, ["plain", "plain", "strided", "half"]):
+            model.pick.mode = mode
+            hooks.forward(b)
+            seen.append({"plain": b, "strided": b[:, ::2], "half": b.half()}[mode].float().cpu().numpy().ravel())
+        assert "pick" in hooks._fast  # the fast path was taken from the second forward on
+        got = hooks.stats.histograms()["pick"]
+    want = trtcal.HistogramCollector(2048, device="cpu").update(np.concatenate(seen)).histogram()
+    np.testing.assert_array_equal(got.counts, want.counts)
+    assert got.range == want.range

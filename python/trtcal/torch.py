@@ -81,6 +81,13 @@ class TorchCollector:
         self._learning = False
         self._watch: Dict[str, Any] = {}
         self._inplace: set = set()  # ... and learns which ones later ops modify in place
+        # names whose hook sees one CUDA float tensor that nothing modifies in place, with its
+        # bytes (learned on the first forward): their hooks only hold the tensor (the checks run
+        # at the flush), because a hook's host time adds to the forward's once the host, not the
+        # GPU, is the bottleneck (benchmarks/NOTES.md, PyTorch hooks)
+        self._fast: Dict[str, int] = {}
+        self._learn_fast: Dict[str, int] = {}
+        self._tensor_type: Any = None
         self._stream = 0
         self._codes: Dict[Any, int] = {}
         self.stats = stats if stats is not None else ActivationStats(bins=bins)
@@ -107,7 +114,10 @@ class TorchCollector:
             k = self._calls.get(qname, 0)
             self._calls[qname] = k + 1
             base = qname if k == 0 else f"{qname}#{k}"
-            self._add(base, out)
+            if type(out) is self._tensor_type and base in self._fast:
+                self._hold(base, out)
+            else:
+                self._add(base, out)
         return hook
 
     def _pre_hook(self, qname: str) -> Callable[..., None]:
@@ -115,8 +125,20 @@ class TorchCollector:
             k = self._calls.get(qname, 0)
             self._calls[qname] = k + 1
             if args:
-                self._add(qname if k == 0 else f"{qname}#{k}", args[0])
+                base = qname if k == 0 else f"{qname}#{k}"
+                x = args[0]
+                if type(x) is self._tensor_type and base in self._fast:
+                    self._hold(base, x)
+                else:
+                    self._add(base, x)
         return hook
+
+    def _hold(self, name: str, t: Any) -> None:
+        """The fast path: hold the tensor for the end-of-forward batch (checked at the flush)."""
+        self._pending[name] = (t, t._version)
+        self._pending_bytes += self._fast[name]
+        if self._pending_bytes >= self.flush_bytes:
+            self.flush()
 
     def _add(self, base: str, out: Any) -> None:
         tensors = _tensors(out)
@@ -136,6 +158,8 @@ class TorchCollector:
                 self._launch([(name, t)])
                 if self._learning:
                     self._watch[name] = (t, t._version)
+                    if len(tensors) == 1:
+                        self._learn_fast[name] = t.numel() * t.element_size()
                 continue
             # held until the end of the forward (or flush_bytes), then added in one batch:
             # three kernel launches for all of them instead of three per tensor
@@ -143,6 +167,18 @@ class TorchCollector:
             self._pending_bytes += t.numel() * t.element_size()
             if self._pending_bytes >= self.flush_bytes:
                 self.flush()
+
+    def _late(self, name: str, t: Any) -> Any:
+        """Checks of :meth:`_add` for a held tensor; returns it (maybe a dense copy) or None."""
+        if t.dtype not in self._floats or t.numel() == 0:
+            return None
+        t = t.detach()
+        if not t.is_contiguous() and not _dense(t):
+            t = t.contiguous()
+        if not t.is_cuda:
+            self.stats.add({name: t})
+            return None
+        return t
 
     def _launch(self, items: List[Any]) -> None:
         from .collectors import launch_many
@@ -160,12 +196,23 @@ class TorchCollector:
         stale = [n for n, (t, v) in pending.items() if t._version != v]
         if stale:
             self._inplace.update(stale)
+            for n in stale:
+                self._fast.pop(n, None)
             raise RuntimeError(
                 f"trtcal: activations {stale[:5]} were modified in place after their hook ran in this batch "
                 "and a previous batch had not shown it (dynamic control flow?); this batch's statistics are "
                 "incomplete. They are read immediately from now on: run the batch again.")
         by_device: Dict[int, List[Any]] = {}
+        codes = self._codes
         for n, (t, _) in pending.items():
+            if not (t.is_cuda and t.dtype in codes and t.is_contiguous()):
+                # a fast-path tensor that changed kind since the first forward (dtype, device,
+                # layout): the full checks; its values are unchanged (version checked above)
+                t = self._late(n, t)
+                if t is None:
+                    continue
+            elif t.numel() == 0:
+                continue
             by_device.setdefault(t.device.index or 0, []).append((n, t))
         for items in by_device.values():
             self._launch(items)
@@ -187,6 +234,7 @@ class TorchCollector:
         self._stream = int(torch.cuda.current_stream(device).cuda_stream) if device.type == "cuda" else 0
         if not self._codes:
             self._codes = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+            self._tensor_type = torch.Tensor
         # no_grad, not inference_mode: tensors made under inference_mode have no version
         # counter, which the in-place detection reads
         with torch.no_grad():
@@ -205,6 +253,8 @@ class TorchCollector:
         if self._learning:
             self._inplace.update(n for n, (t, v) in self._watch.items() if t._version != v)
             self._watch.clear()
+            self._fast = {n: b for n, b in self._learn_fast.items() if n not in self._inplace}
+            self._learn_fast = {}
             self._learned = True
         self.flush()  # a forward that raised adds nothing more
         return out
