@@ -226,3 +226,18 @@ def test_fast_path_rechecks_tensors_that_change_kind(rng):
     want = trtcal.HistogramCollector(2048, device="cpu").update(np.concatenate(seen)).histogram()
     np.testing.assert_array_equal(got.counts, want.counts)
     assert got.range == want.range
+
+
+def test_module_without_parameters_runs_where_its_input_is(rng):
+    class Act(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act = torch.nn.SiLU()
+
+        def forward(self, x):
+            return self.act(x)
+
+    x = torch.from_numpy(rng.standard_normal((2, 5)).astype(np.float32))
+    stats = ttorch.collect(Act(), [x])
+    want = trtcal.HistogramCollector(2048, device="cpu").update(torch.nn.functional.silu(x).numpy()).histogram()
+    np.testing.assert_array_equal(stats.histograms()["act"].counts, want.counts)

@@ -230,6 +230,9 @@ class TorchCollector:
         self._pending, self._pending_bytes = {}, 0
         device = _module_device(self.module)
         batch = _to(batch, device)
+        if device is None:  # a module without parameters or buffers runs where its input is
+            first = _first_tensor(batch)
+            device = first.device if first is not None else torch.device("cpu")
         self._learning = not self._learned
         self._stream = int(torch.cuda.current_stream(device).cuda_stream) if device.type == "cuda" else 0
         if not self._codes:
