@@ -55,24 +55,6 @@ def test_gpu_exact(rng, n):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("host_max", [0, 1 << 40])
-def test_gpu_exact_both_finishes(rng, monkeypatch, host_max):
-    # the compacted bucket finished by three more radix passes (0) or on the host (always)
-    import importlib
-
-    cp = pytest.importorskip("cupy")
-    monkeypatch.setattr(importlib.import_module("trtcal.percentile"), "_HOST_SELECT_MAX", host_max)
-    n = int(rng.integers(200_000, 2_000_000))
-    for x in (rng.standard_t(3, n), np.round(rng.standard_normal(n) * 4)):
-        x = x.astype(np.float32)
-        d = cp.asarray(x)
-        for use_abs in (True, False):
-            v = np.abs(x.astype(np.float64)) if use_abs else x.astype(np.float64)
-            for q in (0.0, 50.0, 99.99, 100.0, float(rng.uniform(0, 100))):
-                assert trtcal.percentile(d, q, use_abs) == np.percentile(v, q), (n, q, use_abs, host_max)
-
-
-@pytest.mark.gpu
 def test_gpu_half_types_and_nan(rng):
     cp = pytest.importorskip("cupy")
     x = rng.laplace(size=100001).astype(np.float16)

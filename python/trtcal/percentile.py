@@ -98,11 +98,6 @@ def lerp(a: float, b: float, t: float) -> float:
     return b - d * (1 - t) if t >= 0.5 else a + d * t
 
 
-# Compacted buckets up to this many keys are finished on the host (np.partition); larger
-# ones (adversarial data: most values in one 12-bit bucket) by three more radix passes.
-_HOST_SELECT_MAX = 1 << 20
-
-
 class _Selector:
     """Drives the select passes over one device array."""
 
@@ -135,13 +130,6 @@ class _Selector:
         if got != m:
             raise RuntimeError(f"trtcal: select compaction found {got} keys, expected {m}")
         base = int(self.cum[lo_b])
-        if m <= _HOST_SELECT_MAX:
-            # the usual case (a 12-bit bucket holds a sliver of the data): one copy of the
-            # bucket's keys and a host partition, instead of three more passes and waits
-            keys = np.empty(m, dtype=np.uint32)
-            ext.download(buf.ptr, keys, self.stream, self.dev)
-            ks = np.partition(keys, sorted({k - base for k in ranks}))
-            return [key_to_float(int(ks[k - base]), self.abs) for k in ranks]
         return [key_to_float(self._select_in(buf.ptr, m, k - base), self.abs) for k in ranks]
 
     def _select_in(self, keys_ptr: int, m: int, k: int) -> int:
