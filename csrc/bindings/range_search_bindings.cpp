@@ -216,6 +216,17 @@ class RangeSearchPlan {
   double* d_curve_ = nullptr;
 };
 
+// Per-thread, per-device scratch of the select passes (a histogram of <= 2^12 counts, or one
+// count): reused across calls, so an exact percentile does not pay a cudaMalloc/cudaFree pair
+// (cudaFree waits for the device) in each of its passes. Never freed: it may outlive the
+// CUDA runtime at process exit.
+unsigned long long* select_scratch(int device) {
+  thread_local std::vector<DeviceBuffer*> cache;
+  if ((int)cache.size() <= device) cache.resize(device + 1, nullptr);
+  if (!cache[device]) cache[device] = new DeviceBuffer(sizeof(unsigned long long) << 12, device);
+  return static_cast<unsigned long long*>(cache[device]->data());
+}
+
 }  // namespace
 
 void init_range_search_bindings(py::module_& m) {
@@ -246,13 +257,13 @@ void init_range_search_bindings(py::module_& m) {
     {
       py::gil_scoped_release nogil;
       DeviceGuard g(device);
-      DeviceBuffer buf(sizeof(unsigned long long) << bits, device);
-      auto* h = static_cast<unsigned long long*>(buf.data());
+      auto* h = select_scratch(device);
+      const size_t nbytes = sizeof(unsigned long long) << bits;
       cudaStream_t s = as_stream(stream);
-      TRTCAL_CHECK_CUDA(cudaMemsetAsync(h, 0, buf.nbytes(), s));
+      TRTCAL_CHECK_CUDA(cudaMemsetAsync(h, 0, nbytes, s));
       TRTCAL_CHECK_CUDA(select_histogram(as_ptr<const void>(x), t, as_ptr<const uint32_t>(keys), n, use_abs, shift,
                                          bits, prefix_shift, prefix, h, s));
-      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(hist.mutable_data(), h, buf.nbytes(), cudaMemcpyDeviceToHost, s));
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(hist.mutable_data(), h, nbytes, cudaMemcpyDeviceToHost, s));
       TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
     }
     return hist;
@@ -266,8 +277,7 @@ void init_range_search_bindings(py::module_& m) {
     {
       py::gil_scoped_release nogil;
       DeviceGuard g(device);
-      DeviceBuffer buf(sizeof(unsigned long long), device);
-      auto* c = static_cast<unsigned long long*>(buf.data());
+      auto* c = select_scratch(device);
       cudaStream_t s = as_stream(stream);
       TRTCAL_CHECK_CUDA(cudaMemsetAsync(c, 0, sizeof(count), s));
       TRTCAL_CHECK_CUDA(select_compact(as_ptr<const void>(x), t, as_ptr<const uint32_t>(keys), n, use_abs, lo, hi,
