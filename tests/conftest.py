@@ -2,6 +2,7 @@
 tensorrt module, `plugin` the TensorRT plugin library. Each skips here with a reason."""
 
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -26,7 +27,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def rng():
-    """A fresh generator per test: every run draws new inputs; the seed is printed on failure."""
-    seed = int(np.random.SeedSequence().entropy % (2**32))
+    """A fresh generator per test: every run draws new inputs; the seed is printed on failure
+    (TRTCAL_TEST_SEED=<seed> replays it)."""
+    fixed = os.environ.get("TRTCAL_TEST_SEED")
+    seed = int(fixed) if fixed else int(np.random.SeedSequence().entropy % (2**32))
     print(f"rng seed {seed}")
     return np.random.default_rng(seed)

@@ -118,6 +118,11 @@ class RangeSearchPlan {
     TRTCAL_CHECK_CUDA(cudaMemcpy(d_desc_, desc.data(), desc_bytes, cudaMemcpyHostToDevice));
     if (map_bytes) TRTCAL_CHECK_CUDA(cudaMemcpy(d_map_, block_tensor.data(), map_bytes, cudaMemcpyHostToDevice));
     TRTCAL_CHECK_CUDA(cudaMemset(d_counters_, 0, sizeof(unsigned int) * T));  // launches leave them at 0
+    // cudaMemcpy from pageable memory and cudaMemset may return before the device has the data,
+    // and both are ordered on the legacy default stream only: a launch on a non-blocking stream
+    // could read stale descriptors or counters (seen once as 4 wrong tensors of 2100 with 8
+    // processes sharing the GPU). Wait for them here, once per plan.
+    TRTCAL_CHECK_CUDA(cudaStreamSynchronize(cudaStreamLegacy));
   }
 
   void launch(uintptr_t stream) {
