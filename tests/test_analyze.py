@@ -132,3 +132,26 @@ def test_cli(tmp_path, rng, capsys):
     assert os.path.isfile(tmp_path / "out" / "m.analyzed.qdq.onnx")
     assert main(args + ["--threshold", "0.95"]) == 0
     assert "measured 0 configuration(s)" in capsys.readouterr().out
+
+
+@pytest.mark.tensorrt
+def test_finds_the_outlier_layer_in_tensorrt(tmp_path, rng):
+    # the same search with every Q/DQ model built and run by TensorRT (strongly typed engines)
+    model = om.build(rng, tmp_path / "m.onnx")
+    x, xe = om.data(rng, 23), om.data(rng, 15)
+    res = analyze(str(tmp_path / "m.onnx"), x, xe, method="minmax", alternatives=None, threshold=0.99,
+                  batch_size=8, evaluate="tensorrt", **QUIET)
+    assert res.float_layers == ["conv2"] and res.final >= 0.99
+
+
+def test_explicit_tensorrt_evaluation_needs_tensorrt(rng):
+    import importlib.util
+
+    from trtcal.tensorrt._runtime import TensorRTUnavailableError
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    model = om.build(rng)
+    with pytest.raises(TensorRTUnavailableError):
+        analyze(model, om.data(rng, 8), method="minmax", alternatives=None, batch_size=8, evaluate="tensorrt",
+                cache=False, **QUIET)

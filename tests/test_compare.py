@@ -147,3 +147,36 @@ def test_cli(tmp_path, rng, capsys):
     assert os.path.isfile(tmp_path / "out" / "comparison.csv")
     rc = main(["compare", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "cal.npy"), "--methods", "kl", "-q"])
     assert rc == 1 and "unknown method" in capsys.readouterr().err
+
+
+def test_evaluation_backend_choice(tmp_path, rng):
+    # 'auto' evaluates in ONNX Runtime where TensorRT is absent, and says so; an explicit
+    # 'tensorrt' without TensorRT is a clear error, not a silent fallback
+    import importlib.util
+
+    from trtcal.tensorrt._runtime import TensorRTUnavailableError
+
+    model = om.build(rng, tmp_path / "m.onnx")
+    x = om.data(rng, 16)
+    if importlib.util.find_spec("tensorrt") is None:
+        res = compare(str(tmp_path / "m.onnx"), x, methods="minmax", batch_size=8, evaluate="auto", **QUIET)
+        assert "Q/DQ models evaluated in ONNX Runtime" in res.notes
+        with pytest.raises(TensorRTUnavailableError, match="TensorRT"):
+            compare(str(tmp_path / "m.onnx"), x, methods="minmax", batch_size=8, evaluate="tensorrt", **QUIET)
+    with pytest.raises(ValueError, match="evaluate"):
+        compare(str(tmp_path / "m.onnx"), x, methods="minmax", batch_size=8, evaluate="trt", **QUIET)
+
+
+@pytest.mark.tensorrt
+@needs_range_search
+def test_compare_in_tensorrt_ranks_like_measured(tmp_path, rng):
+    # the Q/DQ models built and run by TensorRT itself (strongly typed engines): clipping the
+    # outlier channel must beat min-max there too, as it does by > 10 dB in ONNX Runtime
+    model = om.build(rng, tmp_path / "m.onnx")
+    x, xe = om.data(rng, 27), om.data(rng, 19)
+    res = compare(str(tmp_path / "m.onnx"), x, xe, methods="minmax", tables={"clip": om.clip_table(model, x)},
+                  batch_size=8, evaluate="tensorrt", **QUIET)
+    assert "Q/DQ models evaluated in TensorRT" in res.notes
+    assert [m.label for m in res.ranked] == ["clip", "minmax"]
+    assert res["clip"].summary["sqnr_db"] > res["minmax"].summary["sqnr_db"] + 10
+    assert all(m.layers for m in res.ranked)  # per-layer SQNR from the engine's exposed tensors

@@ -228,6 +228,7 @@ def compare(
     tensors: Any = None,
     op_types: Optional[Sequence[str]] = None,
     runner: str = "auto",
+    evaluate: str = "auto",
     bins: int = 2048,
     per_layer: bool = True,
     out_dir: Optional[str] = None,
@@ -320,7 +321,16 @@ def compare(
         notes.append("evaluated on the calibration data (pass eval_data / --eval-data for held-out samples)")
     evalset = ev.EvalSet(data if on_cal else eval_data, reference.specs, bs, max_samples=eval_samples,
                          preprocess=preprocess, input_name=input_name)
-    stats = {label: _Streams(qm, dq[label]) for label, qm in qmodels.items()}
+    backend = ev.resolve_backend(evaluate)
+    try:
+        stats = {label: _Streams(qm, dq[label], backend) for label, qm in qmodels.items()}
+    except Exception as exc:  # noqa: BLE001 - 'auto' falls back; an explicit choice fails loudly
+        if evaluate != "auto" or backend == "onnxruntime":
+            raise
+        notes.append(f"TensorRT could not run the Q/DQ models ({exc}); evaluated in ONNX Runtime instead")
+        backend = "onnxruntime"
+        stats = {label: _Streams(qm, dq[label], backend) for label, qm in qmodels.items()}
+    notes.append(f"Q/DQ models evaluated in {'TensorRT' if backend == 'tensorrt' else 'ONNX Runtime'}")
     bar = _bar(progress, evalset, "evaluating")
     for i, inputs in evalset:
         ref = reference.run(i, inputs, with_tensors=bool(layer_names))
@@ -358,10 +368,10 @@ def _rank_key(r: MethodResult) -> Tuple[float, float]:
 class _Streams:
     """One method's Q/DQ session and its running error sums."""
 
-    def __init__(self, qmodel: Any, layers: Mapping[str, str]) -> None:
+    def __init__(self, qmodel: Any, layers: Mapping[str, str], backend: str = "onnxruntime") -> None:
         self.layer_map = dict(layers)
         self.names: List[str] = []
-        self.sess = ev.session(ev.expose(qmodel, list(self.layer_map.values())))
+        self.sess = ev.session(ev.expose(qmodel, list(self.layer_map.values())), backend=backend)
         self.outs: Dict[str, Any] = {}
         self.layers = {t: ev.ErrorStats(t) for t in self.layer_map}
 

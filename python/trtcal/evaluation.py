@@ -24,8 +24,30 @@ from .metrics import ErrorStats
 DEFAULT_CACHE_BYTES = 1 << 30
 
 
-def session(model: Any, threads: int = 0):
-    """An ONNX Runtime session with graph optimisations off (CUDA provider when present)."""
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+def resolve_backend(backend: str) -> str:
+    """'auto': TensorRT when the ``tensorrt`` module and a CUDA array library (PyTorch or CuPy)
+    are importable, else ONNX Runtime."""
+    if backend not in BACKENDS:
+        raise ValueError(f"trtcal: evaluate must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    import importlib.util
+
+    has = importlib.util.find_spec
+    return "tensorrt" if has("tensorrt") and (has("torch") or has("cupy")) else "onnxruntime"
+
+
+def session(model: Any, threads: int = 0, backend: str = "onnxruntime"):
+    """A session with ``run(names, feeds)``: ONNX Runtime with graph optimisations off (CUDA
+    provider when present), or with ``backend="tensorrt"`` a TensorRT engine of the model
+    (:class:`trtcal.tensorrt.session.TensorRTSession`: what TensorRT itself computes)."""
+    if backend == "tensorrt":
+        from .tensorrt.session import TensorRTSession
+
+        return TensorRTSession(model)
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -197,14 +219,16 @@ def new_output_stats(outputs: Sequence[str], reference: Mapping[str, np.ndarray]
 
 
 def measure(qmodel: Any, reference: Reference, evalset: EvalSet,
-            layers: Optional[Mapping[str, str]] = None) -> Tuple[Dict[str, ErrorStats], Dict[str, ErrorStats]]:
+            layers: Optional[Mapping[str, str]] = None,
+            backend: str = "onnxruntime") -> Tuple[Dict[str, ErrorStats], Dict[str, ErrorStats]]:
     """Runs ``qmodel`` over ``evalset`` against ``reference``: (per model output, per layer) stats.
 
     ``layers`` maps activations (exposed by ``reference``) to the tensors of ``qmodel`` to
-    compare them with (the DequantizeLinear outputs).
+    compare them with (the DequantizeLinear outputs). ``backend``: where ``qmodel`` runs (the
+    FP32 reference always runs in ONNX Runtime).
     """
     layers = dict(layers or {})
-    sess = session(expose(qmodel, list(layers.values())))
+    sess = session(expose(qmodel, list(layers.values())), backend=backend)
     names = reference.outputs + [v for v in layers.values() if v not in reference.outputs]
     out_stats: Dict[str, ErrorStats] = {}
     layer_stats = {t: ErrorStats(t) for t in layers}

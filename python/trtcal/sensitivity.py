@@ -119,6 +119,7 @@ def analyze(
     preprocess: Any = None,
     input_name: Optional[str] = None,
     runner: str = "auto",
+    evaluate: str = "auto",
     bins: int = 2048,
     out_dir: Optional[str] = None,
     out_qdq: Optional[str] = None,
@@ -144,6 +145,8 @@ def analyze(
         model (``out_qdq``, default ``<out_dir>/<model>.analyzed.qdq.onnx``), the cache and the
         statistics checkpoint (so a re-run collects nothing either).
     cache : True (``<out_dir>/analyze-cache.json``; off without out_dir), False, or a path.
+    evaluate : where the Q/DQ models run: 'auto' (TensorRT when its module is present, else
+        ONNX Runtime), 'onnxruntime' or 'tensorrt'. The FP32 reference runs in ONNX Runtime.
 
     Returns
     -------
@@ -211,11 +214,14 @@ def analyze(
         notes.append("evaluated on the calibration data (pass eval_data / --eval-data for held-out samples)")
     evalset = ev.EvalSet(data if eval_data is None else eval_data, reference.specs, bs, max_samples=eval_samples,
                          preprocess=preprocess, input_name=input_name)
+    backend = {"name": ev.resolve_backend(evaluate)}
     cache_path = _cache_path(cache, out_dir)
-    store = _Cache(cache_path, {"model": digest, "eval": evalset.digest, "format": CACHE_FORMAT})
+    store = _Cache(cache_path, {"model": digest, "eval": evalset.digest, "format": CACHE_FORMAT,
+                                "backend": backend["name"]})
     counter = {"measured": 0, "cached": 0}
 
     def measure(enabled: Sequence[str], tbl: Mapping[str, float]) -> float:
+        nonlocal store
         used = sorted({t for n in enabled for t in layer_tensors[n]})
         key = hashlib.sha256(json.dumps([sorted(enabled), [(t, repr(float(tbl[t]))) for t in used]])
                              .encode()).hexdigest()[:32]
@@ -223,7 +229,16 @@ def analyze(
         if hit is None:
             exclude = [n for n in layer_names if n not in set(enabled)]
             qm = quantize(proto, {t: tbl[t] for t in used}, exclude_nodes=exclude, missing="skip")
-            outs, _ = ev.measure(qm, reference, evalset)
+            try:
+                outs, _ = ev.measure(qm, reference, evalset, backend=backend["name"])
+            except Exception as exc:  # noqa: BLE001 - 'auto' falls back once; explicit choices fail loudly
+                if evaluate != "auto" or backend["name"] == "onnxruntime" or counter["measured"]:
+                    raise
+                notes.append(f"TensorRT could not run the Q/DQ models ({exc}); evaluated in ONNX Runtime instead")
+                backend["name"] = "onnxruntime"
+                store = _Cache(cache_path, {"model": digest, "eval": evalset.digest, "format": CACHE_FORMAT,
+                                            "backend": "onnxruntime"})
+                outs, _ = ev.measure(qm, reference, evalset, backend="onnxruntime")
             hit = {o: s.state() for o, s in outs.items()}
             store.put(key, hit)
             counter["measured"] += 1

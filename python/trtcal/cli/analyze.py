@@ -32,6 +32,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--runner", default="auto", choices=["auto", "onnxruntime", "tensorrt"],
                    help="runner of the statistics pass")
+    p.add_argument("--evaluate", default="auto", choices=["auto", "onnxruntime", "tensorrt"],
+                   help="where the Q/DQ models run (auto: TensorRT when its module is present, else ONNX Runtime; "
+                        "the FP32 reference always runs in ONNX Runtime)")
     p.add_argument("--input-name", help="model input the images feed (models with several inputs)")
     p.add_argument("--preprocess", help="image preprocessing as JSON or a JSON file (see trtcal calibrate)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
                   threshold=args.threshold, metric=args.metric, batch_size=args.batch_size,
                   max_samples=args.max_samples, eval_samples=args.eval_samples,
                   preprocess=parse_preprocess(args.preprocess), input_name=args.input_name, runner=args.runner,
+                  evaluate=args.evaluate,
                   out_dir=args.out_dir, out_qdq=args.out_qdq, cache=not args.no_cache, plots=not args.no_plots,
                   progress=not args.quiet, log=say)
     if args.json:

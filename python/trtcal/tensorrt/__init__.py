@@ -34,6 +34,7 @@ from .calibrator import (
     make_calibrator,
 )
 from .plugins import load_plugins
+from .session import TensorRTSession
 from .network import (
     DynamicRangeReport,
     NetworkQuantizeReport,
@@ -53,6 +54,7 @@ __all__ = [
     "LegacyCalibrator",
     "MinMaxCalibrator",
     "NetworkQuantizeReport",
+    "TensorRTSession",
     "TensorRTUnavailableError",
     "TrtcalDeviceMemory",
     "apply_dynamic_ranges",
