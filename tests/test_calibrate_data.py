@@ -97,6 +97,29 @@ def test_npy_and_npz(tmp_path, rng):
     assert len(list(batches(zs, 2))) == 3
 
 
+def test_npy_rows_are_read_not_mapped(tmp_path, rng):
+    # .npy rows come from positional reads (constant RSS over a large file), equal to the
+    # array's rows in C and Fortran order; a truncated file is a named bad sample
+    from trtcal.calibration.data import NpyRows
+
+    x = rng.standard_normal((7, 3, 8, 10)).astype(np.float32)
+    np.save(tmp_path / "c.npy", x)
+    np.save(tmp_path / "f.npy", np.asfortranarray(x))
+    for name in ("c.npy", "f.npy"):
+        rows = NpyRows(str(tmp_path / name))
+        assert rows.shape == x.shape and rows.ndim == 4 and rows.dtype == np.float32 and len(rows) == 7
+        for j in range(-7, 7):
+            np.testing.assert_array_equal(rows[j], x[j])
+    data = (tmp_path / "c.npy").read_bytes()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "t.npy").write_bytes(data[:-7])
+    src = open_source(str(bad))
+    src.bind(SPEC)
+    with pytest.raises(BadSampleError, match="t.npy.*truncated"):
+        list(batches(src, 2))
+
+
 def test_shape_and_dtype_errors_name_input_expected_found(rng):
     src = ArraySource(rng.standard_normal((4, 3, 9, 10)).astype(np.float32))
     src.bind(SPEC)

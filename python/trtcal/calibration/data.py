@@ -238,6 +238,64 @@ class Source:
         return self.describe()
 
 
+class NpyRows:
+    """The rows of a ``.npy`` file, each read on demand with a positional read.
+
+    Not a memory map: the pages of a map stay in the process's resident memory once touched,
+    so a pass over a large calibration file would grow the RSS by the file's size; reads keep
+    it constant (the OS page cache still serves repeated passes). ``shape``, ``ndim``,
+    ``dtype``, ``len()`` and ``rows[j]`` as for an array; ``load()`` reads the whole file.
+    """
+
+    def __init__(self, path: str) -> None:
+        fmt = np.lib.format
+        with open(path, "rb") as f:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+            self.offset = f.tell()
+        if dtype.hasobject:
+            raise ValueError("object arrays cannot be read without pickle")
+        self.path, self.shape, self.dtype, self.fortran = path, tuple(shape), dtype, bool(fortran)
+        self.ndim = len(self.shape)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * dtype.itemsize
+        need = self.offset + int(np.prod(self.shape, dtype=np.int64)) * dtype.itemsize
+        size = os.path.getsize(path)
+        if size < need:
+            raise ValueError(f"the file is truncated: {size} bytes, its header describes {need}")
+
+    def __len__(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+    def load(self) -> np.ndarray:
+        return np.load(self.path, allow_pickle=False)
+
+    def __getitem__(self, j: int) -> np.ndarray:
+        if self.fortran or not self.shape:
+            return self.load()[j]
+        j = int(j)
+        if not -len(self) <= j < len(self):
+            raise IndexError(f"row {j} of a file of {len(self)}")
+        j %= len(self)
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + j * self.row_bytes)
+            buf = f.read(self.row_bytes)
+        if len(buf) != self.row_bytes:
+            raise EOFError(f"{self.path}: file ends inside row {j}")
+        return np.frombuffer(buf, dtype=self.dtype).reshape(self.shape[1:])
+
+
+def _npy_rows(path: str) -> NpyRows:
+    try:
+        return NpyRows(path)
+    except ValueError as exc:
+        raise OSError(str(exc)) from None
+
+
 def _single_name(specs: Sequence[InputSpec], what: str) -> str:
     if len(specs) != 1:
         names = ", ".join(s.name for s in specs)
@@ -386,7 +444,7 @@ class ArrayFiles(Source):
                 if len(self.specs) == 1 and len(arrays) == 1 and self.specs[0].name not in arrays:
                     arrays = {self.specs[0].name: next(iter(arrays.values()))}
             else:
-                arrays = {_single_name(self.specs, f".npy file {rel}"): np.load(f, mmap_mode="r", allow_pickle=False)}
+                arrays = {_single_name(self.specs, f".npy file {rel}"): _npy_rows(f)}
         except (OSError, ValueError, EOFError) as exc:
             raise BadSampleError(rel, f"cannot read array file: {exc}") from None
         try:
@@ -397,7 +455,7 @@ class ArrayFiles(Source):
         for s in self.specs:
             a = arrays[s.name]
             if a.ndim == len(s.shape) - 1:
-                a = a[None]
+                a = (a.load() if isinstance(a, NpyRows) else a)[None]
             if n is not None and a.shape[0] != n:
                 raise BadSampleError(rel, f"input '{s.name}' has {a.shape[0]} samples, others have {n}")
             n = a.shape[0]
