@@ -193,7 +193,7 @@ def _child(tool: str, method: str, model: str, data: str, batch: int) -> Dict[st
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def cpu_rows(samples: int = 256, scale: int = 4) -> Dict[str, Any]:
+def cpu_rows(samples: int = 256, scale: int = 10) -> Dict[str, Any]:
     import numpy as np
 
     sys.path.insert(0, os.path.join(ROOT, "python"))
@@ -226,6 +226,10 @@ def cpu_rows(samples: int = 256, scale: int = 4) -> Dict[str, Any]:
                 o = next(r for r in rows if r["tool"] != "trtcal" and r["method"] == method and r["samples"] == n)
                 summary[f"{method}, {n} samples: time ONNX Runtime / trtcal"] = o["ms"] / t["ms"]
                 summary[f"{method}, {n} samples: peak MB trtcal vs ONNX Runtime"] = f"{t['peak_mb']:.0f} vs {o['peak_mb']:.0f}"
+            lo, hi = (next(r for r in rows if r["tool"] == "trtcal" and r["method"] == method and r["samples"] == k)
+                      for k in (samples, samples * scale))
+            summary[f"{method}: trtcal peak memory, {scale}x the samples"] = (
+                f"{lo['peak_mb']:.0f} -> {hi['peak_mb']:.0f} MB ({100 * (hi['peak_mb'] / lo['peak_mb'] - 1):+.1f}%)")
     return {"rows": rows, "summary": summary}
 
 
