@@ -252,6 +252,8 @@ def compare(
     batch_size, max_samples, preprocess, input_name, tensors, op_types, runner, bins,
     checkpoint : as for :func:`trtcal.calibrate` (``checkpoint`` is resumed when present).
     eval_samples : evaluate on at most this many samples.
+    evaluate : where the Q/DQ models run: 'auto' (TensorRT when its module is present, else
+        ONNX Runtime), 'onnxruntime' or 'tensorrt'. The FP32 reference runs in ONNX Runtime.
     per_layer : also measure the SQNR of every quantized activation.
     out_dir : write comparison.csv/.json, layers.csv, one JSON table per method, the
         recommended Q/DQ model and the plots (with ``plots``) there.
@@ -322,15 +324,8 @@ def compare(
     evalset = ev.EvalSet(data if on_cal else eval_data, reference.specs, bs, max_samples=eval_samples,
                          preprocess=preprocess, input_name=input_name)
     backend = ev.resolve_backend(evaluate)
-    try:
-        stats = {label: _Streams(qm, dq[label], backend) for label, qm in qmodels.items()}
-    except Exception as exc:  # noqa: BLE001 - 'auto' falls back; an explicit choice fails loudly
-        if evaluate != "auto" or backend == "onnxruntime":
-            raise
-        notes.append(f"TensorRT could not run the Q/DQ models ({exc}); evaluated in ONNX Runtime instead")
-        backend = "onnxruntime"
-        stats = {label: _Streams(qm, dq[label], backend) for label, qm in qmodels.items()}
-    notes.append(f"Q/DQ models evaluated in {'TensorRT' if backend == 'tensorrt' else 'ONNX Runtime'}")
+    notes.append(ev.backend_note(backend))
+    stats = {label: _Streams(qm, dq[label], backend) for label, qm in qmodels.items()}
     bar = _bar(progress, evalset, "evaluating")
     for i, inputs in evalset:
         ref = reference.run(i, inputs, with_tensors=bool(layer_names))

@@ -40,6 +40,12 @@ def resolve_backend(backend: str) -> str:
     return "tensorrt" if has("tensorrt") and (has("torch") or has("cupy")) else "onnxruntime"
 
 
+def backend_note(backend: str) -> str:
+    """The line compare/analyze add to their notes. A TensorRT failure is not hidden by a
+    fallback: it raises, and ``evaluate="onnxruntime"`` runs the models in ONNX Runtime."""
+    return f"Q/DQ models evaluated in {'TensorRT' if backend == 'tensorrt' else 'ONNX Runtime'}"
+
+
 def session(model: Any, threads: int = 0, backend: str = "onnxruntime"):
     """A session with ``run(names, feeds)``: ONNX Runtime with graph optimisations off (CUDA
     provider when present), or with ``backend="tensorrt"`` a TensorRT engine of the model

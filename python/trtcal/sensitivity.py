@@ -214,14 +214,14 @@ def analyze(
         notes.append("evaluated on the calibration data (pass eval_data / --eval-data for held-out samples)")
     evalset = ev.EvalSet(data if eval_data is None else eval_data, reference.specs, bs, max_samples=eval_samples,
                          preprocess=preprocess, input_name=input_name)
-    backend = {"name": ev.resolve_backend(evaluate)}
+    backend = ev.resolve_backend(evaluate)
+    notes.append(ev.backend_note(backend))
     cache_path = _cache_path(cache, out_dir)
     store = _Cache(cache_path, {"model": digest, "eval": evalset.digest, "format": CACHE_FORMAT,
-                                "backend": backend["name"]})
+                                "backend": backend})
     counter = {"measured": 0, "cached": 0}
 
     def measure(enabled: Sequence[str], tbl: Mapping[str, float]) -> float:
-        nonlocal store
         used = sorted({t for n in enabled for t in layer_tensors[n]})
         key = hashlib.sha256(json.dumps([sorted(enabled), [(t, repr(float(tbl[t]))) for t in used]])
                              .encode()).hexdigest()[:32]
@@ -229,16 +229,7 @@ def analyze(
         if hit is None:
             exclude = [n for n in layer_names if n not in set(enabled)]
             qm = quantize(proto, {t: tbl[t] for t in used}, exclude_nodes=exclude, missing="skip")
-            try:
-                outs, _ = ev.measure(qm, reference, evalset, backend=backend["name"])
-            except Exception as exc:  # noqa: BLE001 - 'auto' falls back once; explicit choices fail loudly
-                if evaluate != "auto" or backend["name"] == "onnxruntime" or counter["measured"]:
-                    raise
-                notes.append(f"TensorRT could not run the Q/DQ models ({exc}); evaluated in ONNX Runtime instead")
-                backend["name"] = "onnxruntime"
-                store = _Cache(cache_path, {"model": digest, "eval": evalset.digest, "format": CACHE_FORMAT,
-                                            "backend": "onnxruntime"})
-                outs, _ = ev.measure(qm, reference, evalset, backend="onnxruntime")
+            outs, _ = ev.measure(qm, reference, evalset, backend=backend)
             hit = {o: s.state() for o, s in outs.items()}
             store.put(key, hit)
             counter["measured"] += 1

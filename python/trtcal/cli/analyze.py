@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ._common import add_evaluation_arguments
+
 
 def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser(
@@ -30,15 +32,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--out-qdq", help="the Q/DQ model (default <out-dir>/<model>.analyzed.qdq.onnx)")
     p.add_argument("--no-cache", action="store_true", help="measure everything again")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--runner", default="auto", choices=["auto", "onnxruntime", "tensorrt"],
-                   help="runner of the statistics pass")
-    p.add_argument("--evaluate", default="auto", choices=["auto", "onnxruntime", "tensorrt"],
-                   help="where the Q/DQ models run (auto: TensorRT when its module is present, else ONNX Runtime; "
-                        "the FP32 reference always runs in ONNX Runtime)")
-    p.add_argument("--input-name", help="model input the images feed (models with several inputs)")
-    p.add_argument("--preprocess", help="image preprocessing as JSON or a JSON file (see trtcal calibrate)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no messages")
+    add_evaluation_arguments(p)
     p.set_defaults(func=run)
 
 

@@ -44,7 +44,8 @@ class TensorRTSession:
         parser = trt.OnnxParser(network, self._logger)
         if not parser.parse(bytes(self._bytes)):
             errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise RuntimeError(f"trtcal: TensorRT could not parse the model: {errs}")
+            raise RuntimeError(f"trtcal: TensorRT could not parse the model: {errs} "
+                               "(evaluate='onnxruntime' runs it in ONNX Runtime instead)")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self._workspace)
         profile = None
@@ -60,7 +61,8 @@ class TensorRTSession:
             config.add_optimization_profile(profile)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
-            raise RuntimeError("trtcal: TensorRT failed to build the engine of the quantized model")
+            raise RuntimeError("trtcal: TensorRT failed to build the engine of the quantized model "
+                               "(evaluate='onnxruntime' runs it in ONNX Runtime instead)")
         engine = self._runtime.deserialize_cuda_engine(plan)
         return engine, engine.create_execution_context()
 
