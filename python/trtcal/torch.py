@@ -143,14 +143,9 @@ class TorchCollector:
     def _add(self, base: str, out: Any) -> None:
         tensors = _tensors(out)
         for i, t in enumerate(tensors):
-            if t.dtype not in self._floats or t.numel() == 0:
-                continue
             name = base if len(tensors) == 1 else f"{base}:{i}"
-            t = t.detach()  # shares the storage and the version counter
-            if not t.is_contiguous() and not _dense(t):
-                t = t.contiguous()  # a device copy, never a host one
-            if not t.is_cuda:
-                self.stats.add({name: t})
+            t = self._checked(name, t)
+            if t is None:
                 continue
             if self._learning or name in self._inplace:
                 # read now, before a later in-place op (ReLU(inplace=True), out += identity)
@@ -168,13 +163,14 @@ class TorchCollector:
             if self._pending_bytes >= self.flush_bytes:
                 self.flush()
 
-    def _late(self, name: str, t: Any) -> Any:
-        """Checks of :meth:`_add` for a held tensor; returns it (maybe a dense copy) or None."""
+    def _checked(self, name: str, t: Any) -> Any:
+        """A CUDA float tensor to read (maybe a dense device copy), or None: skipped (not float,
+        empty) or already added (a host tensor goes to the CPU statistics here)."""
         if t.dtype not in self._floats or t.numel() == 0:
             return None
-        t = t.detach()
+        t = t.detach()  # shares the storage and the version counter
         if not t.is_contiguous() and not _dense(t):
-            t = t.contiguous()
+            t = t.contiguous()  # a device copy, never a host one
         if not t.is_cuda:
             self.stats.add({name: t})
             return None
@@ -208,7 +204,7 @@ class TorchCollector:
             if not (t.is_cuda and t.dtype in codes and t.is_contiguous()):
                 # a fast-path tensor that changed kind since the first forward (dtype, device,
                 # layout): the full checks; its values are unchanged (version checked above)
-                t = self._late(n, t)
+                t = self._checked(n, t)
                 if t is None:
                     continue
             elif t.numel() == 0:
