@@ -16,8 +16,7 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-import onnx  # noqa: E402
-from onnx import TensorProto, helper  # noqa: E402
+from nan_model import write_log_relu_model  # noqa: E402
 
 import trtcal  # noqa: E402
 from trtcal import distributed as D  # noqa: E402
@@ -37,17 +36,6 @@ pytestmark = pytest.mark.skipif(not HAVE_TORCH, reason="needs PyTorch with torch
 QUIET = dict(progress=False, log=lambda s: None)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHOD = "all" if hasattr(trtcal, "compute_amax") else "minmax"
-
-
-def _log_model(path: str) -> str:
-    """y = Relu(Log(x)): a negative input gives NaN in 'l', i.e. a bad sample."""
-    g = helper.make_graph([helper.make_node("Log", ["x"], ["l"]), helper.make_node("Relu", ["l"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, path)
-    return path
 
 
 def _outputs(d: str, tag: str):
@@ -99,7 +87,7 @@ def spawned(tmp_path_factory):
     d = tmp_path_factory.mktemp("distcal")
     rng = np.random.default_rng(int(np.random.SeedSequence().entropy % (2**32)))
     build_model(str(d / "cnn.onnx"), seed=3, size=12, width=6)
-    _log_model(str(d / "log.onnx"))
+    write_log_relu_model(str(d / "log.onnx"))
     for case, n in (("uneven", 37), ("one_batch", 5)):
         x = rng.standard_t(3, size=(n, 3, 12, 12)).astype(np.float32)
         x.reshape(-1)[rng.integers(0, x.size, size=3)] *= 40

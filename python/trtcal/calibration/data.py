@@ -289,13 +289,6 @@ class NpyRows:
         return np.frombuffer(buf, dtype=self.dtype).reshape(self.shape[1:])
 
 
-def _npy_rows(path: str) -> NpyRows:
-    try:
-        return NpyRows(path)
-    except ValueError as exc:
-        raise OSError(str(exc)) from None
-
-
 def _single_name(specs: Sequence[InputSpec], what: str) -> str:
     if len(specs) != 1:
         names = ", ".join(s.name for s in specs)
@@ -444,7 +437,7 @@ class ArrayFiles(Source):
                 if len(self.specs) == 1 and len(arrays) == 1 and self.specs[0].name not in arrays:
                     arrays = {self.specs[0].name: next(iter(arrays.values()))}
             else:
-                arrays = {_single_name(self.specs, f".npy file {rel}"): _npy_rows(f)}
+                arrays = {_single_name(self.specs, f".npy file {rel}"): NpyRows(f)}
         except (OSError, ValueError, EOFError) as exc:
             raise BadSampleError(rel, f"cannot read array file: {exc}") from None
         try:
