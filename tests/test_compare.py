@@ -180,3 +180,16 @@ def test_compare_in_tensorrt_ranks_like_measured(tmp_path, rng):
     assert [m.label for m in res.ranked] == ["clip", "minmax"]
     assert res["clip"].summary["sqnr_db"] > res["minmax"].summary["sqnr_db"] + 10
     assert all(m.layers for m in res.ranked)  # per-layer SQNR from the engine's exposed tensors
+
+
+def test_cli_names_missing_tensorrt_without_a_traceback(tmp_path, rng, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    om.build(rng, tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", om.data(rng, 8))
+    rc = main(["compare", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--methods", "minmax",
+               "--evaluate", "tensorrt", "-q", "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "trtcal: error:" in err and "tensorrt Python module" in err and "Traceback" not in err
