@@ -177,7 +177,11 @@ def test_conv_model_placement_scales_and_accuracy(rng):
         assert np.all(zp == 0) and zp.dtype == np.int8
     assert conv1.input[2] == "b1"  # bias stays float
     _assert_close(q, m, x)
-    fresh = _data(rng, m, 8)  # held-out data from the same distribution (may exceed the ranges)
+    # held-out data from the same distribution (may exceed the ranges). 256 samples, not 8: with
+    # Student-t(5) inputs one clipped extreme dominated the error of 8 samples and crossed the bound
+    # in 0.25% of seeds (seed 4210463823: an input of 37 against a range of 10.7); over 2000 seeds
+    # the error of 256 samples stays <= 0.19
+    fresh = _data(rng, m, 256)
     assert _rms_err(_run(q, fresh)["y"], _run(m, fresh)["y"]) < 0.25
     # the scales matter: ranges 20x too wide give a much worse model
     wide = CalibrationTable({k: v * 20 for k, v in table.items()})
