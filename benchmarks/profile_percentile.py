@@ -16,6 +16,8 @@ from timing import time_cuda  # noqa: E402
 import trtcal  # noqa: E402
 from trtcal.percentile import lerp, virtual_index  # noqa: E402
 
+mod = sys.modules["trtcal.percentile"]
+
 
 def cases(n: int):
     g = cp.random.default_rng(0)
@@ -31,9 +33,34 @@ def cases(n: int):
     yield "normal + every 2048th x100", p
 
 
+def breakdown(x) -> None:
+    """Where the time of one bracketed call goes: the sample + partition call alone (host
+    wall time: it waits), a one-pass reference (amax), and the whole percentile."""
+    import time
+
+    from trtcal._backend import require_cuda
+
+    ext = require_cuda("profile")
+    stream = cp.cuda.get_current_stream().ptr
+    dev = x.device.id
+    for t in (0.9999, 0.999, 0.5):
+        walls = []
+        for _ in range(10):
+            cp.cuda.runtime.deviceSynchronize()
+            t0 = time.perf_counter()
+            r = int(t * (x.size - 1))
+            got = ext.select_bracket(x.data.ptr, 0, x.size, True, mod._SAMPLE_RUNS, t, min(1.0, t + 1e-8),
+                                     mod._SAMPLE_SIGMAS, max(1 << 20, x.size >> 4), [r, r + 1], stream, dev)
+            walls.append((time.perf_counter() - t0) * 1e3)
+        print(f"select_bracket t={t}: {sorted(walls)[5]:.3f} ms wall; below/equal/inside/nan {got[:4]}, "
+              f"(status, key) {got[7]}")
+    print(f"trtcal.amax (one pass): {time_cuda(lambda: trtcal.amax(x), warmup=2, iters=10):.3f} ms")
+
+
 def main() -> None:
     n = 1 << (int(sys.argv[1]) if len(sys.argv) > 1 else 28)
     print(f"n = {n}")
+    breakdown(cp.random.default_rng(0).standard_normal(n, dtype=cp.float32))
     for label, x in cases(n):
         s = cp.sort(cp.abs(x.astype(cp.float32)))
         for q in (99.99, 99.9, 99.999, 50.0):

@@ -1,7 +1,9 @@
 // Range search (entropy / percentile / MSE over many histograms) and exact percentile.
 #include <pybind11/numpy.h>
+#include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -221,15 +223,54 @@ class RangeSearchPlan {
   double* d_curve_ = nullptr;
 };
 
-// Per-thread, per-device scratch of the select passes (a histogram of <= 2^12 counts, or one
-// count): reused across calls, so an exact percentile does not pay a cudaMalloc/cudaFree pair
-// (cudaFree waits for the device) in each of its passes. Never freed: it may outlive the
-// CUDA runtime at process exit.
-unsigned long long* select_scratch(int device) {
-  thread_local std::vector<DeviceBuffer*> cache;
-  if ((int)cache.size() <= device) cache.resize(device + 1, nullptr);
-  if (!cache[device]) cache[device] = new DeviceBuffer(sizeof(unsigned long long) << 12, device);
-  return static_cast<unsigned long long*>(cache[device]->data());
+// Per-thread, per-device scratch of the select passes, reused across calls so an exact
+// percentile pays no cudaMalloc/cudaFree pair (cudaFree waits for the device) per pass:
+// a histogram of <= 2^12 counts, the 2^16-bucket sample histogram, the partition's 4 counts
+// and 2 bounds, and the compaction buffer (grown on demand, kept; at most n/16 keys of the
+// largest array selected on the thread). Never freed: it may outlive the CUDA runtime at
+// process exit. Every call that uses it waits for its stream before returning.
+struct SelectScratch {
+  static constexpr size_t kHist = sizeof(unsigned long long) << 12;
+  static constexpr size_t kHist16 = sizeof(unsigned int) << 16;
+  static constexpr size_t kCounts = 4 * sizeof(unsigned long long);
+  static constexpr size_t kBounds = 4 * sizeof(uint32_t);  // 2 used; 16 bytes keep what follows aligned
+  static constexpr int kMaxRanks = 64;
+  static constexpr size_t kRanks = kMaxRanks * sizeof(SelectRank);
+  static constexpr size_t kResolveHist = sizeof(unsigned long long) * 4096 * kSelectMaxRanks;
+  static constexpr size_t kSmall = kHist + kHist16 + kCounts + kBounds + kRanks + kResolveHist;
+  DeviceBuffer* small = nullptr;
+  DeviceBuffer* keys = nullptr;
+
+  char* at(size_t offset) const { return static_cast<char*>(small->data()) + offset; }
+  unsigned long long* hist() const { return reinterpret_cast<unsigned long long*>(at(0)); }
+  unsigned int* hist16() const { return reinterpret_cast<unsigned int*>(at(kHist)); }
+  unsigned long long* counts() const { return reinterpret_cast<unsigned long long*>(at(kHist + kHist16)); }
+  uint32_t* bounds() const { return reinterpret_cast<uint32_t*>(at(kHist + kHist16 + kCounts)); }
+  SelectRank* ranks() const { return reinterpret_cast<SelectRank*>(at(kHist + kHist16 + kCounts + kBounds)); }
+  unsigned long long* resolve_hist() const {
+    return reinterpret_cast<unsigned long long*>(at(kHist + kHist16 + kCounts + kBounds + kRanks));
+  }
+  uint32_t* key_buffer(size_t count, int device) {
+    const size_t nbytes = std::max<size_t>(count, 1) * sizeof(uint32_t);
+    if (!keys || keys->nbytes() < nbytes) {
+      delete keys;
+      keys = nullptr;
+      keys = new DeviceBuffer(nbytes, device);
+    }
+    return static_cast<uint32_t*>(keys->data());
+  }
+};
+
+SelectScratch& select_scratch(int device) {
+  thread_local std::vector<SelectScratch> cache;
+  if ((int)cache.size() <= device) cache.resize(device + 1);
+  SelectScratch& s = cache[device];
+  if (!s.small) {
+    s.small = new DeviceBuffer(SelectScratch::kSmall, device);
+    TRTCAL_CHECK_CUDA(cudaMemset(s.small->data(), 0, SelectScratch::kSmall));  // select_resolve keeps its part zeroed
+    TRTCAL_CHECK_CUDA(cudaDeviceSynchronize());
+  }
+  return s;
 }
 
 }  // namespace
@@ -262,7 +303,7 @@ void init_range_search_bindings(py::module_& m) {
     {
       py::gil_scoped_release nogil;
       DeviceGuard g(device);
-      auto* h = select_scratch(device);
+      auto* h = select_scratch(device).hist();
       const size_t nbytes = sizeof(unsigned long long) << bits;
       cudaStream_t s = as_stream(stream);
       TRTCAL_CHECK_CUDA(cudaMemsetAsync(h, 0, nbytes, s));
@@ -282,7 +323,7 @@ void init_range_search_bindings(py::module_& m) {
     {
       py::gil_scoped_release nogil;
       DeviceGuard g(device);
-      auto* c = select_scratch(device);
+      auto* c = select_scratch(device).counts();
       cudaStream_t s = as_stream(stream);
       TRTCAL_CHECK_CUDA(cudaMemsetAsync(c, 0, sizeof(count), s));
       TRTCAL_CHECK_CUDA(select_compact(as_ptr<const void>(x), t, as_ptr<const uint32_t>(keys), n, use_abs, lo, hi,
@@ -293,6 +334,65 @@ void init_range_search_bindings(py::module_& m) {
     return count;
   }, py::arg("x"), py::arg("dtype"), py::arg("keys"), py::arg("n"), py::arg("abs"), py::arg("lo"), py::arg("hi"),
      py::arg("out"), py::arg("stream"), py::arg("device"));
+
+  // Bracketed selection (select.h): sample, bounds around the fractions [t_lo, t_hi] of
+  // the non-NaN values with a margin of `sigmas`, one partition pass into the thread's
+  // compaction buffer (`capacity` keys), then the wanted `ranks` (ascending, among all keys
+  // assuming no NaN) resolved on the device. One wait for the stream at the end. Returns
+  // (below, equal_lo, inside, nan, lo, hi, keys_ptr, [(status, key) per rank]): `inside`
+  // keys in (lo, hi], the first min(inside, capacity) at keys_ptr (valid until the next call
+  // on this thread and device); status 0: key found, 1: rank outside the bracket.
+  m.def("select_bracket", [](uintptr_t x, int dtype, size_t n, bool use_abs, int runs, double t_lo, double t_hi,
+                             double sigmas, size_t capacity, std::vector<unsigned long long> ranks,
+                             uintptr_t stream, int device) {
+    const DType t = as_float_dtype(dtype);
+    TRTCAL_CHECK_ARG(runs >= 1 && n >= (size_t)runs * kSelectSampleRun,
+                     "trtcal: select_bracket needs n >= 8 * runs");
+    TRTCAL_CHECK_ARG(ranks.size() <= (size_t)SelectScratch::kMaxRanks, "trtcal: select_bracket takes <= 64 ranks");
+    unsigned long long counts[4] = {0, 0, 0, 0};
+    uint32_t bounds[2] = {0, 0};
+    std::vector<SelectRank> resolved(ranks.size());
+    uintptr_t keys_ptr = 0;
+    {
+      py::gil_scoped_release nogil;
+      DeviceGuard g(device);
+      SelectScratch& sc = select_scratch(device);
+      uint32_t* keys = sc.key_buffer(capacity, device);
+      keys_ptr = reinterpret_cast<uintptr_t>(keys);
+      cudaStream_t s = as_stream(stream);
+      // hist16 and counts are adjacent: one memset
+      TRTCAL_CHECK_CUDA(cudaMemsetAsync(sc.hist16(), 0, SelectScratch::kHist16 + SelectScratch::kCounts, s));
+      TRTCAL_CHECK_CUDA(select_sample_histogram(as_ptr<const void>(x), t, n, use_abs, runs, sc.hist16(), s));
+      TRTCAL_CHECK_CUDA(select_sample_bounds(sc.hist16(), t_lo, t_hi, sigmas, kSelectSampleRun, sc.bounds(), s));
+      TRTCAL_CHECK_CUDA(select_partition(as_ptr<const void>(x), t, n, use_abs, sc.bounds(), keys, capacity,
+                                         sc.counts(), s));
+      for (size_t i = 0; i < ranks.size(); ++i) resolved[i] = SelectRank{ranks[i], 0, 0, 0, 0};
+      if (!ranks.empty()) {
+        TRTCAL_CHECK_CUDA(cudaMemcpyAsync(sc.ranks(), resolved.data(), resolved.size() * sizeof(SelectRank),
+                                          cudaMemcpyHostToDevice, s));
+        for (size_t i = 0; i < ranks.size(); i += kSelectMaxRanks) {
+          const int count = (int)std::min<size_t>(kSelectMaxRanks, ranks.size() - i);
+          TRTCAL_CHECK_CUDA(select_resolve(sc.counts(), sc.bounds(), keys, capacity, sc.ranks() + i, count,
+                                           sc.resolve_hist(), s));
+        }
+      }
+      // counts, bounds and ranks are adjacent: one copy
+      std::vector<unsigned char> host(SelectScratch::kCounts + SelectScratch::kBounds +
+                                      ranks.size() * sizeof(SelectRank));
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(host.data(), sc.counts(), host.size(), cudaMemcpyDeviceToHost, s));
+      TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+      std::memcpy(counts, host.data(), sizeof(counts));
+      std::memcpy(bounds, host.data() + SelectScratch::kCounts, sizeof(bounds));
+      if (!ranks.empty())
+        std::memcpy(resolved.data(), host.data() + SelectScratch::kCounts + SelectScratch::kBounds,
+                    resolved.size() * sizeof(SelectRank));
+    }
+    py::list keys_out;
+    for (const SelectRank& r : resolved) keys_out.append(py::make_tuple(r.status, r.key));
+    return py::make_tuple(counts[0], counts[1], counts[2], counts[3], bounds[0], bounds[1], keys_ptr, keys_out);
+  }, py::arg("x"), py::arg("dtype"), py::arg("n"), py::arg("abs"), py::arg("runs"), py::arg("t_lo"),
+     py::arg("t_hi"), py::arg("sigmas"), py::arg("capacity"), py::arg("ranks"), py::arg("stream"),
+     py::arg("device"));
 }
 
 }  // namespace trtcal

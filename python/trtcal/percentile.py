@@ -1,17 +1,22 @@
 """Exact percentile of one array of any size: :func:`percentile`.
 
-Device arrays use a radix select on order-preserving 32-bit keys (csrc/kernels/select.cu):
-one histogram pass of the top 12 key bits over the whole array, one pass that compacts the
-keys of the chosen bucket(s), then histogram passes over that (usually tiny) buffer for the
-remaining bits. The result is the exact order statistic(s), interpolated exactly as
-``numpy.percentile`` does in float64. Host arrays use ``numpy.percentile`` in float64.
-``torch.quantile`` refuses inputs above 2^24 elements; this has no size limit.
+Device arrays use a radix select on order-preserving 32-bit keys (csrc/kernels/select.cu).
+Large arrays (>= 2^22 values) are read ONCE: a sample of 2^19 keys (2^16 runs of 8 at hashed
+offsets) gives, on the device, a key interval that holds the wanted ranks with near
+certainty (a 6-sigma margin on the sample ranks); one pass counts the keys below the interval
+and compacts the keys inside it; the host then checks that the wanted ranks did fall inside
+and resolves them on that small buffer. When they did not (adversarial data, many NaNs, a
+buffer overflow), or for small arrays, the two-pass select runs: one histogram pass of the
+top 12 key bits, one pass that compacts the keys of the chosen bucket(s). Either way the
+result is the exact order statistic(s), interpolated exactly as ``numpy.percentile`` does in
+float64. Host arrays use ``numpy.percentile`` in float64. ``torch.quantile`` refuses inputs
+above 2^24 elements; this has no size limit.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, List, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -20,6 +25,14 @@ from ._backend import require_cuda
 
 _INTERPOLATIONS = ("linear", "lower", "higher", "nearest", "midpoint")
 _TOP_SHIFT = 20  # pass 1: key bits 31..20 (12 bits)
+_BRACKET_MIN_N = 1 << 22  # smaller arrays take the two-pass select
+_SAMPLE_RUNS = 1 << 16  # sample: this many runs of 8 consecutive values (kSelectSampleRun)
+_SAMPLE_SIGMAS = 6.0  # margin on the sample ranks, in standard deviations (select.h)
+_GROUP_SPAN = 0.01  # wanted ranks within this fraction of n share one bracketed pass
+_CAPACITY_SHIFT = 4  # the compaction buffer holds max(_MIN_CAPACITY, n >> 4) keys
+_MIN_CAPACITY = 1 << 20
+# how many times each path ran (tests look at it)
+_path_counts = {"bracketed": 0, "two_pass": 0}
 
 
 def percentile(
@@ -134,40 +147,137 @@ class _Selector:
 
     def _select_in(self, keys_ptr: int, m: int, k: int) -> int:
         """Key of rank k among the m keys at keys_ptr: 12 + 12 + 8 bits."""
-        prefix, prefix_shift = 0, 32
-        for shift, bits in ((20, 12), (8, 12), (0, 8)):
-            h = np.asarray(self.ext.select_histogram(0, 0, keys_ptr, m, self.abs, shift, bits, prefix_shift, prefix,
-                                                     self.stream, self.dev), dtype=np.int64)
-            cum = np.cumsum(h)
-            b = int(np.searchsorted(cum, k, side="right"))
-            k -= int(cum[b - 1]) if b > 0 else 0
-            prefix = (prefix << bits) | b if prefix_shift < 32 else b
-            prefix_shift = shift
-        return prefix
+        return select_in(self.ext, keys_ptr, m, k, self.abs, self.stream, self.dev)[0]
+
+
+def select_in(ext, keys_ptr: int, m: int, k: int, use_abs: bool, stream: int, dev: int,
+              want_next: bool = False) -> Tuple[int, Optional[int]]:
+    """Key of rank k among the m keys at keys_ptr (12 + 12 + 8 bits, one histogram pass each)
+    and, with ``want_next``, the key of rank k + 1 when the last pass already shows it
+    (else None)."""
+    prefix, prefix_shift = 0, 32
+    h = cum = None
+    for shift, bits in ((20, 12), (8, 12), (0, 8)):
+        h = np.asarray(ext.select_histogram(0, 0, keys_ptr, m, use_abs, shift, bits, prefix_shift, prefix,
+                                            stream, dev), dtype=np.int64)
+        cum = np.cumsum(h)
+        b = int(np.searchsorted(cum, k, side="right"))
+        k -= int(cum[b - 1]) if b > 0 else 0
+        prefix = (prefix << bits) | b if prefix_shift < 32 else b
+        prefix_shift = shift
+    nxt = None
+    if want_next:
+        b = prefix & 0xFF
+        if k + 1 < int(h[b]):
+            nxt = prefix
+        else:
+            above = np.flatnonzero(h[b + 1:])
+            if above.size:
+                nxt = (prefix & ~0xFF) | (b + 1 + int(above[0]))
+    return prefix, nxt
+
+
+def _ranks(n: int, q: float, interpolation: str) -> Tuple[List[int], Callable[[List[float]], float]]:
+    """The 0-based ranks (ascending) that percentile q of n values needs, and how to combine
+    their values, as numpy.percentile does."""
+    vi = virtual_index(n, float(q))
+    lo = int(math.floor(vi))
+    if interpolation == "lower":
+        return [lo], lambda v: v[0]
+    if interpolation == "higher":
+        return [int(math.ceil(vi))], lambda v: v[0]
+    if interpolation == "nearest":
+        return [int(np.around(vi))], lambda v: v[0]
+    g = vi - lo
+    if interpolation == "midpoint":
+        g = 0.0 if g == 0 else 0.5
+    hi = min(lo + 1, n - 1)
+    return [lo, hi], lambda v: lerp(v[0], v[1], g)
+
+
+def _bracketed(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinite: str,
+               name: str) -> List[Optional[float]]:
+    """Percentiles by one bracketed pass per group of nearby ranks; None where the wanted
+    ranks fell outside the bracket (the caller runs the two-pass select for those)."""
+    ext = require_cuda("an exact percentile of a device array")
+    size = view.size
+    capacity = min(size, max(_MIN_CAPACITY, size >> _CAPACITY_SHIFT))
+    first = [(_ranks(size, q, interpolation)[0], i) for i, q in enumerate(qs)]  # ranks if there is no NaN
+    first.sort()
+    groups: List[List[int]] = []
+    start = -1
+    for ranks, i in first:
+        if groups and max(ranks) - start <= _GROUP_SPAN * size and len(groups[-1]) < 32:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+            start = min(ranks)
+    out: List[Optional[float]] = [None] * len(qs)
+    for group in groups:
+        plans = [(i,) + _ranks(size, qs[i], interpolation) for i in group]
+        wanted = sorted({r for _, ranks, _ in plans for r in ranks})
+        t_lo, t_hi = wanted[0] / size, min(1.0, (wanted[-1] + 1) / size)
+        below, equal, inside, nan, lo, _hi, keys_ptr, found = ext.select_bracket(
+            view.ptr, view.dtype_code, size, use_abs, _SAMPLE_RUNS, t_lo, t_hi, _SAMPLE_SIGMAS, capacity, wanted,
+            view.stream, view.device)
+        _path_counts["bracketed"] += 1
+        _check_nan(nan, nonfinite, name)
+        n = size - nan
+        if n <= 0:
+            raise ValueError(f"trtcal: tensor '{name}' has only NaN values")
+        if nan == 0:  # the ranks asked for are the ranks wanted: resolved on the device
+            key_of = {r: (k if status == 0 else None) for r, (status, k) in zip(wanted, found)}
+            for i, ranks, combine in plans:
+                keys = [key_of[r] for r in ranks]
+                if all(k is not None for k in keys):
+                    out[i] = combine([key_to_float(k, use_abs) for k in keys])
+            continue
+        # NaNs dropped: the ranks among the n non-NaN keys differ from those asked for;
+        # resolve them on the compacted buffer from the host
+        stored = inside if inside <= capacity else -1  # -1: the buffer overflowed
+
+        def key_at(r: int, want_next: bool) -> Tuple[Optional[int], Optional[int]]:
+            if r < below:
+                return None, None
+            if r < below + equal:
+                return lo, (lo if r + 1 < below + equal else None)
+            j = r - below - equal
+            if j >= stored:
+                return None, None
+            return select_in(ext, keys_ptr, stored, j, use_abs, view.stream, view.device, want_next)
+
+        for i in group:
+            ranks, combine = _ranks(n, qs[i], interpolation)
+            keys: List[Optional[int]] = []
+            nxt: Optional[int] = None
+            for j, r in enumerate(ranks):
+                if j == 1 and r == ranks[0]:
+                    keys.append(keys[0])  # the top rank: lo == hi
+                elif j == 1 and nxt is not None:
+                    keys.append(nxt)  # rank + 1, seen by the last select pass
+                else:
+                    k, nxt = key_at(r, want_next=len(ranks) > 1)
+                    keys.append(k)
+            if all(k is not None for k in keys):
+                out[i] = combine([key_to_float(k, use_abs) for k in keys])
+    return out
 
 
 def _device_percentiles(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinite: str,
                         name: str) -> np.ndarray:
+    out: List[Optional[float]] = [None] * len(qs)
+    if view.size >= _BRACKET_MIN_N:
+        out = _bracketed(view, qs, use_abs, interpolation, nonfinite, name)
+    if all(v is not None for v in out):
+        return np.asarray(out, dtype=np.float64)
     sel = _Selector(view, use_abs)
+    _path_counts["two_pass"] += 1
     _check_nan(sel.nan, nonfinite, name)
     n = view.size - sel.nan
     if n <= 0:
         raise ValueError(f"trtcal: tensor '{name}' has only NaN values")
-    out = []
-    for q in qs:
-        vi = virtual_index(n, float(q))
-        lo = int(math.floor(vi))
-        hi = min(lo + 1, n - 1)
-        g = vi - lo
-        if interpolation == "lower":
-            out.append(sel.values([lo])[0])
-        elif interpolation == "higher":
-            out.append(sel.values([int(math.ceil(vi))])[0])
-        elif interpolation == "nearest":
-            out.append(sel.values([int(np.around(vi))])[0])
-        else:
-            if interpolation == "midpoint":
-                g = 0.0 if g == 0 else 0.5
-            a, b = sel.values([lo, hi]) if hi != lo else sel.values([lo]) * 2
-            out.append(lerp(a, b, g))
-    return np.asarray(out)
+    for i, q in enumerate(qs):
+        if out[i] is None:
+            ranks, combine = _ranks(n, q, interpolation)
+            out[i] = combine(sel.values(ranks))
+    return np.asarray(out, dtype=np.float64)
