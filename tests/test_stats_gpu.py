@@ -84,6 +84,36 @@ def test_growth_many_doublings_and_zero_batches(rng):
         assert_same_state(g.state_dict(), ref_state(batches, 2048, signed))
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16bit_word_path_boundaries(rng, dtype):
+    # float16 / bfloat16 |x| updates with a known range fold two values per 32-bit word; the
+    # rare values (at/above the range, non-finite) of either half take the per-value fold.
+    torch = pytest.importorskip("torch")
+    tdt = getattr(torch, dtype)
+    info = torch.finfo(tdt)
+    exps = [-20, -14, -8, -1, 0, 3, 11, 15] + ([16, 40, 120] if dtype == "bfloat16" else [])
+    for e in exps:
+        scale = 2.0 ** e
+        base = rng.standard_normal(4099) * scale / 8
+        base[0] = scale * 0.75  # sets the range to 2^e
+        tiny = np.array([info.tiny, info.tiny / 4, info.smallest_normal / 2 ** 3, 0.0, -0.0])
+        below = np.nextafter(np.float32(min(scale, float(info.max))), np.float32(0))
+        mixed = np.concatenate([rng.standard_normal(3001) * scale / 4, tiny, [below, -below]])
+        mixed = np.clip(mixed, -float(info.max), float(info.max))
+        grow = mixed.copy()
+        grow[rng.choice(grow.size, 7, replace=False)] = scale * rng.choice([1.0, 1.5, 2.0, 3.99], 7)
+        bad = mixed.copy()
+        bad[[5, 6, 100, 101, 102]] = [np.nan, np.inf, -np.inf, np.nan, scale / 2]
+        batches = [torch.tensor(b, dtype=torch.float64).to(tdt).cuda() for b in (base, mixed, grow, bad)]
+        batches += [batches[1][1:], batches[2][3:-1], batches[3][7:-5]]  # unaligned heads and tails
+        g = trtcal.HistogramCollector(device="cuda", name=f"{dtype} 2^{e}")
+        host = []
+        for b in batches:
+            g.update(b)  # non-finite values are counted, never binned
+            host.append(b.float().cpu().numpy())
+        assert_same_state(g.state_dict(), ref_state(host))
+
+
 def test_denormals_and_extremes(rng):
     tiny = (rng.standard_normal(10001) * 1e-41).astype(np.float32)  # subnormal float32
     huge = np.array([3.0e38, -3.3e38, 1.0], np.float32)

@@ -80,6 +80,46 @@ __device__ __forceinline__ void for_each_value(const T* __restrict__ x, size_t n
                             (size_t)gridDim.x * blockDim.x);
 }
 
+// As for_each_value, for 16-bit T, with the 16-byte body handed over as 32-bit words (two
+// values each, element 2i in the low half): f.word(uint32_t) for the body, f(float) for the
+// unaligned head and the tail. Lets a fold work on both values of a word at once.
+template <typename T, int UNROLL, typename F>
+__device__ __forceinline__ void for_each_word(const T* __restrict__ x, size_t n, F& f, size_t tid,
+                                              size_t nthreads) {
+  static_assert(sizeof(T) == 2, "for_each_word is for 16-bit types");
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(x);
+  size_t head = ((16 - (addr & 15)) & 15) / sizeof(T);
+  if (head > n) head = n;
+  if (tid < head) f(to_float(x[tid]));
+
+  const T* body = x + head;
+  const size_t nvec = (n - head) / 8;
+  const uint4* vbody = reinterpret_cast<const uint4*>(body);
+
+  size_t i = tid;
+  for (; i + (UNROLL - 1) * nthreads < nvec; i += UNROLL * nthreads) {
+    uint4 v[UNROLL];
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) v[u] = __ldcs(vbody + i + u * nthreads);
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      f.word(v[u].x);
+      f.word(v[u].y);
+      f.word(v[u].z);
+      f.word(v[u].w);
+    }
+  }
+  for (; i < nvec; i += nthreads) {
+    const uint4 v = __ldcs(vbody + i);
+    f.word(v.x);
+    f.word(v.y);
+    f.word(v.z);
+    f.word(v.w);
+  }
+  const size_t tail_start = head + nvec * 8;
+  for (size_t j = tail_start + tid; j < n; j += nthreads) f(to_float(x[j]));
+}
+
 template <typename V, typename Op>
 __device__ __forceinline__ V warp_reduce(V v, Op op) {
 #pragma unroll

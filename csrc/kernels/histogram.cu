@@ -138,6 +138,105 @@ struct Pass2Fold {
   }
 };
 
+// |x| histograms of float16 / bfloat16 on 32-bit words (both values at once). One integer
+// test per word finds the rare values (non-finite, or at or beyond the range) of either half;
+// such a word goes through the per-value fold. Otherwise: packed min/max, a packed multiply of
+// |x| by the bin scale 2^k, which is exact (a power of two; products below 1, where a subnormal
+// could round, are bin 0 either way), and truncation to the bin: the same bins as the float
+// path. This halves the fold's instructions per value, which bound these types (see
+// benchmarks/micro_hist_atomics.cu): the shared atomics alone run at the bytes' speed.
+template <typename T>
+struct Packed;
+template <>
+struct Packed<__half> {
+  using V2 = __half2;
+  static constexpr int kBias = 15, kMant = 10, kMinNormal = -14, kMaxExp = 15, kMinSub = -24;
+  static constexpr uint32_t kInf = 0x7c00u;
+  __device__ static V2 as2(uint32_t w) { return *reinterpret_cast<const V2*>(&w); }
+  __device__ static float lo(V2 v) { return __low2float(v); }
+  __device__ static float hi(V2 v) { return __high2float(v); }
+  __device__ static int bin_lo(V2 v) { return __half2int_rz(__low2half(v)); }
+  __device__ static int bin_hi(V2 v) { return __half2int_rz(__high2half(v)); }
+};
+template <>
+struct Packed<__nv_bfloat16> {
+  using V2 = __nv_bfloat162;
+  static constexpr int kBias = 127, kMant = 7, kMinNormal = -126, kMaxExp = 127, kMinSub = -133;
+  static constexpr uint32_t kInf = 0x7f80u;
+  __device__ static V2 as2(uint32_t w) { return *reinterpret_cast<const V2*>(&w); }
+  __device__ static float lo(V2 v) { return __low2float(v); }
+  __device__ static float hi(V2 v) { return __high2float(v); }
+  __device__ static int bin_lo(V2 v) { return __bfloat162int_rz(__low2bfloat16(v)); }
+  __device__ static int bin_hi(V2 v) { return __bfloat162int_rz(__high2bfloat16(v)); }
+};
+
+template <typename T>
+struct Pass1PackedAbs {
+  using P = Packed<T>;
+  Pass1Fold<false, true>* scalar;  // the rare values, the head and the tail
+  uint32_t addc;                   // (0x8000 - bits of the limit) in both halves
+  typename P::V2 lo2, hi2, scale2;
+  __device__ __forceinline__ void operator()(float v) { (*scalar)(v); }
+  __device__ __forceinline__ void word(uint32_t w) {
+    const uint32_t a = w & 0x7fff7fffu;  // |x| of both halves
+    if ((a + addc) & 0x80008000u) {      // a half at or above the limit (non-finite included)
+      const typename P::V2 v = P::as2(w);
+      (*scalar)(P::lo(v));
+      (*scalar)(P::hi(v));
+      return;
+    }
+    const typename P::V2 v = P::as2(w);
+    lo2 = __hmin2(lo2, v);
+    hi2 = __hmax2(hi2, v);
+    const typename P::V2 b = __hmul2(P::as2(a), scale2);
+    scalar->hist->add(P::bin_lo(b));
+    scalar->hist->add(P::bin_hi(b));
+  }
+  // Bits of 2^e in T: normal, or subnormal when `subnormal_ok`; false when not representable.
+  __device__ static bool pow2_bits(int e, bool subnormal_ok, uint32_t* bits) {
+    if (e >= P::kMinNormal && e <= P::kMaxExp) {
+      *bits = (uint32_t)(e + P::kBias) << P::kMant;
+      return true;
+    }
+    if (subnormal_ok && e >= P::kMinSub && e < P::kMinNormal) {
+      *bits = 1u << (e - P::kMinSub);
+      return true;
+    }
+    return false;
+  }
+  // Packed folding applies when the bin scale is a normal power of two of T and the limit
+  // is representable (or beyond every finite value of T).
+  __device__ bool setup(const Binner& binner, int exponent) {
+    const int k = ilogb((double)binner.nbh) - exponent;
+    uint32_t sbits = 0, lbits = 0;
+    if (!binner.use32 || !pow2_bits(k, false, &sbits)) return false;
+    if (exponent > P::kMaxExp) lbits = P::kInf;
+    else if (!pow2_bits(exponent, true, &lbits)) return false;
+    addc = (0x8000u - lbits) * 0x10001u;
+    scale2 = P::as2(sbits * 0x10001u);
+    lo2 = P::as2(P::kInf * 0x10001u);                     // +inf
+    hi2 = P::as2((P::kInf | 0x8000u) * 0x10001u);         // -inf
+    return true;
+  }
+  __device__ void finish(RunningStats* st) const {
+    st->lo = fminf(st->lo, fminf(P::lo(lo2), P::hi(lo2)));
+    st->hi = fmaxf(st->hi, fmaxf(P::lo(hi2), P::hi(hi2)));
+  }
+};
+
+template <typename T>
+struct IsPacked16 {
+  static constexpr bool value = false;
+};
+template <>
+struct IsPacked16<__half> {
+  static constexpr bool value = true;
+};
+template <>
+struct IsPacked16<__nv_bfloat16> {
+  static constexpr bool value = true;
+};
+
 // Pass 1 over x[0, n) by the `nthreads` threads that share it (this one is `tid`);
 // `first` marks the one block that adds n to the finite count.
 template <typename T, bool kSigned>
@@ -154,7 +253,22 @@ __device__ __forceinline__ void pass1_body(const T* __restrict__ x, size_t n, Hi
     limit = ldexpf(1.0f, s.exponent);
   }
   RunningStats st;
-  if (binner.use32) {
+  bool done = false;
+  if constexpr (!kSigned && IsPacked16<T>::value) {
+    if (s.has_range) {
+      Pass1Fold<false, true> f{&hist, binner, limit};
+      Pass1PackedAbs<T> pf;
+      pf.scalar = &f;
+      if (pf.setup(binner, s.exponent)) {
+        detail::for_each_word<T, 4>(x, n, pf, tid, nthreads);
+        pf.finish(&f.st);
+        st = f.st;
+        done = true;
+      }
+    }
+  }
+  if (done) {
+  } else if (binner.use32) {
     Pass1Fold<kSigned, true> f{&hist, binner, limit};
     detail::for_each_value<T, 4>(x, n, f, tid, nthreads);
     st = f.st;
