@@ -37,6 +37,12 @@ def run(ctx: Dict) -> Dict:
         g = trtcal.HistogramCollector(2048, device="cuda")
         g.update(t, stream=stream)  # fixes the range
         add(f"trtcal histogram |x| 2048 bins, update ({dtype})", time_cuda(lambda: g._gpu.update(view.ptr, view.dtype_code, N, stream)), nbytes)
+
+        def ten():  # a calibration stream of updates: the launches of one overlap the last's kernels
+            for _ in range(10):
+                g._gpu.update(view.ptr, view.dtype_code, N, stream)
+        add(f"trtcal histogram |x| 2048 bins, per update of 10 back to back ({dtype})",
+            time_cuda(ten, warmup=1, iters=10) / 10, nbytes)
         mm = ext.MinMaxState(1, 0)
         mm.reset(stream)
         add(f"trtcal amax/minmax ({dtype})", time_cuda(lambda: mm.update(view.ptr, view.dtype_code, 1, N, stream)), nbytes)
