@@ -65,7 +65,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
                    help="one rank of a torch.distributed job: launch with torchrun --nproc-per-node N -m trtcal "
                         "calibrate ... --distributed (multi-node: torchrun's --nnodes/--rdzv-endpoint)")
     d.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
-                   help="process-group backend (auto: NCCL when CUDA is available, else Gloo)")
+                   help="process-group backend (auto: NCCL when every process of a node has a GPU of its own, else Gloo)")
     d.add_argument("--dist-timeout", type=float, default=240.0,
                    help="minutes a rank waits for the others (a failed rank reports when the others finish)")
     d.add_argument("--shard", type=_shard,
@@ -101,12 +101,19 @@ def _init_process_group(args: argparse.Namespace) -> bool:
         raise RuntimeError("--distributed needs a torch.distributed launcher that sets " + ", ".join(missing)
                            + ": run  torchrun --nproc-per-node N -m trtcal calibrate ... --distributed")
     backend = args.dist_backend
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", local + 1))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        # NCCL needs a GPU of its own per process; more processes than GPUs share them over gloo
+        backend = "nccl" if gpus and local_world <= gpus else "gloo"
+    if backend == "nccl" and local >= gpus:
+        raise RuntimeError(f"--dist-backend nccl needs one GPU per process: local rank {local} of {local_world} "
+                           f"with {gpus} GPU(s) visible; run at most {gpus} processes per node, or use "
+                           "--dist-backend gloo (processes then share the GPUs)")
     kw = {}
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
+    if gpus:
+        torch.cuda.set_device(local % gpus)
         if backend == "nccl":
             kw["device_id"] = torch.device("cuda", local)
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=args.dist_timeout), **kw)
