@@ -85,7 +85,10 @@ def spawned(tmp_path_factory):
     import torch.multiprocessing as mp
 
     d = tmp_path_factory.mktemp("distcal")
-    rng = np.random.default_rng(int(np.random.SeedSequence().entropy % (2**32)))
+    fixed = os.environ.get("TRTCAL_TEST_SEED")
+    seed = int(fixed) if fixed else int(np.random.SeedSequence().entropy % (2**32))
+    print(f"spawned fixture: rng seed {seed} (TRTCAL_TEST_SEED={seed} replays it)")
+    rng = np.random.default_rng(seed)
     build_model(str(d / "cnn.onnx"), seed=3, size=12, width=6)
     write_log_relu_model(str(d / "log.onnx"))
     for case, n in (("uneven", 37), ("one_batch", 5)):

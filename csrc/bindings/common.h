@@ -49,10 +49,15 @@ inline DType as_float_dtype(int code) {
   return static_cast<DType>(code);
 }
 
-// Makes `device` current for the scope and restores the previous one.
+// Makes `device` current for the scope and restores the previous one. It also clears the
+// thread's last-error state first: a non-sticky error that another library's call left
+// there (and already returned to its caller) would otherwise be read back by the
+// cudaGetLastError() after our own launches and reported as theirs. Sticky errors (a broken
+// context) still fail our calls.
 class DeviceGuard {
  public:
   explicit DeviceGuard(int device) {
+    (void)cudaGetLastError();
     TRTCAL_CHECK_CUDA(cudaGetDevice(&previous_));
     if (device >= 0 && device != previous_) TRTCAL_CHECK_CUDA(cudaSetDevice(device));
   }

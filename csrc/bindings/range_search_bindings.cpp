@@ -130,8 +130,17 @@ class RangeSearchPlan {
   void launch(uintptr_t stream) {
     py::gil_scoped_release nogil;
     DeviceGuard g(device_);
-    TRTCAL_CHECK_CUDA(range_search(d_desc_, ntensors_, d_map_, nblocks_, p_, d_curve_, d_out_, d_counters_,
-                                   as_stream(stream)));
+    const cudaError_t err =
+        range_search(d_desc_, ntensors_, d_map_, nblocks_, p_, d_curve_, d_out_, d_counters_, as_stream(stream));
+    if (err != cudaSuccess) {
+      throw std::runtime_error(
+          std::string("trtcal: range search launch failed: ") + cudaGetErrorName(err) + " (" +
+          cudaGetErrorString(err) + "); method " + std::to_string(p_.method) + ", tensors " +
+          std::to_string(ntensors_) + ", blocks " + std::to_string(nblocks_) + ", threads " +
+          std::to_string(p_.threads) + ", group " + std::to_string(p_.group) + ", chunk " +
+          std::to_string(p_.chunk) + ", levels " + std::to_string(p_.levels) + ", max_bins " +
+          std::to_string(p_.max_bins) + ", shared bytes " + std::to_string(range_search_smem(p_)));
+    }
   }
 
   // (index int32[T], index2 int32[T], value float64[T], curve float64[...] or None). Waits.
