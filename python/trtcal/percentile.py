@@ -60,6 +60,10 @@ def percentile(
     Returns
     -------
     float, or a float64 array for a sequence q. Waits for the stream.
+
+    A device array of 2^22 values or more is read once (a sampled bracket, checked exactly;
+    docs/range-search.md); the compaction buffer it uses is kept per thread and device for
+    the next call: up to n/4 bytes for the largest n seen.
     """
     if interpolation not in _INTERPOLATIONS:
         raise ValueError(f"trtcal: interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
