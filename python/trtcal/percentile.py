@@ -206,20 +206,17 @@ def _bracketed(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinit
     ext = require_cuda("an exact percentile of a device array")
     size = view.size
     capacity = min(size, max(_MIN_CAPACITY, size >> _CAPACITY_SHIFT))
-    first = [(_ranks(size, q, interpolation)[0], i) for i, q in enumerate(qs)]  # ranks if there is no NaN
-    first.sort()
-    groups: List[List[int]] = []
-    start = -1
-    for ranks, i in first:
-        if groups and max(ranks) - start <= _GROUP_SPAN * size and len(groups[-1]) < 32:
-            groups[-1].append(i)
+    # (index, ranks, combine) of each q, ranks as if there were no NaN, grouped by nearness
+    plans = sorted(((i,) + _ranks(size, q, interpolation) for i, q in enumerate(qs)), key=lambda p: p[1])
+    groups: List[list] = []
+    for plan in plans:
+        if groups and max(plan[1]) - groups[-1][0][1][0] <= _GROUP_SPAN * size and len(groups[-1]) < 32:
+            groups[-1].append(plan)
         else:
-            groups.append([i])
-            start = min(ranks)
+            groups.append([plan])
     out: List[Optional[float]] = [None] * len(qs)
     for group in groups:
-        plans = [(i,) + _ranks(size, qs[i], interpolation) for i in group]
-        wanted = sorted({r for _, ranks, _ in plans for r in ranks})
+        wanted = sorted({r for _, ranks, _ in group for r in ranks})
         t_lo, t_hi = wanted[0] / size, min(1.0, (wanted[-1] + 1) / size)
         below, equal, inside, nan, lo, _hi, keys_ptr, found = ext.select_bracket(
             view.ptr, view.dtype_code, size, use_abs, _SAMPLE_RUNS, t_lo, t_hi, _SAMPLE_SIGMAS, capacity, wanted,
@@ -231,7 +228,7 @@ def _bracketed(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinit
             raise ValueError(f"trtcal: tensor '{name}' has only NaN values")
         if nan == 0:  # the ranks asked for are the ranks wanted: resolved on the device
             key_of = {r: (k if status == 0 else None) for r, (status, k) in zip(wanted, found)}
-            for i, ranks, combine in plans:
+            for i, ranks, combine in group:
                 keys = [key_of[r] for r in ranks]
                 if all(k is not None for k in keys):
                     out[i] = combine([key_to_float(k, use_abs) for k in keys])
@@ -250,7 +247,7 @@ def _bracketed(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinit
                 return None, None
             return select_in(ext, keys_ptr, stored, j, use_abs, view.stream, view.device, want_next)
 
-        for i in group:
+        for i, _, _ in group:
             ranks, combine = _ranks(n, qs[i], interpolation)
             keys: List[Optional[int]] = []
             nxt: Optional[int] = None
