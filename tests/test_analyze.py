@@ -84,15 +84,22 @@ def test_mixed_quantization_before_mixed_precision(tmp_path, rng):
     clip = om.clip_table(model, x)
     useless = {n: a * 2 for n, a in clip.items()}
     useless["r1"] = clip["r1"] * 1e4  # as bad as min-max for conv2's input
-    res = analyze(model, x, method="minmax", alternatives={"useless": useless, "clip": clip}, threshold=0.9,
-                  batch_size=8, **QUIET)
+    alternatives = {"useless": useless, "clip": clip}
+    # How hostile conv2 is depends on the drawn weights (all-INT8 similarity 0.5-0.91, clipped
+    # 0.93-0.999 over 1700 seeds), so the threshold is set between the two measured similarities.
+    probe = analyze(model, x, method="minmax", alternatives=alternatives, threshold=1.0, batch_size=8, **QUIET)
+    p = {x.name: x for x in probe.layers}["conv2"]
+    bad, good = max(p.similarity, p.tried["useless"]), p.tried["clip"]
+    assert good > bad + 0.01, (p.similarity, p.tried)
+    threshold = (bad + good) / 2
+    res = analyze(model, x, method="minmax", alternatives=alternatives, threshold=threshold, batch_size=8, **QUIET)
     d = {x.name: x for x in res.layers}["conv2"]
     assert d.decision == "int8-reranged" and d.method == "clip"
-    assert set(d.tried) == {"useless", "clip"} and d.tried["useless"] < 0.9 <= d.tried["clip"]
+    assert set(d.tried) == {"useless", "clip"} and d.tried["useless"] < threshold <= d.tried["clip"]
     assert res.float_layers == [] and res.reranged_layers == {"conv2": "clip"}
     assert res.table["r1"] == pytest.approx(clip["r1"]) and res.table.method_of("r1") == "clip"
     assert _qdq_inputs(res.model, "conv2")
-    assert res.final >= 0.9
+    assert res.final >= threshold
 
 
 def test_sqnr_metric_and_argument_errors(rng):
