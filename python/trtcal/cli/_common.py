@@ -5,6 +5,16 @@ from __future__ import annotations
 import argparse
 
 
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """MODEL, --data, --eval-data, --batch-size, --max-samples, --eval-samples."""
+    p.add_argument("model", help="ONNX model")
+    p.add_argument("--data", required=True, help="calibration data: image folder, .npy/.npz file or folder")
+    p.add_argument("--eval-data", help="held-out evaluation data (default: the calibration data)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-samples", type=int, default=None, help="calibration samples to use")
+    p.add_argument("--eval-samples", type=int, default=None, help="evaluation samples to use")
+
+
 def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
     """--runner, --evaluate, --input-name, --preprocess, --json, -q/--quiet."""
     p.add_argument("--runner", default="auto", choices=["auto", "onnxruntime", "tensorrt"],

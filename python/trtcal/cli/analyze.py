@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ._common import add_evaluation_arguments
+from ._common import add_data_arguments, add_evaluation_arguments
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
@@ -16,18 +16,13 @@ def register(sub: "argparse._SubParsersAction") -> None:
                     "keeps a layer in float when it drops the similarity below --threshold (later layers are "
                     "measured without it). Marked layers are first tried with other methods' ranges. Results "
                     "are cached in --out-dir, so a re-run with another threshold reuses every measurement.")
-    p.add_argument("model", help="ONNX model")
-    p.add_argument("--data", required=True, help="calibration data: image folder, .npy/.npz file or folder")
-    p.add_argument("--eval-data", help="evaluation data (default: the calibration data)")
+    add_data_arguments(p)
     p.add_argument("--method", default="entropy", help="base ranges, e.g. entropy, entropy:tensorrt, "
                    "percentile:99.99, minmax (default entropy)")
     p.add_argument("--alternatives", default="percentile,mse,minmax,entropy",
                    help="methods tried on marked layers (comma-separated; 'none' for none)")
     p.add_argument("--threshold", type=float, default=0.99, help="minimum output similarity (default 0.99)")
     p.add_argument("--metric", default="cosine", choices=["cosine", "sqnr_db"])
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-samples", type=int, default=None, help="calibration samples to use")
-    p.add_argument("--eval-samples", type=int, default=None, help="evaluation samples to use")
     p.add_argument("--out-dir", default="trtcal-analyze", help="where results and the cache go")
     p.add_argument("--out-qdq", help="the Q/DQ model (default <out-dir>/<model>.analyzed.qdq.onnx)")
     p.add_argument("--no-cache", action="store_true", help="measure everything again")

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ._common import add_evaluation_arguments
+from ._common import add_data_arguments, add_evaluation_arguments
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
@@ -16,16 +16,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
                     "flavors; percentile 99.9/99.99/99.999; MSE), runs each Q/DQ model in ONNX Runtime against "
                     "the FP32 model and ranks the methods by output SQNR. Writes CSV/JSON, plots, one table per "
                     "method and the recommended Q/DQ model to --out-dir.")
-    p.add_argument("model", help="ONNX model")
-    p.add_argument("--data", required=True, help="calibration data: image folder, .npy/.npz file or folder")
-    p.add_argument("--eval-data", help="held-out evaluation data (default: the calibration data)")
+    add_data_arguments(p)
     p.add_argument("--methods", default="all",
                    help="comma-separated: minmax, entropy[:flavor], percentile[:p], mse, all (default all)")
     p.add_argument("--table", action="append", default=[], metavar="LABEL=PATH",
                    help="also compare a table (trtcal JSON or TensorRT cache); repeatable")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-samples", type=int, default=None, help="calibration samples to use")
-    p.add_argument("--eval-samples", type=int, default=None, help="evaluation samples to use")
     p.add_argument("--out-dir", default="trtcal-compare", help="where results go (default ./trtcal-compare)")
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer SQNR")
     p.add_argument("--no-plots", action="store_true")
