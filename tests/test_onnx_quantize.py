@@ -139,7 +139,13 @@ def _rms_err(a, b):
 
 
 def _assert_close(q, m, x, rms=0.06, peak=0.08):
-    """INT8 Q/DQ output vs FP32 on data the ranges cover: a few percent of the output."""
+    """INT8 Q/DQ output vs FP32 on data the ranges cover: a few percent of the output, or a few
+    times the input's own INT8 rounding noise where one extreme value sets a coarse step (16
+    Student-t(5) samples, max-calibrated: x once reached 45 against an rms of 1.4, and the output
+    error 8%). Over 600 seeds of every test here the output error stayed <= 2.5x (rms) and
+    <= 3.4x (peak) that noise."""
+    noise = float(np.abs(x).max() / 127 / np.sqrt(12) / np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+    rms, peak = max(rms, 4 * noise), max(peak, 6 * noise)
     ref, got = _run(m, x), _run(q, x)
     for k in ref:
         assert _rms_err(got[k], ref[k]) < rms, k
