@@ -33,20 +33,21 @@ __device__ __forceinline__ float ordered_to_float(uint32_t o) {
 constexpr uint32_t kOrderedMinInit = 0xffffffffu;  // identity of min
 constexpr uint32_t kOrderedMaxInit = 0x00000000u;  // identity of max
 
-// Calls f(float value) for every element of x[0, n) with 16-byte loads: a scalar
-// head up to the first 16-byte boundary, UNROLL independent vector loads in flight
-// per thread, and a scalar tail. Grid-stride, 64-bit indices.
-// `tid` and `nthreads` place this thread among those sharing the range (the whole
-// grid by default; one block when each block owns a row).
-template <typename T, int UNROLL, typename F>
-__device__ __forceinline__ void for_each_value(const T* __restrict__ x, size_t n, F& f,
-                                               size_t tid, size_t nthreads) {
+// The traversal shared by the streaming kernels: x[0, n) with 16-byte loads, a scalar head up
+// to the first 16-byte boundary, UNROLL independent vector loads in flight per thread, and a
+// scalar tail; grid-stride, 64-bit indices. vec(uint4) takes each 16-byte body vector,
+// one(T) each head and tail element. `tid` and `nthreads` place this thread among those
+// sharing the range (the whole grid, or one block when each block owns a row).
+// A thread sees at most 16 / sizeof(T) * ceil(nvec / nthreads) + 2 elements.
+template <typename T, int UNROLL, typename Vec, typename One>
+__device__ __forceinline__ void for_each_vector(const T* __restrict__ x, size_t n, Vec&& vec, One&& one,
+                                                size_t tid, size_t nthreads) {
   constexpr int kVec = 16 / sizeof(T);
 
   const uintptr_t addr = reinterpret_cast<uintptr_t>(x);
   size_t head = ((16 - (addr & 15)) & 15) / sizeof(T);
   if (head > n) head = n;
-  if (tid < head) f(to_float(x[tid]));
+  if (tid < head) one(x[tid]);
 
   const T* body = x + head;
   const size_t nvec = (n - head) / kVec;
@@ -58,20 +59,26 @@ __device__ __forceinline__ void for_each_value(const T* __restrict__ x, size_t n
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) v[u] = __ldcs(vbody + i + u * nthreads);
 #pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-      const T* e = reinterpret_cast<const T*>(&v[u]);
-#pragma unroll
-      for (int k = 0; k < kVec; ++k) f(to_float(e[k]));
-    }
+    for (int u = 0; u < UNROLL; ++u) vec(v[u]);
   }
-  for (; i < nvec; i += nthreads) {
-    uint4 v = __ldcs(vbody + i);
-    const T* e = reinterpret_cast<const T*>(&v);
-#pragma unroll
-    for (int k = 0; k < kVec; ++k) f(to_float(e[k]));
-  }
+  for (; i < nvec; i += nthreads) vec(__ldcs(vbody + i));
   const size_t tail_start = head + nvec * kVec;
-  for (size_t j = tail_start + tid; j < n; j += nthreads) f(to_float(x[j]));
+  for (size_t j = tail_start + tid; j < n; j += nthreads) one(x[j]);
+}
+
+// Calls f(float value) for every element of x[0, n) (see for_each_vector).
+template <typename T, int UNROLL, typename F>
+__device__ __forceinline__ void for_each_value(const T* __restrict__ x, size_t n, F& f,
+                                               size_t tid, size_t nthreads) {
+  constexpr int kVec = 16 / sizeof(T);
+  for_each_vector<T, UNROLL>(
+      x, n,
+      [&](const uint4& v) {
+        const T* e = reinterpret_cast<const T*>(&v);
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) f(to_float(e[k]));
+      },
+      [&](T v) { f(to_float(v)); }, tid, nthreads);
 }
 
 template <typename T, int UNROLL, typename F>
@@ -80,44 +87,22 @@ __device__ __forceinline__ void for_each_value(const T* __restrict__ x, size_t n
                             (size_t)gridDim.x * blockDim.x);
 }
 
-// As for_each_value, for 16-bit T, with the 16-byte body handed over as 32-bit words (two
-// values each, element 2i in the low half): f.word(uint32_t) for the body, f(float) for the
-// unaligned head and the tail. Lets a fold work on both values of a word at once.
+// For 16-bit T: the body handed over as 32-bit words (two values each, element 2i in the low
+// half) to f.word(uint32_t), the head and tail to f(float). Lets a fold work on both values of
+// a word at once.
 template <typename T, int UNROLL, typename F>
 __device__ __forceinline__ void for_each_word(const T* __restrict__ x, size_t n, F& f, size_t tid,
                                               size_t nthreads) {
   static_assert(sizeof(T) == 2, "for_each_word is for 16-bit types");
-  const uintptr_t addr = reinterpret_cast<uintptr_t>(x);
-  size_t head = ((16 - (addr & 15)) & 15) / sizeof(T);
-  if (head > n) head = n;
-  if (tid < head) f(to_float(x[tid]));
-
-  const T* body = x + head;
-  const size_t nvec = (n - head) / 8;
-  const uint4* vbody = reinterpret_cast<const uint4*>(body);
-
-  size_t i = tid;
-  for (; i + (UNROLL - 1) * nthreads < nvec; i += UNROLL * nthreads) {
-    uint4 v[UNROLL];
-#pragma unroll
-    for (int u = 0; u < UNROLL; ++u) v[u] = __ldcs(vbody + i + u * nthreads);
-#pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-      f.word(v[u].x);
-      f.word(v[u].y);
-      f.word(v[u].z);
-      f.word(v[u].w);
-    }
-  }
-  for (; i < nvec; i += nthreads) {
-    const uint4 v = __ldcs(vbody + i);
-    f.word(v.x);
-    f.word(v.y);
-    f.word(v.z);
-    f.word(v.w);
-  }
-  const size_t tail_start = head + nvec * 8;
-  for (size_t j = tail_start + tid; j < n; j += nthreads) f(to_float(x[j]));
+  for_each_vector<T, UNROLL>(
+      x, n,
+      [&](const uint4& v) {
+        f.word(v.x);
+        f.word(v.y);
+        f.word(v.z);
+        f.word(v.w);
+      },
+      [&](T v) { f(to_float(v)); }, tid, nthreads);
 }
 
 template <typename V, typename Op>
