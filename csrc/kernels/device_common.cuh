@@ -87,24 +87,6 @@ __device__ __forceinline__ void for_each_value(const T* __restrict__ x, size_t n
                             (size_t)gridDim.x * blockDim.x);
 }
 
-// For 16-bit T: the body handed over as 32-bit words (two values each, element 2i in the low
-// half) to f.word(uint32_t), the head and tail to f(float). Lets a fold work on both values of
-// a word at once.
-template <typename T, int UNROLL, typename F>
-__device__ __forceinline__ void for_each_word(const T* __restrict__ x, size_t n, F& f, size_t tid,
-                                              size_t nthreads) {
-  static_assert(sizeof(T) == 2, "for_each_word is for 16-bit types");
-  for_each_vector<T, UNROLL>(
-      x, n,
-      [&](const uint4& v) {
-        f.word(v.x);
-        f.word(v.y);
-        f.word(v.z);
-        f.word(v.w);
-      },
-      [&](T v) { f(to_float(v)); }, tid, nthreads);
-}
-
 template <typename V, typename Op>
 __device__ __forceinline__ V warp_reduce(V v, Op op) {
 #pragma unroll

@@ -179,19 +179,42 @@ struct Pass1PackedAbs {
   uint32_t addc;                  // (0x8000 - bits of the limit) in both halves
   typename P::V2 lo2, hi2, scale2;
   __device__ __forceinline__ void operator()(float v) { scalar(v); }
-  __device__ __forceinline__ void word(uint32_t w) {
-    const uint32_t a = w & 0x7fff7fffu;  // |x| of both halves
+  // The common case of a word: both halves finite and inside the range.
+  __device__ __forceinline__ void fast(uint32_t w, uint32_t a) {
     const typename P::V2 v = P::as2(w);
-    if ((a + addc) & 0x80008000u) {      // a half at or above the limit (non-finite included)
-      scalar(P::lo(v));
-      scalar(P::hi(v));
-      return;
-    }
     lo2 = __hmin2(lo2, v);
     hi2 = __hmax2(hi2, v);
     const typename P::V2 b = __hmul2(P::as2(a), scale2);
     atomicAdd(mine + P::bin_lo(b) * kRep, 1u);
     atomicAdd(mine + P::bin_hi(b) * kRep, 1u);
+  }
+  __device__ __forceinline__ void word(uint32_t w) {
+    const uint32_t a = w & 0x7fff7fffu;  // |x| of both halves
+    if ((a + addc) & 0x80008000u) {      // a half at or above the limit (non-finite included)
+      const typename P::V2 v = P::as2(w);
+      scalar(P::lo(v));
+      scalar(P::hi(v));
+      return;
+    }
+    fast(w, a);
+  }
+  // A 16-byte vector (8 values): one test for all of them, so the common case runs without a
+  // branch per word; a vector holding a rare value goes word by word.
+  __device__ __forceinline__ void vec(const uint4& v) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+    uint32_t a[4], flags = 0;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      a[q] = w[q] & 0x7fff7fffu;
+      flags |= a[q] + addc;
+    }
+    if (flags & 0x80008000u) {
+#pragma unroll
+      for (int q = 0; q < 4; ++q) word(w[q]);
+      return;
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q) fast(w[q], a[q]);
   }
   // Bits of 2^e in T: normal, or subnormal when `subnormal_ok`; false when not representable.
   __device__ static bool pow2_bits(int e, bool subnormal_ok, uint32_t* bits) {
@@ -234,15 +257,32 @@ struct Pass1Float32Abs {
   unsigned int* mine;
   uint32_t limit_bits;
   float lo = INFINITY, hi = -INFINITY;
+  __device__ __forceinline__ void fast(float v, uint32_t a) {
+    lo = fminf(lo, v);
+    hi = fmaxf(hi, v);
+    atomicAdd(mine + (int)(__uint_as_float(a) * scalar.binner.scale32) * kRep, 1u);
+  }
   __device__ __forceinline__ void operator()(float v) {
     const uint32_t a = __float_as_uint(v) & 0x7fffffffu;
     if (a >= limit_bits) {
       scalar(v);
       return;
     }
-    lo = fminf(lo, v);
-    hi = fmaxf(hi, v);
-    atomicAdd(mine + (int)(__uint_as_float(a) * scalar.binner.scale32) * kRep, 1u);
+    fast(v, a);
+  }
+  // A 16-byte vector (4 values): one compare of the largest |x| bits for all of them.
+  __device__ __forceinline__ void vec(const uint4& v) {
+    const float f[4] = {__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z),
+                        __uint_as_float(v.w)};
+    const uint32_t a[4] = {v.x & 0x7fffffffu, v.y & 0x7fffffffu, v.z & 0x7fffffffu,
+                           v.w & 0x7fffffffu};
+    if (max(max(a[0], a[1]), max(a[2], a[3])) >= limit_bits) {
+#pragma unroll
+      for (int q = 0; q < 4; ++q) (*this)(f[q]);
+      return;
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q) fast(f[q], a[q]);
   }
 };
 
@@ -255,7 +295,8 @@ __device__ __forceinline__ bool pass1_float32(const float* __restrict__ x, size_
   f.scalar = Pass1Fold<false, true>{&hist, binner, limit};
   f.mine = hist.mine;
   f.limit_bits = exponent > 127 ? 0x7f800000u : __float_as_uint(limit);
-  detail::for_each_value<float, 4>(x, n, f, tid, nthreads);
+  detail::for_each_vector<float, 4>(
+      x, n, [&](const uint4& v) { f.vec(v); }, [&](float v) { f(v); }, tid, nthreads);
   f.scalar.st.lo = fminf(f.scalar.st.lo, f.lo);
   f.scalar.st.hi = fmaxf(f.scalar.st.hi, f.hi);
   *st = f.scalar.st;
@@ -271,7 +312,8 @@ __device__ __forceinline__ bool pass1_packed(const T* __restrict__ x, size_t n, 
   f.scalar = Pass1Fold<false, true>{&hist, binner, limit};
   f.mine = hist.mine;
   if (!f.setup(binner, exponent)) return false;
-  detail::for_each_word<T, 4>(x, n, f, tid, nthreads);
+  detail::for_each_vector<T, 4>(
+      x, n, [&](const uint4& v) { f.vec(v); }, [&](T v) { f(detail::to_float(v)); }, tid, nthreads);
   f.finish();
   *st = f.scalar.st;
   return true;
@@ -367,7 +409,7 @@ __device__ __forceinline__ void pass1_body(const T* __restrict__ x, size_t n, Hi
 }
 
 template <typename T, bool kSigned>
-__global__ void __launch_bounds__(kThreads) histogram_pass1_kernel(
+__global__ void __launch_bounds__(kThreads, 3) histogram_pass1_kernel(
     const T* __restrict__ x, size_t n, HistogramState* state, unsigned long long* counts,
     int replicas) {
   extern __shared__ unsigned int smem[];
