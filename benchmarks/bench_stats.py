@@ -86,6 +86,11 @@ def run(ctx: Dict) -> Dict:
         "hist_vs_cupy": by["cupy.histogram 2048 bins"] / h32,
         "amax_vs_torch_aminmax": by["torch.aminmax (float32)"] / by["trtcal amax/minmax (float32)"],
     }
+    # "in proportion to their bytes": a 16-bit input's time over float32's (0.5 = proportional)
+    for dt in ("float16", "bfloat16"):
+        summary[f"hist_{dt}_over_float32"] = by[f"trtcal histogram |x| 2048 bins, update ({dt})"] / h32
+        summary[f"amax_{dt}_over_float32"] = (by[f"trtcal amax/minmax ({dt})"]
+                                              / by["trtcal amax/minmax (float32)"])
     del x, xt
     cp.get_default_memory_pool().free_all_blocks()
     torch.cuda.empty_cache()

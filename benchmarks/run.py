@@ -65,10 +65,16 @@ def to_markdown(meta: dict, results: dict) -> str:
                 f"| {r['op']}{' (peer)' if r.get('peer') else ''} | {fmt_ms(r['ms'])} | - | - |"
             )
         if res.get("summary"):
-            lines += ["", "Ratios (peer time / trtcal time, same run):", ""]
-            lines += [f"- {k}: {v:.1f}x" if isinstance(v, float) else f"- {k}: {v}" for k, v in res["summary"].items()]
+            lines += ["", "Ratios (same run; `_vs_`: peer time / trtcal time; `_over_`: time over time):", ""]
+            lines += [_ratio_line(k, v) for k, v in res["summary"].items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def _ratio_line(key: str, value: object) -> str:
+    if not isinstance(value, float):
+        return f"- {key}: {value}"
+    return f"- {key}: {value:.2f}" if "_over_" in key else f"- {key}: {value:.1f}x"
 
 
 def main() -> int:

@@ -10,12 +10,19 @@ _flush_buf = None
 
 
 def _flush_l2() -> None:
+    """Evict the L2 cache by READING 256 MB (> the H200's 60 MB L2).
+
+    A write flush (``fill``) leaves ~50 MB of dirty lines that the timed kernel would have to
+    write back first: ~15 us charged to every measurement, whatever its size (it broke the
+    comparison of float16 with float32). A read leaves clean lines, which are evicted for free,
+    so the timed kernel starts from a cold, clean cache (benchmarks/profile_update_kernels.py).
+    """
     global _flush_buf
     import cupy as cp
 
     if _flush_buf is None:
-        _flush_buf = cp.empty(256 << 20, dtype=cp.uint8)  # > H200's 60 MB L2
-    _flush_buf.fill(1)
+        _flush_buf = cp.ones(32 << 20, dtype=cp.int64)
+    _flush_buf.sum()
 
 
 def time_cuda(fn: Callable[[], object], warmup: int = 5, iters: int = 20, flush_l2: bool = True) -> float:
