@@ -307,6 +307,25 @@ def test_gpu_equals_reference_bin_for_bin(rng, method, flavor):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("bins", [1909, 1935, 1961, 1962, 3990, 4040, 4094])
+def test_gpu_shared_memory_edge(rng, bins):
+    """Batches whose largest histogram puts a kernel's dynamic shared memory just under 48 KB:
+    with its static shared memory the block passes 48 KB, which needs the opt-in. These
+    launches failed with cudaErrorInvalidValue (seen intermittently in two-rank calibrations of
+    ~1900-bin histograms) while only the dynamic part was tested against 48 KB."""
+    hists = {f"t{t}.{KINDS[t % 4]}": random_hist(rng, KINDS[t % 4], n) for t, n in enumerate([bins, 128, 1000, bins])}
+    signed = {f"s{t}.{KINDS[t % 4]}": random_hist(rng, KINDS[t % 4], n, True)
+              for t, n in enumerate([2 * (bins // 2), 256, 2 * bins])}
+    cases = [(hists, "entropy", "pytorch_quantization"), (hists, "mse", "pytorch_quantization"),
+             (signed, "entropy", "onnxruntime")]
+    for hs, method, flavor in cases:
+        g = trtcal.search_ranges(hs, method, flavor, device="cuda").ranges[method]
+        c = trtcal.search_ranges(hs, method, flavor, device="cpu").ranges[method]
+        bad = [n for n in hs if (g[n].status, g[n].bin) != (c[n].status, c[n].bin)]
+        assert not bad, (method, flavor, bad)
+
+
+@pytest.mark.gpu
 def test_gpu_onnxruntime_equals_reference(rng):
     hists = _batch(rng, 600, signed=True)
     for method in ("entropy", "percentile"):

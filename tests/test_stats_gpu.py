@@ -257,6 +257,24 @@ def test_more_than_2_to_31_elements():
     del x
 
 
+# Bin counts whose sub-histograms (8, 4, 2 or 1 replicas) take just under 48 KB of dynamic
+# shared memory: with the kernel's static shared memory a block passes 48 KB, which needs the
+# opt-in (allow_dynamic_smem); testing the dynamic bytes alone made these launches fail.
+EDGE_BINS = [49152 // (4 * r) - k for r in (8, 4, 2, 1) for k in (1, 9, 40)]
+
+
+@pytest.mark.parametrize("bins", EDGE_BINS)
+def test_shared_memory_edge_bins(rng, bins):
+    x = draw(rng, "laplace", 200003)
+    want = ref_state([x], bins)
+    g = trtcal.HistogramCollector(bins, device="cuda")
+    g.update(cp.asarray(x))
+    assert_same_state(g.state_dict(), want)
+    m = trtcal.HistogramCollector(bins, device="cuda")
+    trtcal.collectors.update_many([(m, cp.asarray(x))])
+    assert_same_state(m.state_dict(), want)
+
+
 def test_update_many_equals_reference(rng):
     """Many tensors (mixed dtypes, sizes, bins, signed/abs) in three launches per batch."""
     torch = pytest.importorskip("torch")

@@ -123,6 +123,21 @@ struct SumOp {
   }
 };
 
+// Lets `kernel` launch with `bytes` of dynamic shared memory on the current device. A block's
+// static and dynamic shared memory together may pass the default 48 KB only after an opt-in,
+// so the test is on their sum: testing the dynamic bytes alone let launches whose dynamic part
+// was just under 48 KB fail with cudaErrorInvalidValue (seen as an intermittent range-search
+// failure, for histograms of ~1900 bins). Cheap when nothing needs to change.
+template <typename K>
+inline cudaError_t allow_dynamic_smem(K* kernel, size_t bytes) {
+  cudaFuncAttributes a;
+  cudaError_t err = cudaFuncGetAttributes(&a, kernel);
+  if (err != cudaSuccess) return err;
+  if (bytes + a.sharedSizeBytes <= 48 * 1024 || bytes <= (size_t)a.maxDynamicSharedSizeBytes)
+    return cudaSuccess;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+}
+
 // Number of blocks for a streaming kernel: enough to fill every SM `per_sm` times,
 // and enough that no block sees more than 2^30 elements (32-bit block counters).
 inline int streaming_grid(size_t n, int threads, int per_sm) {

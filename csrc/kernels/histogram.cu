@@ -633,9 +633,7 @@ int grid_for(size_t n, const Layout& l) {
 
 template <typename K>
 cudaError_t prepare(K kernel, const Layout& l) {
-  if (l.smem > 48 * 1024)
-    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)l.smem);
-  return cudaSuccess;
+  return detail::allow_dynamic_smem(kernel, l.smem);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <climits>
 #include <cmath>
 
+#include "device_common.cuh"
 #include "range_search.h"
 
 namespace trtcal {
@@ -580,9 +581,7 @@ cudaError_t range_search(const RangeTensor* tensors, int32_t ntensors, const int
       auto k = p.method == kRangeEntropyProportional ? entropy_proportional_kernel
                : p.method == kRangeEntropyOnnxRuntime ? entropy_onnxruntime_kernel
                                                       : mse_kernel;
-      if (smem > 48 * 1024 &&
-          (err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)) != cudaSuccess)
-        return err;
+      if ((err = detail::allow_dynamic_smem(k, smem)) != cudaSuccess) return err;
       k<<<nblocks, p.threads, smem, stream>>>(tensors, block_tensor, p, curve, out, counters);
       break;
     }
