@@ -13,20 +13,7 @@
 //               exact power-of-two scaling, then one atomic per value
 // Build and run on the GPU:
 //   nvcc -O3 -arch=sm_90 -o /tmp/micro benchmarks/micro_hist_atomics.cu && /tmp/micro
-#include <cuda_fp16.h>
-
-#include <algorithm>
-#include <cstdio>
-#include <vector>
-
-#define CK(x)                                                                   \
-  do {                                                                          \
-    cudaError_t e = (x);                                                        \
-    if (e != cudaSuccess) {                                                     \
-      std::printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e));     \
-      return 1;                                                                 \
-    }                                                                           \
-  } while (0)
+#include "micro_common.cuh"
 
 constexpr int kBins = 2048;
 
@@ -120,38 +107,8 @@ __global__ void kernel(const uint4* __restrict__ x, size_t nvec, float scale, un
 
 template <int MODE>
 float run(const uint4* x, size_t nvec, float scale, unsigned long long* out, int threads, int smem, int per_sm) {
-  int sms = 0;
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
   cudaFuncSetAttribute(kernel<MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  std::vector<float> t;
-  for (int r = 0; r < 25; ++r) {
-    cudaEventRecord(a);
-    kernel<MODE><<<sms * per_sm, threads, smem>>>(x, nvec, scale, out);
-    cudaEventRecord(b);
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    if (r >= 5) t.push_back(ms);
-  }
-  std::sort(t.begin(), t.end());
-  if (cudaGetLastError() != cudaSuccess) return -1.f;
-  return t[t.size() / 2];
-}
-
-__global__ void fill(__half* x, size_t n, unsigned seed) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    // a cheap normal-ish value: sum of 4 uniforms, centred
-    unsigned h = (unsigned)i * 2654435761u ^ seed;
-    float s = 0.f;
-    for (int k = 0; k < 4; ++k) {
-      h ^= h >> 13; h *= 0x5bd1e995u; h ^= h >> 15;
-      s += (h & 0xffffff) / 16777216.f;
-    }
-    x[i] = __float2half((s - 2.f) * 1.7f);
-  }
+  return median_ms([&] { kernel<MODE><<<sm_count() * per_sm, threads, smem>>>(x, nvec, scale, out); });
 }
 
 int main() {

@@ -13,21 +13,7 @@
 //              conflict-free), 1024 threads, one block per SM
 // Build and run on the GPU:
 //   nvcc -O3 -arch=sm_90 -o /tmp/binmath benchmarks/micro_hist_binmath.cu && /tmp/binmath
-#include <cuda_fp16.h>
-
-#include <algorithm>
-#include <cstdint>
-#include <cstdio>
-#include <vector>
-
-#define CK(x)                                                               \
-  do {                                                                      \
-    cudaError_t e = (x);                                                    \
-    if (e != cudaSuccess) {                                                 \
-      std::printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e)); \
-      return 1;                                                             \
-    }                                                                       \
-  } while (0)
+#include "micro_common.cuh"
 
 constexpr int kBins = 2048;
 constexpr int kRep = 8;
@@ -121,43 +107,17 @@ __global__ void __launch_bounds__(THREADS, 1536 / THREADS)
 template <int MODE, int THREADS = 512>
 float run(const uint4* x, size_t nvec, float scale, unsigned long long* out, int per_sm,
           unsigned long long* total) {
-  int sms = 0;
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
   const int smem = MODE == kLanes16 ? kBins / 2 * 32 * 4 : kBins * kRep * 4;
   cudaFuncSetAttribute(kernel<MODE, THREADS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  std::vector<float> t;
-  for (int r = 0; r < 25; ++r) {
-    cudaMemset(out, 0, (kBins + 1) * 8);
-    cudaEventRecord(a);
-    kernel<MODE, THREADS><<<sms * per_sm, THREADS, smem>>>(x, nvec, scale, out);
-    cudaEventRecord(b);
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    if (r >= 5) t.push_back(ms);
-  }
+  auto launch = [&] { kernel<MODE, THREADS><<<sm_count() * per_sm, THREADS, smem>>>(x, nvec, scale, out); };
+  const float ms = median_ms(launch);
+  cudaMemset(out, 0, (kBins + 1) * 8);  // one more launch for the counts' total
+  launch();
   std::vector<unsigned long long> h(kBins);
   cudaMemcpy(h.data(), out, kBins * 8, cudaMemcpyDeviceToHost);
   *total = 0;
   for (auto c : h) *total += c;
-  std::sort(t.begin(), t.end());
-  if (cudaGetLastError() != cudaSuccess) return -1.f;
-  return t[t.size() / 2];
-}
-
-__global__ void fill(__half* x, size_t n, unsigned seed) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    unsigned h = (unsigned)i * 2654435761u ^ seed;
-    float s = 0.f;
-    for (int k = 0; k < 4; ++k) {
-      h ^= h >> 13; h *= 0x5bd1e995u; h ^= h >> 15;
-      s += (h & 0xffffff) / 16777216.f;
-    }
-    x[i] = __float2half((s - 2.f) * 1.7f);
-  }
+  return ms;
 }
 
 int main() {

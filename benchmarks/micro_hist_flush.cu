@@ -12,20 +12,7 @@
 //   minmax-h2   : min/max on half2 words (one integer test for both halves' non-finite)
 // Build and run on the GPU:
 //   nvcc -O3 -arch=sm_90 -o /tmp/flush benchmarks/micro_hist_flush.cu && /tmp/flush
-#include <cuda_fp16.h>
-
-#include <algorithm>
-#include <cstdio>
-#include <vector>
-
-#define CK(x)                                                               \
-  do {                                                                      \
-    cudaError_t e = (x);                                                    \
-    if (e != cudaSuccess) {                                                 \
-      std::printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e)); \
-      return 1;                                                             \
-    }                                                                       \
-  } while (0)
+#include "micro_common.cuh"
 
 constexpr int kBins = 2048;
 constexpr int kRep = 8;
@@ -119,40 +106,13 @@ __global__ void add_slots(const unsigned int* __restrict__ slots, int nslots, un
 
 template <int MODE, int THREADS = 512>
 float run(const uint4* x, size_t nvec, float scale, unsigned long long* out, unsigned int* slots, int per_sm) {
-  int sms = 0;
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
   const int smem = MODE <= kSlots ? kBins * kRep * 4 : 0;
   cudaFuncSetAttribute(kernel<MODE, THREADS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const int blocks = sms * per_sm;
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  std::vector<float> t;
-  for (int r = 0; r < 25; ++r) {
-    cudaEventRecord(a);
+  const int blocks = sm_count() * per_sm;
+  return median_ms([&] {
     kernel<MODE, THREADS><<<blocks, THREADS, smem>>>(x, nvec, scale, out, slots);
     if (MODE == kSlots) add_slots<<<kBins / 128, 128>>>(slots, blocks, out);
-    cudaEventRecord(b);
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    if (r >= 5) t.push_back(ms);
-  }
-  std::sort(t.begin(), t.end());
-  if (cudaGetLastError() != cudaSuccess) return -1.f;
-  return t[t.size() / 2];
-}
-
-__global__ void fill(__half* x, size_t n, unsigned seed) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    unsigned h = (unsigned)i * 2654435761u ^ seed;
-    float s = 0.f;
-    for (int k = 0; k < 4; ++k) {
-      h ^= h >> 13; h *= 0x5bd1e995u; h ^= h >> 15;
-      s += (h & 0xffffff) / 16777216.f;
-    }
-    x[i] = __float2half((s - 2.f) * 1.7f);
-  }
+  });
 }
 
 int main() {

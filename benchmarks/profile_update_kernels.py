@@ -7,7 +7,6 @@ and a read flush (a sum over 256 MB: leaves clean lines, evicted for free).
     python benchmarks/profile_update_kernels.py
 """
 
-import statistics
 import sys
 
 import cupy as cp
@@ -16,36 +15,11 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 
-from timing import copy_bandwidth_tbs  # noqa: E402
+from timing import _flush_l2, copy_bandwidth_tbs, time_cuda  # noqa: E402
 
 import trtcal  # noqa: E402
 
 N = 1 << 28
-_buf = cp.empty(256 << 20, dtype=cp.uint8)
-_buf64 = _buf.view(cp.int64)
-
-
-def flush(mode: str) -> None:
-    if mode == "write":
-        _buf.fill(1)
-    elif mode == "read":
-        _buf64.sum()
-
-
-def time_events(fn, mode: str, iters: int = 30) -> float:
-    stream = cp.cuda.get_current_stream()
-    for _ in range(5):
-        fn()
-    t = []
-    for _ in range(iters):
-        flush(mode)
-        a, b = cp.cuda.Event(), cp.cuda.Event()
-        a.record(stream)
-        fn()
-        b.record(stream)
-        b.synchronize()
-        t.append(cp.cuda.get_elapsed_time(a, b))
-    return statistics.median(t)
 
 
 def kernel_table(fn, reps: int = 20) -> str:
@@ -53,7 +27,7 @@ def kernel_table(fn, reps: int = 20) -> str:
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(reps):
-            flush("read")
+            _flush_l2("read")
             fn()
         torch.cuda.synchronize()
     rows = []
@@ -86,11 +60,11 @@ def main() -> None:
             ops["torch.aminmax"] = lambda: torch.aminmax(xt)
         floor = N * t.element_size() / (bw * 1e12) * 1e3
         for op, fn in ops.items():
-            times = {m: time_events(fn, m) for m in ("none", "write", "read")}
+            modes = (("none", False), ("write", "write"), ("read", "read"))
+            times = {m: time_cuda(fn, iters=30, flush_l2=f) for m, f in modes}
             print(f"{name:9s} {op:14s} floor {floor:.3f} ms | " +
                   " | ".join(f"{m} {v:.3f} ms ({floor / v:4.0%})" for m, v in times.items()))
             print(kernel_table(fn))
-        del t, view
 
 
 if __name__ == "__main__":

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, List
+from typing import Callable, List, Union
 
 _flush_buf = None
 
 
-def _flush_l2() -> None:
-    """Evict the L2 cache by READING 256 MB (> the H200's 60 MB L2).
+def _flush_l2(mode: str = "read") -> None:
+    """Evict the L2 cache by READING 256 MB (> the H200's 60 MB L2); ``mode="write"`` fills the
+    buffer instead (the old way, kept for comparison in profile_update_kernels.py).
 
     A write flush (``fill``) leaves ~50 MB of dirty lines that the timed kernel would have to
     write back first: ~15 us charged to every measurement, whatever its size (it broke the
@@ -22,11 +23,16 @@ def _flush_l2() -> None:
 
     if _flush_buf is None:
         _flush_buf = cp.ones(32 << 20, dtype=cp.int64)
-    _flush_buf.sum()
+    if mode == "write":
+        _flush_buf.fill(1)
+    else:
+        _flush_buf.sum()
 
 
-def time_cuda(fn: Callable[[], object], warmup: int = 5, iters: int = 20, flush_l2: bool = True) -> float:
-    """Median milliseconds of ``fn`` on CuPy's current stream, timed with CUDA events."""
+def time_cuda(fn: Callable[[], object], warmup: int = 5, iters: int = 20,
+              flush_l2: Union[bool, str] = True) -> float:
+    """Median milliseconds of ``fn`` on CuPy's current stream, timed with CUDA events.
+    ``flush_l2``: True or "read" (evict L2 before each sample), "write" (the old fill), False."""
     import cupy as cp
 
     for _ in range(warmup):
@@ -35,7 +41,7 @@ def time_cuda(fn: Callable[[], object], warmup: int = 5, iters: int = 20, flush_
     times: List[float] = []
     for _ in range(iters):
         if flush_l2:
-            _flush_l2()
+            _flush_l2("write" if flush_l2 == "write" else "read")
         start, stop = cp.cuda.Event(), cp.cuda.Event()
         start.record(stream)
         fn()
