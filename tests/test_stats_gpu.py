@@ -114,6 +114,28 @@ def test_16bit_word_path_boundaries(rng, dtype):
         assert_same_state(g.state_dict(), ref_state(host))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_one_rare_value_at_every_vector_position(rng, dtype):
+    # Pass 1 tests each 16-byte vector once for rare values (non-finite, at or beyond the range)
+    # and sends a vector holding one through the per-value fold: a rare value at any position,
+    # the other values of its vector ordinary, must give the reference's state.
+    torch = pytest.importorskip("torch")
+    tdt = getattr(torch, dtype)
+    per_vec = 16 // torch.tensor([], dtype=tdt).element_size()
+    first = torch.tensor(rng.standard_normal(4096) * 0.5, dtype=tdt).cuda()
+    first[0] = 3.0  # range [0, 4)
+    for pos in range(per_vec):
+        for rare in (float("nan"), float("inf"), float("-inf"), 4.0, -4.0, 6.5, -1000.0):
+            x = torch.tensor(rng.standard_normal(64 * per_vec + 3) * 0.5, dtype=tdt).cuda()
+            base = x.data_ptr() % 16 // x.element_size()
+            head = (per_vec - base) % per_vec  # index of the first element of an aligned vector
+            x[[head + v * per_vec + pos for v in (0, 5, 31)]] = rare
+            g = trtcal.HistogramCollector(device="cuda", name=f"{dtype} {pos} {rare}")
+            g.update(first)
+            g.update(x)
+            assert_same_state(g.state_dict(), ref_state([first.float().cpu().numpy(), x.float().cpu().numpy()]))
+
+
 def test_denormals_and_extremes(rng):
     tiny = (rng.standard_normal(10001) * 1e-41).astype(np.float32)  # subnormal float32
     huge = np.array([3.0e38, -3.3e38, 1.0], np.float32)
