@@ -140,33 +140,33 @@ struct Pass2Fold {
 };
 
 // |x| histograms of float16 / bfloat16 on 32-bit words (both values at once). One integer
-// test per word finds the rare values (non-finite, or at or beyond the range) of either half;
-// such a word goes through the per-value fold. Otherwise: packed min/max, a packed multiply of
-// |x| by the bin scale 2^k, which is exact (a power of two; products below 1, where a subnormal
-// could round, are bin 0 either way), and truncation to the bin: the same bins as the float
-// path. This halves the fold's instructions per value, which bound these types (see
-// benchmarks/micro_hist_atomics.cu): the shared atomics alone run at the bytes' speed.
-template <typename T>
-struct Packed;
-template <>
-struct Packed<__half> {
-  using V2 = __half2;
-  static constexpr int kBias = 15, kMant = 10, kMinNormal = -14, kMaxExp = 15, kMinSub = -24;
-  static constexpr uint32_t kInf = 0x7c00u;
+// test per 16-byte vector finds the rare values (non-finite, or at or beyond the range) of its
+// 8 values; such a vector goes word by word, and a word holding one through the per-value fold.
+// Otherwise: packed min/max, a packed multiply of |x| by the bin scale 2^k, which is exact (a
+// power of two; products below 1, where a subnormal could round, are bin 0 either way), and
+// truncation to the bin: the same bins as the float path, with half the instructions per value.
+// What bounds these types is then the shared-memory atomic per value (benchmarks/NOTES.md, v6).
+template <typename V2>
+struct PackedWord {  // what both 16-bit types share
   __device__ static V2 as2(uint32_t w) { return *reinterpret_cast<const V2*>(&w); }
   __device__ static float lo(V2 v) { return __low2float(v); }
   __device__ static float hi(V2 v) { return __high2float(v); }
+};
+template <typename T>
+struct Packed;
+template <>
+struct Packed<__half> : PackedWord<__half2> {
+  using V2 = __half2;
+  static constexpr int kBias = 15, kMant = 10, kMinNormal = -14, kMaxExp = 15, kMinSub = -24;
+  static constexpr uint32_t kInf = 0x7c00u;
   __device__ static int bin_lo(V2 v) { return __half2int_rz(__low2half(v)); }
   __device__ static int bin_hi(V2 v) { return __half2int_rz(__high2half(v)); }
 };
 template <>
-struct Packed<__nv_bfloat16> {
+struct Packed<__nv_bfloat16> : PackedWord<__nv_bfloat162> {
   using V2 = __nv_bfloat162;
   static constexpr int kBias = 127, kMant = 7, kMinNormal = -126, kMaxExp = 127, kMinSub = -133;
   static constexpr uint32_t kInf = 0x7f80u;
-  __device__ static V2 as2(uint32_t w) { return *reinterpret_cast<const V2*>(&w); }
-  __device__ static float lo(V2 v) { return __low2float(v); }
-  __device__ static float hi(V2 v) { return __high2float(v); }
   __device__ static int bin_lo(V2 v) { return __bfloat162int_rz(__low2bfloat16(v)); }
   __device__ static int bin_hi(V2 v) { return __bfloat162int_rz(__high2bfloat16(v)); }
 };
