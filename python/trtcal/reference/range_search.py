@@ -122,64 +122,73 @@ def entropy_onnxruntime(
 ) -> np.ndarray:
     """KL divergence of ONNX Runtime's ``get_entropy_threshold`` for each half-width i of a
     signed histogram (see the module docstring). +inf where ORT's smoothing gives up (all
-    zeros) or would fail its own assertion (eps1 >= 1)."""
+    zeros) or would fail its own assertion (eps1 >= 1).
+
+    Candidates are processed in blocks that share ``m = len // levels`` (64 consecutive
+    half-widths each), so a block's groups are one reshape and its rows differ in length by
+    less than ``levels``; Q is constant over a group, so its smoothing and logarithm are taken
+    once per group, not per bin. The per-bin float32 smoothing of P is replayed exactly."""
     h = np.asarray(counts, dtype=np.int64)
     n = h.size
     z = n // 2
     cands = np.asarray(candidates, dtype=np.int64)
     out = np.full(cands.size, np.inf)
+    if cands.size == 0 or n == 0:
+        return out
     H = np.concatenate(([0], np.cumsum(h)))
-    f_eps = np.float32(eps)
-    L_lv = int(levels)
-    for c0, c1 in _chunks(cands.size, n + 1):
-        i = cands[c0:c1]
-        s = z - i
-        e = np.minimum(z + i + 1, n)
-        L = e - s
-        m = L // L_lv
-        Lmax = int(L.max())
-        rows = np.arange(i.size)
-        j = np.arange(Lmax, dtype=np.int64)[None, :]
-        valid = j < L[:, None]
-        p = np.where(valid, h[np.minimum(s[:, None] + j, n - 1)], 0)
-        p[:, 0] += H[s]
-        p[rows, L - 1] += H[n] - H[e]
-        nzp = (p != 0) & valid
-        # group sums of the slice, remainder into the last group
-        g = np.arange(L_lv, dtype=np.int64)[None, :]
-        gs = s[:, None] + g * m[:, None]
-        Sg = H[gs + m[:, None]] - H[gs]
-        Sg[:, -1] += H[e] - H[s + L_lv * m]
-        NZp = np.concatenate((np.zeros((i.size, 1), np.int64), np.cumsum(nzp, axis=1)), axis=1)
-        norm = NZp[rows[:, None], (g + 1) * m[:, None]] - NZp[rows[:, None], g * m[:, None]]
-        qg = np.where(norm > 0, Sg // np.maximum(norm, 1), 0)
-        grp = j // m[:, None]
-        in_grp = valid & (grp < L_lv)
-        q = np.where(in_grp, qg[rows[:, None], np.minimum(grp, L_lv - 1)], 0)
-        pt, okp = _smooth32(p, valid, L, f_eps, eps)
-        qt, okq = _smooth32(q, valid, L, f_eps, eps)
-        pt = np.where(valid, pt, 0.0)
-        qt = np.where(valid, qt, 1.0)
-        Sp = pt.sum(axis=1)
-        Sq = np.where(valid, qt, 0.0).sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            X = np.where(valid, pt * (np.log(np.where(valid, pt, 1.0)) - np.log(qt)), 0.0).sum(axis=1)
-            kl = X / Sp + np.log(Sq / Sp)
-        out[c0:c1] = np.where(okp & okq, kl, np.inf)
+    s = z - cands
+    e = np.minimum(z + cands + 1, n)
+    m = (e - s) // int(levels)
+    for mv in np.unique(m[m > 0]):
+        rows = np.flatnonzero(m == mv)
+        width = int((e - s)[rows].max())
+        for c0, c1 in _chunks(rows.size, width):
+            r = rows[c0:c1]
+            out[r] = _ort_block(h, H, s[r], e[r], int(mv), int(levels), eps)
     return out
 
 
-def _smooth32(v: np.ndarray, valid: np.ndarray, L: np.ndarray, f_eps: np.float32, eps: float):
-    """ORT's smooth_distribution in float32, per row; returns (float64 values, ok rows)."""
-    zero = (v == 0) & valid
-    nz = zero.sum(axis=1)
-    nnz = L - nz
-    ok = nnz > 0
-    e1 = (eps * nz.astype(np.float64)) / np.maximum(nnz, 1).astype(np.float64)
-    ok &= e1 < 1.0
-    f_e1 = (-e1).astype(np.float32)[:, None]
-    sm = np.where(v == 0, f_eps, v.astype(np.float32) + f_e1).astype(np.float32)
-    return sm.astype(np.float64), ok
+def _ort_block(h: np.ndarray, H: np.ndarray, s: np.ndarray, e: np.ndarray, m: int, levels: int,
+               eps: float) -> np.ndarray:
+    """ORT's KL for rows (slices [s, e)) that share m = len // levels."""
+    n = h.size
+    R = s.size
+    L = e - s
+    W = levels * m  # the grouped columns; [W, L) is the remainder (q = 0 there)
+    rows = np.arange(R)
+    j = np.arange(int(L.max()), dtype=np.int64)[None, :]
+    valid = j < L[:, None]
+    p = np.where(valid, h[np.minimum(s[:, None] + j, n - 1)], 0)
+    p[:, 0] += H[s]
+    p[rows, L - 1] += H[n] - H[e]
+    nzp = p != 0
+    # group sums of the slice (without the outliers), remainder into the last group
+    g = np.arange(levels + 1, dtype=np.int64)[None, :] * m
+    Sg = np.diff(H[s[:, None] + g], axis=1)
+    Sg[:, -1] += H[e] - H[s + W]
+    norm = nzp[:, :W].reshape(R, levels, m).sum(axis=2)
+    qg = np.where(norm > 0, Sg // np.maximum(norm, 1), 0)
+    f_eps = np.float32(eps)
+    # smoothing of p, bin by bin in float32
+    nnz_p = nzp.sum(axis=1)
+    e1p = (eps * (L - nnz_p).astype(np.float64)) / np.maximum(nnz_p, 1).astype(np.float64)
+    okp = (nnz_p > 0) & (e1p < 1.0)
+    pt = np.where(nzp, p.astype(np.float32) + (-e1p).astype(np.float32)[:, None], f_eps)
+    pt = np.where(valid, pt.astype(np.float64), 0.0)
+    # smoothing of q: one value per group; the remainder's bins are zeros
+    nz_q = m * (qg == 0).sum(axis=1) + (L - W)
+    nnz_q = L - nz_q
+    e1q = (eps * nz_q.astype(np.float64)) / np.maximum(nnz_q, 1).astype(np.float64)
+    okq = (nnz_q > 0) & (e1q < 1.0)
+    qt = np.where(qg != 0, qg.astype(np.float32) + (-e1q).astype(np.float32)[:, None], f_eps).astype(np.float64)
+    logq = np.concatenate((np.repeat(np.log(qt), m, axis=1),
+                           np.full((R, pt.shape[1] - W), np.log(np.float64(f_eps)))), axis=1)
+    Sp = pt.sum(axis=1)
+    Sq = m * qt.sum(axis=1) + (L - W) * np.float64(f_eps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        X = (pt * (np.log(np.where(valid, pt, 1.0)) - logq)).sum(axis=1)
+        kl = X / Sp + np.log(Sq / Sp)
+    return np.where(okp & okq, kl, np.inf)
 
 
 def percentile_index(counts: np.ndarray, fraction: float) -> int:
