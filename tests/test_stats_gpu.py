@@ -320,6 +320,23 @@ def test_update_many_equals_reference(rng):
         assert_same_state(cols[i].state_dict(), ref_state(host[i], b, s))
 
 
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_update_many_small_batches(rng, k):
+    """A batch of one tensor (the single-tensor kernels) and batches of a few large tensors
+    (split finer than 2^18 values per block so they span the GPU), with a range that grows."""
+    cols = [trtcal.HistogramCollector(device="cuda") for _ in range(k)]
+    host = [[] for _ in range(k)]
+    for scale in (1.0, 1e3):
+        pairs = []
+        for i in range(k):
+            x = draw(rng, DISTS[i % 4], int(rng.integers(1, 3_000_000))) * np.float32(scale)
+            pairs.append((cols[i], cp.asarray(x)))
+            host[i].append(x)
+        trtcal.collectors.update_many(pairs)
+    for i in range(k):
+        assert_same_state(cols[i].state_dict(), ref_state(host[i]))
+
+
 def test_update_many_orders_with_single_updates(rng):
     x = cp.asarray(draw(rng, "student_t", 100003))
     a = trtcal.HistogramCollector(device="cuda")

@@ -151,9 +151,9 @@ class HistogramStateBinding {
 
 // Pinned descriptors and their device copies for histogram_update_many, per device. Two
 // rings of slots, each slot guarded by an event until its copy has left it, so that the host
-// waits for the GPU only when it is a whole ring ahead: small launches (<= kSmallItems
-// tensors: hooks read in-place-modified activations one by one, about a hundred per ResNet
-// forward, queued far ahead of the GPU) share one arena allocated once, so the steady state
+// waits for the GPU only when it is a whole ring ahead: small launches (2..kSmallItems
+// tensors; a single tensor takes the single-tensor kernels and no descriptors) share one
+// arena allocated once, so the steady state
 // neither waits nor allocates; larger batches (one per forward) use a short ring of slots that
 // grow to fit. Allocation mid-forward (cudaMallocHost) or a shallow ring made the host wait
 // and serialised host and GPU (benchmarks/NOTES.md, PyTorch hooks).
@@ -244,6 +244,11 @@ void update_many(py::list states, py::list ptrs, py::list dtypes, py::list sizes
   for (size_t i = 0; i < n; ++i) {
     hs[i] = states[i].cast<HistogramStateBinding*>();
     TRTCAL_CHECK_ARG(hs[i]->device() == device, "trtcal: update_many states must live on one device");
+  }
+  if (n == 1) {  // one tensor (hooks reading an activation before an in-place op changes it):
+    // the single-tensor kernels, with no descriptor upload
+    hs[0]->update(ptrs[0].cast<uintptr_t>(), dtypes[0].cast<int>(), sizes[0].cast<size_t>(), stream);
+    return;
   }
   DeviceGuard g(device);
   BatchStaging& st = staging_for(device);

@@ -675,21 +675,33 @@ cudaError_t histogram_update_many(HistogramBatchItem* items, int32_t nitems, His
                                   cudaStream_t stream) {
   if (nitems <= 0) return cudaSuccess;
   int32_t max_bins = 1;
-  int64_t blocks = 0;
+  size_t total = 0;
   for (int32_t i = 0; i < nitems; ++i) {
-    HistogramBatchItem& it = items[i];
+    const HistogramBatchItem& it = items[i];
     if (it.nbins < 1 || it.nbins > kMaxHistogramBins || (it.is_signed && it.nbins % 2) || it.dtype < 0 ||
         it.dtype > 2)
       return cudaErrorInvalidValue;
     max_bins = it.nbins > max_bins ? it.nbins : max_bins;
-    // one block per 2^18 values (amortises the sub-histogram set-up and flush), at least one
-    const int64_t nb = (int64_t)((it.n + (1u << 18) - 1) >> 18);
+    total += it.n;
+  }
+  const Layout l = choose_layout(max_bins);
+  // Values per block: 2^18 amortises a block's sub-histogram set-up and flush when the batch
+  // fills the GPU many times over; a small batch (hooks read in-place-modified activations
+  // as they come) is split finer so that it still spans every SM (a 25 MB activation in
+  // 2^18-value blocks ran on 25 of 132 SMs).
+  const size_t grid = (size_t)grid_for(total, l);
+  size_t per_block = (total + grid - 1) / grid;
+  per_block = per_block < (size_t)kThreads * 16 ? (size_t)kThreads * 16 : per_block;
+  per_block = per_block > ((size_t)1 << 18) ? ((size_t)1 << 18) : per_block;
+  int64_t blocks = 0;
+  for (int32_t i = 0; i < nitems; ++i) {
+    HistogramBatchItem& it = items[i];
+    const int64_t nb = (int64_t)((it.n + per_block - 1) / per_block);
     it.nblocks = (int32_t)(nb < 1 ? 1 : nb);
     it.first_block = (int32_t)blocks;
     blocks += it.nblocks;
   }
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-  const Layout l = choose_layout(max_bins);
   cudaError_t err;
   if ((err = prepare(histogram_pass1_many_kernel, l)) != cudaSuccess) return err;
   if ((err = prepare(histogram_pass2_many_kernel, l)) != cudaSuccess) return err;
