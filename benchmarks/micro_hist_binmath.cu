@@ -11,13 +11,16 @@
 //   ffma-nomm: ffma-rz without the min/max
 //   lanes16  : ffma-rz math on 16-bit counters, one column per lane (word (bin/2)*32 + lane,
 //              conflict-free), 1024 threads, one block per SM
+//   rep16h   : ffma-rz math on 16 sub-histograms of 16-bit counters (word (bin/2)*16 + lane%16:
+//              lanes l and l+16 share a bank only when bin/2 has the same parity), 64 KB, so
+//              3 blocks of 512 per SM as trtcal's 8 x 32-bit layout
 // Build and run on the GPU:
 //   nvcc -O3 -arch=sm_90 -o /tmp/binmath benchmarks/micro_hist_binmath.cu && /tmp/binmath
 #include "micro_common.cuh"
 
 constexpr int kBins = 2048;
 constexpr int kRep = 8;
-enum Mode { kF2I, kFfma, kFfmaNoMinMax, kLanes16 };
+enum Mode { kF2I, kFfma, kFfmaNoMinMax, kLanes16, kRep16h };
 
 __device__ __forceinline__ void atom_shared_inc(uint32_t addr) {
   asm volatile("red.shared.add.u32 [%0], 1;" ::"r"(addr) : "memory");
@@ -31,7 +34,7 @@ __global__ void __launch_bounds__(THREADS, 1536 / THREADS)
     kernel(const uint4* __restrict__ x, size_t nvec, float scale, unsigned long long* out) {
   extern __shared__ unsigned int sh[];
   const int lane = threadIdx.x & 31;
-  constexpr int words = MODE == kLanes16 ? kBins / 2 * 32 : kBins * kRep;
+  constexpr int words = MODE == kLanes16 ? kBins / 2 * 32 : MODE == kRep16h ? kBins / 2 * 16 : kBins * kRep;
   for (int i = threadIdx.x; i < words; i += blockDim.x) sh[i] = 0;
   __syncthreads();
   unsigned int rare = 0;
@@ -81,6 +84,10 @@ __global__ void __launch_bounds__(THREADS, 1536 / THREADS)
             // word (bin / 2) * 32 + lane, half (bin & 1)
             atom_shared_add(sbase + ((b0 >> 1) & 0x3ffu) * 128u + lane * 4u, 1u << ((b0 & 1u) * 16u));
             atom_shared_add(sbase + ((b1 >> 1) & 0x3ffu) * 128u + lane * 4u, 1u << ((b1 & 1u) * 16u));
+          } else if (MODE == kRep16h) {
+            // word (bin / 2) * 16 + lane % 16, half (bin & 1)
+            atom_shared_add(sbase + ((b0 >> 1) & 0x3ffu) * 64u + (lane & 15) * 4u, 1u << ((b0 & 1u) * 16u));
+            atom_shared_add(sbase + ((b1 >> 1) & 0x3ffu) * 64u + (lane & 15) * 4u, 1u << ((b1 & 1u) * 16u));
           } else {
             atom_shared_inc(b0 * stride + base);
             atom_shared_inc(b1 * stride + base);
@@ -94,6 +101,8 @@ __global__ void __launch_bounds__(THREADS, 1536 / THREADS)
     unsigned int s = 0;
     if (MODE == kLanes16) {
       for (int l = 0; l < 32; ++l) s += (sh[(b >> 1) * 32 + l] >> ((b & 1) * 16)) & 0xffffu;
+    } else if (MODE == kRep16h) {
+      for (int l = 0; l < 16; ++l) s += (sh[(b >> 1) * 16 + l] >> ((b & 1) * 16)) & 0xffffu;
     } else {
 #pragma unroll
       for (int r = 0; r < kRep; ++r) s += sh[b * kRep + r];
@@ -107,7 +116,7 @@ __global__ void __launch_bounds__(THREADS, 1536 / THREADS)
 template <int MODE, int THREADS = 512>
 float run(const uint4* x, size_t nvec, float scale, unsigned long long* out, int per_sm,
           unsigned long long* total) {
-  const int smem = MODE == kLanes16 ? kBins / 2 * 32 * 4 : kBins * kRep * 4;
+  const int smem = MODE == kLanes16 ? kBins / 2 * 32 * 4 : MODE == kRep16h ? kBins / 2 * 16 * 4 : kBins * kRep * 4;
   cudaFuncSetAttribute(kernel<MODE, THREADS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   auto launch = [&] { kernel<MODE, THREADS><<<sm_count() * per_sm, THREADS, smem>>>(x, nvec, scale, out); };
   const float ms = median_ms(launch);
@@ -143,6 +152,10 @@ int main() {
   std::printf("ffma-nomm %.3f ms  total %llu\n", t, total);
   t = run<kLanes16, 1024>(v, nvec, scale, out, 1, &total);
   std::printf("lanes16   %.3f ms  total %llu (16-bit columns overflow past 65535 per lane: timing only)\n", t, total);
+  t = run<kRep16h>(v, nvec, scale, out, 3, &total);
+  std::printf("rep16h    %.3f ms  total %llu (16-bit counters: timing only)\n", t, total);
+  t = run<kFfma>(v, nvec, scale, out, 3, &total);
+  std::printf("ffma-rz   %.3f ms  (again, for the run-to-run spread)\n", t);
   CK(cudaGetLastError());
   return 0;
 }

@@ -57,9 +57,58 @@ def main():
     rows.append(("largest batched launch, GPU time", time_torch(lambda: launch(big), 5, 20, False)))
     one = [calls[0][0]]
     rows.append(("one immediate launch, host time", host_ms(lambda: launch(one))))
-    hooks.remove()
+    rows.extend(_kernel_split(lambda: hooks.forward(x)))
+    rows.extend(_graphs(model, x, hooks))  # removes the hooks
     for name, ms in rows:
         print(f"{name:<60} {ms:8.3f} ms")
+
+
+def _kernel_split(fn, iters=5):
+    """GPU time per forward of trtcal's kernels and of the others, from CUPTI (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    ours = other = 0.0
+    for e in prof.key_averages():
+        us = getattr(e, "device_time_total", None)
+        if us is None:
+            us = e.cuda_time_total
+        if any(k in e.key for k in ("histogram", "minmax", "trtcal")):
+            ours += us
+        else:
+            other += us
+    return [("hooked forward: trtcal kernels' GPU time (CUPTI)", ours / iters / 1e3),
+            ("hooked forward: the model's kernels' GPU time (CUPTI)", other / iters / 1e3)]
+
+
+def _graphs(model, x, hooks):
+    """The hooked forward, then (hooks removed) the forward, captured once in a CUDA graph and
+    replayed: what is left of the overhead when the host is out of the way."""
+    rows = []
+    static = x.clone()
+    runs = (("hooked forward", lambda: hooks.forward(static)), ("forward", lambda: model(static)))
+    with torch.no_grad():
+        for label, fn in runs:
+            try:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(3):
+                        fn()
+                torch.cuda.current_stream().wait_stream(side)
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    fn()
+                rows.append((f"{label} as a CUDA graph replay, GPU time", time_torch(g.replay, 5, 20, False)))
+            except Exception as exc:  # noqa: BLE001
+                rows.append((f"{label}: CUDA graph capture failed: {type(exc).__name__}: {str(exc)[:160]}", 0.0))
+            hooks.remove()
+    return rows
 
 
 if __name__ == "__main__":
