@@ -83,6 +83,7 @@ def main() -> int:
     ap.add_argument("--only", default="")
     args = ap.parse_args()
     only = [s for s in args.only.split(",") if s]
+    os.makedirs(args.out, exist_ok=True)  # benches write files (sweep.png) there as they go
     from timing import copy_bandwidth_tbs
 
     import cupy as cp
