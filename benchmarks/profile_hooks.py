@@ -74,15 +74,17 @@ def _kernel_split(fn, iters=5):
             fn()
         torch.cuda.synchronize()
     ours = other = 0.0
+    per_kernel = []
     for e in prof.key_averages():
         us = getattr(e, "device_time_total", None)
         if us is None:
             us = e.cuda_time_total
         if any(k in e.key for k in ("histogram", "minmax", "trtcal")):
             ours += us
+            per_kernel.append((f"  {e.key.split('(')[0][-48:]} x{e.count // iters} per forward", us / iters / 1e3))
         else:
             other += us
-    return [("hooked forward: trtcal kernels' GPU time (CUPTI)", ours / iters / 1e3),
+    return [("hooked forward: trtcal kernels' GPU time (CUPTI)", ours / iters / 1e3), *sorted(per_kernel),
             ("hooked forward: the model's kernels' GPU time (CUPTI)", other / iters / 1e3)]
 
 

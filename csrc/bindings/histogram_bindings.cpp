@@ -298,6 +298,7 @@ void init_histogram_bindings(py::module_& m) {
       .def_property_readonly("device", &HistogramStateBinding::device);
 
   m.def("_histogram_set_replicas", &histogram_set_replicas, "benchmarking knob (0 = automatic)");
+  m.def("_histogram_set_blocks_per_sm", &histogram_set_blocks_per_sm, "benchmarking knob (0 = automatic)");
   // One-shot histogram over a fixed range; returns (counts int64[bins], stats uint64[4] =
   // outside, NaN, +Inf, -Inf). Waits for the stream.
   m.def("histogram_fixed", [](uintptr_t x, int dtype, size_t n, double range, int32_t nbins,

@@ -10,7 +10,9 @@ namespace trtcal {
 namespace {
 
 constexpr int kThreads = 512;
+constexpr int kBlocksPerSm = 3;           // pass 1's __launch_bounds__ minimum
 constexpr int kSharedBudget = 64 * 1024;  // bytes of sub-histograms per block
+constexpr int kReplicaBudget = 16 * 1024;  // more than one sub-histogram only within this
 
 struct Layout {
   int replicas;  // sub-histograms in shared memory; 0 = count in global memory
@@ -18,13 +20,19 @@ struct Layout {
 };
 
 int g_replicas_override = 0;  // benchmarking knob: force this many replicas (1, 2, 4, 8, 16)
+int g_blocks_per_sm_override = 0;  // benchmarking knob: force this many blocks per SM
 
 Layout choose_layout(int32_t nbins) {
   const size_t one = (size_t)nbins * sizeof(unsigned int);
   if (g_replicas_override && one * g_replicas_override <= 2 * (size_t)kSharedBudget)
     return {g_replicas_override, one * g_replicas_override};
-  for (int r = 8; r >= 1; r >>= 1)
-    if (one * r <= (size_t)kSharedBudget) return {r, one * r};
+  // Two lane-interleaved sub-histograms up to 2048 bins, else one: measured on the H200
+  // (benchmarks/NOTES.md, "sub-histograms and blocks per SM"), 8 replicas (64 KB) lost to 2 or 1
+  // at every size, dtype and distribution tried (one bin, four bins, normal, ReLU, Student-t)
+  // but four-bin float16 (-2..-8%): 2^28 float32 0.261 -> 0.245 ms, float16 0.145 -> 0.130 ms
+  // (Student-t), 2^23 float32 26.5 -> 20 us.
+  if (one * 2 <= (size_t)kReplicaBudget) return {2, one * 2};
+  if (one <= (size_t)kSharedBudget) return {1, one};
   return {0, 0};
 }
 
@@ -409,7 +417,7 @@ __device__ __forceinline__ void pass1_body(const T* __restrict__ x, size_t n, Hi
 }
 
 template <typename T, bool kSigned>
-__global__ void __launch_bounds__(kThreads, 3) histogram_pass1_kernel(
+__global__ void __launch_bounds__(kThreads, kBlocksPerSm) histogram_pass1_kernel(
     const T* __restrict__ x, size_t n, HistogramState* state, unsigned long long* counts,
     int replicas) {
   extern __shared__ unsigned int smem[];
@@ -624,10 +632,13 @@ __global__ void __launch_bounds__(kThreads) histogram_fixed_kernel(
       if (c[i]) atomicAdd(stats + i, c[i]);
 }
 
-// Blocks per SM as many as shared memory allows (at most 4 of 512 threads).
+// Blocks per SM as many as shared memory allows, at most the kBlocksPerSm that pass 1's
+// registers allow (a 4th block of 512 threads would wait for a slot: 2^28 float32 0.245 ->
+// 0.276 ms).
 int grid_for(size_t n, const Layout& l) {
-  int per_sm = l.smem ? (int)((200 * 1024) / (l.smem + 1024)) : 4;
-  per_sm = per_sm < 1 ? 1 : (per_sm > 4 ? 4 : per_sm);
+  int per_sm = l.smem ? (int)((200 * 1024) / (l.smem + 1024)) : kBlocksPerSm;
+  per_sm = per_sm < 1 ? 1 : (per_sm > kBlocksPerSm ? kBlocksPerSm : per_sm);
+  if (g_blocks_per_sm_override) per_sm = g_blocks_per_sm_override;
   return detail::streaming_grid(n, kThreads * 16, per_sm);
 }
 
@@ -639,6 +650,7 @@ cudaError_t prepare(K kernel, const Layout& l) {
 }  // namespace
 
 void histogram_set_replicas(int replicas) { g_replicas_override = replicas; }
+void histogram_set_blocks_per_sm(int blocks) { g_blocks_per_sm_override = blocks; }
 
 cudaError_t histogram_state_init(HistogramState* state, unsigned long long* counts,
                                  int32_t nbins, bool is_signed, cudaStream_t stream) {

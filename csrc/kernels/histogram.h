@@ -86,5 +86,6 @@ cudaError_t histogram_fixed_range(const void* x, DType dtype, size_t n, double r
 
 // Benchmarking knob: number of lane-interleaved sub-histograms per block (0 = automatic).
 void histogram_set_replicas(int replicas);
+void histogram_set_blocks_per_sm(int blocks);
 
 }  // namespace trtcal
