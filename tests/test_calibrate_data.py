@@ -57,8 +57,8 @@ def test_image_folder_fits_model_size_and_orders_files(tmp_path, rng):
         os.makedirs(tmp_path / os.path.dirname(name), exist_ok=True)
         _png(tmp_path / name, rng.integers(0, 256, size=(11, 23, 3), dtype=np.uint8))
     src = open_source(str(tmp_path))
-    assert isinstance(src, ImageFolder)
     src.bind(SPEC)
+    assert isinstance(src.inner, ImageFolder)  # a folder's kind is settled when bound
     assert src.preprocess.resize == (8, 10)  # taken from the model's fixed H, W
     got = list(batches(src, 2))
     assert [b.names for b in got] == [["a.jpg", "b.png"], ["sub/c.png"]]
@@ -84,8 +84,8 @@ def test_npy_and_npz(tmp_path, rng):
     np.save(tmp_path / "a.npy", x)
     np.save(tmp_path / "b.npy", x[0])  # a single sample
     src = open_source(str(tmp_path))
-    assert isinstance(src, ArrayFiles)
     src.bind(SPEC)
+    assert isinstance(src.inner, ArrayFiles)
     assert len(src) == 6
     got = list(batches(src, 4))
     assert got[0].names[:2] == ["a.npy[0]", "a.npy[1]"] and got[1].names[-1] == "b.npy"
@@ -154,3 +154,162 @@ def test_iterable_of_batches_resumes_by_skipping(rng):
     got = list(batches(src, 99, start=1))
     assert len(got) == 3 and got[0].names == ["batch1[0]", "batch1[1]"] and got[-1].end == 4
     np.testing.assert_array_equal(got[0].inputs["images"], bs[1]["images"])
+
+
+def test_single_image_file_is_one_sample(tmp_path, rng):
+    for name in ("a.png", "b.png", "c.jpg"):
+        _png(tmp_path / name, rng.integers(0, 256, size=(9, 13, 3), dtype=np.uint8))
+    src = open_source(str(tmp_path / "b.png"))
+    assert isinstance(src, ImageFolder)
+    src.bind(SPEC)
+    got = list(batches(src, 4))
+    assert len(src) == 1 and [b.names for b in got] == [["b.png"]]
+    expect = Preprocess(resize=(8, 10), resize_mode="exact").apply(Image.open(tmp_path / "b.png"))
+    np.testing.assert_array_equal(got[0].inputs["images"][0], expect)
+    d = src.describe()
+    assert d["file"] == str(tmp_path / "b.png") and d["files"] == 1 and "root" not in d
+    other = open_source(str(tmp_path / "a.png"))
+    other.bind(SPEC)
+    assert other.fingerprint() != src.fingerprint()
+    listed = ImageFolder([str(tmp_path / "c.jpg"), str(tmp_path / "a.png")])  # the order given
+    listed.bind(SPEC)
+    assert [n for n, _ in listed.items(0)] == ["c.jpg", "a.png"] and listed.describe()["files"] == 2
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="x.npy is not an image file"):
+        ImageFolder([str(tmp_path / "a.png"), str(tmp_path / "x.npy")])
+
+
+def _traced_peak(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_is_read_by_rows_never_whole(tmp_path, rng, save):
+    # bind() reads headers only; a row costs about a row: an stored array is read in place, a
+    # compressed one decompressed as a stream (in order; going back restarts it)
+    x = rng.standard_normal((517, 3, 37, 41)).astype(np.float32)  # ~9.4 MB, odd sizes
+    y = rng.integers(-9, 9, size=(517, 7), dtype=np.int32)
+    z = tmp_path / "big.npz"
+    save(z, x=x, y=y)
+    specs = [InputSpec("x", (None, 3, 37, 41), np.dtype(np.float32)), InputSpec("y", (None, 7), np.dtype(np.int32))]
+    src = open_source(str(z))
+    _, peak = _traced_peak(lambda: src.bind(specs))
+    assert len(src) == 517 and peak < 200_000
+    rows, peak = _traced_peak(lambda: [src.row(0, 0), src.row(0, 1)])
+    assert peak < 1_000_000, peak  # a whole load is > 9 MB
+    _, whole = _traced_peak(lambda: np.load(z)["x"])
+    assert whole > x.nbytes  # the measure sees a whole load
+    for j, r in zip((0, 1), rows):
+        np.testing.assert_array_equal(r["x"], x[j])
+        np.testing.assert_array_equal(r["y"], y[j])
+    for j in (516, 3, 200, -1):  # random access, backwards included
+        np.testing.assert_array_equal(src.row(0, j)["x"], x[j])
+    got = list(batches(src, 100, start=400))
+    np.testing.assert_array_equal(np.concatenate([b.inputs["x"] for b in got]), x[400:])
+    np.testing.assert_array_equal(np.concatenate([b.inputs["y"] for b in got]), y[400:])
+
+
+def test_npz_single_sample_and_truncated_member(tmp_path, rng):
+    x = rng.standard_normal((3, 8, 10)).astype(np.float32)  # one sample
+    np.savez(tmp_path / "one.npz", images=x)
+    src = open_source(str(tmp_path / "one.npz"))
+    src.bind(SPEC)
+    got = list(batches(src, 2))
+    assert got[0].names == ["one.npz"]
+    np.testing.assert_array_equal(got[0].inputs["images"][0], x)
+    data = bytearray((tmp_path / "one.npz").read_bytes())
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    np.savez(bad / "t.npz", images=rng.standard_normal((4, 3, 8, 10)).astype(np.float32))
+    (bad / "u.npz").write_bytes(bytes(data[: len(data) // 2]))  # not a zip any more
+    src = open_source(str(bad))
+    src.bind(SPEC)
+    assert len(src) == 5
+    with pytest.raises(BadSampleError, match="u.npz.*cannot read array file"):
+        list(batches(src, 2))
+
+
+def _two_inputs(h=6, w=7):
+    return [InputSpec("x", (None, 3, h, w), np.dtype(np.float32)), InputSpec("y", (None, 5), np.dtype(np.float32))]
+
+
+def test_folder_per_input_pairs_images_and_arrays(tmp_path, rng):
+    ys = {}
+    for stem in ("b", "a", "sub/c"):
+        for d in ("x", "y"):
+            os.makedirs(tmp_path / d / os.path.dirname(stem), exist_ok=True)
+        _png(tmp_path / "x" / f"{stem}.png", rng.integers(0, 256, size=(11, 13, 3), dtype=np.uint8))
+        ys[stem] = rng.standard_normal(5).astype(np.float32)  # one sample per file
+        np.save(tmp_path / "y" / f"{stem}.npy", ys[stem])
+    (tmp_path / "notes").mkdir()  # other subfolders are ignored
+    _png(tmp_path / "notes" / "n.png", rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8))
+    src = open_source(str(tmp_path))
+    src.bind(_two_inputs())
+    assert src.kind == "per-input" and len(src) == 3
+    assert src.preprocess.resize == (6, 7)  # fitted to input x
+    got = list(batches(src, 2))
+    assert [b.names for b in got] == [["a", "b"], ["sub/c"]]
+    np.testing.assert_array_equal(np.concatenate([b.inputs["y"] for b in got]), np.stack([ys[s] for s in ("a", "b", "sub/c")]))
+    expect = Preprocess(resize=(6, 7), resize_mode="exact").apply(Image.open(tmp_path / "x" / "sub" / "c.png"))
+    np.testing.assert_array_equal(got[1].inputs["x"][0], expect)
+    d = src.describe()
+    assert set(d["inputs"]) == {"x", "y"} and d["inputs"]["x"]["files"] == 3 and d["inputs"]["y"]["files"] == 3
+    before = src.fingerprint()
+    np.save(tmp_path / "y" / "a.npy", np.zeros((2, 5), np.float32))  # y changes: the fingerprint does
+    again = open_source(str(tmp_path))
+    with pytest.raises(ValueError, match=r"'a' hold different numbers of samples .*x/a.png: 1.*y/a.npy: 2"):
+        again.bind(_two_inputs())
+    os.remove(tmp_path / "y" / "a.npy")
+    np.savez(tmp_path / "y" / "a.npz", y=ys["a"])  # only y's files differ
+    again = open_source(str(tmp_path))
+    again.bind(_two_inputs())
+    assert again.fingerprint() != before
+
+
+def test_folder_per_input_of_arrays_rows_and_npz(tmp_path, rng):
+    specs = [InputSpec("a", (None, 5), np.dtype(np.float32)), InputSpec("b", (None, 2, 3), np.dtype(np.float32))]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a1, b1 = rng.standard_normal((4, 5)).astype(np.float32), rng.standard_normal((4, 2, 3)).astype(np.float32)
+    a2, b2 = rng.standard_normal(5).astype(np.float32), rng.standard_normal((2, 3)).astype(np.float32)
+    np.save(tmp_path / "a" / "p.npy", a1)
+    np.savez(tmp_path / "b" / "p.npz", whatever=b1)
+    np.save(tmp_path / "a" / "q.npy", a2)
+    np.savez_compressed(tmp_path / "b" / "q.npz", b=b2)
+    src = open_source(str(tmp_path))
+    src.bind(specs)
+    got = list(batches(src, 3, start=1))
+    assert [n for b in got for n in b.names] == ["p[1]", "p[2]", "p[3]", "q"]
+    np.testing.assert_array_equal(np.concatenate([b.inputs["a"] for b in got]), np.concatenate([a1[1:], a2[None]]))
+    np.testing.assert_array_equal(np.concatenate([b.inputs["b"] for b in got]), np.concatenate([b1[1:], b2[None]]))
+
+
+def test_folder_per_input_errors_name_file_and_input(tmp_path, rng):
+    for d in ("x", "y"):
+        (tmp_path / d).mkdir()
+    for stem in ("a", "b", "c"):
+        _png(tmp_path / "x" / f"{stem}.png", rng.integers(0, 256, size=(7, 9, 3), dtype=np.uint8))
+    for stem in ("a", "c"):
+        np.save(tmp_path / "y" / f"{stem}.npy", rng.standard_normal(5).astype(np.float32))
+    with pytest.raises(ValueError, match=r"input 'y' has no file 'y/b\.\*' to pair with x/b.png"):
+        open_source(str(tmp_path)).bind(_two_inputs())
+    # images for one input of two: told at bind, before any batch, how to give the other
+    with pytest.raises(ValueError, match=r"gives input 'x' only.*\['y'\].*subfolder per input"):
+        open_source(str(tmp_path / "x"), input_name="x").bind(_two_inputs())
+    with pytest.raises(ValueError, match=r"gives input 'x' only"):
+        open_source(str(tmp_path / "x" / "a.png"), input_name="x").bind(_two_inputs())
+    with pytest.raises(ValueError, match="2 inputs.*subfolder named after each input"):  # not a bad sample per file
+        open_source(str(tmp_path / "y")).bind(_two_inputs())
+    other = [InputSpec("x", (None, 3, 6, 7), np.dtype(np.float32)), InputSpec("z", (None, 5), np.dtype(np.float32))]
+    with pytest.raises(ValueError, match=r"subfolder for input\(s\) \['x'\] but none for \['z'\]"):
+        open_source(str(tmp_path)).bind(other)
+    np.save(tmp_path / "x" / "d.npy", np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="both images and .npy/.npz"):
+        open_source(str(tmp_path)).bind(_two_inputs())

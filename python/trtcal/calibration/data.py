@@ -1,4 +1,5 @@
-"""Calibration data: image folders with explicit preprocessing, .npy/.npz files, arrays, iterables.
+"""Calibration data: image files and folders with explicit preprocessing, .npy/.npz files, folders
+with a subfolder per model input, arrays, iterables.
 
 Every source yields *samples* in a fixed order: ``(name, {input_name: array without the batch
 axis})``. :func:`batches` stacks them into batches and tracks a cursor (positions consumed,
@@ -11,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import struct
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -171,6 +174,30 @@ class Preprocess:
         return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def _check_preprocess_fits(pre: "Preprocess", spec: InputSpec, what: str) -> None:
+    """Before the first batch: when the preprocessing gives a shape the input cannot take for a
+    landscape AND a portrait image, every image would be a bad sample; say so once, naming the
+    shapes (a size that depends on the image, e.g. 'shorter' resize with no crop, is left to
+    the per-sample check)."""
+    from PIL import Image
+
+    want = tuple(spec.shape[1:]) if spec.shape else ()
+    if not want:
+        return
+    got = []
+    for size in ((640, 480), (480, 640)):
+        try:
+            shape = pre.apply(Image.new("RGB", size)).shape
+        except ValueError:
+            return  # e.g. a crop larger than this test image: real images decide
+        if len(shape) == len(want) and all(w is None or w == g for w, g in zip(want, shape)):
+            return
+        got.append(shape)
+    raise ValueError(f"trtcal: {what}: the preprocessing ({pre.describe()}) gives images of shape "
+                     f"{_shape_str(got[0])}, but input '{spec.name}' takes {_shape_str(want)} per sample; "
+                     "fix --resize/--crop/--nhwc (or the preprocess JSON)")
+
+
 _INTERP = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST", "lanczos": "LANCZOS"}
 
 
@@ -238,41 +265,84 @@ class Source:
         return self.describe()
 
 
+def _read_npy_header(f: Any) -> Tuple[Tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from a .npy header; ``f`` is left at the first data byte."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = fmt.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}")
+    return tuple(shape), bool(fortran), dtype
+
+
+def _member_data_offset(path: str, info: zipfile.ZipInfo) -> int:
+    """Where the bytes of a zip member start in the zip file (after its local header)."""
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        head = f.read(30)
+    if len(head) != 30 or head[:4] != b"PK\x03\x04":
+        raise ValueError(f"bad zip entry for '{info.filename}'")
+    name_len, extra_len = struct.unpack("<2H", head[26:30])  # the local extra field may differ from the central one
+    return info.header_offset + 30 + name_len + extra_len
+
+
 class NpyRows:
-    """The rows of a ``.npy`` file, each read on demand with a positional read.
+    """The rows of a ``.npy`` file, or of one array of an ``.npz``, each read on demand.
 
     Not a memory map: the pages of a map stay in the process's resident memory once touched,
     so a pass over a large calibration file would grow the RSS by the file's size; reads keep
     it constant (the OS page cache still serves repeated passes). ``shape``, ``ndim``,
-    ``dtype``, ``len()`` and ``rows[j]`` as for an array; ``load()`` reads the whole file.
+    ``dtype``, ``len()`` and ``rows[j]`` as for an array; ``load()`` reads the whole array.
+
+    ``member`` names an array inside the .npz at ``path``. One stored uncompressed
+    (``np.savez``) is read in place with positional reads, like a .npy. One compressed
+    (``np.savez_compressed``) cannot be read at an offset: it is decompressed as a stream kept
+    open (constant memory); reading rows in order costs one pass, a row before the last one
+    read restarts decompression from the array's start. Fortran-ordered arrays have no
+    contiguous rows: each row loads the whole array.
     """
 
-    def __init__(self, path: str) -> None:
-        fmt = np.lib.format
-        with open(path, "rb") as f:
-            version = fmt.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = fmt.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, fortran, dtype = fmt.read_array_header_2_0(f)
-            else:
-                raise ValueError(f"unsupported .npy format version {version}")
-            self.offset = f.tell()
+    def __init__(self, path: str, member: Optional[str] = None) -> None:
+        self.path, self.member = path, member
+        self._zip: Optional[zipfile.ZipFile] = None
+        self._stream: Optional[Any] = None
+        if member is None:
+            with open(path, "rb") as f:
+                shape, fortran, dtype = _read_npy_header(f)
+                self.offset = f.tell()
+            self.compressed, end = False, os.path.getsize(path)
+        else:
+            with zipfile.ZipFile(path) as z:
+                info = z.getinfo(member)
+                if info.flag_bits & 0x1:
+                    raise ValueError(f"array '{member}' is encrypted")
+                with z.open(info) as m:
+                    shape, fortran, dtype = _read_npy_header(m)
+                    header = m.tell()
+            self.compressed = info.compress_type != zipfile.ZIP_STORED
+            start = 0 if self.compressed else _member_data_offset(path, info)  # offsets in the stream / the file
+            self.offset, end = start + header, start + info.file_size
         if dtype.hasobject:
             raise ValueError("object arrays cannot be read without pickle")
-        self.path, self.shape, self.dtype, self.fortran = path, tuple(shape), dtype, bool(fortran)
+        self.shape, self.dtype, self.fortran = shape, dtype, fortran
         self.ndim = len(self.shape)
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * dtype.itemsize
         need = self.offset + int(np.prod(self.shape, dtype=np.int64)) * dtype.itemsize
-        size = os.path.getsize(path)
-        if size < need:
-            raise ValueError(f"the file is truncated: {size} bytes, its header describes {need}")
+        if end < need:
+            what = "the file" if member is None else f"array '{member}'"
+            raise ValueError(f"{what} is truncated: {end} bytes, its header describes {need}")
 
     def __len__(self) -> int:
         return self.shape[0] if self.shape else 0
 
     def load(self) -> np.ndarray:
-        return np.load(self.path, allow_pickle=False)
+        if self.member is None:
+            return np.load(self.path, allow_pickle=False)
+        with zipfile.ZipFile(self.path) as z, z.open(self.member) as m:
+            return np.lib.format.read_array(m, allow_pickle=False)
 
     def __getitem__(self, j: int) -> np.ndarray:
         if self.fortran or not self.shape:
@@ -281,12 +351,57 @@ class NpyRows:
         if not -len(self) <= j < len(self):
             raise IndexError(f"row {j} of a file of {len(self)}")
         j %= len(self)
-        with open(self.path, "rb") as f:
-            f.seek(self.offset + j * self.row_bytes)
-            buf = f.read(self.row_bytes)
+        at = self.offset + j * self.row_bytes
+        buf = self._read_stream(at) if self.compressed else self._read_file(at)
         if len(buf) != self.row_bytes:
             raise EOFError(f"{self.path}: file ends inside row {j}")
         return np.frombuffer(buf, dtype=self.dtype).reshape(self.shape[1:])
+
+    def _read_file(self, at: int) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(at)
+            return f.read(self.row_bytes)
+
+    def _read_stream(self, at: int) -> bytes:
+        if self._stream is None:
+            self._zip = zipfile.ZipFile(self.path)
+            self._stream = self._zip.open(self.member or "")
+        self._stream.seek(at)  # forward: decompresses and drops; backward: restarts
+        return self._stream.read(self.row_bytes)
+
+    def close(self) -> None:
+        """Closes the decompression stream, if one is open."""
+        for handle in (self._stream, self._zip):
+            if handle is not None:
+                handle.close()
+        self._stream = self._zip = None
+
+
+class _OneSample:
+    """A file holding a single sample (the input's rank minus one) seen as one row, read when asked for."""
+
+    def __init__(self, rows: NpyRows) -> None:
+        self.rows = rows
+        self.shape = (1,) + rows.shape
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, j: int) -> np.ndarray:
+        if int(j) not in (0, -1):
+            raise IndexError(f"row {j} of a file of 1")
+        return self.rows.load()
+
+    def close(self) -> None:
+        self.rows.close()
+
+
+def _npz_arrays(path: str) -> Dict[str, NpyRows]:
+    """The arrays of an .npz by key (member name less '.npy'); headers read, data not."""
+    with zipfile.ZipFile(path) as z:
+        members = z.namelist()
+    return {m.removesuffix(".npy"): NpyRows(path, m) for m in members}
 
 
 def _single_name(specs: Sequence[InputSpec], what: str) -> str:
@@ -294,39 +409,77 @@ def _single_name(specs: Sequence[InputSpec], what: str) -> str:
         names = ", ".join(s.name for s in specs)
         raise ValueError(
             f"trtcal: {what} gives one array per sample but the model has {len(specs)} inputs ({names}); "
-            "give data by input name (an .npz with one key per input, a folder per input, or a dict)"
+            "give data by input name (an .npz with one key per input, a folder with one subfolder named after "
+            "each input, or a dict)"
         )
     return specs[0].name
 
 
+def _common_dir(files: Sequence[str]) -> str:
+    return os.path.commonpath([os.path.dirname(f) for f in files])
+
+
 class ImageFolder(Source):
-    """Image files (JPEG/PNG/...) under ``root``, recursively, in sorted path order."""
+    """Image files (JPEG/PNG/...): every one under a folder, recursively, in sorted path order;
+    one image file (a single sample); or a list of image files, in the order given.
+
+    Sample names are paths relative to ``root``: the folder, the file's folder, or for a list
+    ``base`` (by default the files' common folder).
+    """
 
     kind = "images"
 
-    def __init__(self, root: str, preprocess: Optional[Preprocess] = None, input_name: Optional[str] = None) -> None:
-        self.root = os.path.abspath(root)
-        self.files = sorted(_walk(self.root, IMAGE_EXTENSIONS))
-        if not self.files:
-            raise FileNotFoundError(f"trtcal: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+    def __init__(self, root: Union[str, os.PathLike[str], Sequence[str]], preprocess: Optional[Preprocess] = None,
+                 input_name: Optional[str] = None, base: Optional[str] = None) -> None:
+        one = isinstance(root, (str, os.PathLike))
+        if one and os.path.isdir(root):  # type: ignore[arg-type]
+            self.root = os.path.abspath(root)  # type: ignore[arg-type]
+            self.files = sorted(_walk(self.root, IMAGE_EXTENSIONS))
+            if not self.files:
+                raise FileNotFoundError(f"trtcal: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+            self.single = False
+        else:
+            self.files = [os.path.abspath(p) for p in ([root] if one else root)]  # type: ignore[list-item, union-attr]
+            if not self.files:
+                raise ValueError("trtcal: ImageFolder was given an empty list of image files")
+            for f in self.files:
+                if not os.path.isfile(f):
+                    raise FileNotFoundError(f"trtcal: image file not found: {f}")
+                if not f.lower().endswith(IMAGE_EXTENSIONS):
+                    raise ValueError(f"trtcal: {f} is not an image file ({', '.join(IMAGE_EXTENSIONS)})")
+            self.root = os.path.abspath(base) if base else _common_dir(self.files)
+            self.single = one
         self.preprocess = preprocess or Preprocess()
         self.input_name = input_name
 
+    def _what(self) -> str:
+        return f"image file {self.files[0]}" if self.single else f"image folder {self.root}"
+
     def bind(self, specs: Sequence[InputSpec]) -> None:
         super().bind(specs)
-        name = self.input_name or _single_name(specs, f"image folder {self.root}")
+        name = self.input_name or _single_name(specs, self._what())
         spec = next((s for s in specs if s.name == name), None)
         if spec is None:
             raise ValueError(f"trtcal: the model has no input '{name}' (inputs: {', '.join(s.name for s in specs)})")
+        others = [s.name for s in specs if s.name != name]
+        if others:
+            raise ValueError(f"trtcal: {self._what()} gives input '{name}' only, but the model also needs input(s) "
+                             f"{others}; give a folder with one subfolder per input ({name}/, {others[0]}/, ...) "
+                             "holding files of the same names")
         self.input_name = name
         self.preprocess = self.preprocess.fit(spec)
+        _check_preprocess_fits(self.preprocess, spec, self._what())
 
     def __len__(self) -> int:
         return len(self.files)
 
     def items(self, start: int) -> Iterator[Tuple[str, Any]]:
-        for path in self.files[start:]:
-            yield os.path.relpath(path, self.root), (lambda p=path: self._load(p))
+        for fi in range(start, len(self.files)):
+            yield os.path.relpath(self.files[fi], self.root), (lambda fi=fi: self.row(fi, 0))
+
+    def row(self, fi: int, j: int = 0) -> Dict[str, np.ndarray]:
+        """The sample of file ``fi`` (an image is one row: ``j`` is 0)."""
+        return self._load(self.files[fi])
 
     def _load(self, path: str) -> Dict[str, np.ndarray]:
         from PIL import Image, UnidentifiedImageError
@@ -337,10 +490,11 @@ class ImageFolder(Source):
                 arr = self.preprocess.apply(img)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
             raise BadSampleError(os.path.relpath(path, self.root), f"cannot read image: {exc}") from None
-        return {self.input_name: arr}
+        return {self.input_name: arr}  # type: ignore[dict-item]
 
     def describe(self) -> Dict[str, Any]:
-        return {"kind": self.kind, "root": self.root, "files": len(self.files), "input": self.input_name,
+        where = {"file": self.files[0]} if self.single else {"root": self.root}
+        return {"kind": self.kind, **where, "files": len(self.files), "input": self.input_name,
                 "preprocess": self.preprocess.to_dict()}
 
     def fingerprint(self) -> Dict[str, Any]:
@@ -391,64 +545,91 @@ class ArraySource(Source):
 
 
 class ArrayFiles(Source):
-    """.npy/.npz files (one path, or every such file under a folder, sorted).
+    """.npy/.npz files (one path, every such file under a folder, sorted, or a list of paths).
 
     A .npy holds one input's samples along axis 0 (or one sample, when its rank is the input's
     rank minus one). A .npz holds one array per input name (a single-input model accepts any
-    one key). Files are opened with memory mapping, so a large file is never loaded whole.
+    one key). Rows are read on demand (:class:`NpyRows`): ``bind()`` reads only the headers,
+    and memory stays constant in the number of samples. Arrays of ``np.savez`` are read in
+    place; arrays of ``np.savez_compressed`` are decompressed as a stream, in order.
+    Sample names are paths relative to the folder (for a list, ``base`` or the files' common folder).
     """
 
     kind = "arrays-files"
 
-    def __init__(self, path: str) -> None:
-        self.path = os.path.abspath(path)
-        if os.path.isdir(self.path):
-            self.files = sorted(_walk(self.path, ARRAY_EXTENSIONS))
-            self.base = self.path
+    def __init__(self, path: Union[str, os.PathLike[str], Sequence[str]], base: Optional[str] = None) -> None:
+        if isinstance(path, (str, os.PathLike)):
+            self.path = os.path.abspath(path)
+            if os.path.isdir(self.path):
+                self.files = sorted(_walk(self.path, ARRAY_EXTENSIONS))
+                self.base = self.path
+            else:
+                self.files = [self.path]
+                self.base = os.path.dirname(self.path)
+            if not self.files:
+                raise FileNotFoundError(f"trtcal: no .npy/.npz files under {path}")
         else:
-            self.files = [self.path]
-            self.base = os.path.dirname(self.path)
-        if not self.files:
-            raise FileNotFoundError(f"trtcal: no .npy/.npz files under {path}")
+            self.files = [os.path.abspath(p) for p in path]
+            if not self.files:
+                raise ValueError("trtcal: ArrayFiles was given an empty list of .npy/.npz files")
+            self.base = os.path.abspath(base) if base else _common_dir(self.files)
+            self.path = self.base
         self.index: List[Tuple[int, int]] = []
+        self.counts: List[int] = []
+        self.bad: set = set()  # files that cannot be read: one position each, reported when reached
+        self._cache: Tuple[int, Optional[Dict[str, Any]]] = (-1, None)
+
+    def _rel(self, fi: int) -> str:
+        return os.path.relpath(self.files[fi], self.base)
 
     def bind(self, specs: Sequence[InputSpec]) -> None:
         super().bind(specs)
-        self._cache: Tuple[int, Optional[Dict[str, np.ndarray]]] = (-1, None)
-        self.counts = []
-        for fi, f in enumerate(self.files):
+        self._drop_cache()
+        npy = next((fi for fi, f in enumerate(self.files) if f.lower().endswith(".npy")), None)
+        if npy is not None:
+            _single_name(specs, f".npy file {self._rel(npy)}")  # the model's inputs, not the file, are wrong
+        self.counts, self.bad = [], set()
+        for fi in range(len(self.files)):
             try:
-                arrays = self._open(fi)
+                arrays = self._open(fi)  # headers only
             except BadSampleError:
-                self.counts.append(1)  # reported when reached
+                self.counts.append(1)
+                self.bad.add(fi)
                 continue
-            self.counts.append(next(iter(arrays.values())).shape[0])
+            self.counts.append(len(next(iter(arrays.values()))))
+        self._drop_cache()
         self.index = [(fi, j) for fi, c in enumerate(self.counts) for j in range(c)]
 
-    def _open(self, fi: int) -> Dict[str, np.ndarray]:
+    def _drop_cache(self) -> None:
+        for a in (self._cache[1] or {}).values():
+            a.close()
+        self._cache = (-1, None)
+
+    def _open(self, fi: int) -> Dict[str, Any]:
+        """File ``fi``'s arrays by input name, as row readers (:class:`NpyRows`, :class:`_OneSample`)."""
         if self._cache[0] == fi and self._cache[1] is not None:
             return self._cache[1]
-        f = self.files[fi]
-        rel = os.path.relpath(f, self.base)
+        self._drop_cache()
+        f, rel = self.files[fi], self._rel(fi)
         try:
-            if f.endswith(".npz"):
-                with np.load(f, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in z.files}
+            if f.lower().endswith(".npz"):
+                arrays = _npz_arrays(f)
                 if len(self.specs) == 1 and len(arrays) == 1 and self.specs[0].name not in arrays:
                     arrays = {self.specs[0].name: next(iter(arrays.values()))}
             else:
-                arrays = {_single_name(self.specs, f".npy file {rel}"): NpyRows(f)}
-        except (OSError, ValueError, EOFError) as exc:
+                arrays = {self.specs[0].name: NpyRows(f)}  # bind() checked there is one input
+        except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile) as exc:
             raise BadSampleError(rel, f"cannot read array file: {exc}") from None
         try:
             check_names(arrays, self.specs, f"file {rel}")
         except ValueError as exc:
             raise BadSampleError(rel, str(exc)) from None
-        out, n = {}, None
+        out: Dict[str, Any] = {}
+        n = None
         for s in self.specs:
-            a = arrays[s.name]
+            a: Any = arrays[s.name]
             if a.ndim == len(s.shape) - 1:
-                a = (a.load() if isinstance(a, NpyRows) else a)[None]
+                a = _OneSample(a)
             if n is not None and a.shape[0] != n:
                 raise BadSampleError(rel, f"input '{s.name}' has {a.shape[0]} samples, others have {n}")
             n = a.shape[0]
@@ -461,17 +642,183 @@ class ArrayFiles(Source):
 
     def items(self, start: int) -> Iterator[Tuple[str, Any]]:
         for fi, j in self.index[start:]:
-            rel = os.path.relpath(self.files[fi], self.base)
+            rel = self._rel(fi)
             name = rel if self.counts[fi] == 1 else f"{rel}[{j}]"
-            yield name, (lambda fi=fi, j=j: {k: np.asarray(v[j]) for k, v in self._open(fi).items()})
+            yield name, (lambda fi=fi, j=j: self.row(fi, j))
+
+    def row(self, fi: int, j: int) -> Dict[str, np.ndarray]:
+        """Row ``j`` of file ``fi``, one array per input."""
+        return {k: np.asarray(v[j]) for k, v in self._open(fi).items()}
 
     def describe(self) -> Dict[str, Any]:
         return {"kind": self.kind, "path": self.path, "files": len(self.files)}
 
     def fingerprint(self) -> Dict[str, Any]:
-        names = [os.path.relpath(f, self.base) for f in self.files]
+        names = [self._rel(fi) for fi in range(len(self.files))]
         sizes = [os.path.getsize(f) for f in self.files]
         return dict(self.describe(), names=_digest(names), sizes=_digest(sizes))
+
+
+def _input_files(folder: str, name: str) -> Tuple[str, Dict[str, str]]:
+    """('images' or 'arrays', {path inside ``folder`` without extension: file}) for input ``name``'s folder."""
+    images = sorted(_walk(folder, IMAGE_EXTENSIONS))
+    arrays = sorted(_walk(folder, ARRAY_EXTENSIONS))
+    if images and arrays:
+        raise ValueError(f"trtcal: {folder} (input '{name}') holds both images and .npy/.npz files; "
+                         "an input's folder holds one kind")
+    if not images and not arrays:
+        raise FileNotFoundError(f"trtcal: {folder} (input '{name}') holds no image or .npy/.npz files")
+    by_stem: Dict[str, str] = {}
+    for f in images or arrays:
+        stem = os.path.splitext(os.path.relpath(f, folder))[0]
+        if stem in by_stem:
+            raise ValueError(f"trtcal: {by_stem[stem]} and {f} (input '{name}') have the same name; "
+                             "files are paired across the input folders by name, without the extension")
+        by_stem[stem] = f
+    return ("images" if images else "arrays"), by_stem
+
+
+class InputFolders(Source):
+    """A folder with one subfolder per model input: ``root/x/...`` feeds input ``x``, ``root/y/...`` input ``y``.
+
+    Files are paired across the subfolders by their path inside the subfolder without the
+    extension (``x/a/0001.png`` with ``y/a/0001.npy``), in sorted order; every subfolder must
+    hold the same names. A subfolder holds images (preprocessed, fitted to its input's shape)
+    or .npy/.npz files (one sample each, or several along axis 0: as many as the paired files).
+    Other subfolders of ``root`` are ignored. Samples are named by the paired path (``a/0001``,
+    ``a/0001[j]`` for row ``j`` of files of several samples).
+    """
+
+    kind = "per-input"
+
+    def __init__(self, root: str, preprocess: Optional[Preprocess] = None) -> None:
+        self.root = os.path.abspath(root)
+        self.base_preprocess = preprocess
+        self.parts: Dict[str, Union[ImageFolder, ArrayFiles]] = {}
+        self.stems: List[str] = []
+        self.counts: List[int] = []
+        self.index: List[Tuple[int, int]] = []
+
+    def bind(self, specs: Sequence[InputSpec]) -> None:
+        super().bind(specs)
+        found = {s.name: _input_files(os.path.join(self.root, s.name), s.name) for s in specs}
+        self.stems = sorted(set().union(*(stems for _, stems in found.values())))
+        for stem in self.stems:
+            for s in specs:
+                if stem not in found[s.name][1]:
+                    have = next(found[t.name][1][stem] for t in specs if stem in found[t.name][1])
+                    raise ValueError(f"trtcal: {self.root}: input '{s.name}' has no file '{s.name}/{stem}.*' to pair "
+                                     f"with {os.path.relpath(have, self.root)}; every input's folder must hold "
+                                     "files of the same names")
+        self.parts = {}
+        for s in specs:
+            kind, by_stem = found[s.name]
+            paths = [by_stem[stem] for stem in self.stems]
+            part: Union[ImageFolder, ArrayFiles]
+            if kind == "images":
+                part = ImageFolder(paths, self.base_preprocess, s.name, base=self.root)
+            else:
+                part = ArrayFiles(paths, base=self.root)
+            part.bind([s])
+            self.parts[s.name] = part
+        self.counts = [self._count(i) for i in range(len(self.stems))]
+        self.index = [(i, j) for i, c in enumerate(self.counts) for j in range(c)]
+
+    def _count(self, i: int) -> int:
+        """Samples in the ``i``-th files; 1 where one of them is unreadable (it is reported when reached)."""
+        counts: Dict[str, int] = {}
+        for name, part in self.parts.items():
+            if isinstance(part, ArrayFiles):
+                if i in part.bad:
+                    return 1
+                counts[name] = part.counts[i]
+            else:
+                counts[name] = 1
+        if len(set(counts.values())) > 1:
+            found = ", ".join(f"{os.path.relpath(self.parts[k].files[i], self.root)}: {c}" for k, c in counts.items())
+            raise ValueError(f"trtcal: {self.root}: the files paired as '{self.stems[i]}' hold different numbers "
+                             f"of samples ({found})")
+        return next(iter(counts.values()))
+
+    @property
+    def preprocess(self) -> Optional[Preprocess]:
+        """The first image input's preprocessing (``describe()`` has each input's); None without images."""
+        return next((p.preprocess for p in self.parts.values() if isinstance(p, ImageFolder)), None)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def items(self, start: int) -> Iterator[Tuple[str, Any]]:
+        for i, j in self.index[start:]:
+            name = self.stems[i] if self.counts[i] == 1 else f"{self.stems[i]}[{j}]"
+            yield name, (lambda i=i, j=j: {k: v for p in self.parts.values() for k, v in p.row(i, j).items()})
+
+    def describe(self) -> Dict[str, Any]:
+        return {"kind": self.kind, "root": self.root, "inputs": {k: p.describe() for k, p in self.parts.items()}}
+
+    def fingerprint(self) -> Dict[str, Any]:
+        return {"kind": self.kind, "root": self.root, "inputs": {k: p.fingerprint() for k, p in self.parts.items()}}
+
+
+class DataFolder(Source):
+    """A folder given as calibration data. What it holds is settled by ``bind()``, once the model's
+    inputs are known: for a model with several inputs, a subfolder named after each input ->
+    :class:`InputFolders`; otherwise .npy/.npz files and no images -> :class:`ArrayFiles`;
+    otherwise :class:`ImageFolder`. After ``bind()`` everything is the chosen source's (``inner``).
+    """
+
+    kind = "folder"
+
+    def __init__(self, root: str, preprocess: Optional[Preprocess] = None, input_name: Optional[str] = None) -> None:
+        self.root = os.path.abspath(root)
+        self._preprocess, self._input_name = preprocess, input_name
+        self.inner: Optional[Source] = None
+        if next(_walk(self.root, IMAGE_EXTENSIONS + ARRAY_EXTENSIONS), None) is None:
+            raise FileNotFoundError(f"trtcal: no image files ({', '.join(IMAGE_EXTENSIONS)}) or .npy/.npz files "
+                                    f"under {root}")
+
+    def __getattr__(self, name: str) -> Any:  # preprocess, input_name, files, ... of the chosen source
+        inner = self.__dict__.get("inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    def bind(self, specs: Sequence[InputSpec]) -> None:
+        super().bind(specs)
+        self.inner = self._choose(specs)
+        self.inner.bind(specs)
+        self.kind = self.inner.kind
+
+    def _choose(self, specs: Sequence[InputSpec]) -> Source:
+        has_arrays = next(_walk(self.root, ARRAY_EXTENSIONS), None) is not None
+        if len(specs) > 1:
+            have = [s.name for s in specs if os.path.isdir(os.path.join(self.root, s.name))]
+            if len(have) == len(specs):
+                return InputFolders(self.root, self._preprocess)
+            if have and next(_walk(self.root, (".npz",)), None) is None:
+                missing = [s.name for s in specs if s.name not in have]
+                raise ValueError(f"trtcal: {self.root} has a subfolder for input(s) {have} but none for {missing}; "
+                                 "a folder per input needs a subfolder named after each model input")
+        if has_arrays and next(_walk(self.root, IMAGE_EXTENSIONS), None) is None:
+            return ArrayFiles(self.root)
+        return ImageFolder(self.root, self._preprocess, self._input_name)
+
+    def _bound(self) -> Source:
+        if self.inner is None:
+            raise TypeError(f"trtcal: data folder {self.root} is not bound to the model's inputs yet")
+        return self.inner
+
+    def __len__(self) -> int:
+        return len(self._bound())
+
+    def items(self, start: int) -> Iterator[Tuple[str, Any]]:
+        return self._bound().items(start)
+
+    def describe(self) -> Dict[str, Any]:
+        return self.inner.describe() if self.inner is not None else {"kind": self.kind, "root": self.root}
+
+    def fingerprint(self) -> Dict[str, Any]:
+        return self._bound().fingerprint()
 
 
 class BatchIterable(Source):
@@ -521,7 +868,8 @@ def _to_numpy(v: Any) -> np.ndarray:
 
 
 def open_source(data: Any, preprocess: Optional[Preprocess] = None, input_name: Optional[str] = None) -> Source:
-    """A :class:`Source` for a path (image folder, .npy/.npz file or folder), arrays, or an iterable."""
+    """A :class:`Source` for a path (an image file or folder, a .npy/.npz file or folder, a folder with a
+    subfolder per model input), arrays, or an iterable."""
     if isinstance(data, Source):
         return data
     if isinstance(data, (str, os.PathLike)):
@@ -532,12 +880,10 @@ def open_source(data: Any, preprocess: Optional[Preprocess] = None, input_name: 
             if path.lower().endswith(ARRAY_EXTENSIONS):
                 return ArrayFiles(path)
             if path.lower().endswith(IMAGE_EXTENSIONS):
-                return ImageFolder(os.path.dirname(path) or ".", preprocess, input_name)
+                return ImageFolder(path, preprocess, input_name)  # one sample
             raise ValueError(f"trtcal: cannot read calibration data from {path}: expected an image folder, "
                              ".npy/.npz files, or a folder of them")
-        if any(True for _ in _walk(path, ARRAY_EXTENSIONS)) and not any(True for _ in _walk(path, IMAGE_EXTENSIONS)):
-            return ArrayFiles(path)
-        return ImageFolder(path, preprocess, input_name)
+        return DataFolder(path, preprocess, input_name)
     if isinstance(data, np.ndarray):
         return ArraySource(data)
     if isinstance(data, Mapping):
@@ -615,13 +961,19 @@ class Batch:
 
 def batches(source: Source, batch_size: int, *, start: int = 0, max_samples: Optional[int] = None,
             used: int = 0, skip_bad: bool = False,
-            on_bad: Optional[Callable[[BadSampleError], None]] = None) -> Iterator[Batch]:
+            on_bad: Optional[Callable[[BadSampleError], None]] = None,
+            dropped: Optional[Callable[[], int]] = None) -> Iterator[Batch]:
     """Stacks samples into batches of ``batch_size`` from position ``start``.
 
     ``used`` samples were already consumed (resume); at most ``max_samples`` are used in all.
     A bad sample raises :class:`BadSampleError`, or with ``skip_bad`` is passed to ``on_bad``
-    and skipped.
+    and skipped. ``dropped()``: how many of the samples yielded so far the caller has dropped
+    since (NaN/Inf activations); they do not count toward ``max_samples``, so a bad sample is
+    replaced by the next one whichever check finds it.
     """
+    def net() -> int:
+        return used - (dropped() if dropped is not None else 0)
+
     specs = source.specs
     pos = start
     names: List[str] = []
@@ -637,7 +989,7 @@ def batches(source: Source, batch_size: int, *, start: int = 0, max_samples: Opt
         return b
 
     for name, load in source.items(start):
-        if max_samples is not None and used >= max_samples:
+        if max_samples is not None and net() >= max_samples:
             break
         pos += 1
         try:
@@ -651,9 +1003,9 @@ def batches(source: Source, batch_size: int, *, start: int = 0, max_samples: Opt
             continue
         if source.batched:
             n = next(iter(arrays.values())).shape[0] if arrays else 0
-            if max_samples is not None and used + n > max_samples:
-                arrays = {k: v[: max_samples - used] for k, v in arrays.items()}
-                n = max_samples - used
+            if max_samples is not None and net() + n > max_samples:
+                n = max_samples - net()
+                arrays = {k: v[:n] for k, v in arrays.items()}
             used += n
             yield Batch(arrays, [f"{name}[{j}]" for j in range(n)], pos, list(skipped))
             skipped.clear()
