@@ -77,7 +77,8 @@ def test_tensor_choice_skips_int_shape_and_constant_tensors(tmp_path):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     assert calibration_tensors(m) == ["x", "r", "m", "y"]
-    assert calibration_tensors(m, TensorSelection(op_types=("Mul",))) == ["m"]
+    # an op type selects what it reads (not the constant) and what it writes
+    assert calibration_tensors(m, TensorSelection(op_types=("Mul",))) == ["r", "m"]
     assert calibration_tensors(m, TensorSelection(names=("re:^[ry]$",))) == ["r", "y"]
     r = OrtRunner(m)
     out = r.run({"x": np.ones((2, 5), np.float32)})
@@ -86,7 +87,9 @@ def test_tensor_choice_skips_int_shape_and_constant_tensors(tmp_path):
 
 def test_selection_by_op_type_end_to_end(model_path, rng):
     res = calibrate(model_path, _data(rng, 6), method="minmax", op_types=["Relu"], **QUIET)
-    assert set(res.histograms) == {"relu1", "relu2", "block/relu_a", "block/relu"}
+    # the Relus' outputs and what they read (the convolutions' outputs and the residual add)
+    assert set(res.histograms) == {"relu1", "relu2", "block/relu_a", "block/relu",
+                                   "conv1", "conv2", "block/conv_a", "block/add"}
 
 
 class _Interrupting:

@@ -52,6 +52,7 @@ class CalibrationResult:
     files: Dict[str, str] = field(default_factory=dict)
     next_steps: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    flavors: Dict[str, Optional[str]] = field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -84,7 +85,7 @@ def calibrate(
     data: Any = None,
     *,
     method: Union[str, Sequence[str]] = "entropy",
-    flavor: Optional[str] = None,
+    flavor: Union[None, str, Mapping[str, str]] = None,
     params: Optional[Mapping[str, Any]] = None,
     batch_size: Optional[int] = None,
     max_samples: Optional[int] = None,
@@ -124,8 +125,12 @@ def calibrate(
         must yield the same sequence again).
     method : 'entropy', 'percentile', 'minmax', 'mse', 'all', or a list
         Every method comes from the same single pass.
-    flavor, params : passed to :func:`trtcal.compute_amax` (``params`` per method:
-        ``{"percentile": {"percentile": 99.99}}``).
+    flavor : a flavor name, applied to the requested methods that have it, or {method: flavor};
+        checked before any data is read (see ``trtcal.range_search.FLAVORS``). ``onnxruntime``
+        (entropy, percentile) searches a signed histogram: the collectors then keep x over
+        [-R, R) and the other methods search it folded to |x|.
+    params : per method, passed to :func:`trtcal.compute_amax`:
+        ``{"percentile": {"percentile": 99.99}}``.
     batch_size : samples per inference (default: the model's fixed batch size, else 16).
     max_samples : stop after this many samples.
     tensors, op_types : which activations (default all float tensors): a TensorSelection, or
@@ -172,6 +177,8 @@ def calibrate(
         say = lambda s: None  # noqa: E731 - rank 0 speaks for the job
         progress = False
     methods = _methods(method)
+    flavors = outputs.method_flavors(methods, flavor)  # before any data is read
+    signed = outputs.needs_signed(flavors)
     demo = model is None
     if demo:
         if data is not None:
@@ -194,6 +201,8 @@ def calibrate(
         raise ValueError(f"trtcal: TensorRT {trt_version} has no calibration caches (11.0 removed implicit INT8); "
                          "write a Q/DQ model with out_qdq / --out-qdq instead")
 
+    if out_qdq and not isinstance(runner, Runner):
+        _check_onnx(model)  # a Q/DQ model of an invalid model fails at the end: say it before the pass
     selection = _selection(tensors, op_types)
     if isinstance(runner, Runner):
         run = runner
@@ -233,7 +242,9 @@ def calibrate(
     config = {"model": digest, "data": source.fingerprint(), "batch_size": batch_size, "bins": int(bins),
               "tensors": list(run.tensors), "runner": run.describe().get("runner", type(run).__name__),
               "max_samples": max_samples}
-    stats = ActivationStats(run.tensors, bins=bins)
+    if signed:
+        config["signed"] = True
+    stats = ActivationStats(run.tensors, bins=bins, signed=signed)
     cursor, used, nbatches, skipped = 0, 0, 0, []  # type: int, int, int, List[Tuple[str, str]]
     complete = False
     if shard is not None and not checkpoint:
@@ -265,12 +276,13 @@ def calibrate(
     bar = _Progress(progress and not complete, _total(source, max_samples), cursor)
     saved_nonfinite = {n: 0 for n in run.tensors} if device_acts else None
     since_check: List[str] = []
+    dropped = [0]  # samples of this run's batches dropped for NaN/Inf activations
     dirty = False
     try:
         with _DeferredInterrupt() as interrupt:
             if not complete:
                 for batch in batches(source, batch_size, start=cursor, max_samples=max_samples, used=used,
-                                     skip_bad=skip_bad, on_bad=on_bad):
+                                     skip_bad=skip_bad, on_bad=on_bad, dropped=lambda: dropped[0]):
                     if batch.names:
                         if fixed_batch is not None and len(batch.names) < fixed_batch:
                             say(f"trtcal: dropping the last {len(batch.names)} samples: the model's batch size is "
@@ -282,6 +294,7 @@ def calibrate(
                             dirty = True  # an error while adding leaves the collectors half-updated
                             stats.add(acts, stream=run.stream)
                             dirty = False
+                            dropped[0] += len(bad)
                             for s in bad:
                                 on_bad(BadSampleError(*s))
                             batch.skipped.extend(bad)
@@ -301,11 +314,14 @@ def calibrate(
                 save(done=True)
     except BaseException as exc:
         bar.close()
-        if not dirty and not isinstance(exc, _DeferredBadSample):
+        if not dirty and not isinstance(exc, _DeferredBadSample) and (used or resume):
             save()  # the state of every batch completed so far
             if checkpoint:
+                again = " with --skip-bad" if isinstance(exc, BadSampleError) and not skip_bad else ""
                 say(f"trtcal: stopped after {used} samples; state saved to {checkpoint} "
-                    "(run again with --resume to continue)")
+                    f"(run again with --resume{again} to continue)")
+        elif not used and not dirty:
+            say("trtcal: stopped before any sample was calibrated; nothing to resume")
         if distributed:  # every rank learns which rank failed, and why
             from ..distributed import check_ranks
 
@@ -327,21 +343,24 @@ def calibrate(
         "model": os.path.abspath(model) if isinstance(model, (str, os.PathLike)) else "<ModelProto>",
         "model_sha256": digest, "data": source.describe(), "samples": used, "batches": nbatches,
         "skipped": len(skipped), "batch_size": batch_size, "bins": int(bins), "method": ",".join(methods),
-        "flavor": flavor, "runner": run.describe(), "tensorrt_version": trt_version,
+        "flavor": _flavor_text(flavors), "runner": run.describe(), "tensorrt_version": trt_version,
         "nonfinite": {k: sum(int(getattr(h, k)) for h in hists.values()) for k in ("nan", "posinf", "neginf")},
     }
     if "percentile" in methods and params and isinstance(params.get("percentile"), Mapping):
         provenance["percentile"] = params["percentile"].get("percentile")
     if pre is not None:
         provenance["preprocess"] = pre.to_dict()
-    result = CalibrationResult({}, hists, used, nbatches, skipped, provenance)
+    result = CalibrationResult({}, hists, used, nbatches, skipped, provenance, flavors=flavors)
     if skipped:
         say(f"trtcal: {len(skipped)} bad samples skipped (first: {skipped[0][0]}: {skipped[0][1]})")
-    for h in hists.values():
-        if h.status != "ok":
-            result.notes.append(f"tensor '{h.name}' is {h.status}: it gets no searched threshold")
+    bare = outputs.no_range(hists)
+    for n, status in bare.items():
+        result.notes.append(f"tensor '{n}' is {status}: it gets no threshold (no zero scale is written)")
+    if bare:
+        say(f"trtcal: {len(bare)} tensor(s) have no range and get no threshold, so TensorRT keeps their layers in "
+            f"float: {_names_text([f'{n} ({st})' for n, st in bare.items()])}")
     try:
-        result.amax = outputs.thresholds(hists, methods, flavor, params)
+        result.amax = outputs.thresholds(hists, methods, flavors, params)
     except outputs.OutputUnavailable as exc:
         result.amax = outputs.thresholds(hists, ["minmax"])
         result.notes.append(str(exc) + "; only min-max thresholds were computed")
@@ -357,6 +376,9 @@ def calibrate(
         for p in report_mod.write(report, result):
             result.files.setdefault("report", p)
         say(f"trtcal: report written to {report}")
+    if checkpoint and os.path.exists(checkpoint) and shard is None:
+        say(f"trtcal: checkpoint kept at {checkpoint}: --resume writes outputs again (other methods, flavors, "
+            "files) with no inference pass; delete it when done")
     for line in result.next_steps:
         say(line)
     return result
@@ -377,7 +399,7 @@ def _merge_ranks(stats: ActivationStats, used: int, nbatches: int, skipped: List
 
 def _make_tables(result: CalibrationResult) -> None:
     for m, amax in result.amax.items():
-        prov = dict(result.provenance, method=m)
+        prov = dict(result.provenance, method=m, flavor=result.flavors.get(m))
         if m != "percentile":
             prov.pop("percentile", None)
         try:
@@ -418,7 +440,7 @@ def _write_outputs(result: CalibrationResult, model: Any, methods: List[str], ou
     for m, amax in result.amax.items():
         if not (out_cache or out_qdq or out_table):
             break
-        prov = dict(result.provenance, method=m)
+        prov = dict(result.provenance, method=m, flavor=result.flavors.get(m))
         if m != "percentile":
             prov.pop("percentile", None)
         try:
@@ -439,17 +461,48 @@ def _write_outputs(result: CalibrationResult, model: Any, methods: List[str], ou
                     f"TensorRT <= 10 (calibration cache):  trtexec --onnx={model_path} --int8 --calib={os.path.abspath(p)}")
         if out_qdq:
             try:
-                p = outputs.write_qdq(model, table, name(out_qdq))
+                p, floats = outputs.write_qdq(model, table, name(out_qdq))
             except outputs.OutputUnavailable as exc:
                 result.notes.append(str(exc))
                 say(str(exc))
                 continue
+            if floats and m == primary:
+                note = (f"trtcal: the Q/DQ model leaves {len(floats)} input(s) of quantizable ops in float, for want "
+                        f"of a range: {_names_text(floats)} (calibrate them: widen --tensors/--op-types; all-zero "
+                        "tensors have no range)")
+                result.notes.append(note)
+                say(note)
             result.files[f"qdq.{m}"] = p
             if m == primary:
                 result.next_steps.append(
                     f"TensorRT 10 / 11 (explicit Q/DQ):      trtexec --onnx={os.path.abspath(p)} --stronglyTyped")
     for k, p in result.files.items():
         say(f"trtcal: wrote {k}: {p}")
+
+
+def _check_onnx(model: Any) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(os.fspath(model) if isinstance(model, (str, os.PathLike)) else model)
+    except onnx.checker.ValidationError as exc:
+        raise ValueError(f"trtcal: the model fails ONNX's checker, so no valid Q/DQ model can be written from it: "
+                         f"{str(exc).strip().splitlines()[0]}") from exc
+
+
+def _names_text(names: Sequence[str], shown: int = 5) -> str:
+    head = ", ".join(repr(n) for n in names[:shown])
+    return head + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _flavor_text(flavors: Mapping[str, Optional[str]]) -> Optional[str]:
+    """The provenance's flavor: None (every default), one name, or 'method:flavor,...'."""
+    given = {m: f for m, f in flavors.items() if f is not None}
+    if not given:
+        return None
+    if len(set(given.values())) == 1 and len(flavors) == 1:
+        return next(iter(given.values()))
+    return ",".join(f"{m}:{f}" for m, f in given.items())
 
 
 def _with_method(path: str, method: str) -> str:
@@ -475,10 +528,14 @@ def _fixed_batch(specs: Sequence[InputSpec]) -> Optional[int]:
 
 
 def _total(source: Source, max_samples: Optional[int]) -> Optional[int]:
+    """Positions the bar expects: the data's length, capped by ``max_samples`` (exact unless
+    bad samples are skipped and replaced)."""
     try:
-        n = len(source)
+        n: Optional[int] = len(source)
     except TypeError:
-        return None
+        n = None
+    if max_samples is not None:
+        return int(max_samples) if n is None else min(n, int(max_samples))
     return n
 
 

@@ -33,11 +33,15 @@ class ActivationStats:
     tensors : names, in report order (more may be added by updates).
     bins : histogram bins (2048, as TensorRT uses).
     device : where the collectors keep their state; None: where the first batch is.
+    signed : histograms of x over [-R, R) instead of |x| (ONNX Runtime's flavors search those;
+        the |x| methods search them folded).
     """
 
-    def __init__(self, tensors: Sequence[str] = (), bins: int = 2048, device: Any = None) -> None:
+    def __init__(self, tensors: Sequence[str] = (), bins: int = 2048, device: Any = None,
+                 signed: bool = False) -> None:
         self.bins = int(bins)
         self.device = device
+        self.signed = bool(signed)
         self.collectors: Dict[str, HistogramCollector] = {}
         for t in tensors:
             self._collector(t)
@@ -45,7 +49,7 @@ class ActivationStats:
     def _collector(self, name: str) -> HistogramCollector:
         c = self.collectors.get(name)
         if c is None:
-            c = HistogramCollector(self.bins, device=self.device, name=name)
+            c = HistogramCollector(self.bins, self.signed, device=self.device, name=name)
             self.collectors[name] = c
         return c
 
@@ -122,7 +126,7 @@ class ActivationStats:
 
     def state_dict(self) -> Dict[str, Any]:
         """Host copy of every collector's exact state. Waits."""
-        return {"format": STATE_FORMAT, "bins": self.bins,
+        return {"format": STATE_FORMAT, "bins": self.bins, "signed": self.signed,
                 "collectors": {n: c.state_dict() for n, c in self.collectors.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -130,8 +134,11 @@ class ActivationStats:
             raise ValueError(f"trtcal: not a calibration statistics state (format {state.get('format')!r})")
         if int(state["bins"]) != self.bins:
             raise ValueError(f"trtcal: checkpoint has {state['bins']} bins, this run uses {self.bins}")
+        if bool(state.get("signed", False)) != self.signed:
+            raise ValueError("trtcal: the checkpoint's histograms are " + ("signed" if state.get("signed") else "of |x|")
+                             + ", this run's are " + ("signed" if self.signed else "of |x|"))
         for name, s in state["collectors"].items():
-            c = HistogramCollector(self.bins, device=self.device if self.device is not None else _device_hint(s),
+            c = HistogramCollector(self.bins, self.signed, device=self.device if self.device is not None else _device_hint(s),
                                    name=name)
             c.load_state_dict(s)
             self.collectors[name] = c

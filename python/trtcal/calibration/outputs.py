@@ -8,7 +8,7 @@ the Q/DQ model. When this build lacks one of them, :class:`OutputUnavailable` sa
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -50,29 +50,75 @@ def available() -> Dict[str, bool]:
     return out
 
 
-def thresholds(hists: Mapping[str, Histogram], methods: Iterable[str], flavor: Optional[str] = None,
+def method_flavors(methods: Iterable[str], flavor: Union[None, str, Mapping[str, str]]) -> Dict[str, Optional[str]]:
+    """{method: flavor or None (the default)} for ``methods``, checked before any data is read.
+
+    A flavor name applies to the requested methods that have it (``onnxruntime`` is both an
+    entropy and a percentile flavor); naming one that none of them has, or giving a mapping
+    with a flavor its method lacks, raises ValueError listing what each method accepts.
+    """
+    from ..range_search import FLAVORS
+
+    methods = list(methods)
+    accepted = "; ".join(f"{m}: {', '.join(FLAVORS[m])}" for m in methods if m in FLAVORS)
+    out: Dict[str, Optional[str]] = {m: None for m in methods}
+    if flavor is None:
+        return out
+    if isinstance(flavor, Mapping):
+        for m, fl in flavor.items():
+            if m not in out:
+                raise ValueError(f"trtcal: a flavor was given for method {m!r}, which this run does not compute "
+                                 f"(methods: {', '.join(methods)})")
+            if fl is not None and fl not in FLAVORS.get(m, ()):
+                raise ValueError(f"trtcal: unknown {m} flavor {fl!r}; accepted: {', '.join(FLAVORS.get(m, ()))}")
+            out[m] = fl
+        return out
+    hits = [m for m in methods if flavor in FLAVORS.get(m, ())]
+    if not hits:
+        raise ValueError(f"trtcal: no requested method has the flavor {flavor!r} (accepted: {accepted})")
+    for m in hits:
+        out[m] = flavor
+    return out
+
+
+def needs_signed(flavors: Mapping[str, Optional[str]]) -> bool:
+    """Whether a flavor searches a signed histogram (ONNX Runtime's, over [-R, R)): the
+    collectors then keep x, and the |x| methods search it folded."""
+    return any(fl == "onnxruntime" for fl in flavors.values())
+
+
+def thresholds(hists: Mapping[str, Histogram], methods: Iterable[str],
+               flavor: Union[None, str, Mapping[str, str]] = None,
                params: Optional[Mapping[str, Any]] = None) -> Dict[str, Dict[str, float]]:
     """{method: {tensor: amax}} from the collected histograms (one histogram, every method).
 
-    Tensors whose histogram has no range (all values zero, or no finite values) get amax 0
-    for min-max and are left out of the searches.
+    ``flavor``: one name (applied to the methods that have it, see :func:`method_flavors`) or
+    {method: flavor}. Tensors whose histogram has no range (all values zero, or no finite
+    values) get no threshold from any method (never a zero scale); :func:`no_range` lists them.
     """
     params = dict(params or {})
+    methods = list(methods)
+    flavors = method_flavors(methods, flavor)
     out: Dict[str, Dict[str, float]] = {}
     usable = {n: h for n, h in hists.items() if h.status == "ok"}
     for m in methods:
         if m == "minmax":
-            out[m] = {n: float(h.amax) for n, h in hists.items()}
+            out[m] = {n: float(h.amax) for n, h in usable.items()}
             continue
         compute_amax = _api("compute_amax", f"the '{m}' method")
         kw: Dict[str, Any] = dict(params.get(m, {})) if isinstance(params.get(m), Mapping) else {}
-        if flavor is not None:
-            kw["flavor"] = flavor
+        if flavors[m] is not None:
+            kw["flavor"] = flavors[m]
         # trtcal Histograms (not raw pairs): the search then knows the exact amax and runs over
         # the occupied bins of the power-of-two grid
         res = compute_amax(dict(usable), method=m, **kw) if usable else {}
         out[m] = {n: float(res[n]) for n in usable}
     return out
+
+
+def no_range(hists: Mapping[str, Histogram]) -> Dict[str, str]:
+    """{tensor: status} of the histograms without a range ('all-zero', 'empty', 'nonfinite')."""
+    return {n: h.status for n, h in hists.items() if h.status != "ok"}
 
 
 # provenance keys of a calibration run -> fields of trtcal.table.Provenance (the rest go to extra)
@@ -107,21 +153,24 @@ def write_json(table: Any, path: str) -> str:
 
 
 def write_cache(table: Any, path: str, tensorrt_version: Optional[str], method: str) -> str:
-    """TensorRT's text cache. The header names EntropyCalibration2 for every method except
-    min-max: trtexec's own calibrator is an entropy calibrator and skips a cache whose
-    algorithm differs, and the scales inside are whatever method chose them."""
-    algorithm = "MinMaxCalibration" if method == "minmax" else "EntropyCalibration2"
-    table.to_cache(path, tensorrt_version=tensorrt_version or DEFAULT_TENSORRT, algorithm=algorithm)
+    """TensorRT's text cache. The header names EntropyCalibration2 whatever ``method`` chose
+    the scales: TensorRT skips a cache whose algorithm differs from its calibrator's, and
+    trtexec's calibrator (the consumer of ``trtexec --calib``) is an IInt8EntropyCalibrator2,
+    so a ``MinMaxCalibration`` header would make trtexec recalibrate on its own random data
+    (NVIDIA/TensorRT#3430). trtcal's TensorRT calibrators re-head a cache for their own
+    algorithm, and ``trtcal cache --algorithm`` rewrites the header for other consumers."""
+    table.to_cache(path, tensorrt_version=tensorrt_version or DEFAULT_TENSORRT, algorithm="EntropyCalibration2")
     return path
 
 
-def write_qdq(model: Any, table: Any, path: str) -> str:
-    """The Q/DQ ONNX model. Tensors without a usable range (amax 0: all-zero activations) stay
-    in float (``missing='skip'``)."""
+def write_qdq(model: Any, table: Any, path: str) -> Tuple[str, List[str]]:
+    """The Q/DQ ONNX model, and the activations it had to leave in float: inputs of quantized
+    ops with no usable range (not calibrated, or amax 0: all-zero activations;
+    ``missing='skip'``)."""
     quantize = _api("onnx.quantize", "writing a Q/DQ model")
     usable = {n: a for n, a in table.items() if a > 0 and np.isfinite(a)}
-    quantize(model, usable, missing="skip", output=path)
-    return path
+    _, report = quantize(model, usable, missing="skip", output=path, return_report=True)
+    return path, list(report.missing)
 
 
 def amax_array(values: Mapping[str, float]) -> np.ndarray:

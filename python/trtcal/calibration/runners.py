@@ -38,7 +38,8 @@ class TensorSelection:
 
     Parameters
     ----------
-    op_types : op types whose outputs are kept (e.g. ``("Conv", "Relu")``); None keeps all.
+    op_types : op types whose activations are kept: what they read (weights and constants
+        excepted) and what they write (e.g. ``("Conv", "Relu")``); None keeps all.
     names : glob patterns (``"*/conv*"``) or ``re:<regex>`` patterns on tensor names; None keeps all.
     inputs : also calibrate the model's float inputs (TensorRT needs their ranges too).
     """
@@ -69,7 +70,8 @@ def load_onnx(model: ModelLike):
 
 
 def model_digest(model: ModelLike) -> str:
-    """sha256 of the model file (or serialised proto), used to refuse resuming a changed model."""
+    """sha256 (hex, whole) of the model file (or serialised proto): provenance, and what refuses
+    resuming a changed model."""
     h = hashlib.sha256()
     if isinstance(model, (str, os.PathLike)):
         with open(model, "rb") as f:
@@ -77,7 +79,7 @@ def model_digest(model: ModelLike) -> str:
                 h.update(chunk)
     else:
         h.update(model.SerializeToString())
-    return h.hexdigest()[:32]
+    return h.hexdigest()
 
 
 def calibration_tensors(model, selection: TensorSelection = TensorSelection()) -> List[str]:
@@ -96,28 +98,36 @@ def calibration_tensors(model, selection: TensorSelection = TensorSelection()) -
         if vi.type.HasField("tensor_type") and t.elem_type:
             elem[vi.name] = t.elem_type
     init = {i.name for i in g.initializer}
+    consts = {o for n in g.node if n.op_type == "Constant" for o in n.output}
     out: List[str] = []
     seen = set()
+
+    def take(name: str) -> None:
+        if not name or name in seen or name in init or name in consts:
+            return
+        t = elem.get(name)
+        if t is not None and t not in _FLOAT_TYPES:
+            return  # integer / bool / shape tensors
+        if selection.matches_name(name):
+            out.append(name)
+            seen.add(name)
+
     if selection.inputs and not selection.op_types:
         for i in g.input:
-            if i.name not in init and elem.get(i.name) in _FLOAT_TYPES and selection.matches_name(i.name):
-                out.append(i.name)
-                seen.add(i.name)
+            if elem.get(i.name) in _FLOAT_TYPES:
+                take(i.name)
     for node in g.node:
         if node.op_type in ("Constant", "Shape", "Size", "ConstantOfShape"):
             continue
         if selection.op_types and node.op_type not in selection.op_types:
             continue
+        if selection.op_types:
+            # the activations these ops read: a Q/DQ model quantizes them, and an INT8 layer
+            # needs the range of its inputs as much as of its outputs
+            for i in node.input:
+                take(i)
         for o in node.output:
-            if not o or o in seen or o in init:
-                continue
-            t = elem.get(o)
-            if t is not None and t not in _FLOAT_TYPES:
-                continue  # integer / bool / shape tensors
-            if not selection.matches_name(o):
-                continue
-            out.append(o)
-            seen.add(o)
+            take(o)
     return out
 
 

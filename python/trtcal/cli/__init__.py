@@ -44,5 +44,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("trtcal: interrupted", file=sys.stderr)
         return 130
     except (ValueError, TypeError, FileNotFoundError, RuntimeError, TensorRTUnavailableError) as exc:
-        print(f"trtcal: error: {exc}", file=sys.stderr)
+        msg = str(exc)
+        print(f"trtcal: error: {msg[len('trtcal: '):] if msg.startswith('trtcal: ') else msg}", file=sys.stderr)
         return 1

@@ -30,7 +30,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--data", help="image folder, .npy/.npz file, or folder of .npy/.npz files")
     p.add_argument("--method", default=None, choices=["entropy", "percentile", "minmax", "mse", "all"],
                    help="threshold method (default entropy; 'all' for the demo); all come from one pass")
-    p.add_argument("--flavor", default=None, help="range-search flavour, passed to trtcal.compute_amax")
+    p.add_argument("--flavor", default=None,
+                   choices=["pytorch_quantization", "tensorrt", "onnxruntime"],
+                   help="range-search flavour, applied to the methods that have it (entropy: pytorch_quantization "
+                        "(default), tensorrt, onnxruntime; percentile: pytorch_quantization (default), onnxruntime); "
+                        "onnxruntime collects signed histograms")
     p.add_argument("--percentile", type=float, default=None, help="percentile for --method percentile/all")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-samples", type=int, default=None)
@@ -47,7 +51,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--runner", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
     p.add_argument("--tensors", action="append", default=None, metavar="PATTERN",
                    help="calibrate only tensors whose names match (glob, or re:REGEX); repeatable")
-    p.add_argument("--op-types", default=None, help="calibrate only outputs of these op types (comma-separated)")
+    p.add_argument("--op-types", default=None, help="calibrate only the activations these op types read and write (comma-separated, e.g. Conv,Gemm)")
     p.add_argument("--input-name", help="model input the images feed (models with several inputs)")
     g = p.add_argument_group("image preprocessing (printed and saved in the table's provenance)")
     g.add_argument("--preprocess", help="all of it as JSON or a JSON file: {\"resize\": 256, \"crop\": 224, ...}")
@@ -71,7 +75,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     d.add_argument("--shard", type=_shard,
                    help="R/N: calibrate only shard R of N, with no process group (separate machines); writes only "
                         "the shard's checkpoint, merged by 'trtcal merge'")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no messages (errors only)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no messages on stderr but errors; the TensorRT commands to run next "
+                        "still go to stdout")
     p.set_defaults(func=run)
 
 

@@ -267,7 +267,11 @@ def quantize(model: Any, table: Mapping[str, float], *,
     m.metadata_props.extend(kept)
     meta = m.metadata_props.add()
     meta.key, meta.value = "trtcal.quantize", json.dumps(report.summary())
-    onnx.checker.check_model(m)
+    try:
+        onnx.checker.check_model(m)
+    except onnx.checker.ValidationError as exc:
+        raise ValueError(f"trtcal: the Q/DQ model fails ONNX's checker ({str(exc).strip().splitlines()[0]}); "
+                         "check the input model with onnx.checker.check_model") from exc
     if output is not None:
         onnx.save(m, os.fspath(output))
     return (m, report) if return_report else m

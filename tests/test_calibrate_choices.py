@@ -1,0 +1,216 @@
+"""End-to-end choices of `trtcal calibrate` (CPU): flavors checked before the pass and applied per
+method, op-type selection that serves a Q/DQ model, tensors with no range, the cache header
+trtexec accepts, and errors raised before any inference."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+import onnx  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
+
+import trtcal  # noqa: E402
+from trtcal.calibration import calibrate  # noqa: E402
+from trtcal.calibration import outputs  # noqa: E402
+from trtcal.calibration.demo import build_model  # noqa: E402
+
+QUIET = dict(progress=False, log=lambda s: None)
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    p = str(tmp_path / "cnn.onnx")
+    build_model(p, seed=5, size=12, width=6)
+    return p
+
+
+def _data(rng, n):
+    x = rng.standard_t(3, size=(n, 3, 12, 12)).astype(np.float32)
+    x.reshape(-1)[rng.integers(0, x.size, size=3)] *= 40
+    return x
+
+
+class _Counting:
+    """An iterable of batches that counts how many were read."""
+
+    def __init__(self, x, batch=4, name="images"):
+        self.x, self.batch, self.name, self.read = x, batch, name, 0
+
+    def __iter__(self):
+        for i in range(0, len(self.x), self.batch):
+            self.read += 1
+            yield {self.name: self.x[i:i + self.batch]}
+
+
+def test_flavor_is_checked_before_any_batch(model_path, rng):
+    data = _Counting(_data(rng, 8))
+    with pytest.raises(ValueError, match="no requested method has the flavor 'tensorrt'.*percentile"):
+        calibrate(model_path, data, method="percentile", flavor="tensorrt", **QUIET)
+    with pytest.raises(ValueError, match="unknown mse flavor 'onnxruntime'"):
+        calibrate(model_path, data, method="all", flavor={"mse": "onnxruntime"}, **QUIET)
+    assert data.read == 0
+
+
+def test_flavor_applies_to_the_methods_that_have_it(model_path, rng, tmp_path):
+    x = _data(rng, 13)
+    res = calibrate(model_path, x, method="all", flavor="tensorrt", batch_size=5, out_table=str(tmp_path / "t.json"),
+                    **QUIET)
+    plain = calibrate(model_path, x, method="all", batch_size=5, **QUIET)
+    hists = plain.histograms
+    assert res.flavors == {"entropy": "tensorrt", "percentile": None, "mse": None, "minmax": None}
+    assert res.amax["entropy"] == trtcal.compute_amax(hists, method="entropy", flavor="tensorrt", device="cpu")
+    for m in ("percentile", "mse", "minmax"):
+        assert res.amax[m] == plain.amax[m], m
+    assert res.tables["entropy"].provenance.flavor == "tensorrt"
+    assert res.tables["mse"].provenance.flavor is None
+
+
+def test_onnxruntime_flavor_collects_signed_histograms(model_path, rng):
+    x = _data(rng, 9)
+    res = calibrate(model_path, x, method=["entropy", "percentile", "mse"], flavor="onnxruntime", batch_size=4,
+                    **QUIET)
+    h = res.histograms["conv1"]
+    assert h.signed
+    full = trtcal.HistogramCollector(2048, signed=True, device="cpu")
+    from trtcal.calibration.runners import OrtRunner
+
+    full.update(OrtRunner(model_path).run({"images": x})["conv1"])
+    np.testing.assert_array_equal(h.counts, full.histogram().counts)
+    for m in ("entropy", "percentile"):
+        want = trtcal.compute_amax(full.histogram(), method=m, flavor="onnxruntime", device="cpu")
+        assert res.amax[m]["conv1"] == want, m
+    # the |x| method searches the signed histogram folded
+    assert res.amax["mse"]["conv1"] == trtcal.compute_amax(full.histogram(), method="mse", device="cpu")
+
+
+def test_op_types_select_inputs_and_outputs_and_the_qdq_model_quantizes_them(model_path, rng, tmp_path):
+    out = str(tmp_path / "q.onnx")
+    res = calibrate(model_path, _data(rng, 8), method="entropy", op_types=["Conv"], out_qdq=out, **QUIET)
+    assert {"images", "relu1", "relu2", "block/relu_a"} <= set(res.histograms)
+    m = onnx.load(out)
+    quantized = {n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear"}
+    assert {"images", "relu1", "relu2", "block/relu_a"} <= quantized
+    # the other quantizable ops' inputs (Gemm's) were not asked for: named, left in float
+    note = next(n for n in res.notes if "in float" in n)
+    assert "'flat'" in note and "'relu1'" not in note
+
+
+def test_qdq_model_says_which_inputs_stay_float(model_path, rng, tmp_path):
+    said = []
+    res = calibrate(model_path, _data(rng, 8), method="entropy", tensors=["relu1"], out_qdq=str(tmp_path / "q.onnx"),
+                    progress=False, log=said.append)
+    note = next(n for n in res.notes if "in float" in n)
+    assert "'images'" in note and "'relu2'" in note
+    assert any(note == s for s in said)
+
+
+def _zero_model(path):
+    # y = x * 0: an all-zero activation
+    nodes = [helper.make_node("Mul", ["x", "zero"], ["z"]), helper.make_node("Relu", ["x"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 7])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 7]),
+                           helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 7])],
+                          [helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return path
+
+
+def test_all_zero_tensor_gets_no_threshold_from_any_method(tmp_path, rng):
+    model = _zero_model(str(tmp_path / "z.onnx"))
+    said = []
+    res = calibrate(model, rng.standard_normal((11, 7)).astype(np.float32), method="all",
+                    out_cache=str(tmp_path / "c.cache"), progress=False, log=said.append)
+    for m, amax in res.amax.items():
+        assert "z" not in amax and amax["y"] > 0, m
+    assert any("'z'" in n and "all-zero" in n for n in res.notes)
+    assert any("no range" in s and "z (all-zero)" in s for s in said)
+    for m in res.amax:
+        text = open(res.files[f"cache.{m}"]).read()
+        assert "\nz:" not in text and "\ny:" in text, m
+
+
+def test_cache_header_is_the_one_trtexec_reads_for_every_method(model_path, rng, tmp_path):
+    res = calibrate(model_path, _data(rng, 6), method="all", out_cache=str(tmp_path / "c.cache"), **QUIET)
+    for m in outputs.METHODS:
+        first = open(res.files[f"cache.{m}"]).readline().strip()
+        assert first.startswith("TRT-") and first.endswith("-EntropyCalibration2"), (m, first)
+
+
+def test_invalid_model_with_qdq_output_fails_before_the_pass(tmp_path, rng):
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    untyped = onnx.ValueInfoProto()
+    untyped.name = "y"  # a graph output without a type: ONNX Runtime runs it, ONNX's checker refuses it
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])], [untyped])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path = str(tmp_path / "bad.onnx")
+    onnx.save(m, path)
+    data = _Counting(rng.standard_normal((8, 3)).astype(np.float32), name="x")
+    with pytest.raises(ValueError, match="fails ONNX's checker"):
+        calibrate(path, data, out_qdq=str(tmp_path / "q.onnx"), **QUIET)
+    assert data.read == 0
+
+
+def test_progress_total_follows_max_samples(model_path, rng, monkeypatch):
+    totals = []
+    import trtcal.calibration as cal
+
+    real = cal._Progress
+
+    class Spy(real):
+        def __init__(self, enabled, total, start):
+            totals.append(total)
+            super().__init__(False, total, start)
+
+    monkeypatch.setattr(cal, "_Progress", Spy)
+    calibrate(model_path, _data(rng, 40), method="minmax", max_samples=12, batch_size=4, log=lambda s: None)
+    assert totals == [12]
+
+
+def test_cli_flavor_and_error_prefix(model_path, rng, tmp_path, capsys):
+    from trtcal.cli import main
+
+    np.save(tmp_path / "x.npy", _data(rng, 6))
+    rc = main(["calibrate", model_path, "--data", str(tmp_path / "x.npy"), "--method", "percentile", "--flavor",
+               "tensorrt", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("trtcal:") == 1 and "no requested method has the flavor" in err
+    rc = main(["calibrate", model_path, "--data", str(tmp_path / "x.npy"), "--method", "all", "--flavor",
+               "onnxruntime", "--out-table", str(tmp_path / "t.json"), "-q"])
+    assert rc == 0
+    prov = json.load(open(tmp_path / "t.entropy.json"))["provenance"]
+    assert prov["flavor"] == "onnxruntime"
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_max_samples_counts_calibrated_samples(model_path, rng, tmp_path, batch):
+    x = _data(rng, 20)
+    x[2, 0, 5, 5] = np.nan  # its activations are NaN: dropped after the model ran, and replaced
+    np.save(tmp_path / "x.npy", x)
+    res = calibrate(model_path, str(tmp_path / "x.npy"), method="minmax", max_samples=9, batch_size=batch,
+                    skip_bad=True, **QUIET)
+    assert res.samples == 9 and [s for s, _ in res.skipped] == ["x.npy[2]"]
+    clean = calibrate(model_path, np.delete(x, 2, axis=0)[:9], method="minmax", batch_size=batch, **QUIET)
+    assert res.amax == clean.amax
+
+
+def test_preprocessing_that_cannot_fit_the_input_fails_before_the_first_image(model_path, rng, tmp_path):
+    from PIL import Image
+
+    from trtcal.calibration.data import Preprocess
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (20 + i, 23, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    with pytest.raises(ValueError, match=r"gives images of shape \(3, 18, 18\).*takes \(3, 12, 12\)"):
+        calibrate(model_path, str(d), preprocess=Preprocess(resize=(18, 18), resize_mode="exact"), **QUIET)
+    # a size that depends on the image ('shorter' resize, no crop) is checked per image
+    res = calibrate(model_path, str(d), preprocess=Preprocess(resize=12, crop=12), method="minmax", **QUIET)
+    assert res.samples == 3
