@@ -377,7 +377,7 @@ def calibrate(
             result.files.setdefault("report", p)
         say(f"trtcal: report written to {report}")
     if checkpoint and os.path.exists(checkpoint) and shard is None:
-        say(f"trtcal: checkpoint kept at {checkpoint}: --resume writes outputs again (other methods, flavors, "
+        say(f"trtcal: checkpoint kept at {checkpoint}: --resume writes outputs again (another method, other "
             "files) with no inference pass; delete it when done")
     for line in result.next_steps:
         say(line)
