@@ -214,3 +214,47 @@ def test_preprocessing_that_cannot_fit_the_input_fails_before_the_first_image(mo
     # a size that depends on the image ('shorter' resize, no crop) is checked per image
     res = calibrate(model_path, str(d), preprocess=Preprocess(resize=12, crop=12), method="minmax", **QUIET)
     assert res.samples == 3
+
+
+def _sigmoid_model(path):
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                          [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N", 64])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return path
+
+
+def test_clipped_share_is_reported_and_heavy_clipping_named(tmp_path, rng):
+    # a sigmoid's outputs sit in (0.5, 1) for positive inputs: a search that keeps the low bins
+    # saturates most of them, and the run says so
+    model = _sigmoid_model(str(tmp_path / "s.onnx"))
+    x = np.abs(rng.standard_t(3, size=(33, 64))).astype(np.float32)
+    said = []
+    res = calibrate(model, x, method="all", report=str(tmp_path / "r.md"), progress=False, log=said.append)
+    from trtcal.calibration.runners import OrtRunner
+
+    acts = {t: np.abs(v) for t, v in OrtRunner(model).run({"x": x}).items()}
+    for m, per in res.clipped.items():
+        for t, frac in per.items():
+            h, a = res.histograms[t], res.amax[m][t]
+            direct = float(np.mean(acts[t] >= a))
+            one_bin = float(h.counts.max()) / h.total
+            assert frac <= direct + 1e-12 and direct - frac <= one_bin, (m, t, frac, direct)
+    assert res.clipped["minmax"]["s"] == 0.0 or res.clipped["minmax"]["s"] < 1e-3
+    heavy = [m for m, per in res.clipped.items() if per.get("s", 0) > outputs.CLIP_WARN]
+    for m in heavy:
+        assert any(s.startswith(f"trtcal: {m} saturates") and "s (" in s for s in said), m
+    text = open(tmp_path / "r.md").read()
+    assert "clipped" in text
+
+
+def test_clipped_fraction_of_a_signed_histogram():
+    h = trtcal.HistogramCollector(16, signed=True, device="cpu")
+    h.update(np.array([-8, -3, -1, 0, 1, 2, 5, 7.5], np.float32))
+    hist = h.histogram()  # |-8| needs range 16: bins of width 2 over [-16, 16)
+    assert hist.range == 16
+    assert outputs.clipped_fraction(hist, 6.0) == 2 / 8  # -8 and 7.5, on both sides of zero
+    assert outputs.clipped_fraction(hist, 5.0) == 2 / 8  # 5 shares a bin with 4: a lower bound
+    assert outputs.clipped_fraction(hist, 16.0) == 0.0

@@ -53,6 +53,7 @@ class CalibrationResult:
     next_steps: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     flavors: Dict[str, Optional[str]] = field(default_factory=dict)
+    clipped: Dict[str, Dict[str, float]] = field(default_factory=dict)  # {method: {tensor: fraction}}
 
     @property
     def method(self) -> str:
@@ -365,6 +366,15 @@ def calibrate(
         result.amax = outputs.thresholds(hists, ["minmax"])
         result.notes.append(str(exc) + "; only min-max thresholds were computed")
         say(f"{exc}; only min-max thresholds were computed")
+    result.clipped = outputs.clipping(hists, result.amax)
+    for m, per in result.clipped.items():
+        heavy = sorted(((f, n) for n, f in per.items() if f > outputs.CLIP_WARN), reverse=True)
+        if heavy:
+            note = (f"trtcal: {m} saturates more than {outputs.CLIP_WARN:.0%} of the values of {len(heavy)} tensor(s): "
+                    + _names_text([f"{n} ({f:.1%})" for f, n in heavy])
+                    + " (check them in the report; another method may suit them)")
+            result.notes.append(note)
+            say(note)
     if distributed and rank != 0:  # rank 0 writes; every rank holds the tables
         _make_tables(result)
         report = None

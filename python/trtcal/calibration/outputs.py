@@ -116,6 +116,28 @@ def thresholds(hists: Mapping[str, Histogram], methods: Iterable[str],
     return out
 
 
+CLIP_WARN = 0.01  # a threshold that saturates more than this fraction of a tensor's values is named
+
+
+def clipped_fraction(h: Histogram, amax: float) -> float:
+    """Fraction of the tensor's finite values at or beyond ``amax`` (they saturate to +-127):
+    the values of every bin whose lower edge (|x|) is at least ``amax``. Exact for thresholds on a
+    bin edge (entropy, percentile); for one inside a bin (MSE) the bin is left out, so it is a
+    lower bound."""
+    if h.status != "ok" or not np.isfinite(amax) or h.total == 0:
+        return 0.0
+    edges = h.edges
+    lo = edges[:-1]
+    hi = edges[1:]
+    beyond = (lo >= amax) | (hi <= -amax) if h.signed else lo >= amax
+    return float(h.counts[beyond].sum()) / float(h.total)
+
+
+def clipping(hists: Mapping[str, Histogram], amax: Mapping[str, Mapping[str, float]]) -> Dict[str, Dict[str, float]]:
+    """{method: {tensor: clipped fraction}} (see :func:`clipped_fraction`)."""
+    return {m: {n: clipped_fraction(hists[n], a) for n, a in per.items() if n in hists} for m, per in amax.items()}
+
+
 def no_range(hists: Mapping[str, Histogram]) -> Dict[str, str]:
     """{tensor: status} of the histograms without a range ('all-zero', 'empty', 'nonfinite')."""
     return {n: h.status for n, h in hists.items() if h.status != "ok"}

@@ -67,6 +67,7 @@ def _rows(result: Any) -> List[Dict[str, Any]]:
         row = {"tensor": name, "values": h.total, "min": h.min, "max": h.max, "nonfinite": h.nonfinite}
         for m in methods:
             row[m] = result.amax[m].get(name)
+            row[m + ":clipped"] = getattr(result, "clipped", {}).get(m, {}).get(name, 0.0)
         rows.append(row)
     return rows
 
@@ -101,8 +102,8 @@ def write(path: str, result: Any, plots: bool = True) -> List[str]:
                 images[name] = os.path.relpath(p, os.path.dirname(os.path.abspath(path)) or ".").replace(os.sep, "/")
     prov = result.provenance
     header = ["tensor", "values", "min", "max"] + methods + ["NaN/Inf"]
-    table = [[r["tensor"], str(r["values"]), _fmt(r["min"]), _fmt(r["max"])] + [_fmt(r[m]) for m in methods]
-             + [str(r["nonfinite"])] for r in rows]
+    table = [[r["tensor"], str(r["values"]), _fmt(r["min"]), _fmt(r["max"])]
+             + [_fmt(r[m]) + _clip_text(r[m + ":clipped"]) for m in methods] + [str(r["nonfinite"])] for r in rows]
     facts = [("model", prov.get("model")), ("samples", prov.get("samples")), ("batches", prov.get("batches")),
              ("skipped", prov.get("skipped")), ("batch size", prov.get("batch_size")),
              ("runner", prov.get("runner", {}).get("runner")), ("methods", ", ".join(methods)),
@@ -118,6 +119,14 @@ def write(path: str, result: Any, plots: bool = True) -> List[str]:
     return written
 
 
+_CLIP_LEGEND = "(p% clipped): the share of the tensor's values at or beyond the threshold, which saturate to +-127."
+
+
+def _clip_text(fraction: float) -> str:
+    """What a threshold saturates, when it is more than 0.1% of the values."""
+    return f" ({fraction:.1%} clipped)" if fraction > 0.001 else ""
+
+
 def _markdown(facts, header, table, images, result) -> str:
     out = ["# trtcal calibration report", ""]
     out += [f"- **{k}**: {v}" for k, v in facts]
@@ -128,7 +137,7 @@ def _markdown(facts, header, table, images, result) -> str:
         out += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
     if result.skipped:
         out += ["## Skipped samples", ""] + [f"- `{s}`: {r}" for s, r in result.skipped[:200]] + [""]
-    out += ["## Thresholds (amax)", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["## Thresholds (amax)", "", _CLIP_LEGEND, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in table]
     out += [""]
     if images:
@@ -154,7 +163,8 @@ def _html(facts, header, table, images, result) -> str:
     if result.skipped:
         out.append("<h2>Skipped samples</h2><ul>" + "".join(f"<li><code>{e(s)}</code>: {e(r)}</li>"
                                                             for s, r in result.skipped[:200]) + "</ul>")
-    out.append("<h2>Thresholds (amax)</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+    out.append(f"<h2>Thresholds (amax)</h2><p>{e(_CLIP_LEGEND)}</p><table><tr>"
+               + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
     out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in table]
     out.append("</table>")
     if images:
