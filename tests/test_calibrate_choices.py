@@ -94,9 +94,13 @@ def test_op_types_select_inputs_and_outputs_and_the_qdq_model_quantizes_them(mod
     m = onnx.load(out)
     quantized = {n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear"}
     assert {"images", "relu1", "relu2", "block/relu_a"} <= quantized
-    # the other quantizable ops' inputs (Gemm's) were not asked for: named, left in float
-    note = next(n for n in res.notes if "in float" in n)
-    assert "'flat'" in note and "'relu1'" not in note
+    # only the chosen op type is quantized: the Gemm keeps its float weight and input, unnamed
+    assert not any("in float" in n for n in res.notes)
+    dq_of = {n.output[0]: n for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    gemm = next(n for n in m.graph.node if n.op_type == "Gemm")
+    assert not any(i in dq_of for i in gemm.input)
+    with pytest.raises(ValueError, match="none of the op types .*Relu"):
+        calibrate(model_path, _data(rng, 4), op_types=["Relu"], out_qdq=out, **QUIET)
 
 
 def test_qdq_model_says_which_inputs_stay_float(model_path, rng, tmp_path):
@@ -258,3 +262,54 @@ def test_clipped_fraction_of_a_signed_histogram():
     assert outputs.clipped_fraction(hist, 6.0) == 2 / 8  # -8 and 7.5, on both sides of zero
     assert outputs.clipped_fraction(hist, 5.0) == 2 / 8  # 5 shares a bin with 4: a lower bound
     assert outputs.clipped_fraction(hist, 16.0) == 0.0
+
+
+def test_signed_histograms_resume_exactly(model_path, rng, tmp_path):
+    x = _data(rng, 14)
+    ck = str(tmp_path / "ck.npz")
+    full = calibrate(model_path, x, method="all", flavor="onnxruntime", batch_size=4, **QUIET)
+
+    def interrupted():
+        for i in range(0, 14, 4):
+            if i == 8:
+                raise KeyboardInterrupt
+            yield {"images": x[i:i + 4]}
+
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(model_path, interrupted(), method="all", flavor="onnxruntime", checkpoint=ck, checkpoint_every=1,
+                  **QUIET)
+    rest = calibrate(model_path, [{"images": x[i:i + 4]} for i in range(0, 14, 4)], method="all",
+                     flavor="onnxruntime", checkpoint=ck, resume=True, **QUIET)
+    assert rest.amax == full.amax
+    for n, h in full.histograms.items():
+        np.testing.assert_array_equal(rest.histograms[n].counts, h.counts)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "text"])
+def test_damaged_checkpoint_is_a_clear_error(model_path, rng, tmp_path, damage):
+    x = _data(rng, 8)
+    ck = tmp_path / "ck.npz"
+    calibrate(model_path, x, method="minmax", batch_size=4, checkpoint=str(ck), **QUIET)
+    blob = ck.read_bytes()
+    if damage == "truncate":
+        ck.write_bytes(blob[: len(blob) // 3])
+    elif damage == "flip":
+        b = bytearray(blob)
+        for i in range(200, len(b) - 200, 97):
+            b[i] ^= 0xFF
+        ck.write_bytes(bytes(b))
+    else:
+        ck.write_text("name amax\nconv1 1.5\n")
+    with pytest.raises(ValueError, match="is not a readable trtcal checkpoint"):
+        calibrate(model_path, x, method="minmax", batch_size=4, checkpoint=str(ck), resume=True, **QUIET)
+
+
+@pytest.mark.parametrize("flavor,given,want", [(None, None, 99.99), ("onnxruntime", None, 99.999),
+                                               (None, 99.9, 99.9)])
+def test_the_percentile_used_is_recorded(model_path, rng, tmp_path, flavor, given, want):
+    params = {"percentile": {"percentile": given}} if given is not None else None
+    res = calibrate(model_path, _data(rng, 5), method="all", flavor=flavor, params=params,
+                    out_table=str(tmp_path / "t.json"), **QUIET)
+    assert res.provenance["percentile"] == want
+    assert json.load(open(tmp_path / "t.percentile.json"))["provenance"]["percentile"] == want
+    assert "percentile" not in json.load(open(tmp_path / "t.entropy.json"))["provenance"]

@@ -261,6 +261,10 @@ def test_folder_per_input_pairs_images_and_arrays(tmp_path, rng):
     np.testing.assert_array_equal(got[1].inputs["x"][0], expect)
     d = src.describe()
     assert set(d["inputs"]) == {"x", "y"} and d["inputs"]["x"]["files"] == 3 and d["inputs"]["y"]["files"] == 3
+    assert d["inputs"]["x"]["folder"] == str(tmp_path / "x") and d["ignored_subfolders"] == ["notes"]
+    assert src.notes and "['notes']" in src.notes[0]
+    with pytest.raises(ValueError, match="subfolder per model input.*drop it"):
+        open_source(str(tmp_path), input_name="x").bind(_two_inputs())
     before = src.fingerprint()
     np.save(tmp_path / "y" / "a.npy", np.zeros((2, 5), np.float32))  # y changes: the fingerprint does
     again = open_source(str(tmp_path))

@@ -241,3 +241,22 @@ def test_module_without_parameters_runs_where_its_input_is(rng):
     stats = ttorch.collect(Act(), [x])
     want = trtcal.HistogramCollector(2048, device="cpu").update(torch.nn.functional.silu(x).numpy()).histogram()
     np.testing.assert_array_equal(stats.histograms()["act"].counts, want.counts)
+
+
+def test_one_name_pattern_as_a_string(rng):
+    net = Net().eval()
+    xs = list(_loader(rng, 2, "cpu"))
+    one = ttorch.collect(net, xs, names="conv*")
+    listed = ttorch.collect(net, xs, names=["conv*"])
+    assert one.names == listed.names == ["conv", "conv2"]
+
+
+def test_cpu_bfloat16_activations_are_binned_exactly(rng):
+    net = Net().eval().to(torch.bfloat16)
+    xs = [(x.to(torch.bfloat16), y) for x, y in _loader(rng, 2, "cpu")]
+    stats = ttorch.collect(net, xs, layers=[torch.nn.Conv2d])
+    with torch.inference_mode():
+        acts = torch.cat([net.conv(x).float().flatten() for x, _ in xs]).numpy()
+    want = trtcal.HistogramCollector(2048, device="cpu")
+    want.update(acts)
+    np.testing.assert_array_equal(stats.collectors["conv"].histogram().counts, want.histogram().counts)

@@ -241,7 +241,13 @@ _capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
 def _from_dlpack(x: Any, name: str, stream: Any, accepted: Sequence[str]) -> ArrayView:
     dev_type, dev_id = x.__dlpack_device__()
     if dev_type == _DL_CPU:
-        return as_view(np.from_dlpack(x), name, stream, accepted)
+        try:
+            host = np.from_dlpack(x)
+        except (RuntimeError, TypeError, BufferError):
+            host = _host_bfloat16_as_float32(x)  # NumPy has no bfloat16 (without ml_dtypes)
+            if host is None or "bfloat16" not in accepted:
+                raise
+        return as_view(host, name, stream, FLOAT_DTYPES if host.dtype == np.float32 else accepted)
     if dev_type not in (_DL_CUDA, _DL_CUDA_MANAGED, _DL_CUDA_HOST):
         raise TypeError(f"trtcal: tensor '{name}' lives on DLPack device type {dev_type}; expected CUDA or CPU")
     handle = _streams.stream_handle(stream) if stream is not None else _streams.current_stream_for(x)
@@ -258,6 +264,17 @@ def _from_dlpack(x: Any, name: str, stream: Any, accepted: Sequence[str]) -> Arr
     # keep the capsule alive: its destructor releases the producer's memory reference
     return ArrayView(name, dt, shape, strides, True, ptr=ptr, device=int(dev_id), stream=handle,
                      keepalive=[x, capsule])
+
+
+def _host_bfloat16_as_float32(x: Any) -> Optional[np.ndarray]:
+    """A CPU PyTorch bfloat16 tensor as float32 (exact: bfloat16 is float32's upper 16 bits),
+    or None for anything else."""
+    if type(x).__module__ != "torch" or str(getattr(x, "dtype", "")) != "torch.bfloat16":
+        return None
+    import torch
+
+    bits = x.detach().contiguous().view(torch.int16).numpy().view(np.uint16)
+    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 def host_float64(view: ArrayView) -> np.ndarray:

@@ -14,7 +14,7 @@ and ModelOpt), which for a CNN is about a third of the bytes and of the hooks.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Type
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Type, Union
 
 from ._files import match_name
 from .calibration.collect import ActivationStats
@@ -65,11 +65,15 @@ class TorchCollector:
     """
 
     def __init__(self, module: Any, *, layers: Optional[Sequence[Type[Any]]] = None,
-                 names: Optional[Sequence[str]] = None, inputs: bool = False, bins: int = 2048,
+                 names: Optional[Union[str, Sequence[str]]] = None, inputs: bool = False, bins: int = 2048,
                  stats: Optional[ActivationStats] = None, flush_bytes: int = 4 << 30,
                  capture: str = "outputs") -> None:
         if capture not in ("outputs", "inputs"):
             raise ValueError(f"trtcal: capture must be 'outputs' or 'inputs', got {capture!r}")
+        if isinstance(names, str):
+            names = [names]  # one pattern, not its characters
+        if isinstance(layers, type):
+            layers = [layers]
         if capture == "inputs" and layers is None:
             layers = quantizable_layers()
         self.module = module
@@ -271,7 +275,7 @@ class TorchCollector:
 
 
 def collect(module: Any, loader: Iterable[Any], *, layers: Optional[Sequence[Type[Any]]] = None,
-            names: Optional[Sequence[str]] = None, inputs: bool = False, max_batches: Optional[int] = None,
+            names: Optional[Union[str, Sequence[str]]] = None, inputs: bool = False, max_batches: Optional[int] = None,
             forward: Optional[Callable[[Any, Any], Any]] = None, bins: int = 2048,
             stats: Optional[ActivationStats] = None, progress: bool = False,
             capture: str = "outputs") -> ActivationStats:

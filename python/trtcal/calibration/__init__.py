@@ -180,6 +180,7 @@ def calibrate(
     methods = _methods(method)
     flavors = outputs.method_flavors(methods, flavor)  # before any data is read
     signed = outputs.needs_signed(flavors)
+    percentile = _percentile(methods, flavors, params)  # the one used, default or given (checked)
     demo = model is None
     if demo:
         if data is not None:
@@ -202,9 +203,11 @@ def calibrate(
         raise ValueError(f"trtcal: TensorRT {trt_version} has no calibration caches (11.0 removed implicit INT8); "
                          "write a Q/DQ model with out_qdq / --out-qdq instead")
 
-    if out_qdq and not isinstance(runner, Runner):
-        _check_onnx(model)  # a Q/DQ model of an invalid model fails at the end: say it before the pass
     selection = _selection(tensors, op_types)
+    if out_qdq:
+        outputs.qdq_op_types(selection.op_types)  # before the pass: the choice holds an op it quantizes
+        if not isinstance(runner, Runner):
+            _check_onnx(model)  # a Q/DQ model of an invalid model fails at the end: say it before the pass
     if isinstance(runner, Runner):
         run = runner
     else:
@@ -233,6 +236,8 @@ def calibrate(
             checkpoint = rank_path(checkpoint, rank, world)
         say(f"trtcal: rank {rank} of {world}: {_shard_text(source)}")
     say("trtcal: model inputs: " + "; ".join(s.describe() for s in specs))
+    for note in getattr(source, "notes", None) or []:
+        say("trtcal: " + note)
     pre = getattr(source, "preprocess", None)
     if pre is not None:
         say(f"trtcal: preprocessing: {pre.describe()}  (make sure inference does exactly the same)")
@@ -347,8 +352,8 @@ def calibrate(
         "flavor": _flavor_text(flavors), "runner": run.describe(), "tensorrt_version": trt_version,
         "nonfinite": {k: sum(int(getattr(h, k)) for h in hists.values()) for k in ("nan", "posinf", "neginf")},
     }
-    if "percentile" in methods and params and isinstance(params.get("percentile"), Mapping):
-        provenance["percentile"] = params["percentile"].get("percentile")
+    if percentile is not None:
+        provenance["percentile"] = percentile
     if pre is not None:
         provenance["preprocess"] = pre.to_dict()
     result = CalibrationResult({}, hists, used, nbatches, skipped, provenance, flavors=flavors)
@@ -379,7 +384,7 @@ def calibrate(
         _make_tables(result)
         report = None
     else:
-        _write_outputs(result, model, methods, out_cache, out_qdq, out_table, trt_version, say)
+        _write_outputs(result, model, methods, out_cache, out_qdq, out_table, trt_version, say, selection.op_types)
     if report:
         from . import report as report_mod
 
@@ -443,7 +448,7 @@ def _shard_text(source: Any) -> str:
 
 def _write_outputs(result: CalibrationResult, model: Any, methods: List[str], out_cache: Optional[str],
                    out_qdq: Optional[str], out_table: Optional[str], trt_version: str,
-                   say: Callable[[str], None]) -> None:
+                   say: Callable[[str], None], op_types: Optional[Sequence[str]] = None) -> None:
     several = len([m for m in methods if m in result.amax]) > 1
     primary = _primary([m for m in methods if m in result.amax] or ["minmax"])
     model_path = os.path.abspath(model) if isinstance(model, (str, os.PathLike)) else "model.onnx"
@@ -471,7 +476,7 @@ def _write_outputs(result: CalibrationResult, model: Any, methods: List[str], ou
                     f"TensorRT <= 10 (calibration cache):  trtexec --onnx={model_path} --int8 --calib={os.path.abspath(p)}")
         if out_qdq:
             try:
-                p, floats = outputs.write_qdq(model, table, name(out_qdq))
+                p, floats = outputs.write_qdq(model, table, name(out_qdq), op_types)
             except outputs.OutputUnavailable as exc:
                 result.notes.append(str(exc))
                 say(str(exc))
@@ -488,6 +493,19 @@ def _write_outputs(result: CalibrationResult, model: Any, methods: List[str], ou
                     f"TensorRT 10 / 11 (explicit Q/DQ):      trtexec --onnx={os.path.abspath(p)} --stronglyTyped")
     for k, p in result.files.items():
         say(f"trtcal: wrote {k}: {p}")
+
+
+def _percentile(methods: Sequence[str], flavors: Mapping[str, Optional[str]],
+                params: Optional[Mapping[str, Any]]) -> Optional[float]:
+    """The percentile the percentile method will use (its flavor's default unless given), for
+    the provenance; its parameters are checked here, before the pass."""
+    if "percentile" not in methods:
+        return None
+    from ..range_search import _spec
+
+    given = params.get("percentile") if params else None
+    spec = _spec("percentile", flavors.get("percentile"), dict(given) if isinstance(given, Mapping) else {})
+    return float(spec.percentile)
 
 
 def _check_onnx(model: Any) -> None:

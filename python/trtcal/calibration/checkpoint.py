@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
@@ -39,7 +40,8 @@ def save(path: str, *, config: Mapping[str, Any], stats_state: Mapping[str, Any]
         counts[i] = np.asarray(s.pop("counts"), dtype=np.int64)
         states[n] = s
     meta = {"format": FORMAT, "version": VERSION, "config_hash": config_hash(config), "config": config,
-            "progress": dict(progress), "stats": {"format": stats_state["format"], "bins": bins},
+            "progress": dict(progress), "stats": {"format": stats_state["format"], "bins": bins,
+                                                      "signed": bool(stats_state.get("signed", False))},
             "names": names, "states": states}
     blob = np.frombuffer(json.dumps(meta, default=json_default).encode("utf-8"), dtype=np.uint8)
     atomic_savez(path, ".trtcal-ckpt-", meta=blob, counts=counts)
@@ -54,8 +56,10 @@ def load(path: str, config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode("utf-8"))
             counts = np.array(z["counts"], dtype=np.int64)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"trtcal: {path} is not a readable trtcal checkpoint: {exc}") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        why = "it holds Python objects (pickles), which trtcal never writes" if "pickle" in str(exc) else exc
+        raise ValueError(f"trtcal: {path} is not a readable trtcal checkpoint (damaged or another kind of file: "
+                         f"{why}); delete it, or rerun without --resume") from None
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise ValueError(f"trtcal: {path} is not a trtcal calibration checkpoint of version {VERSION}")
     if config is not None and meta["config_hash"] != config_hash(config):
@@ -71,6 +75,7 @@ def load(path: str, config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any
         s = dict(meta["states"][n])
         s["counts"] = counts[i].copy()
         collectors[n] = s
-    stats_state = {"format": meta["stats"]["format"], "bins": meta["stats"]["bins"], "collectors": collectors}
+    stats_state = {"format": meta["stats"]["format"], "bins": meta["stats"]["bins"],
+                   "signed": bool(meta["stats"].get("signed", False)), "collectors": collectors}
     return {"config": meta["config"], "progress": meta["progress"], "stats_state": stats_state}
 

@@ -685,7 +685,7 @@ class InputFolders(Source):
     extension (``x/a/0001.png`` with ``y/a/0001.npy``), in sorted order; every subfolder must
     hold the same names. A subfolder holds images (preprocessed, fitted to its input's shape)
     or .npy/.npz files (one sample each, or several along axis 0: as many as the paired files).
-    Other subfolders of ``root`` are ignored. Samples are named by the paired path (``a/0001``,
+    Other subfolders of ``root`` are not read (``notes`` and ``describe()`` name them). Samples are named by the paired path (``a/0001``,
     ``a/0001[j]`` for row ``j`` of files of several samples).
     """
 
@@ -696,6 +696,8 @@ class InputFolders(Source):
         self.base_preprocess = preprocess
         self.parts: Dict[str, Union[ImageFolder, ArrayFiles]] = {}
         self.stems: List[str] = []
+        self.ignored: List[str] = []
+        self.notes: List[str] = []
         self.counts: List[int] = []
         self.index: List[Tuple[int, int]] = []
 
@@ -723,6 +725,11 @@ class InputFolders(Source):
             self.parts[s.name] = part
         self.counts = [self._count(i) for i in range(len(self.stems))]
         self.index = [(i, j) for i, c in enumerate(self.counts) for j in range(c)]
+        inputs = {s.name for s in specs}
+        self.ignored = sorted(d for d in os.listdir(self.root)
+                              if os.path.isdir(os.path.join(self.root, d)) and d not in inputs)
+        self.notes = ([f"{self.root}: subfolder(s) {self.ignored} match no model input and are not read"]
+                      if self.ignored else [])
 
     def _count(self, i: int) -> int:
         """Samples in the ``i``-th files; 1 where one of them is unreadable (it is reported when reached)."""
@@ -754,7 +761,11 @@ class InputFolders(Source):
             yield name, (lambda i=i, j=j: {k: v for p in self.parts.values() for k, v in p.row(i, j).items()})
 
     def describe(self) -> Dict[str, Any]:
-        return {"kind": self.kind, "root": self.root, "inputs": {k: p.describe() for k, p in self.parts.items()}}
+        out = {"kind": self.kind, "root": self.root,
+               "inputs": {k: dict(p.describe(), folder=os.path.join(self.root, k)) for k, p in self.parts.items()}}
+        if self.ignored:
+            out["ignored_subfolders"] = list(self.ignored)
+        return out
 
     def fingerprint(self) -> Dict[str, Any]:
         return {"kind": self.kind, "root": self.root, "inputs": {k: p.fingerprint() for k, p in self.parts.items()}}
@@ -794,6 +805,10 @@ class DataFolder(Source):
         if len(specs) > 1:
             have = [s.name for s in specs if os.path.isdir(os.path.join(self.root, s.name))]
             if len(have) == len(specs):
+                if self._input_name is not None:
+                    raise ValueError(f"trtcal: {self.root} has a subfolder per model input, each feeding its own "
+                                     f"input; input_name / --input-name ({self._input_name!r}) is for a folder that "
+                                     "feeds one input: drop it")
                 return InputFolders(self.root, self._preprocess)
             if have and next(_walk(self.root, (".npz",)), None) is None:
                 missing = [s.name for s in specs if s.name not in have]

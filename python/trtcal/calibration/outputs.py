@@ -185,13 +185,28 @@ def write_cache(table: Any, path: str, tensorrt_version: Optional[str], method: 
     return path
 
 
-def write_qdq(model: Any, table: Any, path: str) -> Tuple[str, List[str]]:
-    """The Q/DQ ONNX model, and the activations it had to leave in float: inputs of quantized
-    ops with no usable range (not calibrated, or amax 0: all-zero activations;
-    ``missing='skip'``)."""
+def qdq_op_types(op_types: Optional[Iterable[str]]) -> Tuple[str, ...]:
+    """The op types a Q/DQ model quantizes: trtcal's defaults, or those of them the run chose
+    (``--op-types``); ValueError when the choice holds none of them."""
+    from .._qdq import DEFAULT_OP_TYPES
+
+    if not op_types:
+        return tuple(DEFAULT_OP_TYPES)
+    chosen = tuple(t for t in DEFAULT_OP_TYPES if t in set(op_types))
+    if not chosen:
+        raise ValueError(f"trtcal: none of the op types {sorted(set(op_types))} is one a Q/DQ model quantizes "
+                         f"({', '.join(DEFAULT_OP_TYPES)}): choose one of them with --op-types, or drop --out-qdq")
+    return chosen
+
+
+def write_qdq(model: Any, table: Any, path: str, op_types: Optional[Iterable[str]] = None) -> Tuple[str, List[str]]:
+    """The Q/DQ ONNX model of the ops of ``op_types`` (see :func:`qdq_op_types`), and the
+    activations it had to leave in float: inputs of those ops with no usable range (not
+    calibrated, or amax 0: all-zero activations; ``missing='skip'``)."""
     quantize = _api("onnx.quantize", "writing a Q/DQ model")
     usable = {n: a for n, a in table.items() if a > 0 and np.isfinite(a)}
-    _, report = quantize(model, usable, missing="skip", output=path, return_report=True)
+    _, report = quantize(model, usable, op_types=qdq_op_types(op_types), missing="skip", output=path,
+                         return_report=True)
     return path, list(report.missing)
 
 

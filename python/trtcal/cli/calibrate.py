@@ -27,7 +27,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
                     "(10/11), a JSON table and a report. With no MODEL, calibrates a small CNN on synthetic "
                     "images built in --out-dir (default ./trtcal-demo-out).")
     p.add_argument("model", nargs="?", help="ONNX model (omit for the demo)")
-    p.add_argument("--data", help="image folder, .npy/.npz file, or folder of .npy/.npz files")
+    p.add_argument("--data", help="image folder or file, .npy/.npz file or folder of them, or (several model inputs) "
+                                  "a folder with one subfolder per input, files paired by name")
     p.add_argument("--method", default=None, choices=["entropy", "percentile", "minmax", "mse", "all"],
                    help="threshold method (default entropy; 'all' for the demo); all come from one pass")
     p.add_argument("--flavor", default=None,
@@ -35,7 +36,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
                    help="range-search flavour, applied to the methods that have it (entropy: pytorch_quantization "
                         "(default), tensorrt, onnxruntime; percentile: pytorch_quantization (default), onnxruntime); "
                         "onnxruntime collects signed histograms")
-    p.add_argument("--percentile", type=float, default=None, help="percentile for --method percentile/all")
+    p.add_argument("--percentile", type=float, default=None,
+                   help="percentile for --method percentile/all (default 99.99; 99.999 with --flavor onnxruntime)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--out-cache", help="TensorRT calibration cache (TensorRT <= 10)")
@@ -47,12 +49,14 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--checkpoint-every", type=int, default=50, help="batches between checkpoints (default 50)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--skip-bad", action="store_true", help="skip (and report) bad samples instead of stopping")
-    p.add_argument("--tensorrt-version", help="X.Y of the TensorRT that will read the outputs")
+    p.add_argument("--tensorrt-version", help="X.Y of the TensorRT that will read the outputs (default: the installed "
+                                              "tensorrt module's, else 10.16)")
     p.add_argument("--runner", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
     p.add_argument("--tensors", action="append", default=None, metavar="PATTERN",
                    help="calibrate only tensors whose names match (glob, or re:REGEX); repeatable")
     p.add_argument("--op-types", default=None, help="calibrate only the activations these op types read and write (comma-separated, e.g. Conv,Gemm)")
-    p.add_argument("--input-name", help="model input the images feed (models with several inputs)")
+    p.add_argument("--input-name", help="model input that a folder of images or arrays feeds, when the model has "
+                                        "several (a folder per input needs none)")
     g = p.add_argument_group("image preprocessing (printed and saved in the table's provenance)")
     g.add_argument("--preprocess", help="all of it as JSON or a JSON file: {\"resize\": 256, \"crop\": 224, ...}")
     g.add_argument("--resize", type=_size, help="N (shorter side) or HxW")
