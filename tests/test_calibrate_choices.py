@@ -16,22 +16,12 @@ from onnx import TensorProto, helper  # noqa: E402
 import trtcal  # noqa: E402
 from trtcal.calibration import calibrate  # noqa: E402
 from trtcal.calibration import outputs  # noqa: E402
-from trtcal.calibration.demo import build_model  # noqa: E402
-
-QUIET = dict(progress=False, log=lambda s: None)
-
+from calib_models import QUIET, cnn_model, save_graph  # noqa: E402
+from calib_models import heavy_tailed_images as _data  # noqa: E402
 
 @pytest.fixture
 def model_path(tmp_path):
-    p = str(tmp_path / "cnn.onnx")
-    build_model(p, seed=5, size=12, width=6)
-    return p
-
-
-def _data(rng, n):
-    x = rng.standard_t(3, size=(n, 3, 12, 12)).astype(np.float32)
-    x.reshape(-1)[rng.integers(0, x.size, size=3)] *= 40
-    return x
+    return cnn_model(tmp_path / "cnn.onnx", seed=5)
 
 
 class _Counting:
@@ -113,16 +103,10 @@ def test_qdq_model_says_which_inputs_stay_float(model_path, rng, tmp_path):
 
 
 def _zero_model(path):
-    # y = x * 0: an all-zero activation
+    # z = x * 0: an all-zero activation
     nodes = [helper.make_node("Mul", ["x", "zero"], ["z"]), helper.make_node("Relu", ["x"], ["y"])]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 7])],
-                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 7]),
-                           helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 7])],
-                          [helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, path)
-    return path
+    return save_graph(path, nodes, [("x", ["N", 7])], [("z", ["N", 7]), ("y", ["N", 7])],
+                      [helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])])
 
 
 def test_all_zero_tensor_gets_no_threshold_from_any_method(tmp_path, rng):
@@ -147,14 +131,9 @@ def test_cache_header_is_the_one_trtexec_reads_for_every_method(model_path, rng,
 
 
 def test_invalid_model_with_qdq_output_fails_before_the_pass(tmp_path, rng):
-    nodes = [helper.make_node("Relu", ["x"], ["y"])]
     untyped = onnx.ValueInfoProto()
     untyped.name = "y"  # a graph output without a type: ONNX Runtime runs it, ONNX's checker refuses it
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])], [untyped])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    path = str(tmp_path / "bad.onnx")
-    onnx.save(m, path)
+    path = save_graph(tmp_path / "bad.onnx", [helper.make_node("Relu", ["x"], ["y"])], [("x", ["N", 3])], [untyped])
     data = _Counting(rng.standard_normal((8, 3)).astype(np.float32), name="x")
     with pytest.raises(ValueError, match="fails ONNX's checker"):
         calibrate(path, data, out_qdq=str(tmp_path / "q.onnx"), **QUIET)
@@ -221,13 +200,7 @@ def test_preprocessing_that_cannot_fit_the_input_fails_before_the_first_image(mo
 
 
 def _sigmoid_model(path):
-    nodes = [helper.make_node("Sigmoid", ["x"], ["s"])]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
-                          [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N", 64])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, path)
-    return path
+    return save_graph(path, [helper.make_node("Sigmoid", ["x"], ["s"])], [("x", ["N", 64])], [("s", ["N", 64])])
 
 
 def test_clipped_share_is_reported_and_heavy_clipping_named(tmp_path, rng):

@@ -15,25 +15,14 @@ from onnx import TensorProto, helper  # noqa: E402
 import trtcal  # noqa: E402
 from trtcal.calibration import BadSampleError, TensorSelection, calibrate  # noqa: E402
 from trtcal.calibration import checkpoint as ckpt  # noqa: E402
-from trtcal.calibration.demo import build_model  # noqa: E402
+from calib_models import QUIET, cnn_model  # noqa: E402
+from calib_models import heavy_tailed_images as _data  # noqa: E402
 from trtcal.calibration.runners import OrtRunner, calibration_tensors  # noqa: E402
 from nan_model import write_log_relu_model  # noqa: E402
 
-QUIET = dict(progress=False, log=lambda s: None)
-
-
 @pytest.fixture
 def model_path(tmp_path):
-    p = str(tmp_path / "cnn.onnx")
-    build_model(p, seed=3, size=12, width=6)
-    return p
-
-
-def _data(rng, n):
-    # heavy-tailed inputs: Student-t with a few outliers
-    x = rng.standard_t(3, size=(n, 3, 12, 12)).astype(np.float32)
-    x.reshape(-1)[rng.integers(0, x.size, size=3)] *= 40
-    return x
+    return cnn_model(tmp_path / "cnn.onnx")
 
 
 def _states(result_or_stats):
