@@ -3,6 +3,7 @@ method, op-type selection that serves a Q/DQ model, tensors with no range, the c
 trtexec accepts, and errors raised before any inference."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -286,3 +287,71 @@ def test_the_percentile_used_is_recorded(model_path, rng, tmp_path, flavor, give
     assert res.provenance["percentile"] == want
     assert json.load(open(tmp_path / "t.percentile.json"))["provenance"]["percentile"] == want
     assert "percentile" not in json.load(open(tmp_path / "t.entropy.json"))["provenance"]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(method=[]), "no method given"),
+    (dict(bins=128), "bins=128 is too few for the entropy search"),
+    (dict(checkpoint_every=0, checkpoint="ck.npz"), "checkpoint_every must be >= 1"),
+    (dict(max_samples=0), "max_samples must be >= 1"),
+    (dict(method="all", params={"mse": {"foo": 1}}), "unknown parameter"),
+    (dict(method="all", params={"entropyy": {}}), "params for 'entropyy'"),
+    (dict(method="percentile", params={"percentile": 99.0}), "must be a mapping"),
+    (dict(method="percentile", params={"percentile": {"percentile": 0}}), r"percentile must be in \(0, 100\]"),
+    (dict(out_dir="od"), "out_dir is where the demo"),
+    (dict(tensors=["re:(("]), "not a valid regular expression"),
+])
+def test_settings_are_checked_before_any_batch(model_path, rng, tmp_path, monkeypatch, kwargs, match):
+    monkeypatch.chdir(tmp_path)
+    data = _Counting(_data(rng, 8))
+    with pytest.raises((ValueError, TypeError), match=match):
+        calibrate(model_path, data, **dict(QUIET, **kwargs))
+    assert data.read == 0
+
+
+def test_output_folders_are_created(model_path, rng, tmp_path):
+    res = calibrate(model_path, _data(rng, 6), method="all", out_qdq=str(tmp_path / "a" / "q.onnx"),
+                    out_table=str(tmp_path / "b" / "c" / "t.json"), out_cache=str(tmp_path / "d" / "x.cache"), **QUIET)
+    assert all(os.path.isfile(p) for p in res.files.values())
+
+
+def test_iterable_batches_progress_counts_samples(model_path, rng, monkeypatch):
+    import trtcal.calibration as cal
+
+    seen = []
+
+    class Spy(cal._Progress):
+        def __init__(self, enabled, total, start):
+            seen.append(("total", total))
+            super().__init__(False, total, start)
+
+        def update(self, pos, used, skipped):
+            seen.append(pos)
+            super().update(pos, used, skipped)
+
+    monkeypatch.setattr(cal, "_Progress", Spy)
+    x = _data(rng, 15)
+    said = []
+    calibrate(model_path, [{"images": x[:5]}, {"images": x[5:8]}, {"images": x[8:]}], method="minmax", batch_size=2,
+              max_samples=12, log=said.append)
+    assert seen == [("total", 12), 5, 8, 12]
+    assert any("batches of an iterable are run as it gives them" in s for s in said)
+
+
+def test_data_hints(model_path, rng, tmp_path):
+    x = _data(rng, 3)
+    with pytest.raises(ValueError, match="looks like one sample"):
+        calibrate(model_path, [{"images": x[0]}], **QUIET)
+    gray = save_graph(tmp_path / "g.onnx", [helper.make_node("Relu", ["x"], ["y"])], [("x", ["N", 1, 12, 12])],
+                      [("y", ["N", 1, 12, 12])])
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "a.png")
+    with pytest.raises(ValueError, match="takes 1 channel"):
+        calibrate(gray, str(tmp_path / "imgs"), **QUIET)
+    (tmp_path / "m.onnx").write_bytes(b"not a protobuf at all \x00\xff" * 7)
+    with pytest.raises(ValueError, match="is not an ONNX model"):
+        calibrate(str(tmp_path / "m.onnx"), x, **QUIET)
+    with pytest.raises(ValueError, match="is a folder"):
+        calibrate(str(tmp_path), x, **QUIET)

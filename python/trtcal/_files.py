@@ -48,8 +48,11 @@ def match_name(name: str, patterns) -> bool:
         return True
     for p in patterns:
         if p.startswith("re:"):
-            if re.search(p[3:], name):
-                return True
+            try:
+                if re.search(p[3:], name):
+                    return True
+            except re.error as exc:
+                raise ValueError(f"trtcal: name pattern {p!r} is not a valid regular expression: {exc}") from None
         elif fnmatch.fnmatchcase(name, p):
             return True
     return False

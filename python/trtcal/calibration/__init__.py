@@ -71,6 +71,8 @@ def _primary(methods: Sequence[str]) -> str:
 
 def _methods(method: Union[str, Sequence[str]]) -> List[str]:
     ms = [method] if isinstance(method, str) else list(method)
+    if not ms:
+        raise ValueError(f"trtcal: no method given; choose from {', '.join(METHOD_CHOICES)}")
     out: List[str] = []
     for m in ms:
         if m not in METHOD_CHOICES:
@@ -132,11 +134,14 @@ def calibrate(
         [-R, R) and the other methods search it folded to |x|.
     params : per method, passed to :func:`trtcal.compute_amax`:
         ``{"percentile": {"percentile": 99.99}}``.
-    batch_size : samples per inference (default: the model's fixed batch size, else 16).
+    batch_size : samples per inference for files and arrays (default: the model's fixed batch
+        size, else 16); an iterable's batches are run as it gives them.
     max_samples : stop after this many samples.
     tensors, op_types : which activations (default all float tensors): a TensorSelection, or
         glob / ``re:`` name patterns, and/or op types.
     runner : 'auto', 'onnxruntime', 'tensorrt', or a Runner.
+    bins : histogram bins per tensor (2048, as TensorRT's); the entropy search needs at least
+        twice its start bin (256 by default).
     out_cache, out_qdq, out_table, report : output paths (with several methods, each path gets
         ``.<method>`` before its extension). ``report`` ending in .html writes HTML, else Markdown.
     checkpoint, checkpoint_every, resume : the collector state is written atomically to
@@ -147,6 +152,7 @@ def calibrate(
     skip_bad : skip (and report) unreadable or malformed samples and samples whose activations
         hold NaN/Inf; otherwise the first one stops the run with the checkpoint intact.
     tensorrt_version : 'X.Y' for the cache header (default: the installed tensorrt, else 10.16).
+    out_dir : the demo's folder (model None); with a model, give each output's path instead.
     progress : a progress bar on stderr (tqdm when installed).
     log : where messages go (default: print to stderr; pass ``lambda s: None`` to silence).
     distributed, group : calibrate as one rank of a ``torch.distributed`` process group
@@ -177,11 +183,15 @@ def calibrate(
     if distributed and rank != 0:
         say = lambda s: None  # noqa: E731 - rank 0 speaks for the job
         progress = False
+    batch_size_given = batch_size is not None
     methods = _methods(method)
     flavors = outputs.method_flavors(methods, flavor)  # before any data is read
     signed = outputs.needs_signed(flavors)
+    _check_settings(methods, flavors, params, int(bins), checkpoint_every, max_samples)
     percentile = _percentile(methods, flavors, params)  # the one used, default or given (checked)
     demo = model is None
+    if not demo and out_dir is not None:
+        raise ValueError("trtcal: out_dir is where the demo (no model) writes; with a model, give each output's path")
     if demo:
         if data is not None:
             raise ValueError("trtcal: calibration data was given without a model")
@@ -203,6 +213,9 @@ def calibrate(
         raise ValueError(f"trtcal: TensorRT {trt_version} has no calibration caches (11.0 removed implicit INT8); "
                          "write a Q/DQ model with out_qdq / --out-qdq instead")
 
+    for path in (out_cache, out_qdq, out_table, report, checkpoint):
+        if path:  # a missing folder is created now, not found missing after the pass
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     selection = _selection(tensors, op_types)
     if out_qdq:
         outputs.qdq_op_types(selection.op_types)  # before the pass: the choice holds an op it quantizes
@@ -241,8 +254,11 @@ def calibrate(
     pre = getattr(source, "preprocess", None)
     if pre is not None:
         say(f"trtcal: preprocessing: {pre.describe()}  (make sure inference does exactly the same)")
+    if source.batched and batch_size_given and fixed_batch is None:
+        say("trtcal: batch_size applies to files and arrays; the batches of an iterable are run as it gives them")
+    batching = "batches as the data gives them" if source.batched else f"batch {batch_size}"
     say(f"trtcal: calibrating {len(run.tensors)} tensors with {type(run).__name__} "
-        f"(batch {batch_size}; methods {', '.join(methods)})")
+        f"({batching}; methods {', '.join(methods)})")
 
     digest = model_digest(model) if not isinstance(runner, Runner) or model is not None else "runner"
     config = {"model": digest, "data": source.fingerprint(), "batch_size": batch_size, "bins": int(bins),
@@ -279,7 +295,13 @@ def calibrate(
         say(f"trtcal: skipping {exc.sample}: {exc.reason}")
 
     device_acts = run.device != "cpu"
-    bar = _Progress(progress and not complete, _total(source, max_samples), cursor)
+    # the bar counts samples: positions of files and arrays, or (an iterable of batches) samples
+    # used and skipped, against max_samples when the number of samples is not known
+    def position() -> int:
+        return used + len(skipped) if source.batched else cursor
+
+    total = (int(max_samples) if max_samples is not None else None) if source.batched else _total(source, max_samples)
+    bar = _Progress(progress and not complete, total, position())
     saved_nonfinite = {n: 0 for n in run.tensors} if device_acts else None
     since_check: List[str] = []
     dropped = [0]  # samples of this run's batches dropped for NaN/Inf activations
@@ -309,7 +331,7 @@ def calibrate(
                             since_check.extend(batch.names)
                     skipped.extend(batch.skipped)  # with the cursor: a failed batch is redone whole
                     cursor = batch.end
-                    bar.update(cursor, used, len(skipped))
+                    bar.update(position(), used, len(skipped))
                     if checkpoint and nbatches and nbatches % checkpoint_every == 0 and batch.names:
                         _check_deferred(stats, saved_nonfinite, since_check)
                         save()
@@ -493,6 +515,39 @@ def _write_outputs(result: CalibrationResult, model: Any, methods: List[str], ou
                     f"TensorRT 10 / 11 (explicit Q/DQ):      trtexec --onnx={os.path.abspath(p)} --stronglyTyped")
     for k, p in result.files.items():
         say(f"trtcal: wrote {k}: {p}")
+
+
+def _check_settings(methods: Sequence[str], flavors: Mapping[str, Optional[str]],
+                    params: Optional[Mapping[str, Any]], bins: int, checkpoint_every: int,
+                    max_samples: Optional[int]) -> None:
+    """What would otherwise fail after the whole pass: per-method parameters, the bin count the
+    searches need, the checkpoint period, max_samples."""
+    from ..range_search import _spec
+
+    for m, given in (params or {}).items():
+        if m not in methods:
+            raise ValueError(f"trtcal: params for {m!r}, which this run does not compute (methods: "
+                             f"{', '.join(methods)})")
+        if not isinstance(given, Mapping):
+            raise ValueError(f"trtcal: params[{m!r}] must be a mapping of parameters, e.g. "
+                             "{'percentile': {'percentile': 99.9}}; got " + repr(given))
+    for m in methods:
+        if m == "minmax":
+            continue
+        given = dict((params or {}).get(m) or {})
+        if m != "percentile" and "percentile" in given:
+            raise ValueError(f"trtcal: 'percentile' is a parameter of the percentile method, not of {m}")
+        spec = _spec(m, flavors.get(m), given)  # unknown names and bad values raise here
+        if m == "entropy" and bins < 2 * int(spec.start_bin):
+            raise ValueError(f"trtcal: bins={bins} is too few for the entropy search: its first candidate is bin "
+                             f"{spec.start_bin}, and the searched bins (up to the amax) can be only half of them; "
+                             f"use bins >= {2 * int(spec.start_bin)} (2048 is TensorRT's)")
+        if m == "percentile" and not float(spec.percentile) > 0:
+            raise ValueError(f"trtcal: the percentile must be in (0, 100], got {spec.percentile}")
+    if int(checkpoint_every) < 1:
+        raise ValueError(f"trtcal: checkpoint_every must be >= 1 batch, got {checkpoint_every}")
+    if max_samples is not None and int(max_samples) < 1:
+        raise ValueError(f"trtcal: max_samples must be >= 1, got {max_samples}")
 
 
 def _percentile(methods: Sequence[str], flavors: Mapping[str, Optional[str]],

@@ -182,8 +182,16 @@ def _check_preprocess_fits(pre: "Preprocess", spec: InputSpec, what: str) -> Non
     from PIL import Image
 
     want = tuple(spec.shape[1:]) if spec.shape else ()
+    if np.dtype(spec.dtype).kind != "f":
+        raise ValueError(f"trtcal: {what}: input '{spec.name}' takes {np.dtype(spec.dtype).name}, but images give "
+                         "float pixels; give .npy/.npz arrays of that dtype for it")
     if not want:
         return
+    channels = want[0] if pre.layout == "NCHW" else want[-1]
+    if len(want) == 3 and channels is not None and channels != 3:
+        raise ValueError(f"trtcal: {what}: input '{spec.name}' takes {channels} channel(s) per pixel "
+                         f"({_shape_str(want)}, {pre.layout}), but images are read as RGB (3); give arrays "
+                         "(.npy/.npz) for this input, or check the layout (--nhwc)")
     got = []
     for size in ((640, 480), (480, 640)):
         try:
@@ -950,8 +958,13 @@ def check_sample(arrays: Dict[str, np.ndarray], specs: Sequence[InputSpec], samp
         ok = len(found) == len(expect) and all(e is None or e == f for e, f in zip(expect, found))
         if not ok:
             what = "batch" if batched else "sample (without the batch axis)"
+            hint = ""
+            unbatched = s.shape[1:]
+            if batched and len(found) == len(unbatched) and all(e is None or e == f for e, f in zip(unbatched, found)):
+                hint = ("; it looks like one sample: each item of an iterable is a batch (stack samples along "
+                        "axis 0, or give x[None])")
             raise BadSampleError(sample, f"input '{s.name}' expects a {what} of shape "
-                                 f"{_shape_str(expect)}, found {_shape_str(found)}")
+                                 f"{_shape_str(expect)}, found {_shape_str(found)}{hint}")
         want = np.dtype(s.dtype)
         if a.dtype != want:
             same_kind = (a.dtype.kind == "f" and want.kind == "f") or (a.dtype.kind in "iub" and want.kind in "iub")

@@ -61,9 +61,15 @@ def load_onnx(model: ModelLike):
 
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
+        if os.path.isdir(path):
+            raise ValueError(f"trtcal: the model {path} is a folder, not an ONNX file")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"trtcal: model not found: {path}")
-        return onnx.load(path)
+        try:
+            return onnx.load(path)
+        except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends: not ONNX
+            raise ValueError(f"trtcal: {path} is not an ONNX model ({type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'})") from None
     if isinstance(model, onnx.ModelProto):
         return model
     raise TypeError(f"trtcal: model must be an ONNX file path or onnx.ModelProto, not {type(model).__name__}")

@@ -39,6 +39,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--percentile", type=float, default=None,
                    help="percentile for --method percentile/all (default 99.99; 99.999 with --flavor onnxruntime)")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--bins", type=int, default=2048, help="histogram bins per tensor (default 2048, as TensorRT's)")
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--out-cache", help="TensorRT calibration cache (TensorRT <= 10)")
     p.add_argument("--out-qdq", help="ONNX model with QuantizeLinear/DequantizeLinear (TensorRT 10/11)")
@@ -191,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args, calibrate, method, params, checkpoint, say):
     return calibrate(
         args.model, args.data, method=method, flavor=args.flavor, params=params, batch_size=args.batch_size,
-        max_samples=args.max_samples, preprocess=_preprocess(args), input_name=args.input_name,
+        max_samples=args.max_samples, bins=args.bins, preprocess=_preprocess(args), input_name=args.input_name,
         tensors=args.tensors, op_types=args.op_types.split(",") if args.op_types else None, runner=args.runner,
         out_cache=args.out_cache, out_qdq=args.out_qdq, out_table=args.out_table, report=args.report,
         checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume, skip_bad=args.skip_bad,
