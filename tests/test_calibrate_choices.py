@@ -295,7 +295,7 @@ def test_the_percentile_used_is_recorded(model_path, rng, tmp_path, flavor, give
     (dict(checkpoint_every=0, checkpoint="ck.npz"), "checkpoint_every must be >= 1"),
     (dict(max_samples=0), "max_samples must be >= 1"),
     (dict(method="all", params={"mse": {"foo": 1}}), "unknown parameter"),
-    (dict(method="all", params={"entropyy": {}}), "params for 'entropyy'"),
+    (dict(method="all", params={"entropyy": {}}), "params for 'entropyy', which is not a method"),
     (dict(method="percentile", params={"percentile": 99.0}), "must be a mapping"),
     (dict(method="percentile", params={"percentile": {"percentile": 0}}), r"percentile must be in \(0, 100\]"),
     (dict(out_dir="od"), "out_dir is where the demo"),
@@ -355,3 +355,9 @@ def test_data_hints(model_path, rng, tmp_path):
         calibrate(str(tmp_path / "m.onnx"), x, **QUIET)
     with pytest.raises(ValueError, match="is a folder"):
         calibrate(str(tmp_path), x, **QUIET)
+
+
+def test_params_of_a_method_not_computed_are_ignored(model_path, rng):
+    # the command line passes --percentile whatever --method is
+    res = calibrate(model_path, _data(rng, 4), method="entropy", params={"percentile": {"percentile": 99.9}}, **QUIET)
+    assert list(res.amax) == ["entropy"] and "percentile" not in res.provenance

@@ -525,9 +525,9 @@ def _check_settings(methods: Sequence[str], flavors: Mapping[str, Optional[str]]
     from ..range_search import _spec
 
     for m, given in (params or {}).items():
-        if m not in methods:
-            raise ValueError(f"trtcal: params for {m!r}, which this run does not compute (methods: "
-                             f"{', '.join(methods)})")
+        if m not in outputs.METHODS:  # a typo; a known method this run does not compute is ignored
+            raise ValueError(f"trtcal: params for {m!r}, which is not a method (methods: "
+                             f"{', '.join(outputs.METHODS)})")
         if not isinstance(given, Mapping):
             raise ValueError(f"trtcal: params[{m!r}] must be a mapping of parameters, e.g. "
                              "{'percentile': {'percentile': 99.9}}; got " + repr(given))
