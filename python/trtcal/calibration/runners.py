@@ -242,6 +242,7 @@ class TensorRTRunner(Runner):
         import tensorrt as trt
 
         self.trt = trt
+        self._alloc = _DeviceAllocator()
         path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
         proto = load_onnx(model)
         logger = trt.Logger(trt.Logger.WARNING)
@@ -255,32 +256,27 @@ class TensorRTRunner(Runner):
         if not ok:
             errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise RuntimeError(f"trtcal: TensorRT could not parse the model: {errs}")
-        skip_layers = {trt.LayerType.SHAPE, trt.LayerType.CONSTANT}
-        for lt in ("LOOP", "ITERATOR", "RECURRENCE", "TRIP_LIMIT", "LOOP_OUTPUT", "CONDITION",
-                   "CONDITIONAL_INPUT", "CONDITIONAL_OUTPUT", "ASSERTION"):
-            if hasattr(trt.LayerType, lt):
-                skip_layers.add(getattr(trt.LayerType, lt))
+        # the tensors ONNX Runtime would report (top-level node outputs and graph inputs, as chosen):
+        # TensorRT may not mark a tensor inside a Loop or If body as an output, and its own
+        # internal tensors ('(Unnamed Layer* N) ...') have no ONNX name to calibrate under
+        wanted = set(calibration_tensors(proto, selection))
         float_types = {trt.float32, trt.float16}
-        if hasattr(trt, "bfloat16"):
+        if hasattr(trt, "bfloat16") and self._bfloat16_buffers():
             float_types.add(trt.bfloat16)
         names: List[str] = []
-        if selection.inputs and not selection.op_types:
-            for i in range(network.num_inputs):
-                t = network.get_input(i)
-                if t.dtype in float_types and selection.matches_name(t.name):
-                    names.append(t.name)
-        onnx_ops = {o: n.op_type for n in proto.graph.node for o in n.output}
+        for i in range(network.num_inputs):
+            t = network.get_input(i)
+            if t.name in wanted and t.dtype in float_types:
+                names.append(t.name)
         for li in range(network.num_layers):
             layer = network.get_layer(li)
-            if layer.type in skip_layers:
+            if layer.type in (trt.LayerType.SHAPE, trt.LayerType.CONSTANT):
                 continue
             for oi in range(layer.num_outputs):
                 t = layer.get_output(oi)
-                if t is None or t.dtype not in float_types or getattr(t, "is_shape_tensor", False):
+                if t is None or t.name not in wanted or t.name in names:
                     continue
-                if selection.op_types and onnx_ops.get(t.name) not in selection.op_types:
-                    continue
-                if not selection.matches_name(t.name) or t.name in names:
+                if t.dtype not in float_types or getattr(t, "is_shape_tensor", False):
                     continue
                 if not t.is_network_output:
                     network.mark_output(t)
@@ -300,7 +296,11 @@ class TensorRTRunner(Runner):
                 if any(d < 0 for d in fixed):
                     raise ValueError(f"trtcal: TensorRT input '{t.name}' has dynamic dimensions beyond the batch "
                                      f"axis {shape}; use the ONNX Runtime runner or fix the shape")
-                profile.set_shape(t.name, fixed, fixed, fixed)
+                smallest = tuple(1 if (d < 0 and k == 0) else d for k, d in enumerate(shape))
+                profile.set_shape(t.name, smallest, fixed, fixed)  # a short last batch runs too
+            if hasattr(trt, "bfloat16") and t.dtype == trt.bfloat16:
+                raise ValueError(f"trtcal: TensorRT input '{t.name}' is bfloat16, which NumPy data cannot feed; "
+                                 "use the ONNX Runtime runner")
             self.specs.append(InputSpec(t.name, tuple(None if d < 0 else d for d in shape),
                                         np.dtype(trt.nptype(t.dtype))))
         if profile is not None:
@@ -310,18 +310,27 @@ class TensorRTRunner(Runner):
             raise RuntimeError("trtcal: TensorRT failed to build the FP32 calibration engine")
         self.runtime = trt.Runtime(logger)
         self.engine = self.runtime.deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise RuntimeError("trtcal: TensorRT could not deserialize the FP32 calibration engine it built")
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise RuntimeError("trtcal: TensorRT could not create an execution context (out of device memory?)")
         self.tensors = names
-        self._alloc = _DeviceAllocator()
-        self.stream = self._alloc.stream()
+        # TensorRT runs on the caller's current stream, so the NaN/Inf screening, the row
+        # selection of skipped samples and the statistics kernels (all queued on it) follow the
+        # engine without events, and buffers freed on a shape change are reused in order
+        self.stream = self._alloc.current_stream()
         self._buffers: Dict[str, Any] = {}
         self._batch = batch_size
 
     def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
         trt = self.trt
+        self.stream = self._alloc.current_stream()
         for s in self.specs:
             a = np.ascontiguousarray(inputs[s.name])
-            self.context.set_input_shape(s.name, a.shape)
+            if not self.context.set_input_shape(s.name, a.shape):
+                raise ValueError(f"trtcal: TensorRT refused the shape {a.shape} for input '{s.name}' (outside the "
+                                 f"engine's profile: batch 1 to {self._batch})")
             buf = self._buffer(s.name, a.shape, a.dtype)
             self._alloc.upload(buf, a, self.stream)
             self.context.set_tensor_address(s.name, self._alloc.ptr(buf))
@@ -331,8 +340,10 @@ class TensorRTRunner(Runner):
             if self.engine.get_tensor_mode(name) != trt.TensorIOMode.OUTPUT:
                 continue
             shape = tuple(self.context.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-            buf = self._buffer(name, shape, dtype)
+            if any(d < 0 for d in shape):
+                raise ValueError(f"trtcal: TensorRT output '{name}' has a shape that depends on the data {shape} "
+                                 "(e.g. after NonZero); leave it out with --tensors, or use the ONNX Runtime runner")
+            buf = self._buffer(name, shape, self.engine.get_tensor_dtype(name))
             self.context.set_tensor_address(name, self._alloc.ptr(buf))
             outs[name] = buf
         if not self.context.execute_async_v3(self._alloc.stream_handle(self.stream)):
@@ -342,12 +353,16 @@ class TensorRTRunner(Runner):
             result[name] = self._buffers[name]  # device arrays: inputs included (uploaded above)
         return result
 
-    def _buffer(self, name: str, shape: Tuple[int, ...], dtype: np.dtype) -> Any:
+    def _buffer(self, name: str, shape: Tuple[int, ...], dtype: Any) -> Any:
+        """The device buffer of ``name`` (``dtype``: a TensorRT DataType or a NumPy dtype)."""
         buf = self._buffers.get(name)
         if buf is None or tuple(buf.shape) != tuple(shape):
-            buf = self._alloc.empty(shape, dtype)
+            buf = self._alloc.empty(shape, dtype, self.trt)
             self._buffers[name] = buf
         return buf
+
+    def _bfloat16_buffers(self) -> bool:
+        return self._alloc.torch is not None  # CuPy has no bfloat16 arrays
 
     def describe(self) -> Dict[str, Any]:
         return {"runner": "tensorrt", "version": self.trt.__version__, "precision": "fp32"}
@@ -372,13 +387,24 @@ class _DeviceAllocator:
             self.torch = None
             self.cupy = cupy
 
+    def current_stream(self) -> Any:
+        return self.torch.cuda.current_stream() if self.torch else self.cupy.cuda.get_current_stream()
+
     def stream(self) -> Any:
+        """A private stream (the evaluation session synchronises it before reading)."""
         return self.torch.cuda.Stream() if self.torch else self.cupy.cuda.Stream(non_blocking=True)
 
     def stream_handle(self, s: Any) -> int:
         return int(s.cuda_stream) if self.torch else int(s.ptr)
 
-    def empty(self, shape: Tuple[int, ...], dtype: np.dtype) -> Any:
+    def empty(self, shape: Tuple[int, ...], dtype: Any, trt: Any = None) -> Any:
+        """A device array; ``dtype`` a TensorRT DataType (bfloat16 has no NumPy type) or NumPy dtype."""
+        if trt is not None and isinstance(dtype, trt.DataType):
+            if getattr(trt, "bfloat16", None) is not None and dtype == trt.bfloat16:
+                if not self.torch:
+                    raise TypeError("trtcal: bfloat16 TensorRT buffers need PyTorch (CuPy has no bfloat16)")
+                return self.torch.empty(shape, dtype=self.torch.bfloat16, device="cuda")
+            dtype = np.dtype(trt.nptype(dtype))
         if self.torch:
             tdt = {np.float32: self.torch.float32, np.float16: self.torch.float16, np.int32: self.torch.int32,
                    np.int64: self.torch.int64, np.int8: self.torch.int8, np.bool_: self.torch.bool,

@@ -36,6 +36,7 @@ class TensorRTSession:
         self._stream = self._alloc.stream()
         self._engines: Dict[Tuple[Tuple[str, Tuple[int, ...]], ...], Tuple[Any, Any]] = {}
         self._buffers: Dict[str, Any] = {}
+        self._keys: Dict[str, Any] = {}
 
     def _build(self, shapes: Mapping[str, Tuple[int, ...]]) -> Tuple[Any, Any]:
         trt = self.trt
@@ -86,7 +87,7 @@ class TensorRTSession:
                 outputs.append(name)
         for name in outputs:
             shape = tuple(int(d) for d in ctx.get_tensor_shape(name))
-            buf = self._buffer(name, shape, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
+            buf = self._buffer(name, shape, engine.get_tensor_dtype(name))
             ctx.set_tensor_address(name, self._alloc.ptr(buf))
         if not ctx.execute_async_v3(self._alloc.stream_handle(self._stream)):
             raise RuntimeError("trtcal: TensorRT execution failed")
@@ -96,14 +97,18 @@ class TensorRTSession:
             raise KeyError(f"trtcal: the TensorRT engine has no output {missing[:5]}")
         return [self._host(self._buffers[n]) for n in names]
 
-    def _buffer(self, name: str, shape: Tuple[int, ...], dtype: np.dtype) -> Any:
+    def _buffer(self, name: str, shape: Tuple[int, ...], dtype: Any) -> Any:
+        """``dtype``: a NumPy dtype, or a TensorRT DataType (bfloat16 has no NumPy type)."""
+        key = (tuple(shape), str(dtype))
         buf = self._buffers.get(name)
-        if buf is None or tuple(buf.shape) != tuple(shape) or np.dtype(str(buf.dtype).replace("torch.", "")) != dtype:
-            buf = self._alloc.empty(shape, dtype)
-            self._buffers[name] = buf
+        if buf is None or self._keys.get(name) != key:
+            buf = self._alloc.empty(shape, dtype, self.trt)
+            self._buffers[name], self._keys[name] = buf, key
         return buf
 
     def _host(self, buf: Any) -> np.ndarray:
         if self._alloc.torch is not None:
+            if buf.dtype == self._alloc.torch.bfloat16:
+                buf = buf.float()  # exact; NumPy has no bfloat16
             return buf.cpu().numpy()
         return self._alloc.cupy.asnumpy(buf)
