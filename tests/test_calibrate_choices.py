@@ -361,3 +361,19 @@ def test_params_of_a_method_not_computed_are_ignored(model_path, rng):
     # the command line passes --percentile whatever --method is
     res = calibrate(model_path, _data(rng, 4), method="entropy", params={"percentile": {"percentile": 99.9}}, **QUIET)
     assert list(res.amax) == ["entropy"] and "percentile" not in res.provenance
+
+
+def test_batch_size_input_name_and_preprocess_on_arrays(model_path, rng, tmp_path):
+    from trtcal.calibration.data import Preprocess
+
+    data = _Counting(_data(rng, 8))
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        calibrate(model_path, data, batch_size=0, **QUIET)
+    with pytest.raises(ValueError, match="no input 'nope'"):
+        calibrate(model_path, data, input_name="nope", **QUIET)
+    assert data.read == 0
+    np.save(tmp_path / "x.npy", _data(rng, 4))
+    said = []
+    calibrate(model_path, str(tmp_path / "x.npy"), method="minmax", preprocess=Preprocess(resize=12),
+              progress=False, log=said.append)
+    assert any("preprocessing applies to images" in s for s in said)

@@ -184,6 +184,8 @@ def calibrate(
         say = lambda s: None  # noqa: E731 - rank 0 speaks for the job
         progress = False
     batch_size_given = batch_size is not None
+    if batch_size_given and int(batch_size) < 1:
+        raise ValueError(f"trtcal: batch_size must be >= 1, got {batch_size}")
     methods = _methods(method)
     flavors = outputs.method_flavors(methods, flavor)  # before any data is read
     signed = outputs.needs_signed(flavors)
@@ -236,8 +238,12 @@ def calibrate(
     if batch_size < 1:
         raise ValueError(f"trtcal: batch_size must be positive, got {batch_size}")
 
+    if input_name is not None and input_name not in [sp.name for sp in specs]:
+        raise ValueError(f"trtcal: the model has no input {input_name!r} (inputs: {', '.join(sp.name for sp in specs)})")
     source = open_source(data, preprocess, input_name)
     source.bind(specs)
+    if preprocess is not None and not demo and getattr(source, "preprocess", None) is None:
+        say("trtcal: the preprocessing applies to images; this data holds none, so it is used as it is")
     if world > 1 or shard is not None:
         from .shard import ShardedSource
 

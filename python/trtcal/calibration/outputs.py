@@ -180,7 +180,7 @@ def write_cache(table: Any, path: str, tensorrt_version: Optional[str], method: 
     trtexec's calibrator (the consumer of ``trtexec --calib``) is an IInt8EntropyCalibrator2,
     so a ``MinMaxCalibration`` header would make trtexec recalibrate on its own random data
     (NVIDIA/TensorRT#3430). trtcal's TensorRT calibrators re-head a cache for their own
-    algorithm, and ``trtcal cache --algorithm`` rewrites the header for other consumers."""
+    algorithm, and ``trtcal cache convert --algorithm`` rewrites the header for other consumers."""
     table.to_cache(path, tensorrt_version=tensorrt_version or DEFAULT_TENSORRT, algorithm="EntropyCalibration2")
     return path
 

@@ -9,15 +9,32 @@ import numpy as np
 
 def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("demo", help="collect statistics of synthetic activations and print them")
-    p.add_argument("--batches", type=int, default=8)
-    p.add_argument("--device", default=None, help="'cpu' or 'cuda' (default: cuda when available)")
+    p.add_argument("--batches", type=_positive, default=8, help="synthetic batches (default 8)")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda"],
+                   help="'cpu' or 'cuda' (default: cuda when available; cuda needs CuPy for the device arrays)")
     p.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
 
 
 def run(args: argparse.Namespace) -> int:
     import trtcal
 
     device = args.device or ("cuda" if trtcal.cuda_available() else "cpu")
+    if device == "cuda":
+        from .._backend import require_cuda
+
+        require_cuda("trtcal demo --device cuda")
+        try:
+            import cupy  # noqa: F401  (the device demo's arrays)
+        except ImportError:
+            raise RuntimeError("trtcal: demo --device cuda makes its arrays with CuPy, which is not installed "
+                               "(pip install cupy-cuda12x, or run --device cpu)") from None
     rng = np.random.default_rng(0)
     hist = trtcal.HistogramCollector(2048, device=device, name="demo/relu_out")
     mm = trtcal.MinMaxCollector(axis=1, device=device, name="demo/relu_out")
