@@ -82,7 +82,7 @@ def test_header_refuses_unknown_algorithm_and_tensorrt_11():
         tc.format_header("10.3.0", "Entropy")
     with pytest.raises(ValueError, match="trtcal.onnx.quantize"):
         tc.format_header("11.1.0", "EntropyCalibration2")
-    with pytest.raises(ValueError, match="major.minor.patch"):
+    with pytest.raises(ValueError, match=r"X.Y or X.Y.Z"):
         tc.format_header("ten", "EntropyCalibration2")
 
 
@@ -267,3 +267,82 @@ def test_cli_refuses_non_cache(tmp_path, capsys):
     p.write_text("input 2.64\nrelu 7.3\n")
     rc, _, err = _cli(["cache", "show", str(p)], capsys)
     assert rc == 1 and "ONNX Runtime" in err
+
+
+def test_cli_show_directory_is_a_clear_error(tmp_path, capsys):
+    rc, out, err = _cli(["cache", "show", str(tmp_path)], capsys)
+    assert rc == 1 and out == ""
+    assert err == f"trtcal: error: {tmp_path} is a directory, not a calibration cache or trtcal JSON table\n"
+    rc, _, err = _cli(["cache", "show", str(tmp_path / "missing.cache")], capsys)
+    assert rc == 1 and err.startswith("trtcal: error: no such file: ") and "Errno" not in err
+
+
+@pytest.mark.parametrize("scale,problem", [(-0.0196850393, "negative"), (-math.inf, "negative"),
+                                           (math.nan, "NaN"), (0.0, "zero"), (-0.0, "zero")])
+def test_scale_problem_flags_negative_nan_and_zero(scale, problem):
+    assert problem in tc.scale_problem(scale)
+
+
+@pytest.mark.parametrize("scale", [1 / 127, math.inf, float(np.finfo(np.float32).max) / 127, 1e-45])
+def test_scale_problem_passes_what_tensorrt_writes(scale):
+    assert tc.scale_problem(scale) is None
+
+
+ODD_CACHE = ("TRT-8601-EntropyCalibration2\nneg: bca14285\nnan: 7fc00000\nzero: 0\n"
+             "inf: 7f800000\nflt_max: 7c010204\nok: 3c010204\n")
+
+
+def test_cli_show_warns_per_tensor_but_reads_and_round_trips(tmp_path, capsys):
+    p = tmp_path / "odd.cache"
+    p.write_text(ODD_CACHE)
+    assert [n for n, _ in tc.read_cache(p).problems()] == ["neg", "nan", "zero"]
+    rc, out, err = _cli(["cache", "show", str(p)], capsys)
+    assert rc == 0 and "6 tensors, 3 with a negative, NaN or zero scale" in out
+    assert "-2.5" in out and "bca14285" in out  # shown, not refused
+    lines = err.splitlines()
+    assert len(lines) == 3 and all(ln.startswith(f"trtcal: warning: {p}: tensor '") for ln in lines)
+    assert "'neg' (hex bca14285): negative scale" in lines[0] and "invalid for TensorRT" in lines[0]
+    assert "'nan' (hex 7fc00000): NaN scale" in lines[1] and "'zero' (hex 0): zero scale" in lines[2]
+    rc, out, err = _cli(["cache", "show", str(p), "--json"], capsys)
+    data = json.loads(out)
+    assert rc == 0 and [w["tensor"] for w in data["warnings"]] == ["neg", "nan", "zero"]
+    assert len(err.splitlines()) == 3
+    back = tmp_path / "back.cache"
+    assert _cli(["cache", "convert", str(p), str(back)], capsys)[0] == 0
+    assert back.read_bytes() == p.read_bytes()
+    p.write_text(TRT8_CACHE.replace("(Unnamed Layer* 46) [Constant]_output: 0\n", ""))
+    rc, out, err = _cli(["cache", "show", str(p)], capsys)
+    assert rc == 0 and err == "" and "with a negative" not in out
+    assert json.loads(_cli(["cache", "show", str(p), "--json"], capsys)[1])["warnings"] == []
+
+
+@pytest.mark.parametrize("rtol", ["-1", "nan", "inf", "abc"])
+def test_cli_diff_refuses_bad_tolerance(tmp_path, capsys, rtol):
+    p = tmp_path / "a.cache"
+    p.write_text(TRT10_CACHE)
+    with pytest.raises(SystemExit) as exit_:
+        _cli(["cache", "diff", str(p), str(p), "--rtol", rtol], capsys)
+    assert exit_.value.code == 2
+    assert "--rtol" in capsys.readouterr().err
+
+
+def test_cli_diff_tolerance_and_exit_status(tmp_path, capsys):
+    a, b = tmp_path / "a.cache", tmp_path / "b.cache"
+    a.write_text("TRT-8601-EntropyCalibration2\nx: 3f800000\n")
+    b.write_text("TRT-8601-EntropyCalibration2\nx: 3f8ccccd\n")  # +10%
+    assert _cli(["cache", "diff", str(a), str(b)], capsys)[0] == 1
+    assert _cli(["cache", "diff", str(a), str(b), "--rtol", "0.2"], capsys)[0] == 0
+    ort = tmp_path / "calibration.cache"
+    ort.write_text("input 2.64\nrelu 7.3\n")
+    for other in (tmp_path / "missing.cache", ort, tmp_path):
+        rc, out, err = _cli(["cache", "diff", str(a), str(other)], capsys)
+        assert rc == 2 and out == "" and err.startswith("trtcal: error: ") and err.count("trtcal:") == 1
+    rc, _, err = _cli(["cache", "diff", str(ort), str(a)], capsys)
+    assert rc == 2 and "ONNX Runtime" in err
+
+
+def test_cli_diff_help_states_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        _cli(["cache", "diff", "--help"], capsys)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1 when they differ, 2 on an error" in text

@@ -265,3 +265,151 @@ def test_quantize_with_a_table_makes_fused_silu_int8(rng):
     out = ort.InferenceSession(runnable.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert np.abs(out - ref).max() < 4 * 8.0 / 127
+
+
+# ---------------------------------------------------------------- reports and CLI messages
+
+
+def _cli(argv, capsys):
+    from trtcal.cli import main
+
+    rc = main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _shared_sigmoid_model():
+    """One fusable pair (b) and one whose Sigmoid also feeds an Add (a)."""
+    nodes = _silu_pair("x", "m", "a") + [helper.make_node("Add", ["m", "a_sig"], ["t"], name="add")]
+    nodes += _silu_pair("t", "y", "b")
+    return _model(nodes, [_vi("x", [4])], [_vi("y", [4])])
+
+
+def test_report_says_why_patterns_were_not_fused():
+    m = _shared_sigmoid_model()
+    _, n, report = fuse_silu(m, return_report=True)
+    assert n == report.fused == 1
+    assert report.not_fused == [("a/Mul", "the Sigmoid output 'a_sig' is also read by Add 'add'")]
+    m = _model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4]), _vi("a_sig", [4])])
+    assert "a graph output" in fuse_silu(m, return_report=True)[2].not_fused[0][1]
+    assert len(fuse_silu(m)) == 2  # the default return is unchanged
+
+
+def test_report_says_why_silu_nodes_stay_float():
+    m = _model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4])])
+    fused, _ = fuse_silu(m)
+    for scales, why in [({"x": 0.1}, "no scale for its output 'y'"),
+                        ({"y": 0.1}, "no scale for its input 'x'"),
+                        ({"x": 0.1, "y": float("nan")}, "invalid scale for its output 'y': NaN"),
+                        ({"x": -1.0, "y": 0.1}, "invalid scale for its input 'x': -1.0 is negative"),
+                        ({"x": 0.1, "y": float("inf")}, "invalid scale for its output 'y': inf is not finite"),
+                        ({"x": 1e-50, "y": 0.1}, "zero in float32")]:
+        q, n, report = quantize_silu(fused, scales, return_report=True)
+        assert n == report.quantized == 0 and _ops(q) == ["SiLU"]
+        assert len(report.stayed_float) == 1 and why in report.stayed_float[0][1], scales
+    q, n, report = fuse_silu(m, scales={"x": 0.1, "y": 0.05}, return_report=True)
+    assert n == 1 and report.quantized == 1 and report.stayed_float == [] and report.scales_read == {"x", "y"}
+    assert quantize_silu(q, {"x": 0.1, "y": 0.05}, return_report=True)[2].already_int8 == 1
+
+
+@pytest.mark.parametrize("content", [b'{"x": 0.05}', b'{"a": [1, 2, 3], "b": "hello"}', b"{}", b"not a model\n",
+                                     b"\x08\x07\x12\xff\xff"])
+@pytest.mark.parametrize("suffix", [".json", ".onnx"])
+def test_cli_non_onnx_input_is_a_clear_error(tmp_path, capsys, content, suffix):
+    src = tmp_path / f"model{suffix}"
+    src.write_bytes(content)
+    rc, out, err = _cli(["fuse-silu", str(src), str(tmp_path / "o.onnx")], capsys)
+    assert rc == 1 and out == "" and err.startswith(f"trtcal: error: {src} is not an ONNX model")
+    assert "Traceback" not in err and err.count("trtcal:") == 1
+    assert not (tmp_path / "o.onnx").exists()
+    rc, _, err = _cli(["fuse-silu", str(tmp_path), str(tmp_path / "o.onnx")], capsys)
+    assert rc == 1 and "is a directory" in err
+
+
+def test_cli_scales_inline_json_file_or_table(tmp_path, rng, capsys):
+    import trtcal
+
+    m = _model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4])])
+    src, dst = tmp_path / "in.onnx", tmp_path / "out.onnx"
+    onnx.save(m, src)
+    rc, out, err = _cli(["fuse-silu", str(src), str(dst), "--scales", '{"x": 0.05, "y": 0.04}'], capsys)
+    assert rc == 0 and "1 SiLU node(s) made INT8" in out and err == ""
+    table = tmp_path / "table.json"
+    trtcal.CalibrationTable({"x": 6.35, "y": 5.08}).to_json(table)
+    rc, out, _ = _cli(["fuse-silu", str(src), str(dst), "--scales", str(table)], capsys)
+    assert rc == 0 and "1 SiLU node(s) made INT8" in out
+    silu = next(n for n in onnx.load(dst).graph.node if n.op_type == "SiLU")
+    attrs = {a.name: a.f for a in silu.attribute if a.name.startswith("scale")}
+    assert attrs == pytest.approx({"scale_in": 0.05, "scale_out": 0.04})
+    for bad in ["missing.json", "{not json", "[1, 2]"]:
+        rc, _, err = _cli(["fuse-silu", str(src), str(dst), "--scales", bad], capsys)
+        assert rc == 1 and err.startswith("trtcal: error: --scales") and err.count("trtcal:") == 1
+
+
+@pytest.mark.parametrize("value,why", [("-1", "is negative"), ("0", "is zero"), ("Infinity", "not finite"),
+                                       ("NaN", "NaN"), ('"0.1"', "not a number"), ("1e-50", "zero in float32")])
+def test_cli_invalid_scale_is_an_error_naming_the_tensor(tmp_path, capsys, value, why):
+    src = tmp_path / "in.onnx"
+    onnx.save(_model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4])]), src)
+    rc, out, err = _cli(["fuse-silu", str(src), str(tmp_path / "o.onnx"), "--scales",
+                         f'{{"x": 0.05, "c1": {value}}}'], capsys)
+    assert rc == 1 and out == ""
+    assert err.startswith("trtcal: error: --scales: invalid scale(s): tensor 'c1': ") and why in err
+
+
+def test_cli_reports_partial_and_unmatched_scales(tmp_path, rng, capsys):
+    m, pairs = _yolo_block(rng)
+    src, dst = tmp_path / "in.onnx", tmp_path / "out.onnx"
+    onnx.save(m, src)
+    rc, out, err = _cli(["fuse-silu", str(src), str(dst), "--scales",
+                         '{"c1": 0.05, "stem.conv": 0.05, "stem": 0.04, "b1": 0.03, "cat": 0.1}'], capsys)
+    assert rc == 0 and f"fused {pairs} " in out and "1 SiLU node(s) made INT8" in out
+    assert f"{pairs - 1} SiLU node(s) stayed float:" in out
+    assert "SiLU 'cv1/Mul/SiLU': no scale for its input 'stem.conv'" not in out  # stem.conv has one
+    assert "SiLU 'cv1/Mul/SiLU': no scale for its input 'cv1.conv'" in out  # output 'b1' has one
+    assert "SiLU 'm.cv1/Mul/SiLU': no scale for its input 'm.cv1.conv'; no scale for its output 'b1m'" in out
+    assert err == f"trtcal: warning: --scales names 1 tensor(s) not in {src}: 'c1'\n"
+    assert "1 scale(s) of --scales are for tensors that are no SiLU input or output (unused)" in out  # 'cat'
+
+
+def test_cli_warns_when_nothing_is_fused_and_lists_skipped_patterns(tmp_path, capsys):
+    src, dst = tmp_path / "relu.onnx", tmp_path / "o1.onnx"
+    onnx.save(_model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [4])], [_vi("y", [4])]), src)
+    rc, out, err = _cli(["fuse-silu", str(src), str(dst)], capsys)
+    assert rc == 0 and out == f"fused 0 Sigmoid+Mul pair(s) into SiLU; wrote {dst}\n"
+    assert err == (f"trtcal: warning: nothing fused: {src} has no Mul(x, Sigmoid(x)) pattern; "
+                   f"{dst} is the same model\n")
+    onnx.save(_model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4]), _vi("a_sig", [4])]), src)
+    rc, out, err = _cli(["fuse-silu", str(src), str(dst)], capsys)
+    assert rc == 0 and "skipped 1 Mul(x, Sigmoid(x)) pattern(s)" in out
+    assert "Mul 'a/Mul': the Sigmoid output 'a_sig' is also read by a graph output" in out
+    assert "all 1 Mul(x, Sigmoid(x)) pattern(s)" in err
+    onnx.save(_shared_sigmoid_model(), src)
+    rc, out, err = _cli(["fuse-silu", str(src), str(dst)], capsys)
+    assert rc == 0 and "fused 1 " in out and "skipped 1 " in out and "also read by Add 'add'" in out and err == ""
+    onnx.save(_model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4])]), src)
+    assert _cli(["fuse-silu", str(src), str(dst)], capsys)[0] == 0
+    rc, out, err = _cli(["fuse-silu", str(dst), str(tmp_path / "again.onnx")], capsys)
+    assert rc == 0 and err == f"trtcal: warning: nothing fused: {dst} has no Mul(x, Sigmoid(x)) left " \
+                              "(it already has 1 SiLU node(s))\n"
+
+
+def test_cli_says_onnxruntime_cannot_load_the_output(tmp_path, capsys):
+    src, dst = tmp_path / "in.onnx", tmp_path / "out.onnx"
+    onnx.save(_model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4])]), src)
+    rc, out, _ = _cli(["fuse-silu", str(src), str(dst)], capsys)
+    assert rc == 0 and "custom op trtcal:SiLU, which ONNX Runtime cannot load" in out
+    assert "--staticPlugins=<path to libtrtcal_plugins.so>" in out and "trtcal.onnx.expand_silu()" in out
+    with pytest.raises(Exception, match="SiLU"):  # what the note says
+        ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    (got,) = _run(expand_silu(onnx.load(dst))[0], {"x": np.arange(4, dtype=np.float32)})
+    assert got.shape == (4,)
+
+
+def test_cli_help_names_static_plugins_onnxruntime_and_exit_status(capsys):
+    with pytest.raises(SystemExit):
+        _cli(["fuse-silu", "--help"], capsys)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "trtexec --staticPlugins=<path to libtrtcal_plugins.so>" in text and "dynamicPlugins" not in text
+    assert "ONNX Runtime cannot load the output" in text and "trtcal.onnx.expand_silu()" in text
+    assert "also when nothing was fused" in text and "inline" in text

@@ -14,11 +14,13 @@ line is split at its LAST colon.
 
 Reading keeps every entry's original text, the header line, the line order and the line
 endings, so that reading then writing gives back the same bytes; only entries whose value
-changed are re-encoded.
+changed are re-encoded. Any float32 bit pattern is read, negative, NaN and zero scales too (real
+files hold them); :func:`scale_problem` says which of them TensorRT cannot use.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import struct
@@ -53,6 +55,23 @@ def hex_to_scale(text: str) -> float:
     return struct.unpack(">f", struct.pack(">I", int(text, 16)))[0]
 
 
+def scale_problem(scale: float) -> Optional[str]:
+    """Why TensorRT cannot use ``scale`` as a range, or None.
+
+    A negative (``-inf`` included) or NaN scale is invalid for TensorRT; a zero scale means no
+    range. ``+inf`` and FLT_MAX/127 (``7f800000``, ``7c010204``) are what TensorRT itself writes
+    for some tensors and pass. Reading never refuses such values (real caches hold them): this
+    is for warnings.
+    """
+    if math.isnan(scale):
+        return "NaN scale: invalid for TensorRT"
+    if scale < 0:
+        return f"negative scale {scale:.8g}: invalid for TensorRT (a scale is amax/127 >= 0)"
+    if scale == 0:
+        return "zero scale: the tensor has no range (every value quantizes to 0)"
+    return None
+
+
 def float32_bits(value: float) -> int:
     """The float32 bit pattern of ``value`` (after rounding to float32)."""
     (bits,) = struct.unpack(">I", struct.pack(">f", to_float32(value)))
@@ -75,7 +94,7 @@ def parse_version(version: Union[str, Tuple[int, ...]]) -> Tuple[int, int, int]:
         try:
             nums = [int(p) for p in parts[:3]]
         except ValueError:
-            raise ValueError(f"trtcal: TensorRT version '{version}' is not of the form major.minor.patch") from None
+            raise ValueError(f"trtcal: TensorRT version '{version}' is not of the form X.Y or X.Y.Z (e.g. 10.16)") from None
     else:
         nums = [int(p) for p in tuple(version)[:3]]
     if not nums or any(n < 0 for n in nums):
@@ -188,6 +207,10 @@ class CalibrationCache:
 
     def amaxes(self) -> Dict[str, float]:
         return {e.name: e.amax for e in self.entries}
+
+    def problems(self) -> List[Tuple[str, str]]:
+        """``(tensor, problem)`` for every negative, NaN or zero scale (see :func:`scale_problem`)."""
+        return [(e.name, p) for e in self.entries if (p := scale_problem(e.scale)) is not None]
 
     # -- writing
     def to_text(self) -> str:

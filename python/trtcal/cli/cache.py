@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from typing import Any, Dict, List, Tuple
 
@@ -17,18 +18,24 @@ def register(sub: "argparse._SubParsersAction") -> None:
     cmds = p.add_subparsers(dest="cache_command", metavar="ACTION")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
-    show = cmds.add_parser("show", help="list tensor, scale and amax of a cache or a JSON table")
+    show = cmds.add_parser("show", help="list tensor, scale and amax of a cache or a JSON table",
+                          description="Lists every tensor with its scale, amax and cache hex. Negative and NaN "
+                                      "scales (invalid for TensorRT) and zero scales (no range) are shown and "
+                                      "warned about per tensor on stderr (and under \"warnings\" with --json).")
     show.add_argument("file")
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show.add_argument("--sort", choices=("file", "name", "amax"), default="file")
     show.set_defaults(func=run_show)
 
     diff = cmds.add_parser("diff", help="which tensors moved between two caches/tables, and by how much",
-                          description="Exit status: 0 when the two hold the same scales, 1 when they differ.")
+                          description="Exit status (as diff(1)): 0 when the two hold the same scales, 1 when "
+                                      "they differ, 2 on an error (a file missing or not a cache/table, a bad "
+                                      "--rtol).")
     diff.add_argument("a")
     diff.add_argument("b")
-    diff.add_argument("--rtol", type=float, default=0.0,
-                      help="ignore relative changes up to this (default 0: any change of the float32 scale)")
+    diff.add_argument("--rtol", type=_tolerance, default=0.0,
+                      help="ignore relative changes up to this, a finite number >= 0 "
+                           "(default 0: any change of the float32 scale)")
     diff.add_argument("--json", action="store_true")
     diff.set_defaults(func=run_diff)
 
@@ -46,16 +53,48 @@ def register(sub: "argparse._SubParsersAction") -> None:
     conv.set_defaults(func=run_convert)
 
 
+def _tolerance(text: str) -> float:
+    """``--rtol``: a finite number >= 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a relative tolerance is a finite number >= 0")
+    return value
+
+
+def _error(exc: BaseException) -> None:
+    """Prints ``trtcal: error: ...`` as the CLI's main does (one ``trtcal:`` prefix)."""
+    msg = str(exc)
+    print(f"trtcal: error: {msg[len('trtcal: '):] if msg.startswith('trtcal: ') else msg}", file=sys.stderr)
+
+
 def load_table(path: str) -> Tuple[CalibrationTable, str]:
-    """A table from a JSON table or a TensorRT cache, and a one-line description of the file."""
-    with open(path, "rb") as f:
-        head = f.read(64).lstrip()
+    """A table from a JSON table or a TensorRT cache, and a one-line description of the file.
+
+    Raises FileNotFoundError for a missing file and ValueError for a directory, an unreadable
+    file or one that is neither a cache nor a trtcal table."""
+    if os.path.isdir(path):
+        raise ValueError(f"trtcal: {path} is a directory, not a calibration cache or trtcal JSON table")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64).lstrip()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"trtcal: no such file: {path}") from None
+    except OSError as exc:
+        raise ValueError(f"trtcal: cannot read {path}: {exc.strerror or exc}") from None
     if head.startswith(b"{"):
         t = CalibrationTable.from_json(path)
         return t, f"trtcal table ({t.provenance.method or 'unknown method'})"
     t = CalibrationTable.from_cache(path)
     c = t._cache
     return t, f"TensorRT {c.tensorrt_version} cache, {c.algorithm} ({c.header.strip()})"
+
+
+def scale_warnings(table: CalibrationTable) -> List[Tuple[str, str]]:
+    """``(tensor, problem)`` for each negative, NaN or zero scale (:func:`trtcal.cache.scale_problem`)."""
+    return [(n, p) for n in table if (p := tc.scale_problem(table[n] / 127)) is not None]
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -65,18 +104,25 @@ def run_show(args: argparse.Namespace) -> int:
         names.sort()
     elif args.sort == "amax":
         names.sort(key=lambda n: -table[n] if not math.isnan(table[n]) else math.inf)
+    warnings = scale_warnings(table)
     if args.json:
         rows = [{"tensor": n, "scale": _json_float(table[n] / 127), "amax": _json_float(table[n]),
                  "hex": tc.scale_to_hex(table[n] / 127)} for n in names]
-        json.dump({"file": args.file, "kind": what, "tensors": rows}, sys.stdout, indent=2)
+        json.dump({"file": args.file, "kind": what, "tensors": rows,
+                   "warnings": [{"tensor": n, "problem": p} for n, p in warnings]}, sys.stdout, indent=2)
         print()
-        return 0
-    print(f"{args.file}: {what}, {len(table)} tensors")
-    width = max([len("tensor")] + [len(n) for n in names])
-    print(f"{'tensor':<{width}}  {'scale':>14}  {'amax':>14}  hex")
-    for n in names:
-        a = table[n]
-        print(f"{n:<{width}}  {a / 127:>14.8g}  {a:>14.8g}  {tc.scale_to_hex(a / 127)}")
+    else:
+        flagged = f", {len(warnings)} with a negative, NaN or zero scale (warnings on stderr)" if warnings else ""
+        print(f"{args.file}: {what}, {len(table)} tensors{flagged}")
+        width = max([len("tensor")] + [len(n) for n in names])
+        print(f"{'tensor':<{width}}  {'scale':>14}  {'amax':>14}  hex")
+        for n in names:
+            a = table[n]
+            print(f"{n:<{width}}  {a / 127:>14.8g}  {a:>14.8g}  {tc.scale_to_hex(a / 127)}")
+    sys.stdout.flush()  # the table first, then its warnings
+    for n, problem in warnings:
+        print(f"trtcal: warning: {args.file}: tensor '{n}' (hex {tc.scale_to_hex(table[n] / 127)}): {problem}",
+              file=sys.stderr)
     return 0
 
 
@@ -110,8 +156,13 @@ def diff_tables(a: CalibrationTable, b: CalibrationTable, rtol: float = 0.0) -> 
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    a, what_a = load_table(args.a)
-    b, what_b = load_table(args.b)
+    """Exit status as diff(1): 0 same scales, 1 different, 2 error (reported here, not by main)."""
+    try:
+        a, what_a = load_table(args.a)
+        b, what_b = load_table(args.b)
+    except (ValueError, TypeError, OSError) as exc:
+        _error(exc)
+        return 2
     d = diff_tables(a, b, args.rtol)
     if args.json:
         out = dict(d)

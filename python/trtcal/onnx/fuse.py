@@ -8,14 +8,22 @@ plugin's fields (``scale_in``, ``scale_out``) become its INT8 scales.
 :func:`quantize_silu` turns fused SiLU nodes INT8: ``Q(scale_in) -> SiLU -> DQ(scale_out)``,
 so TensorRT feeds the plugin int8 codes and one exact table replaces Sigmoid, Mul and the
 Q/DQ between them. :func:`expand_silu` is the inverse (for ONNX Runtime and checks).
+
+ONNX Runtime cannot load a model with ``trtcal:SiLU`` nodes (no kernel for the custom op):
+such a model is for TensorRT with trtcal's plugin library; :func:`expand_silu` gives back a
+model ONNX Runtime runs. With ``return_report=True``, :func:`fuse_silu` and
+:func:`quantize_silu` also return a :class:`SiluReport` saying which patterns were not fused
+and which SiLU nodes stayed float, and why.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections import defaultdict
-from typing import Dict, Iterator, List, Mapping, Optional, Set, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple, Union
 
 import numpy as np
 
@@ -32,11 +40,62 @@ PLUGIN_NAMESPACE = "trtcal"
 
 ModelLike = Union[onnx.ModelProto, str, "os.PathLike[str]"]
 
-__all__ = ["fuse_silu", "quantize_silu", "expand_silu", "is_silu_node", "SILU_DOMAIN", "SILU_OP"]
+__all__ = ["SILU_DOMAIN", "SILU_OP", "SiluReport", "expand_silu", "fuse_silu", "is_silu_node",
+           "quantize_silu", "scale_problem"]
+
+
+@dataclass
+class SiluReport:
+    """What :func:`fuse_silu` and :func:`quantize_silu` did, and what they left alone and why.
+
+    Attributes
+    ----------
+    fused : int
+        Sigmoid+Mul pairs fused into SiLU nodes.
+    not_fused : list of (str, str)
+        ``(Mul node, reason)`` for each ``Mul(x, Sigmoid(x))`` left alone (its Sigmoid output
+        is read by something else too, so fusing would lose it).
+    quantized : int
+        SiLU nodes made INT8.
+    already_int8 : int
+        SiLU nodes that already had ``scale_in`` / ``scale_out`` (left alone).
+    stayed_float : list of (str, str)
+        ``(SiLU node, reason)`` for each SiLU node not made INT8 (missing or invalid scales).
+    scales_read : set of str
+        Tensor names whose scale was looked up (inputs and outputs of float SiLU nodes).
+    """
+
+    fused: int = 0
+    not_fused: List[Tuple[str, str]] = field(default_factory=list)
+    quantized: int = 0
+    already_int8: int = 0
+    stayed_float: List[Tuple[str, str]] = field(default_factory=list)
+    scales_read: Set[str] = field(default_factory=set)
+
+
+def scale_problem(value: Any) -> Optional[str]:
+    """Why ``value`` is not a usable INT8 scale (a positive finite float32), or None when it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        return f"{value!r} is not a number"
+    try:
+        with np.errstate(over="ignore", under="ignore"):
+            s = float(np.float32(float(value)))
+    except OverflowError:  # an int beyond float64
+        s = math.inf
+    if math.isnan(s):
+        return "NaN is not a scale"
+    if math.isinf(s):
+        return f"{value!r} is not finite in float32"
+    if s < 0:
+        return f"{value!r} is negative"
+    if s == 0:
+        return f"{value!r} is zero in float32 (no range)"
+    return None
 
 
 def fuse_silu(model: ModelLike, *, scales: Optional[Mapping[str, float]] = None,
-              inplace: bool = False) -> Tuple[onnx.ModelProto, int]:
+              inplace: bool = False, return_report: bool = False
+              ) -> Union[Tuple[onnx.ModelProto, int], Tuple[onnx.ModelProto, int, SiluReport]]:
     """Rewrites every ``Mul(x, Sigmoid(x))`` into one ``SiLU`` node (either input order).
 
     A pair is fused only when the Sigmoid's output feeds nothing but that Mul (no other node,
@@ -51,40 +110,57 @@ def fuse_silu(model: ModelLike, *, scales: Optional[Mapping[str, float]] = None,
         When given, the fused nodes are then made INT8 with :func:`quantize_silu`.
     inplace : bool
         Modify ``model`` itself instead of a copy.
+    return_report : bool
+        Also return a :class:`SiluReport` (patterns not fused and why; with ``scales``, the
+        SiLU nodes that stayed float and why).
 
     Returns
     -------
-    (model, fused) : the rewritten model and the number of Sigmoid+Mul pairs fused.
+    (model, fused) : the rewritten model and the number of Sigmoid+Mul pairs fused;
+    ``(model, fused, report)`` with ``return_report=True``.
     """
     model = _load(model, inplace)
-    fused = sum(_fuse_graph(g) for g in _graphs(model.graph))
+    report = SiluReport()
+    fused = sum(_fuse_graph(g, report.not_fused) for g in _graphs(model.graph))
+    report.fused = fused
     if fused:
         _declare_domain(model)
     if scales is not None:
-        quantize_silu(model, scales, inplace=True)
-    return model, fused
+        _quantize(model, scales, report)
+    return (model, fused, report) if return_report else (model, fused)
 
 
 def quantize_silu(model: ModelLike, scales: Optional[Mapping[str, float]] = None, *,
-                  inplace: bool = False) -> Tuple[onnx.ModelProto, int]:
+                  inplace: bool = False, return_report: bool = False
+                  ) -> Union[Tuple[onnx.ModelProto, int], Tuple[onnx.ModelProto, int, SiluReport]]:
     """Makes fused SiLU nodes INT8: ``x -> Q(scale_in) -> SiLU[int8] -> DQ(scale_out) -> y``.
 
     The input scale comes from a DequantizeLinear already feeding the SiLU (the SiLU then reads
     its int8 input directly) or from ``scales[x]``; the output scale from a QuantizeLinear that
     is the SiLU output's only consumer (it is absorbed) or from ``scales[y]``. Both are written
     as the node's float attributes ``scale_in`` / ``scale_out`` (the plugin's fields). Nodes
-    without both scales stay float; nodes already INT8 are left alone.
+    without both scales, or with a scale that is not positive and finite in float32
+    (:func:`scale_problem`), stay float; nodes already INT8 are left alone.
 
     Returns
     -------
-    (model, quantized) : the model and the number of SiLU nodes made INT8.
+    (model, quantized) : the model and the number of SiLU nodes made INT8;
+    ``(model, quantized, report)`` with ``return_report=True`` (:class:`SiluReport`: which
+    nodes stayed float and why).
     """
     model = _load(model, inplace)
+    report = SiluReport()
+    count = _quantize(model, scales, report)
+    return (model, count, report) if return_report else (model, count)
+
+
+def _quantize(model: onnx.ModelProto, scales: Optional[Mapping[str, float]], report: SiluReport) -> int:
     scales = dict(scales or {})
-    count = sum(_quantize_graph(g, scales) for g in _graphs(model.graph))
+    count = sum(_quantize_graph(g, scales, report) for g in _graphs(model.graph))
+    report.quantized += count
     if count:
         _declare_domain(model)
-    return model, count
+    return count
 
 
 def expand_silu(model: ModelLike, *, inplace: bool = False) -> Tuple[onnx.ModelProto, int]:
@@ -183,7 +259,23 @@ def _replace_nodes(graph: onnx.GraphProto, nodes: List[onnx.NodeProto]) -> None:
 # ---- fusion -------------------------------------------------------------------------
 
 
-def _fuse_graph(graph: onnx.GraphProto) -> int:
+def _node_label(node: onnx.NodeProto) -> str:
+    """``Add 'name'`` (the first output when the node has no name)."""
+    return f"{node.op_type} '{node.name or (node.output[0] if node.output else '?')}'"
+
+
+def _other_readers(graph: onnx.GraphProto, tensor: str, reader: onnx.NodeProto) -> str:
+    """What reads ``tensor`` besides ``reader``, for a message."""
+    parts = [_node_label(n) for n in graph.node if n is not reader and tensor in n.input]
+    parts += [f"the subgraph of {_node_label(n)}" for n in graph.node if tensor in _subgraph_inputs(n)]
+    if any(o.name == tensor for o in graph.output):
+        parts.append("a graph output")
+    if sum(1 for name in reader.input if name == tensor) > 1:
+        parts.append(f"{_node_label(reader)} twice")
+    return ", ".join(parts) or "something else"
+
+
+def _fuse_graph(graph: onnx.GraphProto, not_fused: Optional[List[Tuple[str, str]]] = None) -> int:
     uses = _uses(graph)
     producers = _producers(graph)
     node_names = {n.name for n in graph.node if n.name}
@@ -198,8 +290,12 @@ def _fuse_graph(graph: onnx.GraphProto) -> int:
             if (sig is None or sig.op_type != "Sigmoid" or sig.domain not in ("", "ai.onnx")
                     or len(sig.input) != 1 or sig.input[0] != x or id(sig) in drop):
                 continue
-            if uses.get(sig.output[0], 0) != 1:
-                continue  # the Sigmoid feeds something else too
+            if uses.get(sig.output[0], 0) != 1:  # the Sigmoid feeds something else too
+                if not_fused is not None:
+                    readers = _other_readers(graph, sig.output[0], mul)
+                    not_fused.append((mul.name or mul.output[0],
+                                      f"the Sigmoid output '{sig.output[0]}' is also read by {readers}"))
+                continue
             silu = helper.make_node(
                 SILU_OP, [x], [mul.output[0]],
                 name=_unique_name(f"{mul.name or mul.output[0]}/SiLU", node_names),
@@ -252,7 +348,9 @@ def _per_tensor_int8_scale(graph: onnx.GraphProto, node: onnx.NodeProto,
     return s if np.isfinite(s) and s > 0 else None
 
 
-def _quantize_graph(graph: onnx.GraphProto, scales: Mapping[str, float]) -> int:
+def _quantize_graph(graph: onnx.GraphProto, scales: Mapping[str, float],
+                    report: Optional[SiluReport] = None) -> int:
+    report = report if report is not None else SiluReport()
     producers = _producers(graph)
     uses = _uses(graph)
     consumers: Dict[str, List[onnx.NodeProto]] = defaultdict(list)
@@ -276,28 +374,47 @@ def _quantize_graph(graph: onnx.GraphProto, scales: Mapping[str, float]) -> int:
         graph.initializer.append(numpy_helper.from_array(np.array(0, dtype=np.int8), name))
         return name
 
+    def from_table(name: str, side: str, why: List[str], qdq: Optional[str]) -> Optional[float]:
+        """The scale of ``name`` from ``scales``, or None with the reason appended to ``why``."""
+        if name not in scales:
+            hint = f" (its {qdq} is not per-tensor int8 with zero point 0)" if qdq else ""
+            why.append(f"no scale for its {side} '{name}'{hint}")
+            return None
+        problem = scale_problem(scales[name])
+        if problem is not None:
+            why.append(f"invalid scale for its {side} '{name}': {problem}")
+            return None
+        return float(np.float32(scales[name]))
+
     plan: Dict[int, Tuple[List[onnx.NodeProto], List[onnx.NodeProto]]] = {}
     for node in graph.node:
-        if not is_silu_node(node) or _attr(node, "scale_in") is not None:
+        if not is_silu_node(node):
+            continue
+        if _attr(node, "scale_in") is not None:
+            report.already_int8 += 1
             continue
         x, y = node.input[0], node.output[0]
+        report.scales_read.update((x, y))
+        why: List[str] = []
         # input side: an existing DQ, or a scale from the table
         dq = producers.get(x)
-        s_in = _per_tensor_int8_scale(graph, dq, producers) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        is_dq = dq is not None and dq.op_type == "DequantizeLinear"
+        s_in = _per_tensor_int8_scale(graph, dq, producers) if is_dq else None
         x_int8 = dq.input[0] if s_in is not None else None
-        if x_int8 is not None:
-            bypassed.add(x)
-        if s_in is None and x in scales:
-            s_in = float(np.float32(scales[x]))
+        if s_in is None:
+            s_in = from_table(x, "input", why, "DequantizeLinear" if is_dq else None)
         # output side: a Q that is the only reader, or a scale from the table
         q_nodes = consumers.get(y, [])
         q = q_nodes[0] if len(q_nodes) == 1 and uses.get(y, 0) == 1 and q_nodes[0].op_type == "QuantizeLinear" else None
         s_out = _per_tensor_int8_scale(graph, q, producers) if q is not None else None
-        if s_out is None and y in scales:
-            s_out = float(np.float32(scales[y]))
+        if s_out is None:
+            s_out = from_table(y, "output", why, "QuantizeLinear" if q is not None else None)
             q = None
-        if not (s_in and s_out and np.isfinite(s_in) and np.isfinite(s_out) and s_in > 0 and s_out > 0):
+        if why or s_in is None or s_out is None:
+            report.stayed_float.append((node.name or y, "; ".join(why)))
             continue
+        if x_int8 is not None:
+            bypassed.add(x)
         before: List[onnx.NodeProto] = []
         after: List[onnx.NodeProto] = []
         if x_int8 is None:
