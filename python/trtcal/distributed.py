@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
+import zipfile
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
@@ -430,55 +432,266 @@ def merge_collectors(parts: Sequence[Mapping[str, Collector]], labels: Optional[
             try:
                 out[n].merge(p[n])
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"trtcal: cannot merge '{n}' from {lab}: {exc}") from None
+                raise ValueError(f"trtcal: cannot merge '{n}' from {lab}: {_unprefixed(exc)}") from None
     return out
 
 
-def merge_files(paths: Sequence[str], *, allow_incomplete: bool = False) -> Tuple[Dict[str, Collector], Dict[str, Any]]:
+_LOCATION_KEYS = frozenset({"path", "root", "file", "folder"})  # where one machine keeps the data
+_RANK_NAME = re.compile(r"\.rank(\d+)-of-(\d+)(\.[^./\\]*)?$")  # rank_path(): ck.rank1-of-4.npz
+_JOB_LABELS = {"data.shard.world_size": "number of shards", "shards": "number of shards",
+               "data.shard.limit": "samples in the data", "data.shard.align": "shard alignment (batch size)"}
+
+
+class _Input:
+    """What one file given to :func:`merge_files` holds.
+
+    ``job``: the settings of the run it comes from, without the shard's own rank (None: a
+    collector-state file that does not say); ``world``: the run's number of shards (1: a whole
+    run); ``ranks``: the shards it holds; ``complete``: they all finished; ``samples``: how
+    many samples, when the file says; ``key``: for files without a job, the user's own
+    ``meta['shard']`` (two files with the same one hold the same data).
+    """
+
+    def __init__(self, path: str, job: Optional[Dict[str, Any]], world: int, ranks: Tuple[int, ...],
+                 complete: bool, samples: Optional[int], key: str = "") -> None:
+        self.path, self.job, self.world, self.ranks = path, job, world, ranks
+        self.complete, self.samples, self.key = complete, samples, key
+
+    def what(self) -> str:
+        """'shard 1 of 3', 'shards 0, 1 of 3' or 'a whole run' (for messages)."""
+        if self.world == 1:
+            return "a whole run (not one of --shard / --distributed shards)"
+        return _shards_text(self.ranks, self.world)
+
+
+def _shards_text(ranks: Sequence[int], world: int) -> str:
+    ranks = sorted(ranks)
+    return f"shard{'s' if len(ranks) != 1 else ''} {', '.join(map(str, ranks))} of {world}"
+
+
+def _int_or_none(v: Any) -> Optional[int]:
+    try:
+        return None if v is None else int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _describe_input(path: str, info: Mapping[str, Any]) -> _Input:
+    """Reads which run and which shards a loaded file (:func:`load_states`) holds.
+
+    A calibrate checkpoint records its shard in ``config['data']['shard']`` ({rank,
+    world_size, align, limit}, written by ``trtcal.calibration.shard.ShardedSource``); a
+    checkpoint without it is a whole run's, unless its name says ``.rankR-of-N.``. A state file
+    written by ``trtcal merge --out-state`` records the run and the shards it merged.
+    """
+    def malformed(why: str) -> ValueError:
+        return ValueError(f"trtcal: {path} is malformed: {why}")
+
+    if info["format"] == CHECKPOINT_FORMAT:
+        cfg, prog = info.get("config"), info.get("progress")
+        if not isinstance(cfg, dict) or not isinstance(prog, dict):
+            raise malformed("its config or progress is not a JSON object")
+        samples = _int_or_none(prog.get("samples"))
+        complete = bool(prog.get("complete"))
+        data = cfg.get("data")
+        shard = data.get("shard") if isinstance(data, dict) else None
+        if shard is not None:
+            try:
+                rank, world = int(shard["rank"]), int(shard["world_size"])
+            except (KeyError, TypeError, ValueError):
+                raise malformed(f"its shard record {shard!r} has no rank and world_size") from None
+            if not 0 <= rank < world:
+                raise malformed(f"it says shard {rank} of {world}")
+            job = dict(cfg, data=dict(data, shard={k: v for k, v in shard.items() if k != "rank"}))
+            return _Input(path, job, world, (rank,), complete, samples)
+        named = _RANK_NAME.search(os.path.basename(path))
+        if named and 0 <= int(named.group(1)) < int(named.group(2)) and int(named.group(2)) > 1:
+            rank, world = int(named.group(1)), int(named.group(2))
+            return _Input(path, dict(cfg, shards=world), world, (rank,), complete, samples)
+        return _Input(path, dict(cfg), 1, (0,), complete, samples)
+    meta = info.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
+    samples = _int_or_none(meta.get("samples"))
+    if meta.get("job") is not None:
+        try:
+            job, world = dict(meta["job"]), int(meta["world_size"])
+            ranks = tuple(sorted(int(r) for r in meta["ranks"]))
+        except (KeyError, TypeError, ValueError):
+            raise malformed("its record of the merged run (job, world_size, ranks) is incomplete") from None
+        if world < 1 or not ranks or any(not 0 <= r < world for r in ranks) or len(set(ranks)) != len(ranks):
+            raise malformed(f"it says it holds shards {list(ranks)} of {world}")
+        return _Input(path, job, world, ranks, bool(meta.get("complete", True)), samples)
+    key = json.dumps(meta["shard"], sort_keys=True, default=str) if meta.get("shard") is not None else ""
+    return _Input(path, None, 0, (), True, samples, key)
+
+
+def _short(v: Any) -> str:
+    if v is None:
+        return "(none)"
+    s = json.dumps(v, sort_keys=True, default=str)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _diff(a: Any, b: Any, where: str = "") -> List[Tuple[str, Any, Any]]:
+    """(dotted key, value in a, value in b) for every setting that differs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: List[Tuple[str, Any, Any]] = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+        return out
+    return [] if a == b else [(where, a, b)]
+
+
+def _diff_text(key: str, va: Any, vb: Any, a: str, b: str) -> str:
+    label = _JOB_LABELS.get(key, key)
+    if isinstance(va, list) and isinstance(vb, list):
+        only_a = [x for x in va if x not in vb]
+        only_b = [x for x in vb if x not in va]
+        if only_a or only_b:
+            parts = ([f"{_short(only_a[:3])} only in {a}"] if only_a else []) + \
+                    ([f"{_short(only_b[:3])} only in {b}"] if only_b else [])
+            return f"{label}: {len(va)} in {a}, {len(vb)} in {b} ({'; '.join(parts)})"
+        return f"{label}: the same {len(va)} in another order"
+    return f"{label}: {_short(va)} in {a}, {_short(vb)} in {b}"
+
+
+def _check_same_run(parts: Sequence[_Input], warnings: List[str]) -> None:
+    """Refuses files that are not shards of one run; notes harmless differences in ``warnings``."""
+    whole = [q for q in parts if q.world == 1]
+    if whole and len(parts) > 1:
+        w = whole[0]
+        o = next(q for q in parts if q is not w)
+        raise ValueError(f"trtcal: {w.path} holds a whole run (all of its data, not one --shard), so it cannot be "
+                         f"merged with {o.path} ({o.what()}): that would count data twice or mix different runs. "
+                         "Merge a whole run's checkpoint on its own, or merge the shard checkpoints of one run "
+                         "(ck.rank*-of-N.npz)")
+    ref = parts[0]
+    for q in parts[1:]:
+        problems, places, runners = [], [], []
+        for key, va, vb in _diff(ref.job, q.job):
+            if key.startswith("data.") and key.rsplit(".", 1)[-1] in _LOCATION_KEYS:
+                places.append(_diff_text(key, va, vb, ref.path, q.path))
+            elif key == "runner":
+                runners.append(_diff_text(key, va, vb, ref.path, q.path))
+            else:
+                problems.append(_diff_text(key, va, vb, ref.path, q.path))
+        if ref.world != q.world and not any(t.startswith("number of shards") for t in problems):
+            problems.insert(0, f"number of shards: {ref.world} in {ref.path}, {q.world} in {q.path}")
+        if problems:
+            more = f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
+            raise ValueError(f"trtcal: {q.path} and {ref.path} are not shards of the same run, so they cannot be "
+                             f"merged: {'; '.join(problems[:4])}{more}")
+        if places:
+            warnings.append("the shards read their data from different places (" + "; ".join(places) + "); the rest "
+                            "of the data fingerprint (file names, sizes, preprocessing) agrees, so they are taken "
+                            "as shards of the same data")
+        if runners:
+            warnings.append("the shards ran the model with different runners (" + "; ".join(runners) + "); their "
+                            "activations may differ slightly")
+
+
+def _expected_names(parts: Sequence[_Input], missing: Sequence[int], world: int) -> str:
+    """' (ck.rank2-of-3.npz)': the missing shards' file names, when the given ones follow rank_path()."""
+    for q in parts:
+        m = _RANK_NAME.search(q.path)
+        if m and int(m.group(2)) == world:
+            root, ext = q.path[:m.start()], m.group(3) or ""
+            names = [f"{root}.rank{r}-of-{world}{ext}" for r in missing]
+            return f" ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+    return ""
+
+
+def merge_files(paths: Sequence[str], *, allow_partial: bool = False, allow_incomplete: bool = False
+                ) -> Tuple[Dict[str, Collector], Dict[str, Any]]:
     """Merges collector files (:func:`save_states` files or ``trtcal calibrate`` checkpoints,
     one per machine or rank) into one exact set of CPU collectors.
 
-    Refuses, naming the files: different tensors, bins or models; the same shard twice (it
-    would count its data twice); a calibrate checkpoint of an unfinished run (unless
-    ``allow_incomplete``). Returns ``(collectors, info)`` where ``info`` has ``files``,
-    ``samples`` (when the files say) and ``shards`` found.
+    Calibrate checkpoints (and state files that ``trtcal merge --out-state`` wrote from them)
+    must be shards of one run: the same model, bins, tensors, batch size, sign, max_samples,
+    data fingerprint (apart from each shard's own rank and from where each machine keeps the
+    files) and number of shards N, each shard once. Refused, naming the files and what
+    differs: shards of different runs; a whole run's checkpoint with anything else (it would
+    count data twice); the same shard twice; a state file that does not record its run mixed
+    with checkpoints; files of other kinds. Unless ``allow_partial`` (``allow_incomplete`` is
+    its older name), also refused: a missing shard of the N, and the checkpoint of a shard
+    that did not finish; with it, each is a line in ``info['warnings']``. State files
+    without a recorded run (your own :func:`save_states` files) are merged as they are, each once.
+
+    Returns ``(collectors, info)``: ``info`` has ``files``, ``samples`` (None unless every
+    file says), ``shards`` ({world_size, ranks, missing}, or None for state files without a
+    run), ``unfinished`` (files of shards that did not finish), ``warnings`` (lines for the
+    user), and ``state_meta`` (the ``meta`` for :func:`save_states` of the result: it records
+    the run and shards, so the merged file can be merged again and is checked the same way).
     """
+    allow_partial = bool(allow_partial or allow_incomplete)
     if not paths:
         raise ValueError("trtcal: give at least one collector-state file or checkpoint to merge")
+    paths = [os.fspath(p) for p in paths]
+    seen_files: Dict[str, str] = {}
+    for p in paths:
+        real = os.path.realpath(p)
+        if real in seen_files:
+            also = f" (also as {seen_files[real]})" if seen_files[real] != p else ""
+            raise ValueError(f"trtcal: {p} is given twice{also}; merging it twice would count its data twice")
+        seen_files[real] = p
     loaded = [load_states(p) for p in paths]
-    seen: Dict[str, str] = {}
-    samples = 0
-    have_samples = True
-    for p, (_, info) in zip(paths, loaded):
-        if info["format"] == CHECKPOINT_FORMAT:
-            prog, cfg = info.get("progress", {}), info.get("config", {})
-            if not prog.get("complete") and not allow_incomplete:
-                raise ValueError(f"trtcal: {p} is the checkpoint of an unfinished run "
-                                 f"({prog.get('samples', '?')} samples so far); finish it with --resume, "
-                                 "or pass --allow-incomplete to merge it anyway")
-            key = json.dumps(cfg, sort_keys=True, default=str)
-            if "samples" in prog:
-                samples += int(prog["samples"])
-            else:
-                have_samples = False
-            ref = loaded[0][1].get("config", {})
-            for k in ("model", "bins", "tensors"):
-                if k in cfg and k in ref and cfg[k] != ref[k]:
-                    raise ValueError(f"trtcal: {p} was made with a different {k} from {paths[0]}")
-        else:
-            meta = info.get("meta", {})
-            key = json.dumps(meta.get("shard"), sort_keys=True) if meta.get("shard") is not None else ""
-            if "samples" in meta:
-                samples += int(meta["samples"])
-            else:
-                have_samples = False
-        if key:
-            if key in seen:
-                raise ValueError(f"trtcal: {p} and {seen[key]} hold the same shard of the same data; merging both "
-                                 "would count it twice")
-            seen[key] = p
-    merged = merge_collectors([c for c, _ in loaded], labels=list(paths))
-    return merged, {"files": list(paths), "samples": samples if have_samples else None}
+    parts = [_describe_input(p, info) for p, (_, info) in zip(paths, loaded)]
+    runs = [q for q in parts if q.job is not None]
+    loose = [q for q in parts if q.job is None]
+    warnings: List[str] = []
+    shards: Optional[Dict[str, Any]] = None
+    unfinished: List[str] = []
+    if runs and loose:
+        raise ValueError(f"trtcal: {loose[0].path} is a collector-state file that does not record which run and "
+                         f"shard it holds, so it cannot be checked against {runs[0].path} ({runs[0].what()}); "
+                         "merge the shards' checkpoints (or state files merged from them) together, and such "
+                         "state files only with each other")
+    if runs:
+        _check_same_run(runs, warnings)
+        world = runs[0].world
+        owner: Dict[int, str] = {}
+        for q in runs:
+            for r in q.ranks:
+                if r in owner:
+                    raise ValueError(f"trtcal: {owner[r]} and {q.path} both hold shard {r} of {world}; merging both "
+                                     "would count its data twice")
+                owner[r] = q.path
+        for q in runs:
+            if q.complete:
+                continue
+            unfinished.append(q.path)
+            so_far = f"{q.samples} samples so far" if q.samples is not None else "samples so far unknown"
+            if not allow_partial:
+                raise ValueError(f"trtcal: {q.path} holds {q.what()} of a run that did not finish ({so_far}); "
+                                 "finish it (trtcal calibrate ... --resume with the same --shard and --checkpoint), "
+                                 "or pass --allow-partial to merge it as it is")
+            warnings.append(f"{q.path} holds {q.what()} of a run that did not finish ({so_far}): the merged "
+                            "statistics cover only part of its data")
+        missing = sorted(set(range(world)) - set(owner))
+        if missing:
+            gone = _shards_text(missing, world) + _expected_names(runs, missing, world)
+            have = _shards_text(owner, world)
+            if not allow_partial:
+                raise ValueError(f"trtcal: {gone} {'is' if len(missing) == 1 else 'are'} missing: the files given "
+                                 f"hold only {have}. Merge all {world} shards, or pass --allow-partial to merge "
+                                 "only these (the table then covers only part of the data)")
+            warnings.append(f"{gone} {'is' if len(missing) == 1 else 'are'} missing: the merged statistics cover "
+                            f"only {have}")
+        shards = {"world_size": world, "ranks": sorted(owner), "missing": missing}
+    else:
+        seen: Dict[str, str] = {}
+        for q in loose:
+            if q.key and q.key in seen:
+                raise ValueError(f"trtcal: {q.path} and {seen[q.key]} hold the same shard of the same data; merging "
+                                 "both would count it twice")
+            seen[q.key] = q.path
+    merged = merge_collectors([c for c, _ in loaded], labels=paths)
+    samples = None if any(q.samples is None for q in parts) else sum(q.samples for q in parts)  # type: ignore
+    meta: Dict[str, Any] = {"merged_from": list(paths), "samples": samples}
+    if shards is not None:
+        meta.update(job=runs[0].job, world_size=shards["world_size"], ranks=shards["ranks"], complete=not unfinished)
+    return merged, {"files": list(paths), "samples": samples, "shards": shards, "unfinished": unfinished,
+                    "warnings": warnings, "state_meta": meta}
 
 
 def save_states(path: str, collectors: Mapping[str, Collector], meta: Optional[Mapping[str, Any]] = None) -> str:
@@ -507,52 +720,122 @@ def save_states(path: str, collectors: Mapping[str, Collector], meta: Optional[M
     return path
 
 
+def _not_ours(path: str, why: str) -> ValueError:
+    return ValueError(f"trtcal: {path} is not a trtcal checkpoint or state file ({why})")
+
+
+def _what_file(path: str, head: bytes) -> str:
+    """Why a file that is no .npz archive is not one of trtcal's (for the error message)."""
+    if head.startswith(b"\x93NUMPY"):
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+            what = f"a NumPy .npy array of shape {tuple(shape)}, {np.dtype(dtype).name}"
+        except Exception:  # noqa: BLE001 - only the message depends on it
+            what = "a NumPy .npy array"
+        return f"it is {what}, not an .npz archive with trtcal's 'meta' and 'counts'"
+    if not head:
+        return "it is empty"
+    text = head.lstrip()
+    if text[:1] in (b"{", b"["):
+        return "it is a JSON file, such as a threshold table; merge the checkpoints or state files it was made from"
+    if text.startswith(b"TRT-"):
+        return "it is a TensorRT calibration cache; merge the checkpoints or state files it was made from"
+    return "it is not a NumPy .npz archive"
+
+
+def _read_npz(path: str) -> Tuple[Any, np.ndarray]:
+    """(the parsed ``meta`` JSON, the ``counts``) of a trtcal .npz; ``ValueError`` for any other file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"trtcal: {path}: no such file") from None
+    except IsADirectoryError:
+        raise _not_ours(path, "it is a folder") from None
+    except OSError as exc:
+        raise _not_ours(path, f"it cannot be read: {exc.strerror or exc}") from None
+    if not head.startswith(b"PK"):
+        raise _not_ours(path, _what_file(path, head))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "meta" not in z.files or "counts" not in z.files:
+                names = ", ".join(repr(n) for n in z.files[:5]) + (", ..." if len(z.files) > 5 else "")
+                raise _not_ours(path, "it is an .npz, but not a trtcal collector-state file or checkpoint: it holds "
+                                      f"{names or 'no arrays'}, not 'meta' and 'counts'")
+            raw, counts = z["meta"], np.array(z["counts"], dtype=np.int64)
+    except ValueError as exc:
+        if str(exc).startswith("trtcal: "):
+            raise
+        why = "its arrays hold Python objects (pickles), which trtcal never writes" if "pickle" in str(exc) else exc
+        raise _not_ours(path, f"an .npz that cannot be read: {why}") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise _not_ours(path, f"a damaged or non-NumPy zip archive: {exc}") from None
+    try:
+        doc = json.loads(bytes(np.asarray(raw, dtype=np.uint8)).decode("utf-8"))
+    except (TypeError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _not_ours(path, f"its 'meta' is not trtcal's JSON: {exc}") from None
+    return doc, counts
+
+
 def load_states(path: str) -> Tuple[Dict[str, Collector], Dict[str, Any]]:
     """Reads a file of :func:`save_states` or a ``trtcal calibrate`` checkpoint.
 
     Returns ``(collectors, info)``: CPU collectors by tensor name, and ``info`` with the
     file's ``format`` and its ``meta`` (states files) or ``config`` / ``progress``
-    (calibrate checkpoints). Raises ``ValueError`` for any other or malformed file.
+    (calibrate checkpoints). Raises ``FileNotFoundError`` for a missing file and
+    ``ValueError``, naming the file and what it is instead, for any other or malformed file.
     """
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            doc = json.loads(bytes(z["meta"]).decode("utf-8"))
-            counts = np.array(z["counts"], dtype=np.int64)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
-        raise ValueError(f"trtcal: {path} is not a trtcal collector-state file or checkpoint: {exc}") from None
+    doc, counts = _read_npz(path)
     fmt = doc.get("format") if isinstance(doc, dict) else None
+    version = doc.get("version") if isinstance(doc, dict) else None
     out: Dict[str, Collector] = {}
     if fmt == CHECKPOINT_FORMAT:
         from .calibration import checkpoint as ckpt
 
-        data = ckpt.load(path)
-        for n, s in data["stats_state"]["collectors"].items():
-            out[n] = HistogramCollector.from_state_dict(s)
+        if version != ckpt.VERSION:
+            raise _not_ours(path, f"a calibrate checkpoint of version {version!r}; this trtcal reads version "
+                                  f"{ckpt.VERSION}")
+        try:
+            data = ckpt.load(path)
+            for n, s in data["stats_state"]["collectors"].items():
+                out[n] = HistogramCollector.from_state_dict(s)
+        except (KeyError, TypeError, IndexError) as exc:
+            raise ValueError(f"trtcal: {path} is a malformed calibrate checkpoint: {type(exc).__name__}: {exc}") \
+                from None
         return out, {"format": fmt, "config": data["config"], "progress": data["progress"]}
+    if fmt != STATES_FORMAT:
+        raise _not_ours(path, f"its meta says format {fmt!r}; trtcal reads {STATES_FORMAT} and {CHECKPOINT_FORMAT}")
+    if version != STATES_VERSION:
+        raise _not_ours(path, f"a collector-state file of version {version!r}; this trtcal reads version "
+                              f"{STATES_VERSION}")
     try:
-        if fmt == STATES_FORMAT and doc.get("version") == STATES_VERSION:
-            pos = 0
-            for n in doc["names"]:
-                s = dict(doc["states"][n])
-                if s.get("format") == "trtcal.HistogramCollector":
-                    b = int(s["bins"])
-                    if pos + b > counts.size:
-                        raise ValueError("counts are shorter than the states say")
-                    s["counts"] = counts[pos:pos + b].copy()
-                    pos += b
-                    out[n] = HistogramCollector.from_state_dict(s)
-                else:
-                    for k in ("min", "max"):
-                        if s.get(k) is not None:
-                            s[k] = np.array([np.nan if v is None else v for v in s[k]], dtype=np.float64)
-                    out[n] = MinMaxCollector.from_state_dict(s)
-            if pos != counts.size:
-                raise ValueError("counts are longer than the states say")
-            return out, {"format": fmt, "meta": doc.get("meta", {})}
+        pos = 0
+        for n in doc["names"]:
+            s = dict(doc["states"][n])
+            if s.get("format") == "trtcal.HistogramCollector":
+                b = int(s["bins"])
+                if pos + b > counts.size:
+                    raise ValueError("counts are shorter than the states say")
+                s["counts"] = counts[pos:pos + b].copy()
+                pos += b
+                out[n] = HistogramCollector.from_state_dict(s)
+            else:
+                for k in ("min", "max"):
+                    if s.get(k) is not None:
+                        s[k] = np.array([np.nan if v is None else v for v in s[k]], dtype=np.float64)
+                out[n] = MinMaxCollector.from_state_dict(s)
+        if pos != counts.size:
+            raise ValueError("counts are longer than the states say")
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"trtcal: {path} is malformed: {exc}") from None
-    raise ValueError(f"trtcal: {path} is neither a trtcal collector-state file ({STATES_FORMAT} v{STATES_VERSION}) nor "
-                     f"a calibrate checkpoint ({CHECKPOINT_FORMAT}); it says format {fmt!r}")
+        raise ValueError(f"trtcal: {path} is malformed: {_unprefixed(exc)}") from None
+    return out, {"format": fmt, "meta": doc.get("meta", {})}
 
+
+def _unprefixed(exc: BaseException) -> str:
+    """An exception's message without its own 'trtcal: ' (the message it goes into has one)."""
+    msg = str(exc)
+    return msg[len("trtcal: "):] if msg.startswith("trtcal: ") else msg

@@ -1,8 +1,10 @@
 """`trtcal merge STATE...`: combine collector states made on separate machines into one table.
 
-Each STATE is a collector-state file (``trtcal.distributed.save_states``) or a ``trtcal
-calibrate`` checkpoint, one per machine or rank, each over its own part of the data. The merge
-is exact: the result equals one run over all the data."""
+Each STATE is a collector-state file (``trtcal.distributed.save_states``, or a merged state
+from ``--out-state``) or a ``trtcal calibrate --shard R/N`` checkpoint, one per machine or rank,
+each over its own part of the data. The merge is exact: the result equals one run over all the
+data. Checkpoints must be the N shards of one run, each once and finished; ``--allow-partial``
+merges a subset or unfinished shards, with a warning (see ``trtcal.distributed.merge_files``)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
                     "data, exactly (the result equals one run over all the data), and writes the merged state, "
                     "a JSON table and/or a TensorRT calibration cache. With no output option, prints the "
                     "thresholds as JSON.")
-    p.add_argument("states", nargs="+", metavar="STATE", help="collector-state .npz files or calibrate checkpoints")
+    p.add_argument("states", nargs="+", metavar="STATE",
+                   help="collector-state .npz files, or the checkpoints of all N shards of one 'trtcal calibrate "
+                        "--shard R/N' run (ck.rank*-of-N.npz)")
     p.add_argument("--out-state", help="merged collector states (.npz; can be merged again)")
     p.add_argument("--out-table", help="JSON table of thresholds with provenance")
     p.add_argument("--out-cache", help="TensorRT calibration cache (TensorRT <= 10)")
@@ -27,8 +31,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--flavor", default=None, help="range-search flavour, passed to trtcal.compute_amax")
     p.add_argument("--percentile", type=float, default=None, help="percentile for --method percentile")
     p.add_argument("--tensorrt-version", help="X.Y of the TensorRT that will read the cache")
-    p.add_argument("--allow-incomplete", action="store_true",
-                   help="also merge checkpoints of runs that did not finish")
+    p.add_argument("--allow-partial", "--allow-incomplete", dest="allow_partial", action="store_true",
+                   help="merge even when shards of the run are missing or did not finish (a warning says which); "
+                        "the result then covers only part of the data")
     p.set_defaults(func=run)
 
 
@@ -46,12 +51,19 @@ def run(args: argparse.Namespace) -> int:
     from ..collectors import HistogramCollector
     from ..distributed import merge_files, save_states
 
-    merged, info = merge_files(args.states, allow_incomplete=args.allow_incomplete)
+    merged, info = merge_files(args.states, allow_partial=args.allow_partial)
     say = lambda s: print(s, file=sys.stderr)  # noqa: E731
-    say(f"trtcal: merged {len(args.states)} files, {len(merged)} tensors"
+    for w in info["warnings"]:
+        say(f"trtcal: warning: {w}")
+    shards = info["shards"]
+    which = ""
+    if shards is not None and shards["world_size"] > 1:
+        which = f" ({len(shards['ranks'])} of {shards['world_size']} shards)"
+    nfiles = len(args.states)
+    say(f"trtcal: merged {nfiles} file{'s' if nfiles != 1 else ''}{which}, {len(merged)} tensors"
         + (f", {info['samples']} samples" if info["samples"] is not None else ""))
     if args.out_state:
-        save_states(args.out_state, merged, meta={"merged_from": info["files"], "samples": info["samples"]})
+        save_states(args.out_state, merged, meta=info["state_meta"])
         say(f"trtcal: wrote merged state: {args.out_state}")
     if args.out_state and not (args.out_table or args.out_cache):
         return 0
@@ -72,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         prov["bins"] = bins.pop()
     if args.percentile is not None:
         prov["percentile"] = args.percentile
+    if shards is not None and (shards["missing"] or info["unfinished"]):
+        prov["partial"] = {"world_size": shards["world_size"], "missing_shards": shards["missing"],
+                           "unfinished": info["unfinished"]}
     several = len(methods) > 1
     for m in methods:
         table = outputs.make_table(amax[m], dict(prov, method=m))
