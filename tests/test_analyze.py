@@ -162,3 +162,81 @@ def test_explicit_tensorrt_evaluation_needs_tensorrt(rng):
     with pytest.raises(TensorRTUnavailableError):
         analyze(model, om.data(rng, 8), method="minmax", alternatives=None, batch_size=8, evaluate="tensorrt",
                 cache=False, **QUIET)
+
+
+def test_rerun_with_other_statistics_discards_the_checkpoint(tmp_path, rng, capsys, monkeypatch):
+    # the statistics checkpoint in --out-dir is a cache: other --data or --max-samples discard
+    # it (one line) and collect again; --no-cache never reads it; calibrate's --resume advice is not shown
+    om.build(rng, tmp_path / "m.onnx")
+    np.save(tmp_path / "a.npy", om.data(rng, 11))
+    np.save(tmp_path / "b.npy", om.data(rng, 13))
+    base = ["analyze", str(tmp_path / "m.onnx"), "--method", "minmax", "--alternatives", "none",
+            "--out-dir", str(tmp_path / "out"), "--no-plots"]
+
+    def run(*extra):
+        rc = main(base + list(extra))
+        cap = capsys.readouterr()
+        assert rc == 0, cap.err
+        assert "--resume" not in cap.err and "checkpoint kept at" not in cap.err and "Traceback" not in cap.err
+        return cap.err
+
+    run("--data", str(tmp_path / "a.npy"))
+    assert os.path.isfile(tmp_path / "out" / "m.trtcal-ckpt.npz")
+    assert "resuming from" in run("--data", str(tmp_path / "a.npy"))  # same settings: reused
+    for extra, changed in ((["--data", str(tmp_path / "b.npy")], "data"),
+                           (["--data", str(tmp_path / "b.npy"), "--max-samples", "7"], "max_samples")):
+        err = run(*extra)
+        lines = [ln for ln in err.splitlines() if "discarded" in ln]
+        assert len(lines) == 1 and changed in lines[0] and "collecting again" in lines[0], err
+        assert err.count("trtcal: model inputs:") == 1  # the refused attempt's lines are not repeated
+    import trtcal.calibration.checkpoint as ckpt
+
+    def unread(*a, **k):
+        raise AssertionError("--no-cache read the statistics checkpoint")
+
+    monkeypatch.setattr(ckpt, "load", unread)
+    err = run("--data", str(tmp_path / "a.npy"), "--no-cache")
+    assert "discarded" not in err and "resuming" not in err
+
+
+def test_metric_default_thresholds(tmp_path, rng, capsys):
+    from trtcal.sensitivity import DEFAULT_THRESHOLDS
+
+    model = om.build(rng)
+    x = om.data(rng, 9)
+    lines = []
+    res = analyze(model, x, method="minmax", alternatives=None, metric="sqnr_db", batch_size=9, progress=False,
+                  log=lines.append)
+    assert res.threshold == DEFAULT_THRESHOLDS["sqnr_db"] == 20.0
+    assert {d.name: d.decision for d in res.layers} == {"conv1": "int8", "conv2": "float", "fc": "int8"}
+    assert res.final >= 20.0 and "(threshold 20 dB)" in res.format_table()
+    assert any("SQNR >= 20 dB" in ln and "default" in ln for ln in lines), lines
+    lines.clear()
+    res = analyze(model, x, method="minmax", alternatives=None, batch_size=9, progress=False, log=lines.append)
+    assert res.threshold == 0.99 and any("cosine similarity >= 0.99" in ln for ln in lines)
+    lines.clear()
+    analyze(model, x, method="minmax", alternatives=None, metric="sqnr_db", threshold=12.5, batch_size=9,
+            progress=False, log=lines.append)
+    assert any(">= 12.5 dB (given)" in ln for ln in lines)
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "cosine 0.99" in text and "sqnr_db 20 dB" in text
+
+
+def test_method_all_is_refused_before_the_pass(tmp_path, rng, capsys, monkeypatch):
+    import trtcal.calibration
+
+    def refuse(*a, **k):
+        raise AssertionError("the statistics pass ran before --method was checked")
+
+    monkeypatch.setattr(trtcal.calibration, "calibrate", refuse)
+    om.build(rng, tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", om.data(rng, 5))
+    for method in ("all", "minmax,mse"):
+        rc = main(["analyze", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--method", method,
+                   "-q", "--out-dir", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert rc == 1 and "--method" in err and "one base method" in err and "Traceback" not in err, err
+    with pytest.raises(ValueError, match="one base method"):
+        analyze(str(tmp_path / "m.onnx"), om.data(rng, 5), method="all", **QUIET)

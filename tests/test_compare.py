@@ -193,3 +193,57 @@ def test_cli_names_missing_tensorrt_without_a_traceback(tmp_path, rng, capsys):
                "--evaluate", "tensorrt", "-q", "--out-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 1 and "trtcal: error:" in err and "tensorrt Python module" in err and "Traceback" not in err
+
+
+@pytest.fixture
+def no_pass(monkeypatch):
+    """Fails the test if the statistics pass starts: the errors below must come before it."""
+    import trtcal.calibration
+
+    def refuse(*a, **k):
+        raise AssertionError("the statistics pass ran before the settings were checked")
+
+    monkeypatch.setattr(trtcal.calibration, "calibrate", refuse)
+
+
+def test_cli_runner_tensorrt_without_tensorrt_is_a_clean_error_before_the_pass(tmp_path, rng, capsys, no_pass):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    om.build(rng, tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", om.data(rng, 8))
+    for cmd in ("compare", "analyze"):
+        rc = main([cmd, str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--runner", "tensorrt", "-q",
+                   "--out-dir", str(tmp_path / cmd)])
+        err = capsys.readouterr().err
+        assert rc == 1 and "Traceback" not in err, err
+        assert err.startswith("trtcal: error:") and "trtcal: trtcal:" not in err
+        assert "--runner tensorrt" in err and "tensorrt Python module" in err
+
+
+def test_cli_eval_settings_checked_before_the_pass(tmp_path, rng, capsys, no_pass):
+    om.build(rng, tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", om.data(rng, 6))
+    base = ["compare", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"), "--methods", "minmax", "-q",
+            "--out-dir", str(tmp_path / "out")]
+    missing = str(tmp_path / f"nonexist{rng.integers(1 << 30)}")
+    cases = [(["--eval-data", missing], ["--eval-data", "not found", missing]),
+             (["--eval-data", str(tmp_path / "m.onnx")], ["--eval-data", "cannot read"]),
+             (["--eval-samples", "-5"], ["--eval-samples", "-5"]), (["--eval-samples", "0"], ["--eval-samples"]),
+             (["--batch-size", "0"], ["--batch-size"]), (["--batch-size", str(-int(rng.integers(1, 99)))], ["--batch-size"])]
+    for extra, want in cases:
+        assert main(base + extra) == 1, extra
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "calibration data" not in err, err
+        assert all(w in err for w in want), (extra, err)
+    with pytest.raises(ValueError, match="eval_samples"):
+        compare(str(tmp_path / "m.onnx"), om.data(rng, 4), eval_samples=0, **QUIET)
+
+
+def test_description_names_both_evaluation_backends(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "runs each Q/DQ model in ONNX Runtime" not in text
+    assert "TensorRT or ONNX Runtime" in text and "--evaluate" in text

@@ -2,8 +2,9 @@
 
 :func:`compare` collects the activation histograms once (the pass :func:`trtcal.calibrate`
 makes), derives every method's ranges from them (min-max; entropy in each flavor; percentile
-99.9 / 99.99 / 99.999; MSE), builds each Q/DQ model and runs it in ONNX Runtime against the
-FP32 model on evaluation batches: output cosine similarity, SQNR, max abs error, top-1
+99.9 / 99.99 / 99.999; MSE), builds each Q/DQ model and runs it (in TensorRT or ONNX Runtime,
+see ``evaluate``; the FP32 model always runs in ONNX Runtime) against the FP32 model on
+evaluation batches: output cosine similarity, SQNR, max abs error, top-1
 agreement for classifiers, the SQNR of every quantized activation, and the time each range
 search took. Methods are ranked by the worst output's SQNR (cosine breaks ties).
 """
@@ -252,6 +253,9 @@ def compare(
     batch_size, max_samples, preprocess, input_name, tensors, op_types, runner, bins,
     checkpoint : as for :func:`trtcal.calibrate` (``checkpoint`` is resumed when present).
     eval_samples : evaluate on at most this many samples.
+    batch_size, max_samples, eval_samples, runner, evaluate and ``eval_data`` (a path must exist)
+        are checked before the statistics pass; runner='tensorrt' and evaluate='tensorrt' need
+        the ``tensorrt`` module (TensorRTUnavailableError otherwise).
     evaluate : where the Q/DQ models run: 'auto' (TensorRT when its module is present, else
         ONNX Runtime), 'onnxruntime' or 'tensorrt'. The FP32 reference runs in ONNX Runtime.
     per_layer : also measure the SQNR of every quantized activation.
@@ -266,9 +270,15 @@ def compare(
     proto = load_onnx(model)
     variants = parse_methods(methods)
     notes: List[str] = []
+    # what would otherwise fail after the statistics pass is checked before it
+    ev.check_counts(batch_size, max_samples, eval_samples)
+    backend = ev.resolve_backend(evaluate)
     if calibration is None:
         if data is None:
             raise ValueError("trtcal: compare needs calibration data (data=...) or a calibration result")
+        ev.check_runner(runner)
+    eval_source = ev.open_eval_data(eval_data, preprocess, input_name)
+    if calibration is None:
         from .calibration import calibrate
 
         calibration = calibrate(model, data, method="minmax", batch_size=batch_size, max_samples=max_samples,
@@ -321,9 +331,8 @@ def compare(
     on_cal = eval_data is None
     if on_cal:
         notes.append("evaluated on the calibration data (pass eval_data / --eval-data for held-out samples)")
-    evalset = ev.EvalSet(data if on_cal else eval_data, reference.specs, bs, max_samples=eval_samples,
+    evalset = ev.EvalSet(data if on_cal else eval_source, reference.specs, bs, max_samples=eval_samples,
                          preprocess=preprocess, input_name=input_name)
-    backend = ev.resolve_backend(evaluate)
     notes.append(ev.backend_note(backend))
     stats = {label: _Streams(qm, dq[label], backend) for label, qm in qmodels.items()}
     bar = _bar(progress, evalset, "evaluating")

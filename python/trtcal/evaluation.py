@@ -1,9 +1,12 @@
-"""Running Q/DQ models against the FP32 model on evaluation batches (ONNX Runtime).
+"""Running Q/DQ models against the FP32 model on evaluation batches (ONNX Runtime or TensorRT).
 
-Shared by :func:`trtcal.compare` and :func:`trtcal.analyze`. Q/DQ models run with ONNX
-Runtime's graph optimisations off, so QuantizeLinear/DequantizeLinear execute as written
-(round half to even, saturate to [-128, 127]): the INT8 rounding TensorRT applies, simulated
-in float. Evaluation streams over the batches and keeps only sums (:class:`~trtcal.metrics.ErrorStats`);
+Shared by :func:`trtcal.compare` and :func:`trtcal.analyze`. In ONNX Runtime, Q/DQ models run
+with graph optimisations off, so QuantizeLinear/DequantizeLinear execute as written (round
+half to even, saturate to [-128, 127]): the INT8 rounding TensorRT applies, simulated in
+float; with ``backend="tensorrt"`` TensorRT builds and runs them (its fusions and INT8
+kernels). The FP32 reference always runs in ONNX Runtime. The checks both commands make
+before any pass (counts, the TensorRT runner and backend, the evaluation data) live here too.
+Evaluation streams over the batches and keeps only sums (:class:`~trtcal.metrics.ErrorStats`);
 input batches and FP32 outputs are kept in memory up to ``cache_bytes`` so that many
 configurations can be measured without re-reading the data.
 """
@@ -17,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .calibration.data import InputSpec, batches, open_source
+from .calibration.data import InputSpec, Source, batches, open_source
 from .calibration.runners import load_onnx
 from .metrics import ErrorStats
 
@@ -29,15 +32,71 @@ BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 def resolve_backend(backend: str) -> str:
     """'auto': TensorRT when the ``tensorrt`` module and a CUDA array library (PyTorch or CuPy)
-    are importable, else ONNX Runtime."""
+    are importable, else ONNX Runtime. An explicit 'tensorrt' is checked now (the module and
+    PyTorch or CuPy), so that its absence is an error before any pass, not after it."""
     if backend not in BACKENDS:
         raise ValueError(f"trtcal: evaluate must be one of {BACKENDS}, got {backend!r}")
-    if backend != "auto":
-        return backend
     import importlib.util
 
     has = importlib.util.find_spec
+    if backend == "tensorrt":
+        from .tensorrt._runtime import load_tensorrt
+
+        what = "evaluating in TensorRT (--evaluate tensorrt; --evaluate onnxruntime needs no TensorRT)"
+        load_tensorrt(what)
+        _require_device_arrays(what)
+        return backend
+    if backend != "auto":
+        return backend
     return "tensorrt" if has("tensorrt") and (has("torch") or has("cupy")) else "onnxruntime"
+
+
+def check_runner(runner: Any) -> None:
+    """Before the statistics pass: ``runner='tensorrt'`` needs the ``tensorrt`` module, trtcal's
+    CUDA build and PyTorch or CuPy (TensorRTUnavailableError / RuntimeError naming --runner).
+    Other names are checked by :func:`trtcal.calibrate`; a Runner object is used as given."""
+    if not isinstance(runner, str) or runner != "tensorrt":
+        return
+    from ._backend import require_cuda
+    from .tensorrt._runtime import load_tensorrt
+
+    what = "the statistics pass in TensorRT (--runner tensorrt; --runner onnxruntime needs no TensorRT)"
+    load_tensorrt(what)
+    require_cuda(what)
+    _require_device_arrays(what)
+
+
+def _require_device_arrays(what: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None and importlib.util.find_spec("cupy") is None:
+        raise RuntimeError(f"trtcal: {what} needs PyTorch or CuPy for its device buffers, and neither is "
+                           "installed (pip install torch)")
+
+
+def check_counts(batch_size: Optional[int] = None, max_samples: Optional[int] = None,
+                 eval_samples: Optional[int] = None) -> None:
+    """Raises ValueError, before any work, for a batch size or sample count below 1 (None: the default)."""
+    for name, value in (("batch_size", batch_size), ("max_samples", max_samples), ("eval_samples", eval_samples)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"trtcal: {name} (--{name.replace('_', '-')}) must be an integer >= 1, got {value!r}")
+
+
+def open_eval_data(data: Any, preprocess: Any = None, input_name: Optional[str] = None) -> Optional[Source]:
+    """Opens held-out evaluation data before any pass (None: none given), so that a missing path
+    or an unreadable form is reported at once, naming --eval-data rather than the calibration data."""
+    if data is None:
+        return None
+    try:
+        return open_source(data, preprocess, input_name)
+    except (FileNotFoundError, ValueError, TypeError) as exc:
+        msg = str(exc).replace("calibration data", "evaluation data (--eval-data)", 1)
+        if msg == str(exc):
+            raise
+        kind = type(exc) if type(exc) in (FileNotFoundError, ValueError, TypeError) else ValueError
+        raise kind(msg) from None
 
 
 def backend_note(backend: str) -> str:

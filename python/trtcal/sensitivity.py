@@ -10,6 +10,8 @@ best of them when that passes the threshold, else it stays in float ("mixed prec
 Every measurement is cached (key: model, ranges of the enabled layers, evaluation data) in
 ``analyze-cache.json`` next to the outputs: a re-run with the same settings does no
 inference, and one with another threshold runs only the configurations it has not measured.
+The statistics pass is cached there too (``<model>.trtcal-ckpt.npz``, a calibration
+checkpoint): a re-run with other data or settings discards it and collects again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -33,6 +36,11 @@ __all__ = ["analyze", "AnalysisResult", "LayerDecision"]
 
 CACHE_FORMAT = "trtcal.analyze.cache/1"
 METRICS = ("cosine", "sqnr_db")
+#: The threshold used when none is given, per metric. Cosine 0.99; SQNR 20 dB (the noise
+#: power 1% of the signal's: about cosine 0.995 for noise uncorrelated with the signal, where
+#: cosine c corresponds to -10 log10(1/c^2 - 1) dB, so cosine 0.99 is about 17 dB).
+DEFAULT_THRESHOLDS = {"cosine": 0.99, "sqnr_db": 20.0}
+_UNITS = {"cosine": "", "sqnr_db": " dB"}
 
 
 @dataclass
@@ -85,7 +93,8 @@ class AnalysisResult:
         fmt = lambda r: "  ".join(c.rjust(w) if i in (0, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
         out = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
         out.append(f"{self.metric} with every layer INT8 ({self.method}): {_fmt(self.all_int8, self.metric)}; "
-                   f"with these decisions: {_fmt(self.final, self.metric)} (threshold {self.threshold:g}); "
+                   f"with these decisions: {_fmt(self.final, self.metric)} "
+                   f"(threshold {self.threshold:g}{_UNITS.get(self.metric, '')}); "
                    f"{len(self.float_layers)} layer(s) in float, {len(self.reranged_layers)} re-ranged")
         return "\n".join(out)
 
@@ -110,7 +119,7 @@ def analyze(
     method: str = "entropy",
     alternatives: Union[str, Sequence[str], Mapping[str, Mapping[str, float]], None] = (
         "percentile", "mse", "minmax", "entropy"),
-    threshold: float = 0.99,
+    threshold: Optional[float] = None,
     metric: str = "cosine",
     calibration: Any = None,
     batch_size: Optional[int] = None,
@@ -135,16 +144,24 @@ def analyze(
     model : ONNX path or onnx.ModelProto
     data : calibration data (the forms :func:`trtcal.calibrate` reads)
     eval_data : evaluation data (default: ``data``)
-    method : the base ranges ('entropy', 'entropy:tensorrt', 'percentile:99.99', 'minmax', ...).
+    method : the base ranges: one method ('entropy', 'entropy:tensorrt', 'percentile:99.99',
+        'minmax', 'mse'); a method with several flavors or percentiles ('entropy', 'percentile')
+        uses the first. Several methods, or 'all', are refused (trtcal.compare ranks them).
     alternatives : method specs tried on marked layers ("mixed quantization"), or
         {label: {tensor: amax}} tables; None or () for none (marked layers go straight to float).
     threshold, metric : a layer is marked when, after enabling it, the worst model output's
-        ``metric`` ('cosine' similarity, or 'sqnr_db') is below ``threshold``.
+        ``metric`` ('cosine' similarity, or 'sqnr_db') is below ``threshold``. None: the
+        metric's default (:data:`DEFAULT_THRESHOLDS`: cosine 0.99, sqnr_db 20 dB).
     calibration : a CalibrationResult to reuse instead of a new statistics pass.
     out_dir : writes analyze.csv/.json, analyze.png, the table (analyze.table.json), the Q/DQ
         model (``out_qdq``, default ``<out_dir>/<model>.analyzed.qdq.onnx``), the cache and the
-        statistics checkpoint (so a re-run collects nothing either).
+        statistics checkpoint (so a re-run collects nothing either; one with other data or
+        settings discards the checkpoint, says so, and collects again).
     cache : True (``<out_dir>/analyze-cache.json``; off without out_dir), False, or a path.
+        False also leaves the statistics checkpoint unread (the pass is made again and the
+        checkpoint rewritten).
+    batch_size, max_samples, eval_samples, runner, evaluate, ``method``, ``alternatives`` and
+        ``eval_data`` (a path must exist) are checked before the statistics pass.
     evaluate : where the Q/DQ models run: 'auto' (TensorRT when its module is present, else
         ONNX Runtime), 'onnxruntime' or 'tensorrt'. The FP32 reference runs in ONNX Runtime.
 
@@ -153,40 +170,49 @@ def analyze(
     AnalysisResult
     """
     if metric not in METRICS:
-        raise ValueError(f"trtcal: metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        raise ValueError(f"trtcal: metric (--metric) must be one of {', '.join(METRICS)}, got {metric!r}")
+    given = threshold is not None
+    threshold = float(DEFAULT_THRESHOLDS[metric] if threshold is None else threshold)
+    if math.isnan(threshold):
+        raise ValueError("trtcal: threshold (--threshold) is NaN")
     if metric == "cosine" and not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"trtcal: a cosine threshold must be in [-1, 1], got {threshold}")
+        raise ValueError(f"trtcal: a cosine threshold (--threshold) must be in [-1, 1], got {threshold}")
     say = log or (lambda s: print(s, file=sys.stderr))
     notes: List[str] = []
+    base_v = _base_method(method)
+    alt_vs = parse_methods(alternatives) if alternatives and not isinstance(alternatives, Mapping) else []
+    # what would otherwise fail after the statistics pass is checked before it
+    ev.check_counts(batch_size, max_samples, eval_samples)
+    backend = ev.resolve_backend(evaluate)
+    if calibration is None:
+        if data is None:
+            raise ValueError("trtcal: analyze needs calibration data (data=...) or a calibration result")
+        ev.check_runner(runner)
+    eval_source = ev.open_eval_data(eval_data, preprocess, input_name)
     proto = ev.name_nodes(model)
     digest = model_digest(model)
+    say(f"trtcal: threshold: worst output {_METRIC_NAMES[metric]} >= {threshold:g}{_UNITS[metric]} "
+        + ("(given)" if given else f"(the default for {metric}; --threshold sets another)"))
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
     stem = os.path.splitext(os.path.basename(model))[0] if isinstance(model, (str, os.PathLike)) else "model"
     if calibration is None:
-        if data is None:
-            raise ValueError("trtcal: analyze needs calibration data (data=...) or a calibration result")
-        from .calibration import calibrate
-
         ck = os.path.join(out_dir, f"{stem}.trtcal-ckpt.npz") if out_dir else None
-        calibration = calibrate(model, data, method="minmax", batch_size=batch_size, max_samples=max_samples,
-                                preprocess=preprocess, input_name=input_name, runner=runner, bins=bins,
-                                checkpoint=ck, resume=bool(ck), progress=progress, log=say)
+        calibration = _statistics(model, data, ck, reuse=cache is not False and cache is not None, say=say,
+                                  batch_size=batch_size, max_samples=max_samples, preprocess=preprocess,
+                                  input_name=input_name, runner=runner, bins=bins, progress=progress)
     hists = calibration.histograms
 
-    base_v = parse_methods(method)
-    if len(base_v) != 1:
-        base_v = base_v[:1]
-    base, base_amax = _ranges(hists, base_v[0])
+    base, base_amax = _ranges(hists, base_v)
     if base_amax is None:
-        notes.append(f"{base_v[0].label} needs trtcal.compute_amax, which this build lacks: min-max ranges used")
+        notes.append(f"{base_v.label} needs trtcal.compute_amax, which this build lacks: min-max ranges used")
         say(f"trtcal: {notes[-1]}")
         base, base_amax = _ranges(hists, Variant("minmax"))
     alts: List[Tuple[str, Dict[str, float]]] = []
     if isinstance(alternatives, Mapping):
         alts = [(str(k), {n: float(a) for n, a in t.items() if a > 0 and math.isfinite(a)})
                 for k, t in alternatives.items()]
-    for v in (parse_methods(alternatives) if alternatives and not isinstance(alternatives, Mapping) else []):
+    for v in alt_vs:
         if v.label == base:
             continue
         label, amax = _ranges(hists, v)
@@ -212,9 +238,8 @@ def analyze(
     bs = ev.fixed_batch(reference.specs) or batch_size or 16
     if eval_data is None:
         notes.append("evaluated on the calibration data (pass eval_data / --eval-data for held-out samples)")
-    evalset = ev.EvalSet(data if eval_data is None else eval_data, reference.specs, bs, max_samples=eval_samples,
+    evalset = ev.EvalSet(data if eval_data is None else eval_source, reference.specs, bs, max_samples=eval_samples,
                          preprocess=preprocess, input_name=input_name)
-    backend = ev.resolve_backend(evaluate)
     notes.append(ev.backend_note(backend))
     cache_path = _cache_path(cache, out_dir)
     store = _Cache(cache_path, {"model": digest, "eval": evalset.digest, "format": CACHE_FORMAT,
@@ -286,6 +311,83 @@ def analyze(
     if out_dir or out_qdq:
         _write(res, out_dir, out_qdq or os.path.join(out_dir or ".", f"{stem}.analyzed.qdq.onnx"), plots, say)
     return res
+
+
+_METRIC_NAMES = {"cosine": "cosine similarity", "sqnr_db": "SQNR"}
+_KEPT = "trtcal: checkpoint kept at "
+_RESUME_HINT = re.compile(r"\(run again with --resume[^)]*\)")
+
+
+def _base_method(method: str) -> Variant:
+    """The one method of ``method`` (its first flavor or percentile when it has several)."""
+    variants = parse_methods(method)
+    names = list(dict.fromkeys(v.method for v in variants))
+    if len(names) != 1:
+        raise ValueError(f"trtcal: method (--method) takes one base method, e.g. entropy, entropy:tensorrt, "
+                         f"percentile:99.99, minmax or mse; got {method!r} ({', '.join(names)}). To rank every "
+                         "method run trtcal compare; --alternatives takes several (or 'all')")
+    return variants[0]
+
+
+def _analyze_log(say: Callable[[str], None]) -> Callable[[str], None]:
+    """calibrate's log as analyze shows it: analyze has no --resume (its checkpoint is a cache it
+    reuses by itself), so the lines about resuming by hand are dropped or reworded."""
+    def log(line: str) -> None:
+        if line.startswith(_KEPT):
+            return
+        say(_RESUME_HINT.sub("(analyze run again with this --out-dir continues from it)", line))
+    return log
+
+
+def _stale_checkpoint(exc: ValueError, path: str) -> Optional[str]:
+    """Why calibrate refused to resume the checkpoint at ``path`` (None: another error)."""
+    msg = str(exc)
+    if msg.startswith(f"trtcal: cannot resume from {path}:"):
+        changed = re.search(r"\(changed: ([^)]*)\)", msg)
+        return "statistics of other settings" + (f" (changed: {changed.group(1)})" if changed else "")
+    if msg.startswith(f"trtcal: {path} is not a"):
+        return "no statistics this trtcal reads"
+    return None
+
+
+def _statistics(model: Any, data: Any, ck: Optional[str], *, reuse: bool, say: Callable[[str], None],
+                **kw: Any) -> Any:
+    """The min-max statistics pass, with the checkpoint ``ck`` as its cache: resumed when
+    ``reuse`` and it holds these settings' statistics; discarded (said in one line) and collected
+    again when it holds others'; not read at all without ``reuse`` (then rewritten)."""
+    from .calibration import calibrate
+
+    log = _analyze_log(say)
+    if not (ck and reuse and os.path.exists(ck)):
+        return calibrate(model, data, method="minmax", checkpoint=ck, resume=False, log=log, **kw)
+    said: List[str] = []
+
+    def first_log(line: str) -> None:
+        said.append(line)
+        log(line)
+
+    try:
+        return calibrate(model, data, method="minmax", checkpoint=ck, resume=True, log=first_log, **kw)
+    except ValueError as exc:
+        why = _stale_checkpoint(exc, ck)
+        if why is None:
+            raise
+    say(f"trtcal: the statistics checkpoint {ck} holds {why}: discarded, collecting again")
+    try:
+        os.remove(ck)
+    except OSError:
+        pass  # the pass below overwrites it
+    repeat = iter(said)  # the lines the refused attempt printed before refusing are not printed twice
+    echoing = [True]
+
+    def again_log(line: str) -> None:
+        if echoing[0]:
+            if line == next(repeat, None):
+                return
+            echoing[0] = False
+        log(line)
+
+    return calibrate(model, data, method="minmax", checkpoint=ck, resume=False, log=again_log, **kw)
 
 
 def _no_int8(metric: str) -> float:
@@ -425,7 +527,7 @@ def plot(res: AnalysisResult, path: str) -> str:
     for dec, c in colors.items():
         idx = [x.index for x in res.layers if x.decision == dec]
         ax.scatter(idx, [ys[i] for i in idx], color=c, label=dec, zorder=2)
-    ax.axhline(res.threshold, color="k", ls="--", lw=1, label=f"threshold {res.threshold:g}")
+    ax.axhline(res.threshold, color="k", ls="--", lw=1, label=f"threshold {res.threshold:g}{_UNITS.get(res.metric, '')}")
     ax.set_xlabel("layer (graph order)")
     ax.set_ylabel(f"output {res.metric} vs FP32 after enabling")
     if n <= 40:

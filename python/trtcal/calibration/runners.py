@@ -239,8 +239,9 @@ class TensorRTRunner(Runner):
 
     def __init__(self, model: ModelLike, selection: TensorSelection = TensorSelection(), *,
                  batch_size: int = 1, workspace_gb: float = 4.0) -> None:
-        import tensorrt as trt
+        from ..tensorrt._runtime import load_tensorrt
 
+        trt = load_tensorrt("the TensorRT calibration runner (runner='tensorrt'; 'onnxruntime' runs without it)")
         self.trt = trt
         self._alloc = _DeviceAllocator()
         path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
@@ -383,7 +384,8 @@ class _DeviceAllocator:
             try:
                 import cupy
             except ImportError:
-                raise ImportError("trtcal: the TensorRT runner needs PyTorch or CuPy for device buffers") from None
+                raise RuntimeError("trtcal: the TensorRT runner needs PyTorch (with CUDA) or CuPy for its device "
+                                   "buffers; neither is usable here") from None
             self.torch = None
             self.cupy = cupy
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..sensitivity import DEFAULT_THRESHOLDS, METRICS
 from ._common import add_data_arguments, add_evaluation_arguments
 
 
@@ -15,17 +16,24 @@ def register(sub: "argparse._SubParsersAction") -> None:
         description="Enables INT8 one layer at a time in graph order, measures the outputs against FP32, and "
                     "keeps a layer in float when it drops the similarity below --threshold (later layers are "
                     "measured without it). Marked layers are first tried with other methods' ranges. Results "
-                    "are cached in --out-dir, so a re-run with another threshold reuses every measurement.")
+                    "and the statistics are cached in --out-dir, so a re-run with another threshold reuses "
+                    "every measurement (a re-run with other data or settings collects and measures again).")
     add_data_arguments(p)
-    p.add_argument("--method", default="entropy", help="base ranges, e.g. entropy, entropy:tensorrt, "
-                   "percentile:99.99, minmax (default entropy)")
+    p.add_argument("--method", default="entropy", help="base ranges: one method, e.g. entropy, entropy:tensorrt, "
+                   "percentile:99.99, minmax, mse (default entropy: its first flavor); 'all' is refused "
+                   "(trtcal compare ranks every method)")
     p.add_argument("--alternatives", default="percentile,mse,minmax,entropy",
-                   help="methods tried on marked layers (comma-separated; 'none' for none)")
-    p.add_argument("--threshold", type=float, default=0.99, help="minimum output similarity (default 0.99)")
-    p.add_argument("--metric", default="cosine", choices=["cosine", "sqnr_db"])
-    p.add_argument("--out-dir", default="trtcal-analyze", help="where results and the cache go")
+                   help="methods tried on marked layers (comma-separated, or 'all'; 'none' for none)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="minimum similarity of the worst model output; default per --metric: "
+                        + ", ".join(f"{m} {t:g}{' dB' if m == 'sqnr_db' else ''}" for m, t in DEFAULT_THRESHOLDS.items())
+                        + " (20 dB: noise power 1%% of the signal's, about cosine 0.995)")
+    p.add_argument("--metric", default="cosine", choices=list(METRICS),
+                   help="cosine similarity or SQNR in dB of the worst model output (default cosine)")
+    p.add_argument("--out-dir", default="trtcal-analyze", help="where results and the caches go")
     p.add_argument("--out-qdq", help="the Q/DQ model (default <out-dir>/<model>.analyzed.qdq.onnx)")
-    p.add_argument("--no-cache", action="store_true", help="measure everything again")
+    p.add_argument("--no-cache", action="store_true",
+                   help="collect the statistics and measure everything again (the caches are not read)")
     p.add_argument("--no-plots", action="store_true")
     add_evaluation_arguments(p)
     p.set_defaults(func=run)

@@ -13,8 +13,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser(
         "compare", help="which calibration method keeps the model accurate (one statistics pass, every method)",
         description="Collects the activation histograms once, computes every method's ranges (min-max; entropy "
-                    "flavors; percentile 99.9/99.99/99.999; MSE), runs each Q/DQ model in ONNX Runtime against "
-                    "the FP32 model and ranks the methods by output SQNR. Writes CSV/JSON, plots, one table per "
+                    "flavors; percentile 99.9/99.99/99.999; MSE), runs each Q/DQ model (in TensorRT or ONNX "
+                    "Runtime: see --evaluate) against the FP32 model (in ONNX Runtime) and ranks the methods by "
+                    "output SQNR. Writes CSV/JSON, plots, one table per "
                     "method and the recommended Q/DQ model to --out-dir.")
     add_data_arguments(p)
     p.add_argument("--methods", default="all",
