@@ -271,13 +271,10 @@ def compare(
     variants = parse_methods(methods)
     notes: List[str] = []
     # what would otherwise fail after the statistics pass is checked before it
-    ev.check_counts(batch_size, max_samples, eval_samples)
-    backend = ev.resolve_backend(evaluate)
-    if calibration is None:
-        if data is None:
-            raise ValueError("trtcal: compare needs calibration data (data=...) or a calibration result")
-        ev.check_runner(runner)
-    eval_source = ev.open_eval_data(eval_data, preprocess, input_name)
+    backend, eval_source = ev.check_before_pass("compare", calibration, data, batch_size=batch_size,
+                                                max_samples=max_samples, eval_samples=eval_samples,
+                                                evaluate=evaluate, runner=runner, eval_data=eval_data,
+                                                preprocess=preprocess, input_name=input_name)
     if calibration is None:
         from .calibration import calibrate
 

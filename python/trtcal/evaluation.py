@@ -74,6 +74,21 @@ def _require_device_arrays(what: str) -> None:
                            "installed (pip install torch)")
 
 
+def check_before_pass(what: str, calibration: Any, data: Any, *, batch_size: Any, max_samples: Any,
+                      eval_samples: Any, evaluate: str, runner: Any, eval_data: Any, preprocess: Any,
+                      input_name: Any) -> Tuple[str, Any]:
+    """What ``compare`` and ``analyze`` would otherwise find only after their statistics pass:
+    the counts, the evaluation backend, the runner, the evaluation data. Returns (backend,
+    opened evaluation source)."""
+    check_counts(batch_size, max_samples, eval_samples)
+    backend = resolve_backend(evaluate)
+    if calibration is None:
+        if data is None:
+            raise ValueError(f"trtcal: {what} needs calibration data (data=...) or a calibration result")
+        check_runner(runner)
+    return backend, open_eval_data(eval_data, preprocess, input_name)
+
+
 def check_counts(batch_size: Optional[int] = None, max_samples: Optional[int] = None,
                  eval_samples: Optional[int] = None) -> None:
     """Raises ValueError, before any work, for a batch size or sample count below 1 (None: the default)."""

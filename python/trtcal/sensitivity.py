@@ -182,13 +182,10 @@ def analyze(
     base_v = _base_method(method)
     alt_vs = parse_methods(alternatives) if alternatives and not isinstance(alternatives, Mapping) else []
     # what would otherwise fail after the statistics pass is checked before it
-    ev.check_counts(batch_size, max_samples, eval_samples)
-    backend = ev.resolve_backend(evaluate)
-    if calibration is None:
-        if data is None:
-            raise ValueError("trtcal: analyze needs calibration data (data=...) or a calibration result")
-        ev.check_runner(runner)
-    eval_source = ev.open_eval_data(eval_data, preprocess, input_name)
+    backend, eval_source = ev.check_before_pass("analyze", calibration, data, batch_size=batch_size,
+                                                max_samples=max_samples, eval_samples=eval_samples,
+                                                evaluate=evaluate, runner=runner, eval_data=eval_data,
+                                                preprocess=preprocess, input_name=input_name)
     proto = ev.name_nodes(model)
     digest = model_digest(model)
     say(f"trtcal: threshold: worst output {_METRIC_NAMES[metric]} >= {threshold:g}{_UNITS[metric]} "
