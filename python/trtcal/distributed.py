@@ -800,7 +800,7 @@ def load_states(path: str) -> Tuple[Dict[str, Collector], Dict[str, Any]]:
             raise _not_ours(path, f"a calibrate checkpoint of version {version!r}; this trtcal reads version "
                                   f"{ckpt.VERSION}")
         try:
-            data = ckpt.load(path)
+            data = ckpt.parse(path, doc, counts)
             for n, s in data["stats_state"]["collectors"].items():
                 out[n] = HistogramCollector.from_state_dict(s)
         except (KeyError, TypeError, IndexError) as exc:

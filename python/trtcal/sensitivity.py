@@ -311,7 +311,6 @@ def analyze(
 
 
 _METRIC_NAMES = {"cosine": "cosine similarity", "sqnr_db": "SQNR"}
-_KEPT = "trtcal: checkpoint kept at "
 _RESUME_HINT = re.compile(r"\(run again with --resume[^)]*\)")
 
 
@@ -328,23 +327,10 @@ def _base_method(method: str) -> Variant:
 
 def _analyze_log(say: Callable[[str], None]) -> Callable[[str], None]:
     """calibrate's log as analyze shows it: analyze has no --resume (its checkpoint is a cache it
-    reuses by itself), so the lines about resuming by hand are dropped or reworded."""
+    reuses by itself), so the hint to resume by hand is reworded."""
     def log(line: str) -> None:
-        if line.startswith(_KEPT):
-            return
         say(_RESUME_HINT.sub("(analyze run again with this --out-dir continues from it)", line))
     return log
-
-
-def _stale_checkpoint(exc: ValueError, path: str) -> Optional[str]:
-    """Why calibrate refused to resume the checkpoint at ``path`` (None: another error)."""
-    msg = str(exc)
-    if msg.startswith(f"trtcal: cannot resume from {path}:"):
-        changed = re.search(r"\(changed: ([^)]*)\)", msg)
-        return "statistics of other settings" + (f" (changed: {changed.group(1)})" if changed else "")
-    if msg.startswith(f"trtcal: {path} is not a"):
-        return "no statistics this trtcal reads"
-    return None
 
 
 def _statistics(model: Any, data: Any, ck: Optional[str], *, reuse: bool, say: Callable[[str], None],
@@ -353,38 +339,19 @@ def _statistics(model: Any, data: Any, ck: Optional[str], *, reuse: bool, say: C
     ``reuse`` and it holds these settings' statistics; discarded (said in one line) and collected
     again when it holds others'; not read at all without ``reuse`` (then rewritten)."""
     from .calibration import calibrate
+    from .calibration.checkpoint import StaleCheckpointError
 
     log = _analyze_log(say)
-    if not (ck and reuse and os.path.exists(ck)):
-        return calibrate(model, data, method="minmax", checkpoint=ck, resume=False, log=log, **kw)
-    said: List[str] = []
-
-    def first_log(line: str) -> None:
-        said.append(line)
-        log(line)
-
-    try:
-        return calibrate(model, data, method="minmax", checkpoint=ck, resume=True, log=first_log, **kw)
-    except ValueError as exc:
-        why = _stale_checkpoint(exc, ck)
-        if why is None:
-            raise
-    say(f"trtcal: the statistics checkpoint {ck} holds {why}: discarded, collecting again")
-    try:
-        os.remove(ck)
-    except OSError:
-        pass  # the pass below overwrites it
-    repeat = iter(said)  # the lines the refused attempt printed before refusing are not printed twice
-    echoing = [True]
-
-    def again_log(line: str) -> None:
-        if echoing[0]:
-            if line == next(repeat, None):
-                return
-            echoing[0] = False
-        log(line)
-
-    return calibrate(model, data, method="minmax", checkpoint=ck, resume=False, log=again_log, **kw)
+    if ck and reuse and os.path.exists(ck):
+        try:  # a refused checkpoint is refused before calibrate prints its setup
+            return calibrate(model, data, method="minmax", checkpoint=ck, resume=True, log=log, **kw)
+        except StaleCheckpointError as exc:
+            say(f"trtcal: the statistics checkpoint {ck} holds {exc.reason}: discarded, collecting again")
+        try:
+            os.remove(ck)
+        except OSError:
+            pass  # the pass below overwrites it
+    return calibrate(model, data, method="minmax", checkpoint=ck, resume=False, log=log, **kw)
 
 
 def _no_int8(metric: str) -> float:

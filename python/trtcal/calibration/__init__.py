@@ -189,8 +189,8 @@ def calibrate(
     methods = _methods(method)
     flavors = outputs.method_flavors(methods, flavor)  # before any data is read
     signed = outputs.needs_signed(flavors)
-    _check_settings(methods, flavors, params, int(bins), checkpoint_every, max_samples)
-    percentile = _percentile(methods, flavors, params)  # the one used, default or given (checked)
+    # the percentile used (default or given), for the provenance
+    percentile = _check_settings(methods, flavors, params, int(bins), checkpoint_every, max_samples)
     demo = model is None
     if not demo and out_dir is not None:
         raise ValueError("trtcal: out_dir is where the demo (no model) writes; with a model, give each output's path")
@@ -254,18 +254,6 @@ def calibrate(
 
             checkpoint = rank_path(checkpoint, rank, world)
         say(f"trtcal: rank {rank} of {world}: {_shard_text(source)}")
-    say("trtcal: model inputs: " + "; ".join(s.describe() for s in specs))
-    for note in getattr(source, "notes", None) or []:
-        say("trtcal: " + note)
-    pre = getattr(source, "preprocess", None)
-    if pre is not None:
-        say(f"trtcal: preprocessing: {pre.describe()}  (make sure inference does exactly the same)")
-    if source.batched and batch_size_given and fixed_batch is None:
-        say("trtcal: batch_size applies to files and arrays; the batches of an iterable are run as it gives them")
-    batching = "batches as the data gives them" if source.batched else f"batch {batch_size}"
-    say(f"trtcal: calibrating {len(run.tensors)} tensors with {type(run).__name__} "
-        f"({batching}; methods {', '.join(methods)})")
-
     digest = model_digest(model) if not isinstance(runner, Runner) or model is not None else "runner"
     config = {"model": digest, "data": source.fingerprint(), "batch_size": batch_size, "bins": int(bins),
               "tensors": list(run.tensors), "runner": run.describe().get("runner", type(run).__name__),
@@ -290,6 +278,18 @@ def calibrate(
             say(f"trtcal: resuming from {checkpoint}: {used} samples in {nbatches} batches already collected")
         else:
             say(f"trtcal: no checkpoint at {checkpoint}; starting from the beginning")
+    # the run's setup, once the checkpoint (if any) was accepted
+    say("trtcal: model inputs: " + "; ".join(s.describe() for s in specs))
+    for note in getattr(source, "notes", None) or []:
+        say("trtcal: " + note)
+    pre = getattr(source, "preprocess", None)
+    if pre is not None:
+        say(f"trtcal: preprocessing: {pre.describe()}  (make sure inference does exactly the same)")
+    if source.batched and batch_size_given and fixed_batch is None:
+        say("trtcal: batch_size applies to files and arrays; the batches of an iterable are run as it gives them")
+    batching = "batches as the data gives them" if source.batched else f"batch {batch_size}"
+    say(f"trtcal: calibrating {len(run.tensors)} tensors with {type(run).__name__} "
+        f"({batching}; methods {', '.join(methods)})")
 
     def save(done: bool = False) -> None:
         if checkpoint:
@@ -419,9 +419,6 @@ def calibrate(
         for p in report_mod.write(report, result):
             result.files.setdefault("report", p)
         say(f"trtcal: report written to {report}")
-    if checkpoint and os.path.exists(checkpoint) and shard is None:
-        say(f"trtcal: checkpoint kept at {checkpoint}: --resume writes outputs again (another method, other "
-            "files) with no inference pass; delete it when done")
     for line in result.next_steps:
         say(line)
     return result
@@ -525,9 +522,10 @@ def _write_outputs(result: CalibrationResult, model: Any, methods: List[str], ou
 
 def _check_settings(methods: Sequence[str], flavors: Mapping[str, Optional[str]],
                     params: Optional[Mapping[str, Any]], bins: int, checkpoint_every: int,
-                    max_samples: Optional[int]) -> None:
+                    max_samples: Optional[int]) -> Optional[float]:
     """What would otherwise fail after the whole pass: per-method parameters, the bin count the
-    searches need, the checkpoint period, max_samples."""
+    searches need, the checkpoint period, max_samples. Returns the percentile the percentile
+    method will use (its flavor's default unless given), None without that method."""
     from ..range_search import _spec
 
     for m, given in (params or {}).items():
@@ -537,6 +535,7 @@ def _check_settings(methods: Sequence[str], flavors: Mapping[str, Optional[str]]
         if not isinstance(given, Mapping):
             raise ValueError(f"trtcal: params[{m!r}] must be a mapping of parameters, e.g. "
                              "{'percentile': {'percentile': 99.9}}; got " + repr(given))
+    percentile = None
     for m in methods:
         if m == "minmax":
             continue
@@ -548,25 +547,15 @@ def _check_settings(methods: Sequence[str], flavors: Mapping[str, Optional[str]]
             raise ValueError(f"trtcal: bins={bins} is too few for the entropy search: its first candidate is bin "
                              f"{spec.start_bin}, and the searched bins (up to the amax) can be only half of them; "
                              f"use bins >= {2 * int(spec.start_bin)} (2048 is TensorRT's)")
-        if m == "percentile" and not float(spec.percentile) > 0:
-            raise ValueError(f"trtcal: the percentile must be in (0, 100], got {spec.percentile}")
+        if m == "percentile":
+            percentile = float(spec.percentile)
+            if not percentile > 0:
+                raise ValueError(f"trtcal: the percentile must be in (0, 100], got {spec.percentile}")
     if int(checkpoint_every) < 1:
         raise ValueError(f"trtcal: checkpoint_every must be >= 1 batch, got {checkpoint_every}")
     if max_samples is not None and int(max_samples) < 1:
         raise ValueError(f"trtcal: max_samples must be >= 1, got {max_samples}")
-
-
-def _percentile(methods: Sequence[str], flavors: Mapping[str, Optional[str]],
-                params: Optional[Mapping[str, Any]]) -> Optional[float]:
-    """The percentile the percentile method will use (its flavor's default unless given), for
-    the provenance; its parameters are checked here, before the pass."""
-    if "percentile" not in methods:
-        return None
-    from ..range_search import _spec
-
-    given = params.get("percentile") if params else None
-    spec = _spec("percentile", flavors.get("percentile"), dict(given) if isinstance(given, Mapping) else {})
-    return float(spec.percentile)
+    return percentile
 
 
 def _check_onnx(model: Any) -> None:

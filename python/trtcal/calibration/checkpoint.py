@@ -47,6 +47,16 @@ def save(path: str, *, config: Mapping[str, Any], stats_state: Mapping[str, Any]
     atomic_savez(path, ".trtcal-ckpt-", meta=blob, counts=counts)
 
 
+class StaleCheckpointError(ValueError):
+    """A checkpoint that cannot be resumed: unreadable, not a checkpoint, or written with other
+    settings. ``reason`` says which in a few words (callers that treat the checkpoint as a cache,
+    like ``trtcal analyze``, discard it and collect again)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def load(path: str, config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Reads a checkpoint; with ``config``, refuses one written for different settings.
 
@@ -58,18 +68,26 @@ def load(path: str, config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any
             counts = np.array(z["counts"], dtype=np.int64)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
         why = "it holds Python objects (pickles), which trtcal never writes" if "pickle" in str(exc) else exc
-        raise ValueError(f"trtcal: {path} is not a readable trtcal checkpoint (damaged or another kind of file: "
-                         f"{why}); delete it, or rerun without --resume") from None
+        raise StaleCheckpointError(f"trtcal: {path} is not a readable trtcal checkpoint (damaged or another kind "
+                                   f"of file: {why}); delete it, or rerun without --resume",
+                                   "no statistics this trtcal reads") from None
+    return parse(path, meta, counts, config)
+
+
+def parse(path: str, meta: Mapping[str, Any], counts: np.ndarray,
+          config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """:func:`load` on a checkpoint's ``meta`` (parsed JSON) and ``counts`` already read from ``path``."""
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise ValueError(f"trtcal: {path} is not a trtcal calibration checkpoint of version {VERSION}")
+        raise StaleCheckpointError(f"trtcal: {path} is not a trtcal calibration checkpoint of version {VERSION}",
+                                   "no statistics this trtcal reads")
     if config is not None and meta["config_hash"] != config_hash(config):
         changed = sorted(k for k in set(config) | set(meta["config"])
                          if json.dumps(config.get(k), sort_keys=True, default=str)
                          != json.dumps(meta["config"].get(k), sort_keys=True, default=str))
-        raise ValueError(
+        raise StaleCheckpointError(
             f"trtcal: cannot resume from {path}: it was written with different settings "
-            f"(changed: {', '.join(changed) or 'unknown'}). Delete it or rerun without --resume."
-        )
+            f"(changed: {', '.join(changed) or 'unknown'}). Delete it or rerun without --resume.",
+            f"statistics of other settings (changed: {', '.join(changed) or 'unknown'})")
     collectors = {}
     for i, n in enumerate(meta["names"]):
         s = dict(meta["states"][n])

@@ -185,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
         return 0  # rank 0 prints for the job
     if args.shard:
         return 0
+    if checkpoint and os.path.exists(checkpoint):
+        say(f"trtcal: checkpoint kept at {checkpoint}: --resume writes outputs again (another method, other "
+            "files) with no inference pass; delete it when done")
     _report(args, result)
     return 0
 
