@@ -14,10 +14,21 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def _gpu_skip_reason() -> str:
+    """Why the GPU tests cannot run here, in the words that fit this machine."""
+    if not _has_module("trtcal._C"):
+        return ("this trtcal has no compiled CUDA kernels (built without nvcc, or imported from "
+                "a source tree): install the CUDA toolkit and reinstall on a GPU machine")
+    return "trtcal's CUDA kernels are built but no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES)"
+
+
 def pytest_collection_modifyitems(config, items):
     gpu_ok = trtcal.cuda_available()
-    gpu_skip = pytest.mark.skip(reason="needs a CUDA GPU and trtcal built with nvcc (trtcal.cuda_available() is False)")
-    trt_skip = pytest.mark.skip(reason="needs the tensorrt Python module (TensorRT cannot be installed on this machine)")
+    gpu_skip = pytest.mark.skip(reason=_gpu_skip_reason())
+    trt_skip = pytest.mark.skip(
+        reason="the tensorrt Python module is not installed "
+        "(pip install tensorrt, from PyPI or NVIDIA's index, on a machine with an NVIDIA GPU)"
+    )
     for item in items:
         if "gpu" in item.keywords and not gpu_ok:
             item.add_marker(gpu_skip)

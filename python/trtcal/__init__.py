@@ -27,6 +27,26 @@ from .table import CalibrationTable
 
 __version__ = "0.1.0"
 
+# The subpackages that need an optional dependency (onnx, torch, tensorrt) load on first
+# attribute access (PEP 562), so ``import trtcal`` stays light and ``trtcal.onnx.quantize``,
+# ``trtcal.torch.collect`` and ``trtcal.tensorrt.EntropyCalibrator2`` work without importing
+# the subpackage first. Their own imports of onnx/torch/tensorrt happen when a function is called.
+_LAZY_SUBMODULES = ("onnx", "torch", "tensorrt", "distributed", "cli")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+
 __all__ = [
     "CUDAUnavailableError",
     "CalibrationTable",
