@@ -55,6 +55,7 @@ __all__ = [
     "MinMaxCollector",
     "RangeSearchResult",
     "TensorRange",
+    "__version__",
     "amax",
     "analyze",
     "calibrate",
@@ -71,5 +72,4 @@ __all__ = [
     "silu_int8",
     "silu_int8_table",
     "silu_int8_to_float",
-    "__version__",
 ]
