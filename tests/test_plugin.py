@@ -28,10 +28,11 @@ def _harness() -> str:
     env = os.environ.get("TRTCAL_PLUGIN_HARNESS")
     if env:
         return env
-    found = glob.glob(str(REPO / "build" / "*" / "csrc" / "plugin" / "trtcal_plugin_harness"))
+    found = (glob.glob(str(REPO / "build" / "*" / "core" / "csrc" / "plugin" / "trtcal_plugin_harness"))
+             + glob.glob(str(REPO / "build" / "*" / "csrc" / "plugin" / "trtcal_plugin_harness")))
     if not found:
         pytest.skip("trtcal_plugin_harness not found: it is built with the plugin (TensorRT headers found) in "
-                    "build/<wheel tag>/csrc/plugin/; or set TRTCAL_PLUGIN_HARNESS")
+                    "build/<wheel tag>/core/csrc/plugin/; or set TRTCAL_PLUGIN_HARNESS")
     return max(found, key=os.path.getmtime)
 
 
