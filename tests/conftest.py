@@ -18,7 +18,8 @@ def _gpu_skip_reason() -> str:
     if not _has_module("trtcal._C"):
         return ("this trtcal has no compiled CUDA kernels (built without nvcc, or imported from "
                 "a source tree): install the CUDA toolkit and reinstall on a GPU machine")
-    return "trtcal's CUDA kernels are built but no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES)"
+    return ("trtcal's CUDA kernels are built but no CUDA GPU is visible "
+            "(driver, CUDA_VISIBLE_DEVICES)")
 
 
 def pytest_collection_modifyitems(config, items):

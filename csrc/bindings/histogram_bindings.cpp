@@ -2,11 +2,13 @@
 #include <pybind11/numpy.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <vector>
 
 #include "common.h"
+#include "workspace.h"
 #include "kernels/histogram.h"
 #include "kernels/minmax.h"
 #include "stream_order.h"
@@ -23,6 +25,24 @@ uint32_t float_to_bits(float f) {
   uint32_t b;
   std::memcpy(&b, &f, 4);
   return b;
+}
+
+// The host form of a histogram state (HistogramState.read and histogram_once).
+py::dict state_to_dict(const HistogramState& s, py::object counts) {
+  py::dict d;
+  d["bins"] = s.nbins;
+  d["signed"] = bool(s.is_signed);
+  d["exponent"] = s.has_range ? py::object(py::int_(s.exponent)) : py::object(py::none());
+  d["amax"] = bits_to_float(s.amax_bits);
+  const bool any = s.min_ordered != 0xffffffffu;
+  d["min"] = any ? py::object(py::float_(ordered_to_float_host(s.min_ordered))) : py::object(py::none());
+  d["max"] = any ? py::object(py::float_(ordered_to_float_host(s.max_ordered))) : py::object(py::none());
+  d["finite"] = s.finite;
+  d["nan"] = s.nonfinite[0];
+  d["posinf"] = s.nonfinite[1];
+  d["neginf"] = s.nonfinite[2];
+  d["counts"] = counts;
+  return d;
 }
 
 class HistogramStateBinding {
@@ -80,20 +100,7 @@ class HistogramStateBinding {
                                         cudaMemcpyDeviceToHost, cs));
       TRTCAL_CHECK_CUDA(cudaStreamSynchronize(cs));
     }
-    py::dict d;
-    d["bins"] = s.nbins;
-    d["signed"] = bool(s.is_signed);
-    d["exponent"] = s.has_range ? py::object(py::int_(s.exponent)) : py::object(py::none());
-    d["amax"] = bits_to_float(s.amax_bits);
-    const bool any = s.min_ordered != 0xffffffffu;
-    d["min"] = any ? py::object(py::float_(ordered_to_float_host(s.min_ordered))) : py::object(py::none());
-    d["max"] = any ? py::object(py::float_(ordered_to_float_host(s.max_ordered))) : py::object(py::none());
-    d["finite"] = s.finite;
-    d["nan"] = s.nonfinite[0];
-    d["posinf"] = s.nonfinite[1];
-    d["neginf"] = s.nonfinite[2];
-    d["counts"] = counts;
-    return d;
+    return state_to_dict(s, counts);
   }
 
   void load(int exponent, bool has_range, float amax, py::object vmin, py::object vmax,
@@ -276,6 +283,65 @@ void update_many(py::list states, py::list ptrs, py::list dtypes, py::list sizes
   for (size_t i = 0; i < n; ++i) hs[i]->order().after_shared(stream, done);
 }
 
+py::dict read_states(py::list states, uintptr_t stream, int device) {
+  const size_t n = states.size();
+  std::vector<HistogramStateBinding*> hs(n);
+  for (size_t i = 0; i < n; ++i) {
+    hs[i] = states[i].cast<HistogramStateBinding*>();
+    TRTCAL_CHECK_ARG(hs[i]->device() == device, "trtcal: histogram_read_states: states must live on one device");
+  }
+  std::vector<HistogramState> st(n);
+  if (n) {
+    py::gil_scoped_release nogil;
+    DeviceGuard g(device);
+    for (size_t i = 0; i < n; ++i) hs[i]->order().before(stream);
+    Workspace& ws = Workspace::get(device);
+    std::lock_guard<std::mutex> lock(ws.mutex());
+    const size_t ptr_bytes = align256(sizeof(void*) * n);
+    const size_t st_bytes = sizeof(HistogramState) * n;
+    char* d = static_cast<char*>(ws.device(ptr_bytes + st_bytes));
+    char* h = static_cast<char*>(ws.pinned(ptr_bytes + st_bytes));
+    auto** src = reinterpret_cast<const HistogramState**>(h);
+    for (size_t i = 0; i < n; ++i) src[i] = hs[i]->state_ptr();
+    cudaStream_t s = as_stream(stream);
+    TRTCAL_CHECK_CUDA(cudaMemcpyAsync(d, h, sizeof(void*) * n, cudaMemcpyHostToDevice, s));
+    TRTCAL_CHECK_CUDA(histogram_gather_states(reinterpret_cast<const HistogramState* const*>(d),
+                                              reinterpret_cast<HistogramState*>(d + ptr_bytes), (int32_t)n, s));
+    TRTCAL_CHECK_CUDA(cudaMemcpyAsync(h + ptr_bytes, d + ptr_bytes, st_bytes, cudaMemcpyDeviceToHost, s));
+    TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+    std::memcpy(st.data(), h + ptr_bytes, st_bytes);
+  }
+  py::array_t<int32_t> exponent(n);
+  py::array_t<bool> has_range(n);
+  py::array_t<float> amax(n);
+  py::array_t<double> vmin(n), vmax(n);
+  py::array_t<uint64_t> finite(n), nan(n), posinf(n), neginf(n);
+  for (size_t i = 0; i < n; ++i) {
+    const HistogramState& s = st[i];
+    exponent.mutable_at(i) = s.exponent;
+    has_range.mutable_at(i) = s.has_range != 0;
+    amax.mutable_at(i) = bits_to_float(s.amax_bits);
+    const bool any = s.min_ordered != 0xffffffffu;
+    vmin.mutable_at(i) = any ? ordered_to_float_host(s.min_ordered) : NAN;
+    vmax.mutable_at(i) = any ? ordered_to_float_host(s.max_ordered) : NAN;
+    finite.mutable_at(i) = s.finite;
+    nan.mutable_at(i) = s.nonfinite[0];
+    posinf.mutable_at(i) = s.nonfinite[1];
+    neginf.mutable_at(i) = s.nonfinite[2];
+  }
+  py::dict d;
+  d["exponent"] = exponent;
+  d["has_range"] = has_range;
+  d["amax"] = amax;
+  d["min"] = vmin;
+  d["max"] = vmax;
+  d["finite"] = finite;
+  d["nan"] = nan;
+  d["posinf"] = posinf;
+  d["neginf"] = neginf;
+  return d;
+}
+
 }  // namespace
 
 void init_histogram_bindings(py::module_& m) {
@@ -311,17 +377,57 @@ void init_histogram_bindings(py::module_& m) {
     {
       py::gil_scoped_release nogil;
       DeviceGuard g(device);
-      DeviceBuffer buf(8 * ((size_t)nbins + 4), device);
-      auto* c = static_cast<unsigned long long*>(buf.data());
+      Workspace& ws = Workspace::get(device);
+      std::lock_guard<std::mutex> lock(ws.mutex());
+      const size_t bytes = 8 * ((size_t)nbins + 4);
+      auto* c = static_cast<unsigned long long*>(ws.device(bytes));
+      auto* h = static_cast<unsigned long long*>(ws.pinned(bytes));
       cudaStream_t s = as_stream(stream);
-      TRTCAL_CHECK_CUDA(cudaMemsetAsync(c, 0, buf.nbytes(), s));
+      TRTCAL_CHECK_CUDA(cudaMemsetAsync(c, 0, bytes, s));
       TRTCAL_CHECK_CUDA(histogram_fixed_range(as_ptr<const void>(x), t, n, range, nbins, is_signed, c, c + nbins, s));
-      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(counts.mutable_data(), c, 8 * (size_t)nbins, cudaMemcpyDeviceToHost, s));
-      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(stats.mutable_data(), c + nbins, 32, cudaMemcpyDeviceToHost, s));
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(h, c, bytes, cudaMemcpyDeviceToHost, s));
       TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+      std::memcpy(counts.mutable_data(), h, 8 * (size_t)nbins);
+      std::memcpy(stats.mutable_data(), h + nbins, 32);
     }
     return py::make_tuple(counts, stats);
   });
+  // One-shot streaming-grid histogram (what a fresh HistogramState gives after one update),
+  // in the cached workspace: no allocation, one copy back; waits. Returns HistogramState.read's dict.
+  m.def("histogram_once", [](uintptr_t x, int dtype, size_t n, int32_t nbins, bool is_signed, uintptr_t stream,
+                             int device) {
+    const DType t = as_float_dtype(dtype);
+    TRTCAL_CHECK_ARG(nbins >= 1 && nbins <= kMaxHistogramBins, "trtcal: bins must be in [1, 2^24]");
+    TRTCAL_CHECK_ARG(!is_signed || nbins % 2 == 0, "trtcal: a signed histogram needs an even number of bins");
+    py::array_t<int64_t> counts(nbins);
+    HistogramState st{};
+    {
+      py::gil_scoped_release nogil;
+      DeviceGuard g(device);
+      Workspace& ws = Workspace::get(device);
+      std::lock_guard<std::mutex> lock(ws.mutex());
+      const size_t counts_off = align256(sizeof(HistogramState));
+      const size_t scratch_off = align256(counts_off + 8 * (size_t)nbins);
+      char* d = static_cast<char*>(ws.device(scratch_off + 8 * (size_t)nbins));
+      char* h = static_cast<char*>(ws.pinned(counts_off + 8 * (size_t)nbins));
+      auto* state = reinterpret_cast<HistogramState*>(d);
+      auto* c = reinterpret_cast<unsigned long long*>(d + counts_off);
+      auto* scratch = reinterpret_cast<unsigned long long*>(d + scratch_off);
+      cudaStream_t s = as_stream(stream);
+      TRTCAL_CHECK_CUDA(histogram_state_init(state, c, nbins, is_signed, s));
+      TRTCAL_CHECK_CUDA(histogram_update(as_ptr<const void>(x), t, n, state, c, scratch, nbins, is_signed, s));
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(h, d, counts_off + 8 * (size_t)nbins, cudaMemcpyDeviceToHost, s));
+      TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+      std::memcpy(&st, h, sizeof(st));
+      std::memcpy(counts.mutable_data(), h + counts_off, 8 * (size_t)nbins);
+    }
+    return state_to_dict(st, counts);
+  }, py::arg("ptr"), py::arg("dtype"), py::arg("n"), py::arg("bins"), py::arg("signed"), py::arg("stream"),
+     py::arg("device"));
+  // The states (not the counts) of many histograms on one device in one gather and one copy;
+  // waits. Returns arrays (exponent int32, has_range bool, amax float32, min/max float64 (NaN
+  // when no finite value), finite/nan/posinf/neginf uint64), one entry per state.
+  m.def("histogram_read_states", &read_states, py::arg("states"), py::arg("stream"), py::arg("device"));
 }
 
 }  // namespace trtcal

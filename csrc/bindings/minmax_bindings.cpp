@@ -1,9 +1,13 @@
 // Min/max per tensor and per channel: a one-shot call and a streaming state.
 #include <pybind11/numpy.h>
 
+#include <cmath>
+#include <cstring>
 #include <memory>
+#include <vector>
 
 #include "common.h"
+#include "workspace.h"
 #include "kernels/minmax.h"
 #include "stream_order.h"
 
@@ -79,9 +83,65 @@ class MinMaxState {
   DeviceBuffer buf_;
 };
 
+// NaN for an identity (no finite value), else the float value.
+double decode_ordered(uint32_t o) {
+  return (o == 0xffffffffu || o == 0u) ? std::nan("") : (double)ordered_to_float_host(o);
+}
+
+// One-shot min/max in the device's cached workspace: reset, one pass, one copy back; waits.
+// Returns (lo, hi, nan, posinf, neginf): floats when channels == 1, else float64 arrays; NaN
+// marks a channel with no finite value.
+py::tuple minmax_once(uintptr_t x, int dtype, int64_t outer, int64_t channels, int64_t inner, uintptr_t stream,
+                      int device) {
+  const DType t = as_float_dtype(dtype);
+  TRTCAL_CHECK_ARG(channels >= 1, "trtcal: channels must be >= 1");
+  const size_t nf_off = ((size_t)channels * 8 + 7) / 8 * 8;
+  const size_t bytes = nf_off + 3 * sizeof(unsigned long long);
+  std::vector<uint32_t> ordered(channels == 1 ? 0 : 2 * (size_t)channels);
+  uint32_t lo1 = 0, hi1 = 0;
+  unsigned long long nf[3] = {0, 0, 0};
+  {
+    py::gil_scoped_release nogil;
+    DeviceGuard g(device);
+    Workspace& ws = Workspace::get(device);
+    std::lock_guard<std::mutex> lock(ws.mutex());
+    char* d = static_cast<char*>(ws.device(bytes));
+    char* h = static_cast<char*>(ws.pinned(bytes));
+    auto* mins = reinterpret_cast<uint32_t*>(d);
+    auto* nfd = reinterpret_cast<unsigned long long*>(d + nf_off);
+    cudaStream_t s = as_stream(stream);
+    TRTCAL_CHECK_CUDA(minmax_reset(mins, mins + channels, channels, nfd, s));
+    TRTCAL_CHECK_CUDA(minmax_accumulate(as_ptr<const void>(x), t, outer, channels, inner, mins, mins + channels,
+                                        nfd, s));
+    TRTCAL_CHECK_CUDA(cudaMemcpyAsync(h, d, bytes, cudaMemcpyDeviceToHost, s));
+    TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+    const auto* ho = reinterpret_cast<const uint32_t*>(h);
+    if (channels == 1) {
+      lo1 = ho[0];
+      hi1 = ho[1];
+    } else {
+      std::memcpy(ordered.data(), ho, ordered.size() * sizeof(uint32_t));
+    }
+    std::memcpy(nf, h + nf_off, sizeof(nf));
+  }
+  if (channels == 1)
+    return py::make_tuple(decode_ordered(lo1), decode_ordered(hi1), nf[0], nf[1], nf[2]);
+  py::array_t<double> lo(channels), hi(channels);
+  double* lp = lo.mutable_data();
+  double* hp = hi.mutable_data();
+  for (int64_t c = 0; c < channels; ++c) {
+    lp[c] = decode_ordered(ordered[c]);
+    hp[c] = decode_ordered(ordered[channels + c]);
+  }
+  return py::make_tuple(lo, hi, nf[0], nf[1], nf[2]);
+}
+
 }  // namespace
 
 void init_minmax_bindings(py::module_& m) {
+  m.def("minmax_once", &minmax_once, py::arg("ptr"), py::arg("dtype"), py::arg("outer"), py::arg("channels"),
+        py::arg("inner"), py::arg("stream"), py::arg("device"),
+        "One-shot min/max in the cached workspace (no allocation); waits");
   py::class_<MinMaxState>(m, "MinMaxState")
       .def(py::init<int64_t, int>(), py::arg("channels"), py::arg("device"))
       .def("reset", &MinMaxState::reset, py::arg("stream"))

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common.h"
+#include "workspace.h"
 #include "kernels/range_search.h"
 #include "kernels/select.h"
 
@@ -38,88 +39,204 @@ class PrivateStream {
   cudaStream_t s_{};
 };
 
+// The launch of one method over many tensors, as built on the host: parameters, one
+// descriptor per tensor and the tensor of each block.
+struct PlanLayout {
+  RangeParams p{};
+  std::vector<RangeTensor> desc;
+  std::vector<int32_t> block_tensor;
+  int32_t ntensors = 0, nblocks = 0;
+  long long curve_len = 0;
+
+  // Byte offsets of the parts of one device allocation.
+  size_t map_off() const { return align256(sizeof(RangeTensor) * desc.size()); }
+  size_t out_off() const { return align256(map_off() + sizeof(int32_t) * block_tensor.size()); }
+  size_t cnt_off() const { return align256(out_off() + sizeof(RangeChoice) * desc.size()); }
+  size_t curve_off() const { return align256(cnt_off() + sizeof(unsigned int) * desc.size()); }
+  size_t total() const { return curve_off() + sizeof(double) * (size_t)std::max<long long>(curve_len, 1); }
+};
+
+// Launch shape. `group` threads work on one candidate and a block takes `chunk` candidates
+// of one tensor. group: proportional entropy splits levels over `group` warps (a power of
+// two dividing threads/32), MSE splits bins over `group` adjacent lanes (<= 32), ONNX Runtime
+// entropy keeps one thread per candidate (its loop is ORT's serial smoothing); an explicit
+// group is clamped to what the method allows (`shape` reports the result). Auto (0): the
+// smallest group that keeps kBlocksPerSm * SMs blocks' worth of threads busy (the largest
+// for one or a few tensors, 1 for many: no partial sums to combine), and a chunk giving about
+// kBlocksPerSm blocks per SM over all tensors, at least one round of the block's candidate
+// slots and at most kRangeMaxChunk (so many tensors get few blocks each and load their
+// histogram few times); ONNX Runtime entropy: chunk = threads, as before v2. Percentile runs
+// one block per tensor and ignores both.
+void choose_shape(RangeParams& p, int device, long long total_cand, int group, int chunk) {
+  constexpr long long kBlocksPerSm = 4;
+  if (p.method == kRangePercentile) return;
+  static int sm_count[64] = {0};  // per device, asked once
+  int sms = device >= 0 && device < 64 ? sm_count[device] : 0;
+  if (sms == 0) {
+    DeviceGuard dg(device);
+    TRTCAL_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    if (device >= 0 && device < 64) sm_count[device] = sms;
+  }
+  const long long want_blocks = kBlocksPerSm * std::max(sms, 1);
+  int cap = 32;
+  if (p.method == kRangeEntropyOnnxRuntime) {
+    cap = 1;
+  } else if (p.method == kRangeEntropyProportional) {
+    const int nwarps = p.threads / 32;
+    cap = 1;
+    while (cap < 32 && nwarps % (cap * 2) == 0) cap *= 2;
+  }
+  int g = 1;
+  if (group > 0) {
+    while (g * 2 <= std::min(group, cap)) g *= 2;
+  } else {
+    while (g < cap && total_cand * g < want_blocks * p.threads) g *= 2;
+  }
+  const int slots = std::max(p.threads / g, 1);
+  long long ch = chunk;
+  if (ch == 0 && p.method == kRangeEntropyOnnxRuntime) {
+    ch = std::min(p.threads, kRangeMaxChunk);  // one candidate per thread: its O(n) loop wants threads
+  } else if (ch == 0) {
+    ch = (total_cand + want_blocks - 1) / want_blocks;
+    ch = (ch + slots - 1) / slots * slots;
+    ch = std::min<long long>(std::max<long long>(ch, slots), kRangeMaxChunk);
+  }
+  p.group = g;
+  p.chunk = (int32_t)ch;
+}
+
+PlanLayout build_layout(int device, int method, int levels, bool zero_bin_rule, bool tie_last, int per_bin,
+                        int max_bound, int threads, double tol, double eps, const carray<uint64_t>& counts_ptrs,
+                        const carray<int32_t>& nbins, const carray<uint64_t>& edges_ptrs,
+                        const carray<double>& linspace, const carray<double>& grid, const carray<double>& targets,
+                        const carray<int32_t>& cands, int group, int chunk,
+                        const int64_t* host_counts_off = nullptr) {
+  const py::ssize_t T = nbins.size();
+  TRTCAL_CHECK_ARG(counts_ptrs.size() == T && edges_ptrs.size() == T, "trtcal: one pointer per tensor");
+  TRTCAL_CHECK_ARG(linspace.size() == 3 * T && grid.size() == 2 * T && targets.size() == 2 * T &&
+                       cands.size() == 3 * T,
+                   "trtcal: range-search descriptor arrays have the wrong sizes");
+  TRTCAL_CHECK_ARG(method >= kRangeEntropyProportional && method <= kRangePercentile,
+                   "trtcal: unknown range-search method " + std::to_string(method));
+  TRTCAL_CHECK_ARG(threads >= 32 && threads <= 1024 && threads % 32 == 0,
+                   "trtcal: threads must be a multiple of 32 in [32, 1024]");
+  TRTCAL_CHECK_ARG(levels >= 1 && max_bound >= 1 && per_bin >= 1, "trtcal: levels, max_bound, per_bin must be >= 1");
+  TRTCAL_CHECK_ARG(levels <= (1 << 24), "trtcal: levels must be <= 2^24 on the GPU, got " + std::to_string(levels));
+  TRTCAL_CHECK_ARG(group == 0 || (group >= 1 && group <= 32 && (group & (group - 1)) == 0),
+                   "trtcal: group must be 0 (auto) or a power of two in [1, 32], got " + std::to_string(group));
+  TRTCAL_CHECK_ARG(chunk >= 0 && chunk <= kRangeMaxChunk,
+                   "trtcal: chunk must be 0 (auto) or in [1, " + std::to_string(kRangeMaxChunk) + "], got " +
+                       std::to_string(chunk));
+  PlanLayout L;
+  L.p = RangeParams{method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, 1, 1, 0, tol, eps};
+  L.ntensors = (int32_t)T;
+  const uint64_t* cp = counts_ptrs.data();
+  const uint64_t* ep = edges_ptrs.data();
+  const int32_t* nb = nbins.data();
+  const double* lin = linspace.data();
+  const double* gr = grid.data();
+  const double* tg = targets.data();
+  const int32_t* cd = cands.data();
+  long long total_cand = 0;
+  for (py::ssize_t t = 0; t < T; ++t) total_cand += std::max(cd[3 * t + 2], 0);
+  choose_shape(L.p, device, total_cand, group, chunk);
+  L.desc.resize(T);
+  long long curve = 0;
+  for (py::ssize_t t = 0; t < T; ++t) {
+    RangeTensor& d = L.desc[t];
+    d.counts = reinterpret_cast<const long long*>(cp[t]);
+    d.edges = reinterpret_cast<const double*>(ep[t]);
+    d.lo = lin[3 * t];
+    d.step = lin[3 * t + 1];
+    d.hi = lin[3 * t + 2];
+    d.a0 = gr[2 * t];
+    d.h = gr[2 * t + 1];
+    d.target0 = tg[2 * t];
+    d.target1 = tg[2 * t + 1];
+    d.nbins = nb[t];
+    d.first = cd[3 * t];
+    d.stride = cd[3 * t + 1];
+    d.ncand = cd[3 * t + 2];
+    TRTCAL_CHECK_ARG(d.nbins >= 1 && (d.counts || (host_counts_off && host_counts_off[t] >= 0)),
+                     "trtcal: every tensor needs counts and >= 1 bin");
+    TRTCAL_CHECK_ARG(method == kRangePercentile || (d.ncand >= 1 && d.stride >= 1 && d.first >= 0),
+                     "trtcal: every tensor needs >= 1 candidate");
+    d.curve = curve;
+    d.block0 = (int32_t)L.block_tensor.size();
+    d.nblocks = method == kRangePercentile ? 0 : (d.ncand + L.p.chunk - 1) / L.p.chunk;
+    L.block_tensor.insert(L.block_tensor.end(), d.nblocks, (int32_t)t);
+    if (method != kRangePercentile) curve += d.ncand;
+    L.p.max_bins = std::max(L.p.max_bins, d.nbins);
+  }
+  const int32_t limit = range_search_max_bins(method);
+  TRTCAL_CHECK_ARG(!limit || L.p.max_bins <= limit,
+                   "trtcal: this range-search method takes at most " + std::to_string(limit) +
+                       " bins per histogram on the GPU, got " + std::to_string(L.p.max_bins));
+  L.nblocks = (int32_t)L.block_tensor.size();
+  L.curve_len = curve;
+  return L;
+}
+
+void launch_layout(const PlanLayout& L, char* base, cudaStream_t stream) {
+  const cudaError_t err = range_search(reinterpret_cast<RangeTensor*>(base), L.ntensors,
+                                       reinterpret_cast<int32_t*>(base + L.map_off()), L.nblocks, L.p,
+                                       reinterpret_cast<double*>(base + L.curve_off()),
+                                       reinterpret_cast<RangeChoice*>(base + L.out_off()),
+                                       reinterpret_cast<unsigned int*>(base + L.cnt_off()), stream);
+  if (err != cudaSuccess) {
+    const RangeParams& p = L.p;
+    throw std::runtime_error(
+        std::string("trtcal: range search launch failed: ") + cudaGetErrorName(err) + " (" +
+        cudaGetErrorString(err) + "); method " + std::to_string(p.method) + ", tensors " +
+        std::to_string(L.ntensors) + ", blocks " + std::to_string(L.nblocks) + ", threads " +
+        std::to_string(p.threads) + ", group " + std::to_string(p.group) + ", chunk " +
+        std::to_string(p.chunk) + ", levels " + std::to_string(p.levels) + ", max_bins " +
+        std::to_string(p.max_bins) + ", shared bytes " + std::to_string(range_search_smem(p)));
+  }
+}
+
+// (index int32[T], index2 int32[T], value float64[T], curve float64[...] or None) from the
+// host copies of the choices and the curve.
+py::tuple choices_to_python(const RangeChoice* out, int32_t T, const double* curve, long long curve_len,
+                            bool with_curve) {
+  py::array_t<int32_t> index(T), index2(T);
+  py::array_t<double> value(T);
+  int32_t* ip = index.mutable_data();
+  int32_t* i2 = index2.mutable_data();
+  double* vp = value.mutable_data();
+  for (int32_t t = 0; t < T; ++t) {
+    ip[t] = out[t].index;
+    i2[t] = out[t].index2;
+    vp[t] = out[t].value;
+  }
+  py::object c = py::none();
+  if (with_curve) {
+    py::array_t<double> a(curve_len);
+    if (curve_len) std::memcpy(a.mutable_data(), curve, sizeof(double) * curve_len);
+    c = a;
+  }
+  return py::make_tuple(index, index2, value, c);
+}
+
 // One method over many tensors: descriptors uploaded once, then launch() (enqueue only)
-// and read() (waits) as often as wanted.
+// and read() (waits) as often as wanted. (A single search: range_search_once.)
 class RangeSearchPlan {
  public:
   RangeSearchPlan(int device, int method, int levels, bool zero_bin_rule, bool tie_last, int per_bin,
                   int max_bound, int threads, double tol, double eps, carray<uint64_t> counts_ptrs,
                   carray<int32_t> nbins, carray<uint64_t> edges_ptrs, carray<double> linspace,
                   carray<double> grid, carray<double> targets, carray<int32_t> cands, int group, int chunk)
-      : device_(device) {
-    const py::ssize_t T = nbins.size();
-    TRTCAL_CHECK_ARG(counts_ptrs.size() == T && edges_ptrs.size() == T, "trtcal: one pointer per tensor");
-    TRTCAL_CHECK_ARG(linspace.size() == 3 * T && grid.size() == 2 * T && targets.size() == 2 * T &&
-                         cands.size() == 3 * T,
-                     "trtcal: range-search descriptor arrays have the wrong sizes");
-    TRTCAL_CHECK_ARG(method >= kRangeEntropyProportional && method <= kRangePercentile,
-                     "trtcal: unknown range-search method " + std::to_string(method));
-    TRTCAL_CHECK_ARG(threads >= 32 && threads <= 1024 && threads % 32 == 0,
-                     "trtcal: threads must be a multiple of 32 in [32, 1024]");
-    TRTCAL_CHECK_ARG(levels >= 1 && max_bound >= 1 && per_bin >= 1, "trtcal: levels, max_bound, per_bin must be >= 1");
-    TRTCAL_CHECK_ARG(levels <= (1 << 24), "trtcal: levels must be <= 2^24 on the GPU, got " + std::to_string(levels));
-    TRTCAL_CHECK_ARG(group == 0 || (group >= 1 && group <= 32 && (group & (group - 1)) == 0),
-                     "trtcal: group must be 0 (auto) or a power of two in [1, 32], got " + std::to_string(group));
-    TRTCAL_CHECK_ARG(chunk >= 0 && chunk <= kRangeMaxChunk,
-                     "trtcal: chunk must be 0 (auto) or in [1, " + std::to_string(kRangeMaxChunk) + "], got " +
-                         std::to_string(chunk));
-    p_ = RangeParams{method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, 1, 1, 0, tol, eps};
-    ntensors_ = (int32_t)T;
-    long long total_cand = 0;
-    for (py::ssize_t t = 0; t < T; ++t) total_cand += std::max(cands.at(3 * t + 2), 0);
-    choose_shape(device, total_cand, group, chunk);
-    std::vector<RangeTensor> desc(T);
-    std::vector<int32_t> block_tensor;
-    long long curve = 0;
-    for (py::ssize_t t = 0; t < T; ++t) {
-      RangeTensor& d = desc[t];
-      d.counts = reinterpret_cast<const long long*>(counts_ptrs.at(t));
-      d.edges = reinterpret_cast<const double*>(edges_ptrs.at(t));
-      d.lo = linspace.at(3 * t);
-      d.step = linspace.at(3 * t + 1);
-      d.hi = linspace.at(3 * t + 2);
-      d.a0 = grid.at(2 * t);
-      d.h = grid.at(2 * t + 1);
-      d.target0 = targets.at(2 * t);
-      d.target1 = targets.at(2 * t + 1);
-      d.nbins = nbins.at(t);
-      d.first = cands.at(3 * t);
-      d.stride = cands.at(3 * t + 1);
-      d.ncand = cands.at(3 * t + 2);
-      TRTCAL_CHECK_ARG(d.nbins >= 1 && d.counts, "trtcal: every tensor needs counts and >= 1 bin");
-      TRTCAL_CHECK_ARG(method == kRangePercentile || (d.ncand >= 1 && d.stride >= 1 && d.first >= 0),
-                       "trtcal: every tensor needs >= 1 candidate");
-      d.curve = curve;
-      d.block0 = (int32_t)block_tensor.size();
-      d.nblocks = method == kRangePercentile ? 0 : (d.ncand + p_.chunk - 1) / p_.chunk;
-      for (int b = 0; b < d.nblocks; ++b) block_tensor.push_back((int32_t)t);
-      if (method != kRangePercentile) curve += d.ncand;
-      p_.max_bins = std::max(p_.max_bins, d.nbins);
-    }
-    const int32_t limit = range_search_max_bins(method);
-    TRTCAL_CHECK_ARG(!limit || p_.max_bins <= limit,
-                     "trtcal: this range-search method takes at most " + std::to_string(limit) +
-                         " bins per histogram on the GPU, got " + std::to_string(p_.max_bins));
-    nblocks_ = (int32_t)block_tensor.size();
-    curve_len_ = curve;
-    const size_t desc_bytes = sizeof(RangeTensor) * T;
-    const size_t map_off = (desc_bytes + 255) & ~size_t(255);
-    const size_t map_bytes = sizeof(int32_t) * block_tensor.size();
-    const size_t out_off = (map_off + map_bytes + 255) & ~size_t(255);
-    const size_t cnt_off = (out_off + sizeof(RangeChoice) * T + 255) & ~size_t(255);
-    const size_t curve_off = (cnt_off + sizeof(unsigned int) * T + 255) & ~size_t(255);
-    const size_t total = curve_off + sizeof(double) * (size_t)std::max<long long>(curve, 1);
-    buf_.reset(new DeviceBuffer(total, device));
+      : device_(device),
+        L_(build_layout(device, method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, tol, eps,
+                        counts_ptrs, nbins, edges_ptrs, linspace, grid, targets, cands, group, chunk)) {
+    buf_.reset(new DeviceBuffer(L_.total(), device));
     char* base = static_cast<char*>(buf_->data());
-    d_desc_ = reinterpret_cast<RangeTensor*>(base);
-    d_map_ = reinterpret_cast<int32_t*>(base + map_off);
-    d_out_ = reinterpret_cast<RangeChoice*>(base + out_off);
-    d_counters_ = reinterpret_cast<unsigned int*>(base + cnt_off);
-    d_curve_ = reinterpret_cast<double*>(base + curve_off);
     DeviceGuard g(device);
-    TRTCAL_CHECK_CUDA(cudaMemcpy(d_desc_, desc.data(), desc_bytes, cudaMemcpyHostToDevice));
-    if (map_bytes) TRTCAL_CHECK_CUDA(cudaMemcpy(d_map_, block_tensor.data(), map_bytes, cudaMemcpyHostToDevice));
-    TRTCAL_CHECK_CUDA(cudaMemset(d_counters_, 0, sizeof(unsigned int) * T));  // launches leave them at 0
+    TRTCAL_CHECK_CUDA(cudaMemcpy(base, L_.desc.data(), sizeof(RangeTensor) * L_.desc.size(), cudaMemcpyHostToDevice));
+    if (!L_.block_tensor.empty())
+      TRTCAL_CHECK_CUDA(cudaMemcpy(base + L_.map_off(), L_.block_tensor.data(),
+                                   sizeof(int32_t) * L_.block_tensor.size(), cudaMemcpyHostToDevice));
+    TRTCAL_CHECK_CUDA(cudaMemset(base + L_.cnt_off(), 0, sizeof(unsigned int) * L_.desc.size()));
     // cudaMemcpy from pageable memory and cudaMemset may return before the device has the data,
     // and both are ordered on the legacy default stream only: a launch on a non-blocking stream
     // could read stale descriptors or counters (seen once as 4 wrong tensors of 2100 with 8
@@ -130,107 +247,112 @@ class RangeSearchPlan {
   void launch(uintptr_t stream) {
     py::gil_scoped_release nogil;
     DeviceGuard g(device_);
-    const cudaError_t err =
-        range_search(d_desc_, ntensors_, d_map_, nblocks_, p_, d_curve_, d_out_, d_counters_, as_stream(stream));
-    if (err != cudaSuccess) {
-      throw std::runtime_error(
-          std::string("trtcal: range search launch failed: ") + cudaGetErrorName(err) + " (" +
-          cudaGetErrorString(err) + "); method " + std::to_string(p_.method) + ", tensors " +
-          std::to_string(ntensors_) + ", blocks " + std::to_string(nblocks_) + ", threads " +
-          std::to_string(p_.threads) + ", group " + std::to_string(p_.group) + ", chunk " +
-          std::to_string(p_.chunk) + ", levels " + std::to_string(p_.levels) + ", max_bins " +
-          std::to_string(p_.max_bins) + ", shared bytes " + std::to_string(range_search_smem(p_)));
-    }
+    launch_layout(L_, static_cast<char*>(buf_->data()), as_stream(stream));
   }
 
   // (index int32[T], index2 int32[T], value float64[T], curve float64[...] or None). Waits.
   py::tuple read(uintptr_t stream, bool with_curve) {
-    std::vector<RangeChoice> out(ntensors_);
-    py::array_t<int32_t> index(ntensors_), index2(ntensors_);
-    py::array_t<double> value(ntensors_);
-    py::object curve = py::none();
-    py::array_t<double> c;
-    if (with_curve) c = py::array_t<double>(curve_len_);
+    std::vector<RangeChoice> out(L_.ntensors);
+    std::vector<double> c(with_curve ? L_.curve_len : 0);
     {
       py::gil_scoped_release nogil;
       DeviceGuard g(device_);
       cudaStream_t s = as_stream(stream);
-      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(out.data(), d_out_, sizeof(RangeChoice) * ntensors_, cudaMemcpyDeviceToHost, s));
-      if (with_curve && curve_len_)
-        TRTCAL_CHECK_CUDA(cudaMemcpyAsync(c.mutable_data(), d_curve_, sizeof(double) * curve_len_, cudaMemcpyDeviceToHost, s));
+      char* base = static_cast<char*>(buf_->data());
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(out.data(), base + L_.out_off(), sizeof(RangeChoice) * L_.ntensors,
+                                        cudaMemcpyDeviceToHost, s));
+      if (with_curve && L_.curve_len)
+        TRTCAL_CHECK_CUDA(cudaMemcpyAsync(c.data(), base + L_.curve_off(), sizeof(double) * L_.curve_len,
+                                          cudaMemcpyDeviceToHost, s));
       TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
     }
-    for (int32_t t = 0; t < ntensors_; ++t) {
-      index.mutable_at(t) = out[t].index;
-      index2.mutable_at(t) = out[t].index2;
-      value.mutable_at(t) = out[t].value;
-    }
-    if (with_curve) curve = c;
-    return py::make_tuple(index, index2, value, curve);
+    return choices_to_python(out.data(), L_.ntensors, c.data(), L_.curve_len, with_curve);
   }
 
-  int32_t blocks() const { return p_.method == kRangePercentile ? ntensors_ : nblocks_; }
-  py::tuple shape() const { return py::make_tuple(p_.threads, p_.group, p_.chunk); }
+  int32_t blocks() const { return L_.p.method == kRangePercentile ? L_.ntensors : L_.nblocks; }
+  py::tuple shape() const { return py::make_tuple(L_.p.threads, L_.p.group, L_.p.chunk); }
 
  private:
-  // Launch shape. `group` threads work on one candidate and a block takes `chunk` candidates
-  // of one tensor. group: proportional entropy splits levels over `group` warps (a power of
-  // two dividing threads/32), MSE splits bins over `group` adjacent lanes (<= 32), ONNX Runtime
-  // entropy keeps one thread per candidate (its loop is ORT's serial smoothing); an explicit
-  // group is clamped to what the method allows (`shape` reports the result). Auto (0): the
-  // smallest group that keeps kBlocksPerSm * SMs blocks' worth of threads busy (the largest
-  // for one or a few tensors, 1 for many: no partial sums to combine), and a chunk giving about
-  // kBlocksPerSm blocks per SM over all tensors, at least one round of the block's candidate
-  // slots and at most kRangeMaxChunk (so many tensors get few blocks each and load their
-  // histogram few times); ONNX Runtime entropy: chunk = threads, as before v2. Percentile runs
-  // one block per tensor and ignores both.
-  void choose_shape(int device, long long total_cand, int group, int chunk) {
-    constexpr long long kBlocksPerSm = 4;
-    if (p_.method == kRangePercentile) return;
-    int sms = 0;
-    {
-      DeviceGuard dg(device);
-      TRTCAL_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    }
-    const long long want_blocks = kBlocksPerSm * std::max(sms, 1);
-    int cap = 32;
-    if (p_.method == kRangeEntropyOnnxRuntime) {
-      cap = 1;
-    } else if (p_.method == kRangeEntropyProportional) {
-      const int nwarps = p_.threads / 32;
-      cap = 1;
-      while (cap < 32 && nwarps % (cap * 2) == 0) cap *= 2;
-    }
-    int g = 1;
-    if (group > 0) {
-      while (g * 2 <= std::min(group, cap)) g *= 2;
-    } else {
-      while (g < cap && total_cand * g < want_blocks * p_.threads) g *= 2;
-    }
-    const int slots = std::max(p_.threads / g, 1);
-    long long ch = chunk;
-    if (ch == 0 && p_.method == kRangeEntropyOnnxRuntime) {
-      ch = std::min(p_.threads, kRangeMaxChunk);  // one candidate per thread: its O(n) loop wants threads
-    } else if (ch == 0) {
-      ch = (total_cand + want_blocks - 1) / want_blocks;
-      ch = (ch + slots - 1) / slots * slots;
-      ch = std::min<long long>(std::max<long long>(ch, slots), kRangeMaxChunk);
-    }
-    p_.group = g;
-    p_.chunk = (int32_t)ch;
-  }
-
   int device_;
-  RangeParams p_{};
-  int32_t ntensors_ = 0, nblocks_ = 0;
-  long long curve_len_ = 0;
+  PlanLayout L_;
   std::unique_ptr<DeviceBuffer> buf_;
-  RangeTensor* d_desc_ = nullptr;
-  int32_t* d_map_ = nullptr;
-  RangeChoice* d_out_ = nullptr;
-  unsigned int* d_counters_ = nullptr;
-  double* d_curve_ = nullptr;
 };
+
+// One search, start to end, in the device's cached workspace: descriptors (and the host
+// histograms, packed: `host_counts` int64 and `host_edges` float64, tensor t's at element
+// offset host_counts_off[t] / host_edges_off[t], -1 for none: then counts_ptrs[t] /
+// edges_ptrs[t] are device pointers) go through pinned memory in one asynchronous upload on
+// `stream`, then the launch and one copy back; waits for the stream. No allocation (once the
+// workspace has grown), no wait on the legacy stream. Returns what RangeSearchPlan.read does.
+py::tuple range_search_once(int device, int method, int levels, bool zero_bin_rule, bool tie_last, int per_bin,
+                            int max_bound, int threads, double tol, double eps, carray<uint64_t> counts_ptrs,
+                            carray<int32_t> nbins, carray<uint64_t> edges_ptrs, carray<double> linspace,
+                            carray<double> grid, carray<double> targets, carray<int32_t> cands, int group,
+                            int chunk, carray<int64_t> host_counts, carray<int64_t> host_counts_off,
+                            carray<double> host_edges, carray<int64_t> host_edges_off, uintptr_t stream,
+                            bool with_curve) {
+  const py::ssize_t T = nbins.size();
+  TRTCAL_CHECK_ARG(host_counts_off.size() == T && host_edges_off.size() == T,
+                   "trtcal: one host offset per tensor (-1: none)");
+  const int64_t* hco = host_counts_off.data();
+  const int64_t* heo = host_edges_off.data();
+  for (py::ssize_t t = 0; t < T; ++t) {
+    TRTCAL_CHECK_ARG(hco[t] < 0 || hco[t] + nbins.data()[t] <= host_counts.size(),
+                     "trtcal: host counts offset out of range");
+    TRTCAL_CHECK_ARG(heo[t] < 0 || heo[t] + nbins.data()[t] + 1 <= host_edges.size(),
+                     "trtcal: host edges offset out of range");
+  }
+  PlanLayout L = build_layout(device, method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, tol,
+                              eps, counts_ptrs, nbins, edges_ptrs, linspace, grid, targets, cands, group, chunk, hco);
+  const size_t hc_off = align256(L.total());  // after the plan's own parts
+  const size_t hc_bytes = sizeof(int64_t) * (size_t)host_counts.size();
+  const size_t he_off = align256(hc_off + hc_bytes);
+  const size_t he_bytes = sizeof(double) * (size_t)host_edges.size();
+  const size_t down_out = sizeof(RangeChoice) * L.ntensors;
+  const size_t down_curve = with_curve ? sizeof(double) * (size_t)L.curve_len : 0;
+  std::vector<RangeChoice> out(L.ntensors);
+  std::vector<double> curve(with_curve ? L.curve_len : 0);
+  const int64_t* hc = host_counts.data();
+  const double* he = host_edges.data();
+  {
+    py::gil_scoped_release nogil;
+    DeviceGuard g(device);
+    Workspace& ws = Workspace::get(device);
+    std::lock_guard<std::mutex> lock(ws.mutex());
+    char* base = static_cast<char*>(ws.device(he_off + he_bytes));
+    for (py::ssize_t t = 0; t < T; ++t) {
+      if (hco[t] >= 0) L.desc[t].counts = reinterpret_cast<const long long*>(base + hc_off) + hco[t];
+      if (heo[t] >= 0) L.desc[t].edges = reinterpret_cast<const double*>(base + he_off) + heo[t];
+    }
+    // host staging: [desc | map] at 0, the host histograms at their device offsets
+    const size_t up = L.cnt_off();
+    char* host = static_cast<char*>(ws.pinned(std::max(he_off + he_bytes, align256(down_out) + down_curve)));
+    std::memcpy(host, L.desc.data(), sizeof(RangeTensor) * L.desc.size());
+    if (!L.block_tensor.empty())
+      std::memcpy(host + L.map_off(), L.block_tensor.data(), sizeof(int32_t) * L.block_tensor.size());
+    cudaStream_t s = as_stream(stream);
+    TRTCAL_CHECK_CUDA(cudaMemcpyAsync(base, host, up, cudaMemcpyHostToDevice, s));
+    if (hc_bytes) {
+      std::memcpy(host + hc_off, hc, hc_bytes);
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(base + hc_off, host + hc_off, hc_bytes, cudaMemcpyHostToDevice, s));
+    }
+    if (he_bytes) {
+      std::memcpy(host + he_off, he, he_bytes);
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(base + he_off, host + he_off, he_bytes, cudaMemcpyHostToDevice, s));
+    }
+    TRTCAL_CHECK_CUDA(cudaMemsetAsync(base + L.cnt_off(), 0, sizeof(unsigned int) * L.desc.size(), s));
+    launch_layout(L, base, s);
+    // the pinned buffer is reused for the results: the uploads before them on `s` are done
+    TRTCAL_CHECK_CUDA(cudaMemcpyAsync(host, base + L.out_off(), down_out, cudaMemcpyDeviceToHost, s));
+    if (down_curve)
+      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(host + align256(down_out), base + L.curve_off(), down_curve,
+                                        cudaMemcpyDeviceToHost, s));
+    TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+    std::memcpy(out.data(), host, down_out);
+    if (down_curve) std::memcpy(curve.data(), host + align256(down_out), down_curve);
+  }
+  return choices_to_python(out.data(), L.ntensors, curve.data(), L.curve_len, with_curve);
+}
 
 // Per-thread, per-device scratch of the select passes, reused across calls so an exact
 // percentile pays no cudaMalloc/cudaFree pair (cudaFree waits for the device) per pass:
@@ -300,6 +422,13 @@ void init_range_search_bindings(py::module_& m) {
       .def("read", &RangeSearchPlan::read, py::arg("stream"), py::arg("with_curve"))
       .def_property_readonly("blocks", &RangeSearchPlan::blocks)
       .def_property_readonly("shape", &RangeSearchPlan::shape);  // (threads, group, chunk)
+  m.def("range_search_once", &range_search_once, py::arg("device"), py::arg("method"), py::arg("levels"),
+        py::arg("zero_bin_rule"), py::arg("tie_last"), py::arg("per_bin"), py::arg("max_bound"), py::arg("threads"),
+        py::arg("tol"), py::arg("eps"), py::arg("counts_ptrs"), py::arg("nbins"), py::arg("edges_ptrs"),
+        py::arg("linspace"), py::arg("grid"), py::arg("targets"), py::arg("cands"), py::arg("group"),
+        py::arg("chunk"), py::arg("host_counts"), py::arg("host_counts_off"), py::arg("host_edges"),
+        py::arg("host_edges_off"), py::arg("stream"), py::arg("with_curve"),
+        "One range search in the cached workspace (no allocation); waits. Returns what RangeSearchPlan.read does");
   m.def("range_search_max_bins", &range_search_max_bins, py::arg("method"));
 
   // Radix-select passes (python/trtcal/percentile.py drives them). `x` is a float array

@@ -2,10 +2,17 @@
 #include <pybind11/numpy.h>
 
 #include "common.h"
+#include "workspace.h"
 
 namespace trtcal {
 
 void init_runtime_bindings(py::module_& m) {
+  // Frees the cached one-shot workspaces (registered with atexit by trtcal._backend, while
+  // the CUDA runtime is alive); a later call allocates again.
+  m.def("free_workspaces", []() {
+    py::gil_scoped_release nogil;
+    Workspace::free_all();
+  });
   m.def("device_count", []() {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {

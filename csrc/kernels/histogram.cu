@@ -756,4 +756,18 @@ cudaError_t histogram_fixed_range(const void* x, DType dtype, size_t n, double r
   return cudaGetLastError();
 }
 
+namespace {
+__global__ void histogram_gather_states_kernel(const HistogramState* const* src, HistogramState* dst, int32_t n) {
+  const int32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] = *src[i];
+}
+}  // namespace
+
+cudaError_t histogram_gather_states(const HistogramState* const* src, HistogramState* dst, int32_t n,
+                                    cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  histogram_gather_states_kernel<<<(n + 127) / 128, 128, 0, stream>>>(src, dst, n);
+  return cudaGetLastError();
+}
+
 }  // namespace trtcal

@@ -84,6 +84,10 @@ cudaError_t histogram_fixed_range(const void* x, DType dtype, size_t n, double r
                                   int32_t nbins, bool is_signed, unsigned long long* counts,
                                   unsigned long long* stats, cudaStream_t stream);
 
+// dst[i] = *src[i] for i < n (device arrays): many collectors' states read in one copy.
+cudaError_t histogram_gather_states(const HistogramState* const* src, HistogramState* dst, int32_t n,
+                                    cudaStream_t stream);
+
 // Benchmarking knob: number of lane-interleaved sub-histograms per block (0 = automatic).
 void histogram_set_replicas(int replicas);
 void histogram_set_blocks_per_sm(int blocks);

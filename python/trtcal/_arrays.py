@@ -9,6 +9,7 @@ channels-last); arrays with gaps or overlaps are refused with a message, never r
 from __future__ import annotations
 
 import ctypes
+import math
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -40,10 +41,16 @@ class ArrayView:
     stream: int = 0
     host: Optional[np.ndarray] = None  # set for host arrays
     keepalive: List[Any] = field(default_factory=list)
+    known_contiguous: bool = False  # the producer said so (skips the stride check)
+
+    @property
+    def contiguous(self) -> bool:
+        """C-contiguous (dense, row-major)."""
+        return self.known_contiguous or self.strides == _c_strides(self.shape)
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)
 
     @property
     def dtype_code(self) -> int:
@@ -55,7 +62,7 @@ class ArrayView:
 
     def memory_order(self) -> List[int]:
         """Axes from outermost to innermost in memory; raises if the layout is not dense."""
-        if self.strides == _c_strides(self.shape):
+        if self.contiguous:
             return list(range(len(self.shape)))
         order = dense_axis_order(self.shape, self.strides)
         if order is None:
@@ -125,8 +132,11 @@ def _unsupported(name: str, found: str, accepted: Sequence[str]) -> TypeError:
 def as_view(x: Any, name: str = "x", stream: Any = None,
             accepted: Sequence[str] = FLOAT_DTYPES) -> ArrayView:
     """Wraps ``x`` without copying. ``stream`` overrides the producer's current stream."""
-    if type(x).__module__ == "torch" and getattr(x, "is_cuda", False):
+    module = type(x).__module__
+    if module == "torch" and getattr(x, "is_cuda", False):
         return _from_torch_cuda(x, name, stream, accepted)
+    if module.startswith("cupy") and type(x).__name__ == "ndarray":
+        return _from_cupy(x, name, stream, accepted)
     if isinstance(x, np.ndarray):
         dt = _numpy_dtype_name(x.dtype)
         if dt is None or dt not in accepted:
@@ -149,6 +159,7 @@ def as_view(x: Any, name: str = "x", stream: Any = None,
 
 
 _TORCH_DTYPES: dict = {}
+_CUPY_DTYPES = {"float32": "float32", "float16": "float16", "int8": "int8"}
 
 
 def _from_torch_cuda(x: Any, name: str, stream: Any, accepted: Sequence[str]) -> ArrayView:
@@ -162,10 +173,27 @@ def _from_torch_cuda(x: Any, name: str, stream: Any, accepted: Sequence[str]) ->
     dt = _TORCH_DTYPES.get(x.dtype)
     if dt is None or dt not in accepted:
         raise _unsupported(name, str(x.dtype).replace("torch.", ""), accepted)
-    device = x.device.index or 0
-    handle = _streams.stream_handle(stream) if stream is not None else _streams.current_stream_for(x)
-    return ArrayView(name, dt, tuple(x.shape), tuple(x.stride()), True, ptr=int(x.data_ptr()), device=device,
-                     stream=handle, keepalive=[x])
+    device = x.get_device()
+    handle = _streams.stream_handle(stream) if stream is not None else _streams.torch_current_stream(device)
+    return ArrayView(name, dt, tuple(x.shape), tuple(x.stride()), True, ptr=x.data_ptr(), device=device,
+                     stream=handle, keepalive=[x], known_contiguous=x.is_contiguous())
+
+
+def _from_cupy(x: Any, name: str, stream: Any, accepted: Sequence[str]) -> ArrayView:
+    """CuPy arrays through their own attributes (no array-interface dict per call)."""
+    dt = _CUPY_DTYPES.get(x.dtype.name)
+    if dt is None or dt not in accepted:
+        cai = _get_cai(x)  # bfloat16 and others: the general path says what is wrong
+        if cai is not None:
+            return _from_cai(x, cai, name, stream, accepted)
+        raise _unsupported(name, x.dtype.name, accepted)
+    itemsize = x.itemsize
+    strides = tuple(s // itemsize for s in x.strides)
+    if any(s * itemsize != b for s, b in zip(strides, x.strides)):
+        raise ValueError(f"trtcal: tensor '{name}' has strides that are not a multiple of its item size")
+    handle = _streams.stream_handle(stream) if stream is not None else _streams.cupy_current_stream()
+    return ArrayView(name, dt, x.shape, strides, True, ptr=x.data.ptr, device=x.device.id, stream=handle,
+                     keepalive=[x], known_contiguous=x.flags.c_contiguous)
 
 
 def _get_cai(x: Any) -> Optional[dict]:

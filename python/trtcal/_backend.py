@@ -13,6 +13,21 @@ except ImportError as exc:  # pragma: no cover - depends on the build
     _ext = None
     _IMPORT_ERROR = exc
 
+def _free_workspaces() -> None:  # pragma: no cover - needs the CUDA build
+    """Frees the extension's cached one-shot workspaces while the CUDA runtime is alive."""
+    free = getattr(_ext, "free_workspaces", None)
+    if free is not None:
+        try:
+            free()
+        except Exception:  # noqa: BLE001 - never fail interpreter shutdown
+            pass
+
+
+if _ext is not None:  # pragma: no cover - depends on the build
+    import atexit
+
+    atexit.register(_free_workspaces)
+
 _HOW_TO_GET_CUDA = (
     "Reinstall trtcal on a machine with the CUDA toolkit so that its kernels are compiled: "
     "put nvcc on PATH (or set CUDACXX) and run `pip install --force-reinstall --no-cache-dir trtcal` "
@@ -31,6 +46,11 @@ def extension() -> Optional[ModuleType]:
 
 
 @functools.lru_cache(maxsize=1)
+def _has_device() -> bool:
+    return _ext is not None and _ext.device_count() > 0
+
+
+@functools.lru_cache(maxsize=1)
 def cuda_available() -> bool:
     """True when trtcal's CUDA kernels were built and at least one GPU is visible."""
     return _ext is not None and _ext.device_count() > 0
@@ -38,6 +58,8 @@ def cuda_available() -> bool:
 
 def require_cuda(what: str) -> ModuleType:
     """Returns the extension or raises CUDAUnavailableError explaining how to get it."""
+    if _ext is not None and _has_device():
+        return _ext
     if _ext is None:
         raise CUDAUnavailableError(
             f"trtcal: {what} needs the CUDA build of trtcal, but this installation has no "

@@ -41,6 +41,33 @@ def _normalise(handle: int) -> int:
     return LEGACY_DEFAULT_STREAM if handle == 1 else handle
 
 
+_torch_raw_stream = None
+_cupy_get_stream = None
+
+
+def torch_current_stream(device: int) -> int:
+    """PyTorch's current stream on ``device`` as a raw handle (the cheap internal call when
+    this PyTorch has it, else ``torch.cuda.current_stream``)."""
+    global _torch_raw_stream
+    if _torch_raw_stream is None:
+        import torch
+
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        _torch_raw_stream = raw if raw is not None else (
+            lambda d: torch.cuda.current_stream(d).cuda_stream)
+    return _normalise(int(_torch_raw_stream(device)))
+
+
+def cupy_current_stream() -> int:
+    """CuPy's current stream as a raw handle."""
+    global _cupy_get_stream
+    if _cupy_get_stream is None:
+        import cupy
+
+        _cupy_get_stream = cupy.cuda.get_current_stream
+    return _normalise(int(_cupy_get_stream().ptr))
+
+
 def current_stream_for(obj: Any, cai_stream: Optional[int] = None) -> int:
     """The stream the producer of ``obj`` is working on.
 
@@ -50,13 +77,9 @@ def current_stream_for(obj: Any, cai_stream: Optional[int] = None) -> int:
     """
     module = type(obj).__module__.split(".")[0]
     if module == "torch":
-        import torch
-
-        return int(torch.cuda.current_stream(obj.device).cuda_stream)
+        return torch_current_stream(obj.get_device())
     if module == "cupy":
-        import cupy
-
-        return int(cupy.cuda.get_current_stream().ptr)
+        return cupy_current_stream()
     if cai_stream is not None:
         return _normalise(int(cai_stream))
     return LEGACY_DEFAULT_STREAM

@@ -471,64 +471,142 @@ def _launch_shape(method: int, threads: Optional[int], group: Optional[int],
     return int(t), int(g), int(c)
 
 
+def _gpu_method(s: _Spec) -> int:
+    return 3 if s.method == "percentile" else _GPU_METHOD[(s.method, s.flavor)]
+
+
+@dataclass
+class _PlanArrays:
+    """The descriptor arrays of one method over many tensors (what the binding takes), and the
+    host histograms packed for one upload (tensor t's counts at element ``counts_off[t]`` of
+    ``host_counts``, -1 when ``counts_ptrs[t]`` is a device pointer; likewise edges)."""
+
+    method: int
+    counts_ptrs: np.ndarray
+    nbins: np.ndarray
+    edges_ptrs: np.ndarray
+    linspace: np.ndarray
+    grid: np.ndarray
+    targets: np.ndarray
+    cands: np.ndarray
+    host_counts: np.ndarray
+    counts_off: np.ndarray
+    host_edges: np.ndarray
+    edges_off: np.ndarray
+
+
+def _pack(arrays: List[np.ndarray], dtype) -> Tuple[np.ndarray, List[int]]:
+    """One array holding each distinct array once (by identity), and each one's offset."""
+    where: Dict[int, int] = {}
+    parts: List[np.ndarray] = []
+    offs: List[int] = []
+    total = 0
+    for a in arrays:
+        o = where.get(id(a))
+        if o is None:
+            o = where[id(a)] = total
+            parts.append(a)
+            total += a.size
+        offs.append(o)
+    packed = np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+    return packed, offs
+
+
+def _plan_arrays(jobs: List[_Job], s: _Spec) -> _PlanArrays:
+    method = _gpu_method(s)
+    T = len(jobs)
+    counts_ptrs = np.zeros(T, np.uint64)
+    counts_off = np.full(T, -1, np.int64)
+    host = [t for t, j in enumerate(jobs) if j.device_ptr is None]
+    host_counts, offs = _pack([jobs[t].counts for t in host], np.int64)
+    counts_off[host] = offs
+    for t, j in enumerate(jobs):
+        if j.device_ptr is not None:
+            counts_ptrs[t] = j.device_ptr
+    edges_off = np.full(T, -1, np.int64)
+    need_edges = [t for t, j in enumerate(jobs) if method == 2 and j.linspace is None]
+    host_edges, eoffs = _pack([jobs[t].edges for t in need_edges], np.float64)
+    edges_off[need_edges] = eoffs
+    lin = np.zeros((T, 3))
+    grid = np.zeros((T, 2))
+    targets = np.zeros((T, 2))
+    cands = np.zeros((T, 3), np.int32)
+    for t, j in enumerate(jobs):
+        if j.linspace is not None:
+            lo, hi = j.linspace
+            lin[t] = (lo, (hi - lo) / j.counts.size, hi)
+        if j.grid is not None:
+            grid[t] = j.grid[:2]
+            cands[t] = (0, 1, j.grid[2])
+        elif j.cands is not None:
+            stride = int(j.cands[1] - j.cands[0]) if j.cands.size > 1 else 1
+            cands[t] = (int(j.cands[0]), stride, j.cands.size)
+        targets[t] = j.targets
+    nbins = np.array([j.counts.size for j in jobs], np.int32)
+    # flat: the binding indexes t * k + i
+    return _PlanArrays(method, counts_ptrs, nbins, np.zeros(T, np.uint64), lin.ravel(), grid.ravel(),
+                       targets.ravel(), cands.ravel(), host_counts, counts_off, host_edges, edges_off)
+
+
+def _kernel_params(s: _Spec, method: int, threads: Optional[int] = None, group: Optional[int] = None,
+                   chunk: Optional[int] = None) -> Tuple[Any, ...]:
+    """(method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, tol, eps) and
+    (group, chunk) as the binding takes them."""
+    t, g, c = _launch_shape(method, threads, group, chunk)
+    pq_entropy = s.flavor == "pytorch_quantization" and s.method == "entropy"
+    return ((method, int(s.levels), pq_entropy, pq_entropy, int(s.candidates_per_bin),
+             (1 << (int(s.bits) - 1)) - 1, t, float(s.tie_tolerance), float(s.eps)), (g, c))
+
+
+def _results(jobs: List[_Job], s: _Spec, idx, idx2, curve, device: int) -> List[TensorRange]:
+    out, off = [], 0
+    dev = f"cuda:{device}"
+    idx, idx2 = idx.tolist(), idx2.tolist()
+    for t, j in enumerate(jobs):
+        c = None
+        if s.method != "percentile":
+            k = j.grid[2] if j.grid is not None else j.cands.size
+            if curve is not None:
+                c = np.array(curve[off:off + k])
+            off += k
+        out.append(_finish(j, s, idx[t], idx2[t], c, dev))
+    return out
+
+
+def _search_once(jobs: List[_Job], s: _Spec, device: int, stream: int, with_curve: bool = True
+                 ) -> List[TensorRange]:
+    """One method over many tensors in one call of the extension: host histograms and
+    descriptors in one upload into its cached workspace, no allocation; waits."""
+    ext = require_cuda("range search on the GPU")
+    a = _plan_arrays(jobs, s)
+    params, (group, chunk) = _kernel_params(s, a.method)
+    idx, idx2, _val, curve = ext.range_search_once(
+        device, *params, a.counts_ptrs, a.nbins, a.edges_ptrs, a.linspace, a.grid, a.targets, a.cands,
+        group, chunk, a.host_counts, a.counts_off, a.host_edges, a.edges_off, stream, with_curve)
+    return _results(jobs, s, idx, idx2, curve, device)
+
+
 class _GpuBatch:
-    """Device buffers and the plan of one method over many tensors."""
+    """A reusable plan of one method over many tensors: its own device buffers, launched as
+    often as wanted (benchmarks and tests; one-shot searches use :func:`_search_once`)."""
 
     def __init__(self, jobs: List[_Job], s: _Spec, device: int, threads: Optional[int] = None,
                  stream: int = 0, group: Optional[int] = None, chunk: Optional[int] = None) -> None:
         ext = require_cuda("range search on the GPU")
         self.ext, self.jobs, self.spec, self.device = ext, jobs, s, device
-        method = 3 if s.method == "percentile" else _GPU_METHOD[(s.method, s.flavor)]
+        a = _plan_arrays(jobs, s)
         self.keep: List[Any] = []
-        T = len(jobs)
-        host = [j for j in jobs if j.device_ptr is None]
-        counts_ptrs = np.zeros(T, np.uint64)
-        edges_ptrs = np.zeros(T, np.uint64)
-        if host:  # one upload for every host histogram
-            packed = np.concatenate([j.counts for j in host]).astype(np.int64)
-            buf = ext.DeviceBuffer(max(packed.nbytes, 8), device)
-            buf.upload(packed, stream)
-            self.keep.append(buf)
-        off = 0
-        for t, j in enumerate(jobs):
-            if j.device_ptr is None:
-                counts_ptrs[t] = int(buf.ptr) + 8 * off
-                off += j.counts.size
-            else:
-                counts_ptrs[t] = j.device_ptr
-        need_edges = [t for t, j in enumerate(jobs) if method == 2 and j.linspace is None]
-        if need_edges:
-            packed_e = np.concatenate([jobs[t].edges for t in need_edges]).astype(np.float64)
-            ebuf = ext.DeviceBuffer(packed_e.nbytes, device)
-            ebuf.upload(packed_e, stream)
-            self.keep.append(ebuf)
-            off = 0
-            for t in need_edges:
-                edges_ptrs[t] = int(ebuf.ptr) + 8 * off
-                off += jobs[t].edges.size
-        lin = np.zeros((T, 3))
-        grid = np.zeros((T, 2))
-        targets = np.zeros((T, 2))
-        cands = np.zeros((T, 3), np.int32)
-        for t, j in enumerate(jobs):
-            if j.linspace is not None:
-                lo, hi = j.linspace
-                lin[t] = (lo, (hi - lo) / j.counts.size, hi)
-            if j.grid is not None:
-                grid[t] = j.grid[:2]
-                cands[t] = (0, 1, j.grid[2])
-            elif j.cands is not None:
-                stride = int(j.cands[1] - j.cands[0]) if j.cands.size > 1 else 1
-                cands[t] = (int(j.cands[0]), stride, j.cands.size)
-            targets[t] = j.targets
-        threads, group, chunk = _launch_shape(method, threads, group, chunk)
-        self.plan = ext.RangeSearchPlan(
-            device, method, int(s.levels), s.flavor == "pytorch_quantization" and s.method == "entropy",
-            s.flavor == "pytorch_quantization" and s.method == "entropy", int(s.candidates_per_bin),
-            (1 << (int(s.bits) - 1)) - 1, threads, float(s.tie_tolerance), float(s.eps),
-            counts_ptrs, np.array([j.counts.size for j in jobs], np.int32), edges_ptrs,
-            lin.ravel(), grid.ravel(), targets.ravel(), cands.ravel(),  # flat: the binding indexes t * k + i
-            group=group, chunk=chunk)
+        counts_ptrs, edges_ptrs = a.counts_ptrs.copy(), a.edges_ptrs.copy()
+        for packed, offs, ptrs in ((a.host_counts, a.counts_off, counts_ptrs), (a.host_edges, a.edges_off, edges_ptrs)):
+            if packed.size:
+                buf = ext.DeviceBuffer(packed.nbytes, device)
+                buf.upload(packed, stream)
+                self.keep.append(buf)
+                on_host = offs >= 0
+                ptrs[on_host] = np.uint64(int(buf.ptr)) + offs[on_host].astype(np.uint64) * np.uint64(8)
+        params, (group_, chunk_) = _kernel_params(s, a.method, threads, group, chunk)
+        self.plan = ext.RangeSearchPlan(device, *params, counts_ptrs, a.nbins, edges_ptrs, a.linspace, a.grid,
+                                        a.targets, a.cands, group=group_, chunk=chunk_)
 
     @property
     def shape(self) -> Tuple[int, int, int, int]:
@@ -541,17 +619,7 @@ class _GpuBatch:
 
     def results(self, stream: int, with_curve: bool = True) -> List[TensorRange]:
         idx, idx2, _val, curve = self.plan.read(stream, with_curve)
-        out, off = [], 0
-        dev = f"cuda:{self.device}"
-        for t, j in enumerate(self.jobs):
-            c = None
-            if self.spec.method != "percentile":
-                k = j.grid[2] if j.grid is not None else j.cands.size
-                if curve is not None:
-                    c = np.array(curve[off:off + k])
-                off += k
-            out.append(_finish(j, self.spec, int(idx[t]), int(idx2[t]), c, dev))
-        return out
+        return _results(self.jobs, self.spec, idx, idx2, curve, self.device)
 
 
 def _gpu_limit(s: _Spec) -> int:
@@ -561,7 +629,8 @@ def _gpu_limit(s: _Spec) -> int:
     return int(ext.range_search_max_bins(_GPU_METHOD[(s.method, s.flavor)]))
 
 
-def _run(items: List[_Item], s: _Spec, device: str, stream: Any) -> Dict[str, TensorRange]:
+def _run(items: List[_Item], s: _Spec, device: str, stream: Any, with_curve: bool = True
+         ) -> Dict[str, TensorRange]:
     out: Dict[str, TensorRange] = {}
     if s.method == "minmax":
         for it in items:
@@ -595,9 +664,7 @@ def _run(items: List[_Item], s: _Spec, device: str, stream: Any) -> Dict[str, Te
             dev = int(device.split(":")[1]) if ":" in device else _pick_device(gpu_jobs)
             ext = require_cuda("range search on the GPU")
             handle, private = _stream_for(gpu_jobs, stream, dev, ext)
-            batch = _GpuBatch(gpu_jobs, s, dev, stream=handle)
-            batch.launch(handle)
-            results += batch.results(handle)
+            results += _search_once(gpu_jobs, s, dev, handle, with_curve)
             del private
     for r in results:
         out[r.name] = r
@@ -643,6 +710,12 @@ def search_ranges(
     Same arguments as :func:`compute_amax`; never raises for a degenerate tensor (see each
     ``TensorRange.status``). Waits for the GPU.
     """
+    return _search_ranges(hist, methods, flavor, device, stream, True, params)
+
+
+def _search_ranges(hist: Any, methods: Union[str, Sequence[str]], flavor: Union[None, str, Mapping[str, str]],
+                   device: Optional[str], stream: Any, with_curve: bool, params: Dict[str, Any]
+                   ) -> RangeSearchResult:
     items, _ = _items(hist)
     names = [it.name for it in items]
     if len(set(names)) != len(names):
@@ -655,7 +728,7 @@ def search_ranges(
         if isinstance(flavor, str) and flavor not in FLAVORS.get(m, ()):
             fl = None if len(methods) > 1 else flavor
         mparams = {k: v for k, v in params.items() if k != "percentile" or m == "percentile"}
-        result.ranges[m] = _run(items, _spec(m, fl, mparams), dev, stream)
+        result.ranges[m] = _run(items, _spec(m, fl, mparams), dev, stream, with_curve)
     return result
 
 
@@ -697,7 +770,18 @@ def compute_amax(
     if on_degenerate not in ("raise", "flag"):
         raise ValueError(f"trtcal: on_degenerate must be 'raise' or 'flag', got {on_degenerate!r}")
     is_map = isinstance(hist, Mapping)
-    res = search_ranges(hist, method, flavor, device=device, stream=stream, **params)
+    single = not is_map and type(hist).__name__ == "HistogramCollector"
+    if not details and (is_map or single) and _resolve_device(device) != "cpu":
+        from ._range_batch import compute_amax_collectors
+
+        methods = [method] if isinstance(method, str) else list(method)
+        fast = compute_amax_collectors({hist.name: hist} if single else hist, methods, flavor, device, stream,
+                                       params)
+        if fast is not None:
+            if single:
+                fast = {m: next(iter(d.values())) for m, d in fast.items()}
+            return fast[method] if isinstance(method, str) else fast
+    res = _search_ranges(hist, method, flavor, device, stream, details, params)
     if on_degenerate == "raise":
         for m, per in res.ranges.items():
             for n, r in per.items():

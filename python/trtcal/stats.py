@@ -13,7 +13,7 @@ from typing import Any, Optional, Tuple, Union
 import numpy as np
 
 from . import reference
-from ._arrays import ArrayView, as_view, normalise_axis
+from ._arrays import as_view, normalise_axis
 from ._backend import require_cuda
 from .results import Histogram
 
@@ -56,9 +56,16 @@ def histogram(
         raise ValueError(f"trtcal: tensor '{name}' is empty: nothing to histogram")
     view.memory_order()
     if range is None:
+        if view.on_device:  # one-shot in the extension's cached workspace: no allocation
+            ext = require_cuda("histogram of a device array")
+            s = ext.histogram_once(view.ptr, view.dtype_code, view.size, bins, signed, view.stream, view.device)
+            exp = s["exponent"]
+            return Histogram(s["counts"], None if exp is None else math.ldexp(1.0, exp), signed, name,
+                             amax=float(s["amax"]), min=s["min"], max=s["max"], nan=int(s["nan"]),
+                             posinf=int(s["posinf"]), neginf=int(s["neginf"]))
         from .collectors import HistogramCollector
 
-        c = HistogramCollector(bins, signed, device="cpu" if not view.on_device else view.device, name=name)
+        c = HistogramCollector(bins, signed, device="cpu", name=name)
         c._update_view(view)
         return c.histogram()
     range = float(range)
@@ -99,10 +106,7 @@ def minmax(
     (min, max) as floats (``axis=None``) or float64 arrays of length ``x.shape[axis]``.
     Waits for the stream.
     """
-    lo, hi = _minmax(x, axis, nonfinite, stream, name)
-    if axis is None:
-        return float(lo[0]), float(hi[0])
-    return lo, hi
+    return _minmax(x, axis, nonfinite, stream, name)
 
 
 def amax(
@@ -118,44 +122,46 @@ def amax(
     Waits for the stream.
     """
     lo, hi = _minmax(x, axis, nonfinite, stream, name)
-    a = np.maximum(-lo, hi)
-    return float(a[0]) if axis is None else a
+    if axis is None:
+        return max(hi, -lo)
+    return np.maximum(-lo, hi)
 
 
 def _minmax(x: ArrayLike, axis: Optional[int], nonfinite: str, stream: Any, name: str):
+    """(min, max): floats for ``axis=None``, else float64 arrays. Device arrays take one
+    call of the extension, which works in its cached workspace (no allocation per call)."""
     if nonfinite not in _NONFINITE_POLICIES:
         raise ValueError(f"trtcal: nonfinite must be one of {_NONFINITE_POLICIES}, got {nonfinite!r}")
     view = as_view(x, name, stream)
-    if view.size == 0:
+    size = view.size
+    if size == 0:
         raise ValueError(f"trtcal: tensor '{name}' is empty: it has no min/max")
     ax = None if axis is None else normalise_axis(axis, len(view.shape), name)
     if view.on_device:
-        lo, hi, nan, pinf, ninf = _minmax_device(view, ax)
+        ext = require_cuda("min/max of a device array")
+        if ax is None:
+            view.memory_order()
+            outer, channels, inner = 1, 1, size
+        else:
+            outer, channels, inner = view.channel_split(ax)
+        lo, hi, nan, pinf, ninf = ext.minmax_once(view.ptr, view.dtype_code, outer, channels, inner,
+                                                  view.stream, view.device)
     else:
         view.memory_order()
         lo, hi, nan, pinf, ninf = reference.minmax_channels(view.host, ax)
-    check_nonfinite(name, nan, pinf, ninf, nonfinite)
+        if ax is None:
+            lo, hi = float(lo[0]), float(hi[0])
+    if nan or pinf or ninf:
+        check_nonfinite(name, nan, pinf, ninf, nonfinite)
+    if ax is None:
+        if lo != lo:  # NaN: no finite value
+            raise ValueError(f"trtcal: tensor '{name}' has no finite values")
+        return lo, hi
     empty = np.isnan(lo)
     if empty.any():
-        where = "" if ax is None else f" (channels {np.flatnonzero(empty)[:10].tolist()} along axis {ax})"
-        raise ValueError(f"trtcal: tensor '{name}' has no finite values{where}")
+        raise ValueError(f"trtcal: tensor '{name}' has no finite values (channels "
+                         f"{np.flatnonzero(empty)[:10].tolist()} along axis {ax})")
     return lo, hi
-
-
-def _minmax_device(view: ArrayView, axis: Optional[int]):
-    from .collectors import decode_ordered
-
-    ext = require_cuda("min/max of a device array")
-    if axis is None:
-        view.memory_order()
-        outer, channels, inner = 1, 1, view.size
-    else:
-        outer, channels, inner = view.channel_split(axis)
-    state = ext.MinMaxState(channels, view.device)
-    state.reset(view.stream)
-    state.update(view.ptr, view.dtype_code, outer, inner, view.stream)
-    lo, hi, nf = state.read(view.stream)
-    return decode_ordered(lo), decode_ordered(hi), int(nf[0]), int(nf[1]), int(nf[2])
 
 
 def check_nonfinite(name: str, nan: int, posinf: int, neginf: int, policy: str = "raise") -> None:
