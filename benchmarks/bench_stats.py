@@ -1,4 +1,8 @@
-"""Statistics core: histogram and min/max on 268,435,456 values vs torch, CuPy and NumPy."""
+"""Statistics core: histogram and min/max on 268,435,456 values vs torch, CuPy and NumPy; and
+the public API (``trtcal.amax``, ``HistogramCollector.update``, ``trtcal.histogram``,
+``trtcal.percentile``, ``trtcal.compute_amax``) side by side with ``torch.aminmax``,
+``torch.histc`` and ``cupy.percentile`` at 2^20 and 2^28 values (``run_public``; standalone:
+``python benchmarks/bench_stats.py --public``)."""
 
 from __future__ import annotations
 
@@ -97,10 +101,95 @@ def run(ctx: Dict) -> Dict:
     return {"title": "Statistics core (268,435,456 values)", "rows": rows, "summary": summary}
 
 
+PUBLIC_SIZES = (1 << 20, 1 << 28)
+
+
+def run_public(ctx: Dict) -> Dict:
+    """The public API as a user calls it, against the peers' one-call equivalents, on CuPy's
+    current stream (PyTorch shares it: both use the legacy default stream here). GPU time from
+    CUDA events with a cold L2 and the host's launches queued behind a 300 us busy kernel
+    (timing.time_cuda), so host work before the first launch is hidden but every wait, copy
+    back and allocation inside the call is counted; the one-shot calls return host values
+    and therefore wait, torch.aminmax/histc return device tensors and do not."""
+    import cupy as cp
+    import torch
+
+    import trtcal
+    from timing import time_cpu, time_cuda
+
+    rows = []
+    summary: Dict = {}
+
+    def add(name, ms, peer=False):
+        rows.append({"op": name, "ms": ms, "peer": peer})
+        return ms
+
+    for n in PUBLIC_SIZES:
+        tag = "2^20" if n == 1 << 20 else "2^28"
+        x = cp.random.standard_normal(n, dtype=cp.float32)
+        xt = torch.as_tensor(x, device="cuda")
+        stream = cp.cuda.get_current_stream().ptr
+        ext = trtcal._backend.require_cuda("benchmark")
+        mm = ext.MinMaxState(1, 0)
+        mm.reset(stream)
+        kernel = add(f"kernel alone: minmax update, {tag}", time_cuda(lambda: mm.update(x.data.ptr, 0, 1, n, stream)))
+        t_amax = add(f"trtcal.amax(x), {tag}", time_cuda(lambda: trtcal.amax(x)))
+        t_aminmax = add(f"torch.aminmax(x), {tag}", time_cuda(lambda: torch.aminmax(xt)), peer=True)
+        c = trtcal.HistogramCollector(2048)
+        c.update(x)  # fixes the range: later updates read the batch once
+        t_upd = add(f"HistogramCollector(2048).update(x), {tag}", time_cuda(lambda: c.update(x)))
+        t_histc = add(f"torch.histc(x, 2048), {tag}", time_cuda(lambda: torch.histc(xt, bins=2048, min=-8, max=8)),
+                      peer=True)
+        add(f"trtcal.histogram(x) (one-shot, waits), {tag}", time_cuda(lambda: trtcal.histogram(x)))
+        t_pct = add(f"trtcal.percentile(x, 99.99) (exact, waits), {tag}",
+                    time_cuda(lambda: trtcal.percentile(x, 99.99), warmup=2, iters=10 if n > 1 << 20 else 20))
+        t_cpct = add(f"cupy.percentile(x, 99.99), {tag}",
+                     time_cuda(lambda: cp.percentile(x, 99.99), warmup=1, iters=5 if n > 1 << 20 else 20), peer=True)
+        # host time of one call, no GPU wait hidden (wall clock, median)
+        add(f"trtcal.amax(x) wall clock per call (host + GPU), {tag}", time_cpu(lambda: trtcal.amax(x), 5, 50))
+        add(f"HistogramCollector.update(x) host time per call, {tag}",
+            time_cpu(lambda: c.update(x), 5, 50))
+        cp.cuda.runtime.deviceSynchronize()
+        summary[f"amax_over_torch_aminmax_{tag}"] = t_amax / t_aminmax
+        summary[f"hist_update_over_torch_aminmax_{tag}"] = t_upd / t_aminmax
+        summary[f"hist_update_over_torch_histc_{tag}"] = t_upd / t_histc
+        summary[f"amax_over_kernel_{tag}"] = t_amax / kernel
+        summary[f"percentile_over_cupy_{tag}"] = t_pct / t_cpct
+        del x, xt, c
+        cp.get_default_memory_pool().free_all_blocks()
+        torch.cuda.empty_cache()
+
+    # compute_amax through the public API: GPU collectors (their counts stay on the GPU)
+    rng = np.random.default_rng(0)
+    cols = {}
+    for t in range(1000):
+        c = trtcal.HistogramCollector(2048, name=f"t{t}")
+        c.update(cp.asarray((rng.standard_t(3, 20000) * np.exp(rng.uniform(-5, 5))).astype(np.float32)))
+        cols[c.name] = c
+    one = {"t0": cols["t0"]}
+    methods = ["entropy", "percentile", "mse"]
+    cp.cuda.runtime.deviceSynchronize()
+    t_all = add("trtcal.compute_amax(1000 GPU collectors, [entropy, percentile, mse]) wall clock",
+                time_cpu(lambda: trtcal.compute_amax(cols, methods), 2, 15))
+    add("trtcal.compute_amax(1 GPU collector, entropy) wall clock", time_cpu(lambda: trtcal.compute_amax(one), 5, 50))
+    add("trtcal.search_ranges(1000 GPU collectors, 3 methods) wall clock (general path, curves)",
+        time_cpu(lambda: trtcal.search_ranges(cols, methods), 1, 3))
+    summary["compute_amax_1000x3_ms"] = t_all
+    return {"title": "Public API vs peers (2^20 and 2^28 float32 values; 1000 collectors)", "rows": rows,
+            "summary": summary}
+
+
 if __name__ == "__main__":
     sys.path.insert(0, __file__.rsplit("/", 1)[0])
     from timing import copy_bandwidth_tbs
 
+    if "--public" in sys.argv:
+        res = run_public({})
+        for r in res["rows"]:
+            print(f"{r['op'] + (' (peer)' if r.get('peer') else ''):<92} {r['ms']:9.4f} ms")
+        for k, v in res["summary"].items():
+            print(f"{k}: {v:.3f}")
+        sys.exit(0)
     res = run({"bandwidth_tbs": copy_bandwidth_tbs()})
     for r in res["rows"]:
         print(f"{r['op']:<62} {r['ms']:8.3f} ms  {100 * r['of_floor']:5.1f}% of floor")

@@ -21,7 +21,7 @@ from . import checkpoint as ckpt
 from . import outputs
 from .collect import ActivationStats
 from .data import BadSampleError, InputSpec, Preprocess, Source, batches, open_source
-from .runners import Runner, TensorSelection, make_runner, model_digest
+from .runners import DEFAULT_MAX_MEMORY, Runner, TensorSelection, make_runner, model_digest
 
 __all__ = ["calibrate", "CalibrationResult", "Preprocess", "TensorSelection", "BadSampleError"]
 
@@ -113,6 +113,7 @@ def calibrate(
     distributed: bool = False,
     group: Any = None,
     shard: Optional[Tuple[int, int]] = None,
+    max_memory: Optional[float] = None,
 ) -> CalibrationResult:
     """Calibrates ``model`` over ``data`` and writes the requested outputs.
 
@@ -140,6 +141,9 @@ def calibrate(
     tensors, op_types : which activations (default all float tensors): a TensorSelection, or
         glob / ``re:`` name patterns, and/or op types.
     runner : 'auto', 'onnxruntime', 'tensorrt', or a Runner.
+    max_memory : bytes of activations one ONNX Runtime run may return (default 1.5e9, about
+        1.5 GB; 0: no limit): a batch is split into sub-batches that fit. The table does not
+        depend on it.
     bins : histogram bins per tensor (2048, as TensorRT's); the entropy search needs at least
         twice its start bin (256 by default).
     out_cache, out_qdq, out_table, report : output paths (with several methods, each path gets
@@ -226,7 +230,8 @@ def calibrate(
     if isinstance(runner, Runner):
         run = runner
     else:
-        run = make_runner(model, selection, runner, batch_size or 16, device_id=_local_device(distributed))
+        run = make_runner(model, selection, runner, batch_size or 16, device_id=_local_device(distributed),
+                          max_memory=DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
     specs = run.specs
     fixed_batch = _fixed_batch(specs)
     if fixed_batch is not None:
@@ -322,11 +327,15 @@ def calibrate(
                             say(f"trtcal: dropping the last {len(batch.names)} samples: the model's batch size is "
                                 f"fixed at {fixed_batch}")
                         else:
-                            acts = run.run(batch.inputs)
-                            acts, bad = stats.screen(acts, batch.names, skip_bad=skip_bad,
-                                                     check="batch" if skip_bad else "deferred")
-                            dirty = True  # an error while adding leaves the collectors half-updated
-                            stats.add(acts, stream=run.stream)
+                            bad = []
+                            # ONNX Runtime's runner splits the batch to its memory budget
+                            for rows, acts in run.run_parts(batch.inputs):
+                                acts, part_bad = stats.screen(acts, batch.names[rows], skip_bad=skip_bad,
+                                                              check="batch" if skip_bad else "deferred")
+                                dirty = True  # an error while adding leaves the collectors half-updated
+                                stats.add(acts, stream=run.stream)
+                                bad.extend(part_bad)
+                                del acts
                             dirty = False
                             dropped[0] += len(bad)
                             for s in bad:

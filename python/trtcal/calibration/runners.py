@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -21,6 +21,11 @@ from .._files import match_name
 from .data import InputSpec
 
 ModelLike = Union[str, "os.PathLike[str]", Any]  # path or onnx.ModelProto
+
+# Bytes of activations one ONNX Runtime run may return (``--max-memory``, GB): ONNX Runtime
+# hands back every requested activation of a run at once, so a batch is split into sub-batches
+# of about this size. 0 or None: no limit.
+DEFAULT_MAX_MEMORY = 1.5e9
 
 # ONNX TensorProto element types that hold activations trtcal calibrates
 _FLOAT_TYPES = {1: "float32", 10: "float16", 16: "bfloat16"}
@@ -148,6 +153,11 @@ class Runner:
     def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
         raise NotImplementedError
 
+    def run_parts(self, inputs: Dict[str, np.ndarray]) -> Iterator[Tuple[slice, Dict[str, Any]]]:
+        """Runs a batch as one or more sub-batches: yields (rows of the batch, activations).
+        Runners whose memory grows with the batch split it; the others run it whole."""
+        yield slice(0, None), self.run(inputs)
+
     def describe(self) -> Dict[str, Any]:
         return {}
 
@@ -162,11 +172,16 @@ class OrtRunner(Runner):
     providers : ONNX Runtime providers; default CUDA when available (onnxruntime-gpu), then CPU.
     threads : intra-op threads (0: ONNX Runtime's default).
     device_id : the GPU for the CUDA provider (default 0; one per rank in distributed runs).
+    max_memory : bytes of activations one run may return (default 1.5e9; 0 or None: no limit).
+        ONNX Runtime returns every requested activation of a run at once, so ``run_parts``
+        splits a batch into sub-batches of about this size (the bytes per sample are measured
+        on a one-sample first run). The statistics do not depend on the split (histograms are
+        batch-independent), so the table is the same for any budget.
     """
 
     def __init__(self, model: ModelLike, selection: TensorSelection = TensorSelection(),
                  providers: Optional[Sequence[str]] = None, threads: int = 0,
-                 device_id: Optional[int] = None) -> None:
+                 device_id: Optional[int] = None, max_memory: Optional[float] = DEFAULT_MAX_MEMORY) -> None:
         import onnx
         import onnxruntime as ort
 
@@ -206,7 +221,47 @@ class OrtRunner(Runner):
                                 np.dtype(_ORT_TYPES.get(i.type, np.float32)))
                       for i in self.session.get_inputs() if i.name not in init]
         self._out_names = [o.name for o in self.session.get_outputs()]
+        self._out_index = {n: i for i, n in enumerate(self._out_names)}
         self._wanted = set(self.tensors)
+        self.max_memory = max_memory
+        self.bytes_per_sample: Optional[float] = None  # measured on the first split batch
+        # only a batch axis the model leaves free can be split
+        self._splittable = bool(self.specs) and all(sp.shape and sp.shape[0] is None for sp in self.specs)
+
+    def rows_per_run(self) -> Optional[int]:
+        """Samples per sub-batch under ``max_memory`` (None: not known yet, or no limit); at
+        least 2 (see :meth:`run_parts`)."""
+        if not self.max_memory or self.bytes_per_sample is None:
+            return None
+        return max(2, int(float(self.max_memory) // max(self.bytes_per_sample, 1.0)))
+
+    def run_parts(self, inputs: Dict[str, np.ndarray]) -> Iterator[Tuple[slice, Dict[str, Any]]]:
+        """Runs the batch in sub-batches whose activations fit ``max_memory``; yields
+        (rows, activations). A sub-batch has at least 2 samples: ONNX Runtime's CPU kernels
+        compute some layers of a one-sample batch in another order (a matrix-vector product
+        where a larger batch gets a matrix product), which moves their last bits; from 2
+        samples on, a sample's activations do not depend on the sub-batch (tested on a real
+        text detector), so the statistics are the same for any budget."""
+        n = _rows(inputs)
+        if not self.max_memory or not self._splittable or n is None or n < 4:
+            yield slice(0, None), self.run(inputs)
+            return
+        start = 0
+        if self.bytes_per_sample is None:  # two samples first: how many bytes a sample returns
+            acts = self.run(_take(inputs, 0, 2))
+            self.bytes_per_sample = float(sum(getattr(v, "nbytes", 0) for v in acts.values())) / 2
+            yield slice(0, 2), acts
+            del acts
+            start = 2
+        step = self.rows_per_run() or n
+        lo = start
+        while lo < n:
+            hi = min(lo + step, n)
+            if n - hi == 1:
+                hi = n  # never leave a one-sample sub-batch
+            part = inputs if (lo, hi) == (0, n) else _take(inputs, lo, hi)
+            yield slice(lo, hi), self.run(part)
+            lo = hi
 
     def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
         values = self.session.run(self._out_names, inputs)
@@ -215,7 +270,7 @@ class OrtRunner(Runner):
             if name in inputs:
                 v = inputs[name]
             else:
-                v = values[self._out_names.index(name)]
+                v = values[self._out_index[name]]
             if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.dtype != np.float64:
                 out[name] = v
             elif isinstance(v, np.ndarray) and v.dtype == np.float64:
@@ -226,6 +281,18 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         return {"runner": "onnxruntime", "version": ort.__version__, "providers": self.providers}
+
+
+def _rows(inputs: Dict[str, np.ndarray]) -> Optional[int]:
+    """The batch size shared by every input (their first axis), or None."""
+    sizes = {int(v.shape[0]) for v in inputs.values() if getattr(v, "ndim", 0) >= 1}
+    if len(sizes) != 1 or any(getattr(v, "ndim", 0) < 1 for v in inputs.values()):
+        return None
+    return sizes.pop()
+
+
+def _take(inputs: Dict[str, np.ndarray], lo: int, hi: int) -> Dict[str, np.ndarray]:
+    return {k: v[lo:hi] for k, v in inputs.items()}
 
 
 class TensorRTRunner(Runner):
@@ -427,10 +494,11 @@ class _DeviceAllocator:
 
 
 def make_runner(model: ModelLike, selection: TensorSelection, runner: str = "auto", batch_size: int = 1,
-                device_id: Optional[int] = None) -> Runner:
+                device_id: Optional[int] = None, max_memory: Optional[float] = DEFAULT_MAX_MEMORY) -> Runner:
     """'auto' picks TensorRT when the tensorrt module and trtcal's CUDA build are present.
 
-    ``device_id``: the GPU of ONNX Runtime's CUDA provider (TensorRT uses the current device)."""
+    ``device_id``: the GPU of ONNX Runtime's CUDA provider (TensorRT uses the current device);
+    ``max_memory``: ONNX Runtime's budget of activation bytes per run (see :class:`OrtRunner`)."""
     if runner not in ("auto", "onnxruntime", "tensorrt"):
         raise ValueError(f"trtcal: runner must be 'auto', 'onnxruntime' or 'tensorrt', got {runner!r}")
     if runner == "auto":
@@ -441,4 +509,4 @@ def make_runner(model: ModelLike, selection: TensorSelection, runner: str = "aut
         runner = "tensorrt" if importlib.util.find_spec("tensorrt") and cuda_available() else "onnxruntime"
     if runner == "tensorrt":
         return TensorRTRunner(model, selection, batch_size=batch_size)
-    return OrtRunner(model, selection, device_id=device_id)
+    return OrtRunner(model, selection, device_id=device_id, max_memory=max_memory)

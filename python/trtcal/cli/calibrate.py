@@ -39,6 +39,10 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--percentile", type=float, default=None,
                    help="percentile for --method percentile/all (default 99.99; 99.999 with --flavor onnxruntime)")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-memory", type=float, default=1.5, metavar="GB",
+                   help="ONNX Runtime returns every activation of a run at once: batches are split into "
+                        "sub-batches whose activations fit this many GB (default 1.5; 0: no limit). "
+                        "The table does not depend on it")
     p.add_argument("--bins", type=int, default=2048, help="histogram bins per tensor (default 2048, as TensorRT's)")
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--out-cache", help="TensorRT calibration cache (TensorRT <= 10)")
@@ -195,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args, calibrate, method, params, checkpoint, say):
     return calibrate(
         args.model, args.data, method=method, flavor=args.flavor, params=params, batch_size=args.batch_size,
+        max_memory=args.max_memory * 1e9,
         max_samples=args.max_samples, bins=args.bins, preprocess=_preprocess(args), input_name=args.input_name,
         tensors=args.tensors, op_types=args.op_types.split(",") if args.op_types else None, runner=args.runner,
         out_cache=args.out_cache, out_qdq=args.out_qdq, out_table=args.out_table, report=args.report,
