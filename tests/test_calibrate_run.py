@@ -231,15 +231,23 @@ def test_tensorrt_11_refuses_cache_output(model_path, rng, tmp_path):
 
 
 def test_report_markdown_and_html(model_path, rng, tmp_path):
-    pytest.importorskip("matplotlib")
     res = calibrate(model_path, _data(rng, 5), method="minmax", report=str(tmp_path / "r.md"), **QUIET)
     text = (tmp_path / "r.md").read_text()
-    assert "| block/relu |" in text and "r_files/" in text
-    pngs = sorted(os.listdir(tmp_path / "r_files"))
-    assert len(pngs) == len(res.histograms) and all(p.endswith(".png") for p in pngs)
+    assert "| block/relu |" in text and "r_files/histograms.svg" in text
+    svg = (tmp_path / "r_files" / "histograms.svg").read_text()
+    assert svg.count("<polyline") == len(res.histograms)  # one figure, a row per tensor
     calibrate(model_path, _data(rng, 5), method="minmax", report=str(tmp_path / "r.html"), **QUIET)
     html = (tmp_path / "r.html").read_text()
-    assert html.count("data:image/png;base64,") == len(res.histograms) and "<table>" in html
+    assert html.count("<svg") == len(res.histograms) and "<table>" in html and "Accuracy against FP32" in html
+
+
+def test_report_shows_accuracy_with_eval_data(model_path, rng, tmp_path):
+    res = calibrate(model_path, _data(rng, 6), method=["entropy", "minmax"], report=str(tmp_path / "r.html"),
+                    out_qdq=str(tmp_path / "m.qdq.onnx"), eval_data=_data(rng, 4), **QUIET)
+    html = (tmp_path / "r.html").read_text()
+    assert len(res.accuracy) == 2 and {r["method"] for r in res.accuracy} == {"entropy", "minmax"}
+    assert all(r["sqnr_db"] > 0 and 0.9 < r["cosine"] <= 1 for r in res.accuracy)
+    assert "sqnr_db" in html and "top1_agreement" in html
 
 
 def test_ctrl_c_finishes_the_batch_checkpoints_and_resumes_exactly(model_path, rng, tmp_path):

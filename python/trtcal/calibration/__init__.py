@@ -114,6 +114,7 @@ def calibrate(
     group: Any = None,
     shard: Optional[Tuple[int, int]] = None,
     max_memory: Optional[float] = None,
+    eval_data: Any = None,
 ) -> CalibrationResult:
     """Calibrates ``model`` over ``data`` and writes the requested outputs.
 
@@ -141,6 +142,8 @@ def calibrate(
     tensors, op_types : which activations (default all float tensors): a TensorSelection, or
         glob / ``re:`` name patterns, and/or op types.
     runner : 'auto', 'onnxruntime', 'tensorrt', or a Runner.
+    eval_data : held-out samples (the forms ``data`` takes): with ``report`` and ``out_qdq``, the
+        report shows each Q/DQ model's outputs against FP32 (SQNR, cosine, top-1 agreement).
     max_memory : bytes of activations one ONNX Runtime run may return (default 1.5e9, about
         1.5 GB; 0: no limit): a batch is split into sub-batches that fit. The table does not
         depend on it.
@@ -425,6 +428,10 @@ def calibrate(
     if report:
         from . import report as report_mod
 
+        qdq = {k.split(".", 1)[1]: v for k, v in result.files.items() if k.startswith("qdq.")}
+        if eval_data is not None and qdq:  # the report shows the Q/DQ models' accuracy against FP32
+            report_mod.add_accuracy_rows(result, report_mod.accuracy_rows(
+                model, qdq, eval_data, preprocess=preprocess, input_name=input_name, batch_size=batch_size))
         for p in report_mod.write(report, result):
             result.files.setdefault("report", p)
         say(f"trtcal: report written to {report}")

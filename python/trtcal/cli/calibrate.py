@@ -39,6 +39,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--percentile", type=float, default=None,
                    help="percentile for --method percentile/all (default 99.99; 99.999 with --flavor onnxruntime)")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--eval-data", default=None, metavar="PATH",
+                   help="held-out samples (same forms as --data): with --report and --out-qdq, the report shows "
+                        "the Q/DQ model's outputs against FP32 (SQNR, cosine, top-1 agreement)")
     p.add_argument("--max-memory", type=float, default=1.5, metavar="GB",
                    help="ONNX Runtime returns every activation of a run at once: batches are split into "
                         "sub-batches whose activations fit this many GB (default 1.5; 0: no limit). "
@@ -199,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args, calibrate, method, params, checkpoint, say):
     return calibrate(
         args.model, args.data, method=method, flavor=args.flavor, params=params, batch_size=args.batch_size,
-        max_memory=args.max_memory * 1e9,
+        max_memory=args.max_memory * 1e9, eval_data=args.eval_data,
         max_samples=args.max_samples, bins=args.bins, preprocess=_preprocess(args), input_name=args.input_name,
         tensors=args.tensors, op_types=args.op_types.split(",") if args.op_types else None, runner=args.runner,
         out_cache=args.out_cache, out_qdq=args.out_qdq, out_table=args.out_table, report=args.report,
