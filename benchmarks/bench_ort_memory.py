@@ -25,10 +25,25 @@ def _child(args) -> None:
     from trtcal.cli import main
 
     t0 = time.perf_counter()
-    rc = main(["calibrate", args.model, "--data", args.data, "--method", "entropy", "--out-table",
-               os.path.join(args.out, "t.json"), "--max-samples", str(args.samples),
-               "--max-memory", str(args.max_memory), "--checkpoint", os.path.join(args.out, "ck.npz")]
-              + (["--report", os.path.join(args.out, "report.html")] if args.report else []))
+    rc = main(
+        [
+            "calibrate",
+            args.model,
+            "--data",
+            args.data,
+            "--method",
+            "entropy",
+            "--out-table",
+            os.path.join(args.out, "t.json"),
+            "--max-samples",
+            str(args.samples),
+            "--max-memory",
+            str(args.max_memory),
+            "--checkpoint",
+            os.path.join(args.out, "ck.npz"),
+        ]
+        + (["--report", os.path.join(args.out, "report.html")] if args.report else [])
+    )
     dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB -> GB
     print(json.dumps({"rc": rc, "seconds": dt, "peak_rss_gb": peak}))
@@ -58,17 +73,39 @@ def main() -> None:
     data = real_models.save_npy("ppocr-det", args.samples, 0, os.path.join(tmp, "data"))
     cases = []
     if "budget" in args.cases:
-        cases += [("no budget (--max-memory 0), as before", 0.0, False), ("default --max-memory 1.5", 1.5, False)]
+        cases += [
+            ("no budget (--max-memory 0), as before", 0.0, False),
+            ("default --max-memory 1.5", 1.5, False),
+        ]
     if "report" in args.cases:
         cases += [("default, with --report", 1.5, True)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(HERE, "..", "python"),
-                                                        os.environ.get("PYTHONPATH", "")]))
-    print(f"ppocr-det 320x320, {args.samples} samples, batch 16 (the default), entropy, ONNX Runtime CPU")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [os.path.join(HERE, "..", "python"), os.environ.get("PYTHONPATH", "")]
+        ),
+    )
+    print(
+        f"ppocr-det 320x320, {args.samples} samples, batch 16 (the default), entropy, ONNX Runtime CPU"
+    )
     print(f"{'case':<42} {'seconds':>8} {'peak RSS GB':>12}")
     for label, mm, report in cases:
         out = tempfile.mkdtemp(dir=tmp)
-        cmd = [sys.executable, __file__, "--child", "--model", model, "--data", data, "--out", out,
-               "--samples", str(args.samples), "--max-memory", str(mm)] + (["--report"] if report else [])
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--model",
+            model,
+            "--data",
+            data,
+            "--out",
+            out,
+            "--samples",
+            str(args.samples),
+            "--max-memory",
+            str(mm),
+        ] + (["--report"] if report else [])
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         line = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
         if not line:

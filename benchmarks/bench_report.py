@@ -20,8 +20,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _old_module(rev: str, tmp: str):
-    src = subprocess.run(["git", "-C", HERE, "show", f"{rev}:python/trtcal/calibration/report.py"],
-                         capture_output=True, text=True, check=True).stdout
+    src = subprocess.run(
+        ["git", "-C", HERE, "show", f"{rev}:python/trtcal/calibration/report.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     path = os.path.join(tmp, "old_report.py")
     with open(path, "w") as f:
         f.write(src)
@@ -38,7 +42,6 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, os.path.join(HERE, "..", "tests"))
     import real_models
-
     from trtcal.calibration import calibrate
     from trtcal.calibration import report as new
 
@@ -50,10 +53,14 @@ def main() -> None:
     t0 = time.perf_counter()
     res = calibrate(model, x, method="all", progress=False, log=lambda s: None)
     t_cal = time.perf_counter() - t0
-    print(f"ppocr-det 320x320, {args.samples} samples, --method all: {len(res.histograms)} tensors; "
-          f"calibration {t_cal:.1f} s")
-    for label, fn in (("new report, HTML (inline SVG)", lambda: new.write(os.path.join(tmp, "n.html"), res)),
-                      ("new report, Markdown (one SVG)", lambda: new.write(os.path.join(tmp, "n.md"), res))):
+    print(
+        f"ppocr-det 320x320, {args.samples} samples, --method all: {len(res.histograms)} tensors; "
+        f"calibration {t_cal:.1f} s"
+    )
+    for label, fn in (
+        ("new report, HTML (inline SVG)", lambda: new.write(os.path.join(tmp, "n.html"), res)),
+        ("new report, Markdown (one SVG)", lambda: new.write(os.path.join(tmp, "n.md"), res)),
+    ):
         t0 = time.perf_counter()
         fn()
         print(f"  {label:<44} {time.perf_counter() - t0:8.2f} s")
@@ -61,7 +68,9 @@ def main() -> None:
         old = _old_module(args.old, tmp)
         t0 = time.perf_counter()
         old.write(os.path.join(tmp, "o.html"), res)
-        print(f"  {'old report (' + args.old + '), HTML, matplotlib PNGs':<44} {time.perf_counter() - t0:8.2f} s")
+        print(
+            f"  {'old report (' + args.old + '), HTML, matplotlib PNGs':<44} {time.perf_counter() - t0:8.2f} s"
+        )
 
 
 if __name__ == "__main__":

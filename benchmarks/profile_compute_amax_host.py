@@ -14,7 +14,6 @@ import statistics
 import time
 
 import numpy as np
-
 import trtcal
 from trtcal import _range_batch, range_search
 
@@ -34,8 +33,11 @@ class _Ext:
 
     def histogram_read_states(self, states, stream, device):
         ss = [s._s for s in states]
-        return {"exponent": np.array([s["exponent"] for s in ss], np.int32),
-                "has_range": np.ones(len(ss), bool), "amax": np.array([s["amax"] for s in ss], np.float32)}
+        return {
+            "exponent": np.array([s["exponent"] for s in ss], np.int32),
+            "has_range": np.ones(len(ss), bool),
+            "amax": np.array([s["amax"] for s in ss], np.float32),
+        }
 
     def range_search_once(self, device, method, *args):
         nbins, cands, with_curve = args[9], args[14], args[-1]
@@ -47,6 +49,7 @@ class _Ext:
     def PrivateStream(self, device):  # noqa: N802 - the extension's name
         class _S:
             handle = 0
+
         return _S()
 
     def range_search_max_bins(self, method):
@@ -82,7 +85,9 @@ def main() -> None:
 
     fast = timed(lambda: trtcal.compute_amax(cols, methods))
     general = timed(lambda: trtcal.search_ranges(cols, methods), reps=3)
-    print(f"{args.tensors} GPU collectors x {len(methods)} methods, host work only (the kernels: 2.44 ms on the H200)")
+    print(
+        f"{args.tensors} GPU collectors x {len(methods)} methods, host work only (the kernels: 2.44 ms on the H200)"
+    )
     print(f"  compute_amax (vectorised batch path)  {fast:8.2f} ms")
     print(f"  search_ranges (general, per tensor)   {general:8.2f} ms")
 

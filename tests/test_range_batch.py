@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import trtcal
 from trtcal import _range_batch as rb
 from trtcal.range_search import TensorRange, _finish, _items, _plan_arrays, _prepare, _spec
 
-SPECS = [("entropy", "pytorch_quantization", {}), ("entropy", "tensorrt", {}),
-         ("percentile", "pytorch_quantization", {"percentile": 99.9}),
-         ("percentile", "pytorch_quantization", {"percentile": 99.999}),
-         ("mse", "pytorch_quantization", {}), ("entropy", "pytorch_quantization", {"stride": 3}),
-         ("mse", "pytorch_quantization", {"start_bin": 37, "stride": 2})]
+SPECS = [
+    ("entropy", "pytorch_quantization", {}),
+    ("entropy", "tensorrt", {}),
+    ("percentile", "pytorch_quantization", {"percentile": 99.9}),
+    ("percentile", "pytorch_quantization", {"percentile": 99.999}),
+    ("mse", "pytorch_quantization", {}),
+    ("entropy", "pytorch_quantization", {"stride": 3}),
+    ("mse", "pytorch_quantization", {"start_bin": 37, "stride": 2}),
+]
 
 
 def _collectors(rng, count):
@@ -34,9 +37,13 @@ def _collectors(rng, count):
 
 def _batch(cols):
     states = [c.state_dict() for c in cols.values()]
-    return rb.Batch(list(cols), np.array([c.bins for c in cols.values()]),
-                    np.array([s["exponent"] for s in states]), np.array([s["amax"] for s in states], np.float32),
-                    np.arange(len(cols), dtype=np.uint64) * 1000 + 8)
+    return rb.Batch(
+        list(cols),
+        np.array([c.bins for c in cols.values()]),
+        np.array([s["exponent"] for s in states]),
+        np.array([s["amax"] for s in states], np.float32),
+        np.arange(len(cols), dtype=np.uint64) * 1000 + 8,
+    )
 
 
 @pytest.mark.parametrize("method,flavor,params", SPECS)
@@ -83,4 +90,7 @@ def test_uncovered_cases_take_the_general_path(rng):
     assert rb.batch_of_collectors(cols, None, None) is None
     assert rb.batch_of_collectors(list(cols.values()), None, None) is None
     assert rb.compute_amax_collectors(cols, ["entropy"], "onnxruntime", None, None, {}) is None
-    assert rb.compute_amax_collectors(cols, ["mse"], None, None, None, {"candidates_per_bin": 4}) is None
+    assert (
+        rb.compute_amax_collectors(cols, ["mse"], None, None, None, {"candidates_per_bin": 4})
+        is None
+    )

@@ -13,7 +13,6 @@ pytest.importorskip("onnxruntime")
 import real_models  # noqa: E402
 from calib_models import QUIET, cnn_model  # noqa: E402
 from calib_models import heavy_tailed_images as _data  # noqa: E402
-
 from trtcal.calibration import calibrate  # noqa: E402
 from trtcal.calibration.runners import OrtRunner  # noqa: E402
 
@@ -51,7 +50,9 @@ def test_result_is_the_same_for_any_split(tmp_path, rng, budget):
     _assert_same(whole, split)
 
 
-@pytest.mark.skipif(real_models.model_path("ppocr-det") is None, reason=real_models.missing_reason("ppocr-det"))
+@pytest.mark.skipif(
+    real_models.model_path("ppocr-det") is None, reason=real_models.missing_reason("ppocr-det")
+)
 def test_real_text_detector_is_the_same_split():
     model = real_models.model_path("ppocr-det")
     x = next(iter(real_models.inputs("ppocr-det", 8, seed=0).values()))
@@ -61,5 +62,7 @@ def test_real_text_detector_is_the_same_split():
     per = OrtRunner(model, max_memory=1)
     list(per.run_parts({per.specs[0].name: x}))
     for rows in (2, 5):  # sub-batches 2+2+2+2 and 2+6
-        split = calibrate(model, x, method="minmax", batch_size=8, max_memory=rows * per.bytes_per_sample, **QUIET)
+        split = calibrate(
+            model, x, method="minmax", batch_size=8, max_memory=rows * per.bytes_per_sample, **QUIET
+        )
         _assert_same(whole, split)

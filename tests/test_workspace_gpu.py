@@ -8,7 +8,6 @@ import threading
 
 import numpy as np
 import pytest
-
 import trtcal
 from trtcal import reference
 

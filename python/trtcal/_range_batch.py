@@ -22,16 +22,27 @@ import numpy as np
 from ._backend import require_cuda
 
 # (method, flavor) pairs this path covers: |x| histograms, candidates on the bins.
-_COVERED = {("minmax", "trtcal"), ("entropy", "pytorch_quantization"),
-            ("entropy", "tensorrt"), ("percentile", "pytorch_quantization"), ("mse", "pytorch_quantization")}
+_COVERED = {
+    ("minmax", "trtcal"),
+    ("entropy", "pytorch_quantization"),
+    ("entropy", "tensorrt"),
+    ("percentile", "pytorch_quantization"),
+    ("mse", "pytorch_quantization"),
+}
 
 
 class Batch:
     """Many unsigned streaming histograms as arrays: bins, exact amax, and the occupied
     prefix of each (``k`` bins ending at ``hi``), as ``range_search._from_histogram`` cuts it."""
 
-    def __init__(self, names: List[str], bins: np.ndarray, exponent: np.ndarray, amax: np.ndarray,
-                 counts_ptrs: np.ndarray) -> None:
+    def __init__(
+        self,
+        names: List[str],
+        bins: np.ndarray,
+        exponent: np.ndarray,
+        amax: np.ndarray,
+        counts_ptrs: np.ndarray,
+    ) -> None:
         self.names = names
         self.bins = bins.astype(np.int64)
         self.amax = amax.astype(np.float64)
@@ -68,8 +79,15 @@ def plan(b: Batch, s: Any) -> Optional[Dict[str, np.ndarray]]:
         cands[:, 0] = start
         cands[:, 1] = np.where(ncand > 1, stride, 1)
         cands[:, 2] = ncand
-    return {"counts_ptrs": b.counts_ptrs, "nbins": k.astype(np.int32), "edges_ptrs": np.zeros(T, np.uint64),
-            "linspace": lin.ravel(), "grid": np.zeros(2 * T), "targets": targets.ravel(), "cands": cands.ravel()}
+    return {
+        "counts_ptrs": b.counts_ptrs,
+        "nbins": k.astype(np.int32),
+        "edges_ptrs": np.zeros(T, np.uint64),
+        "linspace": lin.ravel(),
+        "grid": np.zeros(2 * T),
+        "targets": targets.ravel(),
+        "cands": cands.ravel(),
+    }
 
 
 def amax_from(b: Batch, s: Any, index: np.ndarray) -> np.ndarray:
@@ -114,12 +132,27 @@ def batch_of_collectors(hist: Any, device: Optional[str], stream: Any):
     if not st["has_range"].all():
         return None  # empty or all-zero tensors: the general path names them
     ptrs = np.fromiter((c._gpu.counts_ptr for c in cols), np.uint64, len(cols))
-    return Batch(names, np.fromiter((c.bins for c in cols), np.int64, len(cols)), st["exponent"],
-                 st["amax"], ptrs), dev, handle
+    return (
+        Batch(
+            names,
+            np.fromiter((c.bins for c in cols), np.int64, len(cols)),
+            st["exponent"],
+            st["amax"],
+            ptrs,
+        ),
+        dev,
+        handle,
+    )
 
 
-def compute_amax_collectors(hist: Any, methods: Sequence[str], flavor: Any, device: Optional[str],
-                            stream: Any, params: Dict[str, Any]) -> Optional[Dict[str, Dict[str, float]]]:
+def compute_amax_collectors(
+    hist: Any,
+    methods: Sequence[str],
+    flavor: Any,
+    device: Optional[str],
+    stream: Any,
+    params: Dict[str, Any],
+) -> Optional[Dict[str, Dict[str, float]]]:
     """{method: {name: amax}} for many GPU collectors, or None (then the general path runs)."""
     from .range_search import FLAVORS, _kernel_params, _spec
 
@@ -153,9 +186,24 @@ def compute_amax_collectors(hist: Any, methods: Sequence[str], flavor: Any, devi
             empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
             none = np.full(len(b.names), -1, np.int64)
             idx, _idx2, _val, _curve = ext.range_search_once(
-                dev, *kparams, arrays["counts_ptrs"], arrays["nbins"], arrays["edges_ptrs"], arrays["linspace"],
-                arrays["grid"], arrays["targets"], arrays["cands"], group, chunk, empty_i, none, empty_f, none,
-                handle, False)
+                dev,
+                *kparams,
+                arrays["counts_ptrs"],
+                arrays["nbins"],
+                arrays["edges_ptrs"],
+                arrays["linspace"],
+                arrays["grid"],
+                arrays["targets"],
+                arrays["cands"],
+                group,
+                chunk,
+                empty_i,
+                none,
+                empty_f,
+                none,
+                handle,
+                False,
+            )
             a = amax_from(b, s, idx)
         if not (np.isfinite(a).all() and (a > 0).all()):
             return None  # a degenerate tensor: the general path raises or flags it by name

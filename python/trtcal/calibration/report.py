@@ -23,8 +23,18 @@ _COLOURS = {"minmax": "#d62728", "entropy": "#1f77b4", "percentile": "#2ca02c", 
 _W, _H = 260, 40  # one histogram, in SVG units (pixels)
 _CLIP_LEGEND = "(p% clipped): the share of the tensor's values at or beyond the threshold, which saturate to +-127."
 # Accuracy columns shown first, in this order, when present; any other key of a row follows.
-_ACCURACY_FIRST = ("method", "output", "head", "metric", "sqnr_db", "cosine", "top1_agreement",
-                   "max_abs_error", "worst_sample_cosine", "samples")
+_ACCURACY_FIRST = (
+    "method",
+    "output",
+    "head",
+    "metric",
+    "sqnr_db",
+    "cosine",
+    "top1_agreement",
+    "max_abs_error",
+    "worst_sample_cosine",
+    "samples",
+)
 
 
 def _fmt(v: Any) -> str:
@@ -51,9 +61,16 @@ def add_accuracy_rows(result: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     acc.extend(dict(r) for r in rows)
 
 
-def accuracy_rows(model: Any, qdq_models: Mapping[str, str], eval_data: Any, *, preprocess: Any = None,
-                  input_name: Optional[str] = None, batch_size: int = 16,
-                  max_samples: Optional[int] = None) -> List[Dict[str, Any]]:
+def accuracy_rows(
+    model: Any,
+    qdq_models: Mapping[str, str],
+    eval_data: Any,
+    *,
+    preprocess: Any = None,
+    input_name: Optional[str] = None,
+    batch_size: int = 16,
+    max_samples: Optional[int] = None,
+) -> List[Dict[str, Any]]:
     """The quantized models' outputs against the FP32 model's on ``eval_data``: one row per
     (method, model output) with SQNR (dB), cosine similarity, max abs error, the worst
     sample's cosine and, for 2-D outputs of several classes, top-1 agreement. The Q/DQ models
@@ -69,8 +86,14 @@ def accuracy_rows(model: Any, qdq_models: Mapping[str, str], eval_data: Any, *, 
     from .runners import load_onnx
 
     reference = evaluation.Reference(model)
-    evalset = evaluation.EvalSet(eval_data, reference.specs, batch_size, max_samples=max_samples,
-                                 preprocess=preprocess, input_name=input_name)
+    evalset = evaluation.EvalSet(
+        eval_data,
+        reference.specs,
+        batch_size,
+        max_samples=max_samples,
+        preprocess=preprocess,
+        input_name=input_name,
+    )
     rows: List[Dict[str, Any]] = []
     for method, path in qdq_models.items():
         stats, _ = evaluation.measure(load_onnx(path), reference, evalset)
@@ -92,8 +115,10 @@ def _histogram_svg(hist: Any, amax: Mapping[str, float], x0: float = 0.0, y0: fl
     """SVG elements of one histogram at (x0, y0): log10(1 + count) of |x| pooled (max) into one
     column per unit of width, and a line per method's threshold."""
     if getattr(hist, "status", "ok") != "ok" or not np.asarray(hist.counts).any():
-        return (f"<text x='{x0 + 4:.0f}' y='{y0 + _H / 2:.0f}' font-size='10' fill='#666'>"
-                f"no histogram: {html.escape(str(getattr(hist, 'status', 'empty')))}</text>")
+        return (
+            f"<text x='{x0 + 4:.0f}' y='{y0 + _H / 2:.0f}' font-size='10' fill='#666'>"
+            f"no histogram: {html.escape(str(getattr(hist, 'status', 'empty')))}</text>"
+        )
     counts = np.asarray(hist.counts, dtype=np.float64)
     edges = np.asarray(hist.edges, dtype=np.float64)
     last = int(np.flatnonzero(counts)[-1]) + 1
@@ -110,20 +135,27 @@ def _histogram_svg(hist: Any, amax: Mapping[str, float], x0: float = 0.0, y0: fl
     pts[0:-2:2], pts[1:-2:2] = xs, ys
     pts[-2:] = (x0 + col[starts[-1]] + 1, ys[-1])
     coords = " ".join(f"{v:.1f}" for v in pts)
-    out = [f"<rect x='{x0}' y='{y0}' width='{_W}' height='{_H}' fill='#fafafa' stroke='#ddd'/>",
-           f"<polyline points='{coords}' fill='none' stroke='#777' stroke-width='1'/>"]
+    out = [
+        f"<rect x='{x0}' y='{y0}' width='{_W}' height='{_H}' fill='#fafafa' stroke='#ddd'/>",
+        f"<polyline points='{coords}' fill='none' stroke='#777' stroke-width='1'/>",
+    ]
     for m, v in amax.items():
         if v is not None and math.isfinite(v):
             x = x0 + min(float(v) / top, 1.0) * _W
-            out.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{y0}' y2='{y0 + _H}' stroke='{_COLOURS.get(m, '#000')}' "
-                       f"stroke-width='1.5'><title>{html.escape(m)} {float(v):.5g}</title></line>")
+            out.append(
+                f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{y0}' y2='{y0 + _H}' stroke='{_COLOURS.get(m, '#000')}' "
+                f"stroke-width='1.5'><title>{html.escape(m)} {float(v):.5g}</title></line>"
+            )
     return "".join(out)
 
 
 def histogram_svg(hist: Any, amax: Mapping[str, float]) -> str:
     """One tensor's histogram with its thresholds, as an inline ``<svg>`` element."""
-    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{_W}' height='{_H}' viewBox='0 0 {_W} {_H}'>"
-            + _histogram_svg(hist, amax) + "</svg>")
+    return (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{_W}' height='{_H}' viewBox='0 0 {_W} {_H}'>"
+        + _histogram_svg(hist, amax)
+        + "</svg>"
+    )
 
 
 def histograms_svg(histograms: Mapping[str, Any], amax: Mapping[str, Mapping[str, float]]) -> str:
@@ -134,15 +166,22 @@ def histograms_svg(histograms: Mapping[str, Any], amax: Mapping[str, Mapping[str
     parts = []
     for i, (name, h) in enumerate(histograms.items()):
         y = 24 + i * row_h
-        parts.append(f"<text x='4' y='{y + _H / 2 + 4:.0f}' font-size='11' font-family='monospace'>"
-                     f"{html.escape(name[:48])}</text>")
+        parts.append(
+            f"<text x='4' y='{y + _H / 2 + 4:.0f}' font-size='11' font-family='monospace'>"
+            f"{html.escape(name[:48])}</text>"
+        )
         parts.append(_histogram_svg(h, {m: amax[m].get(name) for m in methods}, label_w, y))
-    legend = "".join(f"<text x='{label_w + 70 * k}' y='14' font-size='11' fill='{_COLOURS.get(m, '#000')}'>{m}</text>"
-                     for k, m in enumerate(methods))
+    legend = "".join(
+        f"<text x='{label_w + 70 * k}' y='14' font-size='11' fill='{_COLOURS.get(m, '#000')}'>{m}</text>"
+        for k, m in enumerate(methods)
+    )
     height = 24 + len(histograms) * row_h
-    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{label_w + _W + 10}' height='{height}'>"
-            f"<text x='4' y='14' font-size='11'>|x| histograms (log counts) and thresholds:</text>{legend}"
-            + "".join(parts) + "</svg>")
+    return (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{label_w + _W + 10}' height='{height}'>"
+        f"<text x='4' y='14' font-size='11'>|x| histograms (log counts) and thresholds:</text>{legend}"
+        + "".join(parts)
+        + "</svg>"
+    )
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -152,7 +191,13 @@ def _rows(result: Any) -> List[Dict[str, Any]]:
     methods = list(result.amax)
     rows = []
     for name, h in result.histograms.items():
-        row = {"tensor": name, "values": h.total, "min": h.min, "max": h.max, "nonfinite": h.nonfinite}
+        row = {
+            "tensor": name,
+            "values": h.total,
+            "min": h.min,
+            "max": h.max,
+            "nonfinite": h.nonfinite,
+        }
         for m in methods:
             row[m] = result.amax[m].get(name)
             row[m + ":clipped"] = getattr(result, "clipped", {}).get(m, {}).get(name, 0.0)
@@ -165,8 +210,12 @@ def _clip_text(fraction: float) -> str:
     return f" ({fraction:.1%} clipped)" if fraction > 0.001 else ""
 
 
-def write(path: str, result: Any, plots: bool = True,
-          accuracy: Optional[Sequence[Mapping[str, Any]]] = None) -> List[str]:
+def write(
+    path: str,
+    result: Any,
+    plots: bool = True,
+    accuracy: Optional[Sequence[Mapping[str, Any]]] = None,
+) -> List[str]:
     """Writes the report (Markdown, or HTML for .html/.htm). Returns the paths written.
 
     ``accuracy``: rows for the accuracy table (see :func:`add_accuracy_rows`); by default
@@ -178,12 +227,23 @@ def write(path: str, result: Any, plots: bool = True,
     acc = list(accuracy) if accuracy is not None else list(getattr(result, "accuracy", None) or [])
     prov = result.provenance
     header = ["tensor", "values", "min", "max"] + methods + ["NaN/Inf"]
-    table = [[r["tensor"], str(r["values"]), _fmt(r["min"]), _fmt(r["max"])]
-             + [_fmt(r[m]) + _clip_text(r[m + ":clipped"]) for m in methods] + [str(r["nonfinite"])] for r in rows]
-    facts = [("model", prov.get("model")), ("samples", prov.get("samples")), ("batches", prov.get("batches")),
-             ("skipped", prov.get("skipped")), ("batch size", prov.get("batch_size")),
-             ("runner", prov.get("runner", {}).get("runner")), ("methods", ", ".join(methods)),
-             ("flavor", prov.get("flavor") or "default"), ("TensorRT", prov.get("tensorrt_version"))]
+    table = [
+        [r["tensor"], str(r["values"]), _fmt(r["min"]), _fmt(r["max"])]
+        + [_fmt(r[m]) + _clip_text(r[m + ":clipped"]) for m in methods]
+        + [str(r["nonfinite"])]
+        for r in rows
+    ]
+    facts = [
+        ("model", prov.get("model")),
+        ("samples", prov.get("samples")),
+        ("batches", prov.get("batches")),
+        ("skipped", prov.get("skipped")),
+        ("batch size", prov.get("batch_size")),
+        ("runner", prov.get("runner", {}).get("runner")),
+        ("methods", ", ".join(methods)),
+        ("flavor", prov.get("flavor") or "default"),
+        ("TensorRT", prov.get("tensorrt_version")),
+    ]
     if "preprocess" in prov:
         facts.append(("preprocessing", prov["preprocess"]))
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
@@ -199,7 +259,9 @@ def write(path: str, result: Any, plots: bool = True,
             with open(svg, "w", encoding="utf-8") as f:
                 f.write(histograms_svg(result.histograms, result.amax))
             written.append(svg)
-            svg_rel = os.path.relpath(svg, os.path.dirname(os.path.abspath(path))).replace(os.sep, "/")
+            svg_rel = os.path.relpath(svg, os.path.dirname(os.path.abspath(path))).replace(
+                os.sep, "/"
+            )
         text = _markdown(facts, header, table, acc, result, svg_rel)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
@@ -209,8 +271,10 @@ def write(path: str, result: Any, plots: bool = True,
 def _accuracy_note(acc: Sequence[Mapping[str, Any]]) -> str:
     if acc:
         return "The quantized model's outputs against the FP32 model's on the evaluation data."
-    return ("Not measured: no evaluation data. `trtcal compare model.onnx --data calib/ --eval-data heldout/` "
-            "measures every method's Q/DQ model against FP32 (SQNR, cosine, top-1 agreement).")
+    return (
+        "Not measured: no evaluation data. `trtcal compare model.onnx --data calib/ --eval-data heldout/` "
+        "measures every method's Q/DQ model against FP32 (SQNR, cosine, top-1 agreement)."
+    )
 
 
 def _markdown(facts, header, table, acc, result, svg_rel) -> str:
@@ -226,48 +290,82 @@ def _markdown(facts, header, table, acc, result, svg_rel) -> str:
     if result.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
     if result.skipped:
-        out += ["## Skipped samples", ""] + [f"- `{s}`: {r}" for s, r in result.skipped[:200]] + [""]
-    out += ["## Thresholds (amax)", "", _CLIP_LEGEND, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += (
+            ["## Skipped samples", ""] + [f"- `{s}`: {r}" for s, r in result.skipped[:200]] + [""]
+        )
+    out += [
+        "## Thresholds (amax)",
+        "",
+        _CLIP_LEGEND,
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in table]
     out += [""]
     if svg_rel:
-        out += ["## Histograms", "", f"![|x| histograms and thresholds of every tensor]({svg_rel})", ""]
+        out += [
+            "## Histograms",
+            "",
+            f"![|x| histograms and thresholds of every tensor]({svg_rel})",
+            "",
+        ]
     return "\n".join(out)
 
 
 def _html(facts, header, table, acc, result, plots: bool) -> str:
     e = html.escape
     methods = list(result.amax)
-    out = ["<!doctype html><html><head><meta charset='utf-8'><title>trtcal calibration report</title>",
-           "<style>body{font-family:sans-serif;max-width:1300px;margin:auto}table{border-collapse:collapse}"
-           "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}td{text-align:right}"
-           "td:first-child{text-align:left;font-family:monospace}td svg{display:block}</style></head><body>",
-           "<h1>trtcal calibration report</h1><ul>"]
+    out = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>trtcal calibration report</title>",
+        "<style>body{font-family:sans-serif;max-width:1300px;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}td{text-align:right}"
+        "td:first-child{text-align:left;font-family:monospace}td svg{display:block}</style></head><body>",
+        "<h1>trtcal calibration report</h1><ul>",
+    ]
     out += [f"<li><b>{e(str(k))}</b>: {e(str(v))}</li>" for k, v in facts]
     out.append("</ul>")
     out.append(f"<h2>Accuracy against FP32</h2><p>{e(_accuracy_note(acc))}</p>")
     if acc:
         keys, vals = _accuracy_table(acc)
-        out.append("<table><tr>" + "".join(f"<th>{e(k)}</th>" for k in keys) + "</tr>"
-                   + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in vals)
-                   + "</table>")
+        out.append(
+            "<table><tr>"
+            + "".join(f"<th>{e(k)}</th>" for k in keys)
+            + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in vals)
+            + "</table>"
+        )
     if result.next_steps:
         out.append("<h2>Next: TensorRT</h2><pre>" + e("\n".join(result.next_steps)) + "</pre>")
     if result.notes:
-        out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in result.notes) + "</ul>")
+        out.append(
+            "<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in result.notes) + "</ul>"
+        )
     if result.skipped:
-        out.append("<h2>Skipped samples</h2><ul>" + "".join(f"<li><code>{e(s)}</code>: {e(r)}</li>"
-                                                            for s, r in result.skipped[:200]) + "</ul>")
-    legend = " ".join(f"<span style='color:{_COLOURS.get(m, '#000')}'>&#9646; {e(m)}</span>" for m in methods)
-    out.append(f"<h2>Thresholds (amax)</h2><p>{e(_CLIP_LEGEND)}"
-               + (f" Histograms: |x|, log counts; lines: {legend}." if plots else "") + "</p><table><tr>"
-               + "".join(f"<th>{e(h)}</th>" for h in header) + ("<th>histogram</th>" if plots else "") + "</tr>")
+        out.append(
+            "<h2>Skipped samples</h2><ul>"
+            + "".join(f"<li><code>{e(s)}</code>: {e(r)}</li>" for s, r in result.skipped[:200])
+            + "</ul>"
+        )
+    legend = " ".join(
+        f"<span style='color:{_COLOURS.get(m, '#000')}'>&#9646; {e(m)}</span>" for m in methods
+    )
+    out.append(
+        f"<h2>Thresholds (amax)</h2><p>{e(_CLIP_LEGEND)}"
+        + (f" Histograms: |x|, log counts; lines: {legend}." if plots else "")
+        + "</p><table><tr>"
+        + "".join(f"<th>{e(h)}</th>" for h in header)
+        + ("<th>histogram</th>" if plots else "")
+        + "</tr>"
+    )
     names = list(result.histograms)
     for name, row in zip(names, table):
         cells = "".join(f"<td>{e(c)}</td>" for c in row)
         if plots:
             h = result.histograms[name]
-            cells += "<td>" + histogram_svg(h, {m: result.amax[m].get(name) for m in methods}) + "</td>"
+            cells += (
+                "<td>" + histogram_svg(h, {m: result.amax[m].get(name) for m in methods}) + "</td>"
+            )
         out.append("<tr>" + cells + "</tr>")
     out.append("</table></body></html>")
     return "\n".join(out)
