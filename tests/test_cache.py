@@ -307,9 +307,11 @@ def test_cli_show_warns_per_tensor_but_reads_and_round_trips(tmp_path, capsys):
     data = json.loads(out)
     assert rc == 0 and [w["tensor"] for w in data["warnings"]] == ["neg", "nan", "zero"]
     assert len(err.splitlines()) == 3
-    back = tmp_path / "back.cache"
-    assert _cli(["cache", "convert", str(p), str(back)], capsys)[0] == 0
-    assert back.read_bytes() == p.read_bytes()
+    back = tmp_path / "back.cache"  # shown, but never written into a cache (or a table) again
+    for out in (back, tmp_path / "back.json"):
+        rc, _, err = _cli(["cache", "convert", str(p), str(out)], capsys)
+        assert rc == 1 and not out.exists()
+        assert err.startswith(f"trtcal: error: {p}: tensor 'neg' has a negative amax") and "1 more" in err
     p.write_text(TRT8_CACHE.replace("(Unnamed Layer* 46) [Constant]_output: 0\n", ""))
     rc, out, err = _cli(["cache", "show", str(p)], capsys)
     assert rc == 0 and err == "" and "with a negative" not in out

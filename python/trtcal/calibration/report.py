@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
+from .. import _files
+
 _COLOURS = {"minmax": "#d62728", "entropy": "#1f77b4", "percentile": "#2ca02c", "mse": "#9467bd"}
 
 
@@ -96,8 +98,7 @@ def write(path: str, result: Any, plots: bool = True) -> List[str]:
                 images[name] = "data:image/png;base64," + base64.b64encode(png).decode()
             else:
                 p = os.path.join(files_dir, _slug(name, i) + ".png")
-                with open(p, "wb") as f:
-                    f.write(png)
+                _files.atomic_write(p, png)
                 written.append(p)
                 images[name] = os.path.relpath(p, os.path.dirname(os.path.abspath(path)) or ".").replace(os.sep, "/")
     prov = result.provenance
@@ -111,11 +112,8 @@ def write(path: str, result: Any, plots: bool = True) -> List[str]:
     if "preprocess" in prov:
         facts.append(("preprocessing", prov["preprocess"]))
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        if is_html:
-            f.write(_html(facts, header, table, images, result))
-        else:
-            f.write(_markdown(facts, header, table, images, result))
+    page = _html(facts, header, table, images, result) if is_html else _markdown(facts, header, table, images, result)
+    _files.atomic_write(path, page)
     return written
 
 
