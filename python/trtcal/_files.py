@@ -193,10 +193,10 @@ def atomic_write(path: Union[str, "os.PathLike[str]"], content: Writer, *, encod
     return path
 
 
-def atomic_savez(path: str, prefix: str = "", immediate: bool = True, **arrays: np.ndarray) -> str:
+def atomic_savez(path: str, prefix: str = "", immediate: bool = False, **arrays: np.ndarray) -> str:
     """``numpy.savez`` to ``path`` through :func:`atomic_write` (``prefix`` is kept for callers;
-    temporaries are named by :func:`temp_path`). Renamed at once (checkpoints) unless
-    ``immediate`` is False (then with the current :func:`output_set`)."""
+    temporaries are named by :func:`temp_path`). Inside an :func:`output_set` it lands with the
+    set, unless ``immediate`` (checkpoints)."""
     d = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(d, exist_ok=True)
     return atomic_write(path, lambda f: np.savez(f, **arrays), immediate=immediate)
