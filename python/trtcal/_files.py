@@ -32,6 +32,9 @@ class OutputError(OSError):
     """A file trtcal writes could not be written (read-only folder, full disk, ...); the message
     names the file and says the previous file, if any, was kept."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 def _describe_oserror(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
@@ -149,6 +152,11 @@ def _finish(tmp: str, path: str, immediate: bool = False) -> None:
 Writer = Union[bytes, str, Callable[[IO[bytes]], None]]
 
 
+def _open_temp(fd: int) -> IO[bytes]:
+    """The file object a temporary is written through (the fault-injection tests replace it)."""
+    return os.fdopen(fd, "wb")
+
+
 def atomic_write(path: Union[str, "os.PathLike[str]"], content: Writer, *, encoding: str = "utf-8",
                  opener: Optional[Callable[[int], IO[bytes]]] = None, immediate: bool = False) -> str:
     """Writes ``content`` (bytes, text, or a function that writes to a binary file object) to
@@ -170,7 +178,7 @@ def atomic_write(path: Union[str, "os.PathLike[str]"], content: Writer, *, encod
     except OSError as exc:
         raise output_error(path, exc) from None
     try:
-        with (opener or (lambda n: os.fdopen(n, "wb")))(fd) as f:
+        with (opener or _open_temp)(fd) as f:
             if isinstance(content, str):
                 f.write(content.encode(encoding))
             elif isinstance(content, (bytes, bytearray, memoryview)):
