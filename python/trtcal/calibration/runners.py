@@ -73,6 +73,9 @@ def load_onnx(model: ModelLike):
         except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends: not ONNX
             raise ValueError(f"trtcal: {path} is not an ONNX model ({type(exc).__name__}: "
                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'})") from None
+        if not proto.HasField("graph") or not (proto.graph.node or proto.graph.input):
+            raise ValueError(f"trtcal: {path} is not an ONNX model (it parses to a model with no graph: "
+                             f"{'an empty file' if os.path.getsize(path) == 0 else 'another kind of file'})")
         files = external_data_files(path, proto)
         if files:
             from onnx.external_data_helper import load_external_data_for_model
