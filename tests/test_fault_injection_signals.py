@@ -41,21 +41,44 @@ def job(tmp_path_factory):
 
 def _args(model, data, out, *extra):
     # the output paths are the same in every run (they are in the provenance): the folder differs
-    return [sys.executable, "-m", "trtcal", "calibrate", model, "--data", str(data), "--method", "minmax",
-            "--batch-size", "2", "--checkpoint-every", "1", "--checkpoint", str(out / "ck.npz"),
-            "--out-table", "t.json", "--out-cache", "t.cache", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "trtcal",
+        "calibrate",
+        model,
+        "--data",
+        str(data),
+        "--method",
+        "minmax",
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--checkpoint",
+        str(out / "ck.npz"),
+        "--out-table",
+        "t.json",
+        "--out-cache",
+        "t.cache",
+        *extra,
+    ]
 
 
 def _cli(model, data, out, *extra):
     out.mkdir(exist_ok=True)
-    return subprocess.run(_args(model, data, out, "-q", *extra), capture_output=True, text=True, env=ENV, cwd=out)
+    return subprocess.run(
+        _args(model, data, out, "-q", *extra), capture_output=True, text=True, env=ENV, cwd=out
+    )
 
 
 def _interrupt(model, data, out, sig, delay):
     """Starts a run, waits for its first checkpoint (or its end), then ``delay`` seconds more,
     and sends ``sig``. Returns (returncode, stderr)."""
     out.mkdir()
-    p = subprocess.Popen(_args(model, data, out, "-q"), stderr=subprocess.PIPE, text=True, env=ENV, cwd=out)
+    p = subprocess.Popen(
+        _args(model, data, out, "-q"), stderr=subprocess.PIPE, text=True, env=ENV, cwd=out
+    )
     t0 = time.monotonic()
     while not (out / "ck.npz").exists() and p.poll() is None and time.monotonic() - t0 < 60:
         time.sleep(0.005)
@@ -66,8 +89,11 @@ def _interrupt(model, data, out, sig, delay):
     return p.returncode, err
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL],
-                         ids=lambda s: signal.Signals(s).name)
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL],
+    ids=lambda s: signal.Signals(s).name,
+)
 @pytest.mark.parametrize("draw", range(2))
 def test_signal_at_a_random_point_then_resume_is_byte_identical(job, tmp_path, rng, sig, draw):
     model, data, ref = job
@@ -88,17 +114,21 @@ def test_signal_at_a_random_point_then_resume_is_byte_identical(job, tmp_path, r
     for f, want in ref.items():
         assert (out / f).read_bytes() == want, f
     left = [n for n in os.listdir(out) if n not in ("ck.npz", "t.json", "t.cache")]
-    assert left == [], left  # no temporary (a killed run's are removed by the next) and no lock file
+    assert left == [], (
+        left
+    )  # no temporary (a killed run's are removed by the next) and no lock file
 
 
 def test_sigterm_saves_the_checkpoint_like_sigint(job, tmp_path):
-    """With checkpoints only every 1000 batches, SIGTERM (a container stop) still keeps what was done."""
+    """With checkpoints every 1000 batches, SIGTERM (a container stop) still keeps what was done."""
     model, data, _ = job
     out = tmp_path / "run"
     out.mkdir()
     cmd = _args(model, data, out)  # not quiet: the messages are checked
     cmd[cmd.index("--checkpoint-every") + 1] = "1000"
-    p = subprocess.Popen(cmd + ["--checkpoint-seconds", "0"], stderr=subprocess.PIPE, text=True, env=ENV, cwd=out)
+    p = subprocess.Popen(
+        cmd + ["--checkpoint-seconds", "0"], stderr=subprocess.PIPE, text=True, env=ENV, cwd=out
+    )
     head = []
     for line in p.stderr:  # the pass starts after this line
         head.append(line)
@@ -120,14 +150,32 @@ def test_checkpoints_come_by_time_as_well_as_by_batches(tmp_path, rng, monkeypat
     x = _data(rng, 10)
     saves = []
     real = ckpt.save
-    monkeypatch.setattr(ckpt, "save", lambda *a, **k: (saves.append(k["progress"]["batches"]), real(*a, **k)))
+    monkeypatch.setattr(
+        ckpt, "save", lambda *a, **k: (saves.append(k["progress"]["batches"]), real(*a, **k))
+    )
     ck = str(tmp_path / "ck.npz")
-    calibrate(model, x, method="minmax", batch_size=2, checkpoint=ck, checkpoint_every=1000,
-              checkpoint_seconds=None, **QUIET)
+    calibrate(
+        model,
+        x,
+        method="minmax",
+        batch_size=2,
+        checkpoint=ck,
+        checkpoint_every=1000,
+        checkpoint_seconds=None,
+        **QUIET,
+    )
     assert saves == [5]  # the final one only
     saves.clear()
-    calibrate(model, x, method="minmax", batch_size=2, checkpoint=ck, checkpoint_every=1000,
-              checkpoint_seconds=1e-9, **QUIET)
+    calibrate(
+        model,
+        x,
+        method="minmax",
+        batch_size=2,
+        checkpoint=ck,
+        checkpoint_every=1000,
+        checkpoint_seconds=1e-9,
+        **QUIET,
+    )
     assert saves == [1, 2, 3, 4, 5, 5]  # after every batch (time), then the final one
 
 

@@ -50,9 +50,12 @@ def _describe_oserror(exc: OSError) -> str:
 
 def output_error(path: str, exc: OSError) -> OutputError:
     """An :class:`OutputError` naming ``path`` for the OSError met while writing it."""
-    err = OutputError(exc.errno or errno.EIO,
-                      f"trtcal: cannot write {path}: {_describe_oserror(exc)} (any previous {os.path.basename(path)} "
-                      "is kept unchanged)")
+    err = OutputError(
+        exc.errno or errno.EIO,
+        f"trtcal: cannot write {path}: {_describe_oserror(exc)} "
+        f"(any previous {os.path.basename(path)} "
+        "is kept unchanged)",
+    )
     err.filename = path
     return err
 
@@ -157,8 +160,14 @@ def _open_temp(fd: int) -> IO[bytes]:
     return os.fdopen(fd, "wb")
 
 
-def atomic_write(path: Union[str, "os.PathLike[str]"], content: Writer, *, encoding: str = "utf-8",
-                 opener: Optional[Callable[[int], IO[bytes]]] = None, immediate: bool = False) -> str:
+def atomic_write(
+    path: Union[str, "os.PathLike[str]"],
+    content: Writer,
+    *,
+    encoding: str = "utf-8",
+    opener: Optional[Callable[[int], IO[bytes]]] = None,
+    immediate: bool = False,
+) -> str:
     """Writes ``content`` (bytes, text, or a function that writes to a binary file object) to
     ``path`` atomically (see the module docstring). Returns ``path``.
 
@@ -219,7 +228,9 @@ def atomic_savefig(fig: Any, path: str, **kw: Any) -> str:
 _ONNX_INLINE_LIMIT = 2_000_000_000  # protobuf's 2 GiB limit, with a margin
 
 
-def save_onnx(model: Any, path: Union[str, "os.PathLike[str]"], external_data: Optional[bool] = None) -> str:
+def save_onnx(
+    model: Any, path: Union[str, "os.PathLike[str]"], external_data: Optional[bool] = None
+) -> str:
     """``onnx.save`` atomically. A model of 2 GB or more (or ``external_data=True``) is written
     with its tensors in ``<name>.data`` beside it: both files are written in a temporary folder
     beside the target and renamed out of it (with the rest of an :func:`output_set`)."""
@@ -239,7 +250,13 @@ def save_onnx(model: Any, path: Union[str, "os.PathLike[str]"], external_data: O
     pending = _Pending()
     try:
         tmp_model = os.path.join(tmpdir, base)
-        onnx.save(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True, location=location)
+        onnx.save(
+            model,
+            tmp_model,
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=location,
+        )
         for name in (base, location):
             p = os.path.join(tmpdir, name)
             if os.path.exists(p):
@@ -333,7 +350,9 @@ def match_name(name: str, patterns) -> bool:
                 if re.search(p[3:], name):
                     return True
             except re.error as exc:
-                raise ValueError(f"trtcal: name pattern {p!r} is not a valid regular expression: {exc}") from None
+                raise ValueError(
+                    f"trtcal: name pattern {p!r} is not a valid regular expression: {exc}"
+                ) from None
         elif fnmatch.fnmatchcase(name, p):
             return True
     return False

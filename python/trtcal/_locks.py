@@ -49,8 +49,10 @@ def _acquire(path: str, what: str) -> Tuple[int, str]:
         except OSError:
             pid = _holder(fd)
             os.close(fd)
-            raise LockedError(f"trtcal: another trtcal run (pid {pid}) is writing {what} {path}; wait for it to "
-                              "finish, or give this run other output and checkpoint paths") from None
+            raise LockedError(
+                f"trtcal: another trtcal run (pid {pid}) is writing {what} {path}; wait for it to "
+                "finish, or give this run other output and checkpoint paths"
+            ) from None
         try:  # the holder may have removed the file between our open and our lock: lock the new one
             same = os.fstat(fd).st_ino == os.stat(lp).st_ino
         except FileNotFoundError:

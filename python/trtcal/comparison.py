@@ -407,8 +407,6 @@ def _bar(enabled: bool, evalset: Any, desc: str):
 
 def _write(res: ComparisonResult, qmodels: Mapping[str, Any], out_dir: str, plots: bool,
            say: Callable[[str], None]) -> None:
-    import onnx
-
     os.makedirs(out_dir, exist_ok=True)
     p = os.path.join(out_dir, "comparison.csv")
     rows = res.rows()

@@ -447,8 +447,6 @@ class _Bar:
 
 def _write(res: AnalysisResult, out_dir: Optional[str], out_qdq: str, plots: bool,
            say: Callable[[str], None]) -> None:
-    import onnx
-
     d = out_dir or os.path.dirname(os.path.abspath(out_qdq))
     os.makedirs(d, exist_ok=True)
     _files.save_onnx(res.model, out_qdq)

@@ -13,7 +13,19 @@ from .. import _files
 
 # files the data readers take as samples: an output of these kinds inside the data folder
 # would be read as data by the next run
-_DATA_EXTENSIONS = (".npy", ".npz", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+_DATA_EXTENSIONS = (
+    ".npy",
+    ".npz",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+)
 
 
 def _key(path: str) -> str:
@@ -36,7 +48,7 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def model_files(model: Any) -> List[str]:
-    """The model file and the external-data files it names (inputs a Q/DQ model must not overwrite)."""
+    """The model file and the external-data files it names (inputs no output may overwrite)."""
     if not isinstance(model, (str, os.PathLike)):
         return []
     path = os.fspath(model)
@@ -50,8 +62,11 @@ def model_files(model: Any) -> List[str]:
     return out
 
 
-def check_paths(inputs: Sequence[Tuple[str, Optional[str]]], outputs: Sequence[Tuple[str, Optional[str]]],
-                data_folder: Optional[str] = None) -> None:
+def check_paths(
+    inputs: Sequence[Tuple[str, Optional[str]]],
+    outputs: Sequence[Tuple[str, Optional[str]]],
+    data_folder: Optional[str] = None,
+) -> None:
     """Refuses, before anything runs: an output that is an input (same real path or same inode),
     two outputs on one path, and a data-like output (.npy, .npz, images, a Markdown report's
     PNGs) inside the data folder.
@@ -64,22 +79,35 @@ def check_paths(inputs: Sequence[Tuple[str, Optional[str]]], outputs: Sequence[T
     for wo, po in outs:
         for wi, pi in ins:
             if _same(po, pi):
-                raise ValueError(f"trtcal: {wo} {po} is the {wi} {pi}: an input is never overwritten; "
-                                 "choose another output path")
+                raise ValueError(
+                    f"trtcal: {wo} {po} is the {wi} {pi}: an input is never overwritten; "
+                    "choose another output path"
+                )
     for i, (wa, pa) in enumerate(outs):
-        for wb, pb in outs[i + 1:]:
+        for wb, pb in outs[i + 1 :]:
             if _same(pa, pb):
-                raise ValueError(f"trtcal: {wa} and {wb} are the same file ({pa}); each output needs its own path")
+                raise ValueError(
+                    f"trtcal: {wa} and {wb} are the same file ({pa}); "
+                    "each output needs its own path"
+                )
     if data_folder and os.path.isdir(data_folder):
         for wo, po in outs:
             lower = po.lower()
-            if _inside(po, data_folder) and (lower.endswith(_DATA_EXTENSIONS) or lower.endswith(".md")):
-                raise ValueError(f"trtcal: {wo} {po} is inside the data folder {data_folder}, where the next run "
-                                 "would read it as calibration data; write it elsewhere")
+            if _inside(po, data_folder) and (
+                lower.endswith(_DATA_EXTENSIONS) or lower.endswith(".md")
+            ):
+                raise ValueError(
+                    f"trtcal: {wo} {po} is inside the data folder {data_folder}, "
+                    "where the next run "
+                    "would read it as calibration data; write it elsewhere"
+                )
 
 
-def check_writable(outputs: Sequence[Tuple[str, Optional[str]]], need: Optional[Mapping[str, int]] = None,
-                   log: Any = None) -> None:
+def check_writable(
+    outputs: Sequence[Tuple[str, Optional[str]]],
+    need: Optional[Mapping[str, int]] = None,
+    log: Any = None,
+) -> None:
     """Each output's folder exists (created now), takes a new file, and has room for the
     outputs that go there (``need``: {path: estimated bytes}); stale temporaries of killed runs
     are removed on the way. Raises :class:`trtcal._files.OutputError` naming the path."""
@@ -112,9 +140,16 @@ def check_writable(outputs: Sequence[Tuple[str, Optional[str]]], need: Optional[
             continue
         free = st.f_bavail * st.f_frsize
         if n and free < n:
-            first = next(os.path.abspath(p) for _, p in outputs if p and os.path.dirname(os.path.abspath(p)) == d)
-            raise _files.OutputError(28, f"trtcal: cannot write {first}: its device has {free / 1e6:.1f} MB free "
-                                         f"and this run's outputs in {d} need about {n / 1e6:.1f} MB")
+            first = next(
+                os.path.abspath(p)
+                for _, p in outputs
+                if p and os.path.dirname(os.path.abspath(p)) == d
+            )
+            raise _files.OutputError(
+                28,
+                f"trtcal: cannot write {first}: its device has {free / 1e6:.1f} MB free "
+                f"and this run's outputs in {d} need about {n / 1e6:.1f} MB",
+            )
 
 
 def estimate(what: str, path: str, tensors: int, bins: int, model: Any = None) -> int:
@@ -147,13 +182,23 @@ def _expanded(path: str, methods: Sequence[str]) -> List[str]:
     return [f"{root}.{m}{ext}" for m in methods]
 
 
-def check_space(outputs: Sequence[Tuple[str, Optional[str]]], tensors: int, bins: int, model: Any = None,
-                methods: Sequence[str] = ()) -> None:
+def check_space(
+    outputs: Sequence[Tuple[str, Optional[str]]],
+    tensors: int,
+    bins: int,
+    model: Any = None,
+    methods: Sequence[str] = (),
+) -> None:
     """Free space for every output (estimated from the tensor count, bins and model size),
     before the pass; an :class:`trtcal._files.OutputError` names the first output of a folder
     that lacks room."""
-    kinds = {"out_cache": "cache", "out_qdq": "qdq", "out_table": "table", "report": "report",
-             "checkpoint": "checkpoint"}
+    kinds = {
+        "out_cache": "cache",
+        "out_qdq": "qdq",
+        "out_table": "table",
+        "report": "report",
+        "checkpoint": "checkpoint",
+    }
     need: Dict[str, int] = {}
     expanded: List[Tuple[str, Optional[str]]] = []
     for what, p in outputs:
@@ -183,6 +228,13 @@ def engine_errors(model: Any, stage: str, samples: Sequence[str] = ()) -> Iterat
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         if stage == "load":
             raise ValueError(f"trtcal: ONNX Runtime cannot load {name}: {first[:400]}") from None
-        where = (f" on sample {samples[0]}" if len(samples) == 1 else
-                 f" on the batch of samples {samples[0]} to {samples[-1]}" if samples else "")
-        raise RuntimeError(f"trtcal: ONNX Runtime failed running {name}{where}: {first[:400]}") from None
+        where = (
+            f" on sample {samples[0]}"
+            if len(samples) == 1
+            else f" on the batch of samples {samples[0]} to {samples[-1]}"
+            if samples
+            else ""
+        )
+        raise RuntimeError(
+            f"trtcal: ONNX Runtime failed running {name}{where}: {first[:400]}"
+        ) from None

@@ -8,7 +8,9 @@ import signal
 import threading
 from typing import Any, Dict
 
-HANDLED = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
+HANDLED = tuple(
+    s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None
+)
 
 
 class Stopped(KeyboardInterrupt):

@@ -120,8 +120,6 @@ def _quoted(names: List[str], limit: int = 10) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import onnx
-
     from ..onnx.fuse import _graphs, fuse_silu, is_silu_node
 
     def warn(msg: str) -> None:
