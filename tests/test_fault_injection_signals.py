@@ -197,4 +197,4 @@ def test_temp_names_carry_the_pid():
     fd, name = _files.temp_path("/tmp/x.json")
     os.close(fd)
     os.unlink(name)
-    assert f"{_files.TEMP_TAG}{os.getpid()}-" in os.path.basename(name)
+    assert _files.temp_tag() in os.path.basename(name) and str(os.getpid()) in _files.temp_tag()

@@ -366,12 +366,15 @@ def test_stale_temporaries_of_a_killed_process_are_removed(setup, tmp_path):
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     pid = int(dead.stdout)
-    stale = tmp_path / f".t.json{_files.TEMP_TAG}{pid}-abc"
+    host = _files.temp_tag().split("-")[-2]
+    stale = tmp_path / f".t.json{_files.TEMP_TAG}{pid}-{host}-abc"
     stale.write_bytes(b"half")
-    mine = tmp_path / f".t.json{_files.TEMP_TAG}{os.getpid()}-abc"  # a live process's: kept
+    mine = tmp_path / f".t.json{_files.temp_tag()}abc"  # a live process's: kept
     mine.write_bytes(b"busy")
+    other = tmp_path / f".t.json{_files.TEMP_TAG}{pid}-0badcafe-abc"  # another host's (shared disk): kept
+    other.write_bytes(b"theirs")
     calibrate(model, x, method="minmax", out_table=str(tmp_path / "t.json"), **QUIET)
-    assert not stale.exists() and mine.exists()
+    assert not stale.exists() and mine.exists() and other.exists()
 
 
 def test_kill_9_during_a_write_leaves_only_a_pid_named_temporary(tmp_path):

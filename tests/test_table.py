@@ -190,7 +190,7 @@ def test_convert_never_writes_invalid_amax_into_a_cache(tmp_path, capsys, hexv, 
     for out in ("out.cache", "out.json"):
         assert main(["cache", "convert", str(src), str(tmp_path / out)]) == 1
         err = capsys.readouterr().err
-        assert f"tensor 'bad' has" in err and not (tmp_path / out).exists()
+        assert "tensor 'bad' has" in err and not (tmp_path / out).exists()
 
 
 def test_table_json_write_is_atomic_when_the_disk_fills_mid_write(tmp_path, monkeypatch):

@@ -25,7 +25,21 @@ from typing import IO, Any, Callable, Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 TEMP_TAG = ".trtcal-tmp-"
-_TEMP_RE = re.compile(r"\.trtcal-tmp-(\d+)-")
+_TEMP_RE = re.compile(r"\.trtcal-tmp-(\d+)-([0-9a-f]{8})-")
+
+
+def _host_tag() -> str:
+    """8 hex digits of this host's name: on a shared file system, only this host's temporaries
+    are judged by their pid."""
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temp_tag() -> str:
+    """The part of a temporary's name that says who writes it: ``.trtcal-tmp-<pid>-<host>-``."""
+    return f"{TEMP_TAG}{os.getpid()}-{_host_tag()}-"
 
 
 class OutputError(OSError):
@@ -65,7 +79,7 @@ def temp_path(path: str, suffix: str = "") -> Tuple[int, str]:
     rename is atomic), named with this process's pid."""
     path = os.path.abspath(path)
     d, base = os.path.split(path)
-    prefix = f".{base[:80]}{TEMP_TAG}{os.getpid()}-"
+    prefix = f".{base[:80]}{temp_tag()}"
     return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=d)
 
 
@@ -244,7 +258,7 @@ def save_onnx(
     d, base = os.path.split(path)
     location = base + ".data"
     try:
-        tmpdir = tempfile.mkdtemp(prefix=f".{base[:80]}{TEMP_TAG}{os.getpid()}-", dir=d)
+        tmpdir = tempfile.mkdtemp(prefix=f".{base[:80]}{temp_tag()}", dir=d)
     except OSError as exc:
         raise output_error(path, exc) from None
     pending = _Pending()
@@ -309,7 +323,7 @@ def remove_stale_temps(folder: str, log: Optional[Callable[[str], None]] = None)
         return removed
     for name in names:
         m = _TEMP_RE.search(name)
-        if not name.startswith(".") or m is None or _pid_alive(int(m.group(1))):
+        if not name.startswith(".") or m is None or m.group(2) != _host_tag() or _pid_alive(int(m.group(1))):
             continue
         p = os.path.join(folder, name)
         try:
