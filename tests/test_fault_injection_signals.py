@@ -121,7 +121,9 @@ def test_signal_at_a_random_point_then_resume_is_byte_identical(job, tmp_path, r
 
 def test_sigterm_saves_the_checkpoint_like_sigint(job, tmp_path):
     """With checkpoints every 1000 batches, SIGTERM (a container stop) still keeps what was done."""
-    model, data, _ = job
+    model, _, _ = job
+    data = tmp_path / "long.npy"  # 2500 batches: the signal comes well inside the pass
+    np.save(data, _data(np.random.default_rng(3), 5000))
     out = tmp_path / "run"
     out.mkdir()
     cmd = _args(model, data, out)  # not quiet: the messages are checked
@@ -134,7 +136,7 @@ def test_sigterm_saves_the_checkpoint_like_sigint(job, tmp_path):
         head.append(line)
         if line.startswith("trtcal: calibrating "):
             break
-    time.sleep(0.3)
+    time.sleep(0.5)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
     err = "".join(head) + err

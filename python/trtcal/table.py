@@ -274,10 +274,17 @@ class CalibrationTable(MutableMapping):
         if not isinstance(d, Mapping) or d.get("format") != JSON_FORMAT:
             raise ValueError(f"trtcal: {source} is not a trtcal calibration table (expected a JSON object "
                              f"with \"format\": \"{JSON_FORMAT}\")")
-        if int(d.get("version", 0)) > JSON_FORMAT_VERSION:
+        version = d.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ValueError(f"trtcal: {source}: \"version\" must be an integer, got {version!r}")
+        if version > JSON_FORMAT_VERSION:
             raise ValueError(f"trtcal: {source} uses table format version {d['version']}; this trtcal "
                              f"reads up to {JSON_FORMAT_VERSION}: upgrade trtcal")
-        table = cls(provenance=Provenance.from_dict(d.get("provenance", {})))
+        prov = d.get("provenance", {})
+        try:
+            table = cls(provenance=Provenance.from_dict(prov))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"trtcal: {source}: \"provenance\" is malformed ({type(exc).__name__}: {exc})") from None
         tensors = d.get("tensors", {})
         if not isinstance(tensors, Mapping):
             raise ValueError(f"trtcal: {source}: \"tensors\" must be an object of {{name: {{\"amax\": ...}}}}, "
