@@ -424,17 +424,21 @@ def calibrate(
                     + " (check them in the report; another method may suit them)")
             result.notes.append(note)
             say(note)
+    said: List[str] = []  # 'wrote ...' is said once every output landed
     with _files.output_set():  # every output is written, then all land together (or none)
         if distributed and rank != 0:  # rank 0 writes; every rank holds the tables
             _make_tables(result)
             report = None
         else:
-            _write_outputs(result, model, methods, out_cache, out_qdq, out_table, trt_version, say, selection.op_types)
+            _write_outputs(result, model, methods, out_cache, out_qdq, out_table, trt_version, said.append,
+                           selection.op_types)
         if report:
             from . import report as report_mod
 
             for p in report_mod.write(report, result):
                 result.files.setdefault("report", p)
+    for line in said:
+        say(line)
     if report:
         say(f"trtcal: report written to {report}")
     for line in result.next_steps:

@@ -256,15 +256,20 @@ def parse_preprocess(text: Optional[str]) -> Optional[Preprocess]:
     """``--preprocess`` as JSON (``'{"resize": 256, "crop": 224, ...}'``) or a path to a JSON file."""
     if not text:
         return None
+    where = "--preprocess"
     if os.path.isfile(text):
-        with open(text, encoding="utf-8") as f:
-            text = f.read()
+        where = f"--preprocess file {text}"
+        try:
+            with open(text, encoding="utf-8") as f:
+                text = f.read(1 << 20)
+        except UnicodeDecodeError:
+            raise ValueError(f"trtcal: {where} is not UTF-8 JSON text") from None
     try:
         d = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"trtcal: --preprocess is neither a JSON object nor a JSON file: {exc}") from None
+        raise ValueError(f"trtcal: {where} is neither a JSON object nor a JSON file: {exc}") from None
     if not isinstance(d, dict):
-        raise ValueError("trtcal: --preprocess must be a JSON object")
+        raise ValueError(f"trtcal: {where} must be a JSON object")
     known = {f.name for f in dataclasses.fields(Preprocess)}
     unknown = sorted(set(d) - known)
     if unknown:
