@@ -2,6 +2,7 @@
 exact round trips, refusing files that are not caches."""
 
 import json
+import os
 import math
 import struct
 
@@ -307,9 +308,11 @@ def test_cli_show_warns_per_tensor_but_reads_and_round_trips(tmp_path, capsys):
     data = json.loads(out)
     assert rc == 0 and [w["tensor"] for w in data["warnings"]] == ["neg", "nan", "zero"]
     assert len(err.splitlines()) == 3
-    back = tmp_path / "back.cache"
-    assert _cli(["cache", "convert", str(p), str(back)], capsys)[0] == 0
-    assert back.read_bytes() == p.read_bytes()
+    back = tmp_path / "back.cache"  # shown, but never written into a cache (or a table) again
+    for out in (back, tmp_path / "back.json"):
+        rc, _, err = _cli(["cache", "convert", str(p), str(out)], capsys)
+        assert rc == 1 and not out.exists()
+        assert err.startswith(f"trtcal: error: {p}: tensor 'neg' has a negative amax") and "1 more" in err
     p.write_text(TRT8_CACHE.replace("(Unnamed Layer* 46) [Constant]_output: 0\n", ""))
     rc, out, err = _cli(["cache", "show", str(p)], capsys)
     assert rc == 0 and err == "" and "with a negative" not in out
@@ -346,3 +349,106 @@ def test_cli_diff_help_states_exit_codes(capsys):
         _cli(["cache", "diff", "--help"], capsys)
     text = " ".join(capsys.readouterr().out.split())
     assert "1 when they differ, 2 on an error" in text
+
+
+# ------------------------------------------------------------------- line endings, versions, size, tiny scales
+@pytest.mark.parametrize("endings", [["\r\n", "\n", "\r\n"], ["\n", "\r\n", "\n"], ["\n", "\n", "\r\n"],
+                                     ["\r\n", "\r\n", "\n"]])
+def test_mixed_line_endings_never_merge_entries(endings):
+    lines = ["TRT-8601-EntropyCalibration2", "a: 3c010204", "b:c: 3d000000", "d e: 0"]
+    text = lines[0] + "".join(e + ln for e, ln in zip(endings, lines[1:])) + "\n"
+    c = tc.parse_cache(text.encode())
+    assert [e.name for e in c] == ["a", "b:c", "d e"]
+    assert c.scales()["b:c"] == struct.unpack(">f", bytes.fromhex("3d000000"))[0]
+    assert c.newline == endings[0]
+
+
+def test_mixed_line_endings_from_a_file(tmp_path):
+    p = tmp_path / "m.cache"
+    p.write_bytes(b"TRT-100300-EntropyCalibration2\r\na: 3c010204\nb: 3c010204\r\nc: 0\n")
+    assert [e.name for e in tc.read_cache(p)] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("header", ["TRT-0-EntropyCalibration2", "TRT-2999-EntropyCalibration2",
+                                    "TRT-10000-EntropyCalibration2", "TRT-99999-MinMaxCalibration",
+                                    "TRT-110000-EntropyCalibration2", "TRT-99999999-EntropyCalibration2",
+                                    "TRT-1000000-LegacyCalibration"])
+def test_impossible_header_versions_are_refused(header):
+    with pytest.raises(ValueError, match="never wrote calibration caches"):
+        tc.parse_cache(f"{header}\na: 3c010204\n".encode(), source="x.cache")
+
+
+@pytest.mark.parametrize("header", ["TRT-3000-EntropyCalibration2", "TRT-7000-EntropyCalibration2",
+                                    "TRT-8601-MinMaxCalibration", "TRT-100300-EntropyCalibration2",
+                                    "TRT-101600-LegacyCalibration"])
+def test_possible_header_versions_are_read(header):
+    assert tc.parse_cache(f"{header}\na: 3c010204\n".encode()).header == header
+
+
+def test_a_huge_garbage_file_is_refused_early_in_constant_memory(tmp_path):
+    """1 GB (sparse) after a valid header, and 64 MB of text with no line break: each refused
+    at its first bad line, reading a few kB (tracemalloc peak), never the whole file."""
+    import tracemalloc
+
+    big = tmp_path / "big.cache"
+    with open(big, "wb") as f:
+        f.write(b"TRT-8601-EntropyCalibration2\na: 3c010204\n")
+        f.truncate(1 << 30)
+    text = tmp_path / "text.cache"
+    with open(text, "wb") as f:
+        chunk = b"abcdefgh" * (1 << 17)
+        for _ in range(64):
+            f.write(chunk)
+    for p, why in ((big, "binary file"), (text, "longer than")):
+        tracemalloc.start()
+        try:
+            with pytest.raises(ValueError, match=why):
+                tc.read_cache(p)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 2_000_000, (p, peak)
+
+
+@pytest.mark.parametrize("amax", [1e-40, 1e-43, 1e-50])
+def test_a_tiny_amax_that_becomes_a_zero_or_denormal_scale_warns(tmp_path, amax):
+    t = CalibrationTable({"tiny": amax, "ok": 1.0})
+    with pytest.warns(UserWarning, match=r"tensor 'tiny': amax .* gives a float32 scale of (zero|the denormal)"):
+        t.to_cache(tmp_path / "t.cache")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CalibrationTable({"ok": 1.0}).to_cache(tmp_path / "u.cache")  # nothing to say
+        CalibrationTable.from_cache(tmp_path / "t.cache").to_cache(tmp_path / "v.cache")  # its own values: kept
+
+
+def test_cli_tiny_scale_warning_is_one_line(tmp_path, capsys):
+    src = tmp_path / "t.json"
+    CalibrationTable({"tiny": 1e-43}).to_json(src)
+    rc, out, err = _cli(["cache", "convert", str(src), str(tmp_path / "t.cache")], capsys)
+    assert rc == 0 and err.startswith("trtcal: warning: tensor 'tiny': amax") and err.count("\n") == 1
+
+
+def test_cache_write_is_atomic(tmp_path, monkeypatch):
+    from trtcal import _files
+
+    p = tmp_path / "a.cache"
+    CalibrationTable({"a": 1.0}).to_cache(p)
+    before = p.read_bytes()
+
+    def opener(fd):
+        f = open(fd, "wb")  # noqa: SIM115
+        real = f.write
+
+        def write(b):
+            real(bytes(b)[:5])  # some bytes reach the disk, then it is full
+            raise OSError(28, "No space left on device")
+
+        f.write = write
+        return f
+
+    monkeypatch.setattr(_files, "_open_temp", opener)
+    with pytest.raises(_files.OutputError, match="no space left"):
+        CalibrationTable({"a": 2.0, "b": 3.0}).to_cache(p)
+    assert p.read_bytes() == before and os.listdir(tmp_path) == ["a.cache"]

@@ -23,12 +23,16 @@ def test_demo_writes_outputs_and_next_steps(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "preprocessing: resize 36" in err and "center-crop 32" in err
     assert (out / "demo_cnn.onnx").exists() and (out / "checkpoint.npz").exists()
-    if os.path.exists(out / "report.md"):  # written when matplotlib is installed
-        assert "block/relu" in (out / "report.md").read_text()
-    api = outputs.available()
-    if api["compute_amax"] and api["CalibrationTable"]:
-        assert (out / "calibration.entropy.cache").exists()
-        assert "trtexec --onnx=" in err and "--calib=" in err
+    assert "block/relu" in (out / "report.md").read_text()
+    svg = (out / "report_files" / "histograms.svg").read_text()  # the report's one figure
+    assert svg.startswith("<svg") and "block/relu" in svg
+    assert all(outputs.available().values())  # this build has every output API
+    for m in outputs.METHODS:
+        assert (out / f"calibration.{m}.cache").read_text().startswith("TRT-")
+        assert json.loads((out / f"calibration.{m}.json").read_text())["provenance"]["method"] == m
+        assert (out / f"demo_cnn.qdq.{m}.onnx").stat().st_size > 0
+    assert "trtexec --onnx=" in err and "--calib=" in err
+    assert not [n for n in os.listdir(out) if ".trtcal-tmp-" in n or n.endswith(".trtcal-lock")]
 
 
 def test_model_with_npy_data_prints_thresholds(tmp_path, capsys, rng, monkeypatch):
@@ -57,3 +61,47 @@ def test_cli_errors_are_one_line(tmp_path, capsys, rng, monkeypatch):
     assert main(["calibrate", model, "--data", str(tmp_path / "bad.npy"), "-q"]) == 1
     err = capsys.readouterr().err
     assert "input 'images' expects" in err and "(3, 10, 10)" in err and "(3, 11, 10)" in err
+
+
+def _model_and_data(tmp_path, rng):
+    model = str(tmp_path / "m.onnx")
+    build_model(model, size=10, width=4)
+    np.save(tmp_path / "x.npy", rng.laplace(size=(7, 3, 10, 10)).astype(np.float32))
+    return model, str(tmp_path / "x.npy")
+
+
+@pytest.mark.parametrize("flag,target", [("--out-qdq", "model"), ("--out-table", "data"), ("--out-cache", "data"),
+                                         ("--report", "model")])
+def test_cli_refuses_an_output_that_is_an_input(tmp_path, capsys, rng, flag, target):
+    model, data = _model_and_data(tmp_path, rng)
+    before = {p: open(p, "rb").read() for p in (model, data)}
+    path = model if target == "model" else data
+    rc = main(["calibrate", model, "--data", data, "-q", flag, path])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and f"is the {target} {path}" in err
+    assert {p: open(p, "rb").read() for p in (model, data)} == before
+    assert not os.path.exists(tmp_path / "m.trtcal-ckpt.npz")  # refused before anything ran
+
+
+def test_cli_refuses_two_outputs_on_one_path(tmp_path, capsys, rng):
+    model, data = _model_and_data(tmp_path, rng)
+    same = str(tmp_path / "out.json")
+    assert main(["calibrate", model, "--data", data, "-q", "--out-table", same, "--out-cache", same]) == 1
+    err = capsys.readouterr().err
+    assert "--out-cache and --out-table are the same file" in err or "out_cache and out_table are the same" in err
+    assert not os.path.exists(same)
+
+
+def test_cli_sigterm_exit_status_and_error_lines(tmp_path, capsys, rng, monkeypatch):
+    """Expected errors are one line and exit 1; a stop by a signal exits 128 + its number."""
+    from trtcal.calibration.signals import Stopped
+    import trtcal.cli.calibrate as cal
+
+    model, data = _model_and_data(tmp_path, rng)
+
+    def stopped(*a, **k):
+        raise Stopped(15)
+
+    monkeypatch.setattr(cal, "_run", stopped)
+    assert main(["calibrate", model, "--data", data, "-q"]) == 143
+    assert capsys.readouterr().err == "trtcal: interrupted (SIGTERM)\n"

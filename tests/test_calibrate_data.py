@@ -317,3 +317,130 @@ def test_folder_per_input_errors_name_file_and_input(tmp_path, rng):
     np.save(tmp_path / "x" / "d.npy", np.zeros(5, np.float32))
     with pytest.raises(ValueError, match="both images and .npy/.npz"):
         open_source(str(tmp_path)).bind(_two_inputs())
+
+
+# ------------------------------------------------------------------- memory constant in the rows of files
+def _npy_folder(folder, rows, files=4, width=4):
+    """``files`` .npy files of ``rows`` rows in all, made sparse and cheap with open_memmap."""
+    folder.mkdir()
+    per = rows // files
+    for i in range(files):
+        m = np.lib.format.open_memmap(folder / f"part{i}.npy", mode="w+", dtype=np.float32, shape=(per, width))
+        m[-1] = i + 1  # the last row of each file: known values
+        m.flush()
+        del m
+    return folder
+
+
+def _traced(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_npy_files_memory_is_constant_in_the_number_of_rows(tmp_path):
+    """Reading FILES (a folder of .npy): binding, the length and reading the last rows cost the
+    same Python memory for 20 thousand and 2 million rows (a (file, row) list would take
+    ~200 MB for 2M rows)."""
+    spec = [InputSpec("x", (None, 4), np.dtype(np.float32))]
+
+    def peak(rows):
+        src = open_source(str(_npy_folder(tmp_path / f"d{rows}", rows)))
+
+        def work():
+            src.bind(spec)
+            last = list(batches(src, 8, start=len(src) - 12))  # the tail, across the last file's end
+            return len(src), last
+
+        (n, last), p = _traced(work)
+        assert n == rows and [b.names[0] for b in last] == [f"part3.npy[{rows // 4 - 12}]", f"part3.npy[{rows // 4 - 4}]"]
+        np.testing.assert_array_equal(last[-1].inputs["x"][-1], [4, 4, 4, 4])
+        return p
+
+    small, large = peak(20_000), peak(2_000_000)
+    assert large < small + 64 * 1024, (small, large)
+
+
+def test_npy_files_rss_is_constant_in_the_number_of_rows(tmp_path):
+    """The same through a real `trtcal calibrate` process: peak RSS of a run over 2M rows of files
+    (max 64 samples used) is within a few MB of the run over 20k rows."""
+    import subprocess
+    import sys
+
+    from trtcal.calibration.demo import build_model
+
+    pytest.importorskip("onnxruntime")
+    model = str(tmp_path / "m.onnx")
+    from calib_models import save_graph
+
+    save_graph(model, [__import__("onnx").helper.make_node("Relu", ["x"], ["y"])], [("x", ["N", 4])], [("y", ["N", 4])])
+    del build_model
+    code = ("import resource, sys\nfrom trtcal.cli import main\n"
+            "rc = main(sys.argv[1:])\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc)")
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(os.path.dirname(__file__)), "python"))
+
+    def rss(rows):
+        data = _npy_folder(tmp_path / f"r{rows}", rows)
+        r = subprocess.run([sys.executable, "-c", code, "calibrate", model, "--data", str(data), "--method",
+                            "minmax", "--max-samples", "64", "-q", "--checkpoint", str(tmp_path / f"ck{rows}.npz")],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        return int(r.stderr.strip().splitlines()[-1])  # KiB on Linux
+
+    small, large = rss(20_000), rss(2_000_000)
+    assert large < small + 16 * 1024, (small, large)  # KiB
+
+
+# ------------------------------------------------------------------- values converted only when they survive
+@pytest.mark.parametrize("data,dtype,ok", [
+    (np.array([0, 100, 127], np.uint8), np.int8, True), (np.array([0, 200], np.uint8), np.int8, False),
+    (np.array([-1, 5], np.int16), np.uint8, False), (np.array([2**31 - 1], np.int64), np.int32, True),
+    (np.array([2**31], np.int64), np.int32, False), (np.array([-2**31 - 1], np.int64), np.int32, False),
+    (np.array([0, 1], np.int64), np.bool_, True), (np.array([2], np.int64), np.bool_, False),
+    (np.array([65504.0, -1.5], np.float32), np.float16, True), (np.array([70000.0], np.float32), np.float16, False),
+    (np.array([np.inf, 1.0], np.float32), np.float16, True),  # already infinite: not an overflow of the cast
+    (np.array([1e300], np.float64), np.float32, False), (np.array([1.5], np.float64), np.float32, True),
+])
+def test_dtype_conversion_refuses_values_that_change(data, dtype, ok):
+    from trtcal.calibration.data import check_sample
+
+    spec = [InputSpec("x", (None, data.size), np.dtype(dtype))]
+    if ok:
+        out = check_sample({"x": data}, spec, "s.npy[3]", batched=False)["x"]
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out.astype(np.float64), data.astype(np.float64))
+    else:
+        with pytest.raises(BadSampleError, match=r"'s\.npy\[3\]'.*(does not fit|overflows)"):
+            check_sample({"x": data}, spec, "s.npy[3]", batched=False)
+
+
+# ------------------------------------------------------------------- folders: symlinks followed, skips said
+def test_symlinked_subfolder_is_followed_and_cycles_end(tmp_path, rng):
+    root, other = tmp_path / "imgs", tmp_path / "elsewhere"
+    root.mkdir()
+    other.mkdir()
+    _png(root / "a.png", rng.integers(0, 255, (8, 10, 3), dtype=np.uint8))
+    _png(other / "b.png", rng.integers(0, 255, (8, 10, 3), dtype=np.uint8))
+    os.symlink(other, root / "linked")
+    os.symlink(root, other / "loop")  # a cycle: each real folder is read once
+    src = open_source(str(root))
+    src.bind(SPEC)
+    assert [n for n, _ in src.items(0)] == ["a.png", os.path.join("linked", "b.png")]
+
+
+def test_files_left_out_of_a_folder_are_said(tmp_path, rng):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    _png(root / "a.png", rng.integers(0, 255, (8, 10, 3), dtype=np.uint8))
+    (root / "notes.txt").write_text("x")
+    (root / "b.gif").write_bytes(b"GIF89a")
+    src = open_source(str(root))
+    src.bind(SPEC)
+    (note,) = src.notes
+    assert "2 file(s) that are not images are not read" in note and ".gif" in note and ".txt" in note

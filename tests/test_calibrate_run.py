@@ -155,28 +155,43 @@ def test_resume_refuses_changed_settings(model_path, rng, tmp_path):
     assert again.samples == 10
 
 
-def test_checkpoint_write_is_atomic(tmp_path, rng, model_path):
+@pytest.mark.parametrize("share", [0.001, 0.1, 0.5, 0.9, 0.999])
+def test_checkpoint_write_is_atomic(tmp_path, rng, model_path, monkeypatch, share):
+    """The disk fills after ``at`` bytes of the new checkpoint were written (so a cut-off file
+    exists on disk): the previous checkpoint stays byte for byte, and no temporary remains."""
+    from trtcal import _files
+
     ck = tmp_path / "c.npz"
-    calibrate(model_path, _data(rng, 4), method="minmax", checkpoint=str(ck), **QUIET)
+    x = _data(rng, 4)
+    calibrate(model_path, x, method="minmax", checkpoint=str(ck), **QUIET)
     before = ck.read_bytes()
+    at = max(1, int(share * len(before)))
+    cut = []  # the size of each cut-off temporary when the disk filled
 
-    class Boom(Exception):
-        pass
+    def opener(fd):
+        f = open(fd, "wb")  # noqa: SIM115
+        real = f.write
+        done = [0]
 
-    def bad_state():
-        raise Boom
+        def write(b):
+            b = bytes(b)
+            if done[0] + len(b) > at:
+                real(b[: at - done[0]])
+                f.flush()
+                cut.append(os.fstat(f.fileno()).st_size)
+                raise OSError(28, "No space left on device")
+            done[0] += len(b)
+            return real(b)
 
-    import trtcal.calibration.checkpoint as mod
+        f.write = write
+        return f
 
-    orig = mod.np.savez
-    mod.np.savez = lambda *a, **k: (_ for _ in ()).throw(Boom())
-    try:
-        with pytest.raises(Boom):
-            mod.save(str(ck), config={}, stats_state={"format": "f", "bins": 1, "collectors": {}}, progress={})
-    finally:
-        mod.np.savez = orig
+    monkeypatch.setattr(_files, "_open_temp", opener)
+    with pytest.raises(_files.OutputError, match="no space left"):
+        calibrate(model_path, x, method="minmax", checkpoint=str(ck), **QUIET)
+    assert cut and cut[0] > 0  # bytes of the new checkpoint had reached the disk
     assert ck.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".trtcal-ckpt")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cnn.onnx"] == ["c.npz"]
 
 
 def test_nan_activation_names_sample_and_tensor(tmp_path, rng):

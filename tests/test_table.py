@@ -148,3 +148,72 @@ def test_table_from_cache_has_provenance(tmp_path):
     c2 = tmp_path / "back.cache"
     CalibrationTable.from_json(j).to_cache(c2, tensorrt_version="8.6.1", algorithm="MinMaxCalibration")
     assert c2.read_bytes() == p.read_bytes()
+
+
+# ------------------------------------------------------------------- invalid amax: reader, constructor, convert
+BAD_AMAX = [(-1.0, "negative"), (-math.inf, "negative"), (math.nan, "NaN"), ("-inf", "negative"), ("nan", "NaN"),
+            (-1e-30, "negative")]
+
+
+@pytest.mark.parametrize("value,why", BAD_AMAX)
+def test_constructor_and_setitem_refuse_invalid_amax(value, why):
+    v = float(value)
+    with pytest.raises(ValueError, match=f"tensor 'conv/out'.*{why}"):
+        CalibrationTable({"conv/out": v})
+    t = CalibrationTable({"ok": 1.0})
+    with pytest.raises(ValueError, match=f"tensor 'conv/out'.*{why}"):
+        t["conv/out"] = v
+    assert list(t) == ["ok"]
+
+
+@pytest.mark.parametrize("value,why", BAD_AMAX)
+def test_json_reader_refuses_invalid_amax_naming_file_and_tensor(tmp_path, value, why):
+    p = tmp_path / "t.json"
+    doc = {"format": "trtcal.calibration-table", "version": 1,
+           "tensors": {"ok": {"amax": 1.0}, "conv/out": {"amax": value if isinstance(value, str) else
+                                                         (str(value) if not math.isfinite(value) else value)}}}
+    p.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=f"{re.escape(str(p))}: .*tensor 'conv/out'.*{why}"):
+        CalibrationTable.from_json(p)
+
+
+@pytest.mark.parametrize("hexv,why", [("bca14285", "negative"), ("7fc00000", "NaN"), ("ff800000", "negative")])
+def test_convert_never_writes_invalid_amax_into_a_cache(tmp_path, capsys, hexv, why):
+    from trtcal.cli import main
+
+    src = tmp_path / "odd.cache"
+    src.write_text(f"TRT-8601-EntropyCalibration2\nok: 3c010204\nbad: {hexv}\n")
+    t = CalibrationTable.from_cache(src)  # read (and shown by `cache show`), never written
+    assert t.invalid()[0][0] == "bad"
+    with pytest.raises(ValueError, match=f"tensor 'bad' has .*{why}"):
+        t.to_cache(tmp_path / "x.cache")
+    for out in ("out.cache", "out.json"):
+        assert main(["cache", "convert", str(src), str(tmp_path / out)]) == 1
+        err = capsys.readouterr().err
+        assert "tensor 'bad' has" in err and not (tmp_path / out).exists()
+
+
+def test_table_json_write_is_atomic_when_the_disk_fills_mid_write(tmp_path, monkeypatch):
+    from trtcal import _files
+
+    p = tmp_path / "t.json"
+    CalibrationTable({"a": 1.0}).to_json(p)
+    before = p.read_bytes()
+    written = []
+
+    def opener(fd):
+        f = open(fd, "wb")  # noqa: SIM115
+        real = f.write
+
+        def write(b):
+            real(bytes(b)[:100])  # 100 bytes reach the disk, then it is full
+            written.append(100)
+            raise OSError(28, "No space left on device")
+
+        f.write = write
+        return f
+
+    monkeypatch.setattr(_files, "_open_temp", opener)
+    with pytest.raises(_files.OutputError, match=f"cannot write {re.escape(str(p))}: no space left"):
+        CalibrationTable({n: float(i) for i, n in enumerate("abcdefgh")}).to_json(p)
+    assert written and p.read_bytes() == before and [x.name for x in tmp_path.iterdir()] == ["t.json"]

@@ -25,7 +25,7 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -70,6 +70,21 @@ def scale_problem(scale: float) -> Optional[str]:
     if scale == 0:
         return "zero scale: the tensor has no range (every value quantizes to 0)"
     return None
+
+
+FLT_MIN = float(np.finfo(np.float32).tiny)
+
+
+def tiny_scale_warning(name: str, amax: float) -> Optional[str]:
+    """The warning for a positive ``amax`` whose float32 scale (amax/127) is zero or denormal, or None."""
+    if not amax > 0 or not math.isfinite(amax):
+        return None
+    scale = to_float32(amax / 127.0)
+    if scale >= FLT_MIN:
+        return None
+    what = "zero" if scale == 0 else f"the denormal {scale:.8g}"
+    return (f"trtcal: tensor '{name}': amax {amax:.8g} gives a float32 scale of {what}, which TensorRT cannot use "
+            "(flushed to zero: no range); check the activation, or leave the tensor out")
 
 
 def float32_bits(value: float) -> int:
@@ -222,8 +237,10 @@ class CalibrationCache:
         return self.to_text().encode("utf-8")
 
     def write(self, path: PathLike) -> None:
-        with open(path, "wb") as f:
-            f.write(self.to_bytes())
+        """Writes the cache atomically (a temporary file renamed over ``path``)."""
+        from ._files import atomic_write
+
+        atomic_write(path, self.to_bytes())
 
     @classmethod
     def from_scales(cls, scales: Iterable[Tuple[str, float]], tensorrt_version=DEFAULT_TENSORRT_VERSION,
@@ -254,57 +271,127 @@ def _check_name(name: str) -> None:
 # --------------------------------------------------------------------------- reading
 
 
+_MAX_LINE = 1 << 16  # bytes: no tensor name is this long; a longer line is not a cache
+
+
 def read_cache(path: PathLike) -> CalibrationCache:
-    """Reads a TensorRT calibration cache file (see :func:`parse_cache`)."""
+    """Reads a TensorRT calibration cache file (see :func:`parse_cache`), line by line: a file
+    that is not a cache is refused at its first wrong line, in constant memory, however large."""
+    source = os.fspath(path)
     with open(path, "rb") as f:
-        data = f.read()
-    return parse_cache(data, source=os.fspath(path))
+        return _parse_lines(_file_lines(f, source), source)
+
+
+def _file_lines(f: Any, source: str) -> Iterator[bytes]:
+    lineno = 0
+    while True:
+        line = f.readline(_MAX_LINE + 1)
+        if not line:
+            return
+        lineno += 1
+        if len(line) > _MAX_LINE:
+            if b"\x00" in line:
+                raise ValueError(_binary(source))
+            raise ValueError(f"trtcal: {source} line {lineno} is longer than {_MAX_LINE} bytes: not a TensorRT "
+                             "calibration cache")
+        yield line
+
+
+def _binary(source: str) -> str:
+    return (f"trtcal: {source} is a binary file, not a TensorRT calibration cache "
+            "(a cache is text starting with 'TRT-<N>-<Algorithm>'; an engine or timing "
+            "cache is binary)")
 
 
 def parse_cache(data: Union[bytes, bytearray, memoryview, str], source: str = "<cache>") -> CalibrationCache:
     """Parses cache bytes. Raises ValueError saying what the input looks like when it is
-    not a TensorRT calibration cache."""
-    if isinstance(data, str):
-        text = data
-    else:
-        raw = bytes(data)
-        if b"\x00" in raw:
-            raise ValueError(f"trtcal: {source} is a binary file, not a TensorRT calibration cache "
-                             "(a cache is text starting with 'TRT-<N>-<Algorithm>'; an engine or timing "
-                             "cache is binary)")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"trtcal: {source} is not UTF-8 text, so not a TensorRT calibration cache") from None
-    bom = text.startswith("\ufeff")
-    if bom:
-        text = text[1:]
-    if not text.strip():
+    not a TensorRT calibration cache.
+
+    Lines may end in ``\n`` or ``\r\n``, mixed in one file (each line is split on its own
+    ending); the first line's ending is the one written back."""
+    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    return _parse_lines(iter(raw.splitlines(keepends=True)), source)
+
+
+def _split_ending(line: bytes) -> Tuple[bytes, str]:
+    if line.endswith(b"\r\n"):
+        return line[:-2], "\r\n"
+    if line.endswith(b"\n"):
+        return line[:-1], "\n"
+    if line.endswith(b"\r"):  # bytes.splitlines splits a lone CR too
+        return line[:-1], "\r"
+    return line, ""
+
+
+def _decode(line: bytes, source: str) -> str:
+    if b"\x00" in line:
+        raise ValueError(_binary(source))
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"trtcal: {source} is not UTF-8 text, so not a TensorRT calibration cache") from None
+
+
+def _parse_lines(lines: Iterator[bytes], source: str) -> CalibrationCache:
+    header: Optional[str] = None
+    bom = False
+    newline = ending = ""
+    lineno = 0
+    for raw in lines:  # the header is the first line; blank lines before it mean an empty file or no cache
+        lineno += 1
+        body, ending = _split_ending(raw)
+        text = _decode(body, source)
+        if lineno == 1 and text.startswith("\ufeff"):
+            bom, text = True, text[1:]
+        if not text.strip():
+            continue
+        if lineno > 1 or not _HEADER_RE.match(text.strip()):
+            more = [text] + [_decode(_split_ending(r)[0], source) for _, r in zip(range(19), lines)]
+            raise ValueError(f"trtcal: {source} is not a TensorRT calibration cache: {_describe(more)}")
+        header, newline = text, ending
+        break
+    if header is None:
         raise ValueError(f"trtcal: {source} is empty, not a TensorRT calibration cache")
-    newline = "\r\n" if "\r\n" in text else "\n"
-    final_newline = text.endswith(newline)
-    body = text[: -len(newline)] if final_newline else text
-    lines = body.split(newline)
-    if not _HEADER_RE.match(lines[0].strip()):
-        raise ValueError(f"trtcal: {source} is not a TensorRT calibration cache: {_describe(lines)}")
+    _check_header_version(header.strip(), source)
     entries: List[CacheEntry] = []
     seen: Dict[str, int] = {}
-    for lineno, line in enumerate(lines[1:], start=2):
+    final_newline = bool(ending)
+    for raw in lines:
+        lineno += 1
+        body, ending = _split_ending(raw)
+        final_newline = bool(ending)
+        newline = newline or ending
+        line = _decode(body, source)
         if not line.strip():
             continue  # tolerated (TensorRT never writes blank lines); not reproduced
         colon = line.rfind(":")
         if colon <= 0:
-            raise ValueError(f"trtcal: {source} line {lineno}: expected '<tensor>: <hex>', got {line!r}")
+            raise ValueError(f"trtcal: {source} line {lineno}: expected '<tensor>: <hex>', got {line[:200]!r}")
         name, value = line[:colon], line[colon + 1 :].strip()
         try:
             scale = hex_to_scale(value)
         except ValueError as exc:
-            raise ValueError(f"trtcal: {source} line {lineno} (tensor '{name}'): {exc}") from None
+            raise ValueError(f"trtcal: {source} line {lineno} (tensor '{name[:200]}'): {exc}") from None
         if name in seen:
             raise ValueError(f"trtcal: {source} lists tensor '{name}' twice (lines {seen[name]} and {lineno})")
         seen[name] = lineno
         entries.append(CacheEntry(name, scale, raw=line, raw_bits=int(value, 16)))
-    return CalibrationCache(lines[0], entries, newline, final_newline, bom)
+    return CalibrationCache(header, entries, newline or "\n", final_newline, bom)
+
+
+def _check_header_version(header: str, source: str) -> None:
+    """Refuses a header whose number no TensorRT wrote: majors 3 to 9 as major*1000+minor*100+patch
+    (4 digits), TensorRT 10 as major*10000+minor*100+patch (6 digits); 11 removed caches."""
+    number = int(_split_header(header)[0])
+    major, minor, patch = decode_version(number)
+    if number < 100000:
+        ok = 3 <= major <= 9
+    else:
+        ok = major == 10
+    if not ok:
+        raise ValueError(f"trtcal: {source}: header {header!r} names TensorRT {major}.{minor}.{patch}, a version "
+                         "that never wrote calibration caches (TensorRT 3.x-9.x: TRT-<4 digits>, 10.x: "
+                         "TRT-10<4 digits>)")
 
 
 def _describe(lines: List[str]) -> str:

@@ -12,6 +12,7 @@ search took. Methods are ranked by the worst output's SQNR (cosine breaks ties).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import sys
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from . import _files
 from . import evaluation as ev
 from .calibration import outputs
 from .calibration.runners import load_onnx
@@ -405,25 +407,25 @@ def _bar(enabled: bool, evalset: Any, desc: str):
 
 def _write(res: ComparisonResult, qmodels: Mapping[str, Any], out_dir: str, plots: bool,
            say: Callable[[str], None]) -> None:
-    import onnx
-
     os.makedirs(out_dir, exist_ok=True)
     p = os.path.join(out_dir, "comparison.csv")
     rows = res.rows()
-    with open(p, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    _files.atomic_write(p, buf.getvalue())
     res.files["csv"] = p
     tensors = sorted({t for m in res.methods for t in m.layers})
     if tensors:
         p = os.path.join(out_dir, "layers.csv")
-        with open(p, "w", newline="") as f:
-            w = csv.writer(f)
-            labels = [m.label for m in res.ranked]
-            w.writerow(["tensor"] + [f"sqnr_db[{lb}]" for lb in labels])
-            for t in tensors:
-                w.writerow([t] + [res[lb].layers.get(t, "") for lb in labels])
+        buf = io.StringIO(newline="")
+        w = csv.writer(buf)
+        labels = [m.label for m in res.ranked]
+        w.writerow(["tensor"] + [f"sqnr_db[{lb}]" for lb in labels])
+        for t in tensors:
+            w.writerow([t] + [res[lb].layers.get(t, "") for lb in labels])
+        _files.atomic_write(p, buf.getvalue())
         res.files["layers_csv"] = p
     for label, table in res.tables.items():
         p = os.path.join(out_dir, f"table.{ev.safe_label(label)}.json")
@@ -434,7 +436,7 @@ def _write(res: ComparisonResult, qmodels: Mapping[str, Any], out_dir: str, plot
         if f"table.{best}" in res.files:
             res.files["recommended_table"] = res.files[f"table.{best}"]
         p = os.path.join(out_dir, f"model.qdq.{ev.safe_label(best)}.onnx")
-        onnx.save(qmodels[best], p)
+        _files.save_onnx(qmodels[best], p)
         res.files["recommended_qdq"] = p
     if plots:
         try:
@@ -468,7 +470,7 @@ def plot(res: ComparisonResult, out_dir: str) -> Dict[str, str]:
     fig.suptitle("INT8 (Q/DQ) vs FP32 by calibration method")
     fig.tight_layout()
     p = os.path.join(out_dir, "compare_outputs.png")
-    fig.savefig(p, dpi=110)
+    _files.atomic_savefig(fig, p, dpi=110)
     plt.close(fig)
     files["plot_outputs"] = p
     tensors = [t for t in dict.fromkeys(t for m in ranked for t in m.layers)]
@@ -486,7 +488,7 @@ def plot(res: ComparisonResult, out_dir: str) -> Dict[str, str]:
         ax.grid(alpha=0.3)
         fig.tight_layout()
         p = os.path.join(out_dir, "compare_layers.png")
-        fig.savefig(p, dpi=110)
+        _files.atomic_savefig(fig, p, dpi=110)
         plt.close(fig)
         files["plot_layers"] = p
     return files

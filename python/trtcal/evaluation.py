@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -345,11 +344,9 @@ def safe_label(label: str) -> str:
 
 
 def write_json(path: str, obj: Any) -> str:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=_json_default)
-    os.replace(tmp, path)
-    return path
+    from ._files import atomic_write
+
+    return atomic_write(path, json.dumps(obj, indent=1, default=_json_default))
 
 
 def _json_default(o: Any) -> Any:

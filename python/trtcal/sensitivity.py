@@ -17,6 +17,7 @@ checkpoint): a re-run with other data or settings discards it and collects again
 from __future__ import annotations
 
 import csv
+import io
 import hashlib
 import json
 import math
@@ -26,6 +27,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from . import _files
 from . import evaluation as ev
 from .calibration import outputs
 from .calibration.runners import model_digest
@@ -445,18 +447,17 @@ class _Bar:
 
 def _write(res: AnalysisResult, out_dir: Optional[str], out_qdq: str, plots: bool,
            say: Callable[[str], None]) -> None:
-    import onnx
-
     d = out_dir or os.path.dirname(os.path.abspath(out_qdq))
     os.makedirs(d, exist_ok=True)
-    onnx.save(res.model, out_qdq)
+    _files.save_onnx(res.model, out_qdq)
     res.files["qdq"] = out_qdq
     p = os.path.join(d, "analyze.csv")
-    with open(p, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "layer", "op_type", f"{res.metric}_after_enabling", "decision", "method", "tensors"])
-        for x in res.layers:
-            w.writerow([x.index, x.name, x.op_type, x.similarity, x.decision, x.method or "", " ".join(x.tensors)])
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["index", "layer", "op_type", f"{res.metric}_after_enabling", "decision", "method", "tensors"])
+    for x in res.layers:
+        w.writerow([x.index, x.name, x.op_type, x.similarity, x.decision, x.method or "", " ".join(x.tensors)])
+    _files.atomic_write(p, buf.getvalue())
     res.files["csv"] = p
     p = os.path.join(d, "analyze.table.json")
     if hasattr(res.table, "to_json"):
@@ -501,6 +502,6 @@ def plot(res: AnalysisResult, path: str) -> str:
     ax.grid(alpha=0.3)
     ax.set_title(f"trtcal analyze ({res.method})")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _files.atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return path

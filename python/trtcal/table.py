@@ -13,9 +13,10 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Pattern, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Pattern, Tuple, Union
 
 from . import cache as _cache
 
@@ -144,6 +145,17 @@ class CalibrationTable(MutableMapping):
         return f"trtcal: tensor '{name}' is not in the calibration table ({len(self)} tensors){hint}"
 
     # ------------------------------------------------------------------ values
+    def invalid(self) -> List[Tuple[str, str]]:
+        """``(tensor, problem)`` for every amax TensorRT cannot use: negative (``-inf`` too) or
+        NaN. A table holds them only when read from a cache that holds them."""
+        out = []
+        for n, a in self._amax.items():
+            if math.isnan(a):
+                out.append((n, "amax NaN"))
+            elif a < 0:
+                out.append((n, f"a negative amax ({a})"))
+        return out
+
     def scale(self, name: str) -> float:
         """amax / 127: the INT8 scale TensorRT uses for ``name``."""
         return self[name] / 127.0
@@ -262,14 +274,29 @@ class CalibrationTable(MutableMapping):
         if not isinstance(d, Mapping) or d.get("format") != JSON_FORMAT:
             raise ValueError(f"trtcal: {source} is not a trtcal calibration table (expected a JSON object "
                              f"with \"format\": \"{JSON_FORMAT}\")")
-        if int(d.get("version", 0)) > JSON_FORMAT_VERSION:
+        version = d.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ValueError(f"trtcal: {source}: \"version\" must be an integer, got {version!r}")
+        if version > JSON_FORMAT_VERSION:
             raise ValueError(f"trtcal: {source} uses table format version {d['version']}; this trtcal "
                              f"reads up to {JSON_FORMAT_VERSION}: upgrade trtcal")
-        table = cls(provenance=Provenance.from_dict(d.get("provenance", {})))
-        for name, entry in dict(d.get("tensors", {})).items():
+        prov = d.get("provenance", {})
+        try:
+            table = cls(provenance=Provenance.from_dict(prov))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"trtcal: {source}: \"provenance\" is malformed ({type(exc).__name__}: {exc})") from None
+        tensors = d.get("tensors", {})
+        if not isinstance(tensors, Mapping):
+            raise ValueError(f"trtcal: {source}: \"tensors\" must be an object of {{name: {{\"amax\": ...}}}}, "
+                             f"got {type(tensors).__name__}")
+        for name, entry in tensors.items():
             if not isinstance(entry, Mapping) or "amax" not in entry:
                 raise ValueError(f"trtcal: {source}: tensor '{name}' has no 'amax'")
-            table._amax[_check_name(name)] = _from_json_float(entry["amax"], name, source)
+            value = _from_json_float(entry["amax"], name, source)
+            try:
+                table._amax[_check_name(name)] = _check_amax(name, value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"trtcal: {source}: {str(exc)[len('trtcal: '):]}") from None
             extra = {k: v for k, v in entry.items() if k not in ("amax", "scale")}
             if extra:
                 table._extras[name] = extra
@@ -280,8 +307,9 @@ class CalibrationTable(MutableMapping):
         ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False) + "\n"
         if path is not None:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
+            from ._files import atomic_write
+
+            atomic_write(path, text)
         return text
 
     @classmethod
@@ -332,6 +360,11 @@ class CalibrationTable(MutableMapping):
             algorithm = algorithm or (from_algo if from_algo in _cache.ALGORITHMS else None)
             header = _cache.format_header(tensorrt_version or _cache.DEFAULT_TENSORRT_VERSION,
                                           algorithm or _cache.DEFAULT_ALGORITHM)
+        bad = self.invalid()
+        if bad:
+            raise ValueError(f"trtcal: cannot write a TensorRT cache: tensor '{bad[0][0]}' has {bad[0][1]}"
+                             + (f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else "")
+                             + "; TensorRT cannot use it as a range")
         old = {e.name: e for e in src.entries} if src is not None else {}
         entries = []
         for n, a in self._amax.items():
@@ -340,6 +373,9 @@ class CalibrationTable(MutableMapping):
             if e is not None and _cache.float32_bits(e.scale) == _cache.float32_bits(scale):
                 entries.append(e)
             else:
+                tiny = _cache.tiny_scale_warning(n, a)  # a new value (a cache's own are kept as they are)
+                if tiny:
+                    warnings.warn(tiny, stacklevel=3)
                 _cache._check_name(n)
                 entries.append(_cache.CacheEntry(n, scale))
         if src is not None:

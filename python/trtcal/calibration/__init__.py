@@ -11,17 +11,18 @@ a JSON table, and a report.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .. import _files, _locks
 from . import checkpoint as ckpt
-from . import outputs
+from . import outputs, preflight
 from .collect import ActivationStats
 from .data import BadSampleError, InputSpec, Preprocess, Source, batches, open_source
 from .runners import DEFAULT_MAX_MEMORY, Runner, TensorSelection, make_runner, model_digest
+from .signals import DeferredSignals
 
 __all__ = ["calibrate", "CalibrationResult", "Preprocess", "TensorSelection", "BadSampleError"]
 
@@ -83,6 +84,7 @@ def _methods(method: Union[str, Sequence[str]]) -> List[str]:
     return out
 
 
+@_locks.released_on_return
 def calibrate(
     model: Any = None,
     data: Any = None,
@@ -104,6 +106,7 @@ def calibrate(
     report: Optional[str] = None,
     checkpoint: Optional[str] = None,
     checkpoint_every: int = 50,
+    checkpoint_seconds: Optional[float] = 300.0,
     resume: bool = False,
     skip_bad: bool = False,
     tensorrt_version: Optional[str] = None,
@@ -151,8 +154,10 @@ def calibrate(
         twice its start bin (256 by default).
     out_cache, out_qdq, out_table, report : output paths (with several methods, each path gets
         ``.<method>`` before its extension). ``report`` ending in .html writes HTML, else Markdown.
-    checkpoint, checkpoint_every, resume : the collector state is written atomically to
-        ``checkpoint`` every ``checkpoint_every`` batches, at Ctrl-C and on errors; ``resume``
+    checkpoint, checkpoint_every, checkpoint_seconds, resume : the collector state is written
+        atomically to ``checkpoint`` every ``checkpoint_every`` batches or ``checkpoint_seconds``
+        seconds (whichever comes first; None: by batches only), at Ctrl-C, SIGTERM or SIGHUP, and
+        on errors; ``resume``
         continues from it and gives exactly the uninterrupted result. A checkpoint written with
         other settings (model, data, batch size, tensors, bins) is refused; ``skip_bad`` may change,
         so a run stopped by a bad sample resumes with ``skip_bad=True``.
@@ -222,9 +227,11 @@ def calibrate(
         raise ValueError(f"trtcal: TensorRT {trt_version} has no calibration caches (11.0 removed implicit INT8); "
                          "write a Q/DQ model with out_qdq / --out-qdq instead")
 
-    for path in (out_cache, out_qdq, out_table, report, checkpoint):
-        if path:  # a missing folder is created now, not found missing after the pass
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    outs = [("out_cache", out_cache), ("out_qdq", out_qdq), ("out_table", out_table), ("report", report),
+            ("checkpoint", checkpoint)]
+    ins = [("model", m) for m in preflight.model_files(model)] + preflight.data_files(data)
+    preflight.check_paths(ins, outs, data if isinstance(data, (str, os.PathLike)) else None)
+    preflight.check_writable(outs)  # folders created, writable; free space is checked below
     selection = _selection(tensors, op_types)
     if out_qdq:
         outputs.qdq_op_types(selection.op_types)  # before the pass: the choice holds an op it quantizes
@@ -233,8 +240,9 @@ def calibrate(
     if isinstance(runner, Runner):
         run = runner
     else:
-        run = make_runner(model, selection, runner, batch_size or 16, device_id=_local_device(distributed),
-                          max_memory=DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
+        with preflight.engine_errors(model, "load"):
+            run = make_runner(model, selection, runner, batch_size or 16, device_id=_local_device(distributed),
+                              max_memory=DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
     specs = run.specs
     fixed_batch = _fixed_batch(specs)
     if fixed_batch is not None:
@@ -262,6 +270,9 @@ def calibrate(
 
             checkpoint = rank_path(checkpoint, rank, world)
         say(f"trtcal: rank {rank} of {world}: {_shard_text(source)}")
+    preflight.check_space(outs, len(run.tensors), int(bins), model, methods)
+    writes = shard is None and rank == 0  # the files this process writes besides its checkpoint
+    _locks.take([(checkpoint, "the checkpoint")] + [(p, "the output") for _, p in outs[:4] if p and writes])
     digest = model_digest(model) if not isinstance(runner, Runner) or model is not None else "runner"
     config = {"model": digest, "data": source.fingerprint(), "batch_size": batch_size, "bins": int(bins),
               "tensors": list(run.tensors), "runner": run.describe().get("runner", type(run).__name__),
@@ -320,8 +331,9 @@ def calibrate(
     since_check: List[str] = []
     dropped = [0]  # samples of this run's batches dropped for NaN/Inf activations
     dirty = False
+    last_save = time.monotonic()
     try:
-        with _DeferredInterrupt() as interrupt:
+        with DeferredSignals() as interrupt:
             if not complete:
                 for batch in batches(source, batch_size, start=cursor, max_samples=max_samples, used=used,
                                      skip_bad=skip_bad, on_bad=on_bad, dropped=lambda: dropped[0]):
@@ -332,13 +344,14 @@ def calibrate(
                         else:
                             bad = []
                             # ONNX Runtime's runner splits the batch to its memory budget
-                            for rows, acts in run.run_parts(batch.inputs):
-                                acts, part_bad = stats.screen(acts, batch.names[rows], skip_bad=skip_bad,
-                                                              check="batch" if skip_bad else "deferred")
-                                dirty = True  # an error while adding leaves the collectors half-updated
-                                stats.add(acts, stream=run.stream)
-                                bad.extend(part_bad)
-                                del acts
+                            with preflight.engine_errors(model, "run", batch.names):
+                                for rows, acts in run.run_parts(batch.inputs):
+                                    acts, part_bad = stats.screen(acts, batch.names[rows], skip_bad=skip_bad,
+                                                                  check="batch" if skip_bad else "deferred")
+                                    dirty = True  # an error while adding leaves the collectors half-updated
+                                    stats.add(acts, stream=run.stream)
+                                    bad.extend(part_bad)
+                                    del acts
                             dirty = False
                             dropped[0] += len(bad)
                             for s in bad:
@@ -350,12 +363,15 @@ def calibrate(
                     skipped.extend(batch.skipped)  # with the cursor: a failed batch is redone whole
                     cursor = batch.end
                     bar.update(position(), used, len(skipped))
-                    if checkpoint and nbatches and nbatches % checkpoint_every == 0 and batch.names:
+                    due = nbatches % checkpoint_every == 0 or (
+                        checkpoint_seconds is not None and time.monotonic() - last_save >= checkpoint_seconds)
+                    if checkpoint and nbatches and due and batch.names:
                         _check_deferred(stats, saved_nonfinite, since_check)
                         save()
                         since_check = []
+                        last_save = time.monotonic()
                     if interrupt.hit:
-                        raise KeyboardInterrupt
+                        raise interrupt.stop()
                 _check_deferred(stats, saved_nonfinite, since_check)
                 save(done=True)
     except BaseException as exc:
@@ -420,20 +436,27 @@ def calibrate(
                     + " (check them in the report; another method may suit them)")
             result.notes.append(note)
             say(note)
-    if distributed and rank != 0:  # rank 0 writes; every rank holds the tables
-        _make_tables(result)
-        report = None
-    else:
-        _write_outputs(result, model, methods, out_cache, out_qdq, out_table, trt_version, say, selection.op_types)
-    if report:
-        from . import report as report_mod
+    said: List[str] = []  # 'wrote ...' is said once every output landed
+    with _files.output_set():  # every output is written, then all land together (or none)
+        if distributed and rank != 0:  # rank 0 writes; every rank holds the tables
+            _make_tables(result)
+            report = None
+        else:
+            _write_outputs(result, model, methods, out_cache, out_qdq, out_table, trt_version, said.append,
+                           selection.op_types)
+        if report:
+            from . import report as report_mod
 
-        qdq = {k.split(".", 1)[1]: v for k, v in result.files.items() if k.startswith("qdq.")}
-        if eval_data is not None and qdq:  # the report shows the Q/DQ models' accuracy against FP32
-            report_mod.add_accuracy_rows(result, report_mod.accuracy_rows(
-                model, qdq, eval_data, preprocess=preprocess, input_name=input_name, batch_size=batch_size))
-        for p in report_mod.write(report, result):
-            result.files.setdefault("report", p)
+            qdq = {k.split(".", 1)[1]: _files.readable_path(v) for k, v in result.files.items()
+                   if k.startswith("qdq.")}
+            if eval_data is not None and qdq:  # the report shows the Q/DQ models' accuracy against FP32
+                report_mod.add_accuracy_rows(result, report_mod.accuracy_rows(
+                    model, qdq, eval_data, preprocess=preprocess, input_name=input_name, batch_size=batch_size))
+            for p in report_mod.write(report, result):
+                result.files.setdefault("report", p)
+    for line in said:
+        say(line)
+    if report:
         say(f"trtcal: report written to {report}")
     for line in result.next_steps:
         say(line)
@@ -703,24 +726,4 @@ class _Progress:
             self.bar = None
 
 
-class _DeferredInterrupt:
-    """Ctrl-C between batches: the first one is noted and acted on after the current batch (so the
-    checkpoint is consistent); a second one interrupts at once."""
-
-    def __init__(self) -> None:
-        self.hit = False
-        self._old: Any = None
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.hit:
-            raise KeyboardInterrupt
-        self.hit = True
-
-    def __enter__(self) -> "_DeferredInterrupt":
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+_DeferredInterrupt = DeferredSignals  # the former name

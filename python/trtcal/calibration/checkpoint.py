@@ -44,7 +44,7 @@ def save(path: str, *, config: Mapping[str, Any], stats_state: Mapping[str, Any]
                                                       "signed": bool(stats_state.get("signed", False))},
             "names": names, "states": states}
     blob = np.frombuffer(json.dumps(meta, default=json_default).encode("utf-8"), dtype=np.uint8)
-    atomic_savez(path, ".trtcal-ckpt-", meta=blob, counts=counts)
+    atomic_savez(path, ".trtcal-ckpt-", immediate=True, meta=blob, counts=counts)
 
 
 class StaleCheckpointError(ValueError):
@@ -62,16 +62,53 @@ def load(path: str, config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any
 
     Returns {'config', 'progress', 'stats_state'}.
     """
+    def refuse(why: Any) -> StaleCheckpointError:
+        return StaleCheckpointError(f"trtcal: {path} is not a readable trtcal checkpoint ({why}); delete it, or "
+                                    "rerun without --resume", "no statistics this trtcal reads")
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except IsADirectoryError:
+        raise refuse("it is a folder") from None
+    except OSError as exc:
+        raise refuse(f"cannot read it: {exc.strerror or exc}") from None
+    if not head.startswith(b"PK"):
+        raise refuse(what_file(path, head))
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode("utf-8"))
             counts = np.array(z["counts"], dtype=np.int64)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-        why = "it holds Python objects (pickles), which trtcal never writes" if "pickle" in str(exc) else exc
-        raise StaleCheckpointError(f"trtcal: {path} is not a readable trtcal checkpoint (damaged or another kind "
-                                   f"of file: {why}); delete it, or rerun without --resume",
-                                   "no statistics this trtcal reads") from None
-    return parse(path, meta, counts, config)
+        if "pickle" in str(exc):
+            why = "it holds Python objects (pickles), which trtcal never writes"
+        elif isinstance(exc, KeyError):
+            why = f"a .npz archive without trtcal's {exc} array"
+        else:
+            why = f"damaged: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        raise refuse(why) from None
+    if not isinstance(meta, dict):
+        raise refuse("its 'meta' is not a JSON object")
+    try:
+        return parse(path, meta, counts, config)
+    except StaleCheckpointError:
+        raise
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+        raise refuse(f"damaged: {type(exc).__name__} {exc}") from None
+
+
+def what_file(path: str, head: bytes) -> str:
+    """What a file that is no .npz archive is (for error messages): never 'a pickle' unless it is one."""
+    if head.startswith(b"\x80") and len(head) > 1 and head[1] <= 5:
+        return "it is a Python pickle, which trtcal never writes or loads"
+    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8"):
+        return "it is an image"
+    try:
+        from ..distributed import _what_file
+
+        return _what_file(path, head)
+    except ImportError:  # pragma: no cover - distributed is part of trtcal
+        return "it is not a NumPy .npz archive"
 
 
 def parse(path: str, meta: Mapping[str, Any], counts: np.ndarray,

@@ -134,7 +134,8 @@ class Preprocess:
         """A PIL image -> float32 array (C, H, W) or (H, W, C)."""
         from PIL import Image
 
-        img = image.convert("RGB")
+        img = _eight_bit_scale(image)
+        gray = img.mode == "F"
         resample = getattr(Image, "Resampling", Image)
         method = getattr(resample, _INTERP[self.interpolation])
         if self.resize is not None:
@@ -152,7 +153,8 @@ class Preprocess:
                     w, h = img.size
                     s = min(tw / w, th / h)
                     nw, nh = max(1, round(w * s)), max(1, round(h * s))
-                    canvas = Image.new("RGB", (tw, th), (self.pad_value,) * 3)
+                    canvas = (Image.new("F", (tw, th), float(self.pad_value)) if gray
+                              else Image.new("RGB", (tw, th), (self.pad_value,) * 3))
                     canvas.paste(img.resize((nw, nh), method), ((tw - nw) // 2, (th - nh) // 2))
                     img = canvas
         if self.crop is not None:
@@ -162,7 +164,10 @@ class Preprocess:
                 raise ValueError(f"image of {w}x{h} is smaller than the center crop {cw}x{ch}")
             left, top = (w - cw) // 2, (h - ch) // 2
             img = img.crop((left, top, left + cw, top + ch))
-        a = np.asarray(img, dtype=np.float32) * np.float32(self.scale)
+        a = np.asarray(img, dtype=np.float32)
+        if a.ndim == 2:  # a 16-bit grayscale image, kept in float: three equal channels
+            a = np.repeat(a[:, :, None], 3, axis=2)
+        a = a * np.float32(self.scale)
         if self.channel_order == "BGR":
             a = a[:, :, ::-1]
         if self.mean is not None:
@@ -172,6 +177,30 @@ class Preprocess:
         if self.layout == "NCHW":
             a = a.transpose(2, 0, 1)
         return np.ascontiguousarray(a, dtype=np.float32)
+
+
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _eight_bit_scale(image: Any) -> Any:
+    """An 8-bit image as RGB; a 16-bit grayscale one (PNG, TIFF: Pillow modes I;16 and I) as a
+    float image scaled to the 8-bit range (x * 255/65535, no clipping and no rounding), so that
+    ``scale`` (1/255 by default) maps both to [0, 1]; a float image (mode F) as it is."""
+    from PIL import Image
+
+    if image.mode in _SIXTEEN_BIT:
+        a = np.asarray(image, dtype=np.float32) * np.float32(255.0 / 65535.0)
+        return Image.fromarray(a.astype(np.float32))
+    if image.mode == "F":
+        return image
+    return image.convert("RGB")
+
+
+def _sixteen_bit_colour(img: Any) -> bool:
+    """A 16-bit-per-channel colour image, which Pillow decodes to 8 bits (dropping the low byte)."""
+    tiles = getattr(img, "tile", None) or []
+    raw = [t[3] if len(t) > 3 else None for t in tiles]
+    return img.mode in ("RGB", "RGBA") and any(isinstance(r, str) and ";16" in r for r in raw)
 
 
 def _check_preprocess_fits(pre: "Preprocess", spec: InputSpec, what: str) -> None:
@@ -227,15 +256,20 @@ def parse_preprocess(text: Optional[str]) -> Optional[Preprocess]:
     """``--preprocess`` as JSON (``'{"resize": 256, "crop": 224, ...}'``) or a path to a JSON file."""
     if not text:
         return None
+    where = "--preprocess"
     if os.path.isfile(text):
-        with open(text, encoding="utf-8") as f:
-            text = f.read()
+        where = f"--preprocess file {text}"
+        try:
+            with open(text, encoding="utf-8") as f:
+                text = f.read(1 << 20)
+        except UnicodeDecodeError:
+            raise ValueError(f"trtcal: {where} is not UTF-8 JSON text") from None
     try:
         d = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"trtcal: --preprocess is neither a JSON object nor a JSON file: {exc}") from None
+        raise ValueError(f"trtcal: {where} is neither a JSON object nor a JSON file: {exc}") from None
     if not isinstance(d, dict):
-        raise ValueError("trtcal: --preprocess must be a JSON object")
+        raise ValueError(f"trtcal: {where} must be a JSON object")
     known = {f.name for f in dataclasses.fields(Preprocess)}
     unknown = sorted(set(d) - known)
     if unknown:
@@ -442,7 +476,9 @@ class ImageFolder(Source):
         one = isinstance(root, (str, os.PathLike))
         if one and os.path.isdir(root):  # type: ignore[arg-type]
             self.root = os.path.abspath(root)  # type: ignore[arg-type]
-            self.files = sorted(_walk(self.root, IMAGE_EXTENSIONS))
+            other: List[str] = []
+            self.files = sorted(_walk(self.root, IMAGE_EXTENSIONS, other))
+            self.notes = _left_out_note(self.root, other, "images")
             if not self.files:
                 raise FileNotFoundError(f"trtcal: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
             self.single = False
@@ -490,14 +526,27 @@ class ImageFolder(Source):
         return self._load(self.files[fi])
 
     def _load(self, path: str) -> Dict[str, np.ndarray]:
+        import warnings
+
         from PIL import Image, UnidentifiedImageError
 
+        name = os.path.relpath(path, self.root)
         try:
-            with Image.open(path) as img:
-                img.load()
-                arr = self.preprocess.apply(img)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-            raise BadSampleError(os.path.relpath(path, self.root), f"cannot read image: {exc}") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as img:
+                    if _sixteen_bit_colour(img):
+                        raise BadSampleError(name, "a 16-bit colour image: Pillow reads only 8 bits per channel, "
+                                                   "which would change the data; convert it to 8 bits, or give "
+                                                   "the samples as .npy arrays")
+                    img.load()
+                    arr = self.preprocess.apply(img)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise BadSampleError(name, f"image too large (a decompression bomb?): {exc}") from None
+        except MemoryError:
+            raise BadSampleError(name, "image too large to decode in memory") from None
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as exc:
+            raise BadSampleError(name, f"cannot read image: {exc}") from None
         return {self.input_name: arr}  # type: ignore[dict-item]
 
     def describe(self) -> Dict[str, Any]:
@@ -552,6 +601,34 @@ class ArraySource(Source):
                 "shapes": {k: list(v.shape) for k, v in self.arrays.items()}}
 
 
+class _Positions:
+    """The (file, row) of every sample position, by arithmetic over the files' cumulative row
+    counts: memory grows with the number of files, never with the number of rows."""
+
+    def __init__(self, counts: Sequence[int]) -> None:
+        self.ends = np.cumsum(np.asarray(list(counts), dtype=np.int64)) if len(counts) else np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if self.ends.size else 0
+
+    def locate(self, pos: int) -> Tuple[int, int]:
+        """(file, row) of position ``pos``."""
+        if not 0 <= pos < len(self):
+            raise IndexError(pos)
+        fi = int(np.searchsorted(self.ends, pos, side="right"))
+        return fi, pos - (int(self.ends[fi - 1]) if fi else 0)
+
+    def iter_from(self, start: int) -> Iterator[Tuple[int, int]]:
+        """(file, row) of every position from ``start`` on, in order."""
+        if start >= len(self):
+            return
+        fi, j = self.locate(max(0, int(start)))
+        for f in range(fi, self.ends.size):
+            n = int(self.ends[f]) - (int(self.ends[f - 1]) if f else 0)
+            for r in range(j if f == fi else 0, n):
+                yield f, r
+
+
 class ArrayFiles(Source):
     """.npy/.npz files (one path, every such file under a folder, sorted, or a list of paths).
 
@@ -569,7 +646,9 @@ class ArrayFiles(Source):
         if isinstance(path, (str, os.PathLike)):
             self.path = os.path.abspath(path)
             if os.path.isdir(self.path):
-                self.files = sorted(_walk(self.path, ARRAY_EXTENSIONS))
+                other: List[str] = []
+                self.files = sorted(_walk(self.path, ARRAY_EXTENSIONS, other))
+                self.notes = _left_out_note(self.path, other, ".npy/.npz arrays")
                 self.base = self.path
             else:
                 self.files = [self.path]
@@ -582,7 +661,7 @@ class ArrayFiles(Source):
                 raise ValueError("trtcal: ArrayFiles was given an empty list of .npy/.npz files")
             self.base = os.path.abspath(base) if base else _common_dir(self.files)
             self.path = self.base
-        self.index: List[Tuple[int, int]] = []
+        self.index = _Positions([])
         self.counts: List[int] = []
         self.bad: set = set()  # files that cannot be read: one position each, reported when reached
         self._cache: Tuple[int, Optional[Dict[str, Any]]] = (-1, None)
@@ -606,7 +685,7 @@ class ArrayFiles(Source):
                 continue
             self.counts.append(len(next(iter(arrays.values()))))
         self._drop_cache()
-        self.index = [(fi, j) for fi, c in enumerate(self.counts) for j in range(c)]
+        self.index = _Positions(self.counts)
 
     def _drop_cache(self) -> None:
         for a in (self._cache[1] or {}).values():
@@ -649,7 +728,7 @@ class ArrayFiles(Source):
         return len(self.index)
 
     def items(self, start: int) -> Iterator[Tuple[str, Any]]:
-        for fi, j in self.index[start:]:
+        for fi, j in self.index.iter_from(start):
             rel = self._rel(fi)
             name = rel if self.counts[fi] == 1 else f"{rel}[{j}]"
             yield name, (lambda fi=fi, j=j: self.row(fi, j))
@@ -707,7 +786,7 @@ class InputFolders(Source):
         self.ignored: List[str] = []
         self.notes: List[str] = []
         self.counts: List[int] = []
-        self.index: List[Tuple[int, int]] = []
+        self.index = _Positions([])
 
     def bind(self, specs: Sequence[InputSpec]) -> None:
         super().bind(specs)
@@ -732,7 +811,7 @@ class InputFolders(Source):
             part.bind([s])
             self.parts[s.name] = part
         self.counts = [self._count(i) for i in range(len(self.stems))]
-        self.index = [(i, j) for i, c in enumerate(self.counts) for j in range(c)]
+        self.index = _Positions(self.counts)
         inputs = {s.name for s in specs}
         self.ignored = sorted(d for d in os.listdir(self.root)
                               if os.path.isdir(os.path.join(self.root, d)) and d not in inputs)
@@ -764,7 +843,7 @@ class InputFolders(Source):
         return len(self.index)
 
     def items(self, start: int) -> Iterator[Tuple[str, Any]]:
-        for i, j in self.index[start:]:
+        for i, j in self.index.iter_from(start):
             name = self.stems[i] if self.counts[i] == 1 else f"{self.stems[i]}[{j}]"
             yield name, (lambda i=i, j=j: {k: v for p in self.parts.values() for k, v in p.row(i, j).items()})
 
@@ -917,12 +996,31 @@ def open_source(data: Any, preprocess: Optional[Preprocess] = None, input_name: 
                     f"not {type(data).__name__}")
 
 
-def _walk(root: str, exts: Tuple[str, ...]) -> Iterator[str]:
-    for d, dirs, files in os.walk(root):
+def _walk(root: str, exts: Tuple[str, ...], other: Optional[List[str]] = None) -> Iterator[str]:
+    """Files under ``root`` with one of ``exts``, following symlinked subfolders (each real folder
+    once, so a link cycle ends). ``other`` collects the files left out (other extensions; hidden
+    files and trtcal's own lock and temporary files are not counted)."""
+    seen = set()
+    for d, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs.sort()
         for f in files:
             if f.lower().endswith(exts):
                 yield os.path.join(d, f)
+            elif other is not None and not f.startswith("."):
+                other.append(os.path.join(d, f))
+
+
+def _left_out_note(root: str, other: Sequence[str], what: str) -> List[str]:
+    if not other:
+        return []
+    exts = sorted({os.path.splitext(f)[1].lower() or "(no extension)" for f in other})
+    return [f"{root}: {len(other)} file(s) that are not {what} are not read (extensions: {', '.join(exts[:8])}; "
+            f"first: {os.path.relpath(sorted(other)[0], root)})"]
 
 
 def _digest(values: Sequence[Any]) -> str:
@@ -965,14 +1063,37 @@ def check_sample(arrays: Dict[str, np.ndarray], specs: Sequence[InputSpec], samp
                         "axis 0, or give x[None])")
             raise BadSampleError(sample, f"input '{s.name}' expects a {what} of shape "
                                  f"{_shape_str(expect)}, found {_shape_str(found)}{hint}")
-        want = np.dtype(s.dtype)
-        if a.dtype != want:
-            same_kind = (a.dtype.kind == "f" and want.kind == "f") or (a.dtype.kind in "iub" and want.kind in "iub")
-            if not same_kind:
-                raise BadSampleError(sample, f"input '{s.name}' expects dtype {want.name}, found {a.dtype.name}")
-            a = a.astype(want)
-        out[s.name] = a
+        out[s.name] = _convert(a, np.dtype(s.dtype), s.name, sample)
     return out
+
+
+def _convert(a: np.ndarray, want: np.dtype, name: str, sample: str) -> np.ndarray:
+    """``a`` as the input's dtype, only when every value survives the conversion: integers must
+    fit the input's range (uint8 200 is no int8), finite floats must stay finite (no float16
+    overflow); otherwise a BadSampleError naming the sample and the first value that does not fit."""
+    if a.dtype == want:
+        return a
+    same_kind = (a.dtype.kind == "f" and want.kind == "f") or (a.dtype.kind in "iub" and want.kind in "iub")
+    if not same_kind:
+        raise BadSampleError(sample, f"input '{name}' expects dtype {want.name}, found {a.dtype.name}")
+    if np.can_cast(a.dtype, want, "safe") or a.size == 0:
+        return a.astype(want)
+    if want.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = a.astype(want)
+        lost = np.isfinite(a) & ~np.isfinite(out)
+        if lost.any():
+            v = a[lost].flat[0]
+            raise BadSampleError(sample, f"value {v:.8g} of input '{name}' overflows {want.name} (largest "
+                                         f"{float(np.finfo(want).max):.8g}): the cast would make it infinite")
+        return out
+    lo, hi = (0, 1) if want.kind == "b" else (int(np.iinfo(want).min), int(np.iinfo(want).max))
+    amin, amax = int(a.min()), int(a.max())
+    if amin < lo or amax > hi:
+        v = amin if amin < lo else amax
+        raise BadSampleError(sample, f"value {v} of input '{name}' ({a.dtype.name} data) does not fit the "
+                                     f"input's {want.name} ({lo} to {hi}); convert the data to {want.name} yourself")
+    return a.astype(want)
 
 
 def _shape_str(shape: Sequence[Optional[int]]) -> str:

@@ -65,7 +65,9 @@ def build_model(path: Optional[str] = None, seed: int = 0, size: int = SIZE, wid
     model.ir_version = 8
     onnx.checker.check_model(model)
     if path:
-        onnx.save(model, path)
+        from .._files import save_onnx
+
+        save_onnx(model, path)
     return model
 
 
@@ -85,11 +87,14 @@ def write_images(folder: str, n: int = 96, seed: int = 1, size: int = 48) -> str
     """n synthetic PNG images (sizes vary a little, so preprocessing matters) in ``folder``."""
     from PIL import Image
 
+    from .._files import atomic_write
+
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(n):
         s = int(size + rng.integers(-6, 7))
-        Image.fromarray(synthetic_image(rng, s)).save(os.path.join(folder, f"img_{i:04d}.png"))
+        img = Image.fromarray(synthetic_image(rng, s))
+        atomic_write(os.path.join(folder, f"img_{i:04d}.png"), lambda f, img=img: img.save(f, format="PNG"))
     return folder
 
 
@@ -97,7 +102,9 @@ def write_arrays(path: str, n: int = 96, seed: int = 1, size: int = SIZE) -> str
     """The same kind of data already preprocessed, as one .npy of shape (n, 3, size, size)."""
     rng = np.random.default_rng(seed)
     x = np.stack([synthetic_image(rng, size).transpose(2, 0, 1) for _ in range(n)]).astype(np.float32) / 255.0
-    np.save(path, x)
+    from .._files import atomic_write
+
+    atomic_write(path, lambda f: np.save(f, x))
     return path
 
 

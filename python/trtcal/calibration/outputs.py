@@ -205,8 +205,10 @@ def write_qdq(model: Any, table: Any, path: str, op_types: Optional[Iterable[str
     calibrated, or amax 0: all-zero activations; ``missing='skip'``)."""
     quantize = _api("onnx.quantize", "writing a Q/DQ model")
     usable = {n: a for n, a in table.items() if a > 0 and np.isfinite(a)}
-    _, report = quantize(model, usable, op_types=qdq_op_types(op_types), missing="skip", output=path,
-                         return_report=True)
+    qmodel, report = quantize(model, usable, op_types=qdq_op_types(op_types), missing="skip", return_report=True)
+    from .._files import save_onnx
+
+    save_onnx(qmodel, path)  # atomic, with the run's other outputs
     return path, list(report.missing)
 
 

@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .. import _files
+
 _COLOURS = {"minmax": "#d62728", "entropy": "#1f77b4", "percentile": "#2ca02c", "mse": "#9467bd"}
 _W, _H = 260, 40  # one histogram, in SVG units (pixels)
 _CLIP_LEGEND = "(p% clipped): the share of the tensor's values at or beyond the threshold, which saturate to +-127."
@@ -256,15 +258,13 @@ def write(
             files_dir = os.path.splitext(path)[0] + "_files"
             os.makedirs(files_dir, exist_ok=True)
             svg = os.path.join(files_dir, "histograms.svg")
-            with open(svg, "w", encoding="utf-8") as f:
-                f.write(histograms_svg(result.histograms, result.amax))
+            _files.atomic_write(svg, histograms_svg(result.histograms, result.amax))
             written.append(svg)
             svg_rel = os.path.relpath(svg, os.path.dirname(os.path.abspath(path))).replace(
                 os.sep, "/"
             )
         text = _markdown(facts, header, table, acc, result, svg_rel)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    _files.atomic_write(path, text)
     return written
 
 

@@ -187,7 +187,16 @@ def run_diff(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from ..calibration.preflight import check_paths, check_writable
+
+    check_paths([("input", args.input)], [("output", args.output)])
     table, what = load_table(args.input)
+    bad = table.invalid()
+    if bad:
+        raise ValueError(f"trtcal: {args.input}: tensor '{bad[0][0]}' has {bad[0][1]}"
+                         + (f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else "")
+                         + ", which TensorRT cannot use; nothing written")
+    check_writable([("output", args.output)])
     to = args.to or ("json" if args.output.lower().endswith(".json") else "cache")
     if to == "json":
         if args.tensorrt_version or args.algorithm:

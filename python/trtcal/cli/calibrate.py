@@ -55,6 +55,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--out-dir", help="demo only: where the demo model, data and outputs go")
     p.add_argument("--checkpoint", help="checkpoint file (default: next to the first output, <model>.trtcal-ckpt.npz)")
     p.add_argument("--checkpoint-every", type=int, default=50, help="batches between checkpoints (default 50)")
+    p.add_argument("--checkpoint-seconds", type=float, default=300.0,
+                   help="seconds between checkpoints, whichever of this and --checkpoint-every comes first "
+                        "(default 300; 0 disables the time-based checkpoints)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--skip-bad", action="store_true", help="skip (and report) bad samples instead of stopping")
     p.add_argument("--tensorrt-version", help="X.Y of the TensorRT that will read the outputs (default: the installed "
@@ -172,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
     if checkpoint is None and args.model is not None:
         first = next((p for p in (args.out_table, args.out_cache, args.out_qdq, args.report) if p), None)
         d = os.path.dirname(os.path.abspath(first)) if first else os.getcwd()
+        data_dir = os.path.realpath(args.data) if args.data and os.path.isdir(args.data) else None
+        if data_dir and (os.path.realpath(d) + os.sep).startswith(data_dir + os.sep):
+            d = os.path.dirname(data_dir)  # never inside the data folder, where it would be read as data
         checkpoint = os.path.join(d, os.path.splitext(os.path.basename(args.model))[0] + ".trtcal-ckpt.npz")
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     if (args.distributed or args.shard) and args.model is None:
@@ -206,7 +212,9 @@ def _run(args, calibrate, method, params, checkpoint, say):
         max_samples=args.max_samples, bins=args.bins, preprocess=_preprocess(args), input_name=args.input_name,
         tensors=args.tensors, op_types=args.op_types.split(",") if args.op_types else None, runner=args.runner,
         out_cache=args.out_cache, out_qdq=args.out_qdq, out_table=args.out_table, report=args.report,
-        checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume, skip_bad=args.skip_bad,
+        checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
+        checkpoint_seconds=args.checkpoint_seconds if args.checkpoint_seconds and args.checkpoint_seconds > 0 else None,
+        resume=args.resume, skip_bad=args.skip_bad,
         tensorrt_version=args.tensorrt_version, out_dir=args.out_dir, progress=not args.quiet, log=say,
         distributed=args.distributed, shard=args.shard)
 

@@ -120,20 +120,23 @@ def _quoted(names: List[str], limit: int = 10) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import onnx
-
     from ..onnx.fuse import _graphs, fuse_silu, is_silu_node
 
     def warn(msg: str) -> None:
         print(f"trtcal: warning: {msg}", file=sys.stderr)
 
+    from .._files import save_onnx
+    from ..calibration.preflight import check_paths, check_writable, model_files
+
+    check_paths([("input", p) for p in model_files(args.input)] + [("--scales", args.scales)],
+                [("output", args.output)])
+    check_writable([("output", args.output)])
     scales = parse_scales(args.scales) if args.scales else None
     model = load_model(args.input)
     tensors = _tensor_names(model) if scales is not None else set()
     model, fused, report = fuse_silu(model, scales=scales, inplace=True, return_report=True)
     silu_nodes = sum(is_silu_node(n) for g in _graphs(model.graph) for n in g.node)
-    large = model.ByteSize() > 2**31 - 1  # protobuf cannot serialise more in one file
-    onnx.save(model, args.output, save_as_external_data=large)
+    save_onnx(model, args.output)  # atomic; external data beside it past protobuf's 2 GB
 
     msg = f"fused {fused} Sigmoid+Mul pair(s) into SiLU"
     if scales is not None:

@@ -51,6 +51,17 @@ def run(args: argparse.Namespace) -> int:
     from ..collectors import HistogramCollector
     from ..distributed import merge_files, save_states
 
+    from .._files import output_set
+    from ..calibration.preflight import check_paths, check_writable
+
+    outs = [("--out-state", args.out_state), ("--out-table", args.out_table), ("--out-cache", args.out_cache)]
+    check_paths([("input", p) for p in args.states], outs)
+    check_writable(outs)
+    with output_set():  # every output written, then all renamed together (or none)
+        return _merge(args, merge_files, save_states, HistogramCollector, __version__)
+
+
+def _merge(args, merge_files, save_states, HistogramCollector, __version__) -> int:  # noqa: ANN001, N803
     merged, info = merge_files(args.states, allow_partial=args.allow_partial)
     say = lambda s: print(s, file=sys.stderr)  # noqa: E731
     for w in info["warnings"]:
@@ -63,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"trtcal: merged {nfiles} file{'s' if nfiles != 1 else ''}{which}, {len(merged)} tensors"
         + (f", {info['samples']} samples" if info["samples"] is not None else ""))
     if args.out_state:
-        save_states(args.out_state, merged, meta=info["state_meta"])
+        save_states(args.out_state, merged, meta=info["state_meta"])  # lands with the other outputs
         say(f"trtcal: wrote merged state: {args.out_state}")
     if args.out_state and not (args.out_table or args.out_cache):
         return 0

@@ -273,7 +273,9 @@ def quantize(model: Any, table: Mapping[str, float], *,
         raise ValueError(f"trtcal: the Q/DQ model fails ONNX's checker ({str(exc).strip().splitlines()[0]}); "
                          "check the input model with onnx.checker.check_model") from exc
     if output is not None:
-        onnx.save(m, os.fspath(output))
+        from .._files import save_onnx  # atomic (temporary file, fsync, rename)
+
+        save_onnx(m, os.fspath(output))
     return (m, report) if return_report else m
 
 

@@ -347,8 +347,9 @@ class _CalibratorCore:
             self.table = CalibrationTable.from_calibration_cache(parse_cache(data, source="TensorRT's cache"),
                                                                  source="TensorRT calibration")
             if self.cache_path:
-                with open(self.cache_path, "wb") as f:
-                    f.write(data)
+                from .._files import atomic_write
+
+                atomic_write(self.cache_path, data)
         except Exception as exc:
             self.error = exc
             log.error("trtcal: cannot save TensorRT's calibration cache: %s", exc)
