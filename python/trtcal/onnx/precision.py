@@ -198,6 +198,7 @@ class _Caster:
         self.cached: Dict[Tuple[str, int], str] = {}
         self.new_inits: List[Any] = []
         self._maxabs: Dict[str, float] = {}
+        self.const_nodes = {n.output[0]: n for n in self.g.node if n.op_type == "Constant" and n.output}
 
     def fresh(self, base: str) -> str:
         name, i = base, 1
@@ -242,11 +243,8 @@ class _Caster:
         if node.op_type == "Cast":
             return self.low, None
         if node.op_type == "Constant":
-            val = next((a.t for a in node.attribute if a.name == "value"), None)
-            if val is not None:
-                arr = self.onnx.numpy_helper.to_array(val)
-                if arr.size and float(np.abs(arr.astype(np.float64)).max()) > LIMITS[self.dtype][0]:
-                    return _FLOAT, f"constant holds values beyond {self.dtype}'s range"
+            if node.output and self._constant_max(node.output[0]) > LIMITS[self.dtype][0]:
+                return _FLOAT, f"constant holds values beyond {self.dtype}'s range"
             return self.low, None
         schema = self.schema(node)
         if schema is None:
@@ -269,11 +267,14 @@ class _Caster:
         return self.low, None
 
     def _constant_max(self, name: str) -> float:
-        if name not in self.inits:
-            return 0.0
+        """Largest |value| of an initializer or Constant-node output (0 for other tensors)."""
         if name not in self._maxabs:
-            a = self.onnx.numpy_helper.to_array(self.inits[name])
-            self._maxabs[name] = float(np.abs(a.astype(np.float64)).max()) if a.size else 0.0
+            t = self.inits.get(name)
+            if t is None and name in self.const_nodes:
+                t = next((a.t for a in self.const_nodes[name].attribute if a.name == "value"), None)
+            a = self.onnx.numpy_helper.to_array(t) if t is not None else np.zeros(0)
+            ok = a.size and np.issubdtype(a.dtype, np.floating)
+            self._maxabs[name] = float(np.abs(a.astype(np.float64)).max()) if ok else 0.0
         return self._maxabs[name]
 
     def _qdq_type(self, node: Any) -> Tuple[int, Optional[str]]:
