@@ -278,6 +278,12 @@ class _Caster:
         return self._maxabs[name]
 
     def _qdq_type(self, node: Any) -> Tuple[int, Optional[str]]:
+        """A QuantizeLinear of an activation takes the type its input already has (no Cast in front
+        of a Q: a graph input stays float32 into its Q); a weight's Q and every DequantizeLinear
+        take the low type, unless the scale is below its smallest normal."""
+        x = node.input[0]
+        if node.op_type == "QuantizeLinear" and x not in self.inits and self.cur.get(x) == _FLOAT:
+            return _FLOAT, None
         s = node.input[1]
         if s in self.inits:
             v = np.abs(self.onnx.numpy_helper.to_array(self.inits[s]).astype(np.float64))
