@@ -10,7 +10,6 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from test_placement import _x, calibrate, concat_model, residual_silu_model  # noqa: E402
 from test_precision import run_ort_basic  # noqa: E402
-
 from trtcal import CalibrationTable  # noqa: E402
 from trtcal.cli import main  # noqa: E402
 from trtcal.cli.migrate import map_names, migrate  # noqa: E402
@@ -35,12 +34,32 @@ def _dq_scales(model):
 
 
 def test_map_names_exact_variants_unnamed_and_ambiguous():
-    onnx_names = ["images", "/model.0/conv/Conv_output_0", "input:0", "feat", "feat_1", "c", "c_1:0", "a"]
-    cache = ["images", "/model.0/conv/Conv_output_0 [Convolution]_output", "input", "(Unnamed Layer* 12) "
-             "[Shuffle]_output", "feat_1", "b_output", "a_output", "c_1"]
+    onnx_names = [
+        "images",
+        "/model.0/conv/Conv_output_0",
+        "input:0",
+        "feat",
+        "feat_1",
+        "c",
+        "c_1:0",
+        "a",
+    ]
+    cache = [
+        "images",
+        "/model.0/conv/Conv_output_0 [Convolution]_output",
+        "input",
+        "(Unnamed Layer* 12) [Shuffle]_output",
+        "feat_1",
+        "b_output",
+        "a_output",
+        "c_1",
+    ]
     nm = map_names(cache, onnx_names)
     assert nm.mapping["images"] == "images" and nm.how["images"] == "exact"
-    assert nm.mapping["/model.0/conv/Conv_output_0 [Convolution]_output"] == "/model.0/conv/Conv_output_0"
+    assert (
+        nm.mapping["/model.0/conv/Conv_output_0 [Convolution]_output"]
+        == "/model.0/conv/Conv_output_0"
+    )
     assert nm.mapping["input"] == "input:0" and "':0' added" in nm.how["input"]
     assert nm.mapping["feat_1"] == "feat_1"  # exact wins over the '_N' variant
     assert "created itself" in nm.unmatched["(Unnamed Layer* 12) [Shuffle]_output"]
@@ -67,28 +86,50 @@ def test_cache_to_qdq_keeps_the_cache_scales(rng, tmp_path):
     scales = _dq_scales(q)
     assert scales["x"] == pytest.approx(cached["x"] / 127, rel=1e-7)
     # Concat inputs share the widest range, as TensorRT needs
-    assert scales["a"] == scales["b"] == pytest.approx(max(cached[t] for t in ("a", "b", "cat")) / 127, rel=1e-7)
+    assert (
+        scales["a"]
+        == scales["b"]
+        == pytest.approx(max(cached[t] for t in ("a", "b", "cat")) / 127, rel=1e-7)
+    )
 
 
 def test_cli_migrate_renamed_and_unmatched_names_fp16(rng, tmp_path, capsys):
     m = residual_silu_model(rng)
     feeds = _x(rng, 3, 4, 8, 8)
     table = calibrate(m, feeds)
-    # a cache as TensorRT writes it: a layer-type suffix on one name, an internal layer, a stale name
-    entries = {("b [Convolution]_output" if k == "b" else k): v for k, v in table.items() if k != "s"}
+    # a cache as TensorRT writes it: a layer-type suffix on one name, an internal layer, a
+    # stale name
+    entries = {
+        ("b [Convolution]_output" if k == "b" else k): v for k, v in table.items() if k != "s"
+    }
     entries["(Unnamed Layer* 7) [Shuffle]_output"] = 1.0
     entries["old_tensor"] = 2.0
     src = tmp_path / "t.json"
     CalibrationTable(entries).to_json(str(src))
     mp, out, rep = tmp_path / "m.onnx", tmp_path / "m.qdq.onnx", tmp_path / "placement.txt"
     onnx.save(m, str(mp))
-    rc = main(["migrate", str(mp), str(src), "--out-qdq", str(out), "--placement-report", str(rep), "--json"])
+    rc = main(
+        [
+            "migrate",
+            str(mp),
+            str(src),
+            "--out-qdq",
+            str(out),
+            "--placement-report",
+            str(rep),
+            "--json",
+        ]
+    )
     assert rc == 0
     cap = capsys.readouterr()
-    s = json.loads(cap.out[:cap.out.rindex("}") + 1])
-    assert s["renamed"] == {"b [Convolution]_output": ["b", "layer-type suffix ' [Type]_output' removed"]}
+    s = json.loads(cap.out[: cap.out.rindex("}") + 1])
+    assert s["renamed"] == {
+        "b [Convolution]_output": ["b", "layer-type suffix ' [Type]_output' removed"]
+    }
     assert set(s["unmatched_cache"]) == {"(Unnamed Layer* 7) [Shuffle]_output", "old_tensor"}
-    assert s["unmatched_onnx"] == ["s"]  # the residual skip branch and conv_b input: no range in the cache
+    assert s["unmatched_onnx"] == [
+        "s"
+    ]  # the residual skip branch and conv_b input: no range in the cache
     assert s["high_precision"] == "fp16"
     assert "--stronglyTyped" in cap.out and "--int8 --fp16" in cap.out and "--calib" not in cap.out
     q = onnx.load(str(out))
@@ -97,16 +138,35 @@ def test_cli_migrate_renamed_and_unmatched_names_fp16(rng, tmp_path, capsys):
     ref = run_ort_basic(m, feeds)["y"]
     got = run_ort_basic(q, feeds)["y"]
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.08
-    assert "## left in float" in rep.read_text() and "s: not in the calibration table" in rep.read_text()
+    assert (
+        "## left in float" in rep.read_text()
+        and "s: not in the calibration table" in rep.read_text()
+    )
 
 
 def test_cli_migrate_errors_are_one_line(tmp_path, capsys, rng):
     m = residual_silu_model(rng)
     mp = tmp_path / "m.onnx"
     onnx.save(m, str(mp))
-    assert main(["migrate", str(tmp_path / "none.onnx"), str(mp), "--out-qdq", str(tmp_path / "o.onnx")]) == 1
+    assert (
+        main(
+            ["migrate", str(tmp_path / "none.onnx"), str(mp), "--out-qdq", str(tmp_path / "o.onnx")]
+        )
+        == 1
+    )
     assert "no such model" in capsys.readouterr().err
-    assert main(["migrate", str(mp), str(tmp_path / "none.cache"), "--out-qdq", str(tmp_path / "o.onnx")]) == 1
+    assert (
+        main(
+            [
+                "migrate",
+                str(mp),
+                str(tmp_path / "none.cache"),
+                "--out-qdq",
+                str(tmp_path / "o.onnx"),
+            ]
+        )
+        == 1
+    )
     assert "no such file" in capsys.readouterr().err
     assert main(["migrate", str(mp), str(mp), "--out-qdq", str(mp)]) == 1
     assert "overwrite an input" in capsys.readouterr().err

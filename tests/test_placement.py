@@ -393,7 +393,8 @@ def test_rule_silu_no_qdq_between_sigmoid_and_mul(rng):
 
 
 def head_model(rng):
-    """Two convs -> Concat -> Sigmoid (graph output: class scores), the Concat also feeding a conv."""
+    """Two convs -> Concat -> Sigmoid (graph output: class scores), the Concat also feeding a
+    conv."""
     nodes = [
         _conv("c1", "x", "w1", "a"),
         _conv("c2", "x", "w2", "b"),

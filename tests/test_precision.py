@@ -21,7 +21,6 @@ from test_placement import (  # noqa: E402
     concat_model,
     residual_silu_model,
 )
-
 from trtcal.onnx import precision, quantize  # noqa: E402
 
 
@@ -36,7 +35,10 @@ def run_ort_basic(model, feeds):
 def _types(model):
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     g = inferred.graph
-    return {v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.output) + list(g.input)}
+    return {
+        v.name: v.type.tensor_type.elem_type
+        for v in list(g.value_info) + list(g.output) + list(g.input)
+    }
 
 
 def _node_out_type(model, types, name):
@@ -48,7 +50,9 @@ def _rel(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-@pytest.mark.parametrize("build,shape", [(residual_silu_model, (4, 4, 8, 8)), (concat_model, (4, 3, 6, 6))])
+@pytest.mark.parametrize(
+    "build,shape", [(residual_silu_model, (4, 4, 8, 8)), (concat_model, (4, 3, 6, 6))]
+)
 def test_fp16_remainder_types_io_and_accuracy(rng, build, shape):
     m = build(rng)
     feeds = _x(rng, *shape)
@@ -59,11 +63,16 @@ def test_fp16_remainder_types_io_and_accuracy(rng, build, shape):
     types = _types(q16)
     # graph inputs and outputs keep float32; every computation in between is float16
     assert [types[i.name] for i in q16.graph.input] == [TensorProto.FLOAT]
-    assert all(o.type.tensor_type.elem_type == m.graph.output[i].type.tensor_type.elem_type
-               for i, o in enumerate(q16.graph.output))
+    assert all(
+        o.type.tensor_type.elem_type == m.graph.output[i].type.tensor_type.elem_type
+        for i, o in enumerate(q16.graph.output)
+    )
     for n in q16.graph.node:
-        if n.op_type in ("Conv", "Sigmoid", "Mul", "Add", "Concat", "DequantizeLinear") and \
-                m.graph.node[0].op_type and n.name != "shape_concat":  # int64 shape arithmetic stays
+        if (
+            n.op_type in ("Conv", "Sigmoid", "Mul", "Add", "Concat", "DequantizeLinear")
+            and m.graph.node[0].op_type
+            and n.name != "shape_concat"
+        ):  # int64 shape arithmetic stays
             assert types[n.output[0]] == TensorProto.FLOAT16, n.name
     inits = {t.name: t for t in q16.graph.initializer}
     scales = [inits[n.input[1]] for n in q16.graph.node if n.op_type == "DequantizeLinear"]
@@ -87,7 +96,11 @@ def test_fp16_keeps_out_of_range_tensors_in_fp32_and_names_them(rng):
     table["sa_sig"] = 1e-6  # below FP16's smallest normal
     q, rep = quantize(m, table, high_precision="fp16", return_report=True)
     kept = rep.precision.kept_fp32
-    assert set(kept) >= {"b", "sa_sig"} and "65504" in kept["b"] and "smallest normal" in kept["sa_sig"]
+    assert (
+        set(kept) >= {"b", "sa_sig"}
+        and "65504" in kept["b"]
+        and "smallest normal" in kept["sa_sig"]
+    )
     types = _types(q)
     for node in ("conv_b", "sb_sigmoid", "sb_mul"):  # producer and consumers of b
         assert node in rep.precision.fp32_nodes, node
@@ -99,8 +112,9 @@ def test_fp16_keeps_out_of_range_tensors_in_fp32_and_names_them(rng):
 
 
 def test_range_problems_smallest_and_bf16(rng):
-    probs = precision.range_problems({"a": 7e4, "b": 1.0, "c": float("inf")}, "fp16",
-                                     smallest={"b": 1e-9})
+    probs = precision.range_problems(
+        {"a": 7e4, "b": 1.0, "c": float("inf")}, "fp16", smallest={"b": 1e-9}
+    )
     assert set(probs) == {"a", "b", "c"} and "flushes to zero" in probs["b"]
     assert precision.range_problems({"a": 7e4, "b": 1e-30}, "bf16") == {}
     assert precision.range_problems({"a": 7e4}, "fp32") == {}
@@ -148,16 +162,27 @@ def test_cast_remainder_needs_opset_19_and_fp32_is_a_no_op(rng):
 def test_resize_scales_stay_float32_and_large_constants_stay_fp32(rng):
     from onnx import numpy_helper
 
-    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["u"], name="resize", mode="nearest"),
-             helper.make_node("Mul", ["u", "big"], ["y"], name="mul_big"),
-             helper.make_node("Relu", ["u"], ["z"], name="relu")]
-    m = helper.make_model(helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 6, 6]),
-         helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 2, 6, 6])],
-        initializer=[numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
-                     numpy_helper.from_array(np.full((1,), 1e6, np.float32), "big")]),
-        opset_imports=[helper.make_opsetid("", 19)])
+    nodes = [
+        helper.make_node("Resize", ["x", "", "scales"], ["u"], name="resize", mode="nearest"),
+        helper.make_node("Mul", ["u", "big"], ["y"], name="mul_big"),
+        helper.make_node("Relu", ["u"], ["z"], name="relu"),
+    ]
+    m = helper.make_model(
+        helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+            [
+                helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 6, 6]),
+                helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 2, 6, 6]),
+            ],
+            initializer=[
+                numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+                numpy_helper.from_array(np.full((1,), 1e6, np.float32), "big"),
+            ],
+        ),
+        opset_imports=[helper.make_opsetid("", 19)],
+    )
     q, rep = precision.cast_remainder(m, "fp16")
     resize = next(n for n in q.graph.node if n.op_type == "Resize")
     scales = next(t for t in q.graph.initializer if t.name == resize.input[2])
@@ -168,3 +193,28 @@ def test_resize_scales_stay_float32_and_large_constants_stay_fp32(rng):
     # the product (up to 2.4e6) is finite: computed in fp32, from an input rounded at most to fp16
     np.testing.assert_allclose(out["y"], np.repeat(np.repeat(x, 2, 2), 2, 3) * 1e6, rtol=1e-3)
     assert np.all(np.isfinite(out["y"]))
+
+
+def test_tiny_weight_scales_are_rounded_up_not_cast(rng):
+    from onnx import numpy_helper
+
+    m = residual_silu_model(rng)
+    w = numpy_helper.to_array(m.graph.initializer[0]).copy()
+    w[1] *= 1e-5  # a near-zero output channel: scale ~3e-8, below FP16's smallest subnormal
+    w[2] *= 2e-3  # scale ~5e-6: an FP16 subnormal
+    m.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, m.graph.initializer[0].name))
+    feeds = _x(rng, 3, 4, 8, 8)
+    q, rep = quantize(m, calibrate(m, feeds), high_precision="fp16", return_report=True)
+    assert rep.precision.widened_scales  # named in the report
+    prod = {o: n for n in q.graph.node for o in n.output}
+    for n in q.graph.node:
+        if n.op_type == "Conv":  # every DQ feeds its Conv directly, in FP16: no Cast between
+            for i in n.input[:2]:
+                assert prod[i].op_type == "DequantizeLinear", (n.name, prod[i].op_type)
+    inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    for n in q.graph.node:
+        if n.op_type == "DequantizeLinear":
+            s = inits[n.input[1]]
+            assert s.dtype == np.float16 and np.all(s > 0)
+    ref, got = _run(m, feeds)["y"], run_ort_basic(q, feeds)["y"]
+    assert _rel(got, ref) < 0.1

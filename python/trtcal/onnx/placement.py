@@ -208,7 +208,8 @@ def _attr(node: Any, name: str, default: Any = None) -> Any:
 
 def weight_axis(node: Any, index: int, ndim: int) -> Optional[int]:
     """Per-channel axis of a weight input (guide: "Q/DQ Layer-Placement Recommendations":
-    weights are quantized per output channel): Conv axis 0 (K of KCRS), ConvTranspose 1 (C x K x R x S),
+    weights are quantized per output channel): Conv axis 0 (K of KCRS), ConvTranspose 1
+    (C x K x R x S),
     Gemm 0 when transB else 1 (the N axis of B), MatMul the last axis of B; None: per tensor."""
     op = node.op_type
     if op in ("Conv", "ConvTranspose"):
@@ -254,7 +255,8 @@ def rule_attention_matmul(view: GraphView, node: Any, opts: PlacementOptions) ->
     """A MatMul of two activations (Q.K^T, or Softmax(...).V): both inputs quantized so the
     batched GEMMs of attention run in INT8, while Softmax and LayerNorm stay in high precision
     (guide: "Q/DQ Layer-Placement Recommendations" and the MHA fusion notes: quantize the
-    inputs of both BMMs; Softmax is computed in FP16/FP32). ``attention=False`` leaves them float."""
+    inputs of both BMMs; Softmax is computed in FP16/FP32). ``attention=False`` leaves them
+    float."""
     if not opts.attention:
         return [
             _decision(
@@ -363,7 +365,8 @@ def rule_residual_add(view: GraphView, node: Any, opts: PlacementOptions) -> Lis
             other,
             True,
             "residual-add",
-            f"skip branch of a residual add; input {fused} fuses into {view.label(bb[fused])}'s epilogue",
+            f"skip branch of a residual add; input {fused} fuses into "
+            f"{view.label(bb[fused])}'s epilogue",
         ),
         _decision(
             view,
@@ -572,7 +575,8 @@ def rule_head_sigmoid(
 
 
 def weight_plans(view: GraphView, node: Any) -> List[WeightPlan]:
-    """The constant float weights of a weighted op with their per-channel axes (:func:`weight_axis`)."""
+    """The constant float weights of a weighted op with their per-channel axes
+    (:func:`weight_axis`)."""
     if node.op_type not in WEIGHTED_OPS:
         return []
     out = []

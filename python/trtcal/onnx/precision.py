@@ -17,9 +17,11 @@ Rules
   The table holds amax only, so "underflow" is judged on amax (every value is at most amax);
   pass ``smallest`` (tensor -> smallest nonzero |x|, e.g. the lower edge of a histogram's first
   non-empty bin) to also keep tensors whose small values would flush to zero.
-* Q/DQ pairs take the low type (their scales need opset >= 19; BF16 kernels for Conv and pooling
-  need opset 22) unless a scale falls below the type's smallest normal, where its rounding
-  error exceeds 1/256: that pair stays FP32.
+* DequantizeLinear (and a weight's QuantizeLinear) take the low type, their scales too (opset >= 19;
+  BF16 kernels for Conv and pooling need opset 22). Each scale is first rounded UP to a value the
+  low type holds exactly (so a Q left in float32 and its low-type DQ agree, and nothing clips);
+  scales widened by more than 1/256 (subnormal FP16 scales of near-zero weight channels) are
+  listed. A QuantizeLinear of an activation keeps its input's type (no Cast before a Q).
 * Graph inputs and outputs keep their declared types (``keep_io_types=True``), with a Cast at the
   boundary; ``keep_io_types=False`` declares them in the low type.
 """
@@ -37,6 +39,9 @@ MIN_OPSET = {"fp32": 13, "fp16": 19, "bf16": 22}
 LIMITS = {"fp16": (65504.0, 2.0**-14), "bf16": (3.3895313892515355e38, 2.0**-126)}
 SUBNORMAL_MIN = {"fp16": 2.0**-24, "bf16": 2.0**-133}
 _FLOAT = 1
+# a Q/DQ scale whose rounding to the low type moves it by more than this keeps its pair in FP32
+# (FP16 subnormal scales down to 2^-16 round within it; the smallest weight channels do not)
+SCALE_RTOL = 2.0**-8
 
 
 def check_dtype(dtype: str) -> str:
@@ -74,6 +79,7 @@ class PrecisionReport:
     kept_fp32: Dict[str, str] = field(default_factory=dict)  # tensor -> range reason
     casts: int = 0
     converted_initializers: int = 0
+    widened_scales: Dict[str, float] = field(default_factory=dict)  # scale -> factor (> 1 + 1/256)
 
     def lines(self) -> List[str]:
         out = [
@@ -82,6 +88,10 @@ class PrecisionReport:
         ]
         out += [f"- tensor {t} stays fp32: {why}" for t, why in self.kept_fp32.items()]
         out += [f"- node {n} stays fp32: {why}" for n, why in self.fp32_nodes.items()]
+        out += [
+            f"- scale {n} widened x{f:.3g} to be representable in {self.dtype}"
+            for n, f in self.widened_scales.items()
+        ]
         return out
 
 
@@ -198,7 +208,9 @@ class _Caster:
         self.cached: Dict[Tuple[str, int], str] = {}
         self.new_inits: List[Any] = []
         self._maxabs: Dict[str, float] = {}
-        self.const_nodes = {n.output[0]: n for n in self.g.node if n.op_type == "Constant" and n.output}
+        self.const_nodes = {
+            n.output[0]: n for n in self.g.node if n.op_type == "Constant" and n.output
+        }
 
     def fresh(self, base: str) -> str:
         name, i = base, 1
@@ -250,7 +262,8 @@ class _Caster:
         if schema is None:
             return (
                 _FLOAT,
-                f"no {self.dtype} schema for {node.domain or 'ai.onnx'}::{node.op_type} at opset {self.opset}",
+                f"no {self.dtype} schema for {node.domain or 'ai.onnx'}::{node.op_type} at opset "
+                f"{self.opset}",
             )
         if not floats_in:
             return _FLOAT, None  # output type set by an attribute (ConstantOfShape, Range, ...)
@@ -280,20 +293,45 @@ class _Caster:
     def _qdq_type(self, node: Any) -> Tuple[int, Optional[str]]:
         """A QuantizeLinear of an activation takes the type its input already has (no Cast in front
         of a Q: a graph input stays float32 into its Q); a weight's Q and every DequantizeLinear
-        take the low type, unless the scale is below its smallest normal."""
+        take the low type (their scales were made representable by :meth:`round_scales`), unless
+        a scale exceeds the type's range."""
         x = node.input[0]
         if node.op_type == "QuantizeLinear" and x not in self.inits and self.cur.get(x) == _FLOAT:
             return _FLOAT, None
-        s = node.input[1]
-        if s in self.inits:
-            v = np.abs(self.onnx.numpy_helper.to_array(self.inits[s]).astype(np.float64))
-            tiny = LIMITS[self.dtype][1]
-            if v.size and float(v.min()) < tiny:
-                return _FLOAT, f"scale {float(v.min()):.3g} below {self.dtype}'s smallest normal"
+        if self._constant_max(node.input[1]) > LIMITS[self.dtype][0]:
+            return _FLOAT, f"scale {node.input[1]} exceeds {self.dtype}'s range"
         return self.low, None
 
+    def round_scales(self) -> None:
+        """Rounds every Q/DQ scale initializer UP to a value the low type holds exactly (at least
+        its smallest subnormal), in place: the Q (which may stay float32) and its DQ (in the low
+        type) then use the same scale, and rounding up never clips. A rounding that widens a
+        scale by more than 1/256 (subnormal FP16 scales of near-zero weight channels) is counted
+        in the report."""
+        names = {
+            n.input[1]
+            for n in self.g.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 1
+        }
+        for name in sorted(names):
+            t = self.inits.get(name)
+            if (
+                t is None
+                or t.data_type != _FLOAT
+                or self._constant_max(name) > LIMITS[self.dtype][0]
+            ):
+                continue
+            v = self.onnx.numpy_helper.to_array(t).astype(np.float32)
+            up = round_up(v, self.dtype)
+            if not np.array_equal(up, v):
+                widened = float(np.max(up.astype(np.float64) / np.where(v > 0, v, 1.0)))
+                if widened > 1 + SCALE_RTOL:
+                    self.report.widened_scales[name] = widened
+                t.CopyFrom(self.onnx.numpy_helper.from_array(up, name))
+
     def as_type(self, name: str, t: int, before: List[Any]) -> str:
-        """``name`` in type ``t``: itself, a converted initializer, or a Cast (appended to ``before``)."""
+        """``name`` in type ``t``: itself, a converted initializer, or a Cast (appended to
+        ``before``)."""
         if self.cur.get(name) == t or self.cur.get(name) not in (_FLOAT, self.low):
             return name
         key = (name, t)
@@ -327,6 +365,7 @@ class _Caster:
                 if vi.type.tensor_type.elem_type == _FLOAT and vi.name not in kept:
                     vi.type.tensor_type.elem_type = self.low
                     self.cur[vi.name] = self.low
+        self.round_scales()
         new_nodes: List[Any] = []
         for node in list(self.g.node):
             t, why = self.node_type(node, kept, keep_nodes)
@@ -410,6 +449,20 @@ class _Caster:
             keep.append(vi)
         del self.g.value_info[:]
         self.g.value_info.extend(keep)
+
+
+def round_up(v: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 ``v`` (positive scales) rounded up to values ``dtype`` ('fp16', 'bf16') holds
+    exactly, never below its smallest positive value; returned as float32."""
+    v = np.asarray(v, dtype=np.float32)
+    if dtype == "fp16":
+        h = np.maximum(v, np.float32(SUBNORMAL_MIN["fp16"])).astype(np.float16)
+        h = np.where(h.astype(np.float32) < v, np.nextafter(h, np.float16(np.inf)), h)
+        return h.astype(np.float32)
+    bits = np.maximum(v, np.float32(SUBNORMAL_MIN["bf16"])).view(np.uint32)
+    low = bits & np.uint32(0xFFFF)
+    bits = (bits & np.uint32(0xFFFF0000)) + np.where(low != 0, np.uint32(0x10000), np.uint32(0))
+    return bits.astype(np.uint32).view(np.float32)
 
 
 def _convert(arr: np.ndarray, t: int) -> np.ndarray:

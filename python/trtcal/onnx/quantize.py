@@ -43,24 +43,32 @@ class QuantizeReport:
 
     path: str = PATH
     opset: int = 0
-    activations: Dict[str, float] = field(default_factory=dict)   # tensor -> scale
-    weights: Dict[str, Tuple[Optional[int], int]] = field(default_factory=dict)  # name -> (axis, channels)
+    activations: Dict[str, float] = field(default_factory=dict)  # tensor -> scale
+    weights: Dict[str, Tuple[Optional[int], int]] = field(
+        default_factory=dict
+    )  # name -> (axis, channels)
     zero_weight_channels: Dict[str, int] = field(default_factory=dict)
     quantized_nodes: List[str] = field(default_factory=list)
-    skipped: Dict[str, str] = field(default_factory=dict)          # node -> reason
-    missing: List[str] = field(default_factory=list)               # activations not in the table
-    unused: List[str] = field(default_factory=list)                # table names the graph does not use
-    silu_int8: int = 0                                             # fused SiLU nodes made INT8
-    placement: Optional[_placement.Placement] = None               # every rule's decisions
-    shared_scales: List[List[str]] = field(default_factory=list)   # tensors quantized with one scale
+    skipped: Dict[str, str] = field(default_factory=dict)  # node -> reason
+    missing: List[str] = field(default_factory=list)  # activations not in the table
+    unused: List[str] = field(default_factory=list)  # table names the graph does not use
+    silu_int8: int = 0  # fused SiLU nodes made INT8
+    placement: Optional[_placement.Placement] = None  # every rule's decisions
+    shared_scales: List[List[str]] = field(default_factory=list)  # tensors quantized with one scale
     high_precision: str = "fp32"
-    precision: Any = None                                          # trtcal.onnx.precision.PrecisionReport
+    precision: Any = None  # trtcal.onnx.precision.PrecisionReport
 
     def summary(self) -> Dict[str, Any]:
-        return {"path": self.path, "opset": self.opset, "activations": len(self.activations),
-                "weights": len(self.weights), "nodes": len(self.quantized_nodes),
-                "skipped": len(self.skipped), "missing": len(self.missing),
-                "high_precision": self.high_precision}
+        return {
+            "path": self.path,
+            "opset": self.opset,
+            "activations": len(self.activations),
+            "weights": len(self.weights),
+            "nodes": len(self.quantized_nodes),
+            "skipped": len(self.skipped),
+            "missing": len(self.missing),
+            "high_precision": self.high_precision,
+        }
 
     def placement_lines(self) -> List[str]:
         """The placement report: every tensor quantized and why, every quantizable one left in
@@ -74,23 +82,27 @@ class QuantizeReport:
         return lines
 
 
-def quantize(model: Any, table: Mapping[str, float], *,
-             op_types: Sequence[str] = _qdq.DEFAULT_OP_TYPES,
-             exclude_nodes: Union[str, Iterable[str]] = (),
-             exclude_op_types: Iterable[str] = (),
-             opset: Optional[int] = None,
-             quantize_weights: bool = True,
-             per_channel: bool = True,
-             residual_add: bool = True,
-             missing: str = "error",
-             silu: bool = True,
-             attention: bool = True,
-             head_sigmoid_float: bool = True,
-             high_precision: str = "fp32",
-             keep_io_types: bool = True,
-             placement_report: Optional[Union[str, "os.PathLike[str]"]] = None,
-             output: Optional[Union[str, "os.PathLike[str]"]] = None,
-             return_report: bool = False):
+def quantize(
+    model: Any,
+    table: Mapping[str, float],
+    *,
+    op_types: Sequence[str] = _qdq.DEFAULT_OP_TYPES,
+    exclude_nodes: Union[str, Iterable[str]] = (),
+    exclude_op_types: Iterable[str] = (),
+    opset: Optional[int] = None,
+    quantize_weights: bool = True,
+    per_channel: bool = True,
+    residual_add: bool = True,
+    missing: str = "error",
+    silu: bool = True,
+    attention: bool = True,
+    head_sigmoid_float: bool = True,
+    high_precision: str = "fp32",
+    keep_io_types: bool = True,
+    placement_report: Optional[Union[str, "os.PathLike[str]"]] = None,
+    output: Optional[Union[str, "os.PathLike[str]"]] = None,
+    return_report: bool = False,
+):
     """Inserts Q/DQ into a copy of ``model`` from ``table`` (tensor name -> amax).
 
     Parameters
@@ -137,8 +149,10 @@ def quantize(model: Any, table: Mapping[str, float], *,
         raise ValueError(f"trtcal: missing must be 'error' or 'skip', got {missing!r}")
     unknown = set(op_types) - set(_placement.ALL_OP_TYPES)
     if unknown:
-        raise ValueError(f"trtcal: cannot quantize op types {sorted(unknown)}; accepted: "
-                         f"{', '.join(_placement.ALL_OP_TYPES)}")
+        raise ValueError(
+            f"trtcal: cannot quantize op types {sorted(unknown)}; accepted: "
+            f"{', '.join(_placement.ALL_OP_TYPES)}"
+        )
     low = _precision.check_dtype(high_precision)
     m = _load(model)
     if opset is None and low != "fp32":
@@ -146,8 +160,10 @@ def quantize(model: Any, table: Mapping[str, float], *,
     m = _set_opset(m, opset)
     report = QuantizeReport(opset=_default_opset(m), high_precision=low)
     if low != "fp32" and report.opset < _precision.MIN_OPSET[low]:
-        raise ValueError(f"trtcal: a {low} remainder needs opset >= {_precision.MIN_OPSET[low]} "
-                         f"({low} Q/DQ scales and kernels); got opset {report.opset}")
+        raise ValueError(
+            f"trtcal: a {low} remainder needs opset >= {_precision.MIN_OPSET[low]} "
+            f"({low} Q/DQ scales and kernels); got opset {report.opset}"
+        )
     graph = m.graph
     node_names = [n.name for n in graph.node if n.name]
     excluded_nodes = set(match_names(node_names, exclude_nodes)) if exclude_nodes else set()
@@ -156,9 +172,12 @@ def quantize(model: Any, table: Mapping[str, float], *,
     elem_types = _elem_types(m)
     view = _placement.GraphView(m, elem_types)
     skip = _skipped_nodes(view, set(exclude_op_types), excluded_nodes, report)
-    opts = _placement.PlacementOptions(op_types=tuple(t for t in op_types if t not in set(exclude_op_types)),
-                                       residual_add=residual_add, attention=attention,
-                                       head_sigmoid_float=head_sigmoid_float)
+    opts = _placement.PlacementOptions(
+        op_types=tuple(t for t in op_types if t not in set(exclude_op_types)),
+        residual_add=residual_add,
+        attention=attention,
+        head_sigmoid_float=head_sigmoid_float,
+    )
     plan = _placement.plan(m, elem_types, opts, skip=skip)
     report.placement = plan
     writer = _QDQWriter(m, view, elem_types, report)
@@ -171,8 +190,10 @@ def quantize(model: Any, table: Mapping[str, float], *,
         if d.tensor not in amax:
             if missing == "error":
                 raise KeyError(
-                    f"trtcal: tensor '{d.tensor}' (input {d.index} of {node.op_type} node '{node.name}') is not in "
-                    "the calibration table; calibrate it, exclude the node, or pass missing='skip'")
+                    f"trtcal: tensor '{d.tensor}' (input {d.index} of {node.op_type} node "
+                    f"'{node.name}') is not in "
+                    "the calibration table; calibrate it, exclude the node, or pass missing='skip'"
+                )
             if d.tensor not in report.missing:
                 report.missing.append(d.tensor)
             continue
@@ -192,27 +213,39 @@ def quantize(model: Any, table: Mapping[str, float], *,
             inserted.setdefault(w.node, []).extend(nodes)
             if w.node not in report.quantized_nodes:
                 report.quantized_nodes.append(w.node)
-    report.shared_scales = [sorted(g) for g in {id(g): g for g in groups.values()}.values()
-                            if len(g & set(report.activations)) > 1]
+    report.shared_scales = [
+        sorted(g)
+        for g in {id(g): g for g in groups.values()}.values()
+        if len(g & set(report.activations)) > 1
+    ]
+    _splice(graph, view, inserted, writer.new_inits)
+    if silu:
+        m, graph = _silu_scales(m, table, report)
+    used = set(report.activations)
+    report.unused = [n for n in table if n not in used]
+    if low != "fp32":
+        m, report.precision = _precision.cast_remainder(
+            m, low, table=table, keep_io_types=keep_io_types
+        )
+    _finish(m, report, output, placement_report)
+    return (m, report) if return_report else m
+
+
+def _splice(graph: Any, view: "_placement.GraphView", inserted: Mapping[str, List[Any]],
+            inits: List[Any]) -> None:
+    """Puts each node's Q/DQ pairs right in front of it (the graph stays topologically sorted)."""
     new_nodes: List[Any] = []
     for node in graph.node:
         new_nodes.extend(inserted.get(view.label(node), []))
         new_nodes.append(node)
     del graph.node[:]
     graph.node.extend(new_nodes)
-    graph.initializer.extend(writer.new_inits)
-    if silu:
-        m, graph = _silu_scales(m, table, report)
-    used = set(report.activations)
-    report.unused = [n for n in table if n not in used]
-    if low != "fp32":
-        m, report.precision = _precision.cast_remainder(m, low, table=table, keep_io_types=keep_io_types)
-    _finish(m, report, output, placement_report)
-    return (m, report) if return_report else m
+    graph.initializer.extend(inits)
 
 
-def _skipped_nodes(view: "_placement.GraphView", excluded_types: set, excluded_nodes: set,
-                   report: QuantizeReport) -> set:
+def _skipped_nodes(
+    view: "_placement.GraphView", excluded_types: set, excluded_nodes: set, report: QuantizeReport
+) -> set:
     """Labels of nodes no rule may touch: excluded by the user, or already fed by a DQ."""
     skip = set()
     for node in view.nodes:
@@ -222,8 +255,12 @@ def _skipped_nodes(view: "_placement.GraphView", excluded_types: set, excluded_n
         if node.op_type in excluded_types or (node.name and node.name in excluded_nodes):
             report.skipped[label] = "excluded"
             skip.add(label)
-        elif any(i and view.producer.get(i) is not None and view.producer[i].op_type == "DequantizeLinear"
-                 for i in node.input):
+        elif any(
+            i
+            and view.producer.get(i) is not None
+            and view.producer[i].op_type == "DequantizeLinear"
+            for i in node.input
+        ):
             report.skipped[label] = "already has Q/DQ inputs"
             skip.add(label)
     return skip
@@ -243,10 +280,17 @@ def _effective_amax(table: Mapping[str, float], groups: Mapping[str, set]) -> Di
 
 
 class _QDQWriter:
-    """Makes Q/DQ node pairs and their scale/zero-point initializers, one pair per (tensor, axis)."""
+    """Makes Q/DQ node pairs and their scale/zero-point initializers, one pair per (tensor,
+    axis)."""
 
-    def __init__(self, m: Any, view: "_placement.GraphView", elem_types: Dict[str, int],
-                 report: QuantizeReport, quant_dtype: str = "int8"):
+    def __init__(
+        self,
+        m: Any,
+        view: "_placement.GraphView",
+        elem_types: Dict[str, int],
+        report: QuantizeReport,
+        quant_dtype: str = "int8",
+    ):
         self.taken = _all_names(m)
         self.elem_types = elem_types
         self.report = report
@@ -268,13 +312,21 @@ class _QDQWriter:
         t = self.elem_types.get(name, default or onnx.TensorProto.FLOAT)
         if t == onnx.TensorProto.FLOAT:
             return t
-        if t in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16) and self.report.opset >= _FLOAT16_SCALE_OPSET:
+        if (
+            t in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+            and self.report.opset >= _FLOAT16_SCALE_OPSET
+        ):
             return t
         raise ValueError(
-            f"trtcal: tensor '{name}' has ONNX element type {onnx.TensorProto.DataType.Name(t)}; Q/DQ at opset "
-            f"{self.report.opset} needs float32 (float16/bfloat16 need opset >= {_FLOAT16_SCALE_OPSET}: pass opset=19)")
+            f"trtcal: tensor '{name}' has ONNX element type {onnx.TensorProto.DataType.Name(t)}; "
+            "Q/DQ at opset "
+            f"{self.report.opset} needs float32 (float16/bfloat16 need opset >= "
+            f"{_FLOAT16_SCALE_OPSET}: pass opset=19)"
+        )
 
-    def qdq(self, src: str, amax: Any, axis: Optional[int], scale_type: Optional[int] = None) -> Tuple[str, list]:
+    def qdq(
+        self, src: str, amax: Any, axis: Optional[int], scale_type: Optional[int] = None
+    ) -> Tuple[str, list]:
         """(dequantized tensor name, [Q, DQ]) for ``src`` with ``amax`` (scalar or per channel)."""
         import onnx
         from onnx import helper, numpy_helper
@@ -284,16 +336,28 @@ class _QDQWriter:
             return self.qdq_of[key], []
         st = scale_type or self.scale_type(src)
         base = src.replace(":", "_")
-        scale, zero = _qdq.scale_zero_point(amax, self.quant_dtype, onnx.helper.tensor_dtype_to_np_dtype(st))
+        scale, zero = _qdq.scale_zero_point(
+            amax, self.quant_dtype, onnx.helper.tensor_dtype_to_np_dtype(st)
+        )
         s = numpy_helper.from_array(scale, self.fresh(f"{base}_scale"))
         zp = numpy_helper.from_array(zero, self.fresh(f"{base}_zero_point"))
         self.new_inits.extend([s, zp])
         q_out, dq_out = self.fresh(f"{base}_quantized"), self.fresh(f"{base}_dequantized")
         kw = {} if axis is None else {"axis": int(axis)}
-        q = helper.make_node("QuantizeLinear", [src, s.name, zp.name], [q_out],
-                             name=self.fresh(f"{base}_QuantizeLinear"), **kw)
-        dq = helper.make_node("DequantizeLinear", [q_out, s.name, zp.name], [dq_out],
-                              name=self.fresh(f"{base}_DequantizeLinear"), **kw)
+        q = helper.make_node(
+            "QuantizeLinear",
+            [src, s.name, zp.name],
+            [q_out],
+            name=self.fresh(f"{base}_QuantizeLinear"),
+            **kw,
+        )
+        dq = helper.make_node(
+            "DequantizeLinear",
+            [q_out, s.name, zp.name],
+            [dq_out],
+            name=self.fresh(f"{base}_DequantizeLinear"),
+            **kw,
+        )
         self.qdq_of[key] = dq_out
         return dq_out, [q, dq]
 
@@ -301,10 +365,14 @@ class _QDQWriter:
         import onnx
 
         if not np.issubdtype(w.dtype, np.floating):
-            raise ValueError(f"trtcal: weight '{src}' of node '{node.name}' has dtype {w.dtype}; expected float")
+            raise ValueError(
+                f"trtcal: weight '{src}' of node '{node.name}' has dtype {w.dtype}; expected float"
+            )
         scales, zero = _qdq.weight_scales(w, axis, src)
         wtype = self.elem_types.get(src) or onnx.helper.np_dtype_to_tensor_dtype(w.dtype)
-        dq_out, nodes = self.qdq(src, scales.astype(np.float64) * _qdq.INT8_MAX, axis, self.scale_type(src, wtype))
+        dq_out, nodes = self.qdq(
+            src, scales.astype(np.float64) * _qdq.INT8_MAX, axis, self.scale_type(src, wtype)
+        )
         self.report.weights[src] = (axis, int(scales.size))
         if zero:
             self.report.zero_weight_channels[src] = zero
@@ -336,8 +404,10 @@ def _finish(m: Any, report: QuantizeReport, output: Any, placement_report: Any) 
     try:
         onnx.checker.check_model(m)
     except onnx.checker.ValidationError as exc:
-        raise ValueError(f"trtcal: the Q/DQ model fails ONNX's checker ({str(exc).strip().splitlines()[0]}); "
-                         "check the input model with onnx.checker.check_model") from exc
+        raise ValueError(
+            f"trtcal: the Q/DQ model fails ONNX's checker ({str(exc).strip().splitlines()[0]}); "
+            "check the input model with onnx.checker.check_model"
+        ) from exc
     if output is not None:
         onnx.save(m, os.fspath(output))
     if placement_report is not None:
@@ -373,7 +443,9 @@ def _load(model: Any):
         return onnx.load_from_string(bytes(model))
     if isinstance(model, (str, os.PathLike)):
         return onnx.load(os.fspath(model))
-    raise TypeError(f"trtcal: model must be an onnx.ModelProto, a path or bytes, not {type(model).__name__}")
+    raise TypeError(
+        f"trtcal: model must be an onnx.ModelProto, a path or bytes, not {type(model).__name__}"
+    )
 
 
 def _default_opset(m) -> int:
@@ -389,15 +461,19 @@ def _set_opset(m, opset: Optional[int]):
     current = _default_opset(m)
     target = max(current, _MIN_OPSET) if opset is None else int(opset)
     if target < _MIN_OPSET:
-        raise ValueError(f"trtcal: opset {target} is too old: per-channel QuantizeLinear/DequantizeLinear "
-                         f"need opset >= {_MIN_OPSET}")
+        raise ValueError(
+            f"trtcal: opset {target} is too old: per-channel QuantizeLinear/DequantizeLinear "
+            f"need opset >= {_MIN_OPSET}"
+        )
     if target == current:
         return m
     try:
         return version_converter.convert_version(m, target)
     except Exception as exc:  # the converter raises several types
-        raise ValueError(f"trtcal: cannot convert the model from opset {current} to {target} ({exc}); "
-                         "convert it first or pass the model's own opset") from None
+        raise ValueError(
+            f"trtcal: cannot convert the model from opset {current} to {target} ({exc}); "
+            "convert it first or pass the model's own opset"
+        ) from None
 
 
 def _elem_types(m) -> Dict[str, int]:
@@ -419,7 +495,9 @@ def _elem_types(m) -> Dict[str, int]:
 
 def _all_names(m) -> set:
     g = m.graph
-    names = {t.name for t in g.initializer} | {vi.name for vi in list(g.input) + list(g.output) + list(g.value_info)}
+    names = {t.name for t in g.initializer} | {
+        vi.name for vi in list(g.input) + list(g.output) + list(g.value_info)
+    }
     for n in g.node:
         names.update(n.input)
         names.update(n.output)
