@@ -4,8 +4,10 @@ TensorRT 11 builds exactly the precision plan that the ONNX graph states (strong
 networks), so the positions of QuantizeLinear/DequantizeLinear decide which layers run in INT8
 and which fusions TensorRT can make. The rules below follow TensorRT's developer guide,
 section "Explicit Quantization" (docs anchor ``quantized-types-explicit-quantization``), in
-particular its subsections "Q/DQ Layer-Placement Recommendations", "Q/DQ Interaction with
-Residual Connections / Add", "Commuting Q/DQ through operations" and "Q/DQ Fusion".
+particular its subsections "Q/DQ Layer-Placement Recommendations" (weighted ops, residual
+element-wise additions), "Q/DQ Propagation" (DQ forward- and Q backward-propagation through
+commuting layers such as pooling and resizing; equal scales across multi-input layers such as
+Concat) and "Q/DQ Fusion" (which layer chains fuse with their Q/DQ).
 
 Each rule is a function ``rule_*(view, node, options) -> list[Decision]``: for every input of
 ``node`` that the rule concerns it says whether that input gets a Q/DQ pair, and why. A
@@ -27,7 +29,7 @@ WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 POOLING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 RESIZE_OPS = ("Resize", "Upsample")
 # ops that move data without computing on it: Q/DQ commute through them and TensorRT keeps
-# their INT8 input INT8 (guide: "Commuting Q/DQ through operations")
+# their INT8 input INT8 (guide: "Q/DQ Propagation", commuting layers)
 DATA_MOVEMENT_OPS = (
     "Reshape",
     "Transpose",
@@ -320,8 +322,8 @@ def fused_backbone(view: GraphView, tensor: str, depth: int = 6) -> Optional[Any
 
 
 def rule_residual_add(view: GraphView, node: Any, opts: PlacementOptions) -> List[Decision]:
-    """Residual Add: a DQ on the input that is NOT the fused branch (guide: "Q/DQ Interaction
-    with Residual Add": TensorRT fuses the add into the epilogue of the Conv producing one input
+    """Residual Add: a DQ on the input that is NOT the fused branch (guide: "Q/DQ
+    Layer-Placement Recommendations", element-wise addition: TensorRT fuses the add into the epilogue of the Conv producing one input
     when the other input arrives quantized). The fused branch is the one a weighted layer produces
     through its epilogue (:func:`fused_backbone`); when both are, the later-produced one fuses
     and the earlier (the skip connection) is quantized. An Add with a constant, or with no fusable
@@ -396,7 +398,7 @@ def rule_pooling(
     view: GraphView, node: Any, opts: PlacementOptions, quantized: Set[str]
 ) -> List[Decision]:
     """MaxPool, AveragePool, GlobalAveragePool: Q/DQ on the input when the output feeds a
-    quantized op (guide: "Commuting Q/DQ through operations": Q/DQ commute with pooling, so
+    quantized op (guide: "Q/DQ Propagation" and "Q/DQ Fusion": Q/DQ commute with pooling, so
     TensorRT swaps the DQ past the pool and runs it in INT8 instead of FP32 between two Q/DQ).
     MaxPool's input and output share one scale (max of INT8 values is exact)."""
     if node.op_type not in POOLING_OPS or not view.is_float_activation(node.input[0]):
@@ -428,7 +430,8 @@ def rule_concat(
     view: GraphView, node: Any, opts: PlacementOptions, quantized: Set[str]
 ) -> List[Decision]:
     """Concat: every input quantized with ONE scale shared by all inputs and the output (guide:
-    "Q/DQ Layer-Placement Recommendations" / concatenation: TensorRT fuses the Q of a Concat's
+    "Q/DQ Propagation": a Q propagates backward through a Concat, fusing into its inputs, only
+    when the scales are equal; TensorRT fuses the Q of a Concat's
     output into its inputs only when they share a scale; different scales cost a requantize per
     input). Only when the output feeds a quantized op and every input is a float activation."""
     if node.op_type != "Concat":
@@ -459,7 +462,7 @@ def rule_resize(
     view: GraphView, node: Any, opts: PlacementOptions, quantized: Set[str]
 ) -> List[Decision]:
     """Resize/Upsample: Q/DQ on the data input when the output feeds a quantized op (guide:
-    "Commuting Q/DQ through operations": resizing commutes with per-tensor Q/DQ); nearest
+    "Q/DQ Propagation": resizing commutes with per-tensor Q/DQ); nearest
     resizing copies values, so input and output share the scale."""
     if node.op_type not in RESIZE_OPS or not view.is_float_activation(node.input[0]):
         return []

@@ -75,6 +75,7 @@ class QuantizeReport:
         float and why, and (with a high-precision remainder) the tensors kept in FP32."""
         lines = _placement.report_lines(self.placement or _placement.Placement())
         lines += [f"- {t}: not in the calibration table (missing='skip')" for t in self.missing]
+        lines += [f"- node {n}: {why} (no rule applied)" for n, why in self.skipped.items()]
         for group in self.shared_scales:
             lines.append(f"- shared scale: {', '.join(group)}")
         if self.precision is not None:
