@@ -324,9 +324,10 @@ def fused_backbone(view: GraphView, tensor: str, depth: int = 6) -> Optional[Any
 def rule_residual_add(view: GraphView, node: Any, opts: PlacementOptions) -> List[Decision]:
     """Residual Add: a DQ on the input that is NOT the fused branch (guide: "Q/DQ
     Layer-Placement Recommendations", element-wise addition: TensorRT fuses the add into the
-    epilogue of the Conv producing one input when the other input arrives quantized). The fused branch is the one a weighted layer produces
-    through its epilogue (:func:`fused_backbone`); when both are, the later-produced one fuses
-    and the earlier (the skip connection) is quantized. An Add with a constant, or with no fusable
+    epilogue of the Conv producing one input when the other input arrives quantized). The fused
+    branch is the one a weighted layer produces through its epilogue (:func:`fused_backbone`);
+    when both are, the later-produced one fuses and the earlier (the skip connection) is
+    quantized. An Add with a constant, or with no fusable
     branch, is elementwise arithmetic and stays float."""
     if node.op_type != "Add" or len(node.input) != 2:
         return []
