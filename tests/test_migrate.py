@@ -170,3 +170,25 @@ def test_cli_migrate_errors_are_one_line(tmp_path, capsys, rng):
     assert "no such file" in capsys.readouterr().err
     assert main(["migrate", str(mp), str(mp), "--out-qdq", str(mp)]) == 1
     assert "overwrite an input" in capsys.readouterr().err
+
+
+def test_migrate_real_yolov8n_cache_gives_the_direct_qdq_model(tmp_path):
+    import real_models
+    from test_placement_real import _run, _table
+
+    name = "yolov8n-nudenet"
+    if real_models.model_path(name) is None or not real_models.images_available():
+        pytest.skip(real_models.missing_reason(name))
+    m = onnx.load(real_models.model_path(name))
+    table = _table(m, real_models.inputs(name, 4, 0))
+    cache = tmp_path / "yolo.cache"
+    table.to_cache(str(cache), tensorrt_version="10.3")
+    out = tmp_path / "yolo.qdq.onnx"
+    s = migrate(real_models.model_path(name), str(cache), str(out))
+    assert s["mapped"] == s["entries"] and not s["unmatched_cache"] and not s["unmatched_onnx"]
+    q = onnx.load(str(out))
+    direct = quantize(m, CalibrationTable.from_cache(str(cache)), high_precision="fp16")
+    assert _dq_scales(q) == _dq_scales(direct)
+    x = real_models.inputs(name, 4, 1)
+    ref, got = _run(m, x)[0], _run(q, x, basic=True)[0]
+    assert np.linalg.norm(got[:, :4] - ref[:, :4]) / np.linalg.norm(ref[:, :4]) < 0.08  # boxes
