@@ -151,6 +151,27 @@ def accuracy(name, ref, got):
     return {"prob rel-rms": _rel_rms(g, r), "top-1 agreement": float((top_r == top_g).mean())}
 
 
+def bf16_row(name, m, table, held, n):
+    """INT8 + BF16 remainder in onnx.reference on the first ``n`` held-out crops (and, in the label,
+    the error of a pure BF16 cast of the float model, no INT8)."""
+    from onnx import version_converter
+    from onnx.reference import ReferenceEvaluator
+    from trtcal.onnx import precision
+
+    x = {k: v[:n] for k, v in held.items()}
+    ref = run(m, x)
+    q = quantize(m, table, missing="skip", high_precision="bf16")
+    got = dict(zip([o.name for o in q.graph.output], ReferenceEvaluator(q).run(None, x)))
+    pure, _ = precision.cast_remainder(version_converter.convert_version(m, 22), "bf16")
+    pure_out = ReferenceEvaluator(pure).run(None, x)[0]
+    r0 = next(iter(ref.values()))
+    label = (
+        f"trtcal INT8 + BF16 remainder (onnx.reference, {n} crops; pure BF16 cast: rel-rms "
+        f"{_rel_rms(pure_out.astype(np.float64), r0.astype(np.float64)):.3g})"
+    )
+    return (label, qdq_counts(q), len(q.SerializeToString()), accuracy(name, ref, got))
+
+
 def fmt(d):
     return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items())
 
@@ -161,6 +182,14 @@ def main(argv=None):
     ap.add_argument("--calib", type=int, default=16)
     ap.add_argument("--eval", type=int, default=16)
     ap.add_argument("--no-modelopt", action="store_true")
+    ap.add_argument(
+        "--bf16-reference",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run the INT8 + BF16-remainder model (and a pure BF16 cast) in onnx.reference "
+        "on N held-out crops (ONNX Runtime's CPU has no bfloat16 QuantizeLinear; slow)",
+    )
     args = ap.parse_args(argv)
     for name in args.models.split(","):
         path = real_models.model_path(name)
@@ -204,6 +233,8 @@ def main(argv=None):
                         else ""
                     )
                 )
+        if args.bf16_reference:
+            rows.append(bf16_row(name, m, table, held, args.bf16_reference))
         if not args.no_modelopt:
             with tempfile.TemporaryDirectory() as d:
                 try:
