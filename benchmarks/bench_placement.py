@@ -173,7 +173,8 @@ def bf16_row(name, m, table, held, n):
     q = quantize(m, table, missing="skip", opset=22)
     q, _ = precision.cast_remainder(q, "bf16", table=table, keep_fp32=keep)
     got = dict(zip([o.name for o in q.graph.output], ReferenceEvaluator(q).run(None, x)))
-    pure, _ = precision.cast_remainder(version_converter.convert_version(m, 22), "bf16", keep_fp32=keep)
+    m22 = version_converter.convert_version(m, 22)
+    pure, _ = precision.cast_remainder(m22, "bf16", keep_fp32=keep)
     pure_out = ReferenceEvaluator(pure).run(None, x)[0]
     r0 = next(iter(ref.values()))
     label = (f"trtcal INT8 + BF16 remainder (onnx.reference, {n} crops, reductions FP32; pure BF16 "
