@@ -76,7 +76,7 @@ def test_ranking_matches_measured_errors(tmp_path, rng):
     # the outlier channel: min-max ranges crush conv2's input, clipping it keeps the model
     assert oracle["clip"] > oracle["minmax"] + 10
     assert res.recommended == labels[0] and res.recommended != "minmax"
-    assert res["minmax"].search_seconds is not None and res["minmax"].quantized == 3  # x, r1, f
+    assert res["minmax"].search_seconds is not None and res["minmax"].quantized == 4  # x, r1, r2 (pool), f
 
 
 def test_outputs_written(tmp_path, rng):

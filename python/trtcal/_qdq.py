@@ -11,8 +11,43 @@ import numpy as np
 # TensorRT's placement guidance: quantize the inputs of weighted layers (and the residual
 # input of an add that follows one) so that each of them runs in INT8.
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-DEFAULT_OP_TYPES = WEIGHTED_OPS + ("Add",)
+# and, from TensorRT's placement rules (trtcal.onnx.placement): residual adds, pooling, Concat
+# (one shared scale) and Resize, which Q/DQ commute through
+DEFAULT_OP_TYPES = WEIGHTED_OPS + (
+    "Add",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Concat",
+    "Resize",
+    "Upsample",
+)
 INT8_MAX = 127.0
+# Q/DQ element types: name -> (largest magnitude, ONNX TensorProto type of the zero point).
+# FP8 (FLOAT8E4M3FN, 448) plugs in here and in :func:`scale_zero_point`.
+QUANT_TYPES = {"int8": (INT8_MAX, 3)}
+
+
+def scale_zero_point(
+    amax: "np.ndarray | float",
+    quant_dtype: str = "int8",
+    scale_dtype: "np.dtype | type" = np.float32,
+) -> "tuple[np.ndarray, np.ndarray]":
+    """The scale and zero-point arrays of a Q/DQ pair for ``amax`` (a scalar: per tensor; an
+    array: per channel): symmetric, scale = amax / qmax in ``scale_dtype``, zero point 0 of the
+    Q/DQ element type. The one place that knows the element type of the quantized tensor.
+
+    Raises ValueError naming the accepted types for an unknown ``quant_dtype``.
+    """
+    if quant_dtype not in QUANT_TYPES:
+        raise ValueError(
+            f"trtcal: unknown quant_dtype {quant_dtype!r}; accepted: {', '.join(QUANT_TYPES)}"
+        )
+    qmax, _ = QUANT_TYPES[quant_dtype]
+    a = np.asarray(amax, dtype=np.float64)
+    scale = (a / qmax).astype(scale_dtype)
+    zero = np.zeros(a.shape, dtype=np.int8)
+    return scale, zero
 
 
 def weight_axis(op_type: str, ndim: int, trans_b: bool = False) -> int:
@@ -34,9 +69,11 @@ def activation_scale(table: Mapping[str, float], name: str) -> float:
     amax = float(table[name])
     if not math.isfinite(amax) or amax <= 0:
         raise ValueError(
-            f"trtcal: tensor '{name}' has amax {amax} in the calibration table; a Q/DQ scale must be a "
+            f"trtcal: tensor '{name}' has amax {amax} in the calibration table; a Q/DQ scale must "
+            "be a "
             "positive finite number (amax 0 means the tensor was all zeros during calibration, inf "
-            "that it overflowed). Fix its range (table.override(name, amax)) or exclude its consumer."
+            "that it overflowed). Fix its range (table.override(name, amax)) or exclude its "
+            "consumer."
         )
     scale = np.float32(amax / INT8_MAX)
     if not scale > 0:

@@ -226,7 +226,10 @@ def analyze(
     table = dict(base_amax)
     _, rep = quantize(proto, table, missing="skip", return_report=True)
     nodes = {n.name: n for n in proto.graph.node}
-    layer_names = [n for n in rep.quantized_nodes if n in nodes]
+    # the layers whose precision is chosen: weighted ops and residual adds (pooling, Concat and
+    # Resize Q/DQ follow their neighbours by the placement rules)
+    layer_names = [n for n in rep.quantized_nodes if n in nodes
+                   and nodes[n].op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")]
     weights = {i.name for i in proto.graph.initializer}
     layer_tensors = {n: [t for t in nodes[n].input if t in rep.activations and t not in weights] for n in layer_names}
     if not layer_names:

@@ -118,6 +118,7 @@ def calibrate(
     shard: Optional[Tuple[int, int]] = None,
     max_memory: Optional[float] = None,
     eval_data: Any = None,
+    qdq_options: Optional[Mapping[str, Any]] = None,
 ) -> CalibrationResult:
     """Calibrates ``model`` over ``data`` and writes the requested outputs.
 
@@ -179,6 +180,8 @@ def calibrate(
     shard : (rank, count): calibrate only that shard, with no process group (separate machines),
         and write only its checkpoint (``<checkpoint>.rank<R>-of-<N>.npz``); ``trtcal merge``
         combines the shards' checkpoints into the table. The result holds the shard's statistics.
+    qdq_options : keyword arguments of :func:`trtcal.calibration.outputs.write_qdq` for ``out_qdq``:
+        ``high_precision`` ('fp16' by default, 'bf16', 'fp32'), ``placement_report`` (a path).
     """
     rank, world = 0, 1
     if distributed and shard is not None:
@@ -443,7 +446,7 @@ def calibrate(
             report = None
         else:
             _write_outputs(result, model, methods, out_cache, out_qdq, out_table, trt_version, said.append,
-                           selection.op_types)
+                           selection.op_types, qdq_options)
         if report:
             from . import report as report_mod
 
@@ -512,7 +515,8 @@ def _shard_text(source: Any) -> str:
 
 def _write_outputs(result: CalibrationResult, model: Any, methods: List[str], out_cache: Optional[str],
                    out_qdq: Optional[str], out_table: Optional[str], trt_version: str,
-                   say: Callable[[str], None], op_types: Optional[Sequence[str]] = None) -> None:
+                   say: Callable[[str], None], op_types: Optional[Sequence[str]] = None,
+                   qdq_options: Optional[Mapping[str, Any]] = None) -> None:
     several = len([m for m in methods if m in result.amax]) > 1
     primary = _primary([m for m in methods if m in result.amax] or ["minmax"])
     model_path = os.path.abspath(model) if isinstance(model, (str, os.PathLike)) else "model.onnx"
@@ -536,11 +540,10 @@ def _write_outputs(result: CalibrationResult, model: Any, methods: List[str], ou
             p = outputs.write_cache(table, name(out_cache), trt_version, m)
             result.files[f"cache.{m}"] = p
             if m == primary:
-                result.next_steps.append(
-                    f"TensorRT <= 10 (calibration cache):  trtexec --onnx={model_path} --int8 --calib={os.path.abspath(p)}")
+                result.next_steps.extend(outputs.trtexec_lines(cache=os.path.abspath(p), model=model_path))
         if out_qdq:
             try:
-                p, floats = outputs.write_qdq(model, table, name(out_qdq), op_types)
+                p, floats = outputs.write_qdq(model, table, name(out_qdq), op_types, **dict(qdq_options or {}))
             except outputs.OutputUnavailable as exc:
                 result.notes.append(str(exc))
                 say(str(exc))
@@ -553,8 +556,7 @@ def _write_outputs(result: CalibrationResult, model: Any, methods: List[str], ou
                 say(note)
             result.files[f"qdq.{m}"] = p
             if m == primary:
-                result.next_steps.append(
-                    f"TensorRT 10 / 11 (explicit Q/DQ):      trtexec --onnx={os.path.abspath(p)} --stronglyTyped")
+                result.next_steps.extend(outputs.trtexec_lines(qdq=os.path.abspath(p)))
     for k, p in result.files.items():
         say(f"trtcal: wrote {k}: {p}")
 

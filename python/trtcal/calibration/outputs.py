@@ -199,17 +199,44 @@ def qdq_op_types(op_types: Optional[Iterable[str]]) -> Tuple[str, ...]:
     return chosen
 
 
-def write_qdq(model: Any, table: Any, path: str, op_types: Optional[Iterable[str]] = None) -> Tuple[str, List[str]]:
-    """The Q/DQ ONNX model of the ops of ``op_types`` (see :func:`qdq_op_types`), and the
-    activations it had to leave in float: inputs of those ops with no usable range (not
-    calibrated, or amax 0: all-zero activations; ``missing='skip'``)."""
+def write_qdq(model: Any, table: Any, path: str, op_types: Optional[Iterable[str]] = None, *,
+              high_precision: str = "fp16", placement_report: Optional[str] = None) -> Tuple[str, List[str]]:
+    """The Q/DQ ONNX model of the ops of ``op_types`` (see :func:`qdq_op_types`), placed by
+    TensorRT's rules (:mod:`trtcal.onnx.placement`), with everything not quantized cast to
+    ``high_precision`` (default fp16: TensorRT 11 networks are strongly typed, so an FP32
+    remainder would run in FP32); tensors whose range fp16 cannot hold stay FP32. Returns the path
+    and the activations it had to leave in float: inputs of those ops with no usable range (not
+    calibrated, or amax 0: all-zero activations; ``missing='skip'``). ``placement_report``: a text
+    file listing every tensor quantized and why, and every quantizable one left in float and why."""
     quantize = _api("onnx.quantize", "writing a Q/DQ model")
     usable = {n: a for n, a in table.items() if a > 0 and np.isfinite(a)}
-    qmodel, report = quantize(model, usable, op_types=qdq_op_types(op_types), missing="skip", return_report=True)
+    qmodel, report = quantize(model, usable, op_types=qdq_op_types(op_types), missing="skip",
+                              high_precision=high_precision, placement_report=placement_report,
+                              return_report=True)
     from .._files import save_onnx
 
     save_onnx(qmodel, path)  # atomic, with the run's other outputs
     return path, list(report.missing)
+
+
+def trtexec_lines(qdq: Optional[str] = None, cache: Optional[str] = None, model: Optional[str] = None) -> List[str]:
+    """The ``trtexec`` commands that build an engine from what was written, for TensorRT 10 and 11.
+
+    * calibration cache (TensorRT <= 10 only; 11 removed implicit INT8): ``--int8 --calib=``;
+    * Q/DQ model, TensorRT 11: ``--stronglyTyped`` only (11 has no --int8/--fp16/--calib: the types
+      come from the graph, the FP16/BF16 remainder included);
+    * Q/DQ model, TensorRT 10: ``--stronglyTyped`` (the graph's types, as 11), or ``--int8 --fp16``
+      (weakly typed: TensorRT may also run the float layers in FP16 / INT8).
+    """
+    lines = []
+    if cache:
+        lines.append(f"TensorRT <= 10 (calibration cache):  trtexec --onnx={model or 'model.onnx'} --int8 "
+                     f"--calib={cache}")
+    if qdq:
+        lines.append(f"TensorRT 11 (explicit Q/DQ):         trtexec --onnx={qdq} --stronglyTyped")
+        lines.append(f"TensorRT 10 (explicit Q/DQ):         trtexec --onnx={qdq} --stronglyTyped   "
+                     f"(or --int8 --fp16: TensorRT picks the float layers' precision)")
+    return lines
 
 
 def amax_array(values: Mapping[str, float]) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 # Subcommand modules, in help order. A module that fails to import (an optional
 # dependency is missing) is reported when its command is used, not at start-up.
-SUBCOMMANDS = ["demo", "calibrate", "compare", "analyze", "cache", "fuse_silu", "merge"]
+SUBCOMMANDS = ["demo", "calibrate", "compare", "analyze", "cache", "fuse_silu", "merge", "migrate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,6 +50,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--out-cache", help="TensorRT calibration cache (TensorRT <= 10)")
     p.add_argument("--out-qdq", help="ONNX model with QuantizeLinear/DequantizeLinear (TensorRT 10/11)")
+    p.add_argument("--high-precision", choices=["fp16", "bf16", "fp32"], default="fp16",
+                   help="--out-qdq: type of everything not quantized (default fp16; TensorRT 11 builds the graph's "
+                        "types, so an fp32 remainder runs in FP32); tensors whose range fp16 cannot hold stay fp32")
+    p.add_argument("--placement-report", help="--out-qdq: text file listing every tensor quantized and why, and "
+                                              "every quantizable one left in float and why")
     p.add_argument("--out-table", help="JSON table of thresholds with provenance")
     p.add_argument("--report", help="report file: .md (Markdown + PNGs) or .html (self-contained)")
     p.add_argument("--out-dir", help="demo only: where the demo model, data and outputs go")
@@ -216,7 +221,8 @@ def _run(args, calibrate, method, params, checkpoint, say):
         checkpoint_seconds=args.checkpoint_seconds if args.checkpoint_seconds and args.checkpoint_seconds > 0 else None,
         resume=args.resume, skip_bad=args.skip_bad,
         tensorrt_version=args.tensorrt_version, out_dir=args.out_dir, progress=not args.quiet, log=say,
-        distributed=args.distributed, shard=args.shard)
+        distributed=args.distributed, shard=args.shard,
+        qdq_options={"high_precision": args.high_precision, "placement_report": args.placement_report})
 
 
 def _report(args, result) -> None:

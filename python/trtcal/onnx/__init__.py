@@ -2,7 +2,9 @@
 imported when a function is called).
 
 - :func:`quantize`: explicit quantization (QuantizeLinear/DequantizeLinear) from a
-  :class:`~trtcal.CalibrationTable`: INT8 for TensorRT 10 and 11.
+  :class:`~trtcal.CalibrationTable`: INT8 for TensorRT 10 and 11, placed by TensorRT's rules
+  (:mod:`trtcal.onnx.placement`), the rest cast to FP16/BF16 on request
+  (:mod:`trtcal.onnx.precision`).
 - :func:`fuse_silu` rewrites ``Mul(x, Sigmoid(x))`` into trtcal's SiLU plugin node;
   :func:`quantize_silu` makes fused nodes INT8 from scales; :func:`expand_silu` undoes both.
 """

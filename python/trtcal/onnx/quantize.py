@@ -2,19 +2,21 @@
 DequantizeLinear pairs where TensorRT wants them. This is the only INT8 path of TensorRT 11
 (and the recommended one of TensorRT 10).
 
-Placement (TensorRT's Q/DQ placement guidance, as ModelOpt and pytorch-quantization export):
-
-* the activation inputs of Conv, ConvTranspose, Gemm and MatMul: per tensor,
-  scale = amax / 127 from the table, int8 zero point 0;
-* their constant weights: per channel (Conv axis 0, ConvTranspose 1, Gemm 0 if transB else 1,
-  MatMul the last dim), scale = max|w| / 127 per channel, computed here from the weights;
-* the residual input of an Add whose other input a weighted layer produces (so that
-  TensorRT fuses the add into that layer's INT8 kernel).
+Where the Q/DQ go is decided by :mod:`trtcal.onnx.placement`, one function per rule of
+TensorRT's explicit-quantization guide: the activation inputs of Conv, ConvTranspose, Gemm and
+MatMul (attention MatMuls included), the skip branch of residual Adds, pooling, Concat (one
+scale shared by all inputs and the output) and Resize; nothing inside a SiLU (Sigmoid*Mul), and
+optionally nothing in front of a detector head's Sigmoid. Activation scales are amax / 127 from
+the table (the largest amax of a shared-scale group), int8 zero point 0; constant weights are
+quantized per channel (Conv axis 0, ConvTranspose 1, Gemm 0 if transB else 1, MatMul the last
+dim), scale = max|w| / 127 per channel, computed here from the weights.
 
 Weights stay float initializers followed by QuantizeLinear -> DequantizeLinear: the form
 TensorRT's ONNX parser consumes most commonly (it folds the weight Q at build time) and the
 one ModelOpt and pytorch-quantization export. Biases are not quantized. Only the main graph
-is rewritten (not the bodies of If/Loop/Scan).
+is rewritten (not the bodies of If/Loop/Scan). ``high_precision='fp16'``/``'bf16'`` then casts
+everything left in float (:mod:`trtcal.onnx.precision`): TensorRT 11 networks are strongly
+typed, so an FP32 remainder runs in FP32.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 
 from .. import _qdq
 from ..table import match_names
+from . import placement as _placement
 
 PATH = "explicit Q/DQ (ONNX QuantizeLinear/DequantizeLinear)"
 _MIN_OPSET = 13  # per-axis QuantizeLinear/DequantizeLinear
@@ -40,33 +43,67 @@ class QuantizeReport:
 
     path: str = PATH
     opset: int = 0
-    activations: Dict[str, float] = field(default_factory=dict)   # tensor -> scale
-    weights: Dict[str, Tuple[Optional[int], int]] = field(default_factory=dict)  # name -> (axis, channels)
+    activations: Dict[str, float] = field(default_factory=dict)  # tensor -> scale
+    weights: Dict[str, Tuple[Optional[int], int]] = field(
+        default_factory=dict
+    )  # name -> (axis, channels)
     zero_weight_channels: Dict[str, int] = field(default_factory=dict)
     quantized_nodes: List[str] = field(default_factory=list)
-    skipped: Dict[str, str] = field(default_factory=dict)          # node -> reason
-    missing: List[str] = field(default_factory=list)               # activations not in the table
-    unused: List[str] = field(default_factory=list)                # table names the graph does not use
-    silu_int8: int = 0                                             # fused SiLU nodes made INT8
+    skipped: Dict[str, str] = field(default_factory=dict)  # node -> reason
+    missing: List[str] = field(default_factory=list)  # activations not in the table
+    unused: List[str] = field(default_factory=list)  # table names the graph does not use
+    silu_int8: int = 0  # fused SiLU nodes made INT8
+    placement: Optional[_placement.Placement] = None  # every rule's decisions
+    shared_scales: List[List[str]] = field(default_factory=list)  # tensors quantized with one scale
+    high_precision: str = "fp32"
+    precision: Any = None  # trtcal.onnx.precision.PrecisionReport
 
     def summary(self) -> Dict[str, Any]:
-        return {"path": self.path, "opset": self.opset, "activations": len(self.activations),
-                "weights": len(self.weights), "nodes": len(self.quantized_nodes),
-                "skipped": len(self.skipped), "missing": len(self.missing)}
+        return {
+            "path": self.path,
+            "opset": self.opset,
+            "activations": len(self.activations),
+            "weights": len(self.weights),
+            "nodes": len(self.quantized_nodes),
+            "skipped": len(self.skipped),
+            "missing": len(self.missing),
+            "high_precision": self.high_precision,
+        }
+
+    def placement_lines(self) -> List[str]:
+        """The placement report: every tensor quantized and why, every quantizable one left in
+        float and why, and (with a high-precision remainder) the tensors kept in FP32."""
+        lines = _placement.report_lines(self.placement or _placement.Placement())
+        lines += [f"- {t}: not in the calibration table (missing='skip')" for t in self.missing]
+        lines += [f"- node {n}: {why} (no rule applied)" for n, why in self.skipped.items()]
+        for group in self.shared_scales:
+            lines.append(f"- shared scale: {', '.join(group)}")
+        if self.precision is not None:
+            lines += [""] + self.precision.lines()
+        return lines
 
 
-def quantize(model: Any, table: Mapping[str, float], *,
-             op_types: Sequence[str] = _qdq.DEFAULT_OP_TYPES,
-             exclude_nodes: Union[str, Iterable[str]] = (),
-             exclude_op_types: Iterable[str] = (),
-             opset: Optional[int] = None,
-             quantize_weights: bool = True,
-             per_channel: bool = True,
-             residual_add: bool = True,
-             missing: str = "error",
-             silu: bool = True,
-             output: Optional[Union[str, "os.PathLike[str]"]] = None,
-             return_report: bool = False):
+def quantize(
+    model: Any,
+    table: Mapping[str, float],
+    *,
+    op_types: Sequence[str] = _qdq.DEFAULT_OP_TYPES,
+    exclude_nodes: Union[str, Iterable[str]] = (),
+    exclude_op_types: Iterable[str] = (),
+    opset: Optional[int] = None,
+    quantize_weights: bool = True,
+    per_channel: bool = True,
+    residual_add: bool = True,
+    missing: str = "error",
+    silu: bool = True,
+    attention: bool = True,
+    head_sigmoid_float: bool = True,
+    high_precision: str = "fp32",
+    keep_io_types: bool = True,
+    placement_report: Optional[Union[str, "os.PathLike[str]"]] = None,
+    output: Optional[Union[str, "os.PathLike[str]"]] = None,
+    return_report: bool = False,
+):
     """Inserts Q/DQ into a copy of ``model`` from ``table`` (tensor name -> amax).
 
     Parameters
@@ -74,194 +111,292 @@ def quantize(model: Any, table: Mapping[str, float], *,
     model : onnx.ModelProto, path or bytes
     table : CalibrationTable or mapping name -> amax
         Ranges of the activations (weights are measured here).
-    op_types : op types to quantize (default Conv, ConvTranspose, Gemm, MatMul, Add).
+    op_types : op types the placement rules may quantize (default: Conv, ConvTranspose, Gemm,
+        MatMul, Add, MaxPool, AveragePool, GlobalAveragePool, Concat, Resize, Upsample).
     exclude_nodes : node names or globs (``'/head/*'``) left in float.
     exclude_op_types : op types left in float.
     opset : target opset of the default domain; default: the model's, raised to 13 (needed
-        for per-channel Q/DQ) with ONNX's version converter when lower.
+        for per-channel Q/DQ; 19 for an FP16 remainder, 22 for BF16) with ONNX's version
+        converter when lower.
     quantize_weights, per_channel : weight Q/DQ on, per channel (else per tensor).
-    residual_add : quantize the residual input of an Add fed by a weighted layer.
+    residual_add : quantize the skip branch of residual Adds.
     missing : 'error' (default) raises when an activation to quantize is not in the table;
         'skip' leaves that input in float and lists it in the report.
     silu : give each fused SiLU node (:func:`trtcal.onnx.fuse_silu`) whose input and output are in
-        the table its INT8 scales as the plugin fields ``scale_in``/``scale_out`` (amax/127), so
-        one INT8 SiLU plugin replaces Sigmoid, Mul and their Q/DQ (see
-        :func:`trtcal.onnx.quantize_silu`).
+        the table its INT8 scales as the plugin fields ``scale_in``/``scale_out`` (amax/127).
+    attention : quantize MatMuls of two activations (attention's Q.K^T and Softmax.V).
+    head_sigmoid_float : keep a detector head's output Sigmoid (and what feeds it through
+        data-movement ops) out of INT8.
+    high_precision : 'fp32' (default here), 'fp16' or 'bf16': the type everything not quantized
+        is cast to (:func:`trtcal.onnx.precision.cast_remainder`); tensors whose calibrated range
+        the type cannot hold stay FP32 and are named in the report.
+    keep_io_types : graph inputs and outputs keep their declared types (Casts at the boundary).
+    placement_report : path of a text file listing every tensor quantized and why, and every
+        quantizable tensor left in float and why (also ``report.placement_lines()``).
     output : path to save the quantized model to.
     return_report : also return a :class:`QuantizeReport`.
 
     Returns
     -------
-    onnx.ModelProto (and the report). Graph inputs and outputs keep their names and types;
-    the model's ``metadata_props`` get a ``trtcal.quantize`` entry naming the path used.
+    onnx.ModelProto (and the report). Graph inputs and outputs keep their names (and, unless
+    ``keep_io_types=False``, their types); the model's ``metadata_props`` get a
+    ``trtcal.quantize`` entry naming the path used.
     Raises ValueError naming the tensor when an amax is 0 or not finite.
     """
-    import onnx
-    from onnx import helper, numpy_helper
+
+    from . import precision as _precision
 
     if missing not in ("error", "skip"):
         raise ValueError(f"trtcal: missing must be 'error' or 'skip', got {missing!r}")
-    unknown = set(op_types) - set(_qdq.DEFAULT_OP_TYPES)
+    unknown = set(op_types) - set(_placement.ALL_OP_TYPES)
     if unknown:
-        raise ValueError(f"trtcal: cannot quantize op types {sorted(unknown)}; accepted: {_qdq.DEFAULT_OP_TYPES}")
+        raise ValueError(
+            f"trtcal: cannot quantize op types {sorted(unknown)}; accepted: "
+            f"{', '.join(_placement.ALL_OP_TYPES)}"
+        )
+    low = _precision.check_dtype(high_precision)
     m = _load(model)
+    if opset is None and low != "fp32":
+        opset = max(_default_opset(m), _precision.MIN_OPSET[low])
     m = _set_opset(m, opset)
-    report = QuantizeReport(opset=_default_opset(m))
+    report = QuantizeReport(opset=_default_opset(m), high_precision=low)
+    if low != "fp32" and report.opset < _precision.MIN_OPSET[low]:
+        raise ValueError(
+            f"trtcal: a {low} remainder needs opset >= {_precision.MIN_OPSET[low]} "
+            f"({low} Q/DQ scales and kernels); got opset {report.opset}"
+        )
     graph = m.graph
-    excluded_types = set(exclude_op_types)
     node_names = [n.name for n in graph.node if n.name]
     excluded_nodes = set(match_names(node_names, exclude_nodes)) if exclude_nodes else set()
     if isinstance(exclude_nodes, str) and exclude_nodes and not excluded_nodes:
         raise ValueError(f"trtcal: exclude_nodes {exclude_nodes!r} matches no node name")
-
-    inits = {t.name: t for t in graph.initializer}
-    consts = {n.output[0]: n for n in graph.node if n.op_type == "Constant" and n.output}
-    producer = {o: n for n in graph.node for o in n.output}
     elem_types = _elem_types(m)
-    taken = _all_names(m)
-
-    def weight_of(name: str) -> Optional[np.ndarray]:
-        if name in inits:
-            return numpy_helper.to_array(inits[name])
-        c = consts.get(name)
-        if c is not None:
-            for a in c.attribute:
-                if a.name == "value":
-                    return numpy_helper.to_array(a.t)
-        return None
-
-    def fresh(base: str) -> str:
-        name, i = base, 1
-        while name in taken:
-            name, i = f"{base}_{i}", i + 1
-        taken.add(name)
-        return name
-
-    def produced_by_weighted(name: str) -> bool:
-        n = producer.get(name)
-        while n is not None and n.op_type == "BatchNormalization":  # unfolded BN after a conv
-            n = producer.get(n.input[0])
-        return n is not None and n.op_type in _qdq.WEIGHTED_OPS
-
-    def float_scale_type(name: str) -> int:
-        t = elem_types.get(name, onnx.TensorProto.FLOAT)
-        if t == onnx.TensorProto.FLOAT:
-            return t
-        if t in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16) and report.opset >= _FLOAT16_SCALE_OPSET:
-            return t
-        raise ValueError(
-            f"trtcal: tensor '{name}' has ONNX element type {onnx.TensorProto.DataType.Name(t)}; Q/DQ at opset "
-            f"{report.opset} needs float32 (float16/bfloat16 need opset >= {_FLOAT16_SCALE_OPSET}: pass opset=19)")
-
-    new_inits: List[Any] = []
-    qdq_of: Dict[Tuple[str, Optional[int]], str] = {}  # (tensor, axis) -> dequantized name
-
-    def add_qdq(src: str, scale: np.ndarray, axis: Optional[int], scale_type: int) -> Tuple[str, list]:
-        key = (src, axis)
-        if key in qdq_of:
-            return qdq_of[key], []
-        base = src.replace(":", "_")
-        np_type = onnx.helper.tensor_dtype_to_np_dtype(scale_type)
-        s = numpy_helper.from_array(np.asarray(scale).astype(np_type), fresh(f"{base}_scale"))
-        zp = numpy_helper.from_array(np.zeros(np.shape(scale), dtype=np.int8), fresh(f"{base}_zero_point"))
-        new_inits.extend([s, zp])
-        q_out, dq_out = fresh(f"{base}_quantized"), fresh(f"{base}_dequantized")
-        kw = {} if axis is None else {"axis": int(axis)}
-        q = helper.make_node("QuantizeLinear", [src, s.name, zp.name], [q_out],
-                             name=fresh(f"{base}_QuantizeLinear"), **kw)
-        dq = helper.make_node("DequantizeLinear", [q_out, s.name, zp.name], [dq_out],
-                              name=fresh(f"{base}_DequantizeLinear"), **kw)
-        qdq_of[key] = dq_out
-        return dq_out, [q, dq]
-
-    def activation(node, idx: int) -> Optional[list]:
-        src = node.input[idx]
-        if src not in table:
+    view = _placement.GraphView(m, elem_types)
+    skip = _skipped_nodes(view, set(exclude_op_types), excluded_nodes, report)
+    opts = _placement.PlacementOptions(
+        op_types=tuple(t for t in op_types if t not in set(exclude_op_types)),
+        residual_add=residual_add,
+        attention=attention,
+        head_sigmoid_float=head_sigmoid_float,
+    )
+    plan = _placement.plan(m, elem_types, opts, skip=skip)
+    report.placement = plan
+    writer = _QDQWriter(m, view, elem_types, report)
+    groups = plan.scale_groups()
+    amax = _effective_amax(table, groups)
+    node_of = {view.label(n): n for n in graph.node}
+    inserted: Dict[str, List[Any]] = {}  # node label -> Q/DQ nodes to put in front of it
+    for d in plan.quantized():
+        node = node_of[d.node]
+        if d.tensor not in amax:
             if missing == "error":
                 raise KeyError(
-                    f"trtcal: tensor '{src}' (input {idx} of {node.op_type} node '{node.name}') is not in the "
-                    "calibration table; calibrate it, exclude the node, or pass missing='skip'")
-            if src not in report.missing:
-                report.missing.append(src)
-            return None
-        scale = _qdq.activation_scale(table, src)
-        dq_out, nodes = add_qdq(src, np.float32(scale), None, float_scale_type(src))
-        report.activations[src] = scale
-        node.input[idx] = dq_out
-        return nodes
-
-    def weight(node, idx: int, w: np.ndarray, axis: Optional[int]) -> list:
-        src = node.input[idx]
-        if not np.issubdtype(w.dtype, np.floating):
-            raise ValueError(f"trtcal: weight '{src}' of node '{node.name}' has dtype {w.dtype}; expected float")
-        ax = axis if per_channel else None
-        scales, zero = _qdq.weight_scales(w, ax, src)
-        wtype = elem_types.get(src) or onnx.helper.np_dtype_to_tensor_dtype(w.dtype)
-        dq_out, nodes = add_qdq(src, scales, ax, float_scale_type_of(src, wtype))
-        report.weights[src] = (ax, int(scales.size))
-        if zero:
-            report.zero_weight_channels[src] = zero
-        node.input[idx] = dq_out
-        return nodes
-
-    def float_scale_type_of(name: str, t: int) -> int:
-        elem_types.setdefault(name, t)
-        return float_scale_type(name)
-
-    new_nodes: List[Any] = []
-    for node in graph.node:
-        label = node.name or f"{node.op_type}({', '.join(node.output)})"
-        if node.op_type not in op_types:
-            new_nodes.append(node)
+                    f"trtcal: tensor '{d.tensor}' (input {d.index} of {node.op_type} node "
+                    f"'{node.name}') is not in "
+                    "the calibration table; calibrate it, exclude the node, or pass missing='skip'"
+                )
+            if d.tensor not in report.missing:
+                report.missing.append(d.tensor)
             continue
-        if node.op_type in excluded_types or (node.name and node.name in excluded_nodes):
-            report.skipped[label] = "excluded"
-            new_nodes.append(node)
-            continue
-        inputs = list(node.input)
-        already = [i for i in inputs if i and producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"]
-        if already:
-            report.skipped[label] = "already has Q/DQ inputs"
-            new_nodes.append(node)
-            continue
-        added: List[Any] = []
-        if node.op_type == "Add":
-            if not residual_add or len(inputs) != 2 or any(weight_of(i) is not None for i in inputs):
-                new_nodes.append(node)
-                continue
-            for idx in _qdq.residual_add_inputs([produced_by_weighted(i) for i in inputs]):
-                added += activation(node, idx) or []
-        else:
-            for idx in (0, 1):
-                if idx >= len(inputs) or not inputs[idx]:
-                    continue
-                w = weight_of(inputs[idx])
-                if w is None:
-                    added += activation(node, idx) or []
-                elif quantize_weights:
-                    added += weight(node, idx, w, _weight_axis_for(node, idx, w))
-        if node.input[:2] != inputs[:2] or added:
-            report.quantized_nodes.append(label)
-        new_nodes.extend(added)
-        new_nodes.append(node)
-
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    graph.initializer.extend(new_inits)
+        scale = _qdq.activation_scale(amax, d.tensor)
+        dq_out, nodes = writer.qdq(d.tensor, np.float32(amax[d.tensor]), None)
+        report.activations[d.tensor] = scale
+        node.input[d.index] = dq_out
+        inserted.setdefault(d.node, []).extend(nodes)
+        if d.node not in report.quantized_nodes:
+            report.quantized_nodes.append(d.node)
+    if quantize_weights:
+        for w in plan.weights:
+            node = node_of[w.node]
+            arr = view.constant(w.tensor)
+            dq_out, nodes = writer.weight(node, w.tensor, arr, w.axis if per_channel else None)
+            node.input[w.index] = dq_out
+            inserted.setdefault(w.node, []).extend(nodes)
+            if w.node not in report.quantized_nodes:
+                report.quantized_nodes.append(w.node)
+    report.shared_scales = [
+        sorted(g)
+        for g in {id(g): g for g in groups.values()}.values()
+        if len(g & set(report.activations)) > 1
+    ]
+    _splice(graph, view, inserted, writer.new_inits)
     if silu:
-        from .fuse import is_silu_node, quantize_silu
-
-        silu_scales = {}
-        for node in graph.node:
-            if is_silu_node(node) and node.input[0] in table and node.output[0] in table:
-                for t in (node.input[0], node.output[0]):
-                    silu_scales[t] = _qdq.activation_scale(table, t)
-                    report.activations[t] = silu_scales[t]
-        if silu_scales:
-            m, report.silu_int8 = quantize_silu(m, silu_scales, inplace=True)
-            graph = m.graph
+        m, graph = _silu_scales(m, table, report)
     used = set(report.activations)
     report.unused = [n for n in table if n not in used]
+    if low != "fp32":
+        m, report.precision = _precision.cast_remainder(
+            m, low, table=table, keep_io_types=keep_io_types
+        )
+    _finish(m, report, output, placement_report)
+    return (m, report) if return_report else m
+
+
+def _splice(graph: Any, view: "_placement.GraphView", inserted: Mapping[str, List[Any]],
+            inits: List[Any]) -> None:
+    """Puts each node's Q/DQ pairs right in front of it (the graph stays topologically sorted)."""
+    new_nodes: List[Any] = []
+    for node in graph.node:
+        new_nodes.extend(inserted.get(view.label(node), []))
+        new_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    graph.initializer.extend(inits)
+
+
+def _skipped_nodes(
+    view: "_placement.GraphView", excluded_types: set, excluded_nodes: set, report: QuantizeReport
+) -> set:
+    """Labels of nodes no rule may touch: excluded by the user, or already fed by a DQ."""
+    skip = set()
+    for node in view.nodes:
+        if node.op_type not in _placement.ALL_OP_TYPES:
+            continue
+        label = view.label(node)
+        if node.op_type in excluded_types or (node.name and node.name in excluded_nodes):
+            report.skipped[label] = "excluded"
+            skip.add(label)
+        elif any(
+            i
+            and view.producer.get(i) is not None
+            and view.producer[i].op_type == "DequantizeLinear"
+            for i in node.input
+        ):
+            report.skipped[label] = "already has Q/DQ inputs"
+            skip.add(label)
+    return skip
+
+
+def _effective_amax(table: Mapping[str, float], groups: Mapping[str, set]) -> Dict[str, float]:
+    """amax per tensor: the table's, or for a tensor of a shared-scale group the largest amax of
+    the group's tensors that the table has (a Concat's output range is its inputs' widest)."""
+    out: Dict[str, float] = {}
+    for t, g in groups.items():
+        known = [float(table[x]) for x in g if x in table]
+        if known:
+            out[t] = max(known)
+    for t in table:
+        out.setdefault(t, float(table[t]))
+    return out
+
+
+class _QDQWriter:
+    """Makes Q/DQ node pairs and their scale/zero-point initializers, one pair per (tensor,
+    axis)."""
+
+    def __init__(
+        self,
+        m: Any,
+        view: "_placement.GraphView",
+        elem_types: Dict[str, int],
+        report: QuantizeReport,
+        quant_dtype: str = "int8",
+    ):
+        self.taken = _all_names(m)
+        self.elem_types = elem_types
+        self.report = report
+        self.view = view
+        self.quant_dtype = quant_dtype
+        self.new_inits: List[Any] = []
+        self.qdq_of: Dict[Tuple[str, Optional[int]], str] = {}
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self.taken:
+            name, i = f"{base}_{i}", i + 1
+        self.taken.add(name)
+        return name
+
+    def scale_type(self, name: str, default: Optional[int] = None) -> int:
+        import onnx
+
+        t = self.elem_types.get(name, default or onnx.TensorProto.FLOAT)
+        if t == onnx.TensorProto.FLOAT:
+            return t
+        if (
+            t in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+            and self.report.opset >= _FLOAT16_SCALE_OPSET
+        ):
+            return t
+        raise ValueError(
+            f"trtcal: tensor '{name}' has ONNX element type {onnx.TensorProto.DataType.Name(t)}; "
+            "Q/DQ at opset "
+            f"{self.report.opset} needs float32 (float16/bfloat16 need opset >= "
+            f"{_FLOAT16_SCALE_OPSET}: pass opset=19)"
+        )
+
+    def qdq(
+        self, src: str, amax: Any, axis: Optional[int], scale_type: Optional[int] = None
+    ) -> Tuple[str, list]:
+        """(dequantized tensor name, [Q, DQ]) for ``src`` with ``amax`` (scalar or per channel)."""
+        import onnx
+        from onnx import helper, numpy_helper
+
+        key = (src, axis)
+        if key in self.qdq_of:
+            return self.qdq_of[key], []
+        st = scale_type or self.scale_type(src)
+        base = src.replace(":", "_")
+        scale, zero = _qdq.scale_zero_point(
+            amax, self.quant_dtype, onnx.helper.tensor_dtype_to_np_dtype(st)
+        )
+        s = numpy_helper.from_array(scale, self.fresh(f"{base}_scale"))
+        zp = numpy_helper.from_array(zero, self.fresh(f"{base}_zero_point"))
+        self.new_inits.extend([s, zp])
+        q_out, dq_out = self.fresh(f"{base}_quantized"), self.fresh(f"{base}_dequantized")
+        kw = {} if axis is None else {"axis": int(axis)}
+        q = helper.make_node(
+            "QuantizeLinear",
+            [src, s.name, zp.name],
+            [q_out],
+            name=self.fresh(f"{base}_QuantizeLinear"),
+            **kw,
+        )
+        dq = helper.make_node(
+            "DequantizeLinear",
+            [q_out, s.name, zp.name],
+            [dq_out],
+            name=self.fresh(f"{base}_DequantizeLinear"),
+            **kw,
+        )
+        self.qdq_of[key] = dq_out
+        return dq_out, [q, dq]
+
+    def weight(self, node: Any, src: str, w: np.ndarray, axis: Optional[int]) -> Tuple[str, list]:
+        import onnx
+
+        if not np.issubdtype(w.dtype, np.floating):
+            raise ValueError(
+                f"trtcal: weight '{src}' of node '{node.name}' has dtype {w.dtype}; expected float"
+            )
+        scales, zero = _qdq.weight_scales(w, axis, src)
+        wtype = self.elem_types.get(src) or onnx.helper.np_dtype_to_tensor_dtype(w.dtype)
+        dq_out, nodes = self.qdq(
+            src, scales.astype(np.float64) * _qdq.INT8_MAX, axis, self.scale_type(src, wtype)
+        )
+        self.report.weights[src] = (axis, int(scales.size))
+        if zero:
+            self.report.zero_weight_channels[src] = zero
+        return dq_out, nodes
+
+
+def _silu_scales(m: Any, table: Mapping[str, float], report: QuantizeReport):
+    from .fuse import is_silu_node, quantize_silu
+
+    silu_scales = {}
+    for node in m.graph.node:
+        if is_silu_node(node) and node.input[0] in table and node.output[0] in table:
+            for t in (node.input[0], node.output[0]):
+                silu_scales[t] = _qdq.activation_scale(table, t)
+                report.activations[t] = silu_scales[t]
+    if silu_scales:
+        m, report.silu_int8 = quantize_silu(m, silu_scales, inplace=True)
+    return m, m.graph
+
+
+def _finish(m: Any, report: QuantizeReport, output: Any, placement_report: Any) -> None:
+    import onnx
+
     kept = [p for p in m.metadata_props if p.key != "trtcal.quantize"]
     del m.metadata_props[:]
     m.metadata_props.extend(kept)
@@ -270,25 +405,18 @@ def quantize(model: Any, table: Mapping[str, float], *,
     try:
         onnx.checker.check_model(m)
     except onnx.checker.ValidationError as exc:
-        raise ValueError(f"trtcal: the Q/DQ model fails ONNX's checker ({str(exc).strip().splitlines()[0]}); "
-                         "check the input model with onnx.checker.check_model") from exc
+        raise ValueError(
+            f"trtcal: the Q/DQ model fails ONNX's checker ({str(exc).strip().splitlines()[0]}); "
+            "check the input model with onnx.checker.check_model"
+        ) from exc
     if output is not None:
         from .._files import save_onnx  # atomic (temporary file, fsync, rename)
 
         save_onnx(m, os.fspath(output))
-    return (m, report) if return_report else m
+    if placement_report is not None:
+        from .._files import atomic_write
 
-
-def _weight_axis_for(node, idx: int, w: np.ndarray) -> Optional[int]:
-    """Per-channel axis of input ``idx`` when it is the op's weight, else None (per tensor)."""
-    if node.op_type in ("Conv", "ConvTranspose"):
-        return _qdq.weight_axis(node.op_type, w.ndim) if idx == 1 else None
-    if node.op_type == "Gemm" and idx == 1:
-        trans_b = any(a.name == "transB" and a.i for a in node.attribute)
-        return _qdq.weight_axis("Gemm", w.ndim, trans_b)
-    if node.op_type == "MatMul" and idx == 1 and w.ndim >= 2:
-        return _qdq.weight_axis("MatMul", w.ndim)
-    return None
+        atomic_write(os.fspath(placement_report), "\n".join(report.placement_lines()) + "\n")
 
 
 def _load(model: Any):
@@ -302,7 +430,9 @@ def _load(model: Any):
         return onnx.load_from_string(bytes(model))
     if isinstance(model, (str, os.PathLike)):
         return onnx.load(os.fspath(model))
-    raise TypeError(f"trtcal: model must be an onnx.ModelProto, a path or bytes, not {type(model).__name__}")
+    raise TypeError(
+        f"trtcal: model must be an onnx.ModelProto, a path or bytes, not {type(model).__name__}"
+    )
 
 
 def _default_opset(m) -> int:
@@ -318,15 +448,19 @@ def _set_opset(m, opset: Optional[int]):
     current = _default_opset(m)
     target = max(current, _MIN_OPSET) if opset is None else int(opset)
     if target < _MIN_OPSET:
-        raise ValueError(f"trtcal: opset {target} is too old: per-channel QuantizeLinear/DequantizeLinear "
-                         f"need opset >= {_MIN_OPSET}")
+        raise ValueError(
+            f"trtcal: opset {target} is too old: per-channel QuantizeLinear/DequantizeLinear "
+            f"need opset >= {_MIN_OPSET}"
+        )
     if target == current:
         return m
     try:
         return version_converter.convert_version(m, target)
     except Exception as exc:  # the converter raises several types
-        raise ValueError(f"trtcal: cannot convert the model from opset {current} to {target} ({exc}); "
-                         "convert it first or pass the model's own opset") from None
+        raise ValueError(
+            f"trtcal: cannot convert the model from opset {current} to {target} ({exc}); "
+            "convert it first or pass the model's own opset"
+        ) from None
 
 
 def _elem_types(m) -> Dict[str, int]:
@@ -348,7 +482,9 @@ def _elem_types(m) -> Dict[str, int]:
 
 def _all_names(m) -> set:
     g = m.graph
-    names = {t.name for t in g.initializer} | {vi.name for vi in list(g.input) + list(g.output) + list(g.value_info)}
+    names = {t.name for t in g.initializer} | {
+        vi.name for vi in list(g.input) + list(g.output) + list(g.value_info)
+    }
     for n in g.node:
         names.update(n.input)
         names.update(n.output)
