@@ -405,8 +405,9 @@ def test_two_concurrent_runs_on_one_checkpoint(setup, tmp_path):
     """The second run fails at once, naming the first one's pid; the first finishes unharmed."""
     d, model, _ = setup
     ck = tmp_path / "ck.npz"
+    go = tmp_path.parent / f"{tmp_path.name}.go"  # the first run holds on until the second is done
     code = textwrap.dedent(f"""
-        import sys, time
+        import os, sys, time
         import numpy as np
         from trtcal.calibration import calibrate
         x = np.load({str(d / "x.npy")!r})
@@ -414,7 +415,9 @@ def test_two_concurrent_runs_on_one_checkpoint(setup, tmp_path):
             for i in range(0, 10, 2):
                 if i == 2:
                     print("running", flush=True)
-                    time.sleep(3)
+                    t = time.monotonic()
+                    while not os.path.exists({str(go)!r}) and time.monotonic() - t < 120:
+                        time.sleep(0.05)
                 yield {{"images": x[i:i + 2]}}
         calibrate({model!r}, slow(), method="minmax", checkpoint={str(ck)!r},
                   out_table={str(tmp_path / "t.json")!r},
@@ -445,7 +448,8 @@ def test_two_concurrent_runs_on_one_checkpoint(setup, tmp_path):
         text=True,
         env=ENV,
     )
-    assert time.monotonic() - t0 < 30
+    go.write_text("")
+    assert time.monotonic() - t0 < 60  # it did not wait for the first (start-up included)
     assert second.returncode == 1 and "Traceback" not in second.stderr
     assert f"another trtcal run (pid {first.pid}) is writing the checkpoint {ck}" in second.stderr
     out, _ = first.communicate(timeout=120)
