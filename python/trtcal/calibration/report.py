@@ -113,7 +113,9 @@ def _accuracy_table(rows: Sequence[Mapping[str, Any]]):
 # -- histograms as SVG ------------------------------------------------------------------------
 
 
-def _histogram_svg(hist: Any, amax: Mapping[str, float], x0: float = 0.0, y0: float = 0.0) -> str:
+def _histogram_svg(
+    hist: Any, amax: Mapping[str, Optional[float]], x0: float = 0.0, y0: float = 0.0
+) -> str:
     """SVG elements of one histogram at (x0, y0): log10(1 + count) of |x| pooled (max) into one
     column per unit of width, and a line per method's threshold."""
     if getattr(hist, "status", "ok") != "ok" or not np.asarray(hist.counts).any():
@@ -126,7 +128,7 @@ def _histogram_svg(hist: Any, amax: Mapping[str, float], x0: float = 0.0, y0: fl
     last = int(np.flatnonzero(counts)[-1]) + 1
     finite = [float(v) for v in amax.values() if v is not None and math.isfinite(v)]
     top = max([float(edges[last])] + finite) * 1.05
-    keep = int(min(counts.size, np.searchsorted(edges, top) + 1))
+    keep = min(int(counts.size), int(np.searchsorted(edges, top)) + 1)
     c = counts[:keep]
     col = np.minimum((edges[:keep] / top * _W).astype(np.int64), _W - 1)
     starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
@@ -151,7 +153,7 @@ def _histogram_svg(hist: Any, amax: Mapping[str, float], x0: float = 0.0, y0: fl
     return "".join(out)
 
 
-def histogram_svg(hist: Any, amax: Mapping[str, float]) -> str:
+def histogram_svg(hist: Any, amax: Mapping[str, Optional[float]]) -> str:
     """One tensor's histogram with its thresholds, as an inline ``<svg>`` element."""
     return (
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{_W}' height='{_H}' viewBox='0 0 {_W} {_H}'>"
