@@ -200,19 +200,21 @@ def qdq_op_types(op_types: Optional[Iterable[str]]) -> Tuple[str, ...]:
 
 
 def write_qdq(model: Any, table: Any, path: str, op_types: Optional[Iterable[str]] = None, *,
-              high_precision: str = "fp16", placement_report: Optional[str] = None) -> Tuple[str, List[str]]:
+              high_precision: str = "fp16", placement_report: Optional[str] = None,
+              head_sigmoid_float: bool = True) -> Tuple[str, List[str]]:
     """The Q/DQ ONNX model of the ops of ``op_types`` (see :func:`qdq_op_types`), placed by
     TensorRT's rules (:mod:`trtcal.onnx.placement`), with everything not quantized cast to
     ``high_precision`` (default fp16: TensorRT 11 networks are strongly typed, so an FP32
     remainder would run in FP32); tensors whose range fp16 cannot hold stay FP32. Returns the path
     and the activations it had to leave in float: inputs of those ops with no usable range (not
     calibrated, or amax 0: all-zero activations; ``missing='skip'``). ``placement_report``: a text
-    file listing every tensor quantized and why, and every quantizable one left in float and why."""
+    file listing every tensor quantized and why, and every quantizable one left in float and why.
+    ``head_sigmoid_float``: keep a detector head's output Sigmoid out of INT8 (default)."""
     quantize = _api("onnx.quantize", "writing a Q/DQ model")
     usable = {n: a for n, a in table.items() if a > 0 and np.isfinite(a)}
     qmodel, report = quantize(model, usable, op_types=qdq_op_types(op_types), missing="skip",
                               high_precision=high_precision, placement_report=placement_report,
-                              return_report=True)
+                              head_sigmoid_float=head_sigmoid_float, return_report=True)
     from .._files import save_onnx
 
     save_onnx(qmodel, path)  # atomic, with the run's other outputs

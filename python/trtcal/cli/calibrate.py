@@ -55,8 +55,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
                         "types, so an fp32 remainder runs in FP32); tensors whose range fp16 cannot hold stay fp32")
     p.add_argument("--placement-report", help="--out-qdq: text file listing every tensor quantized and why, and "
                                               "every quantizable one left in float and why")
+    p.add_argument("--head-sigmoid-int8", action="store_true",
+                   help="--out-qdq: quantize a detector head's output Sigmoid too (by default it stays in "
+                        "high precision: class scores are what decide detections)")
     p.add_argument("--out-table", help="JSON table of thresholds with provenance")
-    p.add_argument("--report", help="report file: .md (Markdown + PNGs) or .html (self-contained)")
+    p.add_argument("--report", help="report file: .md (Markdown + one SVG of the histograms) or .html (self-contained)")
     p.add_argument("--out-dir", help="demo only: where the demo model, data and outputs go")
     p.add_argument("--checkpoint", help="checkpoint file (default: next to the first output, <model>.trtcal-ckpt.npz)")
     p.add_argument("--checkpoint-every", type=int, default=50, help="batches between checkpoints (default 50)")
@@ -222,7 +225,8 @@ def _run(args, calibrate, method, params, checkpoint, say):
         resume=args.resume, skip_bad=args.skip_bad,
         tensorrt_version=args.tensorrt_version, out_dir=args.out_dir, progress=not args.quiet, log=say,
         distributed=args.distributed, shard=args.shard,
-        qdq_options={"high_precision": args.high_precision, "placement_report": args.placement_report})
+        qdq_options={"high_precision": args.high_precision, "placement_report": args.placement_report,
+                     "head_sigmoid_float": not args.head_sigmoid_int8})
 
 
 def _report(args, result) -> None:
