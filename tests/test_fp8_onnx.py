@@ -184,3 +184,36 @@ def test_real_model_fp8_accuracy(name, floor):
     print(name, got)
     for k, v in floor.items():
         assert got[k] >= v, (k, got)
+
+
+# -- trtcal calibrate --quant-dtype fp8 -----------------------------------------------------
+
+
+def test_cli_quant_dtype_fp8_on_a_real_model(tmp_path, capsys):
+    name = "ppocr-cls"
+    if real_models.model_path(name) is None or not real_models.images_available():
+        pytest.skip(real_models.missing_reason(name))
+    from trtcal.cli import main
+
+    data = real_models.save_npy(name, 8, 0, str(tmp_path / "calib"))
+    out = tmp_path / "cls.fp8.onnx"
+    assert main(["calibrate", real_models.model_path(name), "--data", data, "--quant-dtype", "fp8", "--batch-size",
+                 "4", "--op-types", "Conv,Gemm,MatMul,Add", "--out-qdq", str(out), "--out-table",
+                 str(tmp_path / "t.json"), "--checkpoint", str(tmp_path / "ck.npz"), "-q"]) == 0
+    m = onnx.load(str(out))
+    inits = {t.name: t for t in m.graph.initializer}
+    zps = [inits[n.input[2]].data_type for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    assert TensorProto.FLOAT8E4M3FN in zps and TensorProto.INT8 in zps  # depthwise convs stay INT8
+    assert any(o.version >= 19 for o in m.opset_import if o.domain in ("", "ai.onnx"))
+    ev = real_models.inputs(name, 8, 1)
+    y = session(real_models.model_path(name)).run(None, ev)[0]
+    assert _heads(name, y, session(str(out)).run(None, ev)[0])["top1"] >= 0.75
+
+
+def test_cli_quant_dtype_fp8_errors(tmp_path, capsys):
+    from trtcal.cli import main
+
+    assert main(["calibrate", "m.onnx", "--data", "x.npy", "--quant-dtype", "fp8", "--out-cache", "c.cache"]) == 1
+    assert "no calibration cache" in capsys.readouterr().err
+    assert main(["calibrate", "m.onnx", "--data", "x.npy", "--quant-dtype", "fp8", "--method", "entropy"]) == 1
+    assert "fp8-mse" in capsys.readouterr().err

@@ -226,7 +226,7 @@ def _weight_array(name: str, inits: Mapping[str, Any], graph: Any) -> np.ndarray
 
 
 def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
-                   fallback: str = "int8", exclude_nodes: Iterable[str] = (),
+                   int8_table: Mapping[str, float] | None = None, fallback: str = "int8", exclude_nodes: Iterable[str] = (),
                    opset: int = FP8_MIN_OPSET, output: str | os.PathLike[str] | None = None,
                    return_report: bool = False):
     """Turns the INT8 Q/DQ pairs of ``model`` into FP8 (E4M3FN) Q/DQ where TensorRT runs the
@@ -239,6 +239,9 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
     fp8_table : {activation: FP8 amax}
         E.g. ``trtcal.fp8.fp8_amax(histograms, 'mse')``; activations missing from it keep the
         INT8 pair's amax (``scale * 127``, listed in ``report.rescaled``).
+    int8_table : {activation: INT8 amax}
+        Ranges for the activation pairs that stay INT8 (scale amax / 127); without it (or for a
+        tensor missing from it) they keep the model's INT8 scale.
     fallback : 'int8' (default) keeps the pairs of layers TensorRT cannot run in FP8; 'float'
         removes them (those layers then run in FP16/FP32).
     exclude_nodes : node names to keep out of FP8 (as the fallback says).
@@ -274,6 +277,8 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
             if fallback == "float":
                 rename[p.dq.output[0]] = p.q.input[0]
                 removed += [p.q, p.dq]
+            elif int8_table and not p.weight and p.q.input[0] in int8_table:
+                _set_int8_scale(graph, p, inits, float(int8_table[p.q.input[0]]))
             continue
         old = inits[p.q.input[1]]
         s_old = numpy_helper.to_array(old)
@@ -330,6 +335,20 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
     if output is not None:
         _atomic_write(os.fspath(output), m.SerializeToString())
     return (m, report) if return_report else m
+
+
+def _set_int8_scale(graph: Any, p: _Pair, inits: Mapping[str, Any], amax: float) -> None:
+    """Points an INT8 pair at a new per-tensor scale amax / 127 (its own initializer: the old one
+    may be shared)."""
+    from onnx import numpy_helper
+
+    old = numpy_helper.to_array(inits[p.q.input[1]])
+    if old.ndim or not (np.isfinite(amax) and amax > 0):
+        return
+    name = (p.q.name or p.q.output[0]) + "_int8_scale"
+    graph.initializer.append(numpy_helper.from_array(np.asarray(amax / 127.0, dtype=old.dtype), name))
+    p.q.input[1] = name
+    p.dq.input[1] = name
 
 
 def _atomic_write(path: str, data: bytes) -> None:
