@@ -103,9 +103,9 @@ def _attr(node: Any, name: str, default: Any) -> Any:
     return default
 
 
-def _why_not(node: Any, excluded: set) -> str | None:
+def _why_not(node: Any, excluded: Mapping[str, str]) -> str | None:
     if node.name in excluded:
-        return "excluded by the caller"
+        return excluded[node.name]
     if node.op_type not in FP8_OP_TYPES:
         return f"{node.op_type} has no FP8 Q/DQ path in TensorRT (FP8 layers: {', '.join(FP8_OP_TYPES)})"
     if node.op_type == "Conv" and int(_attr(node, "group", 1)) != 1:
@@ -178,7 +178,7 @@ def _pairs(graph: Any, inits: Mapping[str, Any]) -> list[_Pair]:
     return out
 
 
-def _decide(graph: Any, pairs: list[_Pair], excluded: set) -> tuple[dict[str, str], dict[int, bool]]:
+def _decide(graph: Any, pairs: list[_Pair], excluded: Mapping[str, str]) -> tuple[dict[str, str], dict[int, bool]]:
     """{node: why not FP8} for every consumer of a pair, and {pair index: FP8}."""
     consumers: dict[str, list[Any]] = {}
     for n in graph.node:
@@ -214,6 +214,14 @@ def _decide(graph: Any, pairs: list[_Pair], excluded: set) -> tuple[dict[str, st
     return {str(k): v for k, v in why.items() if v is not None}, fp8
 
 
+def _users(graph: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
 def _weight_array(name: str, inits: Mapping[str, Any], graph: Any) -> np.ndarray:
     from onnx import numpy_helper
 
@@ -226,7 +234,8 @@ def _weight_array(name: str, inits: Mapping[str, Any], graph: Any) -> np.ndarray
 
 
 def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
-                   int8_table: Mapping[str, float] | None = None, fallback: str = "int8", exclude_nodes: Iterable[str] = (),
+                   int8_table: Mapping[str, float] | None = None, fallback: str = "int8",
+                   exclude_nodes: Iterable[str] = (), precisions: Mapping[str, str] | None = None,
                    opset: int = FP8_MIN_OPSET, output: str | os.PathLike[str] | None = None,
                    return_report: bool = False):
     """Turns the INT8 Q/DQ pairs of ``model`` into FP8 (E4M3FN) Q/DQ where TensorRT runs the
@@ -245,6 +254,10 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
     fallback : 'int8' (default) keeps the pairs of layers TensorRT cannot run in FP8; 'float'
         removes them (those layers then run in FP16/FP32).
     exclude_nodes : node names to keep out of FP8 (as the fallback says).
+    precisions : {node name: 'fp8' | 'int8' | 'fp16'}, a per-layer choice (e.g.
+        :func:`trtcal.precision_choice.choose_precisions`): 'int8' keeps the node's pairs INT8,
+        'fp16' removes them (a pair read by an 'int8' node too stays INT8), 'fp8' is the default
+        rule (FP8 where TensorRT supports it).
     opset : target opset (>= 19, the first with FLOAT8 Q/DQ); a lower model is converted.
     output : path to save the FP8 model to (written atomically).
     return_report : also return an :class:`Fp8Report`.
@@ -266,7 +279,15 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
     if not pairs:
         raise ValueError("trtcal: the model has no INT8 QuantizeLinear/DequantizeLinear pairs to convert "
                          "(write one with trtcal.onnx.quantize first)")
-    why, fp8 = _decide(graph, pairs, set(exclude_nodes))
+    precisions = dict(precisions or {})
+    bad = {v for v in precisions.values()} - {"fp8", "int8", "fp16"}
+    if bad:
+        raise ValueError(f"trtcal: precisions must be 'fp8', 'int8' or 'fp16', got {sorted(bad)}")
+    excluded = {n: "excluded by the caller" for n in exclude_nodes}
+    excluded.update({n: f"chosen {p.upper()}" for n, p in precisions.items() if p != "fp8"})
+    to_float = {n for n, p in precisions.items() if p == "fp16"}
+    why, fp8 = _decide(graph, pairs, excluded)
+    users = _users(graph)
     report = Fp8Report(opset=_opset(m))
     table = dict(fp8_table or {})
     drop_vi: set = set()
@@ -274,7 +295,8 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
     rename: dict[str, str] = {}
     for k, p in enumerate(pairs):
         if not fp8[k]:
-            if fallback == "float":
+            names = {u.name for u in users.get(p.dq.output[0], [])}
+            if fallback == "float" or (names and names <= to_float):
                 rename[p.dq.output[0]] = p.q.input[0]
                 removed += [p.q, p.dq]
             elif int8_table and not p.weight and p.q.input[0] in int8_table:
@@ -328,7 +350,8 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
     for n in graph.node:
         key = n.name or n.output[0]
         if n.name in why or (not n.name and key in why):
-            (report.float_nodes if fallback == "float" else report.int8_nodes)[key] = why.get(n.name, why.get(key, ""))
+            gone = fallback == "float" or n.name in to_float
+            (report.float_nodes if gone else report.int8_nodes)[key] = why.get(n.name, why.get(key, ""))
         elif any(i in fp8_users for i in n.input):
             report.fp8_nodes.append(key)
     _mark(m, report)
