@@ -30,9 +30,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "python"))
-
-import trtcal
+try:  # the installed package (with its CUDA build) first, else the checkout's sources
+    import trtcal
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(ROOT / "python"))
+    import trtcal
 import trtcal.fp8
 
 OPS = ["Conv", "Gemm", "MatMul", "Add"]
