@@ -2,10 +2,13 @@
 // pick launch, results back (waits for the stream).
 #include <pybind11/numpy.h>
 
+#include <cmath>
+#include <string>
 #include <vector>
 
 #include "common.h"
 #include "kernels/fp8_search.h"
+#include "kernels/silu.h"
 
 namespace trtcal {
 namespace {
@@ -91,9 +94,35 @@ py::tuple fp8_search_host(int device, int method, carray<long long> counts, carr
   return py::make_tuple(index, curve);
 }
 
+void check_scale(float s, const char* what) {
+  TRTCAL_CHECK_ARG(std::isfinite(s) && s > 0.f, std::string("trtcal: ") + what +
+                                                    " must be a positive finite float32, got " + std::to_string(s));
+}
+
+py::array_t<uint8_t> fp8_silu_table(float scale_in, float scale_out) {
+  check_scale(scale_in, "scale_in");
+  check_scale(scale_out, "scale_out");
+  py::array_t<uint8_t> t(kSiluTableSize);
+  silu_fp8_table(scale_in, scale_out, t.mutable_data());
+  return t;
+}
+
 }  // namespace
 
 void init_fp8_bindings(py::module_& m) {
+  m.def("silu_fp8_table", &fp8_silu_table, py::arg("scale_in"), py::arg("scale_out"),
+        "uint8[256]: the E4M3 SiLU table by input byte (csrc/kernels/silu.h)");
+  m.def("silu_fp8", [](uintptr_t x, uintptr_t y, size_t n, float scale_in, float scale_out, uintptr_t stream,
+                       int device) {
+    check_scale(scale_in, "scale_in");
+    check_scale(scale_out, "scale_out");
+    uint8_t table[kSiluTableSize];
+    silu_fp8_table(scale_in, scale_out, table);
+    py::gil_scoped_release nogil;
+    DeviceGuard g(device);
+    TRTCAL_CHECK_CUDA(silu_fp8(as_ptr<const uint8_t>(x), as_ptr<uint8_t>(y), n, table, as_stream(stream)));
+  }, py::arg("x"), py::arg("y"), py::arg("n"), py::arg("scale_in"), py::arg("scale_out"), py::arg("stream"),
+     py::arg("device"));
   m.def("fp8_search", &fp8_search_host, py::arg("device"), py::arg("method"), py::arg("counts"),
         py::arg("centers"), py::arg("nbins"), py::arg("totals"), py::arg("ncand"), py::arg("cand_keep"),
         py::arg("cand_amax"), py::arg("tol"), py::arg("stream"),
