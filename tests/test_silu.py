@@ -357,3 +357,53 @@ def test_device_argument_errors(torch):
         trtcal.silu(xd, empty_dev(torch, (9,), "float32"))
     with pytest.raises(TypeError, match="device"):
         trtcal.silu(xd, np.zeros(8, np.float32))
+
+
+# -- FP8 (E4M3FN) table SiLU ----------------------------------------------------------------
+
+
+def _fp8_brute(scale_in, scale_out):
+    """Every E4M3 code through ml_dtypes: dequantize (one float32 product), SiLU in float64,
+    divide, round to E4M3 (ml_dtypes converts without saturation: +-448 past it)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    f8 = np.arange(256, dtype=np.uint8).view(ml_dtypes.float8_e4m3fn)
+    v = f8.astype(np.float32) * np.float32(scale_in)
+    s = ref.silu(v) / np.float64(np.float32(scale_out))
+    sat = np.abs(s) >= 464
+    out = s.astype(ml_dtypes.float8_e4m3fn).view(np.uint8).copy()
+    out[sat] = np.where(s[sat] > 0, 0x7E, 0xFE)
+    out[np.isnan(f8.astype(np.float32))] = 0x7F
+    return out
+
+
+def test_silu_fp8_table_matches_ml_dtypes(rng):
+    for _ in range(40):
+        si, so = 10 ** rng.uniform(-4, 1), 10 ** rng.uniform(-4, 1)
+        np.testing.assert_array_equal(ref.silu_fp8_table(si, so), _fp8_brute(si, so))
+    t = ref.silu_fp8_table(0.01, 0.01)
+    assert t[0x00] == 0x00 and t[0x80] == 0x80 and t[0x7F] == 0x7F and t[0xFF] == 0x7F  # 0, -0, NaN
+
+
+def test_silu_fp8_numpy_api(rng):
+    from trtcal.silu import silu_fp8, silu_fp8_table
+
+    q = rng.integers(0, 256, (3, 17), dtype=np.uint8)
+    y = silu_fp8(q, 0.02, 0.03)
+    np.testing.assert_array_equal(y.view(np.uint8), silu_fp8_table(0.02, 0.03)[q])
+    with pytest.raises(ValueError, match="scale_in"):
+        silu_fp8(q, 0.0, 0.03)
+
+
+@pytest.mark.gpu
+def test_silu_fp8_gpu_equals_reference(rng, torch):
+    from trtcal.silu import silu_fp8
+
+    ext = extension()
+    for _ in range(5):
+        si, so = float(np.float32(10 ** rng.uniform(-3, 0))), float(np.float32(10 ** rng.uniform(-3, 0)))
+        np.testing.assert_array_equal(np.asarray(ext.silu_fp8_table(si, so)), ref.silu_fp8_table(si, so))
+        codes = np.concatenate([np.arange(256, dtype=np.uint8), rng.integers(0, 256, 100_003, dtype=np.uint8)])
+        x = torch.from_numpy(codes.view(np.int8).copy()).cuda()
+        y = silu_fp8(x, si, so)
+        torch.cuda.synchronize()
+        np.testing.assert_array_equal(y.cpu().numpy().view(np.uint8), ref.silu_fp8_table(si, so)[codes])

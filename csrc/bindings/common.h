@@ -99,5 +99,6 @@ void init_minmax_bindings(py::module_& m);
 void init_histogram_bindings(py::module_& m);
 void init_silu_bindings(py::module_& m);
 void init_range_search_bindings(py::module_& m);
+void init_fp8_bindings(py::module_& m);
 
 }  // namespace trtcal

@@ -9,4 +9,5 @@ PYBIND11_MODULE(_C, m) {
   trtcal::init_histogram_bindings(m);
   trtcal::init_silu_bindings(m);
   trtcal::init_range_search_bindings(m);
+  trtcal::init_fp8_bindings(m);
 }

@@ -260,7 +260,62 @@ double silu_of_code(int q, float scale_in) {
   return (x >= 0 ? x : x * t) / (1.0 + t);
 }
 
+// |x| (finite or not, not NaN) rounded to E4M3FN, nearest even, saturating: the spacing at x is
+// 2^max(e - 4, -9) with x = m * 2^e, m in [0.5, 1) (python/trtcal/reference/fp8.py:round_e4m3).
+uint8_t e4m3_encode(double x) {
+  if (std::isnan(x)) return 0x7F;
+  const uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
+  double a = std::fabs(x);
+  if (a > 448.0) a = 448.0;
+  int e = 0;
+  std::frexp(a, &e);
+  const int sp = e - 4 > -9 ? e - 4 : -9;
+  double q = std::ldexp(std::nearbyint(std::ldexp(a, -sp)), sp);
+  if (q > 448.0) q = 448.0;
+  if (q < 0.015625) return sign | static_cast<uint8_t>(q * 512.0);  // subnormal: k * 2^-9, k < 8
+  int e2 = 0;
+  const double m = std::frexp(q, &e2);  // q = (2m) * 2^(e2 - 1), 2m in [1, 2)
+  const int man = static_cast<int>((2.0 * m - 1.0) * 8.0);
+  return sign | static_cast<uint8_t>(((e2 - 1 + 7) << 3) | man);
+}
+
+double e4m3_decode(uint8_t c) {
+  if ((c & 0x7F) == 0x7F) return std::nan("");
+  const int exp = (c >> 3) & 0xF, man = c & 7;
+  const double v = exp == 0 ? std::ldexp(static_cast<double>(man), -9) : std::ldexp(1.0 + man / 8.0, exp - 7);
+  return (c & 0x80) ? -v : v;
+}
+
 }  // namespace
+
+bool silu_fp8_table(float scale_in, float scale_out, uint8_t* table) {
+  if (!good_scale(scale_in) || !good_scale(scale_out) || table == nullptr) return false;
+  for (int c = 0; c < 256; ++c) {
+    const double d = e4m3_decode(static_cast<uint8_t>(c));
+    if (std::isnan(d)) {
+      table[c] = 0x7F;
+      continue;
+    }
+    const float v = static_cast<float>(d) * scale_in;  // one float32 product
+    double s;
+    if (std::isinf(v) && v < 0) {
+      s = -0.0;
+    } else {
+      const double x = v;
+      const double t = std::exp(-std::fabs(x));
+      s = (x >= 0 ? x : x * t) / (1.0 + t);
+    }
+    table[c] = e4m3_encode(s / static_cast<double>(scale_out));
+  }
+  return true;
+}
+
+cudaError_t silu_fp8(const uint8_t* x, uint8_t* y, size_t n, const uint8_t* table, cudaStream_t stream) {
+  if (table == nullptr) return cudaErrorInvalidValue;
+  int8_t by_q[kSiluTableSize];  // the INT8 kernel indexes by q + 128, q the byte read as int8
+  for (int q = -128; q <= 127; ++q) by_q[q + 128] = static_cast<int8_t>(table[static_cast<uint8_t>(q)]);
+  return silu_int8(reinterpret_cast<const int8_t*>(x), reinterpret_cast<int8_t*>(y), n, by_q, stream);
+}
 
 bool silu_int8_table(float scale_in, float scale_out, int8_t* table) {
   if (!good_scale(scale_in) || !good_scale(scale_out) || table == nullptr) return false;

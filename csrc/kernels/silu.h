@@ -55,6 +55,18 @@ cudaError_t silu_int8(const int8_t* q, int8_t* y, size_t n, const int8_t* table,
 cudaError_t silu_int8_to_float(const int8_t* q, void* y, DType out_dtype, size_t n,
                                const void* table, cudaStream_t stream);
 
+// FP8 E4M3FN table (fp8 in, fp8 out; TensorRT's DataType::kFP8), indexed by the input byte c:
+//     v = float32(e4m3(c)) * float32(scale_in)        (one float32 product, as above)
+//     s = silu(v) in float64                           (as the INT8 table)
+//     table[c] = e4m3 code of s / float64(scale_out), rounded once to nearest even, saturating
+//                at +-448 (E4M3FN has no infinity); the NaN codes 0x7F and 0xFF give 0x7F.
+// python/trtcal/reference/silu.py:silu_fp8_table mirrors it.
+bool silu_fp8_table(float scale_in, float scale_out, uint8_t* table);
+
+// y[i] = table[x[i]] on E4M3 bytes; `table` is a HOST array of 256 from silu_fp8_table (the
+// INT8 table kernel does the lookup, with the table permuted to its q + 128 index).
+cudaError_t silu_fp8(const uint8_t* x, uint8_t* y, size_t n, const uint8_t* table, cudaStream_t stream);
+
 // y[i] = quantize(silu(x[i]), scale_out) for a float input dtype.
 cudaError_t silu_float_to_int8(const void* x, DType dtype, int8_t* y, size_t n, float scale_out,
                                cudaStream_t stream);

@@ -26,6 +26,7 @@ char const* type_name(DataType t) {
     case DataType::kHALF: return "FP16";
     case DataType::kBF16: return "BF16";
     case DataType::kINT8: return "INT8";
+    case DataType::kFP8: return "FP8";
     default: return "an unsupported type";
   }
 }
@@ -55,8 +56,10 @@ SiluPlugin::SiluPlugin(SiluPlugin const& other)
       layer_name_(other.layer_name_),
       fields_(other.fields_),
       adopted_(other.adopted_),
-      table_scales_(other.table_scales_) {
+      table_scales_(other.table_scales_),
+      fp8_table_scales_(other.fp8_table_scales_) {
   std::memcpy(table_, other.table_, sizeof(table_));
+  std::memcpy(fp8_table_, other.fp8_table_, sizeof(fp8_table_));
 }
 
 int32_t SiluPlugin::fail(std::string const& what) const {
@@ -86,7 +89,8 @@ nvinfer1::IPluginV3* SiluPlugin::clone() noexcept {
 }
 
 bool SiluPlugin::supported_type(DataType t) {
-  return t == DataType::kFLOAT || t == DataType::kHALF || t == DataType::kBF16 || t == DataType::kINT8;
+  return t == DataType::kFLOAT || t == DataType::kHALF || t == DataType::kBF16 || t == DataType::kINT8 ||
+         t == DataType::kFP8;
 }
 
 int32_t SiluPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes,
@@ -96,7 +100,7 @@ int32_t SiluPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs,
                 std::to_string(nbOutputs));
   if (!supported_type(inputTypes[0]))
     return fail(std::string("input type ") + type_name(inputTypes[0]) +
-                " is not supported (accepted: FP32, FP16, BF16, INT8)");
+                " is not supported (accepted: FP32, FP16, BF16, INT8, FP8)");
   outputTypes[0] = inputTypes[0];
   return 0;
 }
@@ -119,6 +123,7 @@ bool SiluPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc 
   if (pos == 1) return d.type == inOut[0].desc.type;
   if (!supported_type(d.type)) return false;
   if (d.type == DataType::kINT8) return fields_.valid() || kImplicitInt8;
+  if (d.type == DataType::kFP8) return fields_.valid();  // FP8 is explicit only: the scales are fields
   return true;
 }
 
@@ -194,6 +199,15 @@ int32_t SiluPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc 
         table_scales_ = s;
       }
       err = silu_int8(static_cast<int8_t const*>(x), static_cast<int8_t*>(y), (size_t)n, table_, stream);
+    } break;
+    case DataType::kFP8: {
+      if (!fields_.valid())
+        return fail("FP8 needs the plugin fields scale_in and scale_out (amax / 448 of the FP8 Q/DQ pairs)");
+      if (fields_.in != fp8_table_scales_.in || fields_.out != fp8_table_scales_.out) {
+        silu_fp8_table(fields_.in, fields_.out, fp8_table_);
+        fp8_table_scales_ = fields_;
+      }
+      err = silu_fp8(static_cast<uint8_t const*>(x), static_cast<uint8_t*>(y), (size_t)n, fp8_table_, stream);
     } break;
     default:
       return fail(std::string("enqueue got ") + type_name(id.type));

@@ -97,6 +97,8 @@ class SiluPlugin final : public nvinfer1::IPluginV3,
   Int8Scales adopted_;   // from PluginTensorDesc::scale (implicit INT8)
   int8_t table_[256] = {};
   Int8Scales table_scales_;  // scales table_ was built from
+  uint8_t fp8_table_[256] = {};  // E4M3 -> E4M3 table (by input byte), built from fields_
+  Int8Scales fp8_table_scales_;
   float serial_scales_[2] = {0.f, 0.f};
   std::vector<nvinfer1::PluginField> serial_fields_;
   nvinfer1::PluginFieldCollection serial_collection_{};

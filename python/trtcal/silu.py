@@ -26,7 +26,8 @@ from .reference import silu as ref
 
 ArrayLike = Any
 
-__all__ = ["silu", "silu_int8", "silu_int8_to_float", "silu_float_to_int8", "silu_int8_table"]
+__all__ = ["silu", "silu_fp8", "silu_fp8_table", "silu_int8", "silu_int8_to_float", "silu_float_to_int8",
+           "silu_int8_table"]
 
 
 def silu(x: ArrayLike, out: Optional[ArrayLike] = None, *, stream: Any = None) -> ArrayLike:
@@ -137,6 +138,43 @@ def silu_float_to_int8(x: ArrayLike, scale_out: float, out: Optional[ArrayLike] 
     ext = require_cuda("silu_float_to_int8 of a device array")
     ext.silu_float_to_int8(view.ptr, view.dtype_code, ov.ptr, view.size, s_out, view.stream, view.device)
     return ov.keepalive[0]
+
+
+def silu_fp8(q: ArrayLike, scale_in: float, scale_out: float, out: Optional[ArrayLike] = None,
+             *, stream: Any = None) -> ArrayLike:
+    """FP8 SiLU: E4M3FN codes in (scale ``scale_in``), E4M3FN codes out (scale ``scale_out``).
+
+    ``out = e4m3(silu(e4m3_value(q) * scale_in) / scale_out)`` rounded to nearest even and
+    saturating at +-448, exact: a lookup in the 256-entry table :func:`silu_fp8_table`.
+
+    Parameters
+    ----------
+    q : array of E4M3FN bytes: NumPy ``uint8`` / ``int8`` / ``ml_dtypes.float8_e4m3fn``; a device
+        array as ``int8`` (e.g. ``t.view(torch.int8)`` of a ``torch.float8_e4m3fn`` tensor)
+    scale_in, scale_out : float
+        Positive finite float32 scales (amax / 448).
+    out : array, optional, int8 (device) with q's shape and layout
+
+    Returns
+    -------
+    NumPy: uint8 codes (``.view(ml_dtypes.float8_e4m3fn)`` gives the values); device: ``out``
+    (int8 bytes), queued on the stream, not waited for.
+    """
+    s_in, s_out = _scale(scale_in, "scale_in"), _scale(scale_out, "scale_out")
+    if isinstance(q, np.ndarray) and q.dtype.itemsize == 1 and q.dtype != np.int8:
+        q = q.view(np.int8)
+    view = as_view(q, "q", stream, accepted=("int8",))
+    if not view.on_device:
+        return _host_result(ref.silu_fp8(view.host, s_in, s_out), out, "out")
+    ov = _device_out(view, out, "int8")
+    ext = require_cuda("silu_fp8 of a device array")
+    ext.silu_fp8(view.ptr, ov.ptr, view.size, s_in, s_out, view.stream, view.device)
+    return ov.keepalive[0]
+
+
+def silu_fp8_table(scale_in: float, scale_out: float) -> np.ndarray:
+    """The uint8[256] E4M3 SiLU table by input byte (the float64 reference's)."""
+    return ref.silu_fp8_table(_scale(scale_in, "scale_in"), _scale(scale_out, "scale_out"))
 
 
 def silu_int8_table(scale_in: float, scale_out: float) -> np.ndarray:

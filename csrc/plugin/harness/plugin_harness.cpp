@@ -102,6 +102,35 @@ float bf16_to_float(uint16_t b) {
   return f;
 }
 
+// E4M3FN byte -> value (NaN for 0x7F / 0xFF), written here independently of csrc/kernels/silu.cu.
+double e4m3_value(uint8_t c) {
+  if ((c & 0x7F) == 0x7F) return std::nan("");
+  const int e = (c >> 3) & 0xF, m = c & 7;
+  const double v = e == 0 ? m / 512.0 : (8 + m) / 8.0 * std::pow(2.0, e - 7);
+  return (c & 0x80) ? -v : v;
+}
+
+// The E4M3FN byte nearest to x (ties to the even code, saturating at +-448): a search over the
+// 126 finite magnitudes, independent of the library's frexp/ldexp rounding.
+uint8_t e4m3_nearest(double x) {
+  if (std::isnan(x)) return 0x7F;
+  const uint8_t sign = std::signbit(x) ? 0x80 : 0;
+  const double a = std::fabs(x);
+  int best = 0;
+  for (int c = 1; c <= 0x7E; ++c) {
+    const double d = std::fabs(e4m3_value(static_cast<uint8_t>(c)) - a), b = std::fabs(e4m3_value(static_cast<uint8_t>(best)) - a);
+    if (d < b || (d == b && (c & 1) == 0)) best = c;
+  }
+  return sign | static_cast<uint8_t>(best);
+}
+
+uint8_t fp8_reference(uint8_t c, float scale_in, float scale_out) {
+  const double d = e4m3_value(c);
+  if (std::isnan(d)) return 0x7F;
+  const float v = static_cast<float>(d) * scale_in;
+  return e4m3_nearest(silu64(v) / static_cast<double>(scale_out));
+}
+
 int8_t int8_reference(int q, float scale_in, float scale_out) {
   const float v = static_cast<float>(q) * scale_in;
   double r = std::nearbyint(silu64(v) / static_cast<double>(scale_out));
@@ -206,11 +235,14 @@ char const* tname(DataType t) {
     case DataType::kHALF: return "FP16";
     case DataType::kBF16: return "BF16";
     case DataType::kINT8: return "INT8";
+    case DataType::kFP8: return "FP8";
     default: return "other";
   }
 }
 
-size_t elem_size(DataType t) { return t == DataType::kFLOAT ? 4 : (t == DataType::kINT8 ? 1 : 2); }
+size_t elem_size(DataType t) {
+  return t == DataType::kFLOAT ? 4 : ((t == DataType::kINT8 || t == DataType::kFP8) ? 1 : 2);
+}
 
 // ---- GPU runs ----------------------------------------------------------------------
 
@@ -278,7 +310,7 @@ std::vector<uint8_t> make_input(DataType t, size_t n, std::mt19937_64& rng, bool
         f[i] = heavy(rng) * 4.f;
       }
     }
-  } else if (t == DataType::kINT8) {
+  } else if (t == DataType::kINT8 || t == DataType::kFP8) {
     for (size_t i = 0; i < n; ++i) v[i] = exhaustive ? static_cast<uint8_t>(i) : static_cast<uint8_t>(bits(rng));
   } else {
     uint16_t* h = reinterpret_cast<uint16_t*>(v.data());
@@ -310,6 +342,11 @@ size_t verify(DataType t, std::vector<uint8_t> const& in, std::vector<uint8_t> c
       y = half ? half_to_float(b) : bf16_to_float(b);
       want = silu64(x);
       ok = half ? close(y, want, 10, -14, 1.0, 0.0) : close(y, want, 7, -126, 1.0, 1e-36);
+    } else if (t == DataType::kFP8) {
+      x = in[i];
+      y = out[i];
+      want = fp8_reference(in[i], s_in, s_out);
+      ok = y == want;
     } else {
       const int q = static_cast<int8_t>(in[i]);
       x = q;
@@ -447,7 +484,8 @@ int main(int argc, char** argv) {
             const bool linear_in = io[0].desc.format == TensorFormat::kLINEAR;
             const bool float_in = it == DataType::kFLOAT || it == DataType::kHALF || it == DataType::kBF16;
             const bool int8_in = it == DataType::kINT8 && (scaled || NV_TENSORRT_MAJOR <= 10);
-            const bool want0 = linear_in && (float_in || int8_in);
+            const bool fp8_in = it == DataType::kFP8 && scaled;  // FP8: explicit scales (fields) only
+            const bool want0 = linear_in && (float_in || int8_in || fp8_in);
             const bool want1 = io[1].desc.format == TensorFormat::kLINEAR && to == ti;
             const bool got0 = c.build->supportsFormatCombination(0, io, 1, 1);
             const bool got1 = c.build->supportsFormatCombination(1, io, 1, 1);
@@ -562,7 +600,7 @@ int main(int argc, char** argv) {
         bool fields;  // scales from fields, else from PluginTensorDesc::scale
       };
       std::vector<Config> configs = {{DataType::kFLOAT, false}, {DataType::kHALF, false}, {DataType::kBF16, false},
-                                     {DataType::kINT8, true}};
+                                     {DataType::kINT8, true}, {DataType::kFP8, true}};
       if (NV_TENSORRT_MAJOR <= 10) configs.push_back({DataType::kINT8, false});
       const std::vector<std::vector<int64_t>> shapes = {
           {}, {1}, {7}, {3, 5, 7}, {2, 3, 5, 7, 11}, {1, 2, 1, 3, 1, 5, 1, 7}, {0, 5}, {1000003}, {2, 32, 81, 81}};
@@ -574,7 +612,7 @@ int main(int argc, char** argv) {
         const float desc_in = cfg.fields ? -1.f : s_in, desc_out = cfg.fields ? -1.f : s_out;
         std::vector<std::vector<int64_t>> all = shapes;
         if (cfg.t == DataType::kHALF || cfg.t == DataType::kBF16) all.push_back({65536});  // every 16-bit input
-        if (cfg.t == DataType::kINT8) all.push_back({256});                                 // every code
+        if (cfg.t == DataType::kINT8 || cfg.t == DataType::kFP8) all.push_back({256});      // every code
         for (auto const& shape : all) {
           int64_t n = 1;
           for (int64_t v : shape) n *= v;

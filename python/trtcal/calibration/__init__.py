@@ -26,7 +26,7 @@ from .signals import DeferredSignals
 
 __all__ = ["calibrate", "CalibrationResult", "Preprocess", "TensorSelection", "BadSampleError"]
 
-METHOD_CHOICES = ("entropy", "percentile", "minmax", "mse", "all")
+METHOD_CHOICES = ("entropy", "percentile", "minmax", "mse", "all", "fp8-mse", "fp8-kl")  # fp8-*: trtcal.fp8
 DEMO_OUT = "trtcal-demo-out"
 
 
@@ -578,7 +578,7 @@ def _check_settings(methods: Sequence[str], flavors: Mapping[str, Optional[str]]
                              "{'percentile': {'percentile': 99.9}}; got " + repr(given))
     percentile = None
     for m in methods:
-        if m == "minmax":
+        if m == "minmax" or m.startswith("fp8-"):  # fp8-*: trtcal.fp8.fp8_amax, its defaults
             continue
         given = dict((params or {}).get(m) or {})
         if m != "percentile" and "percentile" in given:

@@ -105,6 +105,12 @@ def thresholds(hists: Mapping[str, Histogram], methods: Iterable[str],
         if m == "minmax":
             out[m] = {n: float(h.amax) for n, h in usable.items()}
             continue
+        if m.startswith("fp8-"):  # FP8 E4M3 ranges searched on the E4M3 grid (trtcal.fp8)
+            from ..fp8 import fp8_amax
+
+            got = fp8_amax(dict(usable), m[4:], on_degenerate="flag") if usable else {}
+            out[m] = {n: float(a) for n, a in got.items() if np.isfinite(a)}  # the rest stay float
+            continue
         compute_amax = _api("compute_amax", f"the '{m}' method")
         kw: Dict[str, Any] = dict(params.get(m, {})) if isinstance(params.get(m), Mapping) else {}
         if flavors[m] is not None:

@@ -29,7 +29,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("model", nargs="?", help="ONNX model (omit for the demo)")
     p.add_argument("--data", help="image folder or file, .npy/.npz file or folder of them, or (several model inputs) "
                                   "a folder with one subfolder per input, files paired by name")
-    p.add_argument("--method", default=None, choices=["entropy", "percentile", "minmax", "mse", "all"],
+    p.add_argument("--method", default=None,
+                   choices=["entropy", "percentile", "minmax", "mse", "all", "fp8-mse", "fp8-kl"],
                    help="threshold method (default entropy; 'all' for the demo); all come from one pass")
     p.add_argument("--flavor", default=None,
                    choices=["pytorch_quantization", "tensorrt", "onnxruntime"],
@@ -38,6 +39,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
                         "onnxruntime collects signed histograms")
     p.add_argument("--percentile", type=float, default=None,
                    help="percentile for --method percentile/all (default 99.99; 99.999 with --flavor onnxruntime)")
+    p.add_argument("--quant-dtype", default="int8", choices=["int8", "fp8"],
+                   help="fp8: E4M3 ranges (default --method fp8-mse) and an FP8 Q/DQ model (opset 19) for Hopper/"
+                        "Blackwell; layers TensorRT cannot run in FP8 (depthwise convolutions, ...) stay INT8")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--eval-data", default=None, metavar="PATH",
                    help="held-out samples (same forms as --data): with --report and --out-qdq, the report shows "
@@ -177,7 +181,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--data needs a MODEL")
     if args.model is not None and args.data is None:
         raise ValueError("give the calibration data with --data (or no MODEL for the demo)")
-    method = args.method or ("all" if args.model is None else "entropy")
+    fp8 = getattr(args, "quant_dtype", "int8") == "fp8"
+    if fp8 and args.out_cache:
+        raise ValueError("--quant-dtype fp8 writes no calibration cache (TensorRT's caches are INT8 only): use "
+                         "--out-qdq")
+    method = args.method or ("fp8-mse" if fp8 else "all" if args.model is None else "entropy")
+    if fp8 and method not in ("fp8-mse", "fp8-kl", "minmax", "percentile"):
+        raise ValueError(f"--quant-dtype fp8 takes --method fp8-mse (default), fp8-kl, minmax or percentile, not {method}")
     params = {"percentile": {"percentile": args.percentile}} if args.percentile is not None else None
     checkpoint = args.checkpoint
     if checkpoint is None and args.model is not None:
@@ -206,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
         return 0  # rank 0 prints for the job
     if args.shard:
         return 0
+    if fp8:
+        _to_fp8(result, say)
     if checkpoint and os.path.exists(checkpoint):
         say(f"trtcal: checkpoint kept at {checkpoint}: --resume writes outputs again (another method, other "
             "files) with no inference pass; delete it when done")
@@ -227,6 +239,23 @@ def _run(args, calibrate, method, params, checkpoint, say):
         distributed=args.distributed, shard=args.shard,
         qdq_options={"high_precision": args.high_precision, "placement_report": args.placement_report,
                      "head_sigmoid_float": not args.head_sigmoid_int8})
+
+
+def _to_fp8(result, say) -> None:
+    """--quant-dtype fp8: each written Q/DQ model becomes FP8 where TensorRT runs the layer in FP8
+    (trtcal.onnx.fp8); the layers left INT8 get entropy ranges from the same histograms."""
+    from ..onnx.fp8 import convert_to_fp8
+    from ..range_search import compute_amax
+
+    usable = {n: h for n, h in result.histograms.items() if getattr(h, "status", "ok") == "ok"}
+    int8 = compute_amax(usable, "entropy", on_degenerate="flag") if usable else {}
+    for key, path in list(result.files.items()):
+        if not key.startswith("qdq."):
+            continue
+        _, rep = convert_to_fp8(path, result.amax[key[4:]], int8_table=int8, output=path, return_report=True)
+        say(f"trtcal: {path}: FP8 Q/DQ for {len(rep.fp8_nodes)} layer(s), {len(rep.int8_nodes)} left INT8")
+        for line in rep.lines():
+            say(f"  {line}")
 
 
 def _report(args, result) -> None:

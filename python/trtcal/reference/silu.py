@@ -76,6 +76,30 @@ def silu_float_to_int8(x: Any, scale_out: float) -> np.ndarray:
     return np.clip(r, -128, 127).astype(np.int8)
 
 
+def silu_fp8_table(scale_in: float, scale_out: float) -> np.ndarray:
+    """uint8[256] by input byte (E4M3FN code c): the E4M3 code of silu(float32(e4m3(c)) *
+    float32(scale_in)) / scale_out, rounded once to nearest even and saturating at +-448; the
+    NaN codes 0x7F/0xFF give 0x7F (csrc/kernels/silu.h)."""
+    from .fp8 import e4m3_values, encode_e4m3
+
+    si = _scale32(scale_in, "scale_in")
+    so = np.float64(_scale32(scale_out, "scale_out"))
+    vals = e4m3_values()
+    nan = np.isnan(vals)
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = np.where(nan, 0.0, vals).astype(np.float32) * si  # one float32 product
+        s = silu(v) / so
+    out = encode_e4m3(s)
+    out[nan] = 0x7F
+    return out
+
+
+def silu_fp8(codes: Any, scale_in: float, scale_out: float) -> np.ndarray:
+    """FP8 (E4M3FN bytes, uint8) -> FP8 SiLU through the exact table."""
+    c = np.asarray(codes).view(np.uint8) if np.asarray(codes).itemsize == 1 else np.asarray(codes, np.uint8)
+    return silu_fp8_table(scale_in, scale_out)[c]
+
+
 def numpy_dtype(name: str) -> np.dtype:
     """NumPy dtype for a trtcal dtype name (bfloat16 needs ml_dtypes)."""
     if name == "bfloat16":
