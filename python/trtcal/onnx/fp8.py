@@ -320,10 +320,19 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
                 report.rescaled.append(t)
             report.activations[t] = float(np.max(amax))
         base = (p.q.name or p.q.output[0]) + "_fp8"
-        scale, zp = fp8_qdq_initializers(base, amax, dtype=s_old.dtype)
+        dq_dtype = numpy_helper.to_array(inits[p.dq.input[1]]).dtype
+        # the DequantizeLinear's scale type is the type of what it feeds (an FP16/BF16 remainder
+        # reads an fp16 scale while its QuantizeLinear reads the fp32 graph input): the value is
+        # rounded in the DQ's type and the Q gets the same value in its own type
+        scale, zp = fp8_qdq_initializers(base, amax, dtype=dq_dtype)
         graph.initializer.extend([scale, zp])
-        for n in (p.q, p.dq):
-            n.input[1] = scale.name
+        q_scale = scale
+        if dq_dtype != s_old.dtype:
+            q_scale = numpy_helper.from_array(numpy_helper.to_array(scale).astype(s_old.dtype),
+                                              f"{base}_q_scale")
+            graph.initializer.append(q_scale)
+        for n, sc in ((p.q, q_scale), (p.dq, scale)):
+            n.input[1] = sc.name
             n.input[2] = zp.name
         drop_vi.add(p.q.output[0])
     if removed:
@@ -366,12 +375,17 @@ def _set_int8_scale(graph: Any, p: _Pair, inits: Mapping[str, Any], amax: float)
     from onnx import numpy_helper
 
     old = numpy_helper.to_array(inits[p.q.input[1]])
+    dq_dtype = numpy_helper.to_array(inits[p.dq.input[1]]).dtype
     if old.ndim or not (np.isfinite(amax) and amax > 0):
         return
     name = (p.q.name or p.q.output[0]) + "_int8_scale"
-    graph.initializer.append(numpy_helper.from_array(np.asarray(amax / 127.0, dtype=old.dtype), name))
-    p.q.input[1] = name
+    value = np.asarray(amax / 127.0, dtype=dq_dtype)  # rounded in the DQ's type (see above)
+    graph.initializer.append(numpy_helper.from_array(value, name))
     p.dq.input[1] = name
+    if dq_dtype != old.dtype:
+        name = name + "_q"
+        graph.initializer.append(numpy_helper.from_array(value.astype(old.dtype), name))
+    p.q.input[1] = name
 
 
 def _atomic_write(path: str, data: bytes) -> None:
