@@ -70,6 +70,22 @@ __device__ Prefix carve(unsigned char* base, int32_t max_bins, bool with_f) {
   return s;
 }
 
+// Inclusive scan over the warp of the running sums (b, n) and, when `wf`, the double-double
+// (h, l). Every lane of the warp must call it.
+__device__ __forceinline__ void warp_scan_sums(long long& b, int& n, double& h, double& l, bool wf) {
+  const int lane = threadIdx.x & 31;
+  for (int o = 1; o < 32; o <<= 1) {
+    const long long tb = __shfl_up_sync(kFull, b, o);
+    const int tn = __shfl_up_sync(kFull, n, o);
+    const double th = __shfl_up_sync(kFull, h, o), tl = __shfl_up_sync(kFull, l, o);
+    if (lane >= o) {
+      b += tb;
+      n += tn;
+      if (wf) dd_add(h, l, th, tl);
+    }
+  }
+}
+
 // Loads the counts (counts[0] := counts[1] when zero_rule) and turns B, N (and F) into
 // inclusive prefix sums with position 0 = 0. Coalesced loads; each thread then scans an
 // odd-length run of positions (a warp's strided shared accesses hit distinct banks), warps
@@ -97,17 +113,7 @@ __device__ void load_and_scan(const long long* __restrict__ counts, int n, bool 
     sn += s.N[j];
     if (wf) dd_add(fh, fl, s.Fhi[j], 0.0);
   }
-  // inclusive warp scan of the run totals
-  for (int o = 1; o < 32; o <<= 1) {
-    const long long tb = __shfl_up_sync(kFull, sb, o);
-    const int tn = __shfl_up_sync(kFull, sn, o);
-    const double th = __shfl_up_sync(kFull, fh, o), tl = __shfl_up_sync(kFull, fl, o);
-    if (lane >= o) {
-      sb += tb;
-      sn += tn;
-      if (wf) dd_add(fh, fl, th, tl);
-    }
-  }
+  warp_scan_sums(sb, sn, fh, fl, wf);  // inclusive, over the run totals
   if (lane == 31) {
     wB[warp] = sb;
     wN[warp] = sn;
@@ -128,16 +134,7 @@ __device__ void load_and_scan(const long long* __restrict__ counts, int n, bool 
     long long xb = lane < nw ? wB[lane] : 0;
     int xn = lane < nw ? wN[lane] : 0;
     double xh = lane < nw ? wFh[lane] : 0.0, xl = lane < nw ? wFl[lane] : 0.0;
-    for (int o = 1; o < 32; o <<= 1) {
-      const long long tb = __shfl_up_sync(kFull, xb, o);
-      const int tn = __shfl_up_sync(kFull, xn, o);
-      const double th = __shfl_up_sync(kFull, xh, o), tl = __shfl_up_sync(kFull, xl, o);
-      if (lane >= o) {
-        xb += tb;
-        xn += tn;
-        if (wf) dd_add(xh, xl, th, tl);
-      }
-    }
+    warp_scan_sums(xb, xn, xh, xl, wf);
     long long yb = __shfl_up_sync(kFull, xb, 1);
     int yn = __shfl_up_sync(kFull, xn, 1);
     double yh = __shfl_up_sync(kFull, xh, 1), yl = __shfl_up_sync(kFull, xl, 1);
@@ -573,7 +570,6 @@ cudaError_t range_search(const RangeTensor* tensors, int32_t ntensors, const int
   const size_t smem = range_search_smem(p);
   // counters are zero on entry (the plan zeroes them once; every tensor's last block resets
   // its own), so a launch is one kernel: no memset on the stream
-  cudaError_t err = cudaSuccess;
   switch (p.method) {
     case kRangeEntropyProportional:
     case kRangeEntropyOnnxRuntime:
@@ -581,7 +577,7 @@ cudaError_t range_search(const RangeTensor* tensors, int32_t ntensors, const int
       auto k = p.method == kRangeEntropyProportional ? entropy_proportional_kernel
                : p.method == kRangeEntropyOnnxRuntime ? entropy_onnxruntime_kernel
                                                       : mse_kernel;
-      if ((err = detail::allow_dynamic_smem(k, smem)) != cudaSuccess) return err;
+      TRTCAL_TRY(detail::allow_dynamic_smem(k, smem));
       k<<<nblocks, p.threads, smem, stream>>>(tensors, block_tensor, p, curve, out, counters);
       break;
     }

@@ -352,11 +352,10 @@ cudaError_t select_resolve(const unsigned long long* counts, const uint32_t* bou
                            cudaStream_t stream) {
   if (nranks < 1 || nranks > kSelectMaxRanks) return cudaErrorInvalidValue;
   resolve_init_kernel<<<1, 32, 0, stream>>>(counts, bounds, capacity, ranks, nranks);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return err;
+  TRTCAL_TRY(cudaGetLastError());
   const size_t smem = sizeof(unsigned int) * 4096 * kSelectMaxRanks;
-  err = cudaFuncSetAttribute(resolve_hist_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  if (err != cudaSuccess) return err;
+  TRTCAL_TRY(
+      cudaFuncSetAttribute(resolve_hist_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   int dev = 0, sms = 0;
   cudaGetDevice(&dev);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
@@ -375,8 +374,7 @@ cudaError_t select_sample_histogram(const void* x, DType dtype, size_t n, bool u
   if (dtype != DType::kFloat32 && dtype != DType::kFloat16 && dtype != DType::kBFloat16) return cudaErrorInvalidValue;
   if (runs < 1 || n < (size_t)runs * kSelectSampleRun) return cudaErrorInvalidValue;
   const int smem = 32768 * sizeof(unsigned int);
-  cudaError_t err = cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  if (err != cudaSuccess) return err;
+  TRTCAL_TRY(cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   sample_kernel<<<(runs + kSampleThreads - 1) / kSampleThreads, kSampleThreads, smem, stream>>>(x, dtype, n, use_abs,
                                                                                               runs, hist16);
   return cudaGetLastError();
@@ -406,8 +404,7 @@ cudaError_t select_histogram(const void* x, DType dtype, const uint32_t* keys, s
     return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   const size_t smem = sizeof(unsigned int) * ((size_t)1 << bits) * kReplicas;
-  cudaError_t err = cudaFuncSetAttribute(histogram_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  if (err != cudaSuccess) return err;
+  TRTCAL_TRY(cudaFuncSetAttribute(histogram_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   const int blocks = detail::streaming_grid(n, kThreads * 16, 2);
   histogram_kernel<<<blocks, kThreads, smem, stream>>>(x, dtype, keys, n, use_abs, shift, bits, prefix_shift,
                                                        prefix, hist);
