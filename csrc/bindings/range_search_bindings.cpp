@@ -56,53 +56,9 @@ struct PlanLayout {
   size_t total() const { return curve_off() + sizeof(double) * (size_t)std::max<long long>(curve_len, 1); }
 };
 
-// Launch shape. `group` threads work on one candidate and a block takes `chunk` candidates
-// of one tensor. group: proportional entropy splits levels over `group` warps (a power of
-// two dividing threads/32), MSE splits bins over `group` adjacent lanes (<= 32), ONNX Runtime
-// entropy keeps one thread per candidate (its loop is ORT's serial smoothing); an explicit
-// group is clamped to what the method allows (`shape` reports the result). Auto (0): the
-// smallest group that keeps kBlocksPerSm * SMs blocks' worth of threads busy (the largest
-// for one or a few tensors, 1 for many: no partial sums to combine), and a chunk giving about
-// kBlocksPerSm blocks per SM over all tensors, at least one round of the block's candidate
-// slots and at most kRangeMaxChunk (so many tensors get few blocks each and load their
-// histogram few times); ONNX Runtime entropy: chunk = threads, as before v2. Percentile runs
-// one block per tensor and ignores both.
+// Launch shape: range_search_choose_shape (kernels/range_search.h).
 void choose_shape(RangeParams& p, int device, long long total_cand, int group, int chunk) {
-  constexpr long long kBlocksPerSm = 4;
-  if (p.method == kRangePercentile) return;
-  static int sm_count[64] = {0};  // per device, asked once
-  int sms = device >= 0 && device < 64 ? sm_count[device] : 0;
-  if (sms == 0) {
-    DeviceGuard dg(device);
-    TRTCAL_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    if (device >= 0 && device < 64) sm_count[device] = sms;
-  }
-  const long long want_blocks = kBlocksPerSm * std::max(sms, 1);
-  int cap = 32;
-  if (p.method == kRangeEntropyOnnxRuntime) {
-    cap = 1;
-  } else if (p.method == kRangeEntropyProportional) {
-    const int nwarps = p.threads / 32;
-    cap = 1;
-    while (cap < 32 && nwarps % (cap * 2) == 0) cap *= 2;
-  }
-  int g = 1;
-  if (group > 0) {
-    while (g * 2 <= std::min(group, cap)) g *= 2;
-  } else {
-    while (g < cap && total_cand * g < want_blocks * p.threads) g *= 2;
-  }
-  const int slots = std::max(p.threads / g, 1);
-  long long ch = chunk;
-  if (ch == 0 && p.method == kRangeEntropyOnnxRuntime) {
-    ch = std::min(p.threads, kRangeMaxChunk);  // one candidate per thread: its O(n) loop wants threads
-  } else if (ch == 0) {
-    ch = (total_cand + want_blocks - 1) / want_blocks;
-    ch = (ch + slots - 1) / slots * slots;
-    ch = std::min<long long>(std::max<long long>(ch, slots), kRangeMaxChunk);
-  }
-  p.group = g;
-  p.chunk = (int32_t)ch;
+  TRTCAL_CHECK_CUDA(range_search_choose_shape(&p, device, total_cand, group, chunk));
 }
 
 PlanLayout build_layout(int device, int method, int levels, bool zero_bin_rule, bool tie_last, int per_bin,
@@ -498,22 +454,11 @@ void init_range_search_bindings(py::module_& m) {
       uint32_t* keys = sc.key_buffer(capacity, device);
       keys_ptr = reinterpret_cast<uintptr_t>(keys);
       cudaStream_t s = as_stream(stream);
-      // hist16 and counts are adjacent: one memset
-      TRTCAL_CHECK_CUDA(cudaMemsetAsync(sc.hist16(), 0, SelectScratch::kHist16 + SelectScratch::kCounts, s));
-      TRTCAL_CHECK_CUDA(select_sample_histogram(as_ptr<const void>(x), t, n, use_abs, runs, sc.hist16(), s));
-      TRTCAL_CHECK_CUDA(select_sample_bounds(sc.hist16(), t_lo, t_hi, sigmas, kSelectSampleRun, sc.bounds(), s));
-      TRTCAL_CHECK_CUDA(select_partition(as_ptr<const void>(x), t, n, use_abs, sc.bounds(), keys, capacity,
-                                         sc.counts(), s));
       for (size_t i = 0; i < ranks.size(); ++i) resolved[i] = SelectRank{ranks[i], 0, 0, 0, 0};
-      if (!ranks.empty()) {
-        TRTCAL_CHECK_CUDA(cudaMemcpyAsync(sc.ranks(), resolved.data(), resolved.size() * sizeof(SelectRank),
-                                          cudaMemcpyHostToDevice, s));
-        for (size_t i = 0; i < ranks.size(); i += kSelectMaxRanks) {
-          const int count = (int)std::min<size_t>(kSelectMaxRanks, ranks.size() - i);
-          TRTCAL_CHECK_CUDA(select_resolve(sc.counts(), sc.bounds(), keys, capacity, sc.ranks() + i, count,
-                                           sc.resolve_hist(), s));
-        }
-      }
+      const SelectBracketScratch scratch{sc.hist16(), sc.counts(), sc.bounds(), sc.ranks(),
+                                         sc.resolve_hist()};
+      TRTCAL_CHECK_CUDA(select_bracket(as_ptr<const void>(x), t, n, use_abs, runs, t_lo, t_hi, sigmas,
+                                       scratch, keys, capacity, resolved.data(), (int)resolved.size(), s));
       // counts, bounds and ranks are adjacent: one copy
       std::vector<unsigned char> host(SelectScratch::kCounts + SelectScratch::kBounds +
                                       ranks.size() * sizeof(SelectRank));

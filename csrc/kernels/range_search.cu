@@ -555,6 +555,45 @@ size_t range_search_smem(const RangeParams& p) {
   }
 }
 
+cudaError_t range_search_choose_shape(RangeParams* p, int device, long long total_cand, int group,
+                                      int chunk) {
+  constexpr long long kBlocksPerSm = 4;
+  if (p->method == kRangePercentile) return cudaSuccess;
+  static int sm_count[64] = {0};  // per device, asked once
+  int sms = device >= 0 && device < 64 ? sm_count[device] : 0;
+  if (sms == 0) {
+    TRTCAL_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    if (device >= 0 && device < 64) sm_count[device] = sms;
+  }
+  const long long want_blocks = kBlocksPerSm * std::max(sms, 1);
+  int cap = 32;
+  if (p->method == kRangeEntropyOnnxRuntime) {
+    cap = 1;
+  } else if (p->method == kRangeEntropyProportional) {
+    const int nwarps = p->threads / 32;
+    cap = 1;
+    while (cap < 32 && nwarps % (cap * 2) == 0) cap *= 2;
+  }
+  int g = 1;
+  if (group > 0) {
+    while (g * 2 <= std::min(group, cap)) g *= 2;
+  } else {
+    while (g < cap && total_cand * g < want_blocks * p->threads) g *= 2;
+  }
+  const int slots = std::max(p->threads / g, 1);
+  long long ch = chunk;
+  if (ch == 0 && p->method == kRangeEntropyOnnxRuntime) {
+    ch = std::min(p->threads, kRangeMaxChunk);  // one candidate per thread: its O(n) loop wants threads
+  } else if (ch == 0) {
+    ch = (total_cand + want_blocks - 1) / want_blocks;
+    ch = (ch + slots - 1) / slots * slots;
+    ch = std::min<long long>(std::max<long long>(ch, slots), kRangeMaxChunk);
+  }
+  p->group = g;
+  p->chunk = (int32_t)ch;
+  return cudaSuccess;
+}
+
 cudaError_t range_search(const RangeTensor* tensors, int32_t ntensors, const int32_t* block_tensor,
                          int32_t nblocks, const RangeParams& p, double* curve, RangeChoice* out,
                          unsigned int* counters, cudaStream_t stream) {

@@ -9,7 +9,7 @@
 // python/trtcal/reference/range_search.py:pick (a block reduction). Percentile runs one block
 // per tensor. Values are float64; counts and prefix sums are 64-bit integers. The float64
 // reference is the NumPy module above. The launch shape (threads, group, chunk) is chosen per
-// plan by the binding (csrc/bindings/range_search_bindings.cpp) and can be overridden.
+// plan by range_search_choose_shape and can be overridden.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -66,6 +66,20 @@ constexpr int32_t kRangeMaxChunk = 1024;
 // take for the method (0: unlimited).
 size_t range_search_smem(const RangeParams& p);
 int32_t range_search_max_bins(int32_t method);
+
+// Launch shape: sets p->group and p->chunk for `total_cand` candidates over all tensors on
+// `device` (p->method and p->threads set). `group` threads work on one candidate and a block
+// takes `chunk` candidates of one tensor. group: proportional entropy splits levels over
+// `group` warps (a power of two dividing threads/32), MSE splits bins over `group` adjacent
+// lanes (<= 32), ONNX Runtime entropy keeps one thread per candidate (its loop is ORT's serial
+// smoothing); an explicit group is clamped to what the method allows. Auto (0): the smallest
+// group that keeps 4 * SMs blocks' worth of threads busy (the largest for one or a few
+// tensors, 1 for many: no partial sums to combine), and a chunk giving about 4 blocks per SM
+// over all tensors, at least one round of the block's candidate slots and at most
+// kRangeMaxChunk (so many tensors get few blocks each and load their histogram few times);
+// ONNX Runtime entropy: chunk = threads. Percentile runs one block per tensor and ignores
+// both (p is left as it is). The SM count is asked once per device.
+cudaError_t range_search_choose_shape(RangeParams* p, int device, long long total_cand, int group, int chunk);
 
 // `tensors` and `block_tensor` (tensor of each block, nblocks entries; unused by percentile,
 // which launches one block per tensor) live on the device; `counters` holds one unsigned int

@@ -369,6 +369,32 @@ cudaError_t select_resolve(const unsigned long long* counts, const uint32_t* bou
   return cudaGetLastError();
 }
 
+cudaError_t select_bracket(const void* x, DType dtype, size_t n, bool use_abs, int runs, double t_lo,
+                           double t_hi, double sigmas, const SelectBracketScratch& sc, uint32_t* keys,
+                           size_t capacity, const SelectRank* host_ranks, int nranks, cudaStream_t stream) {
+  constexpr size_t kHist16 = sizeof(unsigned int) << 16;
+  constexpr size_t kCounts = 4 * sizeof(unsigned long long);
+  if (nranks < 0) return cudaErrorInvalidValue;
+  if (reinterpret_cast<char*>(sc.counts) == reinterpret_cast<char*>(sc.hist16) + kHist16) {
+    TRTCAL_TRY(cudaMemsetAsync(sc.hist16, 0, kHist16 + kCounts, stream));  // adjacent: one memset
+  } else {
+    TRTCAL_TRY(cudaMemsetAsync(sc.hist16, 0, kHist16, stream));
+    TRTCAL_TRY(cudaMemsetAsync(sc.counts, 0, kCounts, stream));
+  }
+  TRTCAL_TRY(select_sample_histogram(x, dtype, n, use_abs, runs, sc.hist16, stream));
+  TRTCAL_TRY(select_sample_bounds(sc.hist16, t_lo, t_hi, sigmas, kSelectSampleRun, sc.bounds, stream));
+  TRTCAL_TRY(select_partition(x, dtype, n, use_abs, sc.bounds, keys, capacity, sc.counts, stream));
+  if (nranks == 0) return cudaSuccess;
+  TRTCAL_TRY(cudaMemcpyAsync(sc.ranks, host_ranks, sizeof(SelectRank) * (size_t)nranks,
+                             cudaMemcpyHostToDevice, stream));
+  for (int i = 0; i < nranks; i += kSelectMaxRanks) {
+    const int count = nranks - i < kSelectMaxRanks ? nranks - i : kSelectMaxRanks;
+    TRTCAL_TRY(
+        select_resolve(sc.counts, sc.bounds, keys, capacity, sc.ranks + i, count, sc.resolve_hist, stream));
+  }
+  return cudaSuccess;
+}
+
 cudaError_t select_sample_histogram(const void* x, DType dtype, size_t n, bool use_abs, int runs,
                                     unsigned int* hist16, cudaStream_t stream) {
   if (dtype != DType::kFloat32 && dtype != DType::kFloat16 && dtype != DType::kBFloat16) return cudaErrorInvalidValue;
