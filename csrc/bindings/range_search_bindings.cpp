@@ -367,13 +367,15 @@ void init_range_search_bindings(py::module_& m) {
       .def(py::init<int>(), py::arg("device"))
       .def_property_readonly("handle", &PrivateStream::handle);
 
+  // Keyword-only construction: 19 parameters, several of the same type.
   py::class_<RangeSearchPlan>(m, "RangeSearchPlan")
       .def(py::init<int, int, int, bool, bool, int, int, int, double, double, carray<uint64_t>, carray<int32_t>,
                     carray<uint64_t>, carray<double>, carray<double>, carray<double>, carray<int32_t>, int, int>(),
-           py::arg("device"), py::arg("method"), py::arg("levels"), py::arg("zero_bin_rule"), py::arg("tie_last"),
-           py::arg("per_bin"), py::arg("max_bound"), py::arg("threads"), py::arg("tol"), py::arg("eps"),
-           py::arg("counts_ptrs"), py::arg("nbins"), py::arg("edges_ptrs"), py::arg("linspace"), py::arg("grid"),
-           py::arg("targets"), py::arg("cands"), py::arg("group") = 0, py::arg("chunk") = 0)
+           py::kw_only(), py::arg("device"), py::arg("method"), py::arg("levels"), py::arg("zero_bin_rule"),
+           py::arg("tie_last"), py::arg("per_bin"), py::arg("max_bound"), py::arg("threads"), py::arg("tol"),
+           py::arg("eps"), py::arg("counts_ptrs"), py::arg("nbins"), py::arg("edges_ptrs"),
+           py::arg("linspace"), py::arg("grid"), py::arg("targets"), py::arg("cands"), py::arg("group") = 0,
+           py::arg("chunk") = 0)
       .def("launch", &RangeSearchPlan::launch, py::arg("stream"))
       .def("read", &RangeSearchPlan::read, py::arg("stream"), py::arg("with_curve"))
       .def_property_readonly("blocks", &RangeSearchPlan::blocks)

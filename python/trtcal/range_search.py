@@ -555,6 +555,10 @@ def _plan_arrays(jobs: List[_Job], s: _Spec) -> _PlanArrays:
                        targets.ravel(), cands.ravel(), host_counts, counts_off, host_edges, edges_off)
 
 
+# The names of what _kernel_params returns first, as the binding's keywords.
+_KERNEL_PARAMS = ("method", "levels", "zero_bin_rule", "tie_last", "per_bin", "max_bound", "threads", "tol", "eps")
+
+
 def _kernel_params(s: _Spec, method: int, threads: Optional[int] = None, group: Optional[int] = None,
                    chunk: Optional[int] = None) -> Tuple[Any, ...]:
     """(method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, tol, eps) and
@@ -612,8 +616,10 @@ class _GpuBatch:
                 on_host = offs >= 0
                 ptrs[on_host] = np.uint64(int(buf.ptr)) + offs[on_host].astype(np.uint64) * np.uint64(8)
         params, (group_, chunk_) = _kernel_params(s, a.method, threads, group, chunk)
-        self.plan = ext.RangeSearchPlan(device, *params, counts_ptrs, a.nbins, edges_ptrs, a.linspace, a.grid,
-                                        a.targets, a.cands, group=group_, chunk=chunk_)
+        self.plan = ext.RangeSearchPlan(device=device, **dict(zip(_KERNEL_PARAMS, params)),
+                                        counts_ptrs=counts_ptrs, nbins=a.nbins, edges_ptrs=edges_ptrs,
+                                        linspace=a.linspace, grid=a.grid, targets=a.targets, cands=a.cands,
+                                        group=group_, chunk=chunk_)
 
     @property
     def shape(self) -> Tuple[int, int, int, int]:
