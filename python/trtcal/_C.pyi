@@ -160,7 +160,10 @@ def _histogram_set_blocks_per_sm(arg0: int, /) -> None: ...
 def histogram_fixed(
     arg0: int, arg1: int, arg2: int, arg3: float, arg4: int, arg5: bool, arg6: int, arg7: int, /
 ) -> tuple[NDArray[np.int64], NDArray[np.uint64]]:
-    """(ptr, dtype, n, range, bins, signed, stream, device) -> (counts, [outside, nan, posinf, neginf])."""
+    """(ptr, dtype, n, range, bins, signed, stream, device) -> (counts, stats).
+
+    stats: outside, nan, posinf, neginf.
+    """
 
 def histogram_once(
     ptr: int, dtype: int, n: int, bins: int, signed: bool, stream: int, device: int

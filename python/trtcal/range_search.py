@@ -479,7 +479,9 @@ def _launch_shape(method: int, threads: Optional[int], group: Optional[int],
 
 
 def _gpu_method(s: _Spec) -> int:
-    return _RANGE_METHOD["percentile"] if s.method == "percentile" else _GPU_METHOD[(s.method, s.flavor)]
+    if s.method == "percentile":
+        return _RANGE_METHOD["percentile"]
+    return _GPU_METHOD[(s.method, s.flavor)]
 
 
 @dataclass
@@ -531,7 +533,8 @@ def _plan_arrays(jobs: List[_Job], s: _Spec) -> _PlanArrays:
         if j.device_ptr is not None:
             counts_ptrs[t] = j.device_ptr
     edges_off = np.full(T, -1, np.int64)
-    need_edges = [t for t, j in enumerate(jobs) if method == _RANGE_METHOD["mse"] and j.linspace is None]
+    mse = method == _RANGE_METHOD["mse"]
+    need_edges = [t for t, j in enumerate(jobs) if mse and j.linspace is None]
     host_edges, eoffs = _pack([jobs[t].edges for t in need_edges], np.float64)
     edges_off[need_edges] = eoffs
     lin = np.zeros((T, 3))
@@ -556,7 +559,8 @@ def _plan_arrays(jobs: List[_Job], s: _Spec) -> _PlanArrays:
 
 
 # The names of what _kernel_params returns first, as the binding's keywords.
-_KERNEL_PARAMS = ("method", "levels", "zero_bin_rule", "tie_last", "per_bin", "max_bound", "threads", "tol", "eps")
+_KERNEL_PARAMS = ("method", "levels", "zero_bin_rule", "tie_last", "per_bin", "max_bound",
+                  "threads", "tol", "eps")
 
 
 def _kernel_params(s: _Spec, method: int, threads: Optional[int] = None, group: Optional[int] = None,
@@ -616,10 +620,10 @@ class _GpuBatch:
                 on_host = offs >= 0
                 ptrs[on_host] = np.uint64(int(buf.ptr)) + offs[on_host].astype(np.uint64) * np.uint64(8)
         params, (group_, chunk_) = _kernel_params(s, a.method, threads, group, chunk)
-        self.plan = ext.RangeSearchPlan(device=device, **dict(zip(_KERNEL_PARAMS, params)),
-                                        counts_ptrs=counts_ptrs, nbins=a.nbins, edges_ptrs=edges_ptrs,
-                                        linspace=a.linspace, grid=a.grid, targets=a.targets, cands=a.cands,
-                                        group=group_, chunk=chunk_)
+        self.plan = ext.RangeSearchPlan(
+            device=device, **dict(zip(_KERNEL_PARAMS, params)), counts_ptrs=counts_ptrs,
+            nbins=a.nbins, edges_ptrs=edges_ptrs, linspace=a.linspace, grid=a.grid,
+            targets=a.targets, cands=a.cands, group=group_, chunk=chunk_)
 
     @property
     def shape(self) -> Tuple[int, int, int, int]:
