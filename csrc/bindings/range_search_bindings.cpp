@@ -39,27 +39,8 @@ class PrivateStream {
   cudaStream_t s_{};
 };
 
-// The launch of one method over many tensors, as built on the host: parameters, one
-// descriptor per tensor and the tensor of each block.
-struct PlanLayout {
-  RangeParams p{};
-  std::vector<RangeTensor> desc;
-  std::vector<int32_t> block_tensor;
-  int32_t ntensors = 0, nblocks = 0;
-  long long curve_len = 0;
-
-  // Byte offsets of the parts of one device allocation.
-  size_t map_off() const { return align256(sizeof(RangeTensor) * desc.size()); }
-  size_t out_off() const { return align256(map_off() + sizeof(int32_t) * block_tensor.size()); }
-  size_t cnt_off() const { return align256(out_off() + sizeof(RangeChoice) * desc.size()); }
-  size_t curve_off() const { return align256(cnt_off() + sizeof(unsigned int) * desc.size()); }
-  size_t total() const { return curve_off() + sizeof(double) * (size_t)std::max<long long>(curve_len, 1); }
-};
-
-// Launch shape: range_search_choose_shape (kernels/range_search.h).
-void choose_shape(RangeParams& p, int device, long long total_cand, int group, int chunk) {
-  TRTCAL_CHECK_CUDA(range_search_choose_shape(&p, device, total_cand, group, chunk));
-}
+// The launch of one method over many tensors, as built on the host (kernels/range_search.h).
+using PlanLayout = RangeSearchLayout;
 
 PlanLayout build_layout(int device, int method, int levels, bool zero_bin_rule, bool tie_last, int per_bin,
                         int max_bound, int threads, double tol, double eps, const carray<uint64_t>& counts_ptrs,
@@ -93,11 +74,7 @@ PlanLayout build_layout(int device, int method, int levels, bool zero_bin_rule, 
   const double* gr = grid.data();
   const double* tg = targets.data();
   const int32_t* cd = cands.data();
-  long long total_cand = 0;
-  for (py::ssize_t t = 0; t < T; ++t) total_cand += std::max(cd[3 * t + 2], 0);
-  choose_shape(L.p, device, total_cand, group, chunk);
   L.desc.resize(T);
-  long long curve = 0;
   for (py::ssize_t t = 0; t < T; ++t) {
     RangeTensor& d = L.desc[t];
     d.counts = reinterpret_cast<const long long*>(cp[t]);
@@ -117,19 +94,12 @@ PlanLayout build_layout(int device, int method, int levels, bool zero_bin_rule, 
                      "trtcal: every tensor needs counts and >= 1 bin");
     TRTCAL_CHECK_ARG(method == kRangePercentile || (d.ncand >= 1 && d.stride >= 1 && d.first >= 0),
                      "trtcal: every tensor needs >= 1 candidate");
-    d.curve = curve;
-    d.block0 = (int32_t)L.block_tensor.size();
-    d.nblocks = method == kRangePercentile ? 0 : (d.ncand + L.p.chunk - 1) / L.p.chunk;
-    L.block_tensor.insert(L.block_tensor.end(), d.nblocks, (int32_t)t);
-    if (method != kRangePercentile) curve += d.ncand;
-    L.p.max_bins = std::max(L.p.max_bins, d.nbins);
   }
+  TRTCAL_CHECK_CUDA(range_search_layout(&L, device, group, chunk));  // shape, blocks, curve offsets
   const int32_t limit = range_search_max_bins(method);
   TRTCAL_CHECK_ARG(!limit || L.p.max_bins <= limit,
                    "trtcal: this range-search method takes at most " + std::to_string(limit) +
                        " bins per histogram on the GPU, got " + std::to_string(L.p.max_bins));
-  L.nblocks = (int32_t)L.block_tensor.size();
-  L.curve_len = curve;
   return L;
 }
 

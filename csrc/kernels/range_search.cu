@@ -594,6 +594,28 @@ cudaError_t range_search_choose_shape(RangeParams* p, int device, long long tota
   return cudaSuccess;
 }
 
+cudaError_t range_search_layout(RangeSearchLayout* L, int device, int group, int chunk) {
+  long long total_cand = 0;
+  for (const RangeTensor& d : L->desc) total_cand += std::max(d.ncand, 0);
+  TRTCAL_TRY(range_search_choose_shape(&L->p, device, total_cand, group, chunk));
+  const bool percentile = L->p.method == kRangePercentile;
+  L->ntensors = (int32_t)L->desc.size();
+  L->block_tensor.clear();
+  long long curve = 0;
+  for (int32_t t = 0; t < L->ntensors; ++t) {
+    RangeTensor& d = L->desc[t];
+    d.curve = curve;
+    d.block0 = (int32_t)L->block_tensor.size();
+    d.nblocks = percentile ? 0 : (d.ncand + L->p.chunk - 1) / L->p.chunk;
+    L->block_tensor.insert(L->block_tensor.end(), d.nblocks, t);
+    if (!percentile) curve += d.ncand;
+    L->p.max_bins = std::max(L->p.max_bins, d.nbins);
+  }
+  L->nblocks = (int32_t)L->block_tensor.size();
+  L->curve_len = curve;
+  return cudaSuccess;
+}
+
 cudaError_t range_search(const RangeTensor* tensors, int32_t ntensors, const int32_t* block_tensor,
                          int32_t nblocks, const RangeParams& p, double* curve, RangeChoice* out,
                          unsigned int* counters, cudaStream_t stream) {

@@ -13,7 +13,9 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace trtcal {
 
@@ -80,6 +82,30 @@ int32_t range_search_max_bins(int32_t method);
 // ONNX Runtime entropy: chunk = threads. Percentile runs one block per tensor and ignores
 // both (p is left as it is). The SM count is asked once per device.
 cudaError_t range_search_choose_shape(RangeParams* p, int device, long long total_cand, int group, int chunk);
+
+// The host side of one launch over many tensors: parameters, one descriptor per tensor, the
+// tensor of each block, and the byte layout of one device allocation holding
+// [descriptors | block map | choices | counters | curve] (parts 256-byte aligned).
+struct RangeSearchLayout {
+  RangeParams p{};
+  std::vector<RangeTensor> desc;
+  std::vector<int32_t> block_tensor;
+  int32_t ntensors = 0, nblocks = 0;
+  long long curve_len = 0;
+
+  static size_t align256(size_t v) { return (v + 255) & ~size_t(255); }
+  size_t map_off() const { return align256(sizeof(RangeTensor) * desc.size()); }
+  size_t out_off() const { return align256(map_off() + sizeof(int32_t) * block_tensor.size()); }
+  size_t cnt_off() const { return align256(out_off() + sizeof(RangeChoice) * desc.size()); }
+  size_t curve_off() const { return align256(cnt_off() + sizeof(unsigned int) * desc.size()); }
+  size_t total() const { return curve_off() + sizeof(double) * (size_t)(curve_len > 1 ? curve_len : 1); }
+};
+
+// Completes a layout whose p (all but group, chunk, max_bins) and desc (counts .. ncand) are
+// set: the launch shape (range_search_choose_shape over all tensors' candidates, with `group`
+// and `chunk`, 0: auto), then each tensor's curve offset and blocks, block_tensor, p.max_bins,
+// nblocks, ntensors and curve_len. The caller checks p.max_bins against range_search_max_bins.
+cudaError_t range_search_layout(RangeSearchLayout* L, int device, int group, int chunk);
 
 // `tensors` and `block_tensor` (tensor of each block, nblocks entries; unused by percentile,
 // which launches one block per tensor) live on the device; `counters` holds one unsigned int
