@@ -94,6 +94,7 @@ class DeviceBuffer {
   int device_ = 0;
 };
 
+void init_enum_bindings(py::module_& m);
 void init_runtime_bindings(py::module_& m);
 void init_minmax_bindings(py::module_& m);
 void init_histogram_bindings(py::module_& m);

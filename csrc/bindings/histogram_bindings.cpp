@@ -10,6 +10,7 @@
 #include "common.h"
 #include "workspace.h"
 #include "kernels/histogram.h"
+#include "kernels/histogram_staging.h"
 #include "kernels/minmax.h"
 #include "stream_order.h"
 
@@ -156,88 +157,12 @@ class HistogramStateBinding {
   DeviceBuffer state_, counts_, scratch_;
 };
 
-// Pinned descriptors and their device copies for histogram_update_many, per device. Two
-// rings of slots, each slot guarded by an event until its copy has left it, so that the host
-// waits for the GPU only when it is a whole ring ahead: small launches (2..kSmallItems
-// tensors; a single tensor takes the single-tensor kernels and no descriptors) share one
-// arena allocated once, so the steady state
-// neither waits nor allocates; larger batches (one per forward) use a short ring of slots that
-// grow to fit. Allocation mid-forward (cudaMallocHost) or a shallow ring made the host wait
-// and serialised host and GPU (benchmarks/NOTES.md, PyTorch hooks).
-class BatchStaging {
- public:
-  static constexpr int kSmallSlots = 1024;
-  static constexpr size_t kSmallItems = 8;
-  static constexpr int kLargeSlots = 16;
-  explicit BatchStaging(int device) : device_(device) {}
-  ~BatchStaging() {
-    DeviceGuard g(device_);
-    if (small_host_) cudaFreeHost(small_host_);
-    for (auto& s : large_)
-      if (s.host) cudaFreeHost(s.host);
-  }
-  // A slot with room for n descriptors: (host, device) arrays.
-  std::pair<HistogramBatchItem*, HistogramBatchItem*> take(size_t n) {
-    if (n <= kSmallItems) {
-      if (!small_host_) {
-        DeviceGuard g(device_);
-        const size_t bytes = kSmallSlots * kSmallItems * sizeof(HistogramBatchItem);
-        TRTCAL_CHECK_CUDA(cudaMallocHost(reinterpret_cast<void**>(&small_host_), bytes));
-        small_dev_ = std::make_unique<DeviceBuffer>(bytes, device_);
-        for (auto& e : small_done_) e = std::make_unique<SharedEvent>(device_);
-      }
-      const int k = next_small_;
-      next_small_ = (next_small_ + 1) % kSmallSlots;
-      if (small_used_[k]) TRTCAL_CHECK_CUDA(cudaEventSynchronize(small_done_[k]->get()));
-      current_ = small_done_[k].get();
-      small_used_[k] = true;
-      return {small_host_ + k * kSmallItems,
-              static_cast<HistogramBatchItem*>(small_dev_->data()) + k * kSmallItems};
-    }
-    Slot& s = large_[next_large_];
-    next_large_ = (next_large_ + 1) % kLargeSlots;
-    if (s.used) TRTCAL_CHECK_CUDA(cudaEventSynchronize(s.done->get()));
-    if (!s.done) s.done = std::make_unique<SharedEvent>(device_);
-    if (n > s.capacity) {
-      DeviceGuard g(device_);
-      if (s.host) cudaFreeHost(s.host);
-      s.host = nullptr;
-      s.capacity = 0;
-      const size_t cap = std::max<size_t>(n, 256);
-      TRTCAL_CHECK_CUDA(cudaMallocHost(reinterpret_cast<void**>(&s.host), cap * sizeof(HistogramBatchItem)));
-      s.dev = std::make_unique<DeviceBuffer>(cap * sizeof(HistogramBatchItem), device_);
-      s.capacity = cap;
-    }
-    s.used = true;
-    current_ = s.done.get();
-    return {s.host, static_cast<HistogramBatchItem*>(s.dev->data())};
-  }
-  // After the copy out of the slot last taken was queued on `stream`.
-  void copied(uintptr_t stream) { current_->record(stream); }
-
- private:
-  struct Slot {
-    HistogramBatchItem* host = nullptr;
-    std::unique_ptr<DeviceBuffer> dev;
-    std::unique_ptr<SharedEvent> done;
-    size_t capacity = 0;
-    bool used = false;
-  };
-  int device_;
-  HistogramBatchItem* small_host_ = nullptr;
-  std::unique_ptr<DeviceBuffer> small_dev_;
-  std::vector<std::unique_ptr<SharedEvent>> small_done_ = std::vector<std::unique_ptr<SharedEvent>>(kSmallSlots);
-  std::vector<bool> small_used_ = std::vector<bool>(kSmallSlots, false);
-  std::vector<Slot> large_ = std::vector<Slot>(kLargeSlots);
-  int next_small_ = 0, next_large_ = 0;
-  SharedEvent* current_ = nullptr;
-};
-
-BatchStaging& staging_for(int device) {
+// The descriptor staging ring of each device (kernels/histogram_staging.h).
+HistogramStagingRing& staging_for(int device) {
   // never destroyed: the CUDA runtime may be gone at process exit
-  static auto* all = new std::vector<std::unique_ptr<BatchStaging>>();
+  static auto* all = new std::vector<std::unique_ptr<HistogramStagingRing>>();
   if ((int)all->size() <= device) all->resize(device + 1);
-  if (!(*all)[device]) (*all)[device] = std::make_unique<BatchStaging>(device);
+  if (!(*all)[device]) (*all)[device] = std::make_unique<HistogramStagingRing>(device);
   return *(*all)[device];
 }
 
@@ -258,8 +183,10 @@ void update_many(py::list states, py::list ptrs, py::list dtypes, py::list sizes
     return;
   }
   DeviceGuard g(device);
-  BatchStaging& st = staging_for(device);
-  auto [items, items_dev] = st.take(n);
+  HistogramStagingRing& st = staging_for(device);
+  HistogramBatchItem* items = nullptr;
+  HistogramBatchItem* items_dev = nullptr;
+  TRTCAL_CHECK_CUDA(st.take(n, &items, &items_dev));
   for (size_t i = 0; i < n; ++i) {
     HistogramBatchItem& it = items[i];
     it = HistogramBatchItem{};
@@ -276,7 +203,7 @@ void update_many(py::list states, py::list ptrs, py::list dtypes, py::list sizes
   {
     py::gil_scoped_release nogil;
     TRTCAL_CHECK_CUDA(histogram_update_many(items, (int32_t)n, items_dev, as_stream(stream)));
-    st.copied(stream);
+    TRTCAL_CHECK_CUDA(st.copied(as_stream(stream)));
   }
   auto done = std::make_shared<SharedEvent>(device);
   done->record(stream);

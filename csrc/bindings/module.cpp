@@ -4,6 +4,7 @@
 PYBIND11_MODULE(_C, m) {
   m.doc() = "trtcal CUDA kernels (private; use the trtcal package)";
   pybind11::register_exception<trtcal::DeviceOutOfMemory>(m, "DeviceOutOfMemory", PyExc_MemoryError);
+  trtcal::init_enum_bindings(m);
   trtcal::init_runtime_bindings(m);
   trtcal::init_minmax_bindings(m);
   trtcal::init_histogram_bindings(m);

@@ -39,71 +39,8 @@ class PrivateStream {
   cudaStream_t s_{};
 };
 
-// The launch of one method over many tensors, as built on the host: parameters, one
-// descriptor per tensor and the tensor of each block.
-struct PlanLayout {
-  RangeParams p{};
-  std::vector<RangeTensor> desc;
-  std::vector<int32_t> block_tensor;
-  int32_t ntensors = 0, nblocks = 0;
-  long long curve_len = 0;
-
-  // Byte offsets of the parts of one device allocation.
-  size_t map_off() const { return align256(sizeof(RangeTensor) * desc.size()); }
-  size_t out_off() const { return align256(map_off() + sizeof(int32_t) * block_tensor.size()); }
-  size_t cnt_off() const { return align256(out_off() + sizeof(RangeChoice) * desc.size()); }
-  size_t curve_off() const { return align256(cnt_off() + sizeof(unsigned int) * desc.size()); }
-  size_t total() const { return curve_off() + sizeof(double) * (size_t)std::max<long long>(curve_len, 1); }
-};
-
-// Launch shape. `group` threads work on one candidate and a block takes `chunk` candidates
-// of one tensor. group: proportional entropy splits levels over `group` warps (a power of
-// two dividing threads/32), MSE splits bins over `group` adjacent lanes (<= 32), ONNX Runtime
-// entropy keeps one thread per candidate (its loop is ORT's serial smoothing); an explicit
-// group is clamped to what the method allows (`shape` reports the result). Auto (0): the
-// smallest group that keeps kBlocksPerSm * SMs blocks' worth of threads busy (the largest
-// for one or a few tensors, 1 for many: no partial sums to combine), and a chunk giving about
-// kBlocksPerSm blocks per SM over all tensors, at least one round of the block's candidate
-// slots and at most kRangeMaxChunk (so many tensors get few blocks each and load their
-// histogram few times); ONNX Runtime entropy: chunk = threads, as before v2. Percentile runs
-// one block per tensor and ignores both.
-void choose_shape(RangeParams& p, int device, long long total_cand, int group, int chunk) {
-  constexpr long long kBlocksPerSm = 4;
-  if (p.method == kRangePercentile) return;
-  static int sm_count[64] = {0};  // per device, asked once
-  int sms = device >= 0 && device < 64 ? sm_count[device] : 0;
-  if (sms == 0) {
-    DeviceGuard dg(device);
-    TRTCAL_CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    if (device >= 0 && device < 64) sm_count[device] = sms;
-  }
-  const long long want_blocks = kBlocksPerSm * std::max(sms, 1);
-  int cap = 32;
-  if (p.method == kRangeEntropyOnnxRuntime) {
-    cap = 1;
-  } else if (p.method == kRangeEntropyProportional) {
-    const int nwarps = p.threads / 32;
-    cap = 1;
-    while (cap < 32 && nwarps % (cap * 2) == 0) cap *= 2;
-  }
-  int g = 1;
-  if (group > 0) {
-    while (g * 2 <= std::min(group, cap)) g *= 2;
-  } else {
-    while (g < cap && total_cand * g < want_blocks * p.threads) g *= 2;
-  }
-  const int slots = std::max(p.threads / g, 1);
-  long long ch = chunk;
-  if (ch == 0 && p.method == kRangeEntropyOnnxRuntime) {
-    ch = std::min(p.threads, kRangeMaxChunk);  // one candidate per thread: its O(n) loop wants threads
-  } else if (ch == 0) {
-    ch = (total_cand + want_blocks - 1) / want_blocks;
-    ch = (ch + slots - 1) / slots * slots;
-    ch = std::min<long long>(std::max<long long>(ch, slots), kRangeMaxChunk);
-  }
-  p.group = g;
-  p.chunk = (int32_t)ch;
-}
+// The launch of one method over many tensors, as built on the host (kernels/range_search.h).
+using PlanLayout = RangeSearchLayout;
 
 PlanLayout build_layout(int device, int method, int levels, bool zero_bin_rule, bool tie_last, int per_bin,
                         int max_bound, int threads, double tol, double eps, const carray<uint64_t>& counts_ptrs,
@@ -137,11 +74,7 @@ PlanLayout build_layout(int device, int method, int levels, bool zero_bin_rule, 
   const double* gr = grid.data();
   const double* tg = targets.data();
   const int32_t* cd = cands.data();
-  long long total_cand = 0;
-  for (py::ssize_t t = 0; t < T; ++t) total_cand += std::max(cd[3 * t + 2], 0);
-  choose_shape(L.p, device, total_cand, group, chunk);
   L.desc.resize(T);
-  long long curve = 0;
   for (py::ssize_t t = 0; t < T; ++t) {
     RangeTensor& d = L.desc[t];
     d.counts = reinterpret_cast<const long long*>(cp[t]);
@@ -161,19 +94,12 @@ PlanLayout build_layout(int device, int method, int levels, bool zero_bin_rule, 
                      "trtcal: every tensor needs counts and >= 1 bin");
     TRTCAL_CHECK_ARG(method == kRangePercentile || (d.ncand >= 1 && d.stride >= 1 && d.first >= 0),
                      "trtcal: every tensor needs >= 1 candidate");
-    d.curve = curve;
-    d.block0 = (int32_t)L.block_tensor.size();
-    d.nblocks = method == kRangePercentile ? 0 : (d.ncand + L.p.chunk - 1) / L.p.chunk;
-    L.block_tensor.insert(L.block_tensor.end(), d.nblocks, (int32_t)t);
-    if (method != kRangePercentile) curve += d.ncand;
-    L.p.max_bins = std::max(L.p.max_bins, d.nbins);
   }
+  TRTCAL_CHECK_CUDA(range_search_layout(&L, device, group, chunk));  // shape, blocks, curve offsets
   const int32_t limit = range_search_max_bins(method);
   TRTCAL_CHECK_ARG(!limit || L.p.max_bins <= limit,
                    "trtcal: this range-search method takes at most " + std::to_string(limit) +
                        " bins per histogram on the GPU, got " + std::to_string(L.p.max_bins));
-  L.nblocks = (int32_t)L.block_tensor.size();
-  L.curve_len = curve;
   return L;
 }
 
@@ -411,13 +337,15 @@ void init_range_search_bindings(py::module_& m) {
       .def(py::init<int>(), py::arg("device"))
       .def_property_readonly("handle", &PrivateStream::handle);
 
+  // Keyword-only construction: 19 parameters, several of the same type.
   py::class_<RangeSearchPlan>(m, "RangeSearchPlan")
       .def(py::init<int, int, int, bool, bool, int, int, int, double, double, carray<uint64_t>, carray<int32_t>,
                     carray<uint64_t>, carray<double>, carray<double>, carray<double>, carray<int32_t>, int, int>(),
-           py::arg("device"), py::arg("method"), py::arg("levels"), py::arg("zero_bin_rule"), py::arg("tie_last"),
-           py::arg("per_bin"), py::arg("max_bound"), py::arg("threads"), py::arg("tol"), py::arg("eps"),
-           py::arg("counts_ptrs"), py::arg("nbins"), py::arg("edges_ptrs"), py::arg("linspace"), py::arg("grid"),
-           py::arg("targets"), py::arg("cands"), py::arg("group") = 0, py::arg("chunk") = 0)
+           py::kw_only(), py::arg("device"), py::arg("method"), py::arg("levels"), py::arg("zero_bin_rule"),
+           py::arg("tie_last"), py::arg("per_bin"), py::arg("max_bound"), py::arg("threads"), py::arg("tol"),
+           py::arg("eps"), py::arg("counts_ptrs"), py::arg("nbins"), py::arg("edges_ptrs"),
+           py::arg("linspace"), py::arg("grid"), py::arg("targets"), py::arg("cands"), py::arg("group") = 0,
+           py::arg("chunk") = 0)
       .def("launch", &RangeSearchPlan::launch, py::arg("stream"))
       .def("read", &RangeSearchPlan::read, py::arg("stream"), py::arg("with_curve"))
       .def_property_readonly("blocks", &RangeSearchPlan::blocks)
@@ -498,22 +426,11 @@ void init_range_search_bindings(py::module_& m) {
       uint32_t* keys = sc.key_buffer(capacity, device);
       keys_ptr = reinterpret_cast<uintptr_t>(keys);
       cudaStream_t s = as_stream(stream);
-      // hist16 and counts are adjacent: one memset
-      TRTCAL_CHECK_CUDA(cudaMemsetAsync(sc.hist16(), 0, SelectScratch::kHist16 + SelectScratch::kCounts, s));
-      TRTCAL_CHECK_CUDA(select_sample_histogram(as_ptr<const void>(x), t, n, use_abs, runs, sc.hist16(), s));
-      TRTCAL_CHECK_CUDA(select_sample_bounds(sc.hist16(), t_lo, t_hi, sigmas, kSelectSampleRun, sc.bounds(), s));
-      TRTCAL_CHECK_CUDA(select_partition(as_ptr<const void>(x), t, n, use_abs, sc.bounds(), keys, capacity,
-                                         sc.counts(), s));
       for (size_t i = 0; i < ranks.size(); ++i) resolved[i] = SelectRank{ranks[i], 0, 0, 0, 0};
-      if (!ranks.empty()) {
-        TRTCAL_CHECK_CUDA(cudaMemcpyAsync(sc.ranks(), resolved.data(), resolved.size() * sizeof(SelectRank),
-                                          cudaMemcpyHostToDevice, s));
-        for (size_t i = 0; i < ranks.size(); i += kSelectMaxRanks) {
-          const int count = (int)std::min<size_t>(kSelectMaxRanks, ranks.size() - i);
-          TRTCAL_CHECK_CUDA(select_resolve(sc.counts(), sc.bounds(), keys, capacity, sc.ranks() + i, count,
-                                           sc.resolve_hist(), s));
-        }
-      }
+      const SelectBracketScratch scratch{sc.hist16(), sc.counts(), sc.bounds(), sc.ranks(),
+                                         sc.resolve_hist()};
+      TRTCAL_CHECK_CUDA(select_bracket(as_ptr<const void>(x), t, n, use_abs, runs, t_lo, t_hi, sigmas,
+                                       scratch, keys, capacity, resolved.data(), (int)resolved.size(), s));
       // counts, bounds and ranks are adjacent: one copy
       std::vector<unsigned char> host(SelectScratch::kCounts + SelectScratch::kBounds +
                                       ranks.size() * sizeof(SelectRank));

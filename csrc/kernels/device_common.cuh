@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "error.h"
+
 namespace trtcal {
 namespace detail {
 
@@ -131,8 +133,7 @@ struct SumOp {
 template <typename K>
 inline cudaError_t allow_dynamic_smem(K* kernel, size_t bytes) {
   cudaFuncAttributes a;
-  cudaError_t err = cudaFuncGetAttributes(&a, kernel);
-  if (err != cudaSuccess) return err;
+  TRTCAL_TRY(cudaFuncGetAttributes(&a, kernel));
   if (bytes + a.sharedSizeBytes <= 48 * 1024 || bytes <= (size_t)a.maxDynamicSharedSizeBytes)
     return cudaSuccess;
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);

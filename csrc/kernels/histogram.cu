@@ -656,8 +656,7 @@ cudaError_t histogram_state_init(HistogramState* state, unsigned long long* coun
                                  int32_t nbins, bool is_signed, cudaStream_t stream) {
   if (nbins < 1 || nbins > kMaxHistogramBins || (is_signed && nbins % 2)) return cudaErrorInvalidValue;
   histogram_init_kernel<<<1, 1, 0, stream>>>(state, nbins, is_signed);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return err;
+  TRTCAL_TRY(cudaGetLastError());
   return cudaMemsetAsync(counts, 0, sizeof(unsigned long long) * nbins, stream);
 }
 
@@ -667,17 +666,16 @@ cudaError_t histogram_update(const void* x, DType dtype, size_t n, HistogramStat
   if (nbins < 1 || nbins > kMaxHistogramBins || (is_signed && nbins % 2)) return cudaErrorInvalidValue;
   const Layout l = choose_layout(nbins);
   const int blocks = grid_for(n, l);
-  cudaError_t err = cudaSuccess;
   TRTCAL_FLOAT_SWITCH(dtype, T, {
     const T* p = static_cast<const T*>(x);
     auto p1 = is_signed ? histogram_pass1_kernel<T, true> : histogram_pass1_kernel<T, false>;
     auto p2 = is_signed ? histogram_pass2_kernel<T, true> : histogram_pass2_kernel<T, false>;
-    if ((err = prepare(p1, l)) != cudaSuccess) return err;
-    if ((err = prepare(p2, l)) != cudaSuccess) return err;
+    TRTCAL_TRY(prepare(p1, l));
+    TRTCAL_TRY(prepare(p2, l));
     if (n > 0) p1<<<blocks, kThreads, l.smem, stream>>>(p, n, state, counts, l.replicas);
-    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    TRTCAL_TRY(cudaGetLastError());
     histogram_grow_kernel<<<1, 1024, 0, stream>>>(state, counts, scratch);
-    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    TRTCAL_TRY(cudaGetLastError());
     if (n > 0) p2<<<blocks, kThreads, l.smem, stream>>>(p, n, state, counts, l.replicas);
   });
   return cudaGetLastError();
@@ -714,16 +712,14 @@ cudaError_t histogram_update_many(HistogramBatchItem* items, int32_t nitems, His
     blocks += it.nblocks;
   }
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-  cudaError_t err;
-  if ((err = prepare(histogram_pass1_many_kernel, l)) != cudaSuccess) return err;
-  if ((err = prepare(histogram_pass2_many_kernel, l)) != cudaSuccess) return err;
-  if ((err = cudaMemcpyAsync(items_dev, items, sizeof(HistogramBatchItem) * nitems, cudaMemcpyHostToDevice,
-                             stream)) != cudaSuccess)
-    return err;
+  TRTCAL_TRY(prepare(histogram_pass1_many_kernel, l));
+  TRTCAL_TRY(prepare(histogram_pass2_many_kernel, l));
+  TRTCAL_TRY(
+      cudaMemcpyAsync(items_dev, items, sizeof(HistogramBatchItem) * nitems, cudaMemcpyHostToDevice, stream));
   histogram_pass1_many_kernel<<<(int)blocks, kThreads, l.smem, stream>>>(items_dev, nitems, l.replicas);
-  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  TRTCAL_TRY(cudaGetLastError());
   histogram_grow_many_kernel<<<nitems, 1024, 0, stream>>>(items_dev);
-  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  TRTCAL_TRY(cudaGetLastError());
   histogram_pass2_many_kernel<<<(int)blocks, kThreads, l.smem, stream>>>(items_dev, nitems, l.replicas);
   return cudaGetLastError();
 }
@@ -746,11 +742,10 @@ cudaError_t histogram_fixed_range(const void* x, DType dtype, size_t n, double r
   const Layout l = choose_layout(nbins);
   const int blocks = grid_for(n, l);
   const double scale = (is_signed ? nbins / 2 : nbins) / range;
-  cudaError_t err = cudaSuccess;
   TRTCAL_FLOAT_SWITCH(dtype, T, {
     const T* p = static_cast<const T*>(x);
     auto k = is_signed ? histogram_fixed_kernel<T, true> : histogram_fixed_kernel<T, false>;
-    if ((err = prepare(k, l)) != cudaSuccess) return err;
+    TRTCAL_TRY(prepare(k, l));
     k<<<blocks, kThreads, l.smem, stream>>>(p, n, range, scale, nbins, counts, stats, l.replicas);
   });
   return cudaGetLastError();

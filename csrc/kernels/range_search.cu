@@ -70,6 +70,22 @@ __device__ Prefix carve(unsigned char* base, int32_t max_bins, bool with_f) {
   return s;
 }
 
+// Inclusive scan over the warp of the running sums (b, n) and, when `wf`, the double-double
+// (h, l). Every lane of the warp must call it.
+__device__ __forceinline__ void warp_scan_sums(long long& b, int& n, double& h, double& l, bool wf) {
+  const int lane = threadIdx.x & 31;
+  for (int o = 1; o < 32; o <<= 1) {
+    const long long tb = __shfl_up_sync(kFull, b, o);
+    const int tn = __shfl_up_sync(kFull, n, o);
+    const double th = __shfl_up_sync(kFull, h, o), tl = __shfl_up_sync(kFull, l, o);
+    if (lane >= o) {
+      b += tb;
+      n += tn;
+      if (wf) dd_add(h, l, th, tl);
+    }
+  }
+}
+
 // Loads the counts (counts[0] := counts[1] when zero_rule) and turns B, N (and F) into
 // inclusive prefix sums with position 0 = 0. Coalesced loads; each thread then scans an
 // odd-length run of positions (a warp's strided shared accesses hit distinct banks), warps
@@ -97,17 +113,7 @@ __device__ void load_and_scan(const long long* __restrict__ counts, int n, bool 
     sn += s.N[j];
     if (wf) dd_add(fh, fl, s.Fhi[j], 0.0);
   }
-  // inclusive warp scan of the run totals
-  for (int o = 1; o < 32; o <<= 1) {
-    const long long tb = __shfl_up_sync(kFull, sb, o);
-    const int tn = __shfl_up_sync(kFull, sn, o);
-    const double th = __shfl_up_sync(kFull, fh, o), tl = __shfl_up_sync(kFull, fl, o);
-    if (lane >= o) {
-      sb += tb;
-      sn += tn;
-      if (wf) dd_add(fh, fl, th, tl);
-    }
-  }
+  warp_scan_sums(sb, sn, fh, fl, wf);  // inclusive, over the run totals
   if (lane == 31) {
     wB[warp] = sb;
     wN[warp] = sn;
@@ -128,16 +134,7 @@ __device__ void load_and_scan(const long long* __restrict__ counts, int n, bool 
     long long xb = lane < nw ? wB[lane] : 0;
     int xn = lane < nw ? wN[lane] : 0;
     double xh = lane < nw ? wFh[lane] : 0.0, xl = lane < nw ? wFl[lane] : 0.0;
-    for (int o = 1; o < 32; o <<= 1) {
-      const long long tb = __shfl_up_sync(kFull, xb, o);
-      const int tn = __shfl_up_sync(kFull, xn, o);
-      const double th = __shfl_up_sync(kFull, xh, o), tl = __shfl_up_sync(kFull, xl, o);
-      if (lane >= o) {
-        xb += tb;
-        xn += tn;
-        if (wf) dd_add(xh, xl, th, tl);
-      }
-    }
+    warp_scan_sums(xb, xn, xh, xl, wf);
     long long yb = __shfl_up_sync(kFull, xb, 1);
     int yn = __shfl_up_sync(kFull, xn, 1);
     double yh = __shfl_up_sync(kFull, xh, 1), yl = __shfl_up_sync(kFull, xl, 1);
@@ -558,6 +555,67 @@ size_t range_search_smem(const RangeParams& p) {
   }
 }
 
+cudaError_t range_search_choose_shape(RangeParams* p, int device, long long total_cand, int group,
+                                      int chunk) {
+  constexpr long long kBlocksPerSm = 4;
+  if (p->method == kRangePercentile) return cudaSuccess;
+  static int sm_count[64] = {0};  // per device, asked once
+  int sms = device >= 0 && device < 64 ? sm_count[device] : 0;
+  if (sms == 0) {
+    TRTCAL_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    if (device >= 0 && device < 64) sm_count[device] = sms;
+  }
+  const long long want_blocks = kBlocksPerSm * std::max(sms, 1);
+  int cap = 32;
+  if (p->method == kRangeEntropyOnnxRuntime) {
+    cap = 1;
+  } else if (p->method == kRangeEntropyProportional) {
+    const int nwarps = p->threads / 32;
+    cap = 1;
+    while (cap < 32 && nwarps % (cap * 2) == 0) cap *= 2;
+  }
+  int g = 1;
+  if (group > 0) {
+    while (g * 2 <= std::min(group, cap)) g *= 2;
+  } else {
+    while (g < cap && total_cand * g < want_blocks * p->threads) g *= 2;
+  }
+  const int slots = std::max(p->threads / g, 1);
+  long long ch = chunk;
+  if (ch == 0 && p->method == kRangeEntropyOnnxRuntime) {
+    ch = std::min(p->threads, kRangeMaxChunk);  // one candidate per thread: its O(n) loop wants threads
+  } else if (ch == 0) {
+    ch = (total_cand + want_blocks - 1) / want_blocks;
+    ch = (ch + slots - 1) / slots * slots;
+    ch = std::min<long long>(std::max<long long>(ch, slots), kRangeMaxChunk);
+  }
+  p->group = g;
+  p->chunk = (int32_t)ch;
+  return cudaSuccess;
+}
+
+cudaError_t range_search_layout(RangeSearchLayout* L, int device, int group, int chunk) {
+  long long total_cand = 0;
+  for (const RangeTensor& d : L->desc) total_cand += std::max(d.ncand, 0);
+  TRTCAL_TRY(range_search_choose_shape(&L->p, device, total_cand, group, chunk));
+  const bool percentile = L->p.method == kRangePercentile;
+  L->ntensors = (int32_t)L->desc.size();
+  L->block_tensor.clear();
+  long long curve = 0;
+  for (int32_t t = 0; t < L->ntensors; ++t) {
+    RangeTensor& d = L->desc[t];
+    d.curve = curve;
+    d.block0 = (int32_t)L->block_tensor.size();
+    d.nblocks = percentile ? 0 : (d.ncand + L->p.chunk - 1) / L->p.chunk;
+    L->block_tensor.insert(L->block_tensor.end(), d.nblocks, t);
+    if (!percentile) curve += d.ncand;
+    L->p.max_bins = std::max(L->p.max_bins, d.nbins);
+  }
+  L->nblocks = (int32_t)L->block_tensor.size();
+  L->curve_len = curve;
+  return cudaSuccess;
+}
+
 cudaError_t range_search(const RangeTensor* tensors, int32_t ntensors, const int32_t* block_tensor,
                          int32_t nblocks, const RangeParams& p, double* curve, RangeChoice* out,
                          unsigned int* counters, cudaStream_t stream) {
@@ -573,7 +631,6 @@ cudaError_t range_search(const RangeTensor* tensors, int32_t ntensors, const int
   const size_t smem = range_search_smem(p);
   // counters are zero on entry (the plan zeroes them once; every tensor's last block resets
   // its own), so a launch is one kernel: no memset on the stream
-  cudaError_t err = cudaSuccess;
   switch (p.method) {
     case kRangeEntropyProportional:
     case kRangeEntropyOnnxRuntime:
@@ -581,7 +638,7 @@ cudaError_t range_search(const RangeTensor* tensors, int32_t ntensors, const int
       auto k = p.method == kRangeEntropyProportional ? entropy_proportional_kernel
                : p.method == kRangeEntropyOnnxRuntime ? entropy_onnxruntime_kernel
                                                       : mse_kernel;
-      if ((err = detail::allow_dynamic_smem(k, smem)) != cudaSuccess) return err;
+      TRTCAL_TRY(detail::allow_dynamic_smem(k, smem));
       k<<<nblocks, p.threads, smem, stream>>>(tensors, block_tensor, p, curve, out, counters);
       break;
     }

@@ -9,11 +9,13 @@
 // python/trtcal/reference/range_search.py:pick (a block reduction). Percentile runs one block
 // per tensor. Values are float64; counts and prefix sums are 64-bit integers. The float64
 // reference is the NumPy module above. The launch shape (threads, group, chunk) is chosen per
-// plan by the binding (csrc/bindings/range_search_bindings.cpp) and can be overridden.
+// plan by range_search_choose_shape and can be overridden.
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace trtcal {
 
@@ -66,6 +68,44 @@ constexpr int32_t kRangeMaxChunk = 1024;
 // take for the method (0: unlimited).
 size_t range_search_smem(const RangeParams& p);
 int32_t range_search_max_bins(int32_t method);
+
+// Launch shape: sets p->group and p->chunk for `total_cand` candidates over all tensors on
+// `device` (p->method and p->threads set). `group` threads work on one candidate and a block
+// takes `chunk` candidates of one tensor. group: proportional entropy splits levels over
+// `group` warps (a power of two dividing threads/32), MSE splits bins over `group` adjacent
+// lanes (<= 32), ONNX Runtime entropy keeps one thread per candidate (its loop is ORT's serial
+// smoothing); an explicit group is clamped to what the method allows. Auto (0): the smallest
+// group that keeps 4 * SMs blocks' worth of threads busy (the largest for one or a few
+// tensors, 1 for many: no partial sums to combine), and a chunk giving about 4 blocks per SM
+// over all tensors, at least one round of the block's candidate slots and at most
+// kRangeMaxChunk (so many tensors get few blocks each and load their histogram few times);
+// ONNX Runtime entropy: chunk = threads. Percentile runs one block per tensor and ignores
+// both (p is left as it is). The SM count is asked once per device.
+cudaError_t range_search_choose_shape(RangeParams* p, int device, long long total_cand, int group, int chunk);
+
+// The host side of one launch over many tensors: parameters, one descriptor per tensor, the
+// tensor of each block, and the byte layout of one device allocation holding
+// [descriptors | block map | choices | counters | curve] (parts 256-byte aligned).
+struct RangeSearchLayout {
+  RangeParams p{};
+  std::vector<RangeTensor> desc;
+  std::vector<int32_t> block_tensor;
+  int32_t ntensors = 0, nblocks = 0;
+  long long curve_len = 0;
+
+  static size_t align256(size_t v) { return (v + 255) & ~size_t(255); }
+  size_t map_off() const { return align256(sizeof(RangeTensor) * desc.size()); }
+  size_t out_off() const { return align256(map_off() + sizeof(int32_t) * block_tensor.size()); }
+  size_t cnt_off() const { return align256(out_off() + sizeof(RangeChoice) * desc.size()); }
+  size_t curve_off() const { return align256(cnt_off() + sizeof(unsigned int) * desc.size()); }
+  size_t total() const { return curve_off() + sizeof(double) * (size_t)(curve_len > 1 ? curve_len : 1); }
+};
+
+// Completes a layout whose p (all but group, chunk, max_bins) and desc (counts .. ncand) are
+// set: the launch shape (range_search_choose_shape over all tensors' candidates, with `group`
+// and `chunk`, 0: auto), then each tensor's curve offset and blocks, block_tensor, p.max_bins,
+// nblocks, ntensors and curve_len. The caller checks p.max_bins against range_search_max_bins.
+cudaError_t range_search_layout(RangeSearchLayout* L, int device, int group, int chunk);
 
 // `tensors` and `block_tensor` (tensor of each block, nblocks entries; unused by percentile,
 // which launches one block per tensor) live on the device; `counters` holds one unsigned int

@@ -352,11 +352,10 @@ cudaError_t select_resolve(const unsigned long long* counts, const uint32_t* bou
                            cudaStream_t stream) {
   if (nranks < 1 || nranks > kSelectMaxRanks) return cudaErrorInvalidValue;
   resolve_init_kernel<<<1, 32, 0, stream>>>(counts, bounds, capacity, ranks, nranks);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return err;
+  TRTCAL_TRY(cudaGetLastError());
   const size_t smem = sizeof(unsigned int) * 4096 * kSelectMaxRanks;
-  err = cudaFuncSetAttribute(resolve_hist_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  if (err != cudaSuccess) return err;
+  TRTCAL_TRY(
+      cudaFuncSetAttribute(resolve_hist_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   int dev = 0, sms = 0;
   cudaGetDevice(&dev);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
@@ -370,13 +369,38 @@ cudaError_t select_resolve(const unsigned long long* counts, const uint32_t* bou
   return cudaGetLastError();
 }
 
+cudaError_t select_bracket(const void* x, DType dtype, size_t n, bool use_abs, int runs, double t_lo,
+                           double t_hi, double sigmas, const SelectBracketScratch& sc, uint32_t* keys,
+                           size_t capacity, const SelectRank* host_ranks, int nranks, cudaStream_t stream) {
+  constexpr size_t kHist16 = sizeof(unsigned int) << 16;
+  constexpr size_t kCounts = 4 * sizeof(unsigned long long);
+  if (nranks < 0) return cudaErrorInvalidValue;
+  if (reinterpret_cast<char*>(sc.counts) == reinterpret_cast<char*>(sc.hist16) + kHist16) {
+    TRTCAL_TRY(cudaMemsetAsync(sc.hist16, 0, kHist16 + kCounts, stream));  // adjacent: one memset
+  } else {
+    TRTCAL_TRY(cudaMemsetAsync(sc.hist16, 0, kHist16, stream));
+    TRTCAL_TRY(cudaMemsetAsync(sc.counts, 0, kCounts, stream));
+  }
+  TRTCAL_TRY(select_sample_histogram(x, dtype, n, use_abs, runs, sc.hist16, stream));
+  TRTCAL_TRY(select_sample_bounds(sc.hist16, t_lo, t_hi, sigmas, kSelectSampleRun, sc.bounds, stream));
+  TRTCAL_TRY(select_partition(x, dtype, n, use_abs, sc.bounds, keys, capacity, sc.counts, stream));
+  if (nranks == 0) return cudaSuccess;
+  TRTCAL_TRY(cudaMemcpyAsync(sc.ranks, host_ranks, sizeof(SelectRank) * (size_t)nranks,
+                             cudaMemcpyHostToDevice, stream));
+  for (int i = 0; i < nranks; i += kSelectMaxRanks) {
+    const int count = nranks - i < kSelectMaxRanks ? nranks - i : kSelectMaxRanks;
+    TRTCAL_TRY(
+        select_resolve(sc.counts, sc.bounds, keys, capacity, sc.ranks + i, count, sc.resolve_hist, stream));
+  }
+  return cudaSuccess;
+}
+
 cudaError_t select_sample_histogram(const void* x, DType dtype, size_t n, bool use_abs, int runs,
                                     unsigned int* hist16, cudaStream_t stream) {
   if (dtype != DType::kFloat32 && dtype != DType::kFloat16 && dtype != DType::kBFloat16) return cudaErrorInvalidValue;
   if (runs < 1 || n < (size_t)runs * kSelectSampleRun) return cudaErrorInvalidValue;
   const int smem = 32768 * sizeof(unsigned int);
-  cudaError_t err = cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  if (err != cudaSuccess) return err;
+  TRTCAL_TRY(cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   sample_kernel<<<(runs + kSampleThreads - 1) / kSampleThreads, kSampleThreads, smem, stream>>>(x, dtype, n, use_abs,
                                                                                               runs, hist16);
   return cudaGetLastError();
@@ -406,8 +430,7 @@ cudaError_t select_histogram(const void* x, DType dtype, const uint32_t* keys, s
     return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   const size_t smem = sizeof(unsigned int) * ((size_t)1 << bits) * kReplicas;
-  cudaError_t err = cudaFuncSetAttribute(histogram_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  if (err != cudaSuccess) return err;
+  TRTCAL_TRY(cudaFuncSetAttribute(histogram_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   const int blocks = detail::streaming_grid(n, kThreads * 16, 2);
   histogram_kernel<<<blocks, kThreads, smem, stream>>>(x, dtype, keys, n, use_abs, shift, bits, prefix_shift,
                                                        prefix, hist);

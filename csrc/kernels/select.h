@@ -81,4 +81,26 @@ cudaError_t select_resolve(const unsigned long long* counts, const uint32_t* bou
                            size_t capacity, SelectRank* ranks, int nranks, unsigned long long* hist,
                            cudaStream_t stream);
 
+// Device scratch of select_bracket. hist16: 65536 counts; counts: 4; bounds: 2; ranks:
+// `nranks` SelectRank; resolve_hist: kSelectMaxRanks * 4096 counts, zeroed once before the
+// first call (select_resolve leaves it zeroed). When `counts` directly follows `hist16`
+// (65536 * 4 bytes after it) both are cleared by one memset.
+struct SelectBracketScratch {
+  unsigned int* hist16;
+  unsigned long long* counts;
+  uint32_t* bounds;
+  SelectRank* ranks;
+  unsigned long long* resolve_hist;
+};
+
+// Bracketed selection, enqueued on `stream` (no host wait): clears hist16 and counts, samples
+// `runs` runs (select_sample_histogram), places bounds around the fractions [t_lo, t_hi] with
+// a margin of `sigmas` (select_sample_bounds), partitions into `keys` (`capacity` keys;
+// select_partition) and, when nranks > 0, uploads `host_ranks` (.rank set, ascending) to
+// scratch.ranks and resolves them kSelectMaxRanks at a time (select_resolve). The caller reads
+// counts, bounds and ranks back after the stream.
+cudaError_t select_bracket(const void* x, DType dtype, size_t n, bool use_abs, int runs, double t_lo,
+                           double t_hi, double sigmas, const SelectBracketScratch& scratch, uint32_t* keys,
+                           size_t capacity, const SelectRank* host_ranks, int nranks, cudaStream_t stream);
+
 }  // namespace trtcal

@@ -16,9 +16,12 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _streams
+from ._backend import enum_codes
 
-# dtype codes shared with csrc/kernels/dtype.h
-DTYPE_CODES = {"float32": 0, "float16": 1, "bfloat16": 2, "int8": 3}
+# dtype codes of csrc/kernels/dtype.h: read from trtcal._C.DType; the table is the fallback of
+# the NumPy-only install (tests/test_extension_enums.py checks that the two agree).
+_CPU_DTYPE_CODES = {"float32": 0, "float16": 1, "bfloat16": 2, "int8": 3}
+DTYPE_CODES = enum_codes("DType", _CPU_DTYPE_CODES)
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 

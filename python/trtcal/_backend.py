@@ -3,15 +3,39 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Optional
 
 _IMPORT_ERROR: Optional[BaseException] = None
 try:  # the extension exists only when the package was built with nvcc
-    from . import _C as _ext  # type: ignore[attr-defined]
+    from . import _C as _ext  # typed by _C.pyi
 except ImportError as exc:  # pragma: no cover - depends on the build
-    _ext = None
+    _ext = None  # type: ignore[assignment]
     _IMPORT_ERROR = exc
+
+
+def enum_codes(name: str, fallback: Mapping[str, int]) -> dict[str, int]:
+    """Codes of the extension's enum ``trtcal._C.<name>`` by member name.
+
+    Parameters
+    ----------
+    name : str
+        The enum's name in the extension (``"DType"``, ``"RangeMethod"``).
+    fallback : Mapping[str, int]
+        The codes to use without the extension (the NumPy-only install); tests check that they
+        equal the extension's.
+
+    Returns
+    -------
+    dict[str, int]
+        Member name -> integer code.
+    """
+    enum = getattr(_ext, name, None)
+    if enum is None:
+        return dict(fallback)
+    return {str(k): int(v) for k, v in enum.__members__.items()}
+
 
 def _free_workspaces() -> None:  # pragma: no cover - needs the CUDA build
     """Frees the extension's cached one-shot workspaces while the CUDA runtime is alive."""

@@ -154,7 +154,7 @@ def compute_amax_collectors(
     params: Dict[str, Any],
 ) -> Optional[Dict[str, Dict[str, float]]]:
     """{method: {name: amax}} for many GPU collectors, or None (then the general path runs)."""
-    from .range_search import FLAVORS, _kernel_params, _spec
+    from .range_search import FLAVORS, _gpu_method, _kernel_params, _spec
 
     specs = []
     for m in methods:
@@ -181,7 +181,7 @@ def compute_amax_collectors(
             arrays = plan(b, s)
             if arrays is None:
                 return None
-            method = 3 if s.method == "percentile" else (2 if s.method == "mse" else 0)
+            method = _gpu_method(s)  # _COVERED holds proportional entropy only
             kparams, (group, chunk) = _kernel_params(s, method)
             empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
             none = np.full(len(b.names), -1, np.int64)

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._backend import cuda_available, require_cuda
+from ._backend import cuda_available, enum_codes, require_cuda
 from .reference import range_search as ref
 from .results import Histogram
 
@@ -440,10 +440,17 @@ def _run_cpu(jobs: List[_Job], s: _Spec) -> List[TensorRange]:
     return out
 
 
-_GPU_METHOD = {("entropy", "pytorch_quantization"): 0, ("entropy", "tensorrt"): 0,
-               ("entropy", "onnxruntime"): 1, ("mse", "pytorch_quantization"): 2}
-# Threads per block by GPU method (0-2 above, 3 percentile).
-_THREADS = {0: 256, 1: 64, 2: 256, 3: 128}
+# Codes of csrc/kernels/range_search.h RangeMethod: read from trtcal._C.RangeMethod; the table is
+# the fallback of the NumPy-only install (tests/test_extension_enums.py checks that they agree).
+_CPU_RANGE_METHOD = {"entropy_proportional": 0, "entropy_onnxruntime": 1, "mse": 2, "percentile": 3}
+_RANGE_METHOD = enum_codes("RangeMethod", _CPU_RANGE_METHOD)
+_GPU_METHOD = {("entropy", "pytorch_quantization"): _RANGE_METHOD["entropy_proportional"],
+               ("entropy", "tensorrt"): _RANGE_METHOD["entropy_proportional"],
+               ("entropy", "onnxruntime"): _RANGE_METHOD["entropy_onnxruntime"],
+               ("mse", "pytorch_quantization"): _RANGE_METHOD["mse"]}
+# Threads per block by GPU method.
+_THREADS = {_RANGE_METHOD["entropy_proportional"]: 256, _RANGE_METHOD["entropy_onnxruntime"]: 64,
+            _RANGE_METHOD["mse"]: 256, _RANGE_METHOD["percentile"]: 128}
 _SHAPE_ENV = "TRTCAL_RANGE_SEARCH_SHAPE"
 
 
@@ -472,7 +479,9 @@ def _launch_shape(method: int, threads: Optional[int], group: Optional[int],
 
 
 def _gpu_method(s: _Spec) -> int:
-    return 3 if s.method == "percentile" else _GPU_METHOD[(s.method, s.flavor)]
+    if s.method == "percentile":
+        return _RANGE_METHOD["percentile"]
+    return _GPU_METHOD[(s.method, s.flavor)]
 
 
 @dataclass
@@ -524,7 +533,8 @@ def _plan_arrays(jobs: List[_Job], s: _Spec) -> _PlanArrays:
         if j.device_ptr is not None:
             counts_ptrs[t] = j.device_ptr
     edges_off = np.full(T, -1, np.int64)
-    need_edges = [t for t, j in enumerate(jobs) if method == 2 and j.linspace is None]
+    mse = method == _RANGE_METHOD["mse"]
+    need_edges = [t for t, j in enumerate(jobs) if mse and j.linspace is None]
     host_edges, eoffs = _pack([jobs[t].edges for t in need_edges], np.float64)
     edges_off[need_edges] = eoffs
     lin = np.zeros((T, 3))
@@ -546,6 +556,11 @@ def _plan_arrays(jobs: List[_Job], s: _Spec) -> _PlanArrays:
     # flat: the binding indexes t * k + i
     return _PlanArrays(method, counts_ptrs, nbins, np.zeros(T, np.uint64), lin.ravel(), grid.ravel(),
                        targets.ravel(), cands.ravel(), host_counts, counts_off, host_edges, edges_off)
+
+
+# The names of what _kernel_params returns first, as the binding's keywords.
+_KERNEL_PARAMS = ("method", "levels", "zero_bin_rule", "tie_last", "per_bin", "max_bound",
+                  "threads", "tol", "eps")
 
 
 def _kernel_params(s: _Spec, method: int, threads: Optional[int] = None, group: Optional[int] = None,
@@ -605,8 +620,10 @@ class _GpuBatch:
                 on_host = offs >= 0
                 ptrs[on_host] = np.uint64(int(buf.ptr)) + offs[on_host].astype(np.uint64) * np.uint64(8)
         params, (group_, chunk_) = _kernel_params(s, a.method, threads, group, chunk)
-        self.plan = ext.RangeSearchPlan(device, *params, counts_ptrs, a.nbins, edges_ptrs, a.linspace, a.grid,
-                                        a.targets, a.cands, group=group_, chunk=chunk_)
+        self.plan = ext.RangeSearchPlan(
+            device=device, **dict(zip(_KERNEL_PARAMS, params)), counts_ptrs=counts_ptrs,
+            nbins=a.nbins, edges_ptrs=edges_ptrs, linspace=a.linspace, grid=a.grid,
+            targets=a.targets, cands=a.cands, group=group_, chunk=chunk_)
 
     @property
     def shape(self) -> Tuple[int, int, int, int]:
