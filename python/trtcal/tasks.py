@@ -27,7 +27,10 @@ Mask agreement: the IoU of the thresholded maps, summed over the whole stream.
 
 Ranking (:attr:`TaskStats.key`): the task metric of the **worst** output or head first
 (detections kept, top-1 agreement or mask IoU; for generic outputs the SQNR), then the worst
-head's SQNR, then the worst cosine: never a sum in which one head drowns the others.
+head's SQNR, then the worst cosine: never a sum in which one head drowns the others. Choosing
+(:func:`better`, :func:`best_of`: auto and analyze) treats task metrics within one unit (one
+sample, one detection) as a tie decided by the worst head's SQNR, since a held-out set of 16
+samples cannot tell them apart.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import numpy as np
 from .metrics import ErrorStats
 
 __all__ = ["Head", "TaskSpec", "TaskStats", "TASKS", "KINDS", "parse_output_slices", "infer_task",
-           "resolve_task", "detections", "match_detections", "box_iou", "nms"]
+           "resolve_task", "detections", "match_detections", "box_iou", "nms", "better", "best_of", "ranked"]
 
 TASKS = ("auto", "detect", "classify", "segment", "generic")
 KINDS = ("boxes", "scores", "objectness", "logits", "probs", "mask", "values")
@@ -64,6 +67,7 @@ class Head:
     start: int = 0
     stop: Optional[int] = None
     threshold: Optional[float] = None  # masks: the probability (or logit) threshold
+    sigmoid: bool = False              # scores/objectness: logits (a sigmoid gives the scores)
 
     @property
     def name(self) -> str:
@@ -134,7 +138,8 @@ def parse_output_slices(text: Optional[str]) -> List[Head]:
         name, sep, rest = part.partition(":")
         if "=" in name and not sep:  # OUTPUT=KIND
             name, _, kind = part.rpartition("=")
-            heads.append(Head(name.strip(), *_kind(kind, part)))
+            k, thr = _kind(kind, part)
+            heads.append(Head(name.strip(), k, None, threshold=thr))
             continue
         axis_text, sep2, slices = rest.partition(":")
         if not sep or not sep2 or not name:
@@ -253,8 +258,13 @@ def resolve_task(reference: Mapping[str, np.ndarray], task: Any = "auto", output
         spec = TaskSpec(t, heads, how=how)
     if score_threshold is not None:
         spec = replace(spec, score_threshold=float(score_threshold))
+    heads = []
     for h in spec.heads:
-        h.take(np.asarray(reference[h.output]))  # every slice fits
+        v = h.take(np.asarray(reference[h.output]))  # every slice fits
+        if h.kind in ("scores", "objectness") and not _is_prob(v):
+            h = replace(h, sigmoid=True)  # logits: decided once, from the reference
+        heads.append(h)
+    spec = replace(spec, heads=heads)
     if spec.task == "detect" and not any(h.kind == "boxes" for h in spec.heads):
         raise ValueError("trtcal: task 'detect' needs a boxes head and a scores head: the output layout is not one "
                          "trtcal recognises ([N, 4+C, A] or [N, A, 5+C]); declare them with --output-slices, "
@@ -313,18 +323,18 @@ def _xyxy(b: np.ndarray) -> np.ndarray:
 
 
 def detections(boxes: np.ndarray, scores: np.ndarray, objectness: Optional[np.ndarray] = None,
-               score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-               iou: float = DEFAULT_IOU) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+               score_threshold: float = DEFAULT_SCORE_THRESHOLD, iou: float = DEFAULT_IOU,
+               sigmoid: Tuple[bool, bool] = (False, False)) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per image: (boxes x1y1x2y2, scores, classes) after the score threshold and class-wise NMS.
 
-    ``boxes`` [N, A, 4] as cx, cy, w, h; ``scores`` [N, A, C] (logits outside [0, 1] get a
-    sigmoid); ``objectness`` [N, A, 1] multiplies them (YOLOv5)."""
+    ``boxes`` [N, A, 4] as cx, cy, w, h; ``scores`` [N, A, C]; ``objectness`` [N, A, 1]
+    multiplies them (YOLOv5); ``sigmoid``: (scores, objectness) are logits."""
     s = scores.astype(np.float64)
-    if s.size and (s.min() < 0 or s.max() > 1):
+    if sigmoid[0]:
         s = 1.0 / (1.0 + np.exp(-s))
     if objectness is not None:
         o = objectness.astype(np.float64)
-        if o.size and (o.min() < 0 or o.max() > 1):
+        if sigmoid[1]:
             o = 1.0 / (1.0 + np.exp(-o))
         s = s * o
     cls = np.argmax(s, axis=-1)
@@ -442,7 +452,8 @@ class TaskStats:
             if bh is None or sh is None:
                 continue
             r, t = np.asarray(ref[o]), np.asarray(test[o])
-            kw = {"score_threshold": self.spec.score_threshold, "iou": self.spec.iou_threshold}
+            kw = {"score_threshold": self.spec.score_threshold, "iou": self.spec.iou_threshold,
+                  "sigmoid": (sh.sigmoid, bool(oh and oh.sigmoid))}
             rd = detections(bh.rows(r), sh.rows(r), oh.rows(r) if oh else None, **kw)
             td = detections(bh.rows(t), sh.rows(t), oh.rows(t) if oh else None, **kw)
             d = self.det[o]
@@ -491,6 +502,20 @@ class TaskStats:
         if t == "segment" and self.mask:
             return min(m.iou for m in self.mask.values())
         return self.worst_sqnr
+
+    @property
+    def unit(self) -> float:
+        """The task metric's resolution: one classified row, one reference detection, 0.2% of
+        mask IoU; 0 for generic outputs."""
+        t = self.spec.task
+        if t == "detect" and self.det:
+            return max(1.0 / d.reference if d.reference else 0.0 for d in self.det.values())
+        if t == "classify":
+            rows = [s.top1_rows for s in self.heads.values() if s.top1_rows]
+            return 1.0 / min(rows) if rows else 0.0
+        if t == "segment" and self.mask:
+            return MASK_IOU_UNIT
+        return 0.0
 
     @property
     def key(self) -> Tuple[float, float, float]:
@@ -561,16 +586,41 @@ class TaskStats:
         return s
 
 
-def better(a: TaskStats, b: TaskStats, margin: float = 0.0) -> bool:
-    """Whether ``a`` ranks above ``b`` (its key is larger); ``margin`` (dB) is what the worst
-    head's SQNR must gain when the task metric ties."""
-    if a.metric != b.metric:
+MASK_IOU_UNIT = 0.002  # mask IoU differences up to this are ties when choosing
+
+
+def better(a: TaskStats, b: TaskStats, margin: float = 0.0, tolerant: bool = True) -> bool:
+    """Whether ``a`` should be chosen over ``b``.
+
+    With ``tolerant`` (how auto and analyze choose), task metrics that differ by at most one
+    unit (:attr:`TaskStats.unit`: one sample's top-1, one detection, 0.2% mask IoU) are a tie:
+    on held-out sets of a few dozen samples one sample is noise. Ties go to the worst head's
+    SQNR, which must gain more than ``margin`` dB. For generic outputs (the metric is that SQNR)
+    only the margin applies. Without ``tolerant``, the exact lexicographic order of
+    :attr:`TaskStats.key` (how compare ranks what it measured)."""
+    if a.spec.task == "generic" or a.metric == a.worst_sqnr and b.metric == b.worst_sqnr:
+        return a.worst_sqnr > b.worst_sqnr + margin
+    unit = max(a.unit, b.unit) if tolerant else 0.0
+    if a.metric > b.metric + unit + 1e-12:
+        return True
+    if a.metric < b.metric - unit - 1e-12:
+        return False
+    if not tolerant and a.metric != b.metric:
         return a.metric > b.metric
     return a.worst_sqnr > b.worst_sqnr + margin
 
 
+def best_of(stats: Mapping[str, TaskStats]) -> str:
+    """The label to choose: among those within one unit of the best task metric (see
+    :func:`better`), the one with the highest worst-head SQNR (then cosine)."""
+    top = max(s.metric for s in stats.values())
+    unit = max(s.unit for s in stats.values())
+    pool = [k for k, s in stats.items() if s.metric >= top - unit - 1e-12]
+    return max(pool, key=lambda k: (stats[k].worst_sqnr, stats[k].worst_cosine))
+
+
 def ranked(stats: Mapping[str, TaskStats]) -> List[str]:
-    """Labels best first by :attr:`TaskStats.key`."""
+    """Labels best first by :attr:`TaskStats.key` (exact: what was measured)."""
     return sorted(stats, key=lambda k: tuple(-v for v in stats[k].key))
 
 

@@ -9,6 +9,8 @@ import json
 import os
 import sys
 
+from ._common import add_task_arguments
+
 
 def _floats(text: str):
     return tuple(float(v) for v in text.split(","))
@@ -29,8 +31,10 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("model", nargs="?", help="ONNX model (omit for the demo)")
     p.add_argument("--data", help="image folder or file, .npy/.npz file or folder of them, or (several model inputs) "
                                   "a folder with one subfolder per input, files paired by name")
-    p.add_argument("--method", default=None, choices=["entropy", "percentile", "minmax", "mse", "all"],
-                   help="threshold method (default entropy; 'all' for the demo); all come from one pass")
+    p.add_argument("--method", default=None, choices=["auto", "entropy", "percentile", "minmax", "mse", "all"],
+                   help="threshold method (default auto: every method's Q/DQ model is measured on held-out samples "
+                        "by the task metric, plus up to 8 per-tensor refinements, and the best is written; 'all' "
+                        "for the demo); all come from one pass")
     p.add_argument("--flavor", default=None,
                    choices=["pytorch_quantization", "tensorrt", "onnxruntime"],
                    help="range-search flavour, applied to the methods that have it (entropy: pytorch_quantization "
@@ -38,6 +42,12 @@ def register(sub: "argparse._SubParsersAction") -> None:
                         "onnxruntime collects signed histograms")
     p.add_argument("--percentile", type=float, default=None,
                    help="percentile for --method percentile/all (default 99.99; 99.999 with --flavor onnxruntime)")
+    add_task_arguments(p)
+    p.add_argument("--eval-data", help="--method auto: held-out data it judges on (default: the last --eval-samples "
+                                       "calibration samples, left out of the statistics)")
+    p.add_argument("--eval-samples", type=int, default=None, help="--method auto: held-out samples (default 16)")
+    p.add_argument("--auto-refinements", type=int, default=None,
+                   help="--method auto: per-tensor refinements tried after the methods (default 8; 0 for none)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--bins", type=int, default=2048, help="histogram bins per tensor (default 2048, as TensorRT's)")
     p.add_argument("--max-samples", type=int, default=None)
@@ -159,8 +169,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--data needs a MODEL")
     if args.model is not None and args.data is None:
         raise ValueError("give the calibration data with --data (or no MODEL for the demo)")
-    method = args.method or ("all" if args.model is None else "entropy")
+    method = args.method or ("all" if args.model is None else "auto")
     params = {"percentile": {"percentile": args.percentile}} if args.percentile is not None else None
+    if args.auto_refinements is not None:
+        if args.auto_refinements < 0:
+            raise ValueError(f"--auto-refinements must be >= 0, got {args.auto_refinements}")
+        params = dict(params or {}, auto={"refinements": args.auto_refinements})
+    if args.score_threshold is not None:
+        params = dict(params or {})
+        params["auto"] = dict(params.get("auto", {}), score_threshold=args.score_threshold)
     checkpoint = args.checkpoint
     if checkpoint is None and args.model is not None:
         first = next((p for p in (args.out_table, args.out_cache, args.out_qdq, args.report) if p), None)
@@ -200,7 +217,8 @@ def _run(args, calibrate, method, params, checkpoint, say):
         out_cache=args.out_cache, out_qdq=args.out_qdq, out_table=args.out_table, report=args.report,
         checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume, skip_bad=args.skip_bad,
         tensorrt_version=args.tensorrt_version, out_dir=args.out_dir, progress=not args.quiet, log=say,
-        distributed=args.distributed, shard=args.shard)
+        distributed=args.distributed, shard=args.shard, eval_data=args.eval_data, eval_samples=args.eval_samples,
+        task=args.task, output_slices=args.output_slices)
 
 
 def _report(args, result) -> None:
