@@ -247,3 +247,24 @@ def test_description_names_both_evaluation_backends(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "runs each Q/DQ model in ONNX Runtime" not in text
     assert "TensorRT or ONNX Runtime" in text and "--evaluate" in text
+
+
+def test_ranks_by_the_task_metric_on_a_real_classifier():
+    """ppocr-cls: methods are ranked by top-1 agreement first (the worst head's SQNR breaks ties):
+    a method with higher top-1 agreement always ranks above one with a higher SQNR but lower top-1."""
+    import real_models as rm
+
+    path = rm.model_path("ppocr-cls")
+    if path is None:
+        pytest.skip(rm.missing_reason("ppocr-cls"))
+    x, xe = rm.inputs("ppocr-cls", 32, 0), rm.inputs("ppocr-cls", 16, 1)
+    res = compare(path, x, xe, batch_size=16, per_layer=False, plots=False, progress=False, log=lambda s: None)
+    ranked = res.ranked
+    assert len(ranked) == 7 and res.task.startswith("classify")
+    keys = [(m.summary["top1_agreement"], m.summary["worst_head_sqnr_db"]) for m in ranked]
+    assert keys == sorted(keys, reverse=True)
+    best_top1 = max(k[0] for k in keys)
+    assert ranked[0].summary["top1_agreement"] == best_top1 == res[res.recommended].summary["top1_agreement"]
+    text = res.format_table()
+    assert "top-1 agreement" in text and "ranked by top-1 agreement of the worst head" in text
+    assert all(m.heads and m.heads[0]["kind"] == "probs" for m in ranked)

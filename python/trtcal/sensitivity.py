@@ -179,7 +179,7 @@ def analyze(
     alternatives: Union[str, Sequence[str], Mapping[str, Mapping[str, float]], None] = (
         "percentile", "mse", "minmax", "entropy"),
     threshold: Optional[float] = None,
-    metric: str = "task",
+    metric: Optional[str] = None,
     task: Any = "auto",
     output_slices: Any = None,
     score_threshold: Optional[float] = None,
@@ -213,9 +213,10 @@ def analyze(
         a method with several flavors or percentiles uses the first. Several, or 'all', are refused.
     alternatives : method specs that are the candidates (task mode) and are tried on layers
         ("mixed quantization"), or {label: {tensor: amax}} tables; None or () for none.
-    metric : 'task' (default; see the module docstring), or 'cosine' / 'sqnr_db' with a
-        ``threshold``: a layer is marked when, after enabling it, the worst model output's
-        metric is below ``threshold`` (None: :data:`DEFAULT_THRESHOLDS`: cosine 0.99, 20 dB).
+    metric : 'task' (the default without a ``threshold``; see the module docstring), or 'cosine'
+        (the default with one) / 'sqnr_db': a layer is marked when, after enabling it, the worst
+        model output's metric is below ``threshold`` (None: :data:`DEFAULT_THRESHOLDS`: cosine
+        0.99, 20 dB).
     task, output_slices, score_threshold : what the outputs hold (:func:`trtcal.tasks.resolve_task`).
     search_layers, max_float : task mode: how many of the most sensitive layers get other
         ranges tried, and how many float fallbacks are tried.
@@ -236,9 +237,11 @@ def analyze(
     -------
     AnalysisResult
     """
+    given = threshold is not None
+    if metric is None:
+        metric = "cosine" if given else "task"
     if metric not in METRICS:
         raise ValueError(f"trtcal: metric (--metric) must be one of {', '.join(METRICS)}, got {metric!r}")
-    given = threshold is not None
     if metric == "task":
         if given:
             raise ValueError("trtcal: threshold (--threshold) applies to --metric cosine or sqnr_db; the task metric "

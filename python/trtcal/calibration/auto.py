@@ -7,8 +7,8 @@ Runtime (graph optimisations off: INT8 rounding simulated in float, as TensorRT 
 The search, in a bounded number of runs, each one Q/DQ model over the ``E`` held-out samples
 (default 16) next to one FP32 run per batch that is cached:
 
-1. **Per model**: the ``N`` candidate methods (:data:`CANDIDATES`: min-max, entropy, percentile
-   99.9 / 99.99 / 99.999, MSE; ``N = 6``) are measured and ranked by the task metric of the
+1. **Per model**: the ``N`` candidate methods (:data:`CANDIDATES`: min-max, entropy in its two
+   |x| flavors, percentile 99.9 / 99.99 / 99.999, MSE; ``N = 7``) are measured and ranked by the task metric of the
    worst head (:mod:`trtcal.tasks`: detections kept, top-1 agreement, mask IoU, else SQNR),
    then the worst head's SQNR; task metrics within one unit (one sample, one detection) are a
    tie decided by that SQNR (:func:`trtcal.tasks.best_of`). The best is the base.
@@ -20,7 +20,7 @@ The search, in a bounded number of runs, each one Q/DQ model over the ``E`` held
    the task metric rises, or it ties and the worst head's SQNR gains more than
    :data:`MARGIN_DB`.
 
-So auto costs ``N + K`` evaluation runs over ``E`` samples at most (``1 + 6 + 8 = 15`` passes
+So auto costs ``N + K`` evaluation runs over ``E`` samples at most (``1 + 7 + 8 = 16`` passes
 of ``E`` samples, counting the FP32 reference); at E = 16 that is seconds for small CNNs and
 about a minute for a YOLOv8n at 320x320 on two CPU cores. Held-out data: ``eval_data``, else the
 last ``E`` samples of the calibration data, which the statistics pass then leaves out
@@ -40,6 +40,7 @@ from . import outputs
 from .data import Source, open_source
 
 CANDIDATES = ("minmax", "entropy", "percentile:99.9", "percentile:99.99", "percentile:99.999", "mse")
+N_CANDIDATES = 7  # 'entropy' is both |x| flavors
 DEFAULT_REFINEMENTS = 8
 DEFAULT_EVAL_SAMPLES = 16
 MARGIN_DB = 0.1  # a refinement that ties on the task metric must gain this much worst-head SQNR
@@ -64,7 +65,7 @@ class AutoDecision:
     def to_dict(self) -> Dict[str, Any]:
         return {"chosen": self.method, "overrides": self.overrides, "candidates": self.scores, "trials": self.trials,
                 "final": self.final, "task": self.task, "eval": self.eval, "runs": self.runs,
-                "seconds": round(self.seconds, 3), "budget": f"{len(CANDIDATES)} methods + "
+                "seconds": round(self.seconds, 3), "budget": f"{N_CANDIDATES} methods + "
                 f"{DEFAULT_REFINEMENTS} per-tensor refinements by default"}
 
     def lines(self) -> List[str]:

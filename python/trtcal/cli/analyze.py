@@ -32,9 +32,10 @@ def register(sub: "argparse._SubParsersAction") -> None:
                    help="--metric cosine|sqnr_db: minimum similarity of the worst model output; default per --metric: "
                         + ", ".join(f"{m} {t:g}{' dB' if m == 'sqnr_db' else ''}" for m, t in DEFAULT_THRESHOLDS.items())
                         + " (20 dB: noise power 1%% of the signal's, about cosine 0.995)")
-    p.add_argument("--metric", default="task", choices=list(METRICS),
-                   help="task (default: the task metric of the worst head, see --task), or the cosine similarity "
-                        "or SQNR in dB of the worst model output with --threshold")
+    p.add_argument("--metric", default=None, choices=list(METRICS),
+                   help="task (the default without --threshold: the task metric of the worst head, see --task), "
+                        "or the cosine similarity (the default with --threshold) or SQNR in dB of the worst model "
+                        "output, judged against --threshold")
     p.add_argument("--search-layers", type=int, default=8,
                    help="--metric task: the most sensitive layers whose ranges are searched (default 8)")
     p.add_argument("--max-float", type=int, default=4,
