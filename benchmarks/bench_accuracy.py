@@ -36,8 +36,15 @@ from trtcal.calibration import calibrate  # noqa: E402
 from trtcal.onnx import quantize  # noqa: E402
 
 MODELS = ("yolov8n-nudenet", "ppocr-cls", "ppocr-det")
-METHODS = ("minmax", "entropy:pytorch_quantization", "entropy:tensorrt", "percentile:99.9", "percentile:99.99",
-           "percentile:99.999", "mse")
+METHODS = (
+    "minmax",
+    "entropy:pytorch_quantization",
+    "entropy:tensorrt",
+    "percentile:99.9",
+    "percentile:99.99",
+    "percentile:99.999",
+    "mse",
+)
 # ppocr-det's probability map is thresholded at 0.3 by DBNet's post-processing
 SLICES = {"ppocr-det": "sigmoid_0.tmp_0=mask@0.3"}
 # the detector finds few objects in skimage's photos at YOLO's usual 0.25 (6 in the 16 held-out
@@ -54,8 +61,13 @@ def _measure(proto: Any, amax_or_model: Any, reference: Any, evalset: Any, spec:
 
 
 def _row(label: str, s: Any, extra: str = "") -> Dict[str, Any]:
-    r: Dict[str, Any] = {"method": label, "metric": s.metric, "text": s.describe_metric(),
-                         "worst_head_sqnr_db": s.worst_sqnr, "extra": extra}
+    r: Dict[str, Any] = {
+        "method": label,
+        "metric": s.metric,
+        "text": s.describe_metric(),
+        "worst_head_sqnr_db": s.worst_sqnr,
+        "extra": extra,
+    }
     for h in s.head_rows():
         if h["kind"] == "detections":
             r["detections"] = f"{h['detections_kept']}/{h['detections_reference']}"
@@ -94,23 +106,57 @@ def run_model(name: str, n_cal: int, n_eval: int, log: Any) -> Dict[str, Any]:
         log(f"{name}: {label}: {tk.heads_text(stats[label])}")
     best_single = tk.ranked(stats)[0]
     t0 = time.perf_counter()
-    d = auto_mod.choose(path, res.histograms, select, eval_description="selection set (seed 2)",
-                        eval_samples=n_eval, batch_size=16, output_slices=SLICES.get(name), score_threshold=thr)
+    d = auto_mod.choose(
+        path,
+        res.histograms,
+        select,
+        eval_description="selection set (seed 2)",
+        eval_samples=n_eval,
+        batch_size=16,
+        output_slices=SLICES.get(name),
+        score_threshold=thr,
+    )
     t_auto = time.perf_counter() - t0
     s_auto = _measure(proto, d.amax, reference, evalset, spec)
-    rows.append(_row("auto", s_auto, f"{d.method}" + (f" + {len(d.overrides)} tensor(s) {sorted(set(d.overrides.values()))}"
-                                                      if d.overrides else "") + f"; {d.runs} runs, {t_auto:.0f} s"))
+    rows.append(
+        _row(
+            "auto",
+            s_auto,
+            f"{d.method}"
+            + (
+                f" + {len(d.overrides)} tensor(s) {sorted(set(d.overrides.values()))}"
+                if d.overrides
+                else ""
+            )
+            + f"; {d.runs} runs, {t_auto:.0f} s",
+        )
+    )
     log(f"{name}: auto: {tk.heads_text(s_auto)} ({rows[-1]['extra']})")
     t0 = time.perf_counter()
-    a = analyze(path, cal, select, calibration=res, batch_size=16, output_slices=SLICES.get(name),
-                score_threshold=thr, cache=False,
-                plots=False, progress=False, log=lambda s: None)
+    a = analyze(
+        path,
+        cal,
+        select,
+        calibration=res,
+        batch_size=16,
+        output_slices=SLICES.get(name),
+        score_threshold=thr,
+        cache=False,
+        plots=False,
+        progress=False,
+        log=lambda s: None,
+    )
     t_an = time.perf_counter() - t0
     s_an = _measure(proto, a.model, reference, evalset, spec)
     rows.append(_row("analyze", s_an, a.summary_text() + f"; {a.measured} runs, {t_an:.0f} s"))
     log(f"{name}: analyze: {tk.heads_text(s_an)} ({rows[-1]['extra']})")
-    return {"model": name, "task": spec.describe(), "statistics_seconds": t_stats, "best_single": best_single,
-            "rows": rows}
+    return {
+        "model": name,
+        "task": spec.describe(),
+        "statistics_seconds": t_stats,
+        "best_single": best_single,
+        "rows": rows,
+    }
 
 
 def markdown(result: Dict[str, Any]) -> str:
@@ -118,15 +164,22 @@ def markdown(result: Dict[str, Any]) -> str:
     task = result["task"].split(" ")[0]
     cols = [("method", "method")]
     if task == "detect":
-        cols += [("class-score SQNR dB", "scores_sqnr_db"), ("box SQNR dB", "boxes_sqnr_db"),
-                 ("detections kept", "detections")]
+        cols += [
+            ("class-score SQNR dB", "scores_sqnr_db"),
+            ("box SQNR dB", "boxes_sqnr_db"),
+            ("detections kept", "detections"),
+        ]
     elif task == "classify":
         cols += [("top-1 agreement", "top1"), ("probs SQNR dB", "probs_sqnr_db")]
     elif task == "segment":
         cols += [("mask IoU @0.3", "mask_iou"), ("map SQNR dB", "mask_sqnr_db")]
     cols += [("notes", "extra")]
-    out = [f"**{result['model']}** ({result['task']})", "",
-           "| " + " | ".join(c for c, _ in cols) + " |", "|" + "---|" * len(cols)]
+    out = [
+        f"**{result['model']}** ({result['task']})",
+        "",
+        "| " + " | ".join(c for c, _ in cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
     for r in rows:
         cells = []
         for _, k in cols:

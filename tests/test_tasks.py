@@ -1,4 +1,4 @@
-"""trtcal.tasks: layouts, head splitting, detection matching, task metrics (NumPy float64 oracles)."""
+"""trtcal.tasks: layouts, head splitting, detection matching, task metrics (float64 oracles)."""
 
 import math
 
@@ -9,7 +9,8 @@ from trtcal import tasks as tk
 from trtcal.metrics import sqnr_db, topk_agreement, ErrorStats
 
 
-# ----------------------------------------------------------------------------- oracles (plain Python)
+# ------------------------------------------------------------ oracles (plain Python)
+
 
 def _iou(a, b):
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -20,7 +21,7 @@ def _iou(a, b):
 
 
 def _dets(boxes, scores, thr, iou=0.5):
-    """One image: boxes [A, 4] cxcywh, scores [A, C] -> list of (box xyxy, score, class) after NMS."""
+    """One image: boxes [A, 4] cxcywh, scores [A, C] -> [(box xyxy, score, class)] after NMS."""
     cand = []
     for a in range(len(boxes)):
         c = int(np.argmax(scores[a]))
@@ -65,7 +66,8 @@ def _yolo(rng, n, classes, anchors, objects=4):
     return out
 
 
-# ----------------------------------------------------------------------------- slices and layouts
+# ------------------------------------------------------------ slices and layouts
+
 
 def test_output_slices_syntax():
     hs = tk.parse_output_slices("output0:1:0-4=boxes,4-=scores; maps=mask@0.3")
@@ -74,8 +76,13 @@ def test_output_slices_syntax():
     assert hs[2].axis is None and hs[2].threshold == 0.3 and hs[2].output == "maps"
     a = np.arange(2 * 22 * 7).reshape(2, 22, 7)
     assert hs[1].take(a).shape == (2, 18, 7) and hs[0].rows(a).shape == (2, 7, 4)
-    for bad, what in (("out:1:4-2=boxes", "slice"), ("out:x:0-4=boxes", "axis"), ("out:1:0-4=wheels", "kind"),
-                      ("out", "cannot read"), ("out=mask@high", "threshold")):
+    for bad, what in (
+        ("out:1:4-2=boxes", "slice"),
+        ("out:x:0-4=boxes", "axis"),
+        ("out:1:0-4=wheels", "kind"),
+        ("out", "cannot read"),
+        ("out=mask@high", "threshold"),
+    ):
         with pytest.raises(ValueError, match=what):
             tk.parse_output_slices(bad)
     with pytest.raises(ValueError, match="does not fit"):
@@ -87,9 +94,15 @@ def test_layouts_are_detected(rng):
     spec = tk.infer_task({"output0": v8})
     assert spec.task == "detect" and [h.kind for h in spec.heads] == ["boxes", "scores"]
     assert "YOLOv8" in spec.how
-    v5 = np.concatenate([v8[:, :4], rng.uniform(0, 1, (3, 1, 211)), v8[:, 4:]], axis=1).transpose(0, 2, 1)
+    v5 = np.concatenate([v8[:, :4], rng.uniform(0, 1, (3, 1, 211)), v8[:, 4:]], axis=1).transpose(
+        0, 2, 1
+    )
     spec = tk.infer_task({"out": v5})
-    assert spec.task == "detect" and [h.kind for h in spec.heads] == ["boxes", "objectness", "scores"]
+    assert spec.task == "detect" and [h.kind for h in spec.heads] == [
+        "boxes",
+        "objectness",
+        "scores",
+    ]
     logits = rng.standard_normal((5, 11))
     assert tk.infer_task({"l": logits}).heads[0].kind == "logits"
     e = np.exp(rng.standard_normal((5, 9, 13)))
@@ -109,12 +122,13 @@ def test_layouts_are_detected(rng):
         tk.resolve_task({"o": v8}, "track")
 
 
-# ----------------------------------------------------------------------------- detection
+# ------------------------------------------------------------ detection
+
 
 def test_detections_and_matching_equal_the_plain_oracle(rng):
     ref = _yolo(rng, 5, 6, 97, objects=9)
     test = ref.copy()
-    test[:, :4] += rng.normal(0, 3, test[:, :4].shape).astype(np.float32)   # boxes move a little
+    test[:, :4] += rng.normal(0, 3, test[:, :4].shape).astype(np.float32)  # boxes move a little
     test[:, 4:] += rng.normal(0, 0.08, test[:, 4:].shape).astype(np.float32)  # scores too
     np.clip(test[:, 4:], 0, 1, out=test[:, 4:])
     spec = tk.infer_task({"o": ref})
@@ -129,8 +143,12 @@ def test_detections_and_matching_equal_the_plain_oracle(rng):
     assert 0 < n_kept <= n_ref
     assert st.metric == pytest.approx(n_kept / n_ref)
     # heads split: the boxes' SQNR and the scores' are separate, each the float64 definition
-    assert st.heads[spec.heads[0].name].sqnr_db == pytest.approx(sqnr_db(ref[:, :4], test[:, :4]), rel=1e-12)
-    assert st.heads[spec.heads[1].name].sqnr_db == pytest.approx(sqnr_db(ref[:, 4:], test[:, 4:]), rel=1e-12)
+    assert st.heads[spec.heads[0].name].sqnr_db == pytest.approx(
+        sqnr_db(ref[:, :4], test[:, :4]), rel=1e-12
+    )
+    assert st.heads[spec.heads[1].name].sqnr_db == pytest.approx(
+        sqnr_db(ref[:, 4:], test[:, 4:]), rel=1e-12
+    )
 
 
 def test_identical_outputs_keep_every_detection(rng):
@@ -145,18 +163,26 @@ def test_box_iou_and_nms_basics():
     assert iou[0, 1] == pytest.approx(25 / 175) and iou[0, 2] == 0 and np.allclose(np.diag(iou), 1)
     b = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 10]], float)
     keep = tk.nms(b, np.array([0.9, 0.8, 0.7]), np.array([0, 0, 1]))
-    assert list(keep) == [0, 2]  # the second overlaps the first (same class); the third is another class
+    assert list(keep) == [
+        0,
+        2,
+    ]  # the second overlaps the first (same class); the third is another class
 
 
-# ----------------------------------------------------------------------------- ranking by the worst head
+# ------------------------------------------------------------ ranking by the worst head
+
 
 def test_the_worst_head_decides_not_the_whole_output(rng):
     """Boxes in pixels dominate the whole output's SQNR; breaking the scores must still lose."""
     ref = _yolo(rng, 4, 5, 151, objects=6)
     boxes_noisy = ref.copy()
-    boxes_noisy[:, :4] *= 1 + rng.normal(0, 0.01, boxes_noisy[:, :4].shape).astype(np.float32)  # 1% box noise
+    boxes_noisy[:, :4] *= 1 + rng.normal(0, 0.01, boxes_noisy[:, :4].shape).astype(
+        np.float32
+    )  # 1% box noise
     scores_broken = ref.copy()
-    scores_broken[:, 4:] = np.roll(ref[:, 4:], 1, axis=1)  # every class score moves to the next class
+    scores_broken[:, 4:] = np.roll(
+        ref[:, 4:], 1, axis=1
+    )  # every class score moves to the next class
     spec = tk.infer_task({"o": ref})
     a = tk.TaskStats(spec).update({"o": ref}, {"o": boxes_noisy})
     b = tk.TaskStats(spec).update({"o": ref}, {"o": scores_broken})
@@ -167,7 +193,8 @@ def test_the_worst_head_decides_not_the_whole_output(rng):
     assert b.worst_sqnr < a.worst_sqnr and b.metric == 0.0 < a.metric
 
 
-# ----------------------------------------------------------------------------- classifier and masks
+# ------------------------------------------------------------ classifier and masks
+
 
 def test_classifier_top1_top5(rng):
     ref = rng.standard_normal((41, 17))
@@ -194,7 +221,8 @@ def test_mask_iou_streams(rng):
     assert st.head_rows()[0]["mask_pixel_agreement"] == pytest.approx(np.mean(r == t))
 
 
-# ----------------------------------------------------------------------------- streaming, merge, state
+# ------------------------------------------------------------ streaming, merge, state
+
 
 def test_stream_merge_and_state_equal_one_batch(rng):
     ref = _yolo(rng, 9, 3, 83, objects=5)
@@ -202,22 +230,36 @@ def test_stream_merge_and_state_equal_one_batch(rng):
     spec = tk.infer_task({"o": ref})
     whole = tk.TaskStats(spec).update({"o": ref}, {"o": test})
     a = tk.TaskStats(spec).update({"o": ref[:4]}, {"o": test[:4]})
-    b = tk.TaskStats(spec).update({"o": ref[4:5]}, {"o": test[4:5]}).update({"o": ref[5:]}, {"o": test[5:]})
+    b = (
+        tk.TaskStats(spec)
+        .update({"o": ref[4:5]}, {"o": test[4:5]})
+        .update({"o": ref[5:]}, {"o": test[5:]})
+    )
     merged = a.merge(b)
     back = tk.TaskStats.from_state(spec, merged.state())
     for s in (merged, back):
         assert s.det["o"] == whole.det["o"]
         assert s.key[0] == whole.key[0]
-        assert s.key[1] == pytest.approx(whole.key[1], rel=1e-12) and s.key[2] == pytest.approx(whole.key[2], rel=1e-12)
+        assert s.key[1] == pytest.approx(whole.key[1], rel=1e-12) and s.key[2] == pytest.approx(
+            whole.key[2], rel=1e-12
+        )
 
 
 def test_errorstats_merge_and_top5(rng):
     ref = rng.standard_normal((23, 9))
     test = ref + rng.laplace(0, 0.5, ref.shape)
     whole = ErrorStats("l", classes_axis=1).update(ref, test)
-    part = ErrorStats("l", classes_axis=1).update(ref[:10], test[:10]).merge(
-        ErrorStats("l", classes_axis=1).update(ref[10:], test[10:]))
+    part = (
+        ErrorStats("l", classes_axis=1)
+        .update(ref[:10], test[:10])
+        .merge(ErrorStats("l", classes_axis=1).update(ref[10:], test[10:]))
+    )
     assert part.sqnr_db == pytest.approx(whole.sqnr_db, rel=1e-12) and part.top1 == whole.top1
-    assert part.top5 == pytest.approx(topk_agreement(ref, test, 5)) and part.worst_cosine == whole.worst_cosine
-    assert ErrorStats("l", classes_axis=1).update(ref[:, :4], test[:, :4]).top5 is None  # 5 classes or fewer
+    assert (
+        part.top5 == pytest.approx(topk_agreement(ref, test, 5))
+        and part.worst_cosine == whole.worst_cosine
+    )
+    assert (
+        ErrorStats("l", classes_axis=1).update(ref[:, :4], test[:, :4]).top5 is None
+    )  # 5 classes or fewer
     assert math.isinf(ErrorStats("z").update(ref, ref).sqnr_db)

@@ -43,13 +43,32 @@ import numpy as np
 
 from .metrics import ErrorStats
 
-__all__ = ["Head", "TaskSpec", "TaskStats", "TASKS", "KINDS", "parse_output_slices", "infer_task",
-           "resolve_task", "detections", "match_detections", "box_iou", "nms", "better", "best_of", "ranked"]
+__all__ = [
+    "Head",
+    "TaskSpec",
+    "TaskStats",
+    "TASKS",
+    "KINDS",
+    "parse_output_slices",
+    "infer_task",
+    "resolve_task",
+    "detections",
+    "match_detections",
+    "box_iou",
+    "nms",
+    "better",
+    "best_of",
+    "ranked",
+]
 
 TASKS = ("auto", "detect", "classify", "segment", "generic")
 KINDS = ("boxes", "scores", "objectness", "logits", "probs", "mask", "values")
-METRIC_NAMES = {"detect": "detections kept", "classify": "top-1 agreement", "segment": "mask IoU",
-                "generic": "SQNR dB"}
+METRIC_NAMES = {
+    "detect": "detections kept",
+    "classify": "top-1 agreement",
+    "segment": "mask IoU",
+    "generic": "SQNR dB",
+}
 DEFAULT_SCORE_THRESHOLD = 0.25
 DEFAULT_IOU = 0.5
 DEFAULT_MASK_THRESHOLD = 0.5
@@ -67,7 +86,7 @@ class Head:
     start: int = 0
     stop: Optional[int] = None
     threshold: Optional[float] = None  # masks: the probability (or logit) threshold
-    sigmoid: bool = False              # scores/objectness: logits (a sigmoid gives the scores)
+    sigmoid: bool = False  # scores/objectness: logits (a sigmoid gives the scores)
 
     @property
     def name(self) -> str:
@@ -84,8 +103,11 @@ class Head:
         n = a.shape[self.axis]
         stop = n if self.stop is None else self.stop
         if not 0 <= self.start < stop <= n:
-            raise ValueError(f"trtcal: head {self.name}: slice {self.start}-{stop} does not fit axis {self.axis} "
-                             f"of output '{self.output}' (size {n})")
+            raise ValueError(
+                f"trtcal: head {self.name}: slice {self.start}-{stop} does not fit "
+                f"axis {self.axis} "
+                f"of output '{self.output}' (size {n})"
+            )
         idx = [slice(None)] * a.ndim
         idx[self.axis] = slice(self.start, stop)
         return a[tuple(idx)]
@@ -100,7 +122,7 @@ class Head:
 
 @dataclass
 class TaskSpec:
-    """The task and the heads of a model's outputs; ``how`` says whether it was detected or declared."""
+    """The task and the heads of a model's outputs; ``how``: detected or declared."""
 
     task: str
     heads: List[Head]
@@ -116,8 +138,14 @@ class TaskSpec:
         return f"{self.task} ({self.how}): " + ", ".join(h.name for h in self.heads)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"task": self.task, "how": self.how, "metric": self.metric, "heads": [h.name for h in self.heads],
-                "score_threshold": self.score_threshold, "iou_threshold": self.iou_threshold}
+        return {
+            "task": self.task,
+            "how": self.how,
+            "metric": self.metric,
+            "heads": [h.name for h in self.heads],
+            "score_threshold": self.score_threshold,
+            "iou_threshold": self.iou_threshold,
+        }
 
 
 def parse_output_slices(text: Optional[str]) -> List[Head]:
@@ -143,12 +171,17 @@ def parse_output_slices(text: Optional[str]) -> List[Head]:
             continue
         axis_text, sep2, slices = rest.partition(":")
         if not sep or not sep2 or not name:
-            raise ValueError(f"trtcal: --output-slices: cannot read {part!r}; expected OUTPUT:AXIS:START-STOP=KIND,... "
-                             "or OUTPUT=KIND (e.g. output0:1:0-4=boxes,4-=scores)")
+            raise ValueError(
+                f"trtcal: --output-slices: cannot read {part!r}; "
+                "expected OUTPUT:AXIS:START-STOP=KIND,... "
+                "or OUTPUT=KIND (e.g. output0:1:0-4=boxes,4-=scores)"
+            )
         try:
             axis = int(axis_text)
         except ValueError:
-            raise ValueError(f"trtcal: --output-slices: axis {axis_text!r} of {part!r} is not an integer") from None
+            raise ValueError(
+                f"trtcal: --output-slices: axis {axis_text!r} of {part!r} is not an integer"
+            ) from None
         for item in slices.split(","):
             rng, eq, kind = item.partition("=")
             lo, dash, hi = rng.partition("-")
@@ -157,8 +190,10 @@ def parse_output_slices(text: Optional[str]) -> List[Head]:
             except ValueError:
                 start = stop = -1
             if not eq or not dash or start < 0 or (stop is not None and stop <= start):
-                raise ValueError(f"trtcal: --output-slices: cannot read slice {item!r} of {part!r}; expected "
-                                 "START-STOP=KIND with 0 <= START < STOP (STOP may be empty)")
+                raise ValueError(
+                    f"trtcal: --output-slices: cannot read slice {item!r} of {part!r}; expected "
+                    "START-STOP=KIND with 0 <= START < STOP (STOP may be empty)"
+                )
             k, thr = _kind(kind, part)
             heads.append(Head(name.strip(), k, axis, start, stop, thr))
     return heads
@@ -168,13 +203,17 @@ def _kind(text: str, part: str) -> Tuple[str, Optional[float]]:
     kind, at, thr = text.strip().partition("@")
     kind = kind.strip().lower()
     if kind not in KINDS:
-        raise ValueError(f"trtcal: --output-slices: unknown kind {kind!r} in {part!r}; kinds: {', '.join(KINDS)}")
+        raise ValueError(
+            f"trtcal: --output-slices: unknown kind {kind!r} in {part!r}; kinds: {', '.join(KINDS)}"
+        )
     if not at:
         return kind, None
     try:
         return kind, float(thr)
     except ValueError:
-        raise ValueError(f"trtcal: --output-slices: threshold {thr!r} in {part!r} is not a number") from None
+        raise ValueError(
+            f"trtcal: --output-slices: threshold {thr!r} in {part!r} is not a number"
+        ) from None
 
 
 def _is_prob(a: np.ndarray) -> bool:
@@ -187,19 +226,37 @@ def _output_heads(name: str, a: np.ndarray) -> Tuple[str, List[Head], str]:
     if a.dtype.kind != "f" or a.ndim < 2:
         return "generic", [Head(name, "values")], "values"
     if a.ndim == 2 and a.shape[1] >= 2:
-        return "classify", [Head(name, "probs" if _softmax_rows(a) else "logits", 1)], "[N, C] classifier"
+        return (
+            "classify",
+            [Head(name, "probs" if _softmax_rows(a) else "logits", 1)],
+            "[N, C] classifier",
+        )
     if a.ndim == 3:
         n, d1, d2 = a.shape
         if d2 >= 2 and _softmax_rows(a):
             return "classify", [Head(name, "probs", 2)], "[N, T, C] per-position classifier"
         if 5 <= d1 < d2 and _is_prob(a[:, 4:]) and float(np.abs(a[:, :4]).max()) > 1.5:
-            return "detect", [Head(name, "boxes", 1, 0, 4), Head(name, "scores", 1, 4, None)], \
-                "[N, 4+C, A] (YOLOv8 style)"
+            return (
+                "detect",
+                [Head(name, "boxes", 1, 0, 4), Head(name, "scores", 1, 4, None)],
+                "[N, 4+C, A] (YOLOv8 style)",
+            )
         if 6 <= d2 < d1 and _is_prob(a[:, :, 4:]) and float(np.abs(a[:, :, :4]).max()) > 1.5:
-            return "detect", [Head(name, "boxes", 2, 0, 4), Head(name, "objectness", 2, 4, 5),
-                              Head(name, "scores", 2, 5, None)], "[N, A, 5+C] (YOLOv5 style)"
+            return (
+                "detect",
+                [
+                    Head(name, "boxes", 2, 0, 4),
+                    Head(name, "objectness", 2, 4, 5),
+                    Head(name, "scores", 2, 5, None),
+                ],
+                "[N, A, 5+C] (YOLOv5 style)",
+            )
     if a.ndim == 4 and a.shape[1] == 1 and _is_prob(a):
-        return "segment", [Head(name, "mask", None, threshold=DEFAULT_MASK_THRESHOLD)], "[N, 1, H, W] probability map"
+        return (
+            "segment",
+            [Head(name, "mask", None, threshold=DEFAULT_MASK_THRESHOLD)],
+            "[N, 1, H, W] probability map",
+        )
     return "generic", [Head(name, "values")], "values"
 
 
@@ -226,8 +283,12 @@ def infer_task(reference: Mapping[str, np.ndarray]) -> TaskSpec:
     return TaskSpec(task, heads, how="detected from " + "; ".join(layouts))
 
 
-def resolve_task(reference: Mapping[str, np.ndarray], task: Any = "auto", output_slices: Any = None,
-                 score_threshold: Optional[float] = None) -> TaskSpec:
+def resolve_task(
+    reference: Mapping[str, np.ndarray],
+    task: Any = "auto",
+    output_slices: Any = None,
+    score_threshold: Optional[float] = None,
+) -> TaskSpec:
     """The TaskSpec for ``task`` ('auto', 'detect', 'classify', 'segment', 'generic', or a
     TaskSpec) and declared ``output_slices`` (text or Heads), checked against the reference
     outputs of one batch; outputs that no declared head covers are detected."""
@@ -236,24 +297,44 @@ def resolve_task(reference: Mapping[str, np.ndarray], task: Any = "auto", output
     else:
         task = (task or "auto").lower()
         if task not in TASKS:
-            raise ValueError(f"trtcal: task (--task) must be one of {', '.join(TASKS)}, got {task!r}")
-        declared = parse_output_slices(output_slices) if isinstance(output_slices, (str, type(None))) \
+            raise ValueError(
+                f"trtcal: task (--task) must be one of {', '.join(TASKS)}, got {task!r}"
+            )
+        declared = (
+            parse_output_slices(output_slices)
+            if isinstance(output_slices, (str, type(None)))
             else list(output_slices)
+        )
         for h in declared:
             if h.output not in reference:
-                raise ValueError(f"trtcal: --output-slices names output {h.output!r}, which the model does not have "
-                                 f"(outputs: {', '.join(reference)})")
+                raise ValueError(
+                    f"trtcal: --output-slices names output {h.output!r}, "
+                    "which the model does not have "
+                    f"(outputs: {', '.join(reference)})"
+                )
         rest = {k: v for k, v in reference.items() if k not in {h.output for h in declared}}
         found = infer_task(rest)
         heads = declared + found.heads
         if task == "auto":
             kinds = {h.kind for h in declared}
-            t = "detect" if "boxes" in kinds else "segment" if "mask" in kinds else \
-                "classify" if kinds & {"logits", "probs"} else found.task if rest else "generic"
+            t = (
+                "detect"
+                if "boxes" in kinds
+                else "segment"
+                if "mask" in kinds
+                else "classify"
+                if kinds & {"logits", "probs"}
+                else found.task
+                if rest
+                else "generic"
+            )
             t = found.task if declared and t == "generic" and rest else t
             how = ("declared" + ("; " + found.how if rest else "")) if declared else found.how
         else:
-            t, how = task, "declared" + (" (heads: output slices)" if declared else "; heads " + found.how)
+            t, how = (
+                task,
+                "declared" + (" (heads: output slices)" if declared else "; heads " + found.how),
+            )
             heads = _coerce(t, heads, reference)
         spec = TaskSpec(t, heads, how=how)
     if score_threshold is not None:
@@ -266,9 +347,12 @@ def resolve_task(reference: Mapping[str, np.ndarray], task: Any = "auto", output
         heads.append(h)
     spec = replace(spec, heads=heads)
     if spec.task == "detect" and not any(h.kind == "boxes" for h in spec.heads):
-        raise ValueError("trtcal: task 'detect' needs a boxes head and a scores head: the output layout is not one "
-                         "trtcal recognises ([N, 4+C, A] or [N, A, 5+C]); declare them with --output-slices, "
-                         "e.g. output0:1:0-4=boxes,4-=scores")
+        raise ValueError(
+            "trtcal: task 'detect' needs a boxes head and a scores head: "
+            "the output layout is not one "
+            "trtcal recognises ([N, 4+C, A] or [N, A, 5+C]); declare them with --output-slices, "
+            "e.g. output0:1:0-4=boxes,4-=scores"
+        )
     return spec
 
 
@@ -281,12 +365,15 @@ def _coerce(task: str, heads: List[Head], reference: Mapping[str, np.ndarray]) -
             if task == "classify" and a.ndim >= 2:
                 h = Head(h.output, "logits", a.ndim - 1)
             elif task == "segment":
-                h = Head(h.output, "mask", None, threshold=DEFAULT_MASK_THRESHOLD if _is_prob(a) else 0.0)
+                h = Head(
+                    h.output, "mask", None, threshold=DEFAULT_MASK_THRESHOLD if _is_prob(a) else 0.0
+                )
         out.append(h)
     return out
 
 
 # ----------------------------------------------------------------------------- detection
+
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix [len(a), len(b)] of boxes given as x1, y1, x2, y2 (float64)."""
@@ -302,7 +389,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float = DEFAULT_IOU) -> np.ndarray:
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float = DEFAULT_IOU
+) -> np.ndarray:
     """Indices kept by class-wise greedy non-maximum suppression, highest score first."""
     order = np.argsort(-scores, kind="stable")
     keep: List[int] = []
@@ -322,9 +411,14 @@ def _xyxy(b: np.ndarray) -> np.ndarray:
     return np.concatenate([b[..., :2] - b[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2], axis=-1)
 
 
-def detections(boxes: np.ndarray, scores: np.ndarray, objectness: Optional[np.ndarray] = None,
-               score_threshold: float = DEFAULT_SCORE_THRESHOLD, iou: float = DEFAULT_IOU,
-               sigmoid: Tuple[bool, bool] = (False, False)) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def detections(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    objectness: Optional[np.ndarray] = None,
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    iou: float = DEFAULT_IOU,
+    sigmoid: Tuple[bool, bool] = (False, False),
+) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per image: (boxes x1y1x2y2, scores, classes) after the score threshold and class-wise NMS.
 
     ``boxes`` [N, A, 4] as cx, cy, w, h; ``scores`` [N, A, C]; ``objectness`` [N, A, 1]
@@ -350,8 +444,11 @@ def detections(boxes: np.ndarray, scores: np.ndarray, objectness: Optional[np.nd
     return out
 
 
-def match_detections(ref: Tuple[np.ndarray, np.ndarray, np.ndarray], test: Tuple[np.ndarray, np.ndarray, np.ndarray],
-                     iou_threshold: float = DEFAULT_IOU) -> int:
+def match_detections(
+    ref: Tuple[np.ndarray, np.ndarray, np.ndarray],
+    test: Tuple[np.ndarray, np.ndarray, np.ndarray],
+    iou_threshold: float = DEFAULT_IOU,
+) -> int:
     """How many reference detections (boxes, scores, classes) have a quantized detection of the
     same class with IoU > ``iou_threshold``: greedy, reference detections by descending score,
     each takes the unmatched quantized detection of its class with the highest IoU."""
@@ -373,6 +470,7 @@ def match_detections(ref: Tuple[np.ndarray, np.ndarray, np.ndarray], test: Tuple
 
 
 # ----------------------------------------------------------------------------- streaming stats
+
 
 @dataclass
 class _Det:
@@ -417,7 +515,9 @@ class TaskStats:
             self.outputs.setdefault(h.output, ErrorStats(h.output))
             axis = h.axis if h.kind in ("logits", "probs") else None
             self.heads.setdefault(h.name, ErrorStats(h.name, classes_axis=axis))
-            if axis is not None and h.start == 0 and h.stop is None:  # the whole output is the classifier's
+            if (
+                axis is not None and h.start == 0 and h.stop is None
+            ):  # the whole output is the classifier's
                 self.outputs[h.output].classes_axis = axis
             if h.kind == "mask":
                 self.mask.setdefault(h.name, _Mask())
@@ -448,12 +548,19 @@ class TaskStats:
                 m.agree += int(np.sum(rm == tm))
                 m.pixels += int(rm.size)
         for o in self.det:
-            bh, sh, oh = self._find(o, "boxes"), self._find(o, "scores"), self._find(o, "objectness")
+            bh, sh, oh = (
+                self._find(o, "boxes"),
+                self._find(o, "scores"),
+                self._find(o, "objectness"),
+            )
             if bh is None or sh is None:
                 continue
             r, t = np.asarray(ref[o]), np.asarray(test[o])
-            kw = {"score_threshold": self.spec.score_threshold, "iou": self.spec.iou_threshold,
-                  "sigmoid": (sh.sigmoid, bool(oh and oh.sigmoid))}
+            kw = {
+                "score_threshold": self.spec.score_threshold,
+                "iou": self.spec.iou_threshold,
+                "sigmoid": (sh.sigmoid, bool(oh and oh.sigmoid)),
+            }
             rd = detections(bh.rows(r), sh.rows(r), oh.rows(r) if oh else None, **kw)
             td = detections(bh.rows(t), sh.rows(t), oh.rows(t) if oh else None, **kw)
             d = self.det[o]
@@ -471,8 +578,11 @@ class TaskStats:
             self.heads[k].merge(s)
         for k, d in other.det.items():
             mine = self.det[k]
-            mine.reference, mine.kept, mine.quantized = (mine.reference + d.reference, mine.kept + d.kept,
-                                                         mine.quantized + d.quantized)
+            mine.reference, mine.kept, mine.quantized = (
+                mine.reference + d.reference,
+                mine.kept + d.kept,
+                mine.quantized + d.quantized,
+            )
         for k, m in other.mask.items():
             mine_m = self.mask[k]
             for f in ("inter", "union", "agree", "pixels"):
@@ -527,8 +637,14 @@ class TaskStats:
         rows: List[Dict[str, Any]] = []
         for h in self.spec.heads:
             s = self.heads[h.name]
-            row: Dict[str, Any] = {"head": h.name, "output": h.output, "kind": h.kind, "sqnr_db": s.sqnr_db,
-                                   "cosine": s.cosine, "max_abs_error": s.max_abs}
+            row: Dict[str, Any] = {
+                "head": h.name,
+                "output": h.output,
+                "kind": h.kind,
+                "sqnr_db": s.sqnr_db,
+                "cosine": s.cosine,
+                "max_abs_error": s.max_abs,
+            }
             if s.top1 is not None:
                 row["top1_agreement"] = s.top1
                 row["top5_agreement"] = s.top5
@@ -538,20 +654,38 @@ class TaskStats:
                 row["mask_pixel_agreement"] = m.agree / m.pixels if m.pixels else None
             rows.append(row)
         for o, d in self.det.items():
-            rows.append({"head": f"{o}:detections", "output": o, "kind": "detections",
-                         "detections_reference": d.reference, "detections_kept": d.kept,
-                         "detections_quantized": d.quantized, "detections_kept_fraction": d.fraction})
+            rows.append(
+                {
+                    "head": f"{o}:detections",
+                    "output": o,
+                    "kind": "detections",
+                    "detections_reference": d.reference,
+                    "detections_kept": d.kept,
+                    "detections_quantized": d.quantized,
+                    "detections_kept_fraction": d.fraction,
+                }
+            )
         return rows
 
     def summary(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {"task": self.spec.task, "metric_name": self.spec.metric, "metric": self.metric,
-                               "worst_head_sqnr_db": self.worst_sqnr, "worst_head_cosine": self.worst_cosine}
+        out: Dict[str, Any] = {
+            "task": self.spec.task,
+            "metric_name": self.spec.metric,
+            "metric": self.metric,
+            "worst_head_sqnr_db": self.worst_sqnr,
+            "worst_head_cosine": self.worst_cosine,
+        }
         for o, d in self.det.items():
-            out.setdefault("detections", {})[o] = {"reference": d.reference, "kept": d.kept, "quantized": d.quantized}
+            out.setdefault("detections", {})[o] = {
+                "reference": d.reference,
+                "kept": d.kept,
+                "quantized": d.quantized,
+            }
         return out
 
     def describe_metric(self) -> str:
-        """The task metric as text: '37/41 detections kept', '100.0% top-1', 'mask IoU 0.912', '21.3 dB'."""
+        """The task metric as text: '37/41 detections kept', 'top-1 100.0%', 'mask IoU 0.912',
+        '21.30 dB'."""
         t = self.spec.task
         if t == "detect" and self.det:
             d = min(self.det.values(), key=lambda x: x.fraction)
@@ -564,10 +698,12 @@ class TaskStats:
 
     def state(self) -> Dict[str, Any]:
         """The raw sums (JSON), for caches; :meth:`from_state` with the same spec restores them."""
-        return {"outputs": {k: s.state() for k, s in self.outputs.items()},
-                "heads": {k: s.state() for k, s in self.heads.items()},
-                "det": {k: [d.reference, d.kept, d.quantized] for k, d in self.det.items()},
-                "mask": {k: [m.inter, m.union, m.agree, m.pixels] for k, m in self.mask.items()}}
+        return {
+            "outputs": {k: s.state() for k, s in self.outputs.items()},
+            "heads": {k: s.state() for k, s in self.heads.items()},
+            "det": {k: [d.reference, d.kept, d.quantized] for k, d in self.det.items()},
+            "mask": {k: [m.inter, m.union, m.agree, m.pixels] for k, m in self.mask.items()},
+        }
 
     @classmethod
     def from_state(cls, spec: TaskSpec, state: Mapping[str, Any]) -> "TaskStats":
@@ -637,7 +773,9 @@ def heads_text(stats: TaskStats) -> str:
             txt += f", mask IoU {stats.mask[h.name].iou:.4f}"
         parts.append(txt)
     for o, d in stats.det.items():
-        parts.append(f"{d.kept}/{d.reference} detections kept" + (f" ({o})" if len(stats.det) > 1 else ""))
+        parts.append(
+            f"{d.kept}/{d.reference} detections kept" + (f" ({o})" if len(stats.det) > 1 else "")
+        )
     return "; ".join(parts)
 
 
@@ -645,8 +783,12 @@ def _db(v: float) -> str:
     return "inf" if math.isinf(v) and v > 0 else f"{v:.2f}"
 
 
-def spec_for(reference_batch: Mapping[str, np.ndarray], task: Any = "auto", output_slices: Any = None,
-             score_threshold: Optional[float] = None) -> TaskSpec:
+def spec_for(
+    reference_batch: Mapping[str, np.ndarray],
+    task: Any = "auto",
+    output_slices: Any = None,
+    score_threshold: Optional[float] = None,
+) -> TaskSpec:
     """Alias of :func:`resolve_task` (the name the evaluation code reads best with)."""
     return resolve_task(reference_batch, task, output_slices, score_threshold)
 

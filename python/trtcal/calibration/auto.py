@@ -8,9 +8,9 @@ The search, in a bounded number of runs, each one Q/DQ model over the ``E`` held
 (default 16) next to one FP32 run per batch that is cached:
 
 1. **Per model**: the ``N`` candidate methods (:data:`CANDIDATES`: min-max, entropy in its two
-   |x| flavors, percentile 99.9 / 99.99 / 99.999, MSE; ``N = 7``) are measured and ranked by the task metric of the
-   worst head (:mod:`trtcal.tasks`: detections kept, top-1 agreement, mask IoU, else SQNR),
-   then the worst head's SQNR; task metrics within one unit (one sample, one detection) are a
+   |x| flavors, percentile 99.9 / 99.99 / 99.999, MSE; ``N = 7``) are measured and ranked by
+   the task metric of the worst head (:mod:`trtcal.tasks`: detections kept, top-1 agreement,
+   mask IoU, else SQNR), then the worst head's SQNR; task metrics within one unit (one sample, one detection) are a
    tie decided by that SQNR (:func:`trtcal.tasks.best_of`). The best is the base.
 2. **Per tensor**, at most ``K`` refinements (default :data:`DEFAULT_REFINEMENTS` = 8): first the
    tensors that feed the layers producing the outputs ("head" tensors) all at once, then one
@@ -39,7 +39,14 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 from . import outputs
 from .data import Source, open_source
 
-CANDIDATES = ("minmax", "entropy", "percentile:99.9", "percentile:99.99", "percentile:99.999", "mse")
+CANDIDATES = (
+    "minmax",
+    "entropy",
+    "percentile:99.9",
+    "percentile:99.99",
+    "percentile:99.999",
+    "mse",
+)
 N_CANDIDATES = 7  # 'entropy' is both |x| flavors
 DEFAULT_REFINEMENTS = 8
 DEFAULT_EVAL_SAMPLES = 16
@@ -50,23 +57,34 @@ MARGIN_DB = 0.1  # a refinement that ties on the task metric must gain this much
 class AutoDecision:
     """What auto measured and chose."""
 
-    method: str                                   # the best single method (the base)
-    amax: Dict[str, float]                        # the chosen ranges (base + refinements)
-    overrides: Dict[str, str] = field(default_factory=dict)      # tensor -> method of its range
+    method: str  # the best single method (the base)
+    amax: Dict[str, float]  # the chosen ranges (base + refinements)
+    overrides: Dict[str, str] = field(default_factory=dict)  # tensor -> method of its range
     scores: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # candidate -> task summary
-    trials: List[Dict[str, Any]] = field(default_factory=list)   # refinements tried
-    final: Dict[str, Any] = field(default_factory=dict)          # task summary of the chosen ranges
+    trials: List[Dict[str, Any]] = field(default_factory=list)  # refinements tried
+    final: Dict[str, Any] = field(default_factory=dict)  # task summary of the chosen ranges
     task: str = ""
     eval: str = ""
     runs: int = 0
     seconds: float = 0.0
-    effects: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # tensor -> effect of its refinement
+    effects: Dict[str, Dict[str, Any]] = field(
+        default_factory=dict
+    )  # tensor -> effect of its refinement
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"chosen": self.method, "overrides": self.overrides, "candidates": self.scores, "trials": self.trials,
-                "final": self.final, "task": self.task, "eval": self.eval, "runs": self.runs,
-                "seconds": round(self.seconds, 3), "budget": f"{N_CANDIDATES} methods + "
-                f"{DEFAULT_REFINEMENTS} per-tensor refinements by default"}
+        return {
+            "chosen": self.method,
+            "overrides": self.overrides,
+            "candidates": self.scores,
+            "trials": self.trials,
+            "final": self.final,
+            "task": self.task,
+            "eval": self.eval,
+            "runs": self.runs,
+            "seconds": round(self.seconds, 3),
+            "budget": f"{N_CANDIDATES} methods + "
+            f"{DEFAULT_REFINEMENTS} per-tensor refinements by default",
+        }
 
     def lines(self) -> List[str]:
         """Why this choice, for the terminal."""
@@ -76,10 +94,15 @@ class AutoDecision:
         out.append(f"trtcal: auto: best single method: {self.method}")
         for t in self.trials:
             verdict = "kept" if t["kept"] else "not kept"
-            out.append(f"trtcal: auto:   refinement {t['what']} -> {t['to']}: {t['text']} ({verdict})")
+            out.append(
+                f"trtcal: auto:   refinement {t['what']} -> {t['to']}: {t['text']} ({verdict})"
+            )
         n = len(self.overrides)
-        out.append(f"trtcal: auto: chose {self.method}" + (f" with {n} tensor(s) re-ranged" if n else "")
-                   + f": {self.final.get('text', '')}; {self.runs} evaluation runs in {self.seconds:.1f} s")
+        out.append(
+            f"trtcal: auto: chose {self.method}"
+            + (f" with {n} tensor(s) re-ranged" if n else "")
+            + f": {self.final.get('text', '')}; {self.runs} evaluation runs in {self.seconds:.1f} s"
+        )
         return out
 
 
@@ -128,14 +151,21 @@ class SliceSource(Source):
 class Split:
     """Where auto's held-out samples come from, and what the statistics pass may use."""
 
-    eval_source: Any            # data for evaluation (a Source or what open_source reads)
+    eval_source: Any  # data for evaluation (a Source or what open_source reads)
     max_samples: Optional[int]  # the statistics pass's limit
     description: str
     held_out: bool
 
 
-def plan_split(source: Source, data: Any, eval_data: Any, eval_samples: Optional[int], max_samples: Optional[int],
-               preprocess: Any = None, input_name: Optional[str] = None) -> Split:
+def plan_split(
+    source: Source,
+    data: Any,
+    eval_data: Any,
+    eval_samples: Optional[int],
+    max_samples: Optional[int],
+    preprocess: Any = None,
+    input_name: Optional[str] = None,
+) -> Split:
     """Before the statistics pass: auto's evaluation data and the pass's sample limit.
 
     ``eval_data`` given: it, and the pass is unchanged. Otherwise, for calibration data of known
@@ -146,26 +176,48 @@ def plan_split(source: Source, data: Any, eval_data: Any, eval_samples: Optional
     """
     e = int(eval_samples or DEFAULT_EVAL_SAMPLES)
     if eval_data is not None:
-        return Split(eval_data, max_samples, f"held-out data ({_what(eval_data)}), up to {e} samples", True)
+        return Split(
+            eval_data, max_samples, f"held-out data ({_what(eval_data)}), up to {e} samples", True
+        )
     try:
         n = len(source)
     except TypeError:
         n = None
     if n is None or source.batched:
-        return Split(data, max_samples, "the calibration data itself (its length is unknown, so none could be held "
-                     "out; pass eval_data / --eval-data)", False)
+        return Split(
+            data,
+            max_samples,
+            "the calibration data itself (its length is unknown, so none could be held "
+            "out; pass eval_data / --eval-data)",
+            False,
+        )
     used = n if max_samples is None else min(n, int(max_samples))
     if n - used >= 1:
         stop = min(n, used + e)
-        return Split(SliceSource(_fresh(data, source, preprocess, input_name), used, stop), max_samples,
-                     f"{stop - used} held-out calibration samples (positions {used}-{stop - 1}; the statistics used "
-                     f"positions 0-{used - 1})", True)
+        return Split(
+            SliceSource(_fresh(data, source, preprocess, input_name), used, stop),
+            max_samples,
+            f"{stop - used} held-out calibration samples (positions {used}-{stop - 1}; "
+            "the statistics used "
+            f"positions 0-{used - 1})",
+            True,
+        )
     if used >= 2 * e:
-        return Split(SliceSource(_fresh(data, source, preprocess, input_name), used - e, used), used - e,
-                     f"the last {e} of the {used} calibration samples, held out of the statistics pass (it used the "
-                     f"first {used - e}; pass eval_data / --eval-data to keep them all)", True)
-    return Split(data, max_samples, f"the calibration data itself ({used} samples: fewer than {2 * e}, too few to "
-                 "hold some out; pass eval_data / --eval-data)", False)
+        return Split(
+            SliceSource(_fresh(data, source, preprocess, input_name), used - e, used),
+            used - e,
+            f"the last {e} of the {used} calibration samples, held out of the statistics pass "
+            "(it used the "
+            f"first {used - e}; pass eval_data / --eval-data to keep them all)",
+            True,
+        )
+    return Split(
+        data,
+        max_samples,
+        f"the calibration data itself ({used} samples: fewer than {2 * e}, too few to "
+        "hold some out; pass eval_data / --eval-data)",
+        False,
+    )
 
 
 def _fresh(data: Any, source: Source, preprocess: Any, input_name: Optional[str]) -> Source:
@@ -181,11 +233,16 @@ def _fresh(data: Any, source: Source, preprocess: Any, input_name: Optional[str]
 
 
 def _what(data: Any) -> str:
-    return str(data) if isinstance(data, (str, bytes)) or hasattr(data, "__fspath__") else type(data).__name__
+    return (
+        str(data)
+        if isinstance(data, (str, bytes)) or hasattr(data, "__fspath__")
+        else type(data).__name__
+    )
 
 
-def candidate_ranges(hists: Mapping[str, Any], candidates: Sequence[str] = CANDIDATES
-                     ) -> Tuple[Dict[str, Dict[str, float]], List[str]]:
+def candidate_ranges(
+    hists: Mapping[str, Any], candidates: Sequence[str] = CANDIDATES
+) -> Tuple[Dict[str, Dict[str, float]], List[str]]:
     """{label: {tensor: amax}} of each candidate method from the histograms; labels that this
     build cannot compute (no range search) are returned second."""
     from ..comparison import parse_methods
@@ -194,7 +251,9 @@ def candidate_ranges(hists: Mapping[str, Any], candidates: Sequence[str] = CANDI
     missing: List[str] = []
     for v in parse_methods(list(candidates)):
         try:
-            amax = outputs.thresholds(hists, [v.method], v.flavor, {v.method: dict(v.params)})[v.method]
+            amax = outputs.thresholds(hists, [v.method], v.flavor, {v.method: dict(v.params)})[
+                v.method
+            ]
         except outputs.OutputUnavailable:
             missing.append(v.label)
             continue
@@ -227,11 +286,24 @@ def head_tensors(model: Any, activations: Sequence[str]) -> List[str]:
     return out
 
 
-def choose(model: Any, hists: Mapping[str, Any], eval_data: Any, *, eval_description: str = "",
-           eval_samples: Optional[int] = None, batch_size: Optional[int] = None, preprocess: Any = None,
-           input_name: Optional[str] = None, task: Any = "auto", output_slices: Any = None,
-           candidates: Sequence[str] = CANDIDATES, refinements: int = DEFAULT_REFINEMENTS,
-           score_threshold: Optional[float] = None, backend: str = "onnxruntime", log: Optional[Callable[[str], None]] = None) -> AutoDecision:
+def choose(
+    model: Any,
+    hists: Mapping[str, Any],
+    eval_data: Any,
+    *,
+    eval_description: str = "",
+    eval_samples: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    preprocess: Any = None,
+    input_name: Optional[str] = None,
+    task: Any = "auto",
+    output_slices: Any = None,
+    candidates: Sequence[str] = CANDIDATES,
+    refinements: int = DEFAULT_REFINEMENTS,
+    score_threshold: Optional[float] = None,
+    backend: str = "onnxruntime",
+    log: Optional[Callable[[str], None]] = None,
+) -> AutoDecision:
     """Measures the candidate methods and per-tensor refinements on ``eval_data``; see the module
     docstring. Returns the decision (its ``amax`` is the table to write)."""
     from .. import evaluation as ev
@@ -247,8 +319,14 @@ def choose(model: Any, hists: Mapping[str, Any], eval_data: Any, *, eval_descrip
         raise outputs.OutputUnavailable("trtcal: method 'auto' found no method it can compute")
     reference = ev.Reference(proto)
     e = int(eval_samples or DEFAULT_EVAL_SAMPLES)
-    evalset = ev.EvalSet(eval_data, reference.specs, ev.fixed_batch(reference.specs) or batch_size or 16,
-                         max_samples=e, preprocess=preprocess, input_name=input_name)
+    evalset = ev.EvalSet(
+        eval_data,
+        reference.specs,
+        ev.fixed_batch(reference.specs) or batch_size or 16,
+        max_samples=e,
+        preprocess=preprocess,
+        input_name=input_name,
+    )
     spec = ev.task_spec(reference, evalset, task, output_slices, score_threshold)
     runs = [0]
 
@@ -261,23 +339,41 @@ def choose(model: Any, hists: Mapping[str, Any], eval_data: Any, *, eval_descrip
     scored: Dict[str, Any] = {}
     for label, amax in ranges.items():
         scored[label] = run(amax)
-        say(f"trtcal: auto: {label}: {scored[label].describe_metric()} ({tk.heads_text(scored[label])})")
+        say(
+            f"trtcal: auto: {label}: {scored[label].describe_metric()} "
+            f"({tk.heads_text(scored[label])})"
+        )
     base = tk.best_of(scored)
     order = [base] + [k for k in tk.ranked(scored) if k != base]
-    d = AutoDecision(base, dict(ranges[base]), task=spec.describe(),
-                     eval=f"{eval_description or 'evaluation data'} ({evalset.samples} samples)")
+    d = AutoDecision(
+        base,
+        dict(ranges[base]),
+        task=spec.describe(),
+        eval=f"{eval_description or 'evaluation data'} ({evalset.samples} samples)",
+    )
     d.scores = {k: _summary(s) for k, s in scored.items()}
     if missing:
-        d.trials.append({"what": "skipped", "to": ", ".join(missing), "text": "not in this build", "kept": False})
+        d.trials.append(
+            {
+                "what": "skipped",
+                "to": ", ".join(missing),
+                "text": "not in this build",
+                "kept": False,
+            }
+        )
     alt_label = "minmax" if base != "minmax" else (order[1] if len(order) > 1 else None)
     best = scored[base]
     if alt_label is not None and refinements > 0:
         alt = ranges[alt_label]
         _, rep = quantize(proto, d.amax, missing="skip", return_report=True)
-        acts = [t for t in rep.activations if t in alt and t in d.amax and not _same(alt[t], d.amax[t])]
+        acts = [
+            t for t in rep.activations if t in alt and t in d.amax and not _same(alt[t], d.amax[t])
+        ]
         heads = [t for t in head_tensors(proto, list(rep.activations)) if t in acts]
-        clipped = sorted((t for t in acts if t not in heads),
-                         key=lambda t: -outputs.clipped_fraction(hists[t], d.amax[t]) if t in hists else 0.0)
+        clipped = sorted(
+            (t for t in acts if t not in heads),
+            key=lambda t: -outputs.clipped_fraction(hists[t], d.amax[t]) if t in hists else 0.0,
+        )
         plan: List[Tuple[str, List[str]]] = []
         if len(heads) > 1:
             plan.append(("head tensors " + ", ".join(heads), heads))
@@ -289,11 +385,21 @@ def choose(model: Any, hists: Mapping[str, Any], eval_data: Any, *, eval_descrip
             s = run(trial)
             kept = tk.better(s, best, MARGIN_DB)
             if len(ts) == 1:
-                d.effects[ts[0]] = {"metric": s.metric - best.metric, "sqnr_db": s.worst_sqnr - best.worst_sqnr,
-                                    "text": f"{best.describe_metric()} -> {s.describe_metric()}, worst head "
-                                            f"{s.worst_sqnr - best.worst_sqnr:+.2f} dB"}
-            d.trials.append({"what": what, "to": alt_label, "text": f"{s.describe_metric()}, worst head "
-                             f"{s.worst_sqnr:.2f} dB", "kept": kept, "key": list(s.key)})
+                d.effects[ts[0]] = {
+                    "metric": s.metric - best.metric,
+                    "sqnr_db": s.worst_sqnr - best.worst_sqnr,
+                    "text": f"{best.describe_metric()} -> {s.describe_metric()}, worst head "
+                    f"{s.worst_sqnr - best.worst_sqnr:+.2f} dB",
+                }
+            d.trials.append(
+                {
+                    "what": what,
+                    "to": alt_label,
+                    "text": f"{s.describe_metric()}, worst head {s.worst_sqnr:.2f} dB",
+                    "kept": kept,
+                    "key": list(s.key),
+                }
+            )
             if kept:
                 best, d.amax = s, trial
                 for t in ts:
@@ -311,12 +417,20 @@ def _same(a: float, b: float) -> bool:
 def _summary(s: Any) -> Dict[str, Any]:
     from .. import tasks as tk
 
-    return {"metric": s.metric, "metric_name": s.spec.metric, "text": s.describe_metric(),
-            "worst_head_sqnr_db": s.worst_sqnr, "heads": tk.heads_text(s), "key": [float(v) for v in s.key]}
+    return {
+        "metric": s.metric,
+        "metric_name": s.spec.metric,
+        "text": s.describe_metric(),
+        "worst_head_sqnr_db": s.worst_sqnr,
+        "heads": tk.heads_text(s),
+        "key": [float(v) for v in s.key],
+    }
 
 
 def annotate(table: Any, decision: AutoDecision) -> None:
     """Records in a CalibrationTable which method gave each tensor's range (the overrides)."""
     for t, m in decision.overrides.items():
         if t in table:
-            table.override(t, table[t], method=m, reason="trtcal auto: measured better on held-out data")
+            table.override(
+                t, table[t], method=m, reason="trtcal auto: measured better on held-out data"
+            )
