@@ -11,7 +11,7 @@ The search, in a bounded number of runs, each one Q/DQ model over the ``E`` held
    |x| flavors, percentile 99.9 / 99.99 / 99.999, MSE; ``N = 7``) are measured and ranked by
    the task metric of the worst head (:mod:`trtcal.tasks`: detections kept, top-1 agreement,
    mask IoU, else SQNR), then the worst head's SQNR; task metrics within one unit (one sample,
-   one detection) are a tie decided by that SQNR (:func:`trtcal.tasks.best_of`). The best is the base.
+   one detection) tie, decided by that SQNR (:func:`trtcal.tasks.best_of`); the best is the base.
 2. **Per tensor**, at most ``K`` refinements (default :data:`DEFAULT_REFINEMENTS` = 8): first the
    tensors that feed the layers producing the outputs ("head" tensors) all at once, then one
    tensor at a time, head tensors first, then the tensors the base clips most (largest share of
