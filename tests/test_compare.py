@@ -268,3 +268,21 @@ def test_ranks_by_the_task_metric_on_a_real_classifier():
     text = res.format_table()
     assert "top-1 agreement" in text and "ranked by top-1 agreement of the worst head" in text
     assert all(m.heads and m.heads[0]["kind"] == "probs" for m in ranked)
+
+
+def test_accuracy_rows_per_head_for_a_report(rng):
+    """evaluation.accuracy_rows: the per-head rows of one quantized model (or table) vs FP32."""
+    from trtcal.evaluation import accuracy_rows
+
+    model = om.build(rng)
+    x, xe = om.data(rng, 16), om.data(rng, 11)
+    clip = om.clip_table(model, x)
+    rows = accuracy_rows(model, clip, xe, batch_size=4)
+    head, task = rows[0], rows[-1]
+    assert head["kind"] == "logits" and task["head"] == "task" and task["task"] == "classify"
+    qm = trtcal.onnx.quantize(model, clip, missing="skip")
+    ref, got = om.run(model, xe)[0], np.concatenate([om.run(qm, xe[i:i + 4])[0] for i in range(0, 11, 4)])
+    direct = ErrorStats("logits", classes_axis=1).update(ref, got)
+    assert head["sqnr_db"] == pytest.approx(direct.sqnr_db, rel=1e-6)
+    assert head["top1_agreement"] == direct.top1 == task["metric"] and task["samples"] == 11
+    assert accuracy_rows(model, qm, xe, batch_size=4)[0]["sqnr_db"] == pytest.approx(head["sqnr_db"])
