@@ -156,7 +156,8 @@ class AnalysisResult:
         return "\n".join(out)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"metric": self.metric, "threshold": self.threshold, "method": self.method,
+        threshold = self.threshold if math.isfinite(self.threshold) else None  # task mode: none
+        return {"metric": self.metric, "threshold": threshold, "method": self.method,
                 "best_single": self.best_single, "beats_best_single": self.beats_best_single,
                 "candidates": self.candidates, "final_text": self.final_text, "task": self.task,
                 "all_int8": self.all_int8, "final": self.final, "float_layers": self.float_layers,
@@ -444,7 +445,7 @@ def _task_search(layer_names: Sequence[str], layer_tensors: Mapping[str, List[st
             for t in changed:
                 trial[t] = amax[t]
             s = measure_stats(enabled, trial)
-            dec[n].tried[label] = s.metric if s.metric != s.worst_sqnr else s.worst_sqnr
+            dec[n].tried[label] = s.metric
             if tk.better(s, best[0] if best else cur, MARGIN_DB):
                 best = (s, label, trial)
         if best is not None:
