@@ -239,24 +239,7 @@ def analyze(
     AnalysisResult
     """
     given = threshold is not None
-    if metric is None:
-        metric = "cosine" if given else "task"
-    if metric not in METRICS:
-        raise ValueError(f"trtcal: metric (--metric) must be one of {', '.join(METRICS)}, got {metric!r}")
-    if metric == "task":
-        if given:
-            raise ValueError("trtcal: threshold (--threshold) applies to --metric cosine or sqnr_db; the task metric "
-                             "is searched to beat the best single method, with no threshold")
-        threshold = math.nan
-    else:
-        threshold = float(DEFAULT_THRESHOLDS[metric] if threshold is None else threshold)
-        if math.isnan(threshold):
-            raise ValueError("trtcal: threshold (--threshold) is NaN")
-        if metric == "cosine" and not -1.0 <= threshold <= 1.0:
-            raise ValueError(f"trtcal: a cosine threshold (--threshold) must be in [-1, 1], got {threshold}")
-    for what, v in (("search_layers", search_layers), ("max_float", max_float)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"trtcal: {what} must be an integer >= 0, got {v!r}")
+    metric, threshold = _check_metric(metric, threshold, search_layers, max_float)
     tk.check_task_arguments(task, output_slices)
     say = log or (lambda s: print(s, file=sys.stderr))
     notes: List[str] = []
@@ -309,29 +292,11 @@ def analyze(
     cache_path = _cache_path(cache, out_dir)
     store = _Cache(cache_path, {"model": digest, "eval": evalset.digest, "format": CACHE_FORMAT,
                                 "backend": backend, "task": spec.describe()})
-    counter = {"measured": 0, "cached": 0}
-
-    def measure_stats(enabled: Sequence[str], tbl: Mapping[str, float]) -> tk.TaskStats:
-        used = sorted({t for n in enabled for t in layer_tensors[n]})
-        key = hashlib.sha256(json.dumps([sorted(enabled), [(t, repr(float(tbl[t]))) for t in used]])
-                             .encode()).hexdigest()[:32]
-        hit = store.get(key)
-        if hit is None:
-            exclude = [n for n in layer_names if n not in set(enabled)]
-            qm = quantize(proto, {t: tbl[t] for t in used}, exclude_nodes=exclude, missing="skip")
-            stats, _ = ev.measure_task(qm, reference, evalset, spec, backend=backend)
-            hit = stats.state()
-            store.put(key, hit)
-            counter["measured"] += 1
-        else:
-            counter["cached"] += 1
-        return tk.TaskStats.from_state(spec, hit)
+    meter = _Meter(proto, layer_names, layer_tensors, reference, evalset, spec, store, backend)
+    measure_stats = meter.stats
 
     def measure(enabled: Sequence[str], tbl: Mapping[str, float]) -> float:
-        stats = measure_stats(enabled, tbl)
-        if metric == "task":
-            return stats.metric
-        return min(getattr(s, metric) for s in stats.outputs.values())
+        return min(getattr(s, metric) for s in measure_stats(enabled, tbl).outputs.values())
 
     bar = _Bar(progress, len(cands) + len(layer_names) + 2)
     single = {}
@@ -341,32 +306,19 @@ def analyze(
             bar.step(f"all INT8 {label}")
     if metric == "task":
         best_single = tk.best_of(single)
-    else:
-        best_single = max(single, key=lambda k: min(getattr(s, metric) for s in single[k].outputs.values()))
-    base = best_single if base_v is None else base_v.label
-    if base not in cands:  # the base needs a range search this build lacks
-        base = "minmax" if "minmax" in cands else next(iter(cands))
-    base_amax = cands[base]
-    alts = [(k, v) for k, v in cands.items() if k != base]
-    if metric == "task":
-        ranked = [k for k in tk.ranked(single) if k != base]
-        alts.sort(key=lambda kv: ranked.index(kv[0]) if kv[0] in ranked else len(ranked))
-        decisions, table, enabled, final_stats = _task_search(
-            layer_names, layer_tensors, nodes, base, base_amax, alts, measure_stats, bar, search_layers, max_float)
-        beats = tk.better(final_stats, single[best_single])
+        base = _base_label(best_single if base_v is None else base_v.label, cands)
+        decisions, table, enabled, final_stats, beats = _task_mode(
+            single, cands, base, best_single, layer_names, layer_tensors, nodes, measure_stats, bar,
+            search_layers, max_float, notes, say)
         if not beats:
-            notes.append(f"analyze could not beat the best single method ({best_single}: "
-                         f"{single[best_single].describe_metric()}, worst head {single[best_single].worst_sqnr:.2f} dB); "
-                         "it returns that method's model")
-            say(f"trtcal: {notes[-1]}")
-            base, table, enabled, final_stats = best_single, dict(cands[best_single]), list(layer_names), \
-                single[best_single]
-            for d in decisions:
-                d.decision, d.method = "int8", base
+            base = best_single
         all_int8, final = single[base].metric, final_stats.metric
     else:
+        best_single = max(single, key=lambda k: min(getattr(s, metric) for s in single[k].outputs.values()))
+        base = _base_label(best_single if base_v is None else base_v.label, cands)
+        alts = [(k, v) for k, v in cands.items() if k != base]
         decisions, table, enabled, final, all_int8 = _threshold_search(
-            layer_names, layer_tensors, nodes, base, base_amax, alts, measure, bar, threshold, metric)
+            layer_names, layer_tensors, nodes, base, cands[base], alts, measure, bar, threshold, metric)
         final_stats, beats = None, None
     bar.step("final")
     bar.close()
@@ -377,7 +329,7 @@ def analyze(
     float_layers = [d.name for d in decisions if d.decision == "float"]
     qmodel = quantize(proto, {t: table[t] for t in used}, exclude_nodes=float_layers, missing="skip")
     res = AnalysisResult(decisions, metric, float(threshold), base, all_int8, final, final_table, qmodel,
-                         counter["measured"], counter["cached"], notes=notes, task=spec.describe())
+                         meter.measured, meter.cached, notes=notes, task=spec.describe())
     if metric == "task":
         res.best_single, res.beats_best_single = best_single, beats
         res.candidates = {k: f"{s.describe_metric()}; {tk.heads_text(s)}" for k, s in
@@ -388,6 +340,88 @@ def analyze(
     if out_dir or out_qdq:
         _write(res, out_dir, out_qdq or os.path.join(out_dir or ".", f"{stem}.analyzed.qdq.onnx"), plots, say)
     return res
+
+
+def _check_metric(metric: Optional[str], threshold: Optional[float], search_layers: Any,
+                  max_float: Any) -> Tuple[str, float]:
+    """(metric, threshold) after the checks: no threshold means the task metric (threshold NaN)."""
+    given = threshold is not None
+    if metric is None:
+        metric = "cosine" if given else "task"
+    if metric not in METRICS:
+        raise ValueError(f"trtcal: metric (--metric) must be one of {', '.join(METRICS)}, got {metric!r}")
+    for what, v in (("search_layers", search_layers), ("max_float", max_float)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"trtcal: {what} must be an integer >= 0, got {v!r}")
+    if metric == "task":
+        if given:
+            raise ValueError("trtcal: threshold (--threshold) applies to --metric cosine or sqnr_db; the task metric "
+                             "is searched to beat the best single method, with no threshold")
+        return metric, math.nan
+    value = float(DEFAULT_THRESHOLDS[metric] if threshold is None else threshold)
+    if math.isnan(value):
+        raise ValueError("trtcal: threshold (--threshold) is NaN")
+    if metric == "cosine" and not -1.0 <= value <= 1.0:
+        raise ValueError(f"trtcal: a cosine threshold (--threshold) must be in [-1, 1], got {value}")
+    return metric, value
+
+
+def _base_label(label: str, cands: Mapping[str, Any]) -> str:
+    """``label``, or min-max when its ranges need a range search this build lacks."""
+    if label in cands:
+        return label
+    return "minmax" if "minmax" in cands else next(iter(cands))
+
+
+def _task_mode(single: Mapping[str, Any], cands: Mapping[str, Dict[str, float]], base: str, best_single: str,
+               layer_names: Sequence[str], layer_tensors: Mapping[str, List[str]], nodes: Mapping[str, Any],
+               measure_stats: Callable[..., Any], bar: Any, search_layers: int, max_float: int, notes: List[str],
+               say: Callable[[str], None]) -> Tuple[List[LayerDecision], Dict[str, float], List[str], Any, bool]:
+    """The task search from ``base``, then the check against the best single method (whose
+    model is returned, with a note, when the search did not beat it)."""
+    ranked = [k for k in tk.ranked(single) if k != base]
+    alts = sorted(((k, v) for k, v in cands.items() if k != base),
+                  key=lambda kv: ranked.index(kv[0]) if kv[0] in ranked else len(ranked))
+    decisions, table, enabled, final_stats = _task_search(
+        layer_names, layer_tensors, nodes, base, cands[base], alts, measure_stats, bar, search_layers, max_float)
+    beats = tk.better(final_stats, single[best_single])
+    if not beats:
+        b = single[best_single]
+        notes.append(f"analyze could not beat the best single method ({best_single}: {b.describe_metric()}, "
+                     f"worst head {b.worst_sqnr:.2f} dB); it returns that method's model")
+        say(f"trtcal: {notes[-1]}")
+        table, enabled, final_stats = dict(cands[best_single]), list(layer_names), b
+        for d in decisions:
+            d.decision, d.method = "int8", best_single
+    return decisions, table, enabled, final_stats, beats
+
+
+class _Meter:
+    """Measures a configuration (enabled layers, ranges) once: TaskStats, cached by key."""
+
+    def __init__(self, proto: Any, layer_names: Sequence[str], layer_tensors: Mapping[str, List[str]],
+                 reference: Any, evalset: Any, spec: Any, store: "_Cache", backend: str) -> None:
+        self.proto, self.layer_names, self.layer_tensors = proto, list(layer_names), layer_tensors
+        self.reference, self.evalset, self.spec, self.store, self.backend = reference, evalset, spec, store, backend
+        self.measured = self.cached = 0
+
+    def stats(self, enabled: Sequence[str], tbl: Mapping[str, float]) -> tk.TaskStats:
+        from .onnx import quantize
+
+        used = sorted({t for n in enabled for t in self.layer_tensors[n]})
+        key = hashlib.sha256(json.dumps([sorted(enabled), [(t, repr(float(tbl[t]))) for t in used]])
+                             .encode()).hexdigest()[:32]
+        hit = self.store.get(key)
+        if hit is None:
+            exclude = [n for n in self.layer_names if n not in set(enabled)]
+            qm = quantize(self.proto, {t: tbl[t] for t in used}, exclude_nodes=exclude, missing="skip")
+            stats, _ = ev.measure_task(qm, self.reference, self.evalset, self.spec, backend=self.backend)
+            hit = stats.state()
+            self.store.put(key, hit)
+            self.measured += 1
+        else:
+            self.cached += 1
+        return tk.TaskStats.from_state(self.spec, hit)
 
 
 def _candidates(hists: Mapping[str, Any], base_v: Optional[Variant], alt_vs: Sequence[Variant], alternatives: Any,
