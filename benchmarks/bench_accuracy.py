@@ -6,8 +6,9 @@ calibration samples (seed 0), every method's ranges from it (min-max, entropy in
 flavors, percentile 99.9/99.99/99.999, MSE), ``auto`` (trtcal.calibration.auto.choose) and
 ``analyze`` with its default settings, every result reported on 16 held-out samples (seed 1).
 ``auto`` and ``analyze`` choose twice: on a separate selection set of 16 samples (seed 2;
-nothing reported was tuned on), and on the held-out set itself (what ``--eval-data`` gives a
-user; the numbers are then in-sample). The Q/DQ models run in ONNX Runtime (INT8 rounding
+nothing reported was tuned on), and ``auto`` also on the held-out set itself (what
+``--eval-data`` gives a user; those numbers are in-sample; ``--analyze-in-sample`` does the same
+for analyze). The Q/DQ models run in ONNX Runtime (INT8 rounding
 simulated in float). Per head: detector box SQNR, class-score SQNR, reference detections kept
 (score >= 0.1, NMS, same class, IoU > 0.5); classifier top-1 agreement; text detector
 probability-map SQNR and mask IoU at 0.3.
@@ -82,7 +83,8 @@ def _row(label: str, s: Any, extra: str = "") -> Dict[str, Any]:
     return r
 
 
-def run_model(name: str, n_cal: int, n_eval: int, log: Any) -> Dict[str, Any]:
+def run_model(name: str, n_cal: int, n_eval: int, log: Any,
+              analyze_on: Any = ("selection set",)) -> Dict[str, Any]:
     from trtcal.calibration.runners import load_onnx
     from trtcal.sensitivity import analyze
 
@@ -119,6 +121,8 @@ def run_model(name: str, n_cal: int, n_eval: int, log: Any) -> Dict[str, Any]:
         note = f"{extra}; {d.runs} runs, {t_auto:.0f} s"
         rows.append(_row(f"auto (judged on the {tag})", s_auto, note))
         log(f"{name}: auto ({tag}): {tk.heads_text(s_auto)} ({rows[-1]['extra']})")
+        if tag not in analyze_on:
+            continue
         t0 = time.perf_counter()
         a = analyze(
             path, cal, judge, calibration=res, batch_size=16, output_slices=SLICES.get(name),
@@ -180,6 +184,10 @@ def main() -> int:
     p.add_argument("--calibration", type=int, default=64)
     p.add_argument("--eval", type=int, default=16)
     p.add_argument("--json", default=None)
+    p.add_argument(
+        "--analyze-in-sample", action="store_true",
+        help="also run analyze judged on the held-out set itself (L more runs per model)",
+    )
     args = p.parse_args()
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     results = []
@@ -187,7 +195,8 @@ def main() -> int:
         if rm.model_path(name) is None:
             print(f"skipped {name}: {rm.missing_reason(name)}")
             continue
-        results.append(run_model(name, args.calibration, args.eval, log))
+        on = ("selection set",) + (("held-out set itself",) if args.analyze_in_sample else ())
+        results.append(run_model(name, args.calibration, args.eval, log, on))
         print(markdown(results[-1]) + "\n", flush=True)
     if args.json:
         with open(args.json, "w") as f:
