@@ -226,9 +226,10 @@ def _fresh(data: Any, source: Source, preprocess: Any, input_name: Optional[str]
         s = open_source(data, preprocess, input_name)
     except (TypeError, ValueError, FileNotFoundError):
         return source
-    if s is source:
+    specs = getattr(source, "specs", None)
+    if s is source or not specs:
         return source
-    s.bind(source.specs)
+    s.bind(specs)
     return s
 
 
