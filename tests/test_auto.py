@@ -202,3 +202,19 @@ def test_real_classifier_auto_no_worse_than_the_best_single_method():
     assert got.metric >= best.metric - got.unit - 1e-12  # no worse by more than one sample's top-1
     if got.metric <= best.metric:
         assert got.worst_sqnr >= best.worst_sqnr - 0.5
+
+
+@pytest.mark.skipif(rm.model_path("yolov8n-nudenet") is None, reason=rm.missing_reason("yolov8n-nudenet"))
+def test_real_detector_shape_arithmetic_is_not_flagged():
+    """YOLOv8's head computes anchors from the feature maps' shapes (Shape, Gather, Cast, Mul):
+    those float tensors must not raise saturation warnings; no data tensor is exempt."""
+    import onnx
+
+    path = rm.model_path("yolov8n-nudenet")
+    m = onnx.load(path)
+    ex = outputs.unflaggable(path)
+    data_ops = {"Conv", "Sigmoid", "Softmax", "MaxPool", "Resize"}
+    data = {o for n in m.graph.node if n.op_type in data_ops for o in n.output} | {"output0"}
+    shape = {t for t, r in ex.items() if r == "shape"}
+    assert any(n.op_type == "Concat" and n.output[0] in shape for n in m.graph.node)  # shape Concats
+    assert not data & set(ex)
