@@ -28,9 +28,9 @@ Mask agreement: the IoU of the thresholded maps, summed over the whole stream.
 Ranking (:attr:`TaskStats.key`): the task metric of the **worst** output or head first
 (detections kept, top-1 agreement or mask IoU; for generic outputs the SQNR), then the worst
 head's SQNR, then the worst cosine: never a sum in which one head drowns the others. Choosing
-(:func:`better`, :func:`best_of`: auto and analyze) treats task metrics within one unit (one
-sample, one detection) as a tie decided by the worst head's SQNR, since a held-out set of 16
-samples cannot tell them apart.
+(:func:`better`, :func:`best_of`: auto and analyze) lets 1 dB of the worst head's SQNR outweigh
+a difference of one unit (one sample, one detection) of the task metric, since a held-out set
+of 16 samples can hardly tell those apart.
 """
 
 from __future__ import annotations
@@ -725,34 +725,44 @@ class TaskStats:
 MASK_IOU_UNIT = 0.002  # mask IoU differences up to this are ties when choosing
 
 
+OVERRIDE_DB = 1.0  # worst-head SQNR that outweighs a one-unit difference of the task metric
+
+
 def better(a: TaskStats, b: TaskStats, margin: float = 0.0, tolerant: bool = True) -> bool:
     """Whether ``a`` should be chosen over ``b``.
 
-    With ``tolerant`` (how auto and analyze choose), task metrics that differ by at most one
-    unit (:attr:`TaskStats.unit`: one sample's top-1, one detection, 0.2% mask IoU) are a tie:
-    on held-out sets of a few dozen samples one sample is noise. Ties go to the worst head's
-    SQNR, which must gain more than ``margin`` dB. For generic outputs (the metric is that SQNR)
-    only the margin applies. Without ``tolerant``, the exact lexicographic order of
-    :attr:`TaskStats.key` (how compare ranks what it measured)."""
-    if a.spec.task == "generic" or a.metric == a.worst_sqnr and b.metric == b.worst_sqnr:
+    With ``tolerant`` (how auto and analyze choose): a task metric higher by more than one unit
+    (:attr:`TaskStats.unit`: one sample's top-1, one detection, 0.2% mask IoU) wins; within one
+    unit, on held-out sets of a few dozen samples, the worst head's SQNR may outweigh it: the
+    lower metric wins only with at least :data:`OVERRIDE_DB` (1 dB) more SQNR; equal metrics
+    are decided by SQNR, which must gain more than ``margin`` dB. For generic outputs (the
+    metric is that SQNR) only the margin applies. Without ``tolerant``: the exact lexicographic
+    order of :attr:`TaskStats.key` (how compare ranks what it measured)."""
+    if a.spec.task == "generic" or (a.metric == a.worst_sqnr and b.metric == b.worst_sqnr):
         return a.worst_sqnr > b.worst_sqnr + margin
-    unit = max(a.unit, b.unit) if tolerant else 0.0
-    if a.metric > b.metric + unit + 1e-12:
+    if not tolerant:
+        return a.key > b.key
+    unit = max(a.unit, b.unit) + 1e-12
+    if a.metric > b.metric + unit:
         return True
-    if a.metric < b.metric - unit - 1e-12:
+    if a.metric < b.metric - unit:
         return False
-    if not tolerant and a.metric != b.metric:
-        return a.metric > b.metric
+    if a.metric > b.metric:
+        return not b.worst_sqnr >= a.worst_sqnr + OVERRIDE_DB
+    if a.metric < b.metric:
+        return a.worst_sqnr >= b.worst_sqnr + max(OVERRIDE_DB, margin)
     return a.worst_sqnr > b.worst_sqnr + margin
 
 
 def best_of(stats: Mapping[str, TaskStats]) -> str:
-    """The label to choose: among those within one unit of the best task metric (see
-    :func:`better`), the one with the highest worst-head SQNR (then cosine)."""
-    top = max(s.metric for s in stats.values())
-    unit = max(s.unit for s in stats.values())
-    pool = [k for k, s in stats.items() if s.metric >= top - unit - 1e-12]
-    return max(pool, key=lambda k: (stats[k].worst_sqnr, stats[k].worst_cosine))
+    """The label to choose: from the best by :attr:`TaskStats.key`, each other label (in key
+    order) that is :func:`better` than the current choice replaces it."""
+    order = ranked(stats)
+    best = order[0]
+    for k in order[1:]:
+        if better(stats[k], stats[best]):
+            best = k
+    return best
 
 
 def ranked(stats: Mapping[str, TaskStats]) -> List[str]:
