@@ -263,3 +263,24 @@ def test_errorstats_merge_and_top5(rng):
         ErrorStats("l", classes_axis=1).update(ref[:, :4], test[:, :4]).top5 is None
     )  # 5 classes or fewer
     assert math.isinf(ErrorStats("z").update(ref, ref).sqnr_db)
+
+
+def test_choosing_rule_one_unit_against_one_db():
+    from types import SimpleNamespace as NS
+
+    def st(metric, sqnr, unit=0.1, task="detect"):
+        return NS(
+            spec=NS(task=task), metric=metric, worst_sqnr=sqnr, unit=unit, key=(metric, sqnr, 1.0)
+        )
+
+    assert tk.better(st(1.0, 5.0), st(0.8, 20.0))  # more than one unit: the metric decides
+    assert tk.better(st(1.0, 7.6), st(0.9, 8.2))  # one detection is not traded for 0.6 dB
+    assert not tk.better(st(0.9, 8.2), st(1.0, 7.6))
+    assert tk.better(st(0.9, 9.0), st(1.0, 7.6))  # ... but for 1 dB or more it is
+    assert tk.better(st(0.9, 8.2, 0.1), st(0.9, 8.0), 0.1) and not tk.better(
+        st(0.9, 8.05), st(0.9, 8.0), 0.1
+    )
+    assert tk.better(st(3.0, 3.0, 0, "generic"), st(2.0, 2.0, 0, "generic"), 0.5)
+    assert not tk.better(st(0.9, 9.0), st(1.0, 7.6), tolerant=False)  # compare's exact order
+    stats = {"p": st(1.0, 7.6), "m": st(0.9, 8.2), "x": st(0.9, 9.0)}
+    assert tk.best_of(stats) == "x" and tk.ranked(stats) == ["p", "x", "m"]
