@@ -379,11 +379,17 @@ def choose(
         if len(heads) > 1:
             plan.append(("head tensors " + ", ".join(heads), heads))
         plan += [(t, [t]) for t in heads + clipped]
-        for what, ts in plan[:refinements]:
+        tried = 0
+        for what, ts in plan:
+            if tried >= refinements:
+                break
+            if all(_same(alt[t], d.amax[t]) for t in ts):
+                continue  # already given these ranges (the head group was kept): no run spent
             trial = dict(d.amax)
             for t in ts:
                 trial[t] = alt[t]
             s = run(trial)
+            tried += 1
             kept = tk.better(s, best, MARGIN_DB)
             if len(ts) == 1:
                 d.effects[ts[0]] = {

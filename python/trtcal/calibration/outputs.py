@@ -233,9 +233,13 @@ def saturation_warnings(clipped: Mapping[str, Mapping[str, float]], exempt: Mapp
         names = [f"'{n}' ({f:.1%}" + (f"; with min-max range: {eff[n]['text']}" if n in eff else "") + ")"
                  for n, f in heavy[:5]]
         more = f" and {len(heavy) - 5} more" if len(heavy) > 5 else ""
-        order = ("ranked by the measured effect of un-clipping on the task metric (largest gain first), then by "
-                 "saturated share"
-                 if measured else "ranked by saturated share (no evaluation data measured their effect)")
+        if measured:
+            order = ("ranked by the measured effect of un-clipping on the task metric (largest gain first), then "
+                     "by saturated share")
+        elif eff:
+            order = "ranked by saturated share (auto measured the effect of other tensors, not of these)"
+        else:
+            order = "ranked by saturated share (no evaluation data measured their effect)"
         skipped = sum(1 for n, f in per.items() if f > CLIP_WARN and n in exempt)
         lines.append(f"trtcal: {m} saturates more than {CLIP_WARN:.0%} of the values of {len(heavy)} tensor(s), "
                      f"{order}: " + ", ".join(names) + more
