@@ -204,7 +204,9 @@ def test_real_classifier_auto_no_worse_than_the_best_single_method():
         assert got.worst_sqnr >= best.worst_sqnr - 0.5
 
 
-@pytest.mark.skipif(rm.model_path("yolov8n-nudenet") is None, reason=rm.missing_reason("yolov8n-nudenet"))
+@pytest.mark.skipif(
+    rm.model_path("yolov8n-nudenet") is None, reason=rm.missing_reason("yolov8n-nudenet")
+)
 def test_real_detector_shape_arithmetic_is_not_flagged():
     """YOLOv8's head computes anchors from the feature maps' shapes (Shape, Gather, Cast, Mul):
     those float tensors must not raise saturation warnings; no data tensor is exempt."""
@@ -216,5 +218,38 @@ def test_real_detector_shape_arithmetic_is_not_flagged():
     data_ops = {"Conv", "Sigmoid", "Softmax", "MaxPool", "Resize"}
     data = {o for n in m.graph.node if n.op_type in data_ops for o in n.output} | {"output0"}
     shape = {t for t, r in ex.items() if r == "shape"}
-    assert any(n.op_type == "Concat" and n.output[0] in shape for n in m.graph.node)  # shape Concats
+    assert any(
+        n.op_type == "Concat" and n.output[0] in shape for n in m.graph.node
+    )  # shape Concats
     assert not data & set(ex)
+
+
+@pytest.mark.skipif(
+    rm.model_path("yolov8n-nudenet") is None, reason=rm.missing_reason("yolov8n-nudenet")
+)
+def test_real_detector_auto_no_worse_than_the_best_single_method():
+    """YOLOv8n: auto's detections kept and class-score SQNR against every single method's, on
+    the same held-out images (few of them, to stay fast)."""
+    path = rm.model_path("yolov8n-nudenet")
+    x, xe = rm.inputs("yolov8n-nudenet", 16, 0), rm.inputs("yolov8n-nudenet", 8, 1)
+    auto_params = {"auto": {"refinements": 2, "score_threshold": 0.1}}
+    res = calibrate(path, x, eval_data=xe, batch_size=8, params=auto_params, **QUIET)
+    cmp = compare(
+        path,
+        x,
+        xe,
+        calibration=res,
+        per_layer=False,
+        plots=False,
+        progress=False,
+        log=lambda s: None,
+        tables={"auto": res.amax["auto"]},
+        score_threshold=0.1,
+        batch_size=8,
+    )
+    assert cmp.task.startswith("detect")
+    single = {m.label: m.stats for m in cmp.ranked if m.label != "auto"}
+    best = single[tk.best_of(single)]
+    got = cmp["auto"].stats
+    assert not tk.better(best, got)  # no single method is to be chosen over auto
+    assert got.metric >= best.metric - got.unit - 1e-12
