@@ -74,7 +74,7 @@ def test_rerun_with_another_threshold_uses_the_cache(tmp_path, rng):
                     plots=False, **QUIET)
     assert other.measured >= 4
     # no cache
-    none = analyze(model, x, method="minmax", alternatives=None, batch_size=8, cache=False, **QUIET)
+    none = analyze(model, x, method="minmax", alternatives=None, threshold=0.99, batch_size=8, cache=False, **QUIET)
     assert none.measured == first.measured and none.files == {}
 
 
@@ -115,17 +115,51 @@ def test_sqnr_metric_and_argument_errors(rng):
         analyze(model, x, threshold=20, **QUIET)
 
 
-@pytest.mark.skipif(not hasattr(trtcal, "compute_amax"), reason="needs trtcal.compute_amax (branch rangesearch, "
-                    "not merged yet) for entropy ranges and the alternatives")
-def test_default_entropy_with_method_alternatives(rng):
+@pytest.mark.skipif(not hasattr(trtcal, "compute_amax"), reason="needs trtcal.compute_amax for the candidates")
+def test_threshold_mode_with_entropy_and_method_alternatives(rng):
     model = om.build(rng)
     x = om.data(rng, 25)
-    res = analyze(model, x, batch_size=8, **QUIET)
+    res = analyze(model, x, method="entropy", threshold=0.99, batch_size=8, **QUIET)
     assert res.method.startswith("entropy:") and not any("compute_amax" in n for n in res.notes)
     d = {x.name: x for x in res.layers}
     assert d["conv2"].decision != "int8" and d["conv1"].decision == "int8"
     assert d["conv2"].tried and "minmax" in d["conv2"].tried
     assert res.final >= 0.99
+
+
+def test_default_task_search_beats_every_single_method_or_says_so(rng):
+    """The defaults: every candidate all-INT8, the best is the bar; the searched model beats it by
+    the task metric (top-1 agreement, then the logits' SQNR) or the best single one comes back."""
+    from trtcal import tasks as tk
+
+    model = om.build(rng)
+    x, xe = om.data(rng, 24), om.data(rng, 16)
+    lines = []
+    res = analyze(model, x, xe, batch_size=8, progress=False, log=lines.append)
+    assert res.metric == "task" and res.task.startswith("classify")
+    assert res.best_single in res.candidates and len(res.candidates) == 7  # minmax, 2 entropy, 3 percentile, mse
+    final = tk.TaskStats(tk.resolve_task({"logits": om.run(model, xe)[0]}))
+    final.update({"logits": om.run(model, xe)[0]}, {"logits": om.run(res.model, xe)[0]})
+    assert res.final == pytest.approx(final.metric)
+    if res.beats_best_single:
+        assert res.float_layers or res.reranged_layers
+        assert "beats the best single method" in res.summary_text()
+    else:
+        assert not res.float_layers and not res.reranged_layers and res.method == res.best_single
+        assert any("could not beat the best single method" in ln for ln in lines)
+    assert "returned:" in res.format_table()
+    with pytest.raises(ValueError, match="threshold"):
+        analyze(model, x, metric="task", threshold=0.9, **QUIET)
+
+
+def test_task_search_puts_the_hostile_layer_in_float_when_nothing_else_helps(rng):
+    """min-max alone: conv2's input (an outlier channel) cannot be re-ranged, so float it is."""
+    model = om.build(rng)
+    x, xe = om.data(rng, 24), om.data(rng, 16)
+    res = analyze(model, x, xe, method="minmax", alternatives=None, batch_size=8, **QUIET)
+    assert res.best_single == "minmax" and res.beats_best_single
+    assert res.float_layers == ["conv2"]
+    assert res.final_text and "float" in res.format_table()
 
 
 def test_cli(tmp_path, rng, capsys):
@@ -137,8 +171,10 @@ def test_cli(tmp_path, rng, capsys):
     out = capsys.readouterr().out
     assert "conv2" in out and "float" in out
     assert os.path.isfile(tmp_path / "out" / "m.analyzed.qdq.onnx")
-    assert main(args + ["--threshold", "0.95"]) == 0
+    assert main(args) == 0  # everything from the cache
     assert "measured 0 configuration(s)" in capsys.readouterr().out
+    assert main(args + ["--threshold", "0.95"]) == 0  # the threshold mode
+    assert "conv2" in capsys.readouterr().out
 
 
 @pytest.mark.tensorrt
@@ -212,7 +248,8 @@ def test_metric_default_thresholds(tmp_path, rng, capsys):
     assert res.final >= 20.0 and "(threshold 20 dB)" in res.format_table()
     assert any("SQNR >= 20 dB" in ln and "default" in ln for ln in lines), lines
     lines.clear()
-    res = analyze(model, x, method="minmax", alternatives=None, batch_size=9, progress=False, log=lines.append)
+    res = analyze(model, x, method="minmax", alternatives=None, metric="cosine", batch_size=9, progress=False,
+                  log=lines.append)
     assert res.threshold == 0.99 and any("cosine similarity >= 0.99" in ln for ln in lines)
     lines.clear()
     analyze(model, x, method="minmax", alternatives=None, metric="sqnr_db", threshold=12.5, batch_size=9,

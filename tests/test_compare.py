@@ -61,7 +61,7 @@ def test_ranking_matches_measured_errors(tmp_path, rng):
     assert {"minmax", "clip", "half"} <= set(labels)
     assert not res.eval_on_calibration_data and res.eval_samples == 19 and res.samples == 27
     # every ranked method's numbers are what a direct measurement of its Q/DQ model gives
-    oracle = {}
+    oracle, task_key = {}, {}
     for m in ok:
         out, layer = _oracle(model, m.amax, xe)
         s = m.outputs["logits"]
@@ -71,7 +71,9 @@ def test_ranking_matches_measured_errors(tmp_path, rng):
         assert s["top1_agreement"] == out.top1, m.label
         assert m.layers["r1"] == pytest.approx(layer.sqnr_db, rel=1e-9, abs=1e-9), m.label
         oracle[m.label] = out.sqnr_db
-    assert labels == sorted(labels, key=lambda lb: -oracle[lb])  # ranked by the measured errors
+        task_key[m.label] = (out.top1, out.sqnr_db)  # a classifier: top-1 agreement, then SQNR
+    # ranked by the task metric (top-1 agreement of the logits), then the measured SQNR
+    assert labels == sorted(labels, key=lambda lb: tuple(-v for v in task_key[lb]))
     assert [m.rank for m in ok] == list(range(1, len(ok) + 1))
     # the outlier channel: min-max ranges crush conv2's input, clipping it keeps the model
     assert oracle["clip"] > oracle["minmax"] + 10
@@ -247,3 +249,42 @@ def test_description_names_both_evaluation_backends(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "runs each Q/DQ model in ONNX Runtime" not in text
     assert "TensorRT or ONNX Runtime" in text and "--evaluate" in text
+
+
+def test_ranks_by_the_task_metric_on_a_real_classifier():
+    """ppocr-cls: methods are ranked by top-1 agreement first (the worst head's SQNR breaks ties):
+    a method with higher top-1 agreement always ranks above one with a higher SQNR but lower top-1."""
+    import real_models as rm
+
+    path = rm.model_path("ppocr-cls")
+    if path is None:
+        pytest.skip(rm.missing_reason("ppocr-cls"))
+    x, xe = rm.inputs("ppocr-cls", 32, 0), rm.inputs("ppocr-cls", 16, 1)
+    res = compare(path, x, xe, batch_size=16, per_layer=False, plots=False, progress=False, log=lambda s: None)
+    ranked = res.ranked
+    assert len(ranked) == 7 and res.task.startswith("classify")
+    keys = [(m.summary["top1_agreement"], m.summary["worst_head_sqnr_db"]) for m in ranked]
+    assert keys == sorted(keys, reverse=True)
+    best_top1 = max(k[0] for k in keys)
+    assert ranked[0].summary["top1_agreement"] == best_top1 == res[res.recommended].summary["top1_agreement"]
+    text = res.format_table()
+    assert "top-1 agreement" in text and "ranked by top-1 agreement of the worst head" in text
+    assert all(m.heads and m.heads[0]["kind"] == "probs" for m in ranked)
+
+
+def test_accuracy_rows_per_head_for_a_report(rng):
+    """evaluation.accuracy_rows: the per-head rows of one quantized model (or table) vs FP32."""
+    from trtcal.evaluation import accuracy_rows
+
+    model = om.build(rng)
+    x, xe = om.data(rng, 16), om.data(rng, 11)
+    clip = om.clip_table(model, x)
+    rows = accuracy_rows(model, clip, xe, batch_size=4)
+    head, task = rows[0], rows[-1]
+    assert head["kind"] == "logits" and task["head"] == "task" and task["task"] == "classify"
+    qm = trtcal.onnx.quantize(model, clip, missing="skip")
+    ref, got = om.run(model, xe)[0], np.concatenate([om.run(qm, xe[i:i + 4])[0] for i in range(0, 11, 4)])
+    direct = ErrorStats("logits", classes_axis=1).update(ref, got)
+    assert head["sqnr_db"] == pytest.approx(direct.sqnr_db, rel=1e-6)
+    assert head["top1_agreement"] == direct.top1 == task["metric"] and task["samples"] == 11
+    assert accuracy_rows(model, qm, xe, batch_size=4)[0]["sqnr_db"] == pytest.approx(head["sqnr_db"])

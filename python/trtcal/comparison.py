@@ -4,9 +4,13 @@
 makes), derives every method's ranges from them (min-max; entropy in each flavor; percentile
 99.9 / 99.99 / 99.999; MSE), builds each Q/DQ model and runs it (in TensorRT or ONNX Runtime,
 see ``evaluate``; the FP32 model always runs in ONNX Runtime) against the FP32 model on
-evaluation batches: output cosine similarity, SQNR, max abs error, top-1
-agreement for classifiers, the SQNR of every quantized activation, and the time each range
-search took. Methods are ranked by the worst output's SQNR (cosine breaks ties).
+evaluation batches: per output and per head (:mod:`trtcal.tasks`: boxes and class scores of a
+detector, a classifier's logits, a segmentation map) SQNR, cosine similarity, max abs error;
+top-1/top-5 agreement for classifiers, detections kept for detectors, mask IoU for
+segmentation; the SQNR of every quantized activation, and the time each range search took.
+Methods are ranked by the task metric of the worst head (detections kept, top-1 agreement,
+mask IoU; SQNR for generic outputs), then the worst head's SQNR, then its cosine: never by a
+whole-output number that one head dominates.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import _files
 from . import evaluation as ev
+from . import tasks as tk
 from .calibration import outputs
 from .calibration.runners import load_onnx
 
@@ -115,6 +120,9 @@ class MethodResult:
     quantized: int = 0
     error: Optional[str] = None
     rank: Optional[int] = None
+    task: Dict[str, Any] = field(default_factory=dict)       # TaskStats.summary(): the task metric
+    heads: List[Dict[str, Any]] = field(default_factory=list)  # TaskStats.head_rows(): per head
+    stats: Any = None                                        # the TaskStats (None when not run)
 
     @property
     def ok(self) -> bool:
@@ -126,13 +134,24 @@ class MethodResult:
             return {}
         sqnr = min(o["sqnr_db"] for o in self.outputs.values())
         top = [o["top1_agreement"] for o in self.outputs.values() if o.get("top1_agreement") is not None]
-        return {"cosine": min(o["cosine"] for o in self.outputs.values()), "sqnr_db": sqnr,
-                "max_abs_error": max(o["max_abs_error"] for o in self.outputs.values()),
-                "top1_agreement": sum(top) / len(top) if top else None}
+        out = {"cosine": min(o["cosine"] for o in self.outputs.values()), "sqnr_db": sqnr,
+               "max_abs_error": max(o["max_abs_error"] for o in self.outputs.values()),
+               "top1_agreement": min(top) if top else None}
+        if self.stats is not None:
+            out.update(task=self.stats.spec.task, task_metric=self.stats.metric,
+                       task_metric_name=self.stats.spec.metric, task_text=self.stats.describe_metric(),
+                       worst_head_sqnr_db=self.stats.worst_sqnr, worst_head_cosine=self.stats.worst_cosine,
+                       heads=tk.heads_text(self.stats))
+            tops = [h["top1_agreement"] for h in self.heads if h.get("top1_agreement") is not None]
+            if tops:
+                out["top1_agreement"] = min(tops)
+        return out
 
     def row(self) -> Dict[str, Any]:
         s = self.summary
-        return {"rank": self.rank, "method": self.label, "cosine": s.get("cosine"), "sqnr_db": s.get("sqnr_db"),
+        return {"rank": self.rank, "method": self.label, "task_metric": s.get("task_metric"),
+                "task_metric_name": s.get("task_metric_name"), "worst_head_sqnr_db": s.get("worst_head_sqnr_db"),
+                "heads": s.get("heads"), "cosine": s.get("cosine"), "sqnr_db": s.get("sqnr_db"),
                 "max_abs_error": s.get("max_abs_error"), "top1_agreement": s.get("top1_agreement"),
                 "search_seconds": self.search_seconds, "quantized_tensors": self.quantized,
                 "worst_layer": _worst_layer(self.layers), "error": self.error}
@@ -153,6 +172,7 @@ class ComparisonResult:
     files: Dict[str, str] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     tables: Dict[str, Any] = field(default_factory=dict)  # label -> CalibrationTable (when available)
+    task: Optional[str] = None  # TaskSpec.describe(): the task and heads measured
 
     @property
     def ranked(self) -> List[MethodResult]:
@@ -178,26 +198,35 @@ class ComparisonResult:
         return [m.row() for m in self.methods]
 
     def format_table(self) -> str:
-        """The ranked table as text for a terminal."""
-        head = ["#", "method", "cosine", "SQNR dB", "max |err|", "top-1", "search s", "worst layer (SQNR dB)"]
+        """The ranked table as text for a terminal: the task metric of the worst head, each
+        head's SQNR (and top-1, mask IoU, detections kept), then the whole outputs."""
+        metric = next((m.summary.get("task_metric_name") for m in self.ranked if m.stats is not None), None)
+        head = ["#", "method", metric or "task", "worst head dB", "per head", "cosine", "search s",
+                "worst layer (SQNR dB)"]
         lines = []
         for m in self.methods:
             if not m.ok:
                 err = m.error or "no result"
-                lines.append(["-", m.label, "", "", "", "", "", "not run: " + (err if len(err) <= 70 else err[:67] + "...")])
+                lines.append(["-", m.label, "", "", "", "", "",
+                              "not run: " + (err if len(err) <= 70 else err[:67] + "...")])
                 continue
             s = m.summary
             worst = _worst_layer(m.layers)
-            lines.append([str(m.rank), m.label, f"{s['cosine']:.6f}", _db(s["sqnr_db"]), f"{s['max_abs_error']:.4g}",
-                          "" if s["top1_agreement"] is None else f"{100 * s['top1_agreement']:.2f}%",
+            lines.append([str(m.rank), m.label, s.get("task_text", ""), _db(s.get("worst_head_sqnr_db", s["sqnr_db"])),
+                          s.get("heads", ""), f"{s['cosine']:.6f}",
                           "" if m.search_seconds is None else f"{m.search_seconds:.3f}",
                           "" if worst is None else f"{worst} ({_db(m.layers[worst])})"])
         widths = [max(len(h), *(len(r[i]) for r in lines)) if lines else len(h) for i, h in enumerate(head)]
-        fmt = lambda r: "  ".join(c.ljust(w) if i in (1, 7) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        left = (1, 2, 4, 7)
+        fmt = lambda r: "  ".join(c.ljust(w) if i in left else c.rjust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(r, widths)))
         out = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines]
         for m in self.methods:
             if m.error and len(m.error) > 70:
                 out.append(f"{m.label}: {m.error}")
+        if self.task:
+            out.append(f"task: {self.task}; ranked by {metric or 'the task metric'} of the worst head, then the "
+                       "worst head's SQNR")
         if self.recommended:
             out.append(f"recommended: {self.recommended}" +
                        (f"  (table: {self.files['recommended_table']})" if "recommended_table" in self.files else ""))
@@ -205,8 +234,9 @@ class ComparisonResult:
 
     def to_dict(self) -> Dict[str, Any]:
         return {"recommended": self.recommended, "samples": self.samples, "eval_samples": self.eval_samples,
-                "eval_on_calibration_data": self.eval_on_calibration_data, "notes": self.notes,
-                "methods": [dict(m.row(), flavor=m.flavor, params=m.params, outputs=m.outputs, layers=m.layers)
+                "eval_on_calibration_data": self.eval_on_calibration_data, "notes": self.notes, "task": self.task,
+                "methods": [dict(m.row(), flavor=m.flavor, params=m.params, outputs=m.outputs, layers=m.layers,
+                                 task=m.task, per_head=m.heads)
                             for m in self.methods],
                 "files": self.files}
 
@@ -232,6 +262,9 @@ def compare(
     op_types: Optional[Sequence[str]] = None,
     runner: str = "auto",
     evaluate: str = "auto",
+    task: Any = "auto",
+    output_slices: Any = None,
+    score_threshold: Optional[float] = None,
     bins: int = 2048,
     per_layer: bool = True,
     out_dir: Optional[str] = None,
@@ -260,6 +293,8 @@ def compare(
         the ``tensorrt`` module (TensorRTUnavailableError otherwise).
     evaluate : where the Q/DQ models run: 'auto' (TensorRT when its module is present, else
         ONNX Runtime), 'onnxruntime' or 'tensorrt'. The FP32 reference runs in ONNX Runtime.
+    task, output_slices, score_threshold : what the outputs hold (:func:`trtcal.tasks.resolve_task`;
+        default detected from the FP32 outputs): the methods are ranked by its task metric.
     per_layer : also measure the SQNR of every quantized activation.
     out_dir : write comparison.csv/.json, layers.csv, one JSON table per method, the
         recommended Q/DQ model and the plots (with ``plots``) there.
@@ -271,6 +306,7 @@ def compare(
     say = log or (lambda s: print(s, file=sys.stderr))
     proto = load_onnx(model)
     variants = parse_methods(methods)
+    tk.check_task_arguments(task, output_slices)
     notes: List[str] = []
     # what would otherwise fail after the statistics pass is checked before it
     backend, eval_source = ev.check_before_pass("compare", calibration, data, batch_size=batch_size,
@@ -333,7 +369,8 @@ def compare(
     evalset = ev.EvalSet(data if on_cal else eval_source, reference.specs, bs, max_samples=eval_samples,
                          preprocess=preprocess, input_name=input_name)
     notes.append(ev.backend_note(backend))
-    stats = {label: _Streams(qm, dq[label], backend) for label, qm in qmodels.items()}
+    spec = ev.task_spec(reference, evalset, task, output_slices, score_threshold)
+    stats = {label: _Streams(qm, dq[label], spec, backend) for label, qm in qmodels.items()}
     bar = _bar(progress, evalset, "evaluating")
     for i, inputs in evalset:
         ref = reference.run(i, inputs, with_tensors=bool(layer_names))
@@ -345,13 +382,15 @@ def compare(
         bar.close()
     for r in results:
         if r.label in stats:
-            r.outputs = {o: s.to_dict() for o, s in stats[r.label].outs.items()}
+            r.stats = stats[r.label].task
+            r.outputs = {o: s.to_dict() for o, s in r.stats.outputs.items()}
+            r.task, r.heads = r.stats.summary(), r.stats.head_rows()
             r.layers = {t: s.sqnr_db for t, s in stats[r.label].layers.items()}
     ok = sorted((r for r in results if r.ok), key=_rank_key)
     for k, r in enumerate(ok, 1):
         r.rank = k
     res = ComparisonResult(ok + [r for r in results if not r.ok], calibration.samples, evalset.samples, on_cal,
-                           notes=notes)
+                           notes=notes, task=spec.describe())
     for r in ok:
         try:
             res.tables[r.label] = outputs.make_table(r.amax, dict(calibration.provenance, method=r.method,
@@ -363,28 +402,29 @@ def compare(
     return res
 
 
-def _rank_key(r: MethodResult) -> Tuple[float, float]:
+def _rank_key(r: MethodResult) -> Tuple[float, ...]:
+    """Best first: the task metric of the worst head, the worst head's SQNR, its cosine."""
+    if r.stats is not None:
+        return tuple(-v for v in r.stats.key)
     s = r.summary
     return (-s["sqnr_db"], -s["cosine"])
 
 
 class _Streams:
-    """One method's Q/DQ session and its running error sums."""
+    """One method's Q/DQ session and its running task and layer statistics."""
 
-    def __init__(self, qmodel: Any, layers: Mapping[str, str], backend: str = "onnxruntime") -> None:
+    def __init__(self, qmodel: Any, layers: Mapping[str, str], spec: Any, backend: str = "onnxruntime") -> None:
         self.layer_map = dict(layers)
         self.names: List[str] = []
         self.sess = ev.session(ev.expose(qmodel, list(self.layer_map.values())), backend=backend)
-        self.outs: Dict[str, Any] = {}
+        self.task = tk.TaskStats(spec)
         self.layers = {t: ev.ErrorStats(t) for t in self.layer_map}
 
     def update(self, outputs_: List[str], ref: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
         if not self.names:
             self.names = list(outputs_) + [q for q in self.layer_map.values() if q not in outputs_]
-            self.outs = ev.new_output_stats(outputs_, ref)
         got = dict(zip(self.names, self.sess.run(self.names, dict(inputs))))
-        for o in outputs_:
-            self.outs[o].update(ref[o], got[o])
+        self.task.update({o: ref[o] for o in outputs_}, {o: got[o] for o in outputs_})
         for t, q in self.layer_map.items():
             self.layers[t].update(ref[t], got[q])
 

@@ -22,6 +22,7 @@ import numpy as np
 from .calibration.data import InputSpec, Source, batches, open_source
 from .calibration.runners import load_onnx
 from .metrics import ErrorStats
+from .tasks import TaskSpec, TaskStats, resolve_task
 
 DEFAULT_CACHE_BYTES = 1 << 30
 
@@ -321,6 +322,70 @@ def measure(qmodel: Any, reference: Reference, evalset: EvalSet,
         for t, q in layers.items():
             layer_stats[t].update(ref[t], got[q])
     return out_stats, layer_stats
+
+
+def task_spec(reference: Reference, evalset: EvalSet, task: Any = "auto", output_slices: Any = None,
+              score_threshold: Optional[float] = None) -> TaskSpec:
+    """The model's task and heads (:func:`trtcal.tasks.resolve_task`), from the FP32 outputs of
+    the first evaluation batch (detected) or as declared."""
+    for i, inputs in evalset:
+        return resolve_task(reference.run(i, inputs), task, output_slices, score_threshold)
+    raise ValueError("trtcal: no evaluation samples")
+
+
+def measure_task(qmodel: Any, reference: Reference, evalset: EvalSet, spec: TaskSpec,
+                 layers: Optional[Mapping[str, str]] = None,
+                 backend: str = "onnxruntime") -> Tuple[TaskStats, Dict[str, ErrorStats]]:
+    """Like :func:`measure`, with the task metrics: (TaskStats of the outputs, per-layer stats)."""
+    layers = dict(layers or {})
+    sess = session(expose(qmodel, list(layers.values())), backend=backend)
+    names = reference.outputs + [v for v in layers.values() if v not in reference.outputs]
+    stats = TaskStats(spec)
+    layer_stats = {t: ErrorStats(t) for t in layers}
+    for i, inputs in evalset:
+        ref = reference.run(i, inputs, with_tensors=bool(layers))
+        got = dict(zip(names, sess.run(names, dict(inputs))))
+        stats.update(ref, got)
+        for t, q in layers.items():
+            layer_stats[t].update(ref[t], got[q])
+    return stats, layer_stats
+
+
+def accuracy_rows(model: Any, quantized: Any, eval_data: Any, *, task: Any = "auto", output_slices: Any = None,
+                  batch_size: Optional[int] = None, eval_samples: Optional[int] = None, preprocess: Any = None,
+                  input_name: Optional[str] = None, backend: str = "onnxruntime") -> List[Dict[str, Any]]:
+    """Per-head accuracy of a quantized model against the FP32 model on evaluation data.
+
+    Parameters
+    ----------
+    model : the FP32 ONNX model (path or ModelProto)
+    quantized : its Q/DQ model (path or ModelProto), or a calibration table ({tensor: amax},
+        a CalibrationTable) that :func:`trtcal.onnx.quantize` turns into one
+    eval_data : evaluation data (any form :func:`trtcal.calibrate` reads)
+    task, output_slices : as for :func:`trtcal.tasks.resolve_task` (default: detected)
+
+    Returns
+    -------
+    list of dict, one per head (``head``, ``kind``, ``sqnr_db``, ``cosine``, ``max_abs_error``;
+    ``top1_agreement``/``top5_agreement`` for classifier heads, ``mask_iou`` for masks) and one
+    per detector output (``detections_reference``, ``detections_kept``, ...), then a last row
+    ``{"head": "task", "task": ..., "metric_name": ..., "metric": ...}`` with the task metric
+    of the worst head.
+    """
+    proto = load_onnx(model)
+    if isinstance(quantized, Mapping):
+        from .onnx import quantize
+
+        usable = {k: float(v) for k, v in quantized.items() if float(v) > 0 and np.isfinite(float(v))}
+        qmodel = quantize(proto, usable, missing="skip")
+    else:
+        qmodel = load_onnx(quantized)
+    reference = Reference(proto)
+    evalset = EvalSet(eval_data, reference.specs, fixed_batch(reference.specs) or batch_size or 16,
+                      max_samples=eval_samples, preprocess=preprocess, input_name=input_name)
+    spec = task_spec(reference, evalset, task, output_slices)
+    stats, _ = measure_task(qmodel, reference, evalset, spec, backend=backend)
+    return stats.head_rows() + [dict(stats.summary(), head="task", how=spec.how, samples=evalset.samples)]
 
 
 def summary(stats: Mapping[str, ErrorStats]) -> Dict[str, Any]:

@@ -1,5 +1,5 @@
 """How far a quantized model's tensors are from the FP32 model's: cosine similarity, SQNR,
-max abs error and top-1 agreement, in NumPy (float64 sums).
+max abs error, top-1 and top-k agreement, in NumPy (float64 sums).
 
 The functions take two arrays of the same shape (reference first). :class:`ErrorStats`
 accumulates the same quantities over a stream of batches in constant memory, so a whole
@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-__all__ = ["cosine_similarity", "sqnr_db", "max_abs_error", "top1_agreement", "ErrorStats"]
+__all__ = ["cosine_similarity", "sqnr_db", "max_abs_error", "top1_agreement", "topk_agreement", "ErrorStats"]
 
 
 def _pair(ref: Any, test: Any, name: str) -> "tuple[np.ndarray, np.ndarray]":
@@ -66,6 +66,27 @@ def top1_agreement(ref: Any, test: Any, axis: int = -1, name: str = "tensor") ->
     return float(np.mean(a == b))
 
 
+def topk_agreement(ref: Any, test: Any, k: int = 5, axis: int = -1, name: str = "tensor") -> float:
+    """Fraction of rows whose reference arg-max along ``axis`` is among the quantized model's
+    ``k`` largest values along that axis (top-5 agreement for ``k=5``; ``k=1`` is top-1, ties
+    aside). With ``k`` at least the number of classes every row agrees."""
+    r = np.asarray(ref)
+    t = np.asarray(test)
+    _pair(r, t, name)
+    return _topk_hits(r, t, k, axis) / max(1, np.argmax(r, axis=axis).size)
+
+
+def _topk_hits(r: np.ndarray, t: np.ndarray, k: int, axis: int) -> int:
+    """Rows whose reference arg-max is among the test's k largest (ties counted as inside: a
+    class is in the top k when fewer than k classes are strictly larger)."""
+    if k < 1:
+        raise ValueError(f"trtcal: k must be >= 1, got {k}")
+    a = np.expand_dims(np.argmax(r, axis=axis), axis)
+    mine = np.take_along_axis(t, a, axis=axis)
+    larger = np.sum(t > mine, axis=axis)
+    return int(np.sum(larger < k))
+
+
 def _cosine(rr: float, tt: float, rt: float) -> float:
     if rr == 0.0 and tt == 0.0:
         return 1.0
@@ -88,7 +109,9 @@ class ErrorStats:
     ``update(ref, test)`` adds a batch whose axis 0 is the sample axis. Cosine and SQNR are
     those of the whole stream (ratios of float64 sums, the same as the functions above applied
     to everything concatenated); ``worst_cosine`` is the lowest per-sample cosine. With
-    ``classes_axis`` set (a classifier's logits), top-1 agreement is counted too.
+    ``classes_axis`` set (a classifier's logits), top-1 and top-5 agreement are counted too
+    (top-5: the reference's class is among the quantized model's five largest; None with five
+    classes or fewer). :meth:`merge` adds another stream's sums (exact: sums, maxima, minima).
     """
 
     def __init__(self, name: str = "tensor", classes_axis: Optional[int] = None) -> None:
@@ -104,6 +127,8 @@ class ErrorStats:
         self.worst_cosine = math.inf
         self.top1_hits = 0
         self.top1_rows = 0
+        self.top5_hits = 0
+        self.top5_rows = 0
 
     def update(self, ref: Any, test: Any) -> "ErrorStats":
         r0 = np.asarray(ref)
@@ -130,6 +155,17 @@ class ErrorStats:
             b = np.argmax(t0, axis=self.classes_axis)
             self.top1_hits += int(np.sum(a == b))
             self.top1_rows += int(a.size)
+            if r0.shape[self.classes_axis] > 5:
+                self.top5_hits += _topk_hits(r0, t0, 5, self.classes_axis)
+                self.top5_rows += int(a.size)
+        return self
+
+    def merge(self, other: "ErrorStats") -> "ErrorStats":
+        """Adds ``other``'s stream (another shard of the same tensor) to this one, in place."""
+        for k in ("rr", "tt", "rt", "ee", "values", "samples", "top1_hits", "top1_rows", "top5_hits", "top5_rows"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.max_abs = max(self.max_abs, other.max_abs)
+        self.worst_cosine = min(self.worst_cosine, other.worst_cosine)
         return self
 
     @property
@@ -144,15 +180,20 @@ class ErrorStats:
     def top1(self) -> Optional[float]:
         return self.top1_hits / self.top1_rows if self.top1_rows else None
 
+    @property
+    def top5(self) -> Optional[float]:
+        return self.top5_hits / self.top5_rows if self.top5_rows else None
+
     def to_dict(self) -> Dict[str, Any]:
         return {"cosine": self.cosine, "sqnr_db": self.sqnr_db, "max_abs_error": self.max_abs,
                 "worst_sample_cosine": self.worst_cosine if self.samples else None, "top1_agreement": self.top1,
-                "samples": self.samples}
+                "top5_agreement": self.top5, "samples": self.samples}
 
     def state(self) -> Dict[str, Any]:
         """The raw sums (JSON-serialisable), for caches."""
         return {k: getattr(self, k) for k in ("rr", "tt", "rt", "ee", "max_abs", "values", "samples",
-                                             "worst_cosine", "top1_hits", "top1_rows")}
+                                             "worst_cosine", "top1_hits", "top1_rows", "top5_hits",
+                                             "top5_rows")}
 
     @classmethod
     def from_state(cls, state: Dict[str, Any], name: str = "tensor") -> "ErrorStats":

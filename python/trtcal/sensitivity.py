@@ -1,6 +1,24 @@
 """Find the layers that break INT8, and fix them with other ranges or higher precision.
 
-:func:`analyze` enables INT8 (Q/DQ on the layer's inputs) one quantizable layer at a time in
+By default (``metric="task"``) :func:`analyze` searches against the model's task metric
+(:mod:`trtcal.tasks`: detections kept, top-1 agreement, mask IoU, else the worst head's SQNR;
+ties broken by the worst head's SQNR):
+
+1. every candidate method's all-INT8 model is measured; the best is the base (``method="auto"``)
+   and the bar to beat;
+2. each quantizable layer is measured in float alone (its sensitivity);
+3. the ``search_layers`` (8) layers whose float gains most get each of the two next-best
+   methods' ranges and min-max on their inputs (per-layer method choice), kept when the task
+   key improves (by more than 0.1 dB of worst-head SQNR on a tie);
+4. up to ``max_float`` (4) of those layers are left in float, each kept when it improves the key
+   by more than 0.5 dB on a tie (float layers cost speed);
+5. the result is kept only if it beats the best single method; otherwise analyze says so and
+   returns the best single method's model.
+
+Cost: ``N + L + 3 * search_layers + max_float`` evaluation runs for ``N`` candidate methods and
+``L`` quantizable layers.
+
+With ``metric="cosine"`` or ``"sqnr_db"`` and a threshold (the earlier mode), :func:`analyze` enables INT8 (Q/DQ on the layer's inputs) one quantizable layer at a time in
 graph (topological) order, the rest in float, and measures the model outputs against FP32.
 A layer whose enabling drops the similarity below ``threshold`` is marked and left in float,
 so the layers after it are measured without its effect. Then each marked layer is tried with
@@ -31,18 +49,22 @@ from . import _files
 from . import evaluation as ev
 from .calibration import outputs
 from .calibration.runners import model_digest
+from . import tasks as tk
 from .comparison import Variant, parse_methods
-from .metrics import ErrorStats
 
 __all__ = ["analyze", "AnalysisResult", "LayerDecision"]
 
-CACHE_FORMAT = "trtcal.analyze.cache/1"
-METRICS = ("cosine", "sqnr_db")
+CACHE_FORMAT = "trtcal.analyze.cache/2"
+METRICS = ("task", "cosine", "sqnr_db")
+SEARCH_LAYERS = 8    # task mode: layers whose ranges are searched
+MAX_FLOAT = 4        # task mode: float fallbacks tried
+MARGIN_DB = 0.1      # task mode: a re-ranging that ties on the task metric must gain this much
+FLOAT_MARGIN_DB = 0.5  # ... and a float fallback this much
 #: The threshold used when none is given, per metric. Cosine 0.99; SQNR 20 dB (the noise
 #: power 1% of the signal's: about cosine 0.995 for noise uncorrelated with the signal, where
 #: cosine c corresponds to -10 log10(1/c^2 - 1) dB, so cosine 0.99 is about 17 dB).
 DEFAULT_THRESHOLDS = {"cosine": 0.99, "sqnr_db": 20.0}
-_UNITS = {"cosine": "", "sqnr_db": " dB"}
+_UNITS = {"cosine": "", "sqnr_db": " dB", "task": ""}
 
 
 @dataclass
@@ -57,6 +79,7 @@ class LayerDecision:
     decision: str = "int8"             # 'int8', 'int8-reranged' or 'float'
     method: Optional[str] = None       # the ranges it uses ('int8-reranged': the other method's)
     tried: Dict[str, float] = field(default_factory=dict)  # mixed quantization: method -> similarity
+    detail: str = ""                   # task mode: the task metric and heads with this layer in float
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -78,6 +101,20 @@ class AnalysisResult:
     cached: int = 0
     files: Dict[str, str] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
+    best_single: Optional[str] = None  # task mode: the best single method, the bar to beat
+    candidates: Dict[str, str] = field(default_factory=dict)  # task mode: method -> task metric and heads
+    beats_best_single: Optional[bool] = None
+    final_text: str = ""               # task mode: the returned model's task metric and heads
+    task: str = ""
+
+    def summary_text(self) -> str:
+        """One line: what changed, and whether it beat the best single method."""
+        what = (f"{len(self.reranged_layers)} layer(s) re-ranged, {len(self.float_layers)} in float"
+                if self.layers else "no change")
+        if self.best_single is None:
+            return f"base {self.method}; {what}"
+        verdict = "beats" if self.beats_best_single else "could not beat (returned)"
+        return f"base {self.method}; {what}; {verdict} the best single method {self.best_single}"
 
     @property
     def float_layers(self) -> List[str]:
@@ -88,6 +125,8 @@ class AnalysisResult:
         return {d.name: d.method for d in self.layers if d.decision == "int8-reranged"}
 
     def format_table(self) -> str:
+        if self.metric == "task":
+            return self._format_task()
         head = ["#", "layer", "op", self.metric, "decision"]
         rows = [[str(d.index), d.name, d.op_type, _fmt(d.similarity, self.metric),
                  d.decision + (f" ({d.method})" if d.decision == "int8-reranged" else "")] for d in self.layers]
@@ -100,8 +139,29 @@ class AnalysisResult:
                    f"{len(self.float_layers)} layer(s) in float, {len(self.reranged_layers)} re-ranged")
         return "\n".join(out)
 
+    def _format_task(self) -> str:
+        changed = [d for d in self.layers if d.decision != "int8"]
+        shown = changed or sorted(self.layers, key=lambda d: -d.similarity)[:5]
+        head = ["#", "layer", "op", "task metric with it in float", "decision", "tried"]
+        rows = [[str(d.index), d.name, d.op_type, d.detail,
+                 d.decision + (f" ({d.method})" if d.decision == "int8-reranged" else ""),
+                 ", ".join(f"{k} {v:.4g}" for k, v in d.tried.items())] for d in shown]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+        fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+        out = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+        if not changed:
+            out.append("(no layer changed: the most sensitive layers are shown)")
+        out.append(f"task: {self.task}")
+        for label, text in self.candidates.items():
+            out.append(f"  all INT8, {label}: {text}")
+        out.append(f"returned: {self.final_text}  [{self.summary_text()}]")
+        return "\n".join(out)
+
     def to_dict(self) -> Dict[str, Any]:
-        return {"metric": self.metric, "threshold": self.threshold, "method": self.method,
+        threshold = self.threshold if math.isfinite(self.threshold) else None  # task mode: none
+        return {"metric": self.metric, "threshold": threshold, "method": self.method,
+                "best_single": self.best_single, "beats_best_single": self.beats_best_single,
+                "candidates": self.candidates, "final_text": self.final_text, "task": self.task,
                 "all_int8": self.all_int8, "final": self.final, "float_layers": self.float_layers,
                 "reranged_layers": self.reranged_layers, "layers": [d.to_dict() for d in self.layers],
                 "measured": self.measured, "cached": self.cached, "notes": self.notes, "files": self.files}
@@ -118,11 +178,16 @@ def analyze(
     data: Any = None,
     eval_data: Any = None,
     *,
-    method: str = "entropy",
+    method: str = "auto",
     alternatives: Union[str, Sequence[str], Mapping[str, Mapping[str, float]], None] = (
         "percentile", "mse", "minmax", "entropy"),
     threshold: Optional[float] = None,
-    metric: str = "cosine",
+    metric: Optional[str] = None,
+    task: Any = "auto",
+    output_slices: Any = None,
+    score_threshold: Optional[float] = None,
+    search_layers: int = SEARCH_LAYERS,
+    max_float: int = MAX_FLOAT,
     calibration: Any = None,
     batch_size: Optional[int] = None,
     max_samples: Optional[int] = None,
@@ -139,21 +204,25 @@ def analyze(
     progress: bool = True,
     log: Optional[Callable[[str], None]] = None,
 ) -> AnalysisResult:
-    """Finds the layers whose INT8 breaks the model's outputs, and what to do with each.
+    """Finds the layers whose INT8 breaks the model's task, and what to do with each.
 
     Parameters
     ----------
     model : ONNX path or onnx.ModelProto
     data : calibration data (the forms :func:`trtcal.calibrate` reads)
     eval_data : evaluation data (default: ``data``)
-    method : the base ranges: one method ('entropy', 'entropy:tensorrt', 'percentile:99.99',
-        'minmax', 'mse'); a method with several flavors or percentiles ('entropy', 'percentile')
-        uses the first. Several methods, or 'all', are refused (trtcal.compare ranks them).
-    alternatives : method specs tried on marked layers ("mixed quantization"), or
-        {label: {tensor: amax}} tables; None or () for none (marked layers go straight to float).
-    threshold, metric : a layer is marked when, after enabling it, the worst model output's
-        ``metric`` ('cosine' similarity, or 'sqnr_db') is below ``threshold``. None: the
-        metric's default (:data:`DEFAULT_THRESHOLDS`: cosine 0.99, sqnr_db 20 dB).
+    method : the base ranges: 'auto' (default: the candidate method whose all-INT8 model scores
+        best), or one method ('entropy', 'entropy:tensorrt', 'percentile:99.99', 'minmax', 'mse');
+        a method with several flavors or percentiles uses the first. Several, or 'all', are refused.
+    alternatives : method specs that are the candidates (task mode) and are tried on layers
+        ("mixed quantization"), or {label: {tensor: amax}} tables; None or () for none.
+    metric : 'task' (the default without a ``threshold``; see the module docstring), or 'cosine'
+        (the default with one) / 'sqnr_db': a layer is marked when, after enabling it, the worst
+        model output's metric is below ``threshold`` (None: :data:`DEFAULT_THRESHOLDS`: cosine
+        0.99, 20 dB).
+    task, output_slices, score_threshold : what the outputs hold (:func:`trtcal.tasks.resolve_task`).
+    search_layers, max_float : task mode: how many of the most sensitive layers get other
+        ranges tried, and how many float fallbacks are tried.
     calibration : a CalibrationResult to reuse instead of a new statistics pass.
     out_dir : writes analyze.csv/.json, analyze.png, the table (analyze.table.json), the Q/DQ
         model (``out_qdq``, default ``<out_dir>/<model>.analyzed.qdq.onnx``), the cache and the
@@ -171,17 +240,12 @@ def analyze(
     -------
     AnalysisResult
     """
-    if metric not in METRICS:
-        raise ValueError(f"trtcal: metric (--metric) must be one of {', '.join(METRICS)}, got {metric!r}")
     given = threshold is not None
-    threshold = float(DEFAULT_THRESHOLDS[metric] if threshold is None else threshold)
-    if math.isnan(threshold):
-        raise ValueError("trtcal: threshold (--threshold) is NaN")
-    if metric == "cosine" and not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"trtcal: a cosine threshold (--threshold) must be in [-1, 1], got {threshold}")
+    metric, threshold = _check_metric(metric, threshold, search_layers, max_float)
+    tk.check_task_arguments(task, output_slices)
     say = log or (lambda s: print(s, file=sys.stderr))
     notes: List[str] = []
-    base_v = _base_method(method)
+    base_v = None if method == "auto" else _base_method(method)
     alt_vs = parse_methods(alternatives) if alternatives and not isinstance(alternatives, Mapping) else []
     # what would otherwise fail after the statistics pass is checked before it
     backend, eval_source = ev.check_before_pass("analyze", calibration, data, batch_size=batch_size,
@@ -190,8 +254,12 @@ def analyze(
                                                 preprocess=preprocess, input_name=input_name)
     proto = ev.name_nodes(model)
     digest = model_digest(model)
-    say(f"trtcal: threshold: worst output {_METRIC_NAMES[metric]} >= {threshold:g}{_UNITS[metric]} "
-        + ("(given)" if given else f"(the default for {metric}; --threshold sets another)"))
+    if metric == "task":
+        say("trtcal: analyze searches per-layer ranges and float fallback against the task metric, to beat the best "
+            "single method")
+    else:
+        say(f"trtcal: threshold: worst output {_METRIC_NAMES[metric]} >= {threshold:g}{_UNITS[metric]} "
+            + ("(given)" if given else f"(the default for {metric}; --threshold sets another)"))
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
     stem = os.path.splitext(os.path.basename(model))[0] if isinstance(model, (str, os.PathLike)) else "model"
@@ -201,30 +269,12 @@ def analyze(
                                   batch_size=batch_size, max_samples=max_samples, preprocess=preprocess,
                                   input_name=input_name, runner=runner, bins=bins, progress=progress)
     hists = calibration.histograms
-
-    base, base_amax = _ranges(hists, base_v)
-    if base_amax is None:
-        notes.append(f"{base_v.label} needs trtcal.compute_amax, which this build lacks: min-max ranges used")
-        say(f"trtcal: {notes[-1]}")
-        base, base_amax = _ranges(hists, Variant("minmax"))
-    alts: List[Tuple[str, Dict[str, float]]] = []
-    if isinstance(alternatives, Mapping):
-        alts = [(str(k), {n: float(a) for n, a in t.items() if a > 0 and math.isfinite(a)})
-                for k, t in alternatives.items()]
-    for v in alt_vs:
-        if v.label == base:
-            continue
-        label, amax = _ranges(hists, v)
-        if amax is None:
-            if not any("alternatives" in n for n in notes):
-                notes.append("alternatives that need trtcal.compute_amax were skipped (not in this build)")
-            continue
-        alts.append((label, amax))
+    cands = _candidates(hists, base_v, alt_vs, alternatives, notes, say)
 
     from .onnx import quantize
 
-    table = dict(base_amax)
-    _, rep = quantize(proto, table, missing="skip", return_report=True)
+    first = next(iter(cands.values()))
+    _, rep = quantize(proto, dict(first), missing="skip", return_report=True)
     nodes = {n.name: n for n in proto.graph.node}
     # the layers whose precision is chosen: weighted ops and residual adds (pooling, Concat and
     # Resize Q/DQ follow their neighbours by the placement rules)
@@ -243,29 +293,221 @@ def analyze(
     evalset = ev.EvalSet(data if eval_data is None else eval_source, reference.specs, bs, max_samples=eval_samples,
                          preprocess=preprocess, input_name=input_name)
     notes.append(ev.backend_note(backend))
+    spec = ev.task_spec(reference, evalset, task, output_slices, score_threshold)
     cache_path = _cache_path(cache, out_dir)
     store = _Cache(cache_path, {"model": digest, "eval": evalset.digest, "format": CACHE_FORMAT,
-                                "backend": backend})
-    counter = {"measured": 0, "cached": 0}
+                                "backend": backend, "task": spec.describe()})
+    meter = _Meter(proto, layer_names, layer_tensors, reference, evalset, spec, store, backend)
+    measure_stats = meter.stats
 
     def measure(enabled: Sequence[str], tbl: Mapping[str, float]) -> float:
-        used = sorted({t for n in enabled for t in layer_tensors[n]})
+        return min(getattr(s, metric) for s in measure_stats(enabled, tbl).outputs.values())
+
+    bar = _Bar(progress, len(cands) + len(layer_names) + 2)
+    single = {}
+    for label, amax in cands.items():
+        if base_v is None or metric == "task" or label == base_v.label:
+            single[label] = measure_stats(layer_names, amax)
+            bar.step(f"all INT8 {label}")
+    if metric == "task":
+        best_single = tk.best_of(single)
+        base = _base_label(best_single if base_v is None else base_v.label, cands)
+        decisions, table, enabled, final_stats, beats = _task_mode(
+            single, cands, base, best_single, layer_names, layer_tensors, nodes, measure_stats, bar,
+            search_layers, max_float, notes, say)
+        if not beats:
+            base = best_single
+        all_int8, final = single[base].metric, final_stats.metric
+    else:
+        best_single = max(single, key=lambda k: min(getattr(s, metric) for s in single[k].outputs.values()))
+        base = _base_label(best_single if base_v is None else base_v.label, cands)
+        alts = [(k, v) for k, v in cands.items() if k != base]
+        decisions, table, enabled, final, all_int8 = _threshold_search(
+            layer_names, layer_tensors, nodes, base, cands[base], alts, measure, bar, threshold, metric)
+        final_stats, beats = None, None
+    bar.step("final")
+    bar.close()
+    store.save()
+
+    used = sorted({t for n in enabled for t in layer_tensors[n]})
+    final_table = _table({t: table[t] for t in used}, calibration, base, decisions)
+    float_layers = [d.name for d in decisions if d.decision == "float"]
+    qmodel = quantize(proto, {t: table[t] for t in used}, exclude_nodes=float_layers, missing="skip")
+    res = AnalysisResult(decisions, metric, float(threshold), base, all_int8, final, final_table, qmodel,
+                         meter.measured, meter.cached, notes=notes, task=spec.describe())
+    if metric == "task":
+        res.best_single, res.beats_best_single = best_single, beats
+        res.candidates = {k: f"{s.describe_metric()}; {tk.heads_text(s)}" for k, s in
+                          sorted(single.items(), key=lambda kv: tuple(-v for v in kv[1].key))}
+        res.final_text = f"{final_stats.describe_metric()}; {tk.heads_text(final_stats)}"
+    if cache_path:
+        res.files["cache"] = cache_path
+    if out_dir or out_qdq:
+        _write(res, out_dir, out_qdq or os.path.join(out_dir or ".", f"{stem}.analyzed.qdq.onnx"), plots, say)
+    return res
+
+
+def _check_metric(metric: Optional[str], threshold: Optional[float], search_layers: Any,
+                  max_float: Any) -> Tuple[str, float]:
+    """(metric, threshold) after the checks: no threshold means the task metric (threshold NaN)."""
+    given = threshold is not None
+    if metric is None:
+        metric = "cosine" if given else "task"
+    if metric not in METRICS:
+        raise ValueError(f"trtcal: metric (--metric) must be one of {', '.join(METRICS)}, got {metric!r}")
+    for what, v in (("search_layers", search_layers), ("max_float", max_float)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"trtcal: {what} must be an integer >= 0, got {v!r}")
+    if metric == "task":
+        if given:
+            raise ValueError("trtcal: threshold (--threshold) applies to --metric cosine or sqnr_db; the task metric "
+                             "is searched to beat the best single method, with no threshold")
+        return metric, math.nan
+    value = float(DEFAULT_THRESHOLDS[metric] if threshold is None else threshold)
+    if math.isnan(value):
+        raise ValueError("trtcal: threshold (--threshold) is NaN")
+    if metric == "cosine" and not -1.0 <= value <= 1.0:
+        raise ValueError(f"trtcal: a cosine threshold (--threshold) must be in [-1, 1], got {value}")
+    return metric, value
+
+
+def _base_label(label: str, cands: Mapping[str, Any]) -> str:
+    """``label``, or min-max when its ranges need a range search this build lacks."""
+    if label in cands:
+        return label
+    return "minmax" if "minmax" in cands else next(iter(cands))
+
+
+def _task_mode(single: Mapping[str, Any], cands: Mapping[str, Dict[str, float]], base: str, best_single: str,
+               layer_names: Sequence[str], layer_tensors: Mapping[str, List[str]], nodes: Mapping[str, Any],
+               measure_stats: Callable[..., Any], bar: Any, search_layers: int, max_float: int, notes: List[str],
+               say: Callable[[str], None]) -> Tuple[List[LayerDecision], Dict[str, float], List[str], Any, bool]:
+    """The task search from ``base``, then the check against the best single method (whose
+    model is returned, with a note, when the search did not beat it)."""
+    ranked = [k for k in tk.ranked(single) if k != base]
+    alts = sorted(((k, v) for k, v in cands.items() if k != base),
+                  key=lambda kv: ranked.index(kv[0]) if kv[0] in ranked else len(ranked))
+    decisions, table, enabled, final_stats = _task_search(
+        layer_names, layer_tensors, nodes, base, cands[base], alts, measure_stats, bar, search_layers, max_float)
+    beats = tk.better(final_stats, single[best_single])
+    if not beats:
+        b = single[best_single]
+        notes.append(f"analyze could not beat the best single method ({best_single}: {b.describe_metric()}, "
+                     f"worst head {b.worst_sqnr:.2f} dB); it returns that method's model")
+        say(f"trtcal: {notes[-1]}")
+        table, enabled, final_stats = dict(cands[best_single]), list(layer_names), b
+        for d in decisions:
+            d.decision, d.method = "int8", best_single
+    return decisions, table, enabled, final_stats, beats
+
+
+class _Meter:
+    """Measures a configuration (enabled layers, ranges) once: TaskStats, cached by key."""
+
+    def __init__(self, proto: Any, layer_names: Sequence[str], layer_tensors: Mapping[str, List[str]],
+                 reference: Any, evalset: Any, spec: Any, store: "_Cache", backend: str) -> None:
+        self.proto, self.layer_names, self.layer_tensors = proto, list(layer_names), layer_tensors
+        self.reference, self.evalset, self.spec, self.store, self.backend = reference, evalset, spec, store, backend
+        self.measured = self.cached = 0
+
+    def stats(self, enabled: Sequence[str], tbl: Mapping[str, float]) -> tk.TaskStats:
+        from .onnx import quantize
+
+        used = sorted({t for n in enabled for t in self.layer_tensors[n]})
         key = hashlib.sha256(json.dumps([sorted(enabled), [(t, repr(float(tbl[t]))) for t in used]])
                              .encode()).hexdigest()[:32]
-        hit = store.get(key)
+        hit = self.store.get(key)
         if hit is None:
-            exclude = [n for n in layer_names if n not in set(enabled)]
-            qm = quantize(proto, {t: tbl[t] for t in used}, exclude_nodes=exclude, missing="skip")
-            outs, _ = ev.measure(qm, reference, evalset, backend=backend)
-            hit = {o: s.state() for o, s in outs.items()}
-            store.put(key, hit)
-            counter["measured"] += 1
+            exclude = [n for n in self.layer_names if n not in set(enabled)]
+            qm = quantize(self.proto, {t: tbl[t] for t in used}, exclude_nodes=exclude, missing="skip")
+            stats, _ = ev.measure_task(qm, self.reference, self.evalset, self.spec, backend=self.backend)
+            hit = stats.state()
+            self.store.put(key, hit)
+            self.measured += 1
         else:
-            counter["cached"] += 1
-        stats = [ErrorStats.from_state(s, o) for o, s in hit.items()]
-        return min(getattr(s, metric) for s in stats)
+            self.cached += 1
+        return tk.TaskStats.from_state(self.spec, hit)
 
-    bar = _Bar(progress, len(layer_names) + 2)
+
+def _candidates(hists: Mapping[str, Any], base_v: Optional[Variant], alt_vs: Sequence[Variant], alternatives: Any,
+                notes: List[str], say: Callable[[str], None]) -> Dict[str, Dict[str, float]]:
+    """{label: ranges} of the base (when named) and the alternatives, from the histograms."""
+    out: Dict[str, Dict[str, float]] = {}
+    wanted = ([base_v] if base_v is not None else []) + [v for v in alt_vs if base_v is None or v != base_v]
+    for v in wanted:
+        label, amax = _ranges(hists, v)
+        if amax is None:
+            if v is base_v:
+                notes.append(f"{base_v.label} needs trtcal.compute_amax, which this build lacks: min-max ranges used")
+                say(f"trtcal: {notes[-1]}")
+            elif not any("alternatives" in n for n in notes):
+                notes.append("alternatives that need trtcal.compute_amax were skipped (not in this build)")
+            continue
+        out[label] = amax
+    if isinstance(alternatives, Mapping):
+        for k, t in alternatives.items():
+            out[str(k)] = {n: float(a) for n, a in t.items() if a > 0 and math.isfinite(a)}
+    if not out or (base_v is not None and base_v.label not in out):
+        label, amax = _ranges(hists, Variant("minmax"))
+        out.setdefault(label, amax or {})
+    return out
+
+
+def _task_search(layer_names: Sequence[str], layer_tensors: Mapping[str, List[str]], nodes: Mapping[str, Any],
+                 base: str, base_amax: Mapping[str, float], alts: Sequence[Tuple[str, Dict[str, float]]],
+                 measure_stats: Callable[..., Any], bar: Any, search_layers: int, max_float: int
+                 ) -> Tuple[List[LayerDecision], Dict[str, float], List[str], Any]:
+    """Sensitivity of every layer, per-layer ranges on the most sensitive, float fallback (see
+    the module docstring). Returns (decisions, table, enabled layers, their TaskStats)."""
+    table = dict(base_amax)
+    cur = measure_stats(list(layer_names), table)
+    sens = {}
+    for n in layer_names:
+        sens[n] = measure_stats([x for x in layer_names if x != n], table)
+        bar.step(f"{n} in float")
+    decisions = [LayerDecision(i, n, nodes[n].op_type, layer_tensors[n], sens[n].metric, method=base,
+                               detail=f"{sens[n].describe_metric()}, worst head {sens[n].worst_sqnr:.2f} dB")
+                 for i, n in enumerate(layer_names)]
+    dec = {d.name: d for d in decisions}
+    gaining = [n for n in sorted(layer_names, key=lambda n: tuple(-v for v in sens[n].key)) if tk.better(sens[n], cur)]
+    tries = [kv for kv in alts[:2]] + [kv for kv in alts if kv[0] == "minmax" and kv not in alts[:2]]
+    enabled = list(layer_names)
+    bar.grow(min(len(gaining), search_layers) * len(tries) + min(len(gaining), max_float))
+    for n in gaining[:search_layers]:
+        best = None
+        for label, amax in tries:
+            trial = dict(table)
+            changed = [t for t in layer_tensors[n] if t in amax and t in trial and amax[t] != trial[t]]
+            bar.step(f"{n} {label}")
+            if not changed:
+                continue
+            for t in changed:
+                trial[t] = amax[t]
+            s = measure_stats(enabled, trial)
+            dec[n].tried[label] = s.metric
+            if tk.better(s, best[0] if best else cur, MARGIN_DB):
+                best = (s, label, trial)
+        if best is not None:
+            cur, table = best[0], best[2]
+            dec[n].decision, dec[n].method = "int8-reranged", best[1]
+    for n in gaining[:max_float]:
+        trial_enabled = [x for x in enabled if x != n]
+        s = measure_stats(trial_enabled, table)
+        bar.step(f"{n} float")
+        if tk.better(s, cur, FLOAT_MARGIN_DB):
+            cur, enabled = s, trial_enabled
+            dec[n].decision, dec[n].method = "float", None
+    return decisions, table, enabled, cur
+
+
+def _threshold_search(layer_names: Sequence[str], layer_tensors: Mapping[str, List[str]], nodes: Mapping[str, Any],
+                      base: str, table: Dict[str, float], alts: Sequence[Tuple[str, Dict[str, float]]],
+                      measure: Callable[..., float], bar: Any, threshold: float, metric: str
+                      ) -> Tuple[List[LayerDecision], Dict[str, float], List[str], float, float]:
+    """The threshold mode: enable layers one at a time in graph order, mark those that drop the
+    worst output's ``metric`` below ``threshold``, try other ranges on them, else keep them in
+    float. Returns (decisions, table, enabled layers, final similarity, all-INT8 similarity)."""
+    table = dict(table)
     all_int8 = measure(layer_names, table)
     bar.step("all layers INT8")
     decisions: List[LayerDecision] = []
@@ -298,24 +540,10 @@ def analyze(
             accepted.append(d.name)
     enabled = [n for n in layer_names if n in set(accepted)]
     final = measure(enabled, table) if enabled else _no_int8(metric)
-    bar.step("final")
-    bar.close()
-    store.save()
-
-    used = sorted({t for n in enabled for t in layer_tensors[n]})
-    final_table = _table({t: table[t] for t in used}, calibration, base, decisions)
-    float_layers = [d.name for d in decisions if d.decision == "float"]
-    qmodel = quantize(proto, {t: table[t] for t in used}, exclude_nodes=float_layers, missing="skip")
-    res = AnalysisResult(decisions, metric, float(threshold), base, all_int8, final, final_table, qmodel,
-                         counter["measured"], counter["cached"], notes=notes)
-    if cache_path:
-        res.files["cache"] = cache_path
-    if out_dir or out_qdq:
-        _write(res, out_dir, out_qdq or os.path.join(out_dir or ".", f"{stem}.analyzed.qdq.onnx"), plots, say)
-    return res
+    return decisions, table, enabled, final, all_int8
 
 
-_METRIC_NAMES = {"cosine": "cosine similarity", "sqnr_db": "SQNR"}
+_METRIC_NAMES = {"cosine": "cosine similarity", "sqnr_db": "SQNR", "task": "task metric"}
 _RESUME_HINT = re.compile(r"\(run again with --resume[^)]*\)")
 
 
@@ -495,9 +723,12 @@ def plot(res: AnalysisResult, path: str) -> str:
     for dec, c in colors.items():
         idx = [x.index for x in res.layers if x.decision == dec]
         ax.scatter(idx, [ys[i] for i in idx], color=c, label=dec, zorder=2)
-    ax.axhline(res.threshold, color="k", ls="--", lw=1, label=f"threshold {res.threshold:g}{_UNITS.get(res.metric, '')}")
+    if math.isfinite(res.threshold):
+        ax.axhline(res.threshold, color="k", ls="--", lw=1,
+                   label=f"threshold {res.threshold:g}{_UNITS.get(res.metric, '')}")
     ax.set_xlabel("layer (graph order)")
-    ax.set_ylabel(f"output {res.metric} vs FP32 after enabling")
+    ax.set_ylabel("task metric with the layer in float" if res.metric == "task"
+                  else f"output {res.metric} vs FP32 after enabling")
     if n <= 40:
         ax.set_xticks(range(n))
         ax.set_xticklabels([x.name for x in res.layers], rotation=90, fontsize=7)

@@ -26,7 +26,7 @@ from .signals import DeferredSignals
 
 __all__ = ["calibrate", "CalibrationResult", "Preprocess", "TensorSelection", "BadSampleError"]
 
-METHOD_CHOICES = ("entropy", "percentile", "minmax", "mse", "all", "fp8-mse", "fp8-kl")  # fp8-*: trtcal.fp8
+METHOD_CHOICES = ("auto", "entropy", "percentile", "minmax", "mse", "all", "fp8-mse", "fp8-kl")  # fp8-*: trtcal.fp8
 DEMO_OUT = "trtcal-demo-out"
 
 
@@ -55,6 +55,7 @@ class CalibrationResult:
     notes: List[str] = field(default_factory=list)
     flavors: Dict[str, Optional[str]] = field(default_factory=dict)
     clipped: Dict[str, Dict[str, float]] = field(default_factory=dict)  # {method: {tensor: fraction}}
+    auto: Any = None  # method 'auto': its AutoDecision (what it measured and why it chose)
 
     @property
     def method(self) -> str:
@@ -62,12 +63,12 @@ class CalibrationResult:
 
     @property
     def table(self) -> Any:
-        """The table of the primary method (entropy when several were asked)."""
+        """The table of the primary method (auto; entropy when several were asked)."""
         return self.tables.get(_primary(list(self.amax)))
 
 
 def _primary(methods: Sequence[str]) -> str:
-    return "entropy" if "entropy" in methods else methods[0]
+    return next((m for m in ("auto", "entropy") if m in methods), methods[0])
 
 
 def _methods(method: Union[str, Sequence[str]]) -> List[str]:
@@ -81,6 +82,8 @@ def _methods(method: Union[str, Sequence[str]]) -> List[str]:
         for x in (outputs.METHODS if m == "all" else (m,)):
             if x not in out:
                 out.append(x)
+    if "auto" in out and len(out) > 1:
+        raise ValueError("trtcal: method 'auto' chooses among the others by measurement; give it alone")
     return out
 
 
@@ -89,7 +92,7 @@ def calibrate(
     model: Any = None,
     data: Any = None,
     *,
-    method: Union[str, Sequence[str]] = "entropy",
+    method: Union[str, Sequence[str]] = "auto",
     flavor: Union[None, str, Mapping[str, str]] = None,
     params: Optional[Mapping[str, Any]] = None,
     batch_size: Optional[int] = None,
@@ -118,6 +121,9 @@ def calibrate(
     shard: Optional[Tuple[int, int]] = None,
     max_memory: Optional[float] = None,
     eval_data: Any = None,
+    eval_samples: Optional[int] = None,
+    task: Any = "auto",
+    output_slices: Any = None,
     qdq_options: Optional[Mapping[str, Any]] = None,
 ) -> CalibrationResult:
     """Calibrates ``model`` over ``data`` and writes the requested outputs.
@@ -132,8 +138,10 @@ def calibrate(
         or {input name: array} with samples along axis 0, or any iterable of {input name: batch}
         dicts (each item is one batch; resuming skips the batches already seen, so the iterable
         must yield the same sequence again).
-    method : 'entropy', 'percentile', 'minmax', 'mse', 'all', or a list
-        Every method comes from the same single pass.
+    method : 'auto' (default), 'entropy', 'percentile', 'minmax', 'mse', 'all', or a list
+        Every method comes from the same single pass. 'auto' measures every method's Q/DQ model
+        (and a few per-tensor refinements) on held-out samples by the task metric and writes the
+        best (:mod:`trtcal.calibration.auto`: bounded cost, the reasons go to the provenance).
     flavor : a flavor name, applied to the requested methods that have it, or {method: flavor};
         checked before any data is read (see ``trtcal.range_search.FLAVORS``). ``onnxruntime``
         (entropy, percentile) searches a signed histogram: the collectors then keep x over
@@ -177,6 +185,12 @@ def calibrate(
         logs. A rank that fails stops every rank (after the others finish their shards and
         save their checkpoints) with an error naming it; ``resume`` then redoes only what is
         missing. With ``max_samples``, the first ``max_samples`` positions are split.
+    eval_data, eval_samples : method 'auto': held-out data it judges on (any form ``data`` takes)
+        and how many samples (default 16); without ``eval_data`` the last ``eval_samples``
+        calibration samples are held out of the statistics pass (data of known length, at
+        least twice as many samples), else auto judges on calibration samples and says so.
+    task, output_slices : method 'auto': what the outputs hold (see :func:`trtcal.tasks.resolve_task`;
+        default detected), which sets the metric it judges by.
     shard : (rank, count): calibrate only that shard, with no process group (separate machines),
         and write only its checkpoint (``<checkpoint>.rank<R>-of-<N>.npz``); ``trtcal merge``
         combines the shards' checkpoints into the table. The result holds the shard's statistics.
@@ -202,6 +216,13 @@ def calibrate(
     if batch_size_given and int(batch_size) < 1:
         raise ValueError(f"trtcal: batch_size must be >= 1, got {batch_size}")
     methods = _methods(method)
+    if methods == ["auto"] and flavor is not None:
+        raise ValueError("trtcal: a flavor picks one method's search; method 'auto' measures each method's default "
+                         "(name a method, e.g. method='entropy', to use a flavor)")
+    if methods == ["auto"]:
+        from .. import tasks as _tasks
+
+        _tasks.check_task_arguments(task, output_slices)
     flavors = outputs.method_flavors(methods, flavor)  # before any data is read
     signed = outputs.needs_signed(flavors)
     # the percentile used (default or given), for the provenance
@@ -261,6 +282,13 @@ def calibrate(
         raise ValueError(f"trtcal: the model has no input {input_name!r} (inputs: {', '.join(sp.name for sp in specs)})")
     source = open_source(data, preprocess, input_name)
     source.bind(specs)
+    split = None
+    if methods == ["auto"] and shard is None:
+        from . import auto as auto_mod
+
+        split = auto_mod.plan_split(source, data, eval_data, eval_samples, max_samples, preprocess, input_name)
+        max_samples = split.max_samples
+        say(f"trtcal: auto judges the methods on {split.description}")
     if preprocess is not None and not demo and getattr(source, "preprocess", None) is None:
         say("trtcal: the preprocessing applies to images; this data holds none, so it is used as it is")
     if world > 1 or shard is not None:
@@ -425,20 +453,23 @@ def calibrate(
         say(f"trtcal: {len(bare)} tensor(s) have no range and get no threshold, so TensorRT keeps their layers in "
             f"float: {_names_text([f'{n} ({st})' for n, st in bare.items()])}")
     try:
-        result.amax = outputs.thresholds(hists, methods, flavors, params)
+        if split is not None:
+            result.auto = _auto(model, hists, split, eval_samples, batch_size, preprocess, input_name, task,
+                                output_slices, (params or {}).get("auto"), say)
+            result.amax = {"auto": result.auto.amax}
+            provenance["auto"] = result.auto.to_dict()
+        else:
+            result.amax = outputs.thresholds(hists, [m for m in methods if m != "auto"] or ["minmax"], flavors,
+                                             params)
     except outputs.OutputUnavailable as exc:
         result.amax = outputs.thresholds(hists, ["minmax"])
         result.notes.append(str(exc) + "; only min-max thresholds were computed")
         say(f"{exc}; only min-max thresholds were computed")
     result.clipped = outputs.clipping(hists, result.amax)
-    for m, per in result.clipped.items():
-        heavy = sorted(((f, n) for n, f in per.items() if f > outputs.CLIP_WARN), reverse=True)
-        if heavy:
-            note = (f"trtcal: {m} saturates more than {outputs.CLIP_WARN:.0%} of the values of {len(heavy)} tensor(s): "
-                    + _names_text([f"{n} ({f:.1%})" for f, n in heavy])
-                    + " (check them in the report; another method may suit them)")
-            result.notes.append(note)
-            say(note)
+    effects = {"auto": result.auto.effects} if result.auto is not None else None
+    for note in outputs.saturation_warnings(result.clipped, outputs.unflaggable(model), effects):
+        result.notes.append(note)
+        say(note)
     said: List[str] = []  # 'wrote ...' is said once every output landed
     with _files.output_set():  # every output is written, then all land together (or none)
         if distributed and rank != 0:  # rank 0 writes; every rank holds the tables
@@ -454,7 +485,8 @@ def calibrate(
                    if k.startswith("qdq.")}
             if eval_data is not None and qdq:  # the report shows the Q/DQ models' accuracy against FP32
                 report_mod.add_accuracy_rows(result, report_mod.accuracy_rows(
-                    model, qdq, eval_data, preprocess=preprocess, input_name=input_name, batch_size=batch_size))
+                    model, qdq, eval_data, preprocess=preprocess, input_name=input_name, batch_size=batch_size or 16,
+                    task=task, output_slices=output_slices))
             for p in report_mod.write(report, result):
                 result.files.setdefault("report", p)
     for line in said:
@@ -464,6 +496,22 @@ def calibrate(
     for line in result.next_steps:
         say(line)
     return result
+
+
+def _auto(model: Any, hists: Mapping[str, Any], split: Any, eval_samples: Optional[int], batch_size: int,
+          preprocess: Any, input_name: Optional[str], task: Any, output_slices: Any,
+          settings: Optional[Mapping[str, Any]], say: Callable[[str], None]) -> Any:
+    """Method 'auto' (:mod:`trtcal.calibration.auto`): measure, choose, and say why."""
+    from . import auto as auto_mod
+
+    kw = dict(settings or {})
+    kw.setdefault("log", say)
+    decision = auto_mod.choose(model, hists, split.eval_source, eval_description=split.description,
+                               eval_samples=eval_samples, batch_size=batch_size, preprocess=preprocess,
+                               input_name=input_name, task=task, output_slices=output_slices, **kw)
+    for line in decision.lines():
+        say(line)
+    return decision
 
 
 def _merge_ranks(stats: ActivationStats, used: int, nbatches: int, skipped: List[Tuple[str, str]],
@@ -532,6 +580,10 @@ def _write_outputs(result: CalibrationResult, model: Any, methods: List[str], ou
             result.notes.append(str(exc))
             say(f"{exc}; no table, cache or Q/DQ model written")
             return
+        if m == "auto" and result.auto is not None:
+            from . import auto as auto_mod
+
+            auto_mod.annotate(table, result.auto)
         result.tables[m] = table
         name = (lambda p: _with_method(p, m)) if several else (lambda p: p)
         if out_table:
@@ -570,6 +622,12 @@ def _check_settings(methods: Sequence[str], flavors: Mapping[str, Optional[str]]
     from ..range_search import _spec
 
     for m, given in (params or {}).items():
+        if m == "auto" and isinstance(given, Mapping):
+            unknown = set(given) - {"candidates", "refinements", "backend", "score_threshold"}
+            if unknown:
+                raise ValueError("trtcal: params['auto'] takes candidates, refinements, backend, score_threshold; "
+                                 f"got {sorted(unknown)}")
+            continue
         if m not in outputs.METHODS:  # a typo; a known method this run does not compute is ignored
             raise ValueError(f"trtcal: params for {m!r}, which is not a method (methods: "
                              f"{', '.join(outputs.METHODS)})")
@@ -577,8 +635,9 @@ def _check_settings(methods: Sequence[str], flavors: Mapping[str, Optional[str]]
             raise ValueError(f"trtcal: params[{m!r}] must be a mapping of parameters, e.g. "
                              "{'percentile': {'percentile': 99.9}}; got " + repr(given))
     percentile = None
-    for m in methods:
-        if m == "minmax" or m.startswith("fp8-"):  # fp8-*: trtcal.fp8.fp8_amax, its defaults
+    # auto searches every method's ranges: their settings are checked too
+    for m in (list(outputs.METHODS) if list(methods) == ["auto"] else methods):
+        if m in ("minmax", "auto") or m.startswith("fp8-"):  # fp8-*: trtcal.fp8.fp8_amax, its defaults
             continue
         given = dict((params or {}).get(m) or {})
         if m != "percentile" and "percentile" in given:
@@ -588,7 +647,7 @@ def _check_settings(methods: Sequence[str], flavors: Mapping[str, Optional[str]]
             raise ValueError(f"trtcal: bins={bins} is too few for the entropy search: its first candidate is bin "
                              f"{spec.start_bin}, and the searched bins (up to the amax) can be only half of them; "
                              f"use bins >= {2 * int(spec.start_bin)} (2048 is TensorRT's)")
-        if m == "percentile":
+        if m == "percentile" and "auto" not in methods:
             percentile = float(spec.percentile)
             if not percentile > 0:
                 raise ValueError(f"trtcal: the percentile must be in (0, 100], got {spec.percentile}")

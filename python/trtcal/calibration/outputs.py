@@ -126,11 +126,17 @@ CLIP_WARN = 0.01  # a threshold that saturates more than this fraction of a tens
 
 
 def clipped_fraction(h: Histogram, amax: float) -> float:
-    """Fraction of the tensor's finite values at or beyond ``amax`` (they saturate to +-127):
-    the values of every bin whose lower edge (|x|) is at least ``amax``. Exact for thresholds on a
-    bin edge (entropy, percentile); for one inside a bin (MSE) the bin is left out, so it is a
-    lower bound."""
+    """Fraction of the tensor's finite values beyond ``amax``, which saturate to +-127.
+
+    A value equal to ``amax`` quantizes exactly to +-127 and is not saturated: a threshold at or
+    above the tensor's largest |x| (``h.amax``; min-max's threshold) saturates nothing. Otherwise
+    the values of every bin whose lower edge (|x|) is at least ``amax`` are counted: exact for
+    thresholds on a bin edge (entropy, percentile) except that values equal to the edge itself
+    are counted too; for a threshold inside a bin (MSE) that bin is left out, so it is a lower
+    bound."""
     if h.status != "ok" or not np.isfinite(amax) or h.total == 0:
+        return 0.0
+    if amax >= float(h.amax):
         return 0.0
     edges = h.edges
     lo = edges[:-1]
@@ -142,6 +148,110 @@ def clipped_fraction(h: Histogram, amax: float) -> float:
 def clipping(hists: Mapping[str, Histogram], amax: Mapping[str, Mapping[str, float]]) -> Dict[str, Dict[str, float]]:
     """{method: {tensor: clipped fraction}} (see :func:`clipped_fraction`)."""
     return {m: {n: clipped_fraction(hists[n], a) for n, a in per.items() if n in hists} for m, per in amax.items()}
+
+
+# ops whose outputs hold integers (or booleans) whatever their inputs
+_INTEGER_OPS = {"Shape", "Size", "ArgMax", "ArgMin", "NonZero", "Floor", "Ceil", "Round", "Sign", "Equal", "Greater",
+                "Less", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf", "Range",
+                "ConstantOfShape"}
+# ops whose outputs are integer-valued when all their (data) inputs are
+_INTEGER_PRESERVING = {"Cast", "Add", "Sub", "Mul", "Neg", "Abs", "Max", "Min", "Concat", "Gather", "GatherElements",
+                       "Unsqueeze", "Squeeze", "Reshape", "Slice", "Identity", "Expand", "Tile", "Transpose",
+                       "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "Relu", "Flatten", "Split", "Where",
+                       "Mod", "Clip"}
+_INTEGER_ELEM_TYPES = {2, 3, 4, 5, 6, 7, 9, 12, 13}  # uint8, int8, uint16, int16, int32, int64, bool, uint32, uint64
+
+
+def unflaggable(model: Any) -> Dict[str, str]:
+    """{tensor: reason} of the float tensors whose saturation warnings would mislead: 'shape'
+    and 'constant' tensors (computed from constants and the inputs' shapes only: no data path
+    from a model input except through Shape/Size) and 'integer-valued' tensors (from integer ops, integer
+    inputs or casts of them, through ops that keep integers integers). Static: read from the
+    graph, not from the values."""
+    try:
+        from .runners import load_onnx
+
+        m = load_onnx(model)
+    except Exception:  # noqa: BLE001 - no graph to read: nothing is exempt
+        return {}
+    from onnx import numpy_helper
+
+    g = m.graph
+    consts = {i.name for i in g.initializer}
+    integer = {i.name for i in g.input if i.type.tensor_type.elem_type in _INTEGER_ELEM_TYPES}
+    for i in g.initializer:
+        if i.data_type in _INTEGER_ELEM_TYPES:
+            integer.add(i.name)
+        elif i.data_type in (1, 10, 11) and int(np.prod(i.dims)) <= 64:  # small float constants: integral?
+            v = numpy_helper.to_array(i)
+            if np.all(np.isfinite(v)) and np.all(v == np.round(v)):
+                integer.add(i.name)
+    data = {i.name for i in g.input if i.name not in consts}  # tensors that depend on input values
+    out: Dict[str, str] = {}
+    shaped: set = set()
+    for n in g.node:
+        ins = [i for i in n.input if i]
+        from_shape = n.op_type in ("Shape", "Size") or any(i in shaped for i in ins)
+        depends = n.op_type not in ("Shape", "Size") and any(i in data for i in ins)
+        if n.op_type == "Constant":
+            is_int = any(a.name == "value" and (a.t.data_type in _INTEGER_ELEM_TYPES or (
+                a.t.data_type == 1 and np.all(numpy_helper.to_array(a.t) == np.round(numpy_helper.to_array(a.t)))))
+                for a in n.attribute)
+        elif n.op_type == "Cast":
+            to = next((a.i for a in n.attribute if a.name == "to"), 1)
+            is_int = to in _INTEGER_ELEM_TYPES or (bool(ins) and ins[0] in integer)
+        else:
+            is_int = n.op_type in _INTEGER_OPS or (
+                n.op_type in _INTEGER_PRESERVING and bool(ins) and all(i in integer for i in ins))
+        for o in n.output:
+            if depends:
+                data.add(o)
+            if is_int:
+                integer.add(o)
+            if from_shape:
+                shaped.add(o)
+            if not depends:
+                out[o] = "shape" if from_shape else "constant"
+            elif is_int:
+                out[o] = "integer-valued"
+    return out
+
+
+def saturation_warnings(clipped: Mapping[str, Mapping[str, float]], exempt: Mapping[str, str],
+                        effects: Optional[Mapping[str, Mapping[str, Mapping[str, Any]]]] = None) -> List[str]:
+    """The warnings for tensors saturated beyond :data:`CLIP_WARN`, one per method, leaving out
+    shape, constant and integer-valued tensors (``exempt``, see :func:`unflaggable`). Ranked by
+    the measured effect of giving the tensor a wider (min-max) range on the task metric, largest
+    gain first, when ``effects`` ({method: {tensor: {"metric", "sqnr_db", "text"}}}, from auto's
+    refinements) has them, then by saturated share (the warning says which)."""
+    lines = []
+    for m, per in clipped.items():
+        heavy = [(n, f) for n, f in per.items() if f > CLIP_WARN and n not in exempt]
+        if not heavy:
+            continue
+        eff = dict((effects or {}).get(m, {}))
+        measured = [n for n, _ in heavy if n in eff]
+        def key(nf: Tuple[str, float]) -> Tuple[int, float, float, float]:
+            e = eff.get(nf[0])
+            return (0, -e["metric"], -e["sqnr_db"], -nf[1]) if e else (1, 0.0, 0.0, -nf[1])
+
+        heavy.sort(key=key)
+        names = [f"'{n}' ({f:.1%}" + (f"; with min-max range: {eff[n]['text']}" if n in eff else "") + ")"
+                 for n, f in heavy[:5]]
+        more = f" and {len(heavy) - 5} more" if len(heavy) > 5 else ""
+        if measured:
+            order = ("ranked by the measured effect of un-clipping on the task metric (largest gain first), then "
+                     "by saturated share")
+        elif eff:
+            order = "ranked by saturated share (auto measured the effect of other tensors, not of these)"
+        else:
+            order = "ranked by saturated share (no evaluation data measured their effect)"
+        skipped = sum(1 for n, f in per.items() if f > CLIP_WARN and n in exempt)
+        lines.append(f"trtcal: {m} saturates more than {CLIP_WARN:.0%} of the values of {len(heavy)} tensor(s), "
+                     f"{order}: " + ", ".join(names) + more
+                     + (f"; {skipped} shape/integer-valued tensor(s) not counted" if skipped else "")
+                     + " (check them in the report; another method may suit them)")
+    return lines
 
 
 def no_range(hists: Mapping[str, Histogram]) -> Dict[str, str]:

@@ -72,35 +72,29 @@ def accuracy_rows(
     input_name: Optional[str] = None,
     batch_size: int = 16,
     max_samples: Optional[int] = None,
+    task: Any = "auto",
+    output_slices: Any = None,
 ) -> List[Dict[str, Any]]:
-    """The quantized models' outputs against the FP32 model's on ``eval_data``: one row per
-    (method, model output) with SQNR (dB), cosine similarity, max abs error, the worst
-    sample's cosine and, for 2-D outputs of several classes, top-1 agreement. The Q/DQ models
-    run in ONNX Runtime (the INT8 rounding TensorRT applies, simulated in float).
+    """The quantized models' accuracy against the FP32 model on ``eval_data``, per output head
+    (:func:`trtcal.evaluation.accuracy_rows`: boxes and class scores apart, detections kept,
+    top-1/top-5 agreement, mask IoU, SQNR and cosine per head), then the task metric of the worst
+    head; one block of rows per method. The Q/DQ models run in ONNX Runtime.
 
     Parameters
     ----------
     model : the FP32 ONNX model (path or ModelProto)
     qdq_models : {method: path of its Q/DQ model}
     eval_data : what :func:`trtcal.calibrate` reads as data (held-out samples)
+    task, output_slices : the task and heads (:func:`trtcal.tasks.resolve_task`; default detected)
     """
     from .. import evaluation
-    from .runners import load_onnx
 
-    reference = evaluation.Reference(model)
-    evalset = evaluation.EvalSet(
-        eval_data,
-        reference.specs,
-        batch_size,
-        max_samples=max_samples,
-        preprocess=preprocess,
-        input_name=input_name,
-    )
     rows: List[Dict[str, Any]] = []
     for method, path in qdq_models.items():
-        stats, _ = evaluation.measure(load_onnx(path), reference, evalset)
-        for output, s in stats.items():
-            rows.append({"method": method, "output": output, **s.to_dict()})
+        for r in evaluation.accuracy_rows(model, path, eval_data, task=task, output_slices=output_slices,
+                                          batch_size=batch_size, eval_samples=max_samples,
+                                          preprocess=preprocess, input_name=input_name):
+            rows.append({"method": method, **r})
     return rows
 
 

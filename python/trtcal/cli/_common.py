@@ -1,4 +1,4 @@
-"""Arguments that `trtcal compare` and `trtcal analyze` share."""
+"""Arguments that `trtcal compare`, `trtcal analyze` and `trtcal calibrate` share."""
 
 from __future__ import annotations
 
@@ -26,3 +26,20 @@ def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preprocess", help="image preprocessing as JSON or a JSON file (see trtcal calibrate)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no messages")
+
+
+def add_task_arguments(p: argparse.ArgumentParser) -> None:
+    """--task, --output-slices, --score-threshold: what the outputs hold, which sets the metric."""
+    from ..tasks import TASKS
+
+    p.add_argument("--task", default="auto", choices=list(TASKS),
+                   help="what the model is for, which sets the metric methods are judged by: detect (detections "
+                        "kept), classify (top-1 agreement), segment (mask IoU), generic (worst output SQNR); auto "
+                        "(default) detects [N,C] classifiers, [N,4+C,A] and [N,A,5+C] detectors and [N,1,H,W] "
+                        "probability maps")
+    p.add_argument("--output-slices", default=None, metavar="SPEC",
+                   help="declare the heads: OUTPUT:AXIS:START-STOP=KIND,... (STOP may be empty) or OUTPUT=KIND[@THR], "
+                        "several outputs separated by ';'; kinds boxes, scores, objectness, logits, probs, mask, "
+                        "values; e.g. 'output0:1:0-4=boxes,4-=scores' or 'maps=mask@0.3'")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="detectors: the score a detection must reach to count (default 0.25)")

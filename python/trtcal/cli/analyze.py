@@ -7,29 +7,40 @@ import json
 import sys
 
 from ..sensitivity import DEFAULT_THRESHOLDS, METRICS
-from ._common import add_data_arguments, add_evaluation_arguments
+from ._common import add_data_arguments, add_evaluation_arguments, add_task_arguments
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser(
         "analyze", help="find the layers that break INT8 and write a Q/DQ model without them",
-        description="Enables INT8 one layer at a time in graph order, measures the outputs against FP32, and "
-                    "keeps a layer in float when it drops the similarity below --threshold (later layers are "
-                    "measured without it). Marked layers are first tried with other methods' ranges. Results "
+        description="By default (--metric task): measures every method's INT8 model by the task metric "
+                    "(detections kept, top-1 agreement, mask IoU; then the worst head's SQNR), the effect of "
+                    "each layer in float, then tries other methods' ranges on the most sensitive layers and "
+                    "float fallback for them, and keeps the result only if it beats the best single method "
+                    "(else returns that method's model and says so). With --metric cosine|sqnr_db: enables "
+                    "INT8 one layer at a time in graph order and keeps a layer in float when it drops the "
+                    "similarity below --threshold (marked layers are first tried with other ranges). Results "
                     "and the statistics are cached in --out-dir, so a re-run with another threshold reuses "
                     "every measurement (a re-run with other data or settings collects and measures again).")
     add_data_arguments(p)
-    p.add_argument("--method", default="entropy", help="base ranges: one method, e.g. entropy, entropy:tensorrt, "
-                   "percentile:99.99, minmax, mse (default entropy: its first flavor); 'all' is refused "
+    p.add_argument("--method", default="auto", help="base ranges: auto (default: the best measured method) or one "
+                   "method, e.g. entropy, entropy:tensorrt, percentile:99.99, minmax, mse; 'all' is refused "
                    "(trtcal compare ranks every method)")
     p.add_argument("--alternatives", default="percentile,mse,minmax,entropy",
-                   help="methods tried on marked layers (comma-separated, or 'all'; 'none' for none)")
+                   help="candidate methods, also tried on layers (comma-separated, or 'all'; 'none' for none)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="minimum similarity of the worst model output; default per --metric: "
+                   help="--metric cosine|sqnr_db: minimum similarity of the worst model output; default per --metric: "
                         + ", ".join(f"{m} {t:g}{' dB' if m == 'sqnr_db' else ''}" for m, t in DEFAULT_THRESHOLDS.items())
                         + " (20 dB: noise power 1%% of the signal's, about cosine 0.995)")
-    p.add_argument("--metric", default="cosine", choices=list(METRICS),
-                   help="cosine similarity or SQNR in dB of the worst model output (default cosine)")
+    p.add_argument("--metric", default=None, choices=list(METRICS),
+                   help="task (the default without --threshold: the task metric of the worst head, see --task), "
+                        "or the cosine similarity (the default with --threshold) or SQNR in dB of the worst model "
+                        "output, judged against --threshold")
+    p.add_argument("--search-layers", type=int, default=8,
+                   help="--metric task: the most sensitive layers whose ranges are searched (default 8)")
+    p.add_argument("--max-float", type=int, default=4,
+                   help="--metric task: float fallbacks tried (default 4)")
+    add_task_arguments(p)
     p.add_argument("--out-dir", default="trtcal-analyze", help="where results and the caches go")
     p.add_argument("--out-qdq", help="the Q/DQ model (default <out-dir>/<model>.analyzed.qdq.onnx)")
     p.add_argument("--no-cache", action="store_true",
@@ -46,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     alts = None if args.alternatives.strip().lower() in ("", "none") else args.alternatives
     res = analyze(args.model, args.data, args.eval_data, method=args.method, alternatives=alts,
-                  threshold=args.threshold, metric=args.metric, batch_size=args.batch_size,
+                  threshold=args.threshold, metric=args.metric, task=args.task, output_slices=args.output_slices,
+                  score_threshold=args.score_threshold, search_layers=args.search_layers, max_float=args.max_float,
+                  batch_size=args.batch_size,
                   max_samples=args.max_samples, eval_samples=args.eval_samples,
                   preprocess=parse_preprocess(args.preprocess), input_name=args.input_name, runner=args.runner,
                   evaluate=args.evaluate,

@@ -9,6 +9,8 @@ import json
 import os
 import sys
 
+from ._common import add_task_arguments
+
 
 def _floats(text: str):
     return tuple(float(v) for v in text.split(","))
@@ -30,8 +32,10 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--data", help="image folder or file, .npy/.npz file or folder of them, or (several model inputs) "
                                   "a folder with one subfolder per input, files paired by name")
     p.add_argument("--method", default=None,
-                   choices=["entropy", "percentile", "minmax", "mse", "all", "fp8-mse", "fp8-kl"],
-                   help="threshold method (default entropy; 'all' for the demo); all come from one pass")
+                   choices=["auto", "entropy", "percentile", "minmax", "mse", "all", "fp8-mse", "fp8-kl"],
+                   help="threshold method (default auto: every method's Q/DQ model is measured on held-out samples "
+                        "by the task metric, plus up to 8 per-tensor refinements, and the best is written; 'all' "
+                        "for the demo; fp8-mse with --quant-dtype fp8); all come from one pass")
     p.add_argument("--flavor", default=None,
                    choices=["pytorch_quantization", "tensorrt", "onnxruntime"],
                    help="range-search flavour, applied to the methods that have it (entropy: pytorch_quantization "
@@ -42,10 +46,15 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--quant-dtype", default="int8", choices=["int8", "fp8"],
                    help="fp8: E4M3 ranges (default --method fp8-mse) and an FP8 Q/DQ model (opset 19) for Hopper/"
                         "Blackwell; layers TensorRT cannot run in FP8 (depthwise convolutions, ...) stay INT8")
-    p.add_argument("--batch-size", type=int, default=None)
+    add_task_arguments(p)
     p.add_argument("--eval-data", default=None, metavar="PATH",
-                   help="held-out samples (same forms as --data): with --report and --out-qdq, the report shows "
-                        "the Q/DQ model's outputs against FP32 (SQNR, cosine, top-1 agreement)")
+                   help="held-out samples (same forms as --data): --method auto judges on them (default: the last "
+                        "--eval-samples calibration samples, left out of the statistics), and with --report and "
+                        "--out-qdq the report shows the Q/DQ model's accuracy against FP32 per output head")
+    p.add_argument("--eval-samples", type=int, default=None, help="--method auto: held-out samples (default 16)")
+    p.add_argument("--auto-refinements", type=int, default=None,
+                   help="--method auto: per-tensor refinements tried after the methods (default 8; 0 for none)")
+    p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-memory", type=float, default=1.5, metavar="GB",
                    help="ONNX Runtime returns every activation of a run at once: batches are split into "
                         "sub-batches whose activations fit this many GB (default 1.5; 0: no limit). "
@@ -185,10 +194,17 @@ def run(args: argparse.Namespace) -> int:
     if fp8 and args.out_cache:
         raise ValueError("--quant-dtype fp8 writes no calibration cache (TensorRT's caches are INT8 only): use "
                          "--out-qdq")
-    method = args.method or ("fp8-mse" if fp8 else "all" if args.model is None else "entropy")
+    method = args.method or ("fp8-mse" if fp8 else "all" if args.model is None else "auto")
     if fp8 and method not in ("fp8-mse", "fp8-kl", "minmax", "percentile"):
         raise ValueError(f"--quant-dtype fp8 takes --method fp8-mse (default), fp8-kl, minmax or percentile, not {method}")
     params = {"percentile": {"percentile": args.percentile}} if args.percentile is not None else None
+    if args.auto_refinements is not None:
+        if args.auto_refinements < 0:
+            raise ValueError(f"--auto-refinements must be >= 0, got {args.auto_refinements}")
+        params = dict(params or {}, auto={"refinements": args.auto_refinements})
+    if args.score_threshold is not None:
+        params = dict(params or {})
+        params["auto"] = dict(params.get("auto", {}), score_threshold=args.score_threshold)
     checkpoint = args.checkpoint
     if checkpoint is None and args.model is not None:
         first = next((p for p in (args.out_table, args.out_cache, args.out_qdq, args.report) if p), None)
@@ -228,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args, calibrate, method, params, checkpoint, say):
     return calibrate(
         args.model, args.data, method=method, flavor=args.flavor, params=params, batch_size=args.batch_size,
-        max_memory=args.max_memory * 1e9, eval_data=args.eval_data,
+        max_memory=args.max_memory * 1e9,
         max_samples=args.max_samples, bins=args.bins, preprocess=_preprocess(args), input_name=args.input_name,
         tensors=args.tensors, op_types=args.op_types.split(",") if args.op_types else None, runner=args.runner,
         out_cache=args.out_cache, out_qdq=args.out_qdq, out_table=args.out_table, report=args.report,
@@ -236,7 +252,8 @@ def _run(args, calibrate, method, params, checkpoint, say):
         checkpoint_seconds=args.checkpoint_seconds if args.checkpoint_seconds and args.checkpoint_seconds > 0 else None,
         resume=args.resume, skip_bad=args.skip_bad,
         tensorrt_version=args.tensorrt_version, out_dir=args.out_dir, progress=not args.quiet, log=say,
-        distributed=args.distributed, shard=args.shard,
+        distributed=args.distributed, shard=args.shard, eval_data=args.eval_data, eval_samples=args.eval_samples,
+        task=args.task, output_slices=args.output_slices,
         qdq_options={"high_precision": args.high_precision, "placement_report": args.placement_report,
                      "head_sigmoid_float": not args.head_sigmoid_int8})
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ._common import add_data_arguments, add_evaluation_arguments
+from ._common import add_data_arguments, add_evaluation_arguments, add_task_arguments
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
@@ -15,7 +15,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
         description="Collects the activation histograms once, computes every method's ranges (min-max; entropy "
                     "flavors; percentile 99.9/99.99/99.999; MSE), runs each Q/DQ model (in TensorRT or ONNX "
                     "Runtime: see --evaluate) against the FP32 model (in ONNX Runtime) and ranks the methods by "
-                    "output SQNR. Writes CSV/JSON, plots, one table per "
+                    "the task metric of the worst head (detections kept, top-1 agreement, mask IoU; see --task), "
+                    "then the worst head's SQNR. Writes CSV/JSON, plots, one table per "
                     "method and the recommended Q/DQ model to --out-dir.")
     add_data_arguments(p)
     p.add_argument("--methods", default="all",
@@ -25,6 +26,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--out-dir", default="trtcal-compare", help="where results go (default ./trtcal-compare)")
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer SQNR")
     p.add_argument("--no-plots", action="store_true")
+    add_task_arguments(p)
     add_evaluation_arguments(p)
     p.set_defaults(func=run)
 
@@ -49,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     res = compare(args.model, args.data, args.eval_data, methods=args.methods, tables=tables or None,
                   batch_size=args.batch_size, max_samples=args.max_samples, eval_samples=args.eval_samples,
                   preprocess=parse_preprocess(args.preprocess), input_name=args.input_name, runner=args.runner,
-                  evaluate=args.evaluate,
-                  per_layer=not args.no_layers, out_dir=args.out_dir, plots=not args.no_plots,
+                  evaluate=args.evaluate, task=args.task, output_slices=args.output_slices,
+                  score_threshold=args.score_threshold, per_layer=not args.no_layers, out_dir=args.out_dir, plots=not args.no_plots,
                   progress=not args.quiet, log=say)
     if args.json:
         print(json.dumps(res.to_dict(), indent=1, default=str))
