@@ -260,8 +260,13 @@ def test_report_shows_accuracy_with_eval_data(model_path, rng, tmp_path):
     res = calibrate(model_path, _data(rng, 6), method=["entropy", "minmax"], report=str(tmp_path / "r.html"),
                     out_qdq=str(tmp_path / "m.qdq.onnx"), eval_data=_data(rng, 4), **QUIET)
     html = (tmp_path / "r.html").read_text()
-    assert len(res.accuracy) == 2 and {r["method"] for r in res.accuracy} == {"entropy", "minmax"}
-    assert all(r["sqnr_db"] > 0 and 0.9 < r["cosine"] <= 1 for r in res.accuracy)
+    # per method: one row per output head, then the task row (the worst head's task metric)
+    heads = [r for r in res.accuracy if r["head"] != "task"]
+    tasks = [r for r in res.accuracy if r["head"] == "task"]
+    assert {r["method"] for r in heads} == {r["method"] for r in tasks} == {"entropy", "minmax"}
+    assert len(heads) == len(tasks) == 2  # the CNN has one head: its logits
+    assert all(r["sqnr_db"] > 0 and 0.9 < r["cosine"] <= 1 for r in heads)
+    assert all(r["task"] == "classify" and 0 <= r["metric"] <= 1 for r in tasks)
     assert "sqnr_db" in html and "top1_agreement" in html
 
 
