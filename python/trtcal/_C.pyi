@@ -189,6 +189,26 @@ def silu_float_to_int8(
     x: int, dtype: int, y: int, n: int, scale_out: float, stream: int, device: int
 ) -> None: ...
 
+# ---- FP8 (E4M3) search and SiLU (csrc/bindings/fp8_bindings.cpp) -----------------------------
+
+def silu_fp8_table(scale_in: float, scale_out: float) -> NDArray[np.uint8]: ...
+def silu_fp8(
+    x: int, y: int, n: int, scale_in: float, scale_out: float, stream: int, device: int
+) -> None: ...
+def fp8_search(
+    device: int,
+    method: int,
+    counts: NDArray[np.int64],
+    centers: NDArray[np.float64],
+    nbins: NDArray[np.int32],
+    totals: NDArray[np.int64],
+    ncand: NDArray[np.int32],
+    cand_keep: NDArray[np.int32],
+    cand_amax: NDArray[np.float64],
+    tol: float,
+    stream: int,
+) -> tuple[NDArray[np.int32], NDArray[np.float64]]: ...
+
 # ---- range search and exact percentile (csrc/bindings/range_search_bindings.cpp) -------------
 
 _Choices: TypeAlias = tuple[
