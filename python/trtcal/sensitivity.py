@@ -199,6 +199,7 @@ def analyze(
     bins: int = 2048,
     out_dir: Optional[str] = None,
     out_qdq: Optional[str] = None,
+    high_precision: str = "fp16",
     cache: Union[bool, str] = True,
     plots: bool = True,
     progress: bool = True,
@@ -343,7 +344,13 @@ def analyze(
     if cache_path:
         res.files["cache"] = cache_path
     if out_dir or out_qdq:
-        _write(res, out_dir, out_qdq or os.path.join(out_dir or ".", f"{stem}.analyzed.qdq.onnx"), plots, say)
+        # the file is the engine's precision plan on TensorRT 11: everything not quantized is cast
+        # to high_precision (measured above with an FP32 remainder, as ONNX Runtime runs it best)
+        deploy = res.model if high_precision == "fp32" else quantize(
+            proto, {t: table[t] for t in used}, exclude_nodes=float_layers, missing="skip",
+            high_precision=high_precision)
+        _write(res, out_dir, out_qdq or os.path.join(out_dir or ".", f"{stem}.analyzed.qdq.onnx"), plots, say,
+               deploy)
     return res
 
 
@@ -677,10 +684,10 @@ class _Bar:
 
 
 def _write(res: AnalysisResult, out_dir: Optional[str], out_qdq: str, plots: bool,
-           say: Callable[[str], None]) -> None:
+           say: Callable[[str], None], deploy: Any = None) -> None:
     d = out_dir or os.path.dirname(os.path.abspath(out_qdq))
     os.makedirs(d, exist_ok=True)
-    _files.save_onnx(res.model, out_qdq)
+    _files.save_onnx(res.model if deploy is None else deploy, out_qdq)
     res.files["qdq"] = out_qdq
     p = os.path.join(d, "analyze.csv")
     buf = io.StringIO(newline="")
@@ -706,7 +713,8 @@ def _write(res: AnalysisResult, out_dir: Optional[str], out_qdq: str, plots: boo
     res.files["json"] = p
     ev.write_json(p, res.to_dict())
     say(f"trtcal: Q/DQ model with {len(res.float_layers)} layer(s) in float: {out_qdq}")
-    say(f"trtcal: TensorRT 10 / 11:  trtexec --onnx={os.path.abspath(out_qdq)} --stronglyTyped")
+    for line in outputs.trtexec_lines(qdq=os.path.abspath(out_qdq)):
+        say(line)
 
 
 def plot(res: AnalysisResult, path: str) -> str:

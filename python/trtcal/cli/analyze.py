@@ -43,6 +43,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
     add_task_arguments(p)
     p.add_argument("--out-dir", default="trtcal-analyze", help="where results and the caches go")
     p.add_argument("--out-qdq", help="the Q/DQ model (default <out-dir>/<model>.analyzed.qdq.onnx)")
+    p.add_argument("--high-precision", choices=["fp16", "bf16", "fp32"], default="fp16",
+                   help="type of everything the written Q/DQ model leaves unquantized (default fp16: TensorRT 11 "
+                        "builds the graph's types; the search itself measures an FP32 remainder)")
     p.add_argument("--no-cache", action="store_true",
                    help="collect the statistics and measure everything again (the caches are not read)")
     p.add_argument("--no-plots", action="store_true")
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
                   max_samples=args.max_samples, eval_samples=args.eval_samples,
                   preprocess=parse_preprocess(args.preprocess), input_name=args.input_name, runner=args.runner,
                   evaluate=args.evaluate,
-                  out_dir=args.out_dir, out_qdq=args.out_qdq, cache=not args.no_cache, plots=not args.no_plots,
+                  out_dir=args.out_dir, out_qdq=args.out_qdq, high_precision=args.high_precision,
+                  cache=not args.no_cache, plots=not args.no_plots,
                   progress=not args.quiet, log=say)
     if args.json:
         print(json.dumps(res.to_dict(), indent=1, default=str))
