@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 # attribute access (PEP 562), so ``import trtcal`` stays light and ``trtcal.onnx.quantize``,
 # ``trtcal.torch.collect`` and ``trtcal.tensorrt.EntropyCalibrator2`` work without importing
 # the subpackage first. Their own imports of onnx/torch/tensorrt happen when a function is called.
-_LAZY_SUBMODULES = ("onnx", "torch", "tensorrt", "distributed", "cli")
+_LAZY_SUBMODULES = ("onnx", "torch", "tensorrt", "distributed", "cli", "fp8", "tasks", "precision_choice")
 
 
 def __getattr__(name: str):
