@@ -123,13 +123,9 @@ def _load(model: Any):
         return m
     if isinstance(model, (bytes, bytearray)):
         return onnx.load_model_from_string(bytes(model))
-    path = os.fspath(model)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"trtcal: Q/DQ model '{path}' does not exist")
-    try:
-        return onnx.load(path)
-    except Exception as exc:  # noqa: BLE001 - onnx raises several types for a bad file
-        raise ValueError(f"trtcal: '{path}' is not an ONNX model: {exc}") from None
+    from .._onnx_files import load_onnx  # external data confined to the model's folder
+
+    return load_onnx(model)
 
 
 def _opset(m: Any) -> int:
@@ -365,7 +361,9 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
             report.fp8_nodes.append(key)
     _mark(m, report)
     if output is not None:
-        _atomic_write(os.fspath(output), m.SerializeToString())
+        from .._files import save_onnx  # atomic, with a run's other outputs
+
+        save_onnx(m, os.fspath(output))
     return (m, report) if return_report else m
 
 
@@ -386,25 +384,6 @@ def _set_int8_scale(graph: Any, p: _Pair, inits: Mapping[str, Any], amax: float)
         name = name + "_q"
         graph.initializer.append(numpy_helper.from_array(value.astype(old.dtype), name))
     p.q.input[1] = name
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    """To a temporary file beside ``path``, fsync, then rename over it (never half-written)."""
-    import tempfile
-
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".trtcal-fp8-", suffix=".onnx", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _prune_initializers(graph: Any) -> None:

@@ -429,7 +429,9 @@ def _load(model: Any):
     if isinstance(model, (bytes, bytearray)):
         return onnx.load_from_string(bytes(model))
     if isinstance(model, (str, os.PathLike)):
-        return onnx.load(os.fspath(model))
+        from .._onnx_files import load_onnx  # external data confined to the model's folder
+
+        return load_onnx(model)
     raise TypeError(
         f"trtcal: model must be an onnx.ModelProto, a path or bytes, not {type(model).__name__}"
     )
