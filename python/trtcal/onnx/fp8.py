@@ -114,20 +114,6 @@ def _why_not(node: Any, excluded: Mapping[str, str]) -> str | None:
     return None
 
 
-def _load(model: Any):
-    import onnx
-
-    if isinstance(model, onnx.ModelProto):
-        m = onnx.ModelProto()
-        m.CopyFrom(model)
-        return m
-    if isinstance(model, (bytes, bytearray)):
-        return onnx.load_model_from_string(bytes(model))
-    from .._onnx_files import load_onnx  # external data confined to the model's folder
-
-    return load_onnx(model)
-
-
 def _opset(m: Any) -> int:
     return next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
 
@@ -268,6 +254,8 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
         raise ValueError(f"trtcal: fallback must be 'int8' or 'float', got {fallback!r}")
     if int(opset) < FP8_MIN_OPSET:
         raise ValueError(f"trtcal: FP8 Q/DQ needs opset >= {FP8_MIN_OPSET}, got {opset}")
+    from .quantize import _load  # a copy of a ModelProto; a path through the safe ONNX reader
+
     m = _raise_opset(_load(model), int(opset))
     graph = m.graph
     inits = {t.name: t for t in graph.initializer}
