@@ -3,7 +3,7 @@
 For each real trained model of ``tests/real_models.py`` (YOLOv8n detector with SiLU, PP-OCR
 text detector, direction classifier; ``--models`` adds ppocr-rec): one statistics pass over 64
 calibration samples (seed 0), every method's ranges from it (min-max, entropy in both |x|
-flavors, percentile 99.9/99.99/99.999, MSE), ``auto`` (trtcal.calibration.auto.choose) and
+flavors, percentile 99.9/99.99/99.999, MSE), ``auto`` (trtcal.evaluation.auto.choose) and
 ``analyze`` with its default settings, every result reported on 16 held-out samples (seed 1).
 ``auto`` and ``analyze`` choose twice: on a separate selection set of 16 samples (seed 2;
 nothing reported was tuned on), and ``auto`` also on the held-out set itself (what
@@ -31,11 +31,11 @@ sys.path.insert(0, os.path.join(HERE, "..", "python"))
 
 import real_models as rm  # noqa: E402
 
-from trtcal import evaluation as ev  # noqa: E402
 from trtcal import tasks as tk  # noqa: E402
-from trtcal.calibration import auto as auto_mod  # noqa: E402
-from trtcal.calibration import calibrate  # noqa: E402
+from trtcal.evaluation import auto as auto_mod  # noqa: E402
+from trtcal.evaluation import measure as ev  # noqa: E402
 from trtcal.onnx import quantize  # noqa: E402
+from trtcal.pipeline.calibrate import calibrate  # noqa: E402
 
 MODELS = ("yolov8n-nudenet", "ppocr-cls", "ppocr-det")
 METHODS = (
@@ -85,8 +85,8 @@ def _row(label: str, s: Any, extra: str = "") -> Dict[str, Any]:
 
 def run_model(name: str, n_cal: int, n_eval: int, log: Any,
               analyze_on: Any = ("selection set",)) -> Dict[str, Any]:
-    from trtcal.calibration.runners import load_onnx
-    from trtcal.sensitivity import analyze
+    from trtcal.evaluation.sensitivity import analyze
+    from trtcal.pipeline.runners import load_onnx
 
     path = rm.model_path(name)
     cal = rm.inputs(name, n_cal, 0)

@@ -52,9 +52,9 @@ def _bytes_per_forward(model: Any, x: Any, capture: str) -> int:
 def gpu_rows(batch: int = 32, bw_tbs: float = 0.0) -> Dict[str, Any]:
     import torch
     import torchvision
+    from timing import time_torch
 
     import trtcal.torch as ttorch
-    from timing import time_torch
 
     torch.backends.cudnn.benchmark = True
     model = torchvision.models.resnet50(weights=None).cuda().eval()
@@ -110,10 +110,10 @@ def trt_rows(model: Any, x: Any) -> Dict[str, Any]:
     if importlib.util.find_spec("tensorrt") is None:
         return {"note": "TensorRT rows skipped: no tensorrt module on this machine."}
     import torch
-
     from timing import time_torch
-    from trtcal.calibration.collect import ActivationStats
-    from trtcal.calibration.runners import TensorRTRunner
+
+    from trtcal.pipeline.collect import ActivationStats
+    from trtcal.pipeline.runners import TensorRTRunner
 
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "resnet50.onnx")
@@ -197,7 +197,7 @@ def cpu_rows(samples: int = 256, scale: int = 10) -> Dict[str, Any]:
     import numpy as np
 
     sys.path.insert(0, os.path.join(ROOT, "python"))
-    from trtcal.calibration.demo import build_model, synthetic_image
+    from trtcal.pipeline.demo import build_model, synthetic_image
 
     rows: List[Dict[str, Any]] = []
     summary: Dict[str, Any] = {}

@@ -169,6 +169,7 @@ def _swap_ranges(path: str, amax) -> object:
 
 def part_accuracy(mixed: bool = True) -> list:
     import real_models as rm
+
     from trtcal.onnx.fp8 import convert_to_fp8
     from trtcal.precision_choice import choose_precisions, ort_scorer
 

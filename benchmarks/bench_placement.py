@@ -31,8 +31,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import real_models  # noqa: E402
-import trtcal  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
+
+import trtcal  # noqa: E402
 from trtcal.onnx import quantize  # noqa: E402
 
 
@@ -162,6 +163,7 @@ def bf16_row(name, m, table, held, n):
     FP32, see _REDUCTIONS), and in the label the error of a pure BF16 cast of the float model."""
     from onnx import version_converter
     from onnx.reference import ReferenceEvaluator
+
     from trtcal.onnx import precision
 
     m = onnx.ModelProto.FromString(m.SerializeToString())

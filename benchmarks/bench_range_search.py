@@ -57,7 +57,7 @@ def _hists(rng, count: int) -> Dict[str, tuple]:
 
 def _cpu_rows(rows: List[dict], rng) -> Dict[str, float]:
     import trtcal
-    from trtcal.percentile import percentile as _  # noqa: F401  (import check)
+    from trtcal.core.percentile import percentile as _  # noqa: F401  (import check)
 
     x = rng.standard_t(3, 4_000_000).astype(np.float32)
     a = np.abs(x)
@@ -114,7 +114,7 @@ def run(ctx: Dict) -> Dict:
 
     import cupy as cp
 
-    from trtcal.range_search import _GpuBatch, _prepare, _items, _spec
+    from trtcal.core.range_search import _GpuBatch, _items, _prepare, _spec
 
     stream = cp.cuda.get_current_stream().ptr
 

@@ -72,7 +72,8 @@ def main() -> None:
             kib, wall = r.stderr.strip().splitlines()[-1].split()
             print(f"| {rows:,} | {int(kib) / 1024:.0f} | {float(wall):.2f} |")
         sys.path.insert(0, os.path.abspath(args.pythonpath))
-        from trtcal import CalibrationTable, _files as files
+        from trtcal import CalibrationTable
+        from trtcal.core import _files as files
 
         if hasattr(files, "output_set"):
             t = CalibrationTable({f"t{i}": 1.0 + i for i in range(1000)})

@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _old_module(rev: str, tmp: str):
     src = subprocess.run(
-        ["git", "-C", HERE, "show", f"{rev}:python/trtcal/calibration/report.py"],
+        ["git", "-C", HERE, "show", f"{rev}:python/trtcal/calibration/report.py"  # the old layout],
         capture_output=True,
         text=True,
         check=True,
@@ -42,8 +42,9 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, os.path.join(HERE, "..", "tests"))
     import real_models
-    from trtcal.calibration import calibrate
-    from trtcal.calibration import report as new
+
+    from trtcal.evaluation import report as new
+    from trtcal.pipeline.calibrate import calibrate
 
     model = real_models.model_path("ppocr-det")
     if model is None:

@@ -17,9 +17,9 @@ N = 268_435_456  # 1 GiB of float32
 def run(ctx: Dict) -> Dict:
     import cupy as cp
     import torch
+    from timing import time_cpu, time_cuda, time_torch
 
     import trtcal
-    from timing import time_cpu, time_cuda, time_torch
 
     bw = ctx["bandwidth_tbs"]
     rows = []
@@ -31,12 +31,12 @@ def run(ctx: Dict) -> Dict:
         floor_ms = nbytes / (bw * 1e12) * 1e3  # bytes read at the measured copy rate
         rows.append({"op": name, "ms": ms, "floor_ms": floor_ms, "of_floor": floor_ms / ms, "peer": peer})
 
-    ext = trtcal._backend.require_cuda("benchmark")
+    ext = trtcal.core._backend.require_cuda("benchmark")
     stream = cp.cuda.get_current_stream().ptr
 
     for dtype in ("float32", "float16", "bfloat16"):
         t = xt.to({"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
-        view = trtcal._arrays.as_view(t, "x", stream)
+        view = trtcal.core._arrays.as_view(t, "x", stream)
         nbytes = N * t.element_size()
         g = trtcal.HistogramCollector(2048, device="cuda")
         g.update(t, stream=stream)  # fixes the range
@@ -56,7 +56,7 @@ def run(ctx: Dict) -> Dict:
                 h.update(view.ptr, view.dtype_code, N, stream)
             add("trtcal histogram, first update (range unknown: 2 passes)", time_cuda(first), 2 * nbytes)
             big = x * 1e-3
-            bview = trtcal._arrays.as_view(big, "x", stream)
+            bview = trtcal.core._arrays.as_view(big, "x", stream)
 
             def grow():
                 h = ext.HistogramState(2048, False, 0, stream)
@@ -113,9 +113,9 @@ def run_public(ctx: Dict) -> Dict:
     and therefore wait, torch.aminmax/histc return device tensors and do not."""
     import cupy as cp
     import torch
+    from timing import time_cpu, time_cuda
 
     import trtcal
-    from timing import time_cpu, time_cuda
 
     rows = []
     summary: Dict = {}
@@ -129,7 +129,7 @@ def run_public(ctx: Dict) -> Dict:
         x = cp.random.standard_normal(n, dtype=cp.float32)
         xt = torch.as_tensor(x, device="cuda")
         stream = cp.cuda.get_current_stream().ptr
-        ext = trtcal._backend.require_cuda("benchmark")
+        ext = trtcal.core._backend.require_cuda("benchmark")
         mm = ext.MinMaxState(1, 0)
         mm.reset(stream)
         kernel = add(f"kernel alone: minmax update, {tag}", time_cuda(lambda: mm.update(x.data.ptr, 0, 1, n, stream)))

@@ -11,11 +11,11 @@ from typing import Dict
 def run(ctx: Dict) -> Dict:
     import cupy as cp
     import torch
-
-    import trtcal
     from timing import time_cuda, time_torch
 
-    ext = trtcal._backend.require_cuda("benchmark")
+    import trtcal
+
+    ext = trtcal.core._backend.require_cuda("benchmark")
     stream = cp.cuda.get_current_stream().ptr
     bw = ctx["bandwidth_tbs"]
     rows, series = [], {"trtcal histogram": [], "torch.histc |x|": [], "trtcal amax": [], "torch.aminmax": []}

@@ -14,8 +14,9 @@ import statistics
 import time
 
 import numpy as np
+
 import trtcal
-from trtcal import _range_batch, range_search
+from trtcal.core import _range_batch, range_search
 
 
 class _State:

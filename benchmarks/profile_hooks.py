@@ -9,10 +9,9 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 
 import torch
 import torchvision
-
-import trtcal
-import trtcal.torch as ttorch
 from timing import time_torch
+
+import trtcal.torch as ttorch
 
 
 def host_ms(fn, iters=20):

@@ -1,5 +1,5 @@
 """Exact percentile of 2^28 values on the H200 across data shapes and q: the median time of
-``trtcal.percentile`` (CUDA events, L2 flushed), checked against a full sort once per case. Used to steer csrc/kernels/select.cu and python/trtcal/percentile.py.
+``trtcal.percentile`` (CUDA events, L2 flushed), checked against a full sort once per case. Used to steer csrc/kernels/select.cu and python/trtcal/core/percentile.py.
 
     python benchmarks/profile_percentile.py [log2_n]
 """
@@ -14,7 +14,7 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from timing import time_cuda  # noqa: E402
 
 import trtcal  # noqa: E402
-from trtcal.percentile import lerp, virtual_index  # noqa: E402
+from trtcal.core.percentile import lerp, virtual_index  # noqa: E402
 
 mod = sys.modules["trtcal.percentile"]
 
@@ -38,7 +38,7 @@ def breakdown(x) -> None:
     wall time: it waits), a one-pass reference (amax), and the whole percentile."""
     import time
 
-    from trtcal._backend import require_cuda
+    from trtcal.core._backend import require_cuda
 
     ext = require_cuda("profile")
     stream = cp.cuda.get_current_stream().ptr

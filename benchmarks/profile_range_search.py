@@ -15,9 +15,10 @@ import numpy as np
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 
-from bench_range_search import BINS, _hists  # noqa: E402
+from bench_range_search import _hists  # noqa: E402
 from timing import time_cuda  # noqa: E402
-from trtcal.range_search import _GpuBatch, _items, _prepare, _spec  # noqa: E402
+
+from trtcal.core.range_search import _GpuBatch, _items, _prepare, _spec  # noqa: E402
 
 
 def main() -> None:

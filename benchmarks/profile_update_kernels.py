@@ -39,7 +39,7 @@ def kernel_table(fn, reps: int = 20) -> str:
 
 
 def main() -> None:
-    ext = trtcal._backend.require_cuda("profile")
+    ext = trtcal.core._backend.require_cuda("profile")
     stream = cp.cuda.get_current_stream().ptr
     bw = copy_bandwidth_tbs()
     print(f"copy bandwidth {bw:.2f} TB/s (read + write)")
@@ -47,7 +47,7 @@ def main() -> None:
     xt = torch.as_tensor(x32, device="cuda")
     for name, dt in (("float32", torch.float32), ("float16", torch.float16), ("bfloat16", torch.bfloat16)):
         t = xt.to(dt)
-        view = trtcal._arrays.as_view(t, "x", stream)
+        view = trtcal.core._arrays.as_view(t, "x", stream)
         g = trtcal.HistogramCollector(2048, device="cuda")
         g.update(t, stream=stream)
         mm = ext.MinMaxState(1, 0)

@@ -84,11 +84,10 @@ def main() -> int:
     args = ap.parse_args()
     only = [s for s in args.only.split(",") if s]
     os.makedirs(args.out, exist_ok=True)  # benches write files (sweep.png) there as they go
-    from timing import copy_bandwidth_tbs
-
     import cupy as cp
     import numpy as np
     import torch
+    from timing import copy_bandwidth_tbs
 
     import trtcal
 

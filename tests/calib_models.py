@@ -7,7 +7,7 @@ QUIET = dict(progress=False, log=lambda s: None)
 
 def cnn_model(path, seed=3):
     """The demo's CNN at 12x12, width 6: Conv, Relu, a residual Add, pooling, Gemm."""
-    from trtcal.calibration.demo import build_model
+    from trtcal.pipeline.demo import build_model
 
     build_model(str(path), seed=seed, size=12, width=6)
     return str(path)

@@ -9,12 +9,12 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-import trtcal  # noqa: E402
-from trtcal.sensitivity import analyze  # noqa: E402
-from trtcal.cli import main  # noqa: E402
-from trtcal.metrics import cosine_similarity  # noqa: E402
-
 import outlier_model as om  # noqa: E402
+
+import trtcal  # noqa: E402
+from trtcal.cli import main  # noqa: E402
+from trtcal.evaluation.metrics import cosine_similarity  # noqa: E402
+from trtcal.evaluation.sensitivity import analyze  # noqa: E402
 
 QUIET = dict(progress=False, log=lambda s: None)
 
@@ -225,7 +225,7 @@ def test_rerun_with_other_statistics_discards_the_checkpoint(tmp_path, rng, caps
         lines = [ln for ln in err.splitlines() if "discarded" in ln]
         assert len(lines) == 1 and changed in lines[0] and "collecting again" in lines[0], err
         assert err.count("trtcal: model inputs:") == 1  # the refused attempt's lines are not repeated
-    import trtcal.calibration.checkpoint as ckpt
+    import trtcal.pipeline.checkpoint as ckpt
 
     def unread(*a, **k):
         raise AssertionError("--no-cache read the statistics checkpoint")
@@ -236,7 +236,7 @@ def test_rerun_with_other_statistics_discards_the_checkpoint(tmp_path, rng, caps
 
 
 def test_metric_default_thresholds(tmp_path, rng, capsys):
-    from trtcal.sensitivity import DEFAULT_THRESHOLDS
+    from trtcal.evaluation.sensitivity import DEFAULT_THRESHOLDS
 
     model = om.build(rng)
     x = om.data(rng, 9)
@@ -262,12 +262,12 @@ def test_metric_default_thresholds(tmp_path, rng, capsys):
 
 
 def test_method_all_is_refused_before_the_pass(tmp_path, rng, capsys, monkeypatch):
-    import trtcal.calibration
+    import trtcal.pipeline.calibrate
 
     def refuse(*a, **k):
         raise AssertionError("the statistics pass ran before --method was checked")
 
-    monkeypatch.setattr(trtcal.calibration, "calibrate", refuse)
+    monkeypatch.setattr(trtcal.pipeline.calibrate, "calibrate", refuse)
     om.build(rng, tmp_path / "m.onnx")
     np.save(tmp_path / "x.npy", om.data(rng, 5))
     for method in ("all", "minmax,mse"):

@@ -2,15 +2,15 @@
 exact round trips, refusing files that are not caches."""
 
 import json
-import os
 import math
+import os
 import struct
 
 import numpy as np
 import pytest
 
 from trtcal import CalibrationTable
-from trtcal import cache as tc
+from trtcal.formats import cache as tc
 
 # Hand-written in TensorRT's exact layout: header, '<name>: <hex>' lines, '\n', final newline.
 TRT8_CACHE = (
@@ -179,7 +179,7 @@ def test_refuses_onnxruntime_tensorrt_ep_table(tmp_path):
 
 @pytest.mark.parametrize("data,match", [
     (b"", "empty"), (b"\n\n", "empty"), (b"\x00\x01TRT", "binary"), (b"\xff\xfe\xfa", "UTF-8"),
-    (b'{"format": "trtcal.calibration-table"}', "JSON"),
+    (b'{"format": "trtcal.pipeline.calibrate-table"}', "JSON"),
     (b"x: 3c010a14\ny: 0\n", "header"), (b"hello world, this is text\n", "not a 'TRT-"),
 ])
 def test_refuses_non_caches_saying_what_they_look_like(data, match):
@@ -431,7 +431,7 @@ def test_cli_tiny_scale_warning_is_one_line(tmp_path, capsys):
 
 
 def test_cache_write_is_atomic(tmp_path, monkeypatch):
-    from trtcal import _files
+    from trtcal.core import _files
 
     p = tmp_path / "a.cache"
     CalibrationTable({"a": 1.0}).to_cache(p)

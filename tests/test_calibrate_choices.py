@@ -12,13 +12,14 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import onnx  # noqa: E402
+from calib_models import QUIET, cnn_model, save_graph  # noqa: E402
+from calib_models import heavy_tailed_images as _data  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 import trtcal  # noqa: E402
-from trtcal.calibration import calibrate  # noqa: E402
-from trtcal.calibration import outputs  # noqa: E402
-from calib_models import QUIET, cnn_model, save_graph  # noqa: E402
-from calib_models import heavy_tailed_images as _data  # noqa: E402
+from trtcal.pipeline import outputs  # noqa: E402
+from trtcal.pipeline.calibrate import calibrate  # noqa: E402
+
 
 @pytest.fixture
 def model_path(tmp_path):
@@ -67,7 +68,7 @@ def test_onnxruntime_flavor_collects_signed_histograms(model_path, rng):
     h = res.histograms["conv1"]
     assert h.signed
     full = trtcal.HistogramCollector(2048, signed=True, device="cpu")
-    from trtcal.calibration.runners import OrtRunner
+    from trtcal.pipeline.runners import OrtRunner
 
     full.update(OrtRunner(model_path).run({"images": x})["conv1"])
     np.testing.assert_array_equal(h.counts, full.histogram().counts)
@@ -143,7 +144,7 @@ def test_invalid_model_with_qdq_output_fails_before_the_pass(tmp_path, rng):
 
 def test_progress_total_follows_max_samples(model_path, rng, monkeypatch):
     totals = []
-    import trtcal.calibration as cal
+    import trtcal.pipeline.calibrate as cal
 
     real = cal._Progress
 
@@ -187,7 +188,7 @@ def test_max_samples_counts_calibrated_samples(model_path, rng, tmp_path, batch)
 def test_preprocessing_that_cannot_fit_the_input_fails_before_the_first_image(model_path, rng, tmp_path):
     from PIL import Image
 
-    from trtcal.calibration.data import Preprocess
+    from trtcal.pipeline.data import Preprocess
 
     d = tmp_path / "imgs"
     d.mkdir()
@@ -211,7 +212,7 @@ def test_clipped_share_is_reported_and_heavy_clipping_named(tmp_path, rng):
     x = np.abs(rng.standard_t(3, size=(33, 64))).astype(np.float32)
     said = []
     res = calibrate(model, x, method="all", report=str(tmp_path / "r.md"), progress=False, log=said.append)
-    from trtcal.calibration.runners import OrtRunner
+    from trtcal.pipeline.runners import OrtRunner
 
     acts = {t: np.abs(v) for t, v in OrtRunner(model).run({"x": x}).items()}
     for m, per in res.clipped.items():
@@ -316,7 +317,7 @@ def test_output_folders_are_created(model_path, rng, tmp_path):
 
 
 def test_iterable_batches_progress_counts_samples(model_path, rng, monkeypatch):
-    import trtcal.calibration as cal
+    import trtcal.pipeline.calibrate as cal
 
     seen = []
 
@@ -364,7 +365,7 @@ def test_params_of_a_method_not_computed_are_ignored(model_path, rng):
 
 
 def test_batch_size_input_name_and_preprocess_on_arrays(model_path, rng, tmp_path):
-    from trtcal.calibration.data import Preprocess
+    from trtcal.pipeline.data import Preprocess
 
     data = _Counting(_data(rng, 8))
     with pytest.raises(ValueError, match="batch_size must be >= 1"):

@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from trtcal.calibration import outputs  # noqa: E402
-from trtcal.calibration.demo import build_model  # noqa: E402
 from trtcal.cli import main  # noqa: E402
+from trtcal.pipeline import outputs  # noqa: E402
+from trtcal.pipeline.demo import build_model  # noqa: E402
 
 
 def _json(out):
@@ -26,7 +26,6 @@ def test_demo_writes_outputs_and_next_steps(tmp_path, capsys):
     assert "block/relu" in (out / "report.md").read_text()
     svg = (out / "report_files" / "histograms.svg").read_text()  # the report's one figure
     assert svg.startswith("<svg") and "block/relu" in svg
-    assert all(outputs.available().values())  # this build has every output API
     for m in outputs.METHODS:
         assert (out / f"calibration.{m}.cache").read_text().startswith("TRT-")
         assert json.loads((out / f"calibration.{m}.json").read_text())["provenance"]["method"] == m
@@ -94,8 +93,8 @@ def test_cli_refuses_two_outputs_on_one_path(tmp_path, capsys, rng):
 
 def test_cli_sigterm_exit_status_and_error_lines(tmp_path, capsys, rng, monkeypatch):
     """Expected errors are one line and exit 1; a stop by a signal exits 128 + its number."""
-    from trtcal.calibration.signals import Stopped
     import trtcal.cli.calibrate as cal
+    from trtcal.pipeline.signals import Stopped
 
     model, data = _model_and_data(tmp_path, rng)
 

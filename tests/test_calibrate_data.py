@@ -5,8 +5,18 @@ import os
 import numpy as np
 import pytest
 
-from trtcal.calibration.data import (ArrayFiles, ArraySource, BadSampleError, BatchIterable, ImageFolder, InputSpec,
-                                   Preprocess, batches, open_source, parse_preprocess)
+from trtcal.pipeline.data import (
+    ArrayFiles,
+    ArraySource,
+    BadSampleError,
+    BatchIterable,
+    ImageFolder,
+    InputSpec,
+    Preprocess,
+    batches,
+    open_source,
+    parse_preprocess,
+)
 
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
@@ -100,7 +110,7 @@ def test_npy_and_npz(tmp_path, rng):
 def test_npy_rows_are_read_not_mapped(tmp_path, rng):
     # .npy rows come from positional reads (constant RSS over a large file), equal to the
     # array's rows in C and Fortran order; a truncated file is a named bad sample
-    from trtcal.calibration.data import NpyRows
+    from trtcal.pipeline.data import NpyRows
 
     x = rng.standard_normal((7, 3, 8, 10)).astype(np.float32)
     np.save(tmp_path / "c.npy", x)
@@ -372,7 +382,7 @@ def test_npy_files_rss_is_constant_in_the_number_of_rows(tmp_path):
     import subprocess
     import sys
 
-    from trtcal.calibration.demo import build_model
+    from trtcal.pipeline.demo import build_model
 
     pytest.importorskip("onnxruntime")
     model = str(tmp_path / "m.onnx")
@@ -408,7 +418,7 @@ def test_npy_files_rss_is_constant_in_the_number_of_rows(tmp_path):
     (np.array([1e300], np.float64), np.float32, False), (np.array([1.5], np.float64), np.float32, True),
 ])
 def test_dtype_conversion_refuses_values_that_change(data, dtype, ok):
-    from trtcal.calibration.data import check_sample
+    from trtcal.pipeline.data import check_sample
 
     spec = [InputSpec("x", (None, data.size), np.dtype(dtype))]
     if ok:

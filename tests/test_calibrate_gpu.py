@@ -7,8 +7,9 @@ import pytest
 pytest.importorskip("onnx")
 
 from nan_model import write_log_relu_model  # noqa: E402
-from trtcal.calibration import BadSampleError, calibrate  # noqa: E402
-from trtcal.calibration.demo import build_model  # noqa: E402
+
+from trtcal.pipeline.calibrate import BadSampleError, calibrate  # noqa: E402
+from trtcal.pipeline.demo import build_model  # noqa: E402
 
 QUIET = dict(progress=False, log=lambda s: None)
 

@@ -8,14 +8,10 @@ pytest.importorskip("onnxruntime")
 
 import onnx  # noqa: E402
 
-from trtcal.calibration import calibrate, outputs  # noqa: E402
-from trtcal.calibration.demo import DEMO_PREPROCESS, build_model, write_images  # noqa: E402
+from trtcal.pipeline.calibrate import calibrate
+from trtcal.pipeline.demo import DEMO_PREPROCESS, build_model, write_images  # noqa: E402
 
-API = outputs.available()
 QUIET = dict(progress=False, log=lambda s: None)
-needs_search = pytest.mark.skipif(not API["compute_amax"], reason="trtcal.compute_amax (range-search issue) is not in this build yet")
-needs_table = pytest.mark.skipif(not API["CalibrationTable"], reason="trtcal.CalibrationTable (table issue) is not in this build yet")
-needs_qdq = pytest.mark.skipif(not API["onnx.quantize"], reason="trtcal.onnx.quantize (Q/DQ export) is not in this build yet")
 
 
 @pytest.fixture
@@ -25,7 +21,6 @@ def model(tmp_path):
     return p
 
 
-@needs_search
 def test_all_methods_from_one_pass(model, rng):
     x = rng.standard_t(3, size=(20, 3, 16, 16)).astype(np.float32)
     res = calibrate(model, x, method="all", batch_size=6, **QUIET)
@@ -37,8 +32,6 @@ def test_all_methods_from_one_pass(model, rng):
             assert 0 < v <= res.amax["minmax"][n] + h.range / h.bins, (m, n)  # at most one bin above
 
 
-@needs_search
-@needs_table
 def test_cache_and_table_with_provenance(tmp_path):
     pytest.importorskip("PIL")
     import trtcal
@@ -57,9 +50,6 @@ def test_cache_and_table_with_provenance(tmp_path):
     assert any("--calib=" in s for s in res.next_steps)
 
 
-@needs_search
-@needs_table
-@needs_qdq
 def test_qdq_model(model, rng, tmp_path):
     x = rng.laplace(size=(8, 3, 16, 16)).astype(np.float32)
     res = calibrate(model, x, out_qdq=str(tmp_path / "q.onnx"), tensorrt_version="11.1", **QUIET)

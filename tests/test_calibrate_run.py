@@ -10,15 +10,16 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import onnx  # noqa: E402
+from calib_models import QUIET, cnn_model  # noqa: E402
+from calib_models import heavy_tailed_images as _data  # noqa: E402
+from nan_model import write_log_relu_model  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 import trtcal  # noqa: E402
-from trtcal.calibration import BadSampleError, TensorSelection, calibrate  # noqa: E402
-from trtcal.calibration import checkpoint as ckpt  # noqa: E402
-from calib_models import QUIET, cnn_model  # noqa: E402
-from calib_models import heavy_tailed_images as _data  # noqa: E402
-from trtcal.calibration.runners import OrtRunner, calibration_tensors  # noqa: E402
-from nan_model import write_log_relu_model  # noqa: E402
+from trtcal.pipeline import checkpoint as ckpt  # noqa: E402
+from trtcal.pipeline.calibrate import BadSampleError, TensorSelection, calibrate  # noqa: E402
+from trtcal.pipeline.runners import OrtRunner, calibration_tensors  # noqa: E402
+
 
 @pytest.fixture
 def model_path(tmp_path):
@@ -159,7 +160,7 @@ def test_resume_refuses_changed_settings(model_path, rng, tmp_path):
 def test_checkpoint_write_is_atomic(tmp_path, rng, model_path, monkeypatch, share):
     """The disk fills after ``at`` bytes of the new checkpoint were written (so a cut-off file
     exists on disk): the previous checkpoint stays byte for byte, and no temporary remains."""
-    from trtcal import _files
+    from trtcal.core import _files
 
     ck = tmp_path / "c.npz"
     x = _data(rng, 4)

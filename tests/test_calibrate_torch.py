@@ -117,7 +117,7 @@ def test_state_continues_across_calls(rng):
     batches = list(_loader(rng, 4, "cpu"))
     whole = ttorch.collect(net, batches)
     first = ttorch.collect(net, batches[:2])
-    restored = trtcal.calibration.collect.ActivationStats()
+    restored = trtcal.pipeline.collect.ActivationStats()
     restored.load_state_dict(first.state_dict())
     both = ttorch.collect(net, batches[2:], stats=restored)
     for n, h in whole.histograms().items():

@@ -9,12 +9,12 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+import outlier_model as om  # noqa: E402
+
 import trtcal  # noqa: E402
 from trtcal.cli import main  # noqa: E402
-from trtcal.comparison import compare, parse_methods  # noqa: E402
-from trtcal.metrics import ErrorStats  # noqa: E402
-
-import outlier_model as om  # noqa: E402
+from trtcal.evaluation.comparison import compare, parse_methods  # noqa: E402
+from trtcal.evaluation.metrics import ErrorStats  # noqa: E402
 
 QUIET = dict(progress=False, log=lambda s: None)
 HAS_RANGE_SEARCH = hasattr(trtcal, "compute_amax")
@@ -204,12 +204,12 @@ def test_cli_names_missing_tensorrt_without_a_traceback(tmp_path, rng, capsys):
 @pytest.fixture
 def no_pass(monkeypatch):
     """Fails the test if the statistics pass starts: the errors below must come before it."""
-    import trtcal.calibration
+    import trtcal.pipeline.calibrate
 
     def refuse(*a, **k):
         raise AssertionError("the statistics pass ran before the settings were checked")
 
-    monkeypatch.setattr(trtcal.calibration, "calibrate", refuse)
+    monkeypatch.setattr(trtcal.pipeline.calibrate, "calibrate", refuse)
 
 
 def test_cli_runner_tensorrt_without_tensorrt_is_a_clean_error_before_the_pass(tmp_path, rng, capsys, no_pass):
@@ -278,7 +278,7 @@ def test_ranks_by_the_task_metric_on_a_real_classifier():
 
 def test_accuracy_rows_per_head_for_a_report(rng):
     """evaluation.accuracy_rows: the per-head rows of one quantized model (or table) vs FP32."""
-    from trtcal.evaluation import accuracy_rows
+    from trtcal.evaluation.measure import accuracy_rows
 
     model = om.build(rng)
     x, xe = om.data(rng, 16), om.data(rng, 11)

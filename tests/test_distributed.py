@@ -158,8 +158,8 @@ def test_states_file_round_trip_is_exact(rng, tmp_path):
 
 
 def test_load_states_reads_calibrate_checkpoints(rng, tmp_path):
-    from trtcal.calibration import checkpoint as ckpt
-    from trtcal.calibration.collect import ActivationStats
+    from trtcal.pipeline import checkpoint as ckpt
+    from trtcal.pipeline.collect import ActivationStats
 
     assert D.CHECKPOINT_FORMAT == ckpt.FORMAT
     data = make_dataset(int(rng.integers(2**31)), 6)

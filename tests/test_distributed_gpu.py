@@ -7,8 +7,15 @@ import os
 
 import numpy as np
 import pytest
+from test_distributed import (
+    N_SAMPLES,
+    _partitions,
+    assert_same,
+    collect,
+    make_collectors,
+    make_dataset,
+)
 
-from test_distributed import N_SAMPLES, _partitions, assert_same, collect, make_collectors, make_dataset
 from trtcal import distributed as D
 
 torch = pytest.importorskip("torch")

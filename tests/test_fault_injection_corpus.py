@@ -19,12 +19,12 @@ pytest.importorskip("onnxruntime")
 PIL = pytest.importorskip("PIL")
 
 import onnx  # noqa: E402
+from calib_models import cnn_model, save_graph  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from trtcal.calibration import checkpoint as ckpt  # noqa: E402
-from calib_models import cnn_model, save_graph  # noqa: E402
 from trtcal.cli import main  # noqa: E402
+from trtcal.pipeline import checkpoint as ckpt  # noqa: E402
 
 
 def _clean_error(capsys, argv, name):
@@ -111,7 +111,7 @@ def test_bad_images_are_named_and_skippable(tmp_path, capsys, monkeypatch, model
 
 
 def test_sixteen_bit_grayscale_png_keeps_its_low_bits(tmp_path):
-    from trtcal.calibration.data import Preprocess
+    from trtcal.pipeline.data import Preprocess
 
     a = (np.arange(16 * 16).reshape(16, 16) * 250 + 7).astype(np.uint16)  # values far above 255
     Image.fromarray(a).save(tmp_path / "g.png")
@@ -197,7 +197,7 @@ def test_bad_arrays_are_refused_naming_the_file(tmp_path, capsys, bad):
 
 
 def test_values_that_survive_are_converted(tmp_path):
-    from trtcal.calibration import calibrate
+    from trtcal.pipeline.calibrate import calibrate
 
     model = _typed_model(tmp_path / "m.onnx", TensorProto.INT8)
     np.save(tmp_path / "ok.npy", np.array([[0, 1, 100, 127]] * 3, np.uint8))
@@ -327,7 +327,7 @@ def test_bad_models_are_refused_naming_the_model(tmp_path, capsys, model, bad):
 
 
 def test_external_data_inside_the_folder_loads(tmp_path):
-    from trtcal.calibration.runners import load_onnx
+    from trtcal.pipeline.runners import load_onnx
 
     folder = tmp_path / "ok"
     folder.mkdir()
@@ -354,22 +354,22 @@ CACHES = {
     "bad.json": b"{not json",
     "array.json": b"[1, 2]",
     "tensors_list.json": json.dumps(
-        {"format": "trtcal.calibration-table", "version": 1, "tensors": [1]}
+        {"format": "trtcal.pipeline.calibrate-table", "version": 1, "tensors": [1]}
     ).encode(),
     "neg.json": json.dumps(
-        {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"amax": -1.0}}}
+        {"format": "trtcal.pipeline.calibrate-table", "version": 1, "tensors": {"t": {"amax": -1.0}}}
     ).encode(),
     "nan.json": json.dumps(
-        {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"amax": "nan"}}}
+        {"format": "trtcal.pipeline.calibrate-table", "version": 1, "tensors": {"t": {"amax": "nan"}}}
     ).encode(),
     "neginf.json": json.dumps(
-        {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"amax": "-inf"}}}
+        {"format": "trtcal.pipeline.calibrate-table", "version": 1, "tensors": {"t": {"amax": "-inf"}}}
     ).encode(),
     "noamax.json": json.dumps(
-        {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"scale": 1}}}
+        {"format": "trtcal.pipeline.calibrate-table", "version": 1, "tensors": {"t": {"scale": 1}}}
     ).encode(),
     "future.json": json.dumps(
-        {"format": "trtcal.calibration-table", "version": 99, "tensors": {}}
+        {"format": "trtcal.pipeline.calibrate-table", "version": 99, "tensors": {}}
     ).encode(),
 }
 
@@ -469,11 +469,11 @@ def test_a_checkpoint_that_is_a_folder_is_refused(tmp_path, capsys, model):
 
 
 @pytest.mark.parametrize("doc", [
-    {"format": "trtcal.calibration-table", "version": 1, "provenance": [1], "tensors": {}},
-    {"format": "trtcal.calibration-table", "version": 1, "provenance": {"extra": 5}, "tensors": {}},
-    {"format": "trtcal.calibration-table", "version": "one", "tensors": {}},
-    {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"amax": [1]}}},
-    {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"amax": True}}},
+    {"format": "trtcal.pipeline.calibrate-table", "version": 1, "provenance": [1], "tensors": {}},
+    {"format": "trtcal.pipeline.calibrate-table", "version": 1, "provenance": {"extra": 5}, "tensors": {}},
+    {"format": "trtcal.pipeline.calibrate-table", "version": "one", "tensors": {}},
+    {"format": "trtcal.pipeline.calibrate-table", "version": 1, "tensors": {"t": {"amax": [1]}}},
+    {"format": "trtcal.pipeline.calibrate-table", "version": 1, "tensors": {"t": {"amax": True}}},
 ])
 def test_malformed_table_fields_are_refused_naming_the_file(tmp_path, capsys, doc):
     p = tmp_path / "odd.json"

@@ -14,11 +14,12 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from trtcal import _files  # noqa: E402
-from trtcal.calibration import calibrate  # noqa: E402
-from trtcal.calibration import checkpoint as ckpt  # noqa: E402
 from calib_models import QUIET, cnn_model  # noqa: E402
 from calib_models import heavy_tailed_images as _data  # noqa: E402
+
+from trtcal.core import _files  # noqa: E402
+from trtcal.pipeline import checkpoint as ckpt  # noqa: E402
+from trtcal.pipeline.calibrate import calibrate  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 
@@ -182,7 +183,7 @@ def test_checkpoints_come_by_time_as_well_as_by_batches(tmp_path, rng, monkeypat
 
 
 def test_a_second_signal_stops_at_once():
-    from trtcal.calibration.signals import DeferredSignals, Stopped
+    from trtcal.pipeline.signals import DeferredSignals, Stopped
 
     with DeferredSignals() as s:
         os.kill(os.getpid(), signal.SIGTERM)

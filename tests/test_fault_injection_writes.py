@@ -16,11 +16,12 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from trtcal import _files  # noqa: E402
-from trtcal.calibration import calibrate  # noqa: E402
 from calib_models import QUIET, cnn_model  # noqa: E402
 from calib_models import heavy_tailed_images as _data  # noqa: E402
+
 from trtcal.cli import main  # noqa: E402
+from trtcal.core import _files  # noqa: E402
+from trtcal.pipeline.calibrate import calibrate  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(
@@ -384,7 +385,7 @@ def test_kill_9_during_a_write_leaves_only_a_pid_named_temporary(tmp_path):
     target.write_text("old")
     code = textwrap.dedent(f"""
         import os, sys, time
-        from trtcal import _files
+        from trtcal.core import _files
         def slow(f):
             f.write(b"x" * 1000); f.flush(); print("writing", flush=True); time.sleep(60)
         _files.atomic_write({str(target)!r}, slow)
@@ -409,7 +410,7 @@ def test_two_concurrent_runs_on_one_checkpoint(setup, tmp_path):
     code = textwrap.dedent(f"""
         import os, sys, time
         import numpy as np
-        from trtcal.calibration import calibrate
+        from trtcal.pipeline.calibrate import calibrate
         x = np.load({str(d / "x.npy")!r})
         def slow():
             for i in range(0, 10, 2):
@@ -459,7 +460,7 @@ def test_two_concurrent_runs_on_one_checkpoint(setup, tmp_path):
 
 
 def test_two_runs_writing_one_output_the_second_fails_fast(setup, tmp_path):
-    from trtcal import _locks
+    from trtcal.core import _locks
 
     _, model, x = setup
     with _locks.exclusive([(str(tmp_path / "t.json"), "the output")]):

@@ -7,6 +7,7 @@ import math
 import ml_dtypes
 import numpy as np
 import pytest
+
 import trtcal
 from trtcal.fp8 import fp8_amax, fp8_search
 from trtcal.reference import fp8 as ref

@@ -400,7 +400,8 @@ def test_cli_says_onnxruntime_cannot_load_the_output(tmp_path, capsys):
     rc, out, _ = _cli(["fuse-silu", str(src), str(dst)], capsys)
     assert rc == 0 and "custom op trtcal:SiLU, which ONNX Runtime cannot load" in out
     assert "--staticPlugins=<path to libtrtcal_plugins.so>" in out and "trtcal.onnx.expand_silu()" in out
-    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, NotImplemented as OrtNotImplemented
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph
+    from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
 
     with pytest.raises((Fail, InvalidGraph, OrtNotImplemented), match="SiLU"):  # what the note says
         ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])

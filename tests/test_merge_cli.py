@@ -21,8 +21,8 @@ pytest.importorskip("onnxruntime")
 from calib_models import QUIET, cnn_model, heavy_tailed_images  # noqa: E402
 
 from trtcal import distributed as D  # noqa: E402
-from trtcal.calibration import calibrate  # noqa: E402
-from trtcal.calibration import checkpoint as ckpt  # noqa: E402
+from trtcal.pipeline import checkpoint as ckpt  # noqa: E402
+from trtcal.pipeline.calibrate import calibrate  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 96  # samples: 12 batches of 8, 4 per shard of 3
@@ -159,7 +159,7 @@ def test_shards_of_different_runs_are_refused(job, tmp_path):
 def test_shards_with_different_preprocessing_are_refused(tmp_path):
     from PIL import Image
 
-    from trtcal.calibration.data import Preprocess
+    from trtcal.pipeline.data import Preprocess
 
     rng = np.random.default_rng(3)
     os.makedirs(tmp_path / "img")

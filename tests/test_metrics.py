@@ -5,7 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from trtcal.metrics import ErrorStats, cosine_similarity, max_abs_error, sqnr_db, top1_agreement
+from trtcal.evaluation.metrics import (
+    ErrorStats,
+    cosine_similarity,
+    max_abs_error,
+    sqnr_db,
+    top1_agreement,
+)
 
 
 def _noisy(rng, shape, noise=0.05):

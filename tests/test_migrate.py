@@ -10,6 +10,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from test_placement import _x, calibrate, concat_model, residual_silu_model  # noqa: E402
 from test_precision import run_ort_basic  # noqa: E402
+
 from trtcal import CalibrationTable  # noqa: E402
 from trtcal.cli import main  # noqa: E402
 from trtcal.cli.migrate import map_names, migrate  # noqa: E402

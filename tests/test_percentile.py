@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import trtcal
-from trtcal.percentile import key_to_float
+from trtcal.core.percentile import key_to_float
 
 
 @pytest.mark.parametrize("interp", ["linear", "lower", "higher", "nearest", "midpoint"])

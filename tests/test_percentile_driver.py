@@ -1,18 +1,16 @@
-"""The exact percentile's host-side logic (python/trtcal/percentile.py) on the CPU: grouping of
+"""The exact percentile's host-side logic (python/trtcal/core/percentile.py) on the CPU: grouping of
 nearby ranks, the checks that the wanted ranks fell inside the sampled bracket, the NaN path,
 the rank + 1 shortcut and the two-pass fallback, driven through a NumPy model of the select
 kernels whose contract csrc/kernels/select.h states. The kernels themselves are checked on
 the GPU (test_percentile.py); this pins the decisions around them in CI, where no GPU is."""
 
 import math
-import sys
 
 import numpy as np
 import pytest
 
-import trtcal  # noqa: F401  (loads trtcal.percentile)
+from trtcal.core import percentile as P
 
-P = sys.modules["trtcal.percentile"]
 NAN_KEY = 0xFFFFFFFF
 
 

@@ -7,8 +7,9 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-import trtcal  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import trtcal  # noqa: E402
 from trtcal import CalibrationTable  # noqa: E402
 from trtcal.onnx import placement, quantize  # noqa: E402
 

@@ -16,8 +16,9 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 import real_models  # noqa: E402
-import trtcal  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
+
+import trtcal  # noqa: E402
 from trtcal.onnx import quantize  # noqa: E402
 
 

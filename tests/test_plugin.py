@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import trtcal
-from trtcal.plugin import PluginLibraryNotFoundError
+from trtcal.core.plugin import PluginLibraryNotFoundError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -21,6 +21,7 @@ from test_placement import (  # noqa: E402
     concat_model,
     residual_silu_model,
 )
+
 from trtcal.onnx import precision, quantize  # noqa: E402
 
 

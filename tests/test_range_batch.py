@@ -1,4 +1,4 @@
-"""The vectorised compute_amax for many GPU collectors (python/trtcal/_range_batch.py) builds
+"""The vectorised compute_amax for many GPU collectors (python/trtcal/core/_range_batch.py) builds
 the same descriptors as the general path and turns the kernels' indices into the same amax,
 bit for bit. Checked here on CPU collectors' states (the host work is the same); on a GPU,
 tests/test_range_search.py::test_gpu_collectors_read_in_place runs it end to end."""
@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 import trtcal
-from trtcal import _range_batch as rb
-from trtcal.range_search import TensorRange, _finish, _items, _plan_arrays, _prepare, _spec
+from trtcal.core import _range_batch as rb
+from trtcal.core.range_search import TensorRange, _finish, _items, _plan_arrays, _prepare, _spec
 
 SPECS = [
     ("entropy", "pytorch_quantization", {}),

@@ -394,13 +394,13 @@ def test_gpu_launch_shapes_equal_reference(rng, monkeypatch):
 @pytest.mark.gpu
 def test_gpu_plan_is_relaunchable(rng):
     # launches leave the per-tensor counters at zero: the same plan gives the same answer again
-    from trtcal._backend import require_cuda
-    from trtcal.range_search import _GpuBatch, _items, _prepare, _spec
+    from trtcal.core._backend import require_cuda
+    from trtcal.core.range_search import _GpuBatch, _items, _prepare, _spec
 
     hists = _batch(rng, 30)
     items, _ = _items(hists)
     s = _spec("entropy", None, {})
-    jobs = [j for j in (_prepare(it, s) for it in items) if not isinstance(j, trtcal.range_search.TensorRange)]
+    jobs = [j for j in (_prepare(it, s) for it in items) if not isinstance(j, trtcal.core.range_search.TensorRange)]
     ext = require_cuda("the relaunch test")
     stream = ext.PrivateStream(0)
     batch = _GpuBatch(jobs, s, 0, stream=stream.handle)

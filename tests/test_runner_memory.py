@@ -13,8 +13,9 @@ pytest.importorskip("onnxruntime")
 import real_models  # noqa: E402
 from calib_models import QUIET, cnn_model  # noqa: E402
 from calib_models import heavy_tailed_images as _data  # noqa: E402
-from trtcal.calibration import calibrate  # noqa: E402
-from trtcal.calibration.runners import OrtRunner  # noqa: E402
+
+from trtcal.pipeline.calibrate import calibrate  # noqa: E402
+from trtcal.pipeline.runners import OrtRunner  # noqa: E402
 
 METHODS = ["minmax", "entropy", "percentile", "mse"]
 

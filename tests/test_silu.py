@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import trtcal
-from trtcal._backend import extension
+from trtcal.core._backend import extension
 from trtcal.reference import silu as ref
 
 FLOATS = ["float32", "float16", "bfloat16"]
@@ -385,7 +385,7 @@ def test_silu_fp8_table_matches_ml_dtypes(rng):
 
 
 def test_silu_fp8_numpy_api(rng):
-    from trtcal.silu import silu_fp8, silu_fp8_table
+    from trtcal.core.silu import silu_fp8, silu_fp8_table
 
     q = rng.integers(0, 256, (3, 17), dtype=np.uint8)
     y = silu_fp8(q, 0.02, 0.03)
@@ -396,7 +396,7 @@ def test_silu_fp8_numpy_api(rng):
 
 @pytest.mark.gpu
 def test_silu_fp8_gpu_equals_reference(rng, torch):
-    from trtcal.silu import silu_fp8
+    from trtcal.core.silu import silu_fp8
 
     ext = extension()
     for _ in range(5):

@@ -220,7 +220,7 @@ def test_malformed_state_is_refused():
 
 
 def test_gpu_only_call_without_cuda_says_how(monkeypatch):
-    from trtcal import _backend
+    from trtcal.core import _backend
 
     monkeypatch.setattr(_backend, "_ext", None)
     with pytest.raises(trtcal.CUDAUnavailableError, match="nvcc"):

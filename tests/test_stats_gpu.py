@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+from test_stats_cpu import DISTS, draw
 
 import trtcal
 from trtcal import reference
-
-from test_stats_cpu import DISTS, draw
 
 pytestmark = pytest.mark.gpu
 cp = pytest.importorskip("cupy") if trtcal.cuda_available() else None
@@ -293,7 +292,7 @@ def test_shared_memory_edge_bins(rng, bins):
     g.update(cp.asarray(x))
     assert_same_state(g.state_dict(), want)
     m = trtcal.HistogramCollector(bins, device="cuda")
-    trtcal.collectors.update_many([(m, cp.asarray(x))])
+    trtcal.core.collectors.update_many([(m, cp.asarray(x))])
     assert_same_state(m.state_dict(), want)
 
 
@@ -315,7 +314,7 @@ def test_update_many_equals_reference(rng):
             x = x.to("cuda", dt)
             pairs.append((cols[i], x))
             host[i].append(x.float().cpu().numpy())
-        trtcal.collectors.update_many(pairs)
+        trtcal.core.collectors.update_many(pairs)
     for i, (b, s, _) in enumerate(specs):
         assert_same_state(cols[i].state_dict(), ref_state(host[i], b, s))
 
@@ -332,7 +331,7 @@ def test_update_many_small_batches(rng, k):
             x = draw(rng, DISTS[i % 4], int(rng.integers(1, 3_000_000))) * np.float32(scale)
             pairs.append((cols[i], cp.asarray(x)))
             host[i].append(x)
-        trtcal.collectors.update_many(pairs)
+        trtcal.core.collectors.update_many(pairs)
     for i in range(k):
         assert_same_state(cols[i].state_dict(), ref_state(host[i]))
 
@@ -345,7 +344,7 @@ def test_update_many_orders_with_single_updates(rng):
     cp.cuda.get_current_stream().synchronize()  # the data is ready; the state updates are not
     s2 = cp.cuda.Stream(non_blocking=True)
     a.update(x)  # default stream
-    trtcal.collectors.update_many([(a, y), (b, x)], stream=s2)  # another stream: must wait for the first
+    trtcal.core.collectors.update_many([(a, y), (b, x)], stream=s2)  # another stream: must wait for the first
     a.update(z)  # back on the default stream: must wait for s2
     host = cp.asnumpy(x)
     assert_same_state(a.state_dict(), ref_state([host, host * 3, host * 0.5]))

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from trtcal import tasks as tk
-from trtcal.metrics import sqnr_db, topk_agreement, ErrorStats
-
+from trtcal.evaluation.metrics import ErrorStats, sqnr_db, topk_agreement
 
 # ------------------------------------------------------------ oracles (plain Python)
 

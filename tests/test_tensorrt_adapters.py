@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from trtcal import CalibrationTable
-from trtcal import cache as tc
 from trtcal import tensorrt as ttrt
+from trtcal.formats import cache as tc
 from trtcal.tensorrt import calibrator as tcal
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+
 import trtcal
 from trtcal import reference
 

@@ -12,40 +12,41 @@
   TensorRT plugin library at :func:`plugin_library_path`.
 """
 
-from ._backend import CUDAUnavailableError, cuda_available
-from .calibration import calibrate
-from .collectors import HistogramCollector, MinMaxCollector
-from .comparison import compare
-from .percentile import percentile
-from .plugin import plugin_library_path
-from .range_search import RangeSearchResult, TensorRange, compute_amax, search_ranges
-from .results import Histogram
-from .sensitivity import analyze
-from .silu import silu, silu_float_to_int8, silu_int8, silu_int8_table, silu_int8_to_float
-from .stats import amax, histogram, minmax
-from .table import CalibrationTable
+import importlib
+from typing import Any, List
 
-__version__ = "0.1.0"
+from . import _public_paths
+from .core._backend import CUDAUnavailableError, cuda_available
+from .core.collectors import HistogramCollector, MinMaxCollector
+from .core.percentile import percentile
+from .core.plugin import plugin_library_path
+from .core.range_search import RangeSearchResult, TensorRange, compute_amax, search_ranges
+from .core.results import Histogram
+from .core.silu import silu, silu_float_to_int8, silu_int8, silu_int8_table, silu_int8_to_float
+from .core.stats import amax, histogram, minmax
+from .core.version import __version__
+from .evaluation.comparison import compare
+from .evaluation.sensitivity import analyze
+from .formats.table import CalibrationTable
+from .pipeline.calibrate import calibrate
 
-# The subpackages that need an optional dependency (onnx, torch, tensorrt) load on first
-# attribute access (PEP 562), so ``import trtcal`` stays light and ``trtcal.onnx.quantize``,
-# ``trtcal.torch.collect`` and ``trtcal.tensorrt.EntropyCalibrator2`` work without importing
-# the subpackage first. Their own imports of onnx/torch/tensorrt happen when a function is called.
-_LAZY_SUBMODULES = ("onnx", "torch", "tensorrt", "distributed", "cli", "fp8", "tasks", "precision_choice")
+# The short public paths (trtcal.onnx, trtcal.torch, trtcal.tensorrt, ...) name modules of the
+# layers below; they load on first use (PEP 562 here, an import finder for ``import trtcal.onnx``),
+# so ``import trtcal`` stays light and needs no optional dependency.
+_public_paths.install()
 
 
-def __getattr__(name: str):
-    if name in _LAZY_SUBMODULES:
-        import importlib
-
-        module = importlib.import_module(f".{name}", __name__)
+def __getattr__(name: str) -> Any:
+    if name in _public_paths.PUBLIC_PATHS or name == "cli":
+        module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
         return module
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_public_paths.PUBLIC_PATHS) | {"cli"})
+
 
 __all__ = [
     "CUDAUnavailableError",

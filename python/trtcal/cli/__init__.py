@@ -15,7 +15,7 @@ SUBCOMMANDS = ["demo", "calibrate", "compare", "analyze", "cache", "fuse_silu", 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from ..core.version import __version__
 
     parser = argparse.ArgumentParser(prog="trtcal", description="Fast, exact INT8 calibration for TensorRT.")
     parser.add_argument("--version", action="version", version=f"trtcal {__version__}")
@@ -32,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..tensorrt._runtime import TensorRTUnavailableError
-
     import warnings
+
+    from ..formats.tensorrt._runtime import TensorRTUnavailableError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -30,7 +30,7 @@ def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_task_arguments(p: argparse.ArgumentParser) -> None:
     """--task, --output-slices, --score-threshold: what the outputs hold, which sets the metric."""
-    from ..tasks import TASKS
+    from ..evaluation.tasks import TASKS
 
     p.add_argument("--task", default="auto", choices=list(TASKS),
                    help="what the model is for, which sets the metric methods are judged by: detect (detections "

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..sensitivity import DEFAULT_THRESHOLDS, METRICS
+from ..evaluation.sensitivity import DEFAULT_THRESHOLDS, METRICS
 from ._common import add_data_arguments, add_evaluation_arguments, add_task_arguments
 
 
@@ -54,8 +54,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..sensitivity import analyze
-    from ..calibration.data import parse_preprocess
+    from ..evaluation.sensitivity import analyze
+    from ..pipeline.data import parse_preprocess
 
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     alts = None if args.alternatives.strip().lower() in ("", "none") else args.alternatives

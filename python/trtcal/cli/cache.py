@@ -9,8 +9,8 @@ import os
 import sys
 from typing import Any, Dict, List, Tuple
 
-from .. import cache as tc
-from ..table import CalibrationTable, _json_float
+from ..formats import cache as tc
+from ..formats.table import CalibrationTable, _json_float
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
@@ -93,7 +93,7 @@ def load_table(path: str) -> Tuple[CalibrationTable, str]:
 
 
 def scale_warnings(table: CalibrationTable) -> List[Tuple[str, str]]:
-    """``(tensor, problem)`` for each negative, NaN or zero scale (:func:`trtcal.cache.scale_problem`)."""
+    """``(tensor, problem)`` for each negative, NaN or zero scale (:func:`trtcal.formats.cache.scale_problem`)."""
     return [(n, p) for n in table if (p := tc.scale_problem(table[n] / 127)) is not None]
 
 
@@ -187,7 +187,7 @@ def run_diff(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from ..calibration.preflight import check_paths, check_writable
+    from ..pipeline.preflight import check_paths, check_writable
 
     check_paths([("input", args.input)], [("output", args.output)])
     table, what = load_table(args.input)

@@ -162,7 +162,7 @@ def _init_process_group(args: argparse.Namespace) -> bool:
 
 
 def _preprocess(args: argparse.Namespace):
-    from ..calibration.data import Preprocess, parse_preprocess
+    from ..pipeline.data import Preprocess, parse_preprocess
 
     base = parse_preprocess(args.preprocess)
     fields = {}
@@ -184,7 +184,7 @@ def _preprocess(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..calibration import calibrate
+    from ..pipeline.calibrate import calibrate
 
     if args.model is None and args.data is not None:
         raise ValueError("--data needs a MODEL")
@@ -261,8 +261,8 @@ def _run(args, calibrate, method, params, checkpoint, say):
 def _to_fp8(result, say) -> None:
     """--quant-dtype fp8: each written Q/DQ model becomes FP8 where TensorRT runs the layer in FP8
     (trtcal.onnx.fp8); the layers left INT8 get entropy ranges from the same histograms."""
-    from ..onnx.fp8 import convert_to_fp8
-    from ..range_search import compute_amax
+    from ..core.range_search import compute_amax
+    from ..formats.onnx.fp8 import convert_to_fp8
 
     usable = {n: h for n, h in result.histograms.items() if getattr(h, "status", "ok") == "ok"}
     int8 = compute_amax(usable, "entropy", on_degenerate="flag") if usable else {}

@@ -32,7 +32,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
 
 def _load_table(spec: str):
-    from ..table import CalibrationTable
+    from ..formats.table import CalibrationTable
 
     label, sep, path = spec.partition("=")
     if not sep or not label or not path:
@@ -43,8 +43,8 @@ def _load_table(spec: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..calibration.data import parse_preprocess
-    from ..comparison import compare
+    from ..evaluation.comparison import compare
+    from ..pipeline.data import parse_preprocess
 
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     tables = dict(_load_table(s) for s in args.table)

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if trtcal.cuda_available() else "cpu")
     if device == "cuda":
-        from .._backend import require_cuda
+        from ..core._backend import require_cuda
 
         require_cuda("trtcal demo --device cuda")
         try:

@@ -41,11 +41,11 @@ def parse_scales(text: str) -> Dict[str, float]:
     """``--scales``: inline JSON or a JSON file path -> {tensor name: scale}.
 
     The JSON is an object of tensor name -> scale (amax/127), or a trtcal calibration table
-    (``"format": "trtcal.calibration-table"``, whose amax values are divided by 127). Raises
+    (``"format": "trtcal.pipeline.calibrate-table"``, whose amax values are divided by 127). Raises
     ValueError naming the source and every tensor whose scale is not positive and finite.
     """
-    from ..onnx.fuse import scale_problem
-    from ..table import JSON_FORMAT, CalibrationTable
+    from ..formats.onnx.fuse import scale_problem
+    from ..formats.table import JSON_FORMAT, CalibrationTable
 
     source = "--scales"
     if os.path.isfile(text):
@@ -100,7 +100,7 @@ def load_model(path: str) -> "Any":
 
 def _tensor_names(model: "Any") -> Set[str]:
     """Every tensor name of the model and its subgraphs."""
-    from ..onnx.fuse import _graphs
+    from ..formats.onnx.fuse import _graphs
 
     names: Set[str] = set()
     for g in _graphs(model.graph):
@@ -120,13 +120,13 @@ def _quoted(names: List[str], limit: int = 10) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..onnx.fuse import _graphs, fuse_silu, is_silu_node
+    from ..formats.onnx.fuse import _graphs, fuse_silu, is_silu_node
 
     def warn(msg: str) -> None:
         print(f"trtcal: warning: {msg}", file=sys.stderr)
 
-    from .._files import save_onnx
-    from ..calibration.preflight import check_paths, check_writable, model_files
+    from ..core._files import save_onnx
+    from ..pipeline.preflight import check_paths, check_writable, model_files
 
     check_paths([("input", p) for p in model_files(args.input)] + [("--scales", args.scales)],
                 [("output", args.output)])

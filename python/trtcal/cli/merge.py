@@ -39,20 +39,19 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
 def _outputs():
     try:
-        from ..calibration import outputs
+        from ..pipeline import outputs
     except ImportError:
-        raise RuntimeError("trtcal: writing thresholds needs trtcal.calibration, which this trtcal build does not "
+        raise RuntimeError("trtcal: writing thresholds needs trtcal.pipeline.calibrate, which this trtcal build does not "
                            "have; use --out-state") from None
     return outputs
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import __version__
-    from ..collectors import HistogramCollector
-    from ..distributed import merge_files, save_states
-
-    from .._files import output_set
-    from ..calibration.preflight import check_paths, check_writable
+    from ..core._files import output_set
+    from ..core.collectors import HistogramCollector
+    from ..core.version import __version__
+    from ..pipeline.distributed import merge_files, save_states
+    from ..pipeline.preflight import check_paths, check_writable
 
     outs = [("--out-state", args.out_state), ("--out-table", args.out_table), ("--out-cache", args.out_cache)]
     check_paths([("input", p) for p in args.states], outs)

@@ -107,8 +107,8 @@ def migrate(
     the cache has no usable range for), and entries with unusable scales."""
     import onnx
 
-    from ..onnx import quantize
-    from ..table import CalibrationTable
+    from ..formats.onnx import quantize
+    from ..formats.table import CalibrationTable
     from .cache import load_table
 
     if not os.path.isfile(model_path):
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(s, indent=1))
     else:
         _print(s)
-    from ..calibration.outputs import trtexec_lines
+    from ..pipeline.outputs import trtexec_lines
 
     for line in trtexec_lines(qdq=s["out_qdq"]):
         print(line)
