@@ -179,7 +179,7 @@ def test_refuses_onnxruntime_tensorrt_ep_table(tmp_path):
 
 @pytest.mark.parametrize("data,match", [
     (b"", "empty"), (b"\n\n", "empty"), (b"\x00\x01TRT", "binary"), (b"\xff\xfe\xfa", "UTF-8"),
-    (b'{"format": "trtcal.pipeline.calibrate-table"}', "JSON"),
+    (b'{"format": "trtcal.calibration-table"}', "JSON"),
     (b"x: 3c010a14\ny: 0\n", "header"), (b"hello world, this is text\n", "not a 'TRT-"),
 ])
 def test_refuses_non_caches_saying_what_they_look_like(data, match):

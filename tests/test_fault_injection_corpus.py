@@ -354,22 +354,22 @@ CACHES = {
     "bad.json": b"{not json",
     "array.json": b"[1, 2]",
     "tensors_list.json": json.dumps(
-        {"format": "trtcal.pipeline.calibrate-table", "version": 1, "tensors": [1]}
+        {"format": "trtcal.calibration-table", "version": 1, "tensors": [1]}
     ).encode(),
     "neg.json": json.dumps(
-        {"format": "trtcal.pipeline.calibrate-table", "version": 1, "tensors": {"t": {"amax": -1.0}}}
+        {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"amax": -1.0}}}
     ).encode(),
     "nan.json": json.dumps(
-        {"format": "trtcal.pipeline.calibrate-table", "version": 1, "tensors": {"t": {"amax": "nan"}}}
+        {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"amax": "nan"}}}
     ).encode(),
     "neginf.json": json.dumps(
-        {"format": "trtcal.pipeline.calibrate-table", "version": 1, "tensors": {"t": {"amax": "-inf"}}}
+        {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"amax": "-inf"}}}
     ).encode(),
     "noamax.json": json.dumps(
-        {"format": "trtcal.pipeline.calibrate-table", "version": 1, "tensors": {"t": {"scale": 1}}}
+        {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"scale": 1}}}
     ).encode(),
     "future.json": json.dumps(
-        {"format": "trtcal.pipeline.calibrate-table", "version": 99, "tensors": {}}
+        {"format": "trtcal.calibration-table", "version": 99, "tensors": {}}
     ).encode(),
 }
 
@@ -469,11 +469,11 @@ def test_a_checkpoint_that_is_a_folder_is_refused(tmp_path, capsys, model):
 
 
 @pytest.mark.parametrize("doc", [
-    {"format": "trtcal.pipeline.calibrate-table", "version": 1, "provenance": [1], "tensors": {}},
-    {"format": "trtcal.pipeline.calibrate-table", "version": 1, "provenance": {"extra": 5}, "tensors": {}},
-    {"format": "trtcal.pipeline.calibrate-table", "version": "one", "tensors": {}},
-    {"format": "trtcal.pipeline.calibrate-table", "version": 1, "tensors": {"t": {"amax": [1]}}},
-    {"format": "trtcal.pipeline.calibrate-table", "version": 1, "tensors": {"t": {"amax": True}}},
+    {"format": "trtcal.calibration-table", "version": 1, "provenance": [1], "tensors": {}},
+    {"format": "trtcal.calibration-table", "version": 1, "provenance": {"extra": 5}, "tensors": {}},
+    {"format": "trtcal.calibration-table", "version": "one", "tensors": {}},
+    {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"amax": [1]}}},
+    {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"amax": True}}},
 ])
 def test_malformed_table_fields_are_refused_naming_the_file(tmp_path, capsys, doc):
     p = tmp_path / "odd.json"

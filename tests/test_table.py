@@ -61,7 +61,7 @@ def test_json_round_trip_keeps_provenance_and_extras(tmp_path, rng):
     p = tmp_path / "table.json"
     t.to_json(p)
     data = json.loads(p.read_text())
-    assert data["format"] == "trtcal.pipeline.calibrate-table" and data["provenance"]["percentile"] == 99.99
+    assert data["format"] == "trtcal.calibration-table" and data["provenance"]["percentile"] == 99.99
     assert data["provenance"]["trtcal_version"] == trtcal.__version__
     assert data["tensors"][first]["scale"] == pytest.approx(t[first] / 127)
     back = CalibrationTable.from_json(p)
@@ -79,7 +79,7 @@ def test_json_refuses_foreign_files(tmp_path):
     p.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         CalibrationTable.from_json(p)
-    p.write_text('{"format": "trtcal.pipeline.calibrate-table", "version": 99, "tensors": {}}')
+    p.write_text('{"format": "trtcal.calibration-table", "version": 99, "tensors": {}}')
     with pytest.raises(ValueError, match="upgrade"):
         CalibrationTable.from_json(p)
 
@@ -169,7 +169,7 @@ def test_constructor_and_setitem_refuse_invalid_amax(value, why):
 @pytest.mark.parametrize("value,why", BAD_AMAX)
 def test_json_reader_refuses_invalid_amax_naming_file_and_tensor(tmp_path, value, why):
     p = tmp_path / "t.json"
-    doc = {"format": "trtcal.pipeline.calibrate-table", "version": 1,
+    doc = {"format": "trtcal.calibration-table", "version": 1,
            "tensors": {"ok": {"amax": 1.0}, "conv/out": {"amax": value if isinstance(value, str) else
                                                          (str(value) if not math.isfinite(value) else value)}}}
     p.write_text(json.dumps(doc))

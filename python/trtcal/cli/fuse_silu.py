@@ -41,7 +41,7 @@ def parse_scales(text: str) -> Dict[str, float]:
     """``--scales``: inline JSON or a JSON file path -> {tensor name: scale}.
 
     The JSON is an object of tensor name -> scale (amax/127), or a trtcal calibration table
-    (``"format": "trtcal.pipeline.calibrate-table"``, whose amax values are divided by 127). Raises
+    (``"format": "trtcal.calibration-table"``, whose amax values are divided by 127). Raises
     ValueError naming the source and every tensor whose scale is not positive and finite.
     """
     from ..formats.onnx.fuse import scale_problem

@@ -23,7 +23,7 @@ from . import cache as _cache
 PathLike = Union[str, "os.PathLike[str]"]
 NamePattern = Union[str, Pattern[str], Iterable[str]]
 
-JSON_FORMAT = "trtcal.pipeline.calibrate-table"
+JSON_FORMAT = "trtcal.calibration-table"
 JSON_FORMAT_VERSION = 1
 _CONFLICT_POLICIES = ("error", "theirs", "ours", "max", "min")
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core._files import atomic_savez, json_default
 
-FORMAT = "trtcal.pipeline.checkpoint"
+FORMAT = "trtcal.calibration.checkpoint"  # a file format name (kept when the module moved)
 VERSION = 1
 
 

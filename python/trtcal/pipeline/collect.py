@@ -22,7 +22,7 @@ from ..core.collectors import HistogramCollector, update_many
 from ..core.results import Histogram
 from .data import BadSampleError
 
-STATE_FORMAT = "trtcal.pipeline.calibrate.ActivationStats"
+STATE_FORMAT = "trtcal.calibration.ActivationStats"  # a file format name
 
 
 class ActivationStats:

@@ -66,7 +66,7 @@ T = TypeVar("T")
 NO_RANGE = -(2**31)  # the exponent of a histogram that has no range yet (no non-zero finite value)
 STATES_FORMAT = "trtcal.collector-states"
 STATES_VERSION = 1
-CHECKPOINT_FORMAT = "trtcal.pipeline.checkpoint"  # trtcal.pipeline.checkpoint.FORMAT, read too
+CHECKPOINT_FORMAT = "trtcal.calibration.checkpoint"  # trtcal.pipeline.checkpoint.FORMAT, read too
 
 
 # --------------------------------------------------------------------------------------------
