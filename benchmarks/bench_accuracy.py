@@ -31,11 +31,11 @@ sys.path.insert(0, os.path.join(HERE, "..", "python"))
 
 import real_models as rm  # noqa: E402
 
+from trtcal import calibrate  # noqa: E402
 from trtcal import tasks as tk  # noqa: E402
 from trtcal.evaluation import auto as auto_mod  # noqa: E402
 from trtcal.evaluation import measure as ev  # noqa: E402
 from trtcal.onnx import quantize  # noqa: E402
-from trtcal.pipeline.calibrate import calibrate  # noqa: E402
 
 MODELS = ("yolov8n-nudenet", "ppocr-cls", "ppocr-det")
 METHODS = (

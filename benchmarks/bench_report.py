@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _old_module(rev: str, tmp: str):
     src = subprocess.run(
-        ["git", "-C", HERE, "show", f"{rev}:python/trtcal/calibration/report.py"  # the old layout],
+        ["git", "-C", HERE, "show", f"{rev}:python/trtcal/calibration/report.py"],  # the old layout
         capture_output=True,
         text=True,
         check=True,
@@ -44,7 +44,7 @@ def main() -> None:
     import real_models
 
     from trtcal.evaluation import report as new
-    from trtcal.pipeline.calibrate import calibrate
+    from trtcal import calibrate
 
     model = real_models.model_path("ppocr-det")
     if model is None:

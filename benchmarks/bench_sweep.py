@@ -61,7 +61,7 @@ def run(ctx: Dict) -> Dict:
         fig.tight_layout()
         path = os.path.join(ctx.get("out", "."), "sweep.png")
         fig.savefig(path, dpi=110)
-        note += f" Plot: sweep.png."
+        note += " Plot: sweep.png."
     except ImportError:
         note += " (matplotlib missing: no plot)"
     return {"title": "Size sweep, 1M to 1G values (float32)", "rows": rows, "note": note}

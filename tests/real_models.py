@@ -100,7 +100,7 @@ def _load(fname: str) -> np.ndarray:
 
     d = _image_dir()
     if d is None:
-        raise FileNotFoundError(f"skimage's bundled images are missing (pip install --no-deps scikit-image)")
+        raise FileNotFoundError("skimage's bundled images are missing (pip install --no-deps scikit-image)")
     with Image.open(os.path.join(d, fname)) as im:
         return np.asarray(im.convert("RGB"))
 

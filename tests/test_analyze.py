@@ -262,12 +262,12 @@ def test_metric_default_thresholds(tmp_path, rng, capsys):
 
 
 def test_method_all_is_refused_before_the_pass(tmp_path, rng, capsys, monkeypatch):
-    import trtcal.pipeline.calibrate
+    import trtcal.pipeline.calibration_pass
 
     def refuse(*a, **k):
         raise AssertionError("the statistics pass ran before --method was checked")
 
-    monkeypatch.setattr(trtcal.pipeline.calibrate, "calibrate", refuse)
+    monkeypatch.setattr(trtcal.pipeline.calibration_pass, "statistics", refuse)
     om.build(rng, tmp_path / "m.onnx")
     np.save(tmp_path / "x.npy", om.data(rng, 5))
     for method in ("all", "minmax,mse"):

@@ -16,12 +16,12 @@ import real_models as rm  # noqa: E402
 from calib_models import QUIET, save_graph  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from trtcal import calibrate
 from trtcal import tasks as tk  # noqa: E402
 from trtcal.cli import main  # noqa: E402
 from trtcal.evaluation import auto
 from trtcal.evaluation.comparison import compare  # noqa: E402
 from trtcal.pipeline import outputs  # noqa: E402
-from trtcal.pipeline.calibrate import calibrate
 
 
 def test_auto_is_the_default_and_its_files_are_the_ones_written(tmp_path, rng):

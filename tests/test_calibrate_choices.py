@@ -17,8 +17,8 @@ from calib_models import heavy_tailed_images as _data  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 import trtcal  # noqa: E402
+from trtcal import calibrate  # noqa: E402
 from trtcal.pipeline import outputs  # noqa: E402
-from trtcal.pipeline.calibrate import calibrate  # noqa: E402
 
 
 @pytest.fixture
@@ -144,16 +144,14 @@ def test_invalid_model_with_qdq_output_fails_before_the_pass(tmp_path, rng):
 
 def test_progress_total_follows_max_samples(model_path, rng, monkeypatch):
     totals = []
-    import trtcal.pipeline.calibrate as cal
+    import trtcal.pipeline.calibration_pass as cal
 
-    real = cal._Progress
-
-    class Spy(real):
-        def __init__(self, enabled, total, start):
+    class Spy(cal.Progress):
+        def __init__(self, enabled, total, desc, unit="sample", start=0):
             totals.append(total)
-            super().__init__(False, total, start)
+            super().__init__(False, total, desc, unit, start)
 
-    monkeypatch.setattr(cal, "_Progress", Spy)
+    monkeypatch.setattr(cal, "Progress", Spy)
     calibrate(model_path, _data(rng, 40), method="minmax", max_samples=12, batch_size=4, log=lambda s: None)
     assert totals == [12]
 
@@ -317,20 +315,20 @@ def test_output_folders_are_created(model_path, rng, tmp_path):
 
 
 def test_iterable_batches_progress_counts_samples(model_path, rng, monkeypatch):
-    import trtcal.pipeline.calibrate as cal
+    import trtcal.pipeline.calibration_pass as cal
 
     seen = []
 
-    class Spy(cal._Progress):
-        def __init__(self, enabled, total, start):
+    class Spy(cal.Progress):
+        def __init__(self, enabled, total, desc, unit="sample", start=0):
             seen.append(("total", total))
-            super().__init__(False, total, start)
+            super().__init__(False, total, desc, unit, start)
 
-        def update(self, pos, used, skipped):
+        def move_to(self, pos):
             seen.append(pos)
-            super().update(pos, used, skipped)
+            super().move_to(pos)
 
-    monkeypatch.setattr(cal, "_Progress", Spy)
+    monkeypatch.setattr(cal, "Progress", Spy)
     x = _data(rng, 15)
     said = []
     calibrate(model_path, [{"images": x[:5]}, {"images": x[5:8]}, {"images": x[8:]}], method="minmax", batch_size=2,

@@ -101,6 +101,6 @@ def test_cli_sigterm_exit_status_and_error_lines(tmp_path, capsys, rng, monkeypa
     def stopped(*a, **k):
         raise Stopped(15)
 
-    monkeypatch.setattr(cal, "_run", stopped)
+    monkeypatch.setattr(cal, "calibrate", stopped)
     assert main(["calibrate", model, "--data", data, "-q"]) == 143
     assert capsys.readouterr().err == "trtcal: interrupted (SIGTERM)\n"

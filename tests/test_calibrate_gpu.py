@@ -8,7 +8,8 @@ pytest.importorskip("onnx")
 
 from nan_model import write_log_relu_model  # noqa: E402
 
-from trtcal.pipeline.calibrate import BadSampleError, calibrate  # noqa: E402
+from trtcal import calibrate  # noqa: E402
+from trtcal.pipeline.data import BadSampleError  # noqa: E402
 from trtcal.pipeline.demo import build_model  # noqa: E402
 
 QUIET = dict(progress=False, log=lambda s: None)

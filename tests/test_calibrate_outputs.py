@@ -8,7 +8,7 @@ pytest.importorskip("onnxruntime")
 
 import onnx  # noqa: E402
 
-from trtcal.pipeline.calibrate import calibrate
+from trtcal import calibrate
 from trtcal.pipeline.demo import DEMO_PREPROCESS, build_model, write_images  # noqa: E402
 
 QUIET = dict(progress=False, log=lambda s: None)

@@ -16,9 +16,14 @@ from nan_model import write_log_relu_model  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 import trtcal  # noqa: E402
+from trtcal import calibrate  # noqa: E402
 from trtcal.pipeline import checkpoint as ckpt  # noqa: E402
-from trtcal.pipeline.calibrate import BadSampleError, TensorSelection, calibrate  # noqa: E402
-from trtcal.pipeline.runners import OrtRunner, calibration_tensors  # noqa: E402
+from trtcal.pipeline.data import BadSampleError  # noqa: E402
+from trtcal.pipeline.runners import (  # noqa: E402
+    OrtRunner,
+    TensorSelection,  # noqa: E402
+    calibration_tensors,
+)
 
 
 @pytest.fixture

@@ -204,12 +204,12 @@ def test_cli_names_missing_tensorrt_without_a_traceback(tmp_path, rng, capsys):
 @pytest.fixture
 def no_pass(monkeypatch):
     """Fails the test if the statistics pass starts: the errors below must come before it."""
-    import trtcal.pipeline.calibrate
+    import trtcal.pipeline.calibration_pass
 
     def refuse(*a, **k):
         raise AssertionError("the statistics pass ran before the settings were checked")
 
-    monkeypatch.setattr(trtcal.pipeline.calibrate, "calibrate", refuse)
+    monkeypatch.setattr(trtcal.pipeline.calibration_pass, "statistics", refuse)
 
 
 def test_cli_runner_tensorrt_without_tensorrt_is_a_clean_error_before_the_pass(tmp_path, rng, capsys, no_pass):

@@ -19,9 +19,9 @@ pytest.importorskip("onnxruntime")
 from nan_model import write_log_relu_model  # noqa: E402
 
 import trtcal  # noqa: E402
+from trtcal import calibrate  # noqa: E402
 from trtcal import distributed as D  # noqa: E402
 from trtcal.pipeline import checkpoint as ckpt  # noqa: E402
-from trtcal.pipeline.calibrate import calibrate  # noqa: E402
 from trtcal.pipeline.demo import build_model  # noqa: E402
 
 try:

@@ -197,7 +197,7 @@ def test_bad_arrays_are_refused_naming_the_file(tmp_path, capsys, bad):
 
 
 def test_values_that_survive_are_converted(tmp_path):
-    from trtcal.pipeline.calibrate import calibrate
+    from trtcal import calibrate
 
     model = _typed_model(tmp_path / "m.onnx", TensorProto.INT8)
     np.save(tmp_path / "ok.npy", np.array([[0, 1, 100, 127]] * 3, np.uint8))

@@ -17,9 +17,9 @@ pytest.importorskip("onnxruntime")
 from calib_models import QUIET, cnn_model  # noqa: E402
 from calib_models import heavy_tailed_images as _data  # noqa: E402
 
+from trtcal import calibrate  # noqa: E402
 from trtcal.core import _files  # noqa: E402
 from trtcal.pipeline import checkpoint as ckpt  # noqa: E402
-from trtcal.pipeline.calibrate import calibrate  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 

@@ -19,9 +19,9 @@ pytest.importorskip("onnxruntime")
 from calib_models import QUIET, cnn_model  # noqa: E402
 from calib_models import heavy_tailed_images as _data  # noqa: E402
 
+from trtcal import calibrate  # noqa: E402
 from trtcal.cli import main  # noqa: E402
 from trtcal.core import _files  # noqa: E402
-from trtcal.pipeline.calibrate import calibrate  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(
@@ -410,7 +410,7 @@ def test_two_concurrent_runs_on_one_checkpoint(setup, tmp_path):
     code = textwrap.dedent(f"""
         import os, sys, time
         import numpy as np
-        from trtcal.pipeline.calibrate import calibrate
+        from trtcal import calibrate
         x = np.load({str(d / "x.npy")!r})
         def slow():
             for i in range(0, 10, 2):

@@ -20,9 +20,9 @@ pytest.importorskip("onnxruntime")
 
 from calib_models import QUIET, cnn_model, heavy_tailed_images  # noqa: E402
 
+from trtcal import calibrate  # noqa: E402
 from trtcal import distributed as D  # noqa: E402
 from trtcal.pipeline import checkpoint as ckpt  # noqa: E402
-from trtcal.pipeline.calibrate import calibrate  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 96  # samples: 12 batches of 8, 4 per shard of 3

@@ -14,7 +14,7 @@ import real_models  # noqa: E402
 from calib_models import QUIET, cnn_model  # noqa: E402
 from calib_models import heavy_tailed_images as _data  # noqa: E402
 
-from trtcal.pipeline.calibrate import calibrate  # noqa: E402
+from trtcal import calibrate  # noqa: E402
 from trtcal.pipeline.runners import OrtRunner  # noqa: E402
 
 METHODS = ["minmax", "entropy", "percentile", "mse"]

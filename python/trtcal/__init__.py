@@ -16,6 +16,7 @@ import importlib
 from typing import Any, List
 
 from . import _public_paths
+from .api.calibrate import calibrate
 from .core._backend import CUDAUnavailableError, cuda_available
 from .core.collectors import HistogramCollector, MinMaxCollector
 from .core.percentile import percentile
@@ -28,7 +29,7 @@ from .core.version import __version__
 from .evaluation.comparison import compare
 from .evaluation.sensitivity import analyze
 from .formats.table import CalibrationTable
-from .pipeline.calibrate import calibrate
+from .pipeline.config import CalibrationConfig
 
 # The short public paths (trtcal.onnx, trtcal.torch, trtcal.tensorrt, ...) name modules of the
 # layers below; they load on first use (PEP 562 here, an import finder for ``import trtcal.onnx``),
@@ -49,6 +50,7 @@ def __dir__() -> List[str]:
 
 
 __all__ = [
+    "CalibrationConfig",
     "CUDAUnavailableError",
     "CalibrationTable",
     "Histogram",

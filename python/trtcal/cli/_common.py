@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from ..pipeline.config import CalibrationConfig
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,3 +46,27 @@ def add_task_arguments(p: argparse.ArgumentParser) -> None:
                         "values; e.g. 'output0:1:0-4=boxes,4-=scores' or 'maps=mask@0.3'")
     p.add_argument("--score-threshold", type=float, default=None,
                    help="detectors: the score a detection must reach to count (default 0.25)")
+
+
+# the CLI flags (argparse dests) that are CalibrationConfig fields of the same name and meaning
+_SHARED = ("data", "eval_data", "max_samples", "eval_samples", "batch_size", "input_name", "skip_bad", "bins",
+           "runner", "evaluate", "method", "flavor", "quant_dtype", "high_precision", "tensorrt_version", "task",
+           "output_slices", "score_threshold", "checkpoint_every", "resume", "distributed", "shard")
+
+
+def config_from_args(args: argparse.Namespace, **fields: Any) -> CalibrationConfig:
+    """The CalibrationConfig of a command's flags: every shared flag the command has, then
+    ``fields`` (what the command derives itself: preprocessing, log, checkpoint, ...)."""
+    given = {k: getattr(args, k) for k in _SHARED if getattr(args, k, None) is not None}
+    if getattr(args, "tensors", None):
+        given["tensors"] = args.tensors
+    if getattr(args, "op_types", None):
+        given["op_types"] = args.op_types.split(",") if isinstance(args.op_types, str) else args.op_types
+    if getattr(args, "max_memory", None) is not None:
+        given["max_memory"] = args.max_memory * 1e9
+    if getattr(args, "checkpoint_seconds", None) is not None:
+        given["checkpoint_seconds"] = args.checkpoint_seconds if args.checkpoint_seconds > 0 else None
+    if "quiet" in args:
+        given["progress"] = not args.quiet
+    given.update(fields)
+    return CalibrationConfig(**given)

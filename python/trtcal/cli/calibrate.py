@@ -9,7 +9,9 @@ import json
 import os
 import sys
 
-from ._common import add_task_arguments
+from ..api.calibrate import calibrate
+from ..pipeline.data import Preprocess, parse_preprocess
+from ._common import add_task_arguments, config_from_args
 
 
 def _floats(text: str):
@@ -162,8 +164,6 @@ def _init_process_group(args: argparse.Namespace) -> bool:
 
 
 def _preprocess(args: argparse.Namespace):
-    from ..pipeline.data import Preprocess, parse_preprocess
-
     base = parse_preprocess(args.preprocess)
     fields = {}
     for key in ("resize", "resize_mode", "crop", "scale", "mean", "std", "interpolation"):
@@ -184,56 +184,34 @@ def _preprocess(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline.calibrate import calibrate
-
     if args.model is None and args.data is not None:
         raise ValueError("--data needs a MODEL")
     if args.model is not None and args.data is None:
         raise ValueError("give the calibration data with --data (or no MODEL for the demo)")
-    fp8 = getattr(args, "quant_dtype", "int8") == "fp8"
-    if fp8 and args.out_cache:
-        raise ValueError("--quant-dtype fp8 writes no calibration cache (TensorRT's caches are INT8 only): use "
-                         "--out-qdq")
-    method = args.method or ("fp8-mse" if fp8 else "all" if args.model is None else "auto")
-    if fp8 and method not in ("fp8-mse", "fp8-kl", "minmax", "percentile"):
-        raise ValueError(f"--quant-dtype fp8 takes --method fp8-mse (default), fp8-kl, minmax or percentile, not {method}")
-    params = {"percentile": {"percentile": args.percentile}} if args.percentile is not None else None
-    if args.auto_refinements is not None:
-        if args.auto_refinements < 0:
-            raise ValueError(f"--auto-refinements must be >= 0, got {args.auto_refinements}")
-        params = dict(params or {}, auto={"refinements": args.auto_refinements})
-    if args.score_threshold is not None:
-        params = dict(params or {})
-        params["auto"] = dict(params.get("auto", {}), score_threshold=args.score_threshold)
-    checkpoint = args.checkpoint
-    if checkpoint is None and args.model is not None:
-        first = next((p for p in (args.out_table, args.out_cache, args.out_qdq, args.report) if p), None)
-        d = os.path.dirname(os.path.abspath(first)) if first else os.getcwd()
-        data_dir = os.path.realpath(args.data) if args.data and os.path.isdir(args.data) else None
-        if data_dir and (os.path.realpath(d) + os.sep).startswith(data_dir + os.sep):
-            d = os.path.dirname(data_dir)  # never inside the data folder, where it would be read as data
-        checkpoint = os.path.join(d, os.path.splitext(os.path.basename(args.model))[0] + ".trtcal-ckpt.npz")
-    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     if (args.distributed or args.shard) and args.model is None:
         raise ValueError("--distributed and --shard need a MODEL and --data (the demo runs in one process)")
     if args.distributed and args.shard:
         raise ValueError("--distributed and --shard exclude each other")
+    checkpoint = args.checkpoint if args.checkpoint is not None or args.model is None else _default_checkpoint(args)
     if args.shard and not checkpoint:
         raise ValueError("--shard needs --checkpoint (the demo has no shards)")
+    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    method = args.method or ("fp8-mse" if args.quant_dtype == "fp8" else "all" if args.model is None else "auto")
+    cfg = config_from_args(args, method=method, params=_params(args),
+                           preprocess=_preprocess(args), checkpoint=checkpoint, log=say)
     created = _init_process_group(args) if args.distributed else False
     try:
-        result = _run(args, calibrate, method, params, checkpoint, say)
+        result = calibrate(args.model, config=cfg, out_cache=args.out_cache, out_qdq=args.out_qdq,
+                           out_table=args.out_table, report=args.report, out_dir=args.out_dir,
+                           qdq_options={"placement_report": args.placement_report,
+                                        "head_sigmoid_float": not args.head_sigmoid_int8})
     finally:
         if created:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-    if args.distributed and int(os.environ.get("RANK", 0)) != 0:
-        return 0  # rank 0 prints for the job
-    if args.shard:
-        return 0
-    if fp8:
-        _to_fp8(result, say)
+    if (args.distributed and int(os.environ.get("RANK", 0)) != 0) or args.shard:
+        return 0  # rank 0 prints for the job; a shard's result is its checkpoint
     if checkpoint and os.path.exists(checkpoint):
         say(f"trtcal: checkpoint kept at {checkpoint}: --resume writes outputs again (another method, other "
             "files) with no inference pass; delete it when done")
@@ -241,38 +219,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args, calibrate, method, params, checkpoint, say):
-    return calibrate(
-        args.model, args.data, method=method, flavor=args.flavor, params=params, batch_size=args.batch_size,
-        max_memory=args.max_memory * 1e9,
-        max_samples=args.max_samples, bins=args.bins, preprocess=_preprocess(args), input_name=args.input_name,
-        tensors=args.tensors, op_types=args.op_types.split(",") if args.op_types else None, runner=args.runner,
-        out_cache=args.out_cache, out_qdq=args.out_qdq, out_table=args.out_table, report=args.report,
-        checkpoint=checkpoint, checkpoint_every=args.checkpoint_every,
-        checkpoint_seconds=args.checkpoint_seconds if args.checkpoint_seconds and args.checkpoint_seconds > 0 else None,
-        resume=args.resume, skip_bad=args.skip_bad,
-        tensorrt_version=args.tensorrt_version, out_dir=args.out_dir, progress=not args.quiet, log=say,
-        distributed=args.distributed, shard=args.shard, eval_data=args.eval_data, eval_samples=args.eval_samples,
-        task=args.task, output_slices=args.output_slices,
-        qdq_options={"high_precision": args.high_precision, "placement_report": args.placement_report,
-                     "head_sigmoid_float": not args.head_sigmoid_int8})
+def _params(args: argparse.Namespace):
+    params = {"percentile": {"percentile": args.percentile}} if args.percentile is not None else None
+    if args.auto_refinements is not None:
+        if args.auto_refinements < 0:
+            raise ValueError(f"--auto-refinements must be >= 0, got {args.auto_refinements}")
+        params = dict(params or {}, auto={"refinements": args.auto_refinements})
+    return params
 
 
-def _to_fp8(result, say) -> None:
-    """--quant-dtype fp8: each written Q/DQ model becomes FP8 where TensorRT runs the layer in FP8
-    (trtcal.onnx.fp8); the layers left INT8 get entropy ranges from the same histograms."""
-    from ..core.range_search import compute_amax
-    from ..formats.onnx.fp8 import convert_to_fp8
-
-    usable = {n: h for n, h in result.histograms.items() if getattr(h, "status", "ok") == "ok"}
-    int8 = compute_amax(usable, "entropy", on_degenerate="flag") if usable else {}
-    for key, path in list(result.files.items()):
-        if not key.startswith("qdq."):
-            continue
-        _, rep = convert_to_fp8(path, result.amax[key[4:]], int8_table=int8, output=path, return_report=True)
-        say(f"trtcal: {path}: FP8 Q/DQ for {len(rep.fp8_nodes)} layer(s), {len(rep.int8_nodes)} left INT8")
-        for line in rep.lines():
-            say(f"  {line}")
+def _default_checkpoint(args: argparse.Namespace) -> str:
+    """Next to the first output, <model>.trtcal-ckpt.npz; never inside the data folder."""
+    first = next((p for p in (args.out_table, args.out_cache, args.out_qdq, args.report) if p), None)
+    d = os.path.dirname(os.path.abspath(first)) if first else os.getcwd()
+    data_dir = os.path.realpath(args.data) if args.data and os.path.isdir(args.data) else None
+    if data_dir and (os.path.realpath(d) + os.sep).startswith(data_dir + os.sep):
+        d = os.path.dirname(data_dir)  # never inside the data folder, where it would be read as data
+    return os.path.join(d, os.path.splitext(os.path.basename(args.model))[0] + ".trtcal-ckpt.npz")
 
 
 def _report(args, result) -> None:

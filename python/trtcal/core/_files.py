@@ -361,25 +361,3 @@ def json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"trtcal: cannot store {type(o).__name__} in a file")
-
-
-def match_name(name: str, patterns) -> bool:
-    """True when ``name`` matches one of the glob patterns or ``re:<regex>`` patterns (or when
-    there are none)."""
-    import fnmatch
-    import re
-
-    if not patterns:
-        return True
-    for p in patterns:
-        if p.startswith("re:"):
-            try:
-                if re.search(p[3:], name):
-                    return True
-            except re.error as exc:
-                raise ValueError(
-                    f"trtcal: name pattern {p!r} is not a valid regular expression: {exc}"
-                ) from None
-        elif fnmatch.fnmatchcase(name, p):
-            return True
-    return False

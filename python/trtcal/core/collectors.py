@@ -11,11 +11,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import reference
+from . import ordered_float, reference
 from ._arrays import ArrayView, as_view, normalise_axis
 from ._backend import require_cuda
 from .results import Histogram
-from .stats import _check_bins
 
 StateDict = Dict[str, Any]
 Device = Union[None, str, int]
@@ -25,21 +24,13 @@ _MINMAX_FORMAT = "trtcal.MinMaxCollector"
 _STATE_VERSION = 1
 
 
-def decode_ordered(o: np.ndarray) -> np.ndarray:
-    """Ordered uint32 bits (the kernels' atomic min/max form) -> float64; identities -> NaN."""
-    o = np.asarray(o, dtype=np.uint32)
-    bits = np.where(o & np.uint32(0x80000000), o & np.uint32(0x7FFFFFFF), ~o).astype(np.uint32)
-    out = bits.view(np.float32).astype(np.float64)
-    out[(o == 0xFFFFFFFF) | (o == 0)] = np.nan
-    return out
 
 
-def encode_ordered(v: np.ndarray, identity: int) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float64)
-    bits = v.astype(np.float32).view(np.uint32)
-    o = np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000)).astype(np.uint32)
-    o[np.isnan(v)] = identity
-    return o
+def check_bins(bins: int, signed: bool, name: str) -> None:
+    if not isinstance(bins, (int, np.integer)) or isinstance(bins, bool) or not 1 <= bins <= (1 << 24):
+        raise ValueError(f"trtcal: bins for '{name}' must be an integer in [1, 2^24], got {bins!r}")
+    if signed and bins % 2:
+        raise ValueError(f"trtcal: a signed histogram of '{name}' needs an even number of bins, got {bins}")
 
 
 def _parse_device(device: Device) -> Optional[int]:
@@ -136,7 +127,7 @@ class HistogramCollector(_Collector):
     def __init__(self, bins: int = 2048, signed: bool = False, *, device: Device = None,
                  name: str = "tensor") -> None:
         super().__init__(device, name)
-        _check_bins(bins, signed, name)
+        check_bins(bins, signed, name)
         self.bins = int(bins)
         self.signed = bool(signed)
         self._cpu: Optional[StateDict] = None
@@ -335,7 +326,7 @@ class MinMaxCollector(_Collector):
                         "axis": self.axis, "channels": self.channels, "batches": self.batches}
         if self._gpu is not None:
             lo, hi, nf = self._gpu.read(self._stream)
-            s.update(min=decode_ordered(lo), max=decode_ordered(hi), nan=int(nf[0]), posinf=int(nf[1]),
+            s.update(min=ordered_float.decode(lo), max=ordered_float.decode(hi), nan=int(nf[0]), posinf=int(nf[1]),
                      neginf=int(nf[2]))
         else:
             c = self._cpu_state()
@@ -355,7 +346,7 @@ class MinMaxCollector(_Collector):
         if self._device is not None and self._device >= 0:
             self._gpu = None
             g = self._gpu_state()
-            g.load(encode_ordered(lo, 0xFFFFFFFF), encode_ordered(hi, 0),
+            g.load(ordered_float.encode(lo, 0xFFFFFFFF), ordered_float.encode(hi, 0),
                    np.array([state["nan"], state["posinf"], state["neginf"]], dtype=np.uint64), self._stream)
         else:
             self._device = -1

@@ -22,6 +22,7 @@ import numpy as np
 
 from ._arrays import as_view
 from ._backend import require_cuda
+from .ordered_float import from_ordered
 
 _INTERPOLATIONS = ("linear", "lower", "higher", "nearest", "midpoint")
 _TOP_SHIFT = 20  # pass 1: key bits 31..20 (12 bits)
@@ -99,9 +100,8 @@ def _check_nan(nan: int, policy: str, name: str) -> None:
 
 def key_to_float(key: int, use_abs: bool) -> float:
     """Inverse of the kernels' key map (select.h)."""
-    if not use_abs:
-        key = (key & 0x7FFFFFFF) if key & 0x80000000 else (~key & 0xFFFFFFFF)
-    return float(np.array([key], dtype=np.uint32).view(np.float32)[0])
+    bits = np.array([key], dtype=np.uint32)
+    return float((bits if use_abs else from_ordered(bits)).view(np.float32)[0])
 
 
 def virtual_index(n: int, q: float) -> float:

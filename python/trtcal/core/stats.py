@@ -15,6 +15,7 @@ import numpy as np
 from . import reference
 from ._arrays import as_view, normalise_axis
 from ._backend import require_cuda
+from .collectors import HistogramCollector, check_bins
 from .results import Histogram
 
 ArrayLike = Any
@@ -51,7 +52,7 @@ def histogram(
         64-bit counts; NaN/Inf are counted, never binned. Waits for the stream.
     """
     view = as_view(x, name, stream)
-    _check_bins(bins, signed, name)
+    check_bins(bins, signed, name)
     if view.size == 0:
         raise ValueError(f"trtcal: tensor '{name}' is empty: nothing to histogram")
     view.memory_order()
@@ -63,8 +64,6 @@ def histogram(
             return Histogram(s["counts"], None if exp is None else math.ldexp(1.0, exp), signed, name,
                              amax=float(s["amax"]), min=s["min"], max=s["max"], nan=int(s["nan"]),
                              posinf=int(s["posinf"]), neginf=int(s["neginf"]))
-        from .collectors import HistogramCollector
-
         c = HistogramCollector(bins, signed, device="cpu", name=name)
         c._update_view(view)
         return c.histogram()
@@ -171,10 +170,3 @@ def check_nonfinite(name: str, nan: int, posinf: int, neginf: int, policy: str =
             f"trtcal: tensor '{name}' has non-finite values: {nan} NaN, {posinf} +Inf, {neginf} -Inf "
             "(pass nonfinite='ignore' to skip them)"
         )
-
-
-def _check_bins(bins: int, signed: bool, name: str) -> None:
-    if not isinstance(bins, (int, np.integer)) or isinstance(bins, bool) or not 1 <= bins <= (1 << 24):
-        raise ValueError(f"trtcal: bins for '{name}' must be an integer in [1, 2^24], got {bins!r}")
-    if signed and bins % 2:
-        raise ValueError(f"trtcal: a signed histogram of '{name}' needs an even number of bins, got {bins}")

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..core import _files
-from ..pipeline import outputs
+from ..core.progress import Progress
+from ..pipeline import calibration_pass, outputs
+from ..pipeline.config import CalibrationConfig
 from ..pipeline.runners import load_onnx
 from . import measure as ev
 from . import tasks as tk
@@ -283,7 +285,7 @@ def compare(
         result, since ranges are then judged on the samples they were computed from).
     methods : method specs (see :func:`parse_methods`); default every method and flavor.
     tables : extra {label: {tensor: amax}} to compare (a cache from another tool, say).
-    calibration : a :class:`~trtcal.pipeline.calibrate.CalibrationResult` to reuse instead of a new
+    calibration : a :class:`~trtcal.pipeline.result.CalibrationResult` to reuse instead of a new
         statistics pass (then ``data`` is only needed for evaluation).
     batch_size, max_samples, preprocess, input_name, tensors, op_types, runner, bins,
     checkpoint : as for :func:`trtcal.calibrate` (``checkpoint`` is resumed when present).
@@ -314,12 +316,10 @@ def compare(
                                                 evaluate=evaluate, runner=runner, eval_data=eval_data,
                                                 preprocess=preprocess, input_name=input_name)
     if calibration is None:
-        from ..pipeline.calibrate import calibrate
-
-        calibration = calibrate(model, data, method="minmax", batch_size=batch_size, max_samples=max_samples,
-                                preprocess=preprocess, input_name=input_name, tensors=tensors, op_types=op_types,
-                                runner=runner, bins=bins, checkpoint=checkpoint, resume=bool(checkpoint),
-                                progress=progress, log=say)
+        calibration = calibration_pass.statistics(model, CalibrationConfig(
+            data=data, batch_size=batch_size, max_samples=max_samples, preprocess=preprocess, input_name=input_name,
+            tensors=tensors, op_types=op_types, runner=runner, bins=bins, checkpoint=checkpoint,
+            resume=bool(checkpoint), progress=progress, log=say))
     hists = calibration.histograms
     results: List[MethodResult] = []
     for v in variants:
@@ -376,10 +376,8 @@ def compare(
         ref = reference.run(i, inputs, with_tensors=bool(layer_names))
         for s in stats.values():
             s.update(reference.outputs, ref, inputs)
-        if bar is not None:
-            bar.update(next(iter(inputs.values())).shape[0])
-    if bar is not None:
-        bar.close()
+        bar.update(next(iter(inputs.values())).shape[0])
+    bar.close()
     for r in results:
         if r.label in stats:
             r.stats = stats[r.label].task
@@ -429,20 +427,14 @@ class _Streams:
             self.layers[t].update(ref[t], got[q])
 
 
-def _bar(enabled: bool, evalset: Any, desc: str):
-    if not enabled:
-        return None
+def _bar(enabled: bool, evalset: Any, desc: str) -> Progress:
     try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    try:
-        total = len(evalset.source)
+        total: Optional[int] = len(evalset.source)
         if evalset.max_samples is not None:
             total = min(total, evalset.max_samples)
     except TypeError:
         total = None
-    return tqdm(total=total, unit="sample", desc=desc, dynamic_ncols=True, file=sys.stderr)
+    return Progress(enabled, total, desc)
 
 
 def _write(res: ComparisonResult, qmodels: Mapping[str, Any], out_dir: str, plots: bool,

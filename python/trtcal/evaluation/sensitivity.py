@@ -46,7 +46,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..core import _files
-from ..pipeline import outputs
+from ..core.progress import Progress
+from ..pipeline import calibration_pass, outputs
+from ..pipeline.checkpoint import StaleCheckpointError
+from ..pipeline.config import CalibrationConfig
 from ..pipeline.runners import model_digest
 from . import measure as ev
 from . import tasks as tk
@@ -304,7 +307,7 @@ def analyze(
     def measure(enabled: Sequence[str], tbl: Mapping[str, float]) -> float:
         return min(getattr(s, metric) for s in measure_stats(enabled, tbl).outputs.values())
 
-    bar = _Bar(progress, len(cands) + len(layer_names) + 2)
+    bar = _Steps(progress, len(cands) + len(layer_names) + 2)
     single = {}
     for label, amax in cands.items():
         if base_v is None or metric == "task" or label == base_v.label:
@@ -578,20 +581,17 @@ def _statistics(model: Any, data: Any, ck: Optional[str], *, reuse: bool, say: C
     """The min-max statistics pass, with the checkpoint ``ck`` as its cache: resumed when
     ``reuse`` and it holds these settings' statistics; discarded (said in one line) and collected
     again when it holds others'; not read at all without ``reuse`` (then rewritten)."""
-    from ..pipeline.calibrate import calibrate
-    from ..pipeline.checkpoint import StaleCheckpointError
-
     log = _analyze_log(say)
     if ck and reuse and os.path.exists(ck):
         try:  # a refused checkpoint is refused before calibrate prints its setup
-            return calibrate(model, data, method="minmax", checkpoint=ck, resume=True, log=log, **kw)
+            return calibration_pass.statistics(model, CalibrationConfig(data=data, checkpoint=ck, resume=True, log=log, **kw))
         except StaleCheckpointError as exc:
             say(f"trtcal: the statistics checkpoint {ck} holds {exc.reason}: discarded, collecting again")
         try:
             os.remove(ck)
         except OSError:
             pass  # the pass below overwrites it
-    return calibrate(model, data, method="minmax", checkpoint=ck, resume=False, log=log, **kw)
+    return calibration_pass.statistics(model, CalibrationConfig(data=data, checkpoint=ck, resume=False, log=log, **kw))
 
 
 def _no_int8(metric: str) -> float:
@@ -658,31 +658,6 @@ class _Cache:
             self.dirty = False
 
 
-class _Bar:
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                return
-            self.bar = tqdm(total=total, unit="config", desc="analyze", dynamic_ncols=True, file=sys.stderr)
-
-    def grow(self, n: int) -> None:
-        if self.bar is not None and n:
-            self.bar.total += n
-            self.bar.refresh()
-
-    def step(self, what: str) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(what[-40:], refresh=False)
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _write(res: AnalysisResult, out_dir: Optional[str], out_qdq: str, plots: bool,
            say: Callable[[str], None], deploy: Any = None) -> None:
     d = out_dir or os.path.dirname(os.path.abspath(out_qdq))
@@ -747,3 +722,14 @@ def plot(res: AnalysisResult, path: str) -> str:
     _files.atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return path
+
+
+class _Steps(Progress):
+    """analyze's bar: one step per configuration measured, named."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        super().__init__(enabled, total, "analyze", unit="config")
+
+    def step(self, what: str) -> None:
+        self.note(what)
+        self.update(1)

@@ -29,6 +29,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from . import trt_version
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Calibration algorithms of TensorRT's calibrator classes, as named in cache headers.
@@ -103,20 +105,8 @@ def to_float32(value: float) -> float:
 
 
 def parse_version(version: Union[str, Tuple[int, ...]]) -> Tuple[int, int, int]:
-    """``"10.3.0"`` / ``"8.6.1.6"`` / ``(8, 6, 1)`` -> (major, minor, patch)."""
-    if isinstance(version, str):
-        parts = version.strip().split(".")
-        try:
-            nums = [int(p) for p in parts[:3]]
-        except ValueError:
-            raise ValueError(f"trtcal: TensorRT version '{version}' is not of the form X.Y or X.Y.Z (e.g. 10.16)") from None
-    else:
-        nums = [int(p) for p in tuple(version)[:3]]
-    if not nums or any(n < 0 for n in nums):
-        raise ValueError(f"trtcal: invalid TensorRT version {version!r}")
-    while len(nums) < 3:
-        nums.append(0)
-    major, minor, patch = nums
+    """(major, minor, patch) of a version a cache header can encode (see :func:`encode_version`)."""
+    major, minor, patch = trt_version.parse_version(version)
     if minor > 99 or patch > 99 or (major < 10 and minor > 9):
         raise ValueError(f"trtcal: TensorRT version {version!r} cannot be encoded in a cache header")
     return major, minor, patch

@@ -8,7 +8,6 @@ dynamic ranges, and explicit Q/DQ for TensorRT 10 and 11 (:mod:`trtcal.onnx`).
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import os
@@ -16,12 +15,12 @@ import re
 import warnings
 from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Pattern, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
+from ..core.names import NamePattern, is_pattern, match_names
 from . import cache as _cache
 
 PathLike = Union[str, "os.PathLike[str]"]
-NamePattern = Union[str, Pattern[str], Iterable[str]]
 
 JSON_FORMAT = "trtcal.calibration-table"
 JSON_FORMAT_VERSION = 1
@@ -217,7 +216,7 @@ class CalibrationTable(MutableMapping):
             return names
         names = self.select(pattern)
         if not names:
-            if isinstance(pattern, str) and not _is_glob(pattern):
+            if isinstance(pattern, str) and not is_pattern(pattern):
                 names = [pattern]  # a new tensor named exactly
             else:
                 raise KeyError(f"trtcal: override pattern {_show(pattern)} matches no tensor of the table")
@@ -399,29 +398,6 @@ class CalibrationTable(MutableMapping):
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def match_names(names: Iterable[str], pattern: NamePattern) -> List[str]:
-    """Names (in their order) matching an exact name, a glob, a compiled regex or a list."""
-    names = list(names)
-    if isinstance(pattern, re.Pattern):
-        return [n for n in names if pattern.search(n)]
-    if isinstance(pattern, str):
-        if pattern in names:
-            return [pattern]
-        if not _is_glob(pattern):
-            return []
-        return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-    picked: List[str] = []
-    for p in pattern:
-        for n in match_names(names, p):
-            if n not in picked:
-                picked.append(n)
-    return picked
-
-
-def _is_glob(pattern: str) -> bool:
-    return any(c in pattern for c in "*?[")
 
 
 def _show(pattern: NamePattern) -> str:

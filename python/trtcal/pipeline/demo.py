@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -121,3 +122,25 @@ def build(out_dir: str, n_images: int = 96) -> Tuple[str, str, Preprocess]:
     except ImportError:  # no Pillow: the demo still runs, on arrays
         data = write_arrays(os.path.join(out_dir, "calib.npy"), n_images)
         return model_path, data, DEMO_PREPROCESS
+
+
+DEMO_OUT = "trtcal-demo-out"
+
+
+def setup(cfg: Any, paths: Any, out_dir: Optional[str]) -> Tuple[str, Any, Any]:
+    """``trtcal calibrate`` with no model: builds the demo in ``out_dir`` (default
+    ./trtcal-demo-out) and fills in what the run needs (data, preprocessing, every output path,
+    a checkpoint). Returns (model path, config, output paths)."""
+    if cfg.data is not None:
+        raise ValueError("trtcal: calibration data was given without a model")
+    out_dir = out_dir or DEMO_OUT
+    model, data, pre = build(out_dir)
+    cfg = cfg.replace(data=data, preprocess=cfg.preprocess or pre, batch_size=cfg.batch_size or 16,
+                      checkpoint=cfg.checkpoint or os.path.join(out_dir, "checkpoint.npz"))
+    paths = dataclasses.replace(
+        paths, table=paths.table or os.path.join(out_dir, "calibration.json"),
+        cache=paths.cache or os.path.join(out_dir, "calibration.cache"),
+        qdq=paths.qdq or os.path.join(out_dir, "demo_cnn.qdq.onnx"),
+        report=paths.report or os.path.join(out_dir, "report.md"))
+    cfg.say()(f"trtcal: demo: calibrating a small CNN built in {out_dir} on {os.path.basename(data)}")
+    return model, cfg, paths

@@ -16,9 +16,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..core._files import match_name
+from ..core.names import matches
 from ..formats._onnx_files import external_data_files, load_onnx  # noqa: F401 - re-exported
-from ..formats.tensorrt._runtime import load_tensorrt
+from ..formats.tensorrt._runtime import load_tensorrt, parse_major
 from ..formats.tensorrt.buffers import DeviceAllocator
 from .data import InputSpec
 
@@ -56,7 +56,7 @@ class TensorSelection:
     inputs: bool = True
 
     def matches_name(self, name: str) -> bool:
-        return match_name(name, self.names)
+        return matches(name, self.names)
 
     def to_dict(self) -> Dict[str, Any]:
         return {"op_types": list(self.op_types) if self.op_types else None,
@@ -297,7 +297,7 @@ class TensorRTRunner(Runner):
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
         flags = 0
-        if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and int(trt.__version__.split(".")[0]) < 10:
+        if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and parse_major(trt.__version__) < 10:
             flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Type, Union
 
-from ..core._files import match_name
+from ..core.names import matches
+from ..core.progress import Progress
 from .collect import ActivationStats
 
 __all__ = ["collect", "TorchCollector", "quantizable_layers"]
@@ -38,7 +39,7 @@ def _float_dtypes():
 
 
 def _match(name: str, patterns: Optional[Sequence[str]]) -> bool:
-    return match_name(name, patterns)
+    return matches(name, patterns)
 
 
 class TorchCollector:
@@ -297,24 +298,15 @@ def collect(module: Any, loader: Iterable[Any], *, layers: Optional[Sequence[Typ
         ``histograms()``, ``amax(method)``, ``state_dict()`` (host copies; these wait).
         Queued GPU work is not waited for here.
     """
-    bar = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=max_batches, unit="batch", desc="collecting")
-        except ImportError:
-            bar = None
+    bar = Progress(progress, max_batches, "collecting", unit="batch")
     with TorchCollector(module, layers=layers, names=names, inputs=inputs, bins=bins, stats=stats,
                         capture=capture) as hooks:
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
             hooks.forward(batch, forward)
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+    bar.close()
     return hooks.stats
 
 

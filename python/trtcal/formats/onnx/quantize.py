@@ -28,8 +28,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ...core.names import match_names
 from .. import _qdq
-from ..table import match_names
 from . import placement as _placement
 
 PATH = "explicit Q/DQ (ONNX QuantizeLinear/DequantizeLinear)"

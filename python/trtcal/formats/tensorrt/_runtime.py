@@ -7,6 +7,8 @@ import importlib
 from types import ModuleType
 from typing import Optional
 
+from ..trt_version import parse_major, parse_version  # noqa: F401 - re-exported
+
 #: The last TensorRT major version with calibrators, calibration caches and dynamic ranges.
 LAST_IMPLICIT_INT8_MAJOR = 10
 
@@ -36,13 +38,6 @@ def load_tensorrt(what: str = "this function") -> ModuleType:
             "TensorRT, trtcal can still write calibration caches (CalibrationTable.to_cache) and "
             "Q/DQ ONNX models (trtcal.onnx.quantize)."
         ) from exc
-
-
-def parse_major(version: str) -> int:
-    try:
-        return int(str(version).split(".")[0])
-    except ValueError:
-        raise ValueError(f"trtcal: cannot read a major version from TensorRT version {version!r}") from None
 
 
 def tensorrt_version() -> str:
