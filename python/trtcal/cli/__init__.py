@@ -9,13 +9,15 @@ import os
 import sys
 from typing import List, Optional
 
+from ..core.version import __version__
+from ..formats.tensorrt._runtime import TensorRTUnavailableError
+
 # Subcommand modules, in help order. A module that fails to import (an optional
 # dependency is missing) is reported when its command is used, not at start-up.
 SUBCOMMANDS = ["demo", "calibrate", "compare", "analyze", "cache", "fuse_silu", "merge", "migrate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..core.version import __version__
 
     parser = argparse.ArgumentParser(prog="trtcal", description="Fast, exact INT8 calibration for TensorRT.")
     parser.add_argument("--version", action="version", version=f"trtcal {__version__}")
@@ -33,8 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     import warnings
-
-    from ..formats.tensorrt._runtime import TensorRTUnavailableError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Tuple
 
 from ..formats import cache as tc
 from ..formats.table import CalibrationTable, _json_float
+from ..pipeline.preflight import check_paths, check_writable
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
@@ -187,7 +188,6 @@ def run_diff(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from ..pipeline.preflight import check_paths, check_writable
 
     check_paths([("input", args.input)], [("output", args.output)])
     table, what = load_table(args.input)

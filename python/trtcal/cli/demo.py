@@ -6,6 +6,8 @@ import argparse
 
 import numpy as np
 
+from ..core._backend import require_cuda
+
 
 def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("demo", help="collect statistics of synthetic activations and print them")
@@ -27,7 +29,6 @@ def run(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if trtcal.cuda_available() else "cpu")
     if device == "cuda":
-        from ..core._backend import require_cuda
 
         require_cuda("trtcal demo --device cuda")
         try:

@@ -8,6 +8,10 @@ import os
 import sys
 from typing import Any, Dict, List, Set
 
+from ..core._files import save_onnx
+from ..formats.table import JSON_FORMAT, CalibrationTable
+from ..pipeline.preflight import check_paths, check_writable, model_files
+
 PLUGIN_HINT = ("trtcal.tensorrt.load_plugins(), or trtexec --staticPlugins=<path to libtrtcal_plugins.so>, "
                "the path trtcal.plugin_library_path() returns")
 
@@ -45,7 +49,6 @@ def parse_scales(text: str) -> Dict[str, float]:
     ValueError naming the source and every tensor whose scale is not positive and finite.
     """
     from ..formats.onnx.fuse import scale_problem
-    from ..formats.table import JSON_FORMAT, CalibrationTable
 
     source = "--scales"
     if os.path.isfile(text):
@@ -124,9 +127,6 @@ def run(args: argparse.Namespace) -> int:
 
     def warn(msg: str) -> None:
         print(f"trtcal: warning: {msg}", file=sys.stderr)
-
-    from ..core._files import save_onnx
-    from ..pipeline.preflight import check_paths, check_writable, model_files
 
     check_paths([("input", p) for p in model_files(args.input)] + [("--scales", args.scales)],
                 [("output", args.output)])

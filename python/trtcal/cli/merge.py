@@ -12,6 +12,13 @@ import argparse
 import json
 import sys
 
+from ..core._files import output_set
+from ..core.collectors import HistogramCollector
+from ..core.version import __version__
+from ..pipeline import outputs
+from ..pipeline.distributed import merge_files, save_states
+from ..pipeline.preflight import check_paths, check_writable
+
 
 def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser(
@@ -37,30 +44,16 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.set_defaults(func=run)
 
 
-def _outputs():
-    try:
-        from ..pipeline import outputs
-    except ImportError:
-        raise RuntimeError("trtcal: writing thresholds needs trtcal.pipeline.calibrate, which this trtcal build does not "
-                           "have; use --out-state") from None
-    return outputs
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..core._files import output_set
-    from ..core.collectors import HistogramCollector
-    from ..core.version import __version__
-    from ..pipeline.distributed import merge_files, save_states
-    from ..pipeline.preflight import check_paths, check_writable
 
     outs = [("--out-state", args.out_state), ("--out-table", args.out_table), ("--out-cache", args.out_cache)]
     check_paths([("input", p) for p in args.states], outs)
     check_writable(outs)
     with output_set():  # every output written, then all renamed together (or none)
-        return _merge(args, merge_files, save_states, HistogramCollector, __version__)
+        return _merge(args)
 
 
-def _merge(args, merge_files, save_states, HistogramCollector, __version__) -> int:  # noqa: ANN001, N803
+def _merge(args: argparse.Namespace) -> int:
     merged, info = merge_files(args.states, allow_partial=args.allow_partial)
     say = lambda s: print(s, file=sys.stderr)  # noqa: E731
     for w in info["warnings"]:
@@ -78,7 +71,6 @@ def _merge(args, merge_files, save_states, HistogramCollector, __version__) -> i
     if args.out_state and not (args.out_table or args.out_cache):
         return 0
 
-    outputs = _outputs()
     hists = {n: c.histogram() for n, c in merged.items() if isinstance(c, HistogramCollector)}
     methods = list(outputs.METHODS) if args.method == "all" else [args.method]
     params = {"percentile": {"percentile": args.percentile}} if args.percentile is not None else None

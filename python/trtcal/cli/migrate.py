@@ -19,6 +19,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
+from ..formats.table import CalibrationTable
+from ..pipeline.outputs import trtexec_lines
+from .cache import load_table
+
 _UNNAMED = re.compile(r"^\(Unnamed Layer\* ?(\d+)\) \[([^\]]+)\](_output(_\d+)?)?$")
 _LAYER_SUFFIX = re.compile(r"^(.*) \[[^\]]+\](_output(_\d+)?)?$")
 
@@ -108,8 +112,6 @@ def migrate(
     import onnx
 
     from ..formats.onnx import quantize
-    from ..formats.table import CalibrationTable
-    from .cache import load_table
 
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"trtcal: no such model: {model_path}")
@@ -214,7 +216,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(s, indent=1))
     else:
         _print(s)
-    from ..pipeline.outputs import trtexec_lines
 
     for line in trtexec_lines(qdq=s["out_qdq"]):
         print(line)

@@ -36,8 +36,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from ..formats._qdq import WEIGHTED_OPS
 from ..pipeline import outputs
 from ..pipeline.data import Source, open_source
+from ..pipeline.runners import load_onnx
+from . import measure as ev
+from . import tasks as tk
+from .comparison import parse_methods
 
 CANDIDATES = (
     "minmax",
@@ -246,7 +251,6 @@ def candidate_ranges(
 ) -> Tuple[Dict[str, Dict[str, float]], List[str]]:
     """{label: {tensor: amax}} of each candidate method from the histograms; labels that this
     build cannot compute (no range search) are returned second."""
-    from .comparison import parse_methods
 
     out: Dict[str, Dict[str, float]] = {}
     missing: List[str] = []
@@ -265,7 +269,6 @@ def candidate_ranges(
 def head_tensors(model: Any, activations: Sequence[str]) -> List[str]:
     """The quantized activations read by the quantizable layers nearest each model output
     (walking back from the outputs through unquantized ops): the inputs of the output heads."""
-    from ..formats._qdq import WEIGHTED_OPS
 
     producer = {o: n for n in model.graph.node for o in n.output}
     acts = set(activations)
@@ -308,9 +311,6 @@ def choose(
     """Measures the candidate methods and per-tensor refinements on ``eval_data``; see the module
     docstring. Returns the decision (its ``amax`` is the table to write)."""
     from ..formats.onnx import quantize
-    from ..pipeline.runners import load_onnx
-    from . import measure as ev
-    from . import tasks as tk
 
     say = log or (lambda s: None)
     t0 = time.perf_counter()
@@ -422,7 +422,6 @@ def _same(a: float, b: float) -> bool:
 
 
 def _summary(s: Any) -> Dict[str, Any]:
-    from . import tasks as tk
 
     return {
         "metric": s.metric,

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ..core import _files
+from . import measure as evaluation
 
 _COLOURS = {"minmax": "#d62728", "entropy": "#1f77b4", "percentile": "#2ca02c", "mse": "#9467bd"}
 _W, _H = 260, 40  # one histogram, in SVG units (pixels)
@@ -87,7 +88,6 @@ def accuracy_rows(
     eval_data : what :func:`trtcal.calibrate` reads as data (held-out samples)
     task, output_slices : the task and heads (:func:`trtcal.tasks.resolve_task`; default detected)
     """
-    from . import measure as evaluation
 
     rows: List[Dict[str, Any]] = []
     for method, path in qdq_models.items():

@@ -8,6 +8,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..core.stats import amax as _amax
+
 # TensorRT's placement guidance: quantize the inputs of weighted layers (and the residual
 # input of an add that follows one) so that each of them runs in INT8.
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -85,7 +87,6 @@ def weight_scales(w: np.ndarray, axis: Optional[int], name: str) -> "tuple[np.nd
     """Float32 scales of a weight (per channel along ``axis``, or one when ``axis`` is None)
     and the number of all-zero channels, which get scale 1/127: any positive scale quantizes
     them exactly to 0, and a zero scale is never written."""
-    from ..core.stats import amax as _amax
 
     w32 = np.ascontiguousarray(w, dtype=np.float32)
     if w32.size == 0:

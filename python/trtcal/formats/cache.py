@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from ..core._files import atomic_write
 from . import trt_version
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -228,7 +229,6 @@ class CalibrationCache:
 
     def write(self, path: PathLike) -> None:
         """Writes the cache atomically (a temporary file renamed over ``path``)."""
-        from ..core._files import atomic_write
 
         atomic_write(path, self.to_bytes())
 

@@ -17,7 +17,9 @@ from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
+from ..core._files import atomic_write
 from ..core.names import NamePattern, is_pattern, match_names
+from ..core.version import __version__
 from . import cache as _cache
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -28,7 +30,6 @@ _CONFLICT_POLICIES = ("error", "theirs", "ours", "max", "min")
 
 
 def _trtcal_version() -> str:
-    from ..core.version import __version__
 
     return __version__
 
@@ -306,7 +307,6 @@ class CalibrationTable(MutableMapping):
         ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False) + "\n"
         if path is not None:
-            from ..core._files import atomic_write
 
             atomic_write(path, text)
         return text

@@ -103,12 +103,7 @@ def what_file(path: str, head: bytes) -> str:
         return "it is a Python pickle, which trtcal never writes or loads"
     if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8"):
         return "it is an image"
-    try:
-        from .distributed import _what_file
-
-        return _what_file(path, head)
-    except ImportError:  # pragma: no cover - distributed is part of trtcal
-        return "it is not a NumPy .npz archive"
+    return known_kind(path, head)
 
 
 def parse(path: str, meta: Mapping[str, Any], counts: np.ndarray,
@@ -134,3 +129,25 @@ def parse(path: str, meta: Mapping[str, Any], counts: np.ndarray,
                    "signed": bool(meta["stats"].get("signed", False)), "collectors": collectors}
     return {"config": meta["config"], "progress": meta["progress"], "stats_state": stats_state}
 
+
+def known_kind(path: str, head: bytes) -> str:
+    """Why a file that is no .npz archive is not one of trtcal's (for the error message)."""
+    if head.startswith(b"\x93NUMPY"):
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+            what = f"a NumPy .npy array of shape {tuple(shape)}, {np.dtype(dtype).name}"
+        except Exception:  # noqa: BLE001 - only the message depends on it
+            what = "a NumPy .npy array"
+        return f"it is {what}, not an .npz archive with trtcal's 'meta' and 'counts'"
+    if not head:
+        return "it is empty"
+    text = head.lstrip()
+    if text[:1] in (b"{", b"["):
+        return "it is a JSON file, such as a threshold table; merge the checkpoints or state files it was made from"
+    if text.startswith(b"TRT-"):
+        return "it is a TensorRT calibration cache; merge the checkpoints or state files it was made from"
+    return "it is not a NumPy .npz archive"

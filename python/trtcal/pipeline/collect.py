@@ -21,6 +21,7 @@ import numpy as np
 from ..core.collectors import HistogramCollector, update_many
 from ..core.results import Histogram
 from .data import BadSampleError
+from .outputs import thresholds
 
 STATE_FORMAT = "trtcal.calibration.ActivationStats"  # a file format name
 
@@ -150,7 +151,6 @@ class ActivationStats:
 
     def amax(self, method: str = "entropy", flavor: Optional[str] = None, **params: Any) -> Dict[str, float]:
         """{tensor: amax} by one method ('entropy', 'percentile', 'mse', 'minmax'). Waits."""
-        from .outputs import thresholds
 
         return thresholds(self.histograms(), [method], flavor, {method: params})[method]
 

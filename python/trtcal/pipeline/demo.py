@@ -9,6 +9,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from ..core._files import atomic_write, save_onnx
 from .data import Preprocess
 
 INPUT = "images"
@@ -66,7 +67,6 @@ def build_model(path: Optional[str] = None, seed: int = 0, size: int = SIZE, wid
     model.ir_version = 8
     onnx.checker.check_model(model)
     if path:
-        from ..core._files import save_onnx
 
         save_onnx(model, path)
     return model
@@ -88,8 +88,6 @@ def write_images(folder: str, n: int = 96, seed: int = 1, size: int = 48) -> str
     """n synthetic PNG images (sizes vary a little, so preprocessing matters) in ``folder``."""
     from PIL import Image
 
-    from ..core._files import atomic_write
-
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(n):
@@ -103,7 +101,6 @@ def write_arrays(path: str, n: int = 96, seed: int = 1, size: int = SIZE) -> str
     """The same kind of data already preprocessed, as one .npy of shape (n, 3, size, size)."""
     rng = np.random.default_rng(seed)
     x = np.stack([synthetic_image(rng, size).transpose(2, 0, 1) for _ in range(n)]).astype(np.float32) / 255.0
-    from ..core._files import atomic_write
 
     atomic_write(path, lambda f: np.save(f, x))
     return path

@@ -42,6 +42,8 @@ import numpy as np
 from ..core._files import atomic_savez, json_default
 from ..core.collectors import HistogramCollector, MinMaxCollector
 from ..core.reference.stats import rebin
+from . import checkpoint as ckpt
+from .checkpoint import known_kind
 
 __all__ = [
     "shard_indices",
@@ -735,29 +737,6 @@ def _not_ours(path: str, why: str) -> ValueError:
     return ValueError(f"trtcal: {path} is not a trtcal checkpoint or state file ({why})")
 
 
-def _what_file(path: str, head: bytes) -> str:
-    """Why a file that is no .npz archive is not one of trtcal's (for the error message)."""
-    if head.startswith(b"\x93NUMPY"):
-        try:
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                    np.lib.format.read_array_header_2_0
-                shape, _, dtype = read(f)
-            what = f"a NumPy .npy array of shape {tuple(shape)}, {np.dtype(dtype).name}"
-        except Exception:  # noqa: BLE001 - only the message depends on it
-            what = "a NumPy .npy array"
-        return f"it is {what}, not an .npz archive with trtcal's 'meta' and 'counts'"
-    if not head:
-        return "it is empty"
-    text = head.lstrip()
-    if text[:1] in (b"{", b"["):
-        return "it is a JSON file, such as a threshold table; merge the checkpoints or state files it was made from"
-    if text.startswith(b"TRT-"):
-        return "it is a TensorRT calibration cache; merge the checkpoints or state files it was made from"
-    return "it is not a NumPy .npz archive"
-
-
 def _read_npz(path: str) -> Tuple[Any, np.ndarray]:
     """(the parsed ``meta`` JSON, the ``counts``) of a trtcal .npz; ``ValueError`` for any other file."""
     try:
@@ -770,7 +749,7 @@ def _read_npz(path: str) -> Tuple[Any, np.ndarray]:
     except OSError as exc:
         raise _not_ours(path, f"it cannot be read: {exc.strerror or exc}") from None
     if not head.startswith(b"PK"):
-        raise _not_ours(path, _what_file(path, head))
+        raise _not_ours(path, known_kind(path, head))
     try:
         with np.load(path, allow_pickle=False) as z:
             if "meta" not in z.files or "counts" not in z.files:
@@ -805,7 +784,6 @@ def load_states(path: str) -> Tuple[Dict[str, Collector], Dict[str, Any]]:
     version = doc.get("version") if isinstance(doc, dict) else None
     out: Dict[str, Collector] = {}
     if fmt == CHECKPOINT_FORMAT:
-        from . import checkpoint as ckpt
 
         if version != ckpt.VERSION:
             raise _not_ours(path, f"a calibrate checkpoint of version {version!r}; this trtcal reads version "

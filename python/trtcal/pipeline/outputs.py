@@ -11,9 +11,13 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from ..core.range_search import compute_amax
+from ..core._files import save_onnx
+from ..core.fp8 import fp8_amax
+from ..core.range_search import FLAVORS, compute_amax
 from ..core.results import Histogram
+from ..formats._qdq import DEFAULT_OP_TYPES
 from ..formats.table import CalibrationTable
+from .runners import load_onnx
 
 METHODS = ("entropy", "percentile", "mse", "minmax")
 DEFAULT_TENSORRT = "10.16"
@@ -30,7 +34,6 @@ def method_flavors(methods: Iterable[str], flavor: Union[None, str, Mapping[str,
     entropy and a percentile flavor); naming one that none of them has, or giving a mapping
     with a flavor its method lacks, raises ValueError listing what each method accepts.
     """
-    from ..core.range_search import FLAVORS
 
     methods = list(methods)
     accepted = "; ".join(f"{m}: {', '.join(FLAVORS[m])}" for m in methods if m in FLAVORS)
@@ -79,7 +82,6 @@ def thresholds(hists: Mapping[str, Histogram], methods: Iterable[str],
             out[m] = {n: float(h.amax) for n, h in usable.items()}
             continue
         if m.startswith("fp8-"):  # FP8 E4M3 ranges searched on the E4M3 grid (trtcal.fp8)
-            from ..core.fp8 import fp8_amax
 
             got = fp8_amax(dict(usable), m[4:], on_degenerate="flag") if usable else {}
             out[m] = {n: float(a) for n, a in got.items() if np.isfinite(a)}  # the rest stay float
@@ -141,7 +143,6 @@ def unflaggable(model: Any) -> Dict[str, str]:
     inputs or casts of them, through ops that keep integers integers). Static: read from the
     graph, not from the values."""
     try:
-        from .runners import load_onnx
 
         m = load_onnx(model)
     except Exception:  # noqa: BLE001 - no graph to read: nothing is exempt
@@ -275,7 +276,6 @@ def write_cache(table: Any, path: str, tensorrt_version: Optional[str], method: 
 def qdq_op_types(op_types: Optional[Iterable[str]]) -> Tuple[str, ...]:
     """The op types a Q/DQ model quantizes: trtcal's defaults, or those of them the run chose
     (``--op-types``); ValueError when the choice holds none of them."""
-    from ..formats._qdq import DEFAULT_OP_TYPES
 
     if not op_types:
         return tuple(DEFAULT_OP_TYPES)
@@ -303,7 +303,6 @@ def write_qdq(model: Any, table: Any, path: str, op_types: Optional[Iterable[str
     qmodel, report = quantize(model, usable, op_types=qdq_op_types(op_types), missing="skip",
                               high_precision=high_precision, placement_report=placement_report,
                               head_sigmoid_float=head_sigmoid_float, return_report=True)
-    from ..core._files import save_onnx
 
     save_onnx(qmodel, path)  # atomic, with the run's other outputs
     return path, list(report.missing)

@@ -10,6 +10,7 @@ import os
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from ..core import _files
+from .runners import external_data_files
 
 # files the data readers take as samples: an output of these kinds inside the data folder
 # would be read as data by the next run
@@ -54,7 +55,6 @@ def model_files(model: Any) -> List[str]:
     path = os.fspath(model)
     out = [path]
     try:
-        from .runners import external_data_files
 
         out += external_data_files(path)
     except (ImportError, OSError, ValueError):

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..core._backend import cuda_available
 from ..core.names import matches
 from ..formats._onnx_files import external_data_files, load_onnx  # noqa: F401 - re-exported
 from ..formats.tensorrt._runtime import load_tensorrt, parse_major
@@ -427,8 +428,6 @@ def make_runner(model: ModelLike, selection: TensorSelection, runner: str = "aut
         raise ValueError(f"trtcal: runner must be 'auto', 'onnxruntime' or 'tensorrt', got {runner!r}")
     if runner == "auto":
         import importlib.util
-
-        from ..core._backend import cuda_available
 
         runner = "tensorrt" if importlib.util.find_spec("tensorrt") and cuda_available() else "onnxruntime"
     if runner == "tensorrt":

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Type, Union
 
+from ..core._arrays import dense_axis_order
+from ..core.collectors import launch_many
 from ..core.names import matches
 from ..core.progress import Progress
 from .collect import ActivationStats
@@ -182,7 +184,6 @@ class TorchCollector:
         return t
 
     def _launch(self, items: List[Any]) -> None:
-        from ..core.collectors import launch_many
 
         dev = items[0][1].device.index or 0
         codes = self._codes
@@ -324,7 +325,6 @@ def _tensors(out: Any) -> List[Any]:
 
 def _dense(t: Any) -> bool:
     """Dense in some axis order (channels-last, transposes): the collectors read those as they are."""
-    from ..core._arrays import dense_axis_order
 
     return dense_axis_order(tuple(t.shape), tuple(t.stride())) is not None
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .fp8 import e4m3_values, encode_e4m3
+
 TABLE_SIZE = 256  # index = q + 128
 CODES = np.arange(-128, 128, dtype=np.int32)
 
@@ -80,7 +82,6 @@ def silu_fp8_table(scale_in: float, scale_out: float) -> np.ndarray:
     """uint8[256] by input byte (E4M3FN code c): the E4M3 code of silu(float32(e4m3(c)) *
     float32(scale_in)) / scale_out, rounded once to nearest even and saturating at +-448; the
     NaN codes 0x7F/0xFF give 0x7F (csrc/kernels/silu.h)."""
-    from .fp8 import e4m3_values, encode_e4m3
 
     si = _scale32(scale_in, "scale_in")
     so = np.float64(_scale32(scale_out, "scale_out"))

@@ -28,8 +28,13 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ...core._files import (
+    atomic_write,
+    save_onnx,  # atomic (temporary file, fsync, rename)
+)
 from ...core.names import match_names
 from .. import _qdq
+from .._onnx_files import load_onnx  # external data confined to the model's folder
 from . import placement as _placement
 
 PATH = "explicit Q/DQ (ONNX QuantizeLinear/DequantizeLinear)"
@@ -410,11 +415,9 @@ def _finish(m: Any, report: QuantizeReport, output: Any, placement_report: Any) 
             "check the input model with onnx.checker.check_model"
         ) from exc
     if output is not None:
-        from ...core._files import save_onnx  # atomic (temporary file, fsync, rename)
 
         save_onnx(m, os.fspath(output))
     if placement_report is not None:
-        from ...core._files import atomic_write
 
         atomic_write(os.fspath(placement_report), "\n".join(report.placement_lines()) + "\n")
 
@@ -429,7 +432,6 @@ def _load(model: Any):
     if isinstance(model, (bytes, bytearray)):
         return onnx.load_from_string(bytes(model))
     if isinstance(model, (str, os.PathLike)):
-        from .._onnx_files import load_onnx  # external data confined to the model's folder
 
         return load_onnx(model)
     raise TypeError(

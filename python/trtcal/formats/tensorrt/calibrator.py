@@ -29,6 +29,9 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
+from ...core._backend import cuda_available, require_cuda
+from ...core._files import atomic_write
+from ...core._streams import stream_handle
 from ..cache import parse_cache
 from ..table import CalibrationTable
 from ._runtime import load_tensorrt, require_implicit_int8
@@ -71,8 +74,6 @@ class TrtcalDeviceMemory(DeviceMemory):
     stream, so the default is the legacy default stream (0), chosen explicitly here."""
 
     def __init__(self, device: int = 0, stream: Any = 0) -> None:
-        from ...core._backend import require_cuda
-        from ...core._streams import stream_handle
 
         self._ext = require_cuda("feeding calibration batches to TensorRT")
         self.device = int(device)
@@ -110,7 +111,6 @@ class CupyDeviceMemory(DeviceMemory):
 
 def default_device_memory(stream: Any = 0) -> DeviceMemory:
     """trtcal's own buffers when its CUDA build is present, else CuPy, else a clear error."""
-    from ...core._backend import cuda_available
 
     if cuda_available():
         return TrtcalDeviceMemory(stream=stream)
@@ -347,7 +347,6 @@ class _CalibratorCore:
             self.table = CalibrationTable.from_calibration_cache(parse_cache(data, source="TensorRT's cache"),
                                                                  source="TensorRT calibration")
             if self.cache_path:
-                from ...core._files import atomic_write
 
                 atomic_write(self.cache_path, data)
         except Exception as exc:
