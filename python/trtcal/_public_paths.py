@@ -59,9 +59,9 @@ class PublicPathFinder(importlib.abc.MetaPathFinder):
         real = layered_name(fullname)
         if real is None:
             return None
-        return importlib.util.spec_from_loader(fullname, _SameModule(real),
-                                               is_package=importlib.util.find_spec(real).submodule_search_locations
-                                               is not None)
+        spec = importlib.util.find_spec(real)
+        is_package = spec is not None and spec.submodule_search_locations is not None
+        return importlib.util.spec_from_loader(fullname, _SameModule(real), is_package=is_package)
 
 
 def install() -> None:

@@ -90,6 +90,7 @@ def load_table(path: str) -> Tuple[CalibrationTable, str]:
         return t, f"trtcal table ({t.provenance.method or 'unknown method'})"
     t = CalibrationTable.from_cache(path)
     c = t._cache
+    assert c is not None  # from_cache keeps the cache it read
     return t, f"TensorRT {c.tensorrt_version} cache, {c.algorithm} ({c.header.strip()})"
 
 

@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     scales = parse_scales(args.scales) if args.scales else None
     model = load_model(args.input)
     tensors = _tensor_names(model) if scales is not None else set()
-    model, fused, report = fuse_silu(model, scales=scales, inplace=True, return_report=True)
+    model, fused, report = fuse_silu(model, scales=scales, inplace=True, return_report=True)  # type: ignore[misc]
     silu_nodes = sum(is_silu_node(n) for g in _graphs(model.graph) for n in g.node)
     save_onnx(model, args.output)  # atomic; external data beside it past protobuf's 2 GB
 

@@ -17,7 +17,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ..formats.table import CalibrationTable
 from ..pipeline.outputs import trtexec_lines
@@ -104,7 +104,7 @@ def migrate(
     placement_report: Optional[str] = None,
     keep_io_types: bool = True,
     exclude_nodes: Tuple[str, ...] = (),
-) -> Dict[str, object]:
+) -> Dict[str, Any]:
     """Writes the Q/DQ model of ``model_path`` with the ranges of ``table_path`` (a TensorRT cache
     or a trtcal JSON table) to ``out_qdq``; returns a summary: names mapped and how, names unmatched
     on the cache side (with reasons) and on the ONNX side (tensors the placement quantizes that
@@ -222,15 +222,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print(s: Mapping[str, object]) -> None:
+def _print(s: Mapping[str, Any]) -> None:
     err = sys.stderr
     print(
         f"trtcal: {s['source']}: {s['entries']} entries, {s['mapped']} matched to ONNX tensors",
         file=err,
     )
-    for n, (t, how) in dict(s["renamed"]).items():  # type: ignore[arg-type]
+    for n, (t, how) in dict(s["renamed"]).items():
         print(f"trtcal:   {n!r} -> {t!r} ({how})", file=err)
-    unmatched = dict(s["unmatched_cache"])  # type: ignore[arg-type]
+    unmatched = dict(s["unmatched_cache"])
     if unmatched:
         print(
             f"trtcal: {len(unmatched)} cache name(s) match no ONNX tensor (their ranges are not "
@@ -239,9 +239,9 @@ def _print(s: Mapping[str, object]) -> None:
         )
         for n, why in unmatched.items():
             print(f"trtcal:   {n}: {why}", file=err)
-    for n, why in dict(s["unusable_scales"]).items():  # type: ignore[arg-type]
+    for n, why in dict(s["unusable_scales"]).items():
         print(f"trtcal: cache entry {n} has no usable range ({why}): left in float", file=err)
-    missing = list(s["unmatched_onnx"])  # type: ignore[arg-type]
+    missing = list(s["unmatched_onnx"])
     if missing:
         print(
             f"trtcal: {len(missing)} ONNX tensor(s) TensorRT's rules quantize have no range in the "
@@ -249,7 +249,7 @@ def _print(s: Mapping[str, object]) -> None:
             f"stay in float: {', '.join(missing)}",
             file=err,
         )
-    kept = dict(s["kept_fp32"])  # type: ignore[arg-type]
+    kept = dict(s["kept_fp32"])
     if kept:
         print(
             f"trtcal: {len(kept)} tensor(s) stay fp32 (range beyond {s['high_precision']}): "

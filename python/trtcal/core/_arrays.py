@@ -46,6 +46,12 @@ class ArrayView:
     keepalive: List[Any] = field(default_factory=list)
     known_contiguous: bool = False  # the producer said so (skips the stride check)
 
+    def require_host(self) -> np.ndarray:
+        """The host array (for the NumPy path; a device view has none)."""
+        if self.host is None:
+            raise TypeError(f"trtcal: '{self.name}' is a device array here, where a host array was expected")
+        return self.host
+
     @property
     def contiguous(self) -> bool:
         """C-contiguous (dense, row-major)."""

@@ -243,7 +243,10 @@ def atomic_savez(path: str, prefix: str = "", immediate: bool = False, **arrays:
     set, unless ``immediate`` (checkpoints)."""
     d = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(d, exist_ok=True)
-    return atomic_write(path, lambda f: np.savez(f, **arrays), immediate=immediate)
+    def write(f: IO[bytes]) -> None:
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
+
+    return atomic_write(path, write, immediate=immediate)
 
 
 def atomic_savefig(fig: Any, path: str, **kw: Any) -> str:
@@ -267,7 +270,7 @@ def save_onnx(
     if external_data is None:
         external_data = model.ByteSize() >= _ONNX_INLINE_LIMIT
     if not external_data:
-        return atomic_write(path, lambda f: f.write(model.SerializeToString()))
+        return atomic_write(path, model.SerializeToString())
     d, base = os.path.split(path)
     location = base + ".data"
     try:

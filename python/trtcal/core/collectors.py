@@ -53,7 +53,7 @@ class _Staging:
     """A reusable device buffer for host arrays given to a GPU collector."""
 
     def __init__(self) -> None:
-        self.buf = None
+        self.buf: Any = None
 
     def upload(self, view: ArrayView, device: int, stream: int) -> int:
         ext = require_cuda("uploading a host array")
@@ -143,8 +143,7 @@ class HistogramCollector(_Collector):
         view.memory_order()  # refuse gapped layouts; element order is irrelevant here
         ptr = self._prepare(view)
         if ptr is None:
-            self._cpu_state()
-            reference.histogram_state_update(self._cpu, view.host)
+            reference.histogram_state_update(self._cpu_state(), view.require_host())
         else:
             self._gpu_state().update(ptr, view.dtype_code, view.size, self._stream)
         self.batches += 1
@@ -272,7 +271,7 @@ class MinMaxCollector(_Collector):
             outer, _, inner = view.channel_split(ax)
         ptr = self._prepare(view)
         if ptr is None:
-            lo, hi, nan, pinf, ninf = reference.minmax_channels(view.host, ax)
+            lo, hi, nan, pinf, ninf = reference.minmax_channels(view.require_host(), ax)
             s = self._cpu_state()
             s["min"] = np.fmin(s["min"], lo)
             s["max"] = np.fmax(s["max"], hi)

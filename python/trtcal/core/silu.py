@@ -48,7 +48,8 @@ def silu(x: ArrayLike, out: Optional[ArrayLike] = None, *, stream: Any = None) -
     """
     view = as_view(x, "x", stream)
     if not view.on_device:
-        return _host_result(ref.silu(view.host).astype(view.host.dtype), out, "out")
+        host = view.require_host()
+        return _host_result(ref.silu(host).astype(host.dtype), out, "out")
     ov = _device_out(view, out, view.dtype)
     ext = require_cuda("silu of a device array")
     ext.silu(view.ptr, ov.ptr, view.dtype_code, view.size, view.stream, view.device)

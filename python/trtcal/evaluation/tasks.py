@@ -339,13 +339,13 @@ def resolve_task(
         spec = TaskSpec(t, heads, how=how)
     if score_threshold is not None:
         spec = replace(spec, score_threshold=float(score_threshold))
-    heads = []
+    fitted: List[Head] = []
     for h in spec.heads:
         v = h.take(np.asarray(reference[h.output]))  # every slice fits
         if h.kind in ("scores", "objectness") and not _is_prob(v):
             h = replace(h, sigmoid=True)  # logits: decided once, from the reference
-        heads.append(h)
-    spec = replace(spec, heads=heads)
+        fitted.append(h)
+    spec = replace(spec, heads=fitted)
     if spec.task == "detect" and not any(h.kind == "boxes" for h in spec.heads):
         raise ValueError(
             "trtcal: task 'detect' needs a boxes head and a scores head: "
@@ -556,7 +556,7 @@ class TaskStats:
             if bh is None or sh is None:
                 continue
             r, t = np.asarray(ref[o]), np.asarray(test[o])
-            kw = {
+            kw: Dict[str, Any] = {
                 "score_threshold": self.spec.score_threshold,
                 "iou": self.spec.iou_threshold,
                 "sigmoid": (sh.sigmoid, bool(oh and oh.sigmoid)),

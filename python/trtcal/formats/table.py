@@ -102,7 +102,7 @@ class CalibrationTable(MutableMapping):
             provenance.trtcal_version = _trtcal_version()
         self.provenance: Provenance = provenance
         if mapping is not None:
-            items = mapping.items() if isinstance(mapping, Mapping) else mapping
+            items: Iterable[Any] = mapping.items() if isinstance(mapping, Mapping) else mapping
             for name, amax in items:
                 self[name] = amax
         for name, extra in (extras or {}).items():
@@ -315,7 +315,7 @@ class CalibrationTable(MutableMapping):
     def from_json(cls, path_or_text: Union[PathLike, str]) -> "CalibrationTable":
         """Loads a table from a JSON file path or from JSON text."""
         source = "<json text>"
-        text = path_or_text
+        text = str(path_or_text)
         if not (isinstance(path_or_text, str) and path_or_text.lstrip().startswith("{")):
             source = os.fspath(path_or_text)
             with open(path_or_text, "r", encoding="utf-8") as f:

@@ -110,7 +110,7 @@ def prepare(model: Any, cfg: CalibrationConfig, paths: OutputPaths, *, demo: boo
     data = cfg.data
     outs = paths.named() + [("checkpoint", cfg.checkpoint)]
     ins = [("model", m) for m in preflight.model_files(model)] + preflight.data_files(data)
-    preflight.check_paths(ins, outs, data if isinstance(data, (str, os.PathLike)) else None)
+    preflight.check_paths(ins, outs, os.fspath(data) if isinstance(data, (str, os.PathLike)) else None)
     preflight.check_writable(outs)  # folders created, writable; free space is checked below
     selection = cfg.selection()
     if paths.qdq:
@@ -411,10 +411,10 @@ def _check_settings(methods: Sequence[str], flavors: Mapping[str, Optional[str]]
         if m != "percentile" and "percentile" in given:
             raise ValueError(f"trtcal: 'percentile' is a parameter of the percentile method, not of {m}")
         spec = _spec(m, flavors.get(m), given)  # unknown names and bad values raise here
-        if m == "entropy" and bins < 2 * int(spec.start_bin):
+        if m == "entropy" and bins < 2 * int(spec.start_bin or 0):
             raise ValueError(f"trtcal: bins={bins} is too few for the entropy search: its first candidate is bin "
                              f"{spec.start_bin}, and the searched bins (up to the amax) can be only half of them; "
-                             f"use bins >= {2 * int(spec.start_bin)} (2048 is TensorRT's)")
+                             f"use bins >= {2 * int(spec.start_bin or 0)} (2048 is TensorRT's)")
         if m == "percentile" and "auto" not in methods:
             percentile = float(spec.percentile)
             if not percentile > 0:

@@ -84,7 +84,7 @@ class ActivationStats:
         if bad:
             first_tensor, rows = next(iter(bad.items()))
             if not skip_bad:
-                r = int(rows[0]) if len(rows) else 0
+                r = int(rows[0]) if rows is not None and len(rows) else 0
                 who = samples[r] if r < len(samples) else f"batch of {', '.join(samples[:3])}..."
                 raise BadSampleError(who, f"NaN or Inf in activation '{first_tensor}'")
             drop = np.zeros(len(samples), dtype=bool)
@@ -100,7 +100,7 @@ class ActivationStats:
                 drop[:] = True  # the bad rows cannot be told apart or removed: skip the batch
             for i in np.flatnonzero(drop):
                 tensor = next((t for t, r in bad.items() if r is None or i in r), "?")
-                skipped.append((samples[i], f"NaN or Inf in activation '{tensor}'"))
+                skipped.append((samples[int(i)], f"NaN or Inf in activation '{tensor}'"))
             if drop.all():
                 return {}, skipped
             keep = np.flatnonzero(~drop)

@@ -495,7 +495,8 @@ class ImageFolder(Source):
                 raise FileNotFoundError(f"trtcal: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
             self.single = False
         else:
-            self.files = [os.path.abspath(p) for p in ([root] if one else root)]  # type: ignore[list-item, union-attr]
+            paths: Sequence[Any] = [root] if one else root  # type: ignore[assignment]
+            self.files = [os.path.abspath(p) for p in paths]
             if not self.files:
                 raise ValueError("trtcal: ImageFolder was given an empty list of image files")
             for f in self.files:

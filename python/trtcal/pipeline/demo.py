@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Optional, Tuple
 
@@ -93,7 +94,7 @@ def write_images(folder: str, n: int = 96, seed: int = 1, size: int = 48) -> str
     for i in range(n):
         s = int(size + rng.integers(-6, 7))
         img = Image.fromarray(synthetic_image(rng, s))
-        atomic_write(os.path.join(folder, f"img_{i:04d}.png"), lambda f, img=img: img.save(f, format="PNG"))
+        atomic_write(os.path.join(folder, f"img_{i:04d}.png"), functools.partial(_save_png, img))
     return folder
 
 
@@ -141,3 +142,7 @@ def setup(cfg: Any, paths: Any, out_dir: Optional[str]) -> Tuple[str, Any, Any]:
         report=paths.report or os.path.join(out_dir, "report.md"))
     cfg.say()(f"trtcal: demo: calibrating a small CNN built in {out_dir} on {os.path.basename(data)}")
     return model, cfg, paths
+
+
+def _save_png(img: Any, f: Any) -> None:
+    img.save(f, format="PNG")

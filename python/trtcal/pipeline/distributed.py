@@ -218,9 +218,8 @@ class RankGuard:
     def __enter__(self) -> "RankGuard":
         return self
 
-    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> bool:
-        check_ranks(exc, self.what, self.group)
-        return False  # no failure anywhere: nothing was raised here either
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+        check_ranks(exc, self.what, self.group)  # no failure anywhere: nothing was raised here either
 
 
 def check_ranks(error: Optional[BaseException], what: str = "calibration", group: Any = None) -> None:
@@ -273,7 +272,7 @@ def _agree(signatures: Sequence[Sequence[Tuple[Any, ...]]], ranks: Sequence[int]
     for n, s in ref.items():
         if s[1] != "minmax":
             continue
-        seen = {}
+        seen: Dict[Any, Any] = {}
         for r, sigs in zip(ranks, signatures):
             c = next(x for x in sigs if x[0] == n)[3]
             if c is not None:
@@ -443,7 +442,7 @@ def merge_collectors(parts: Sequence[Mapping[str, Collector]], labels: Optional[
         out[n] = type(first).from_state_dict(first.state_dict(), device="cpu")
         for lab, p in zip(labels[1:], parts[1:]):
             try:
-                out[n].merge(p[n])
+                out[n].merge(p[n])  # type: ignore[arg-type]  # a mismatch raises TypeError, said below
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"trtcal: cannot merge '{n}' from {lab}: {_unprefixed(exc)}") from None
     return out
@@ -477,7 +476,7 @@ class _Input:
         return _shards_text(self.ranks, self.world)
 
 
-def _shards_text(ranks: Sequence[int], world: int) -> str:
+def _shards_text(ranks: Iterable[int], world: int) -> str:
     ranks = sorted(ranks)
     return f"shard{'s' if len(ranks) != 1 else ''} {', '.join(map(str, ranks))} of {world}"
 
@@ -515,7 +514,7 @@ def _describe_input(path: str, info: Mapping[str, Any]) -> _Input:
                 raise malformed(f"its shard record {shard!r} has no rank and world_size") from None
             if not 0 <= rank < world:
                 raise malformed(f"it says shard {rank} of {world}")
-            job = dict(cfg, data=dict(data, shard={k: v for k, v in shard.items() if k != "rank"}))
+            job = dict(cfg, data=dict(data or {}, shard={k: v for k, v in shard.items() if k != "rank"}))
             return _Input(path, job, world, (rank,), complete, samples)
         named = _RANK_NAME.search(os.path.basename(path))
         if named and 0 <= int(named.group(1)) < int(named.group(2)) and int(named.group(2)) > 1:

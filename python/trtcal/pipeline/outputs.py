@@ -27,7 +27,7 @@ class OutputUnavailable(RuntimeError):
     """No output can be made (e.g. method 'auto' found no method it can compute)."""
 
 
-def method_flavors(methods: Iterable[str], flavor: Union[None, str, Mapping[str, str]]) -> Dict[str, Optional[str]]:
+def method_flavors(methods: Iterable[str], flavor: Union[None, str, Mapping[str, Optional[str]]]) -> Dict[str, Optional[str]]:
     """{method: flavor or None (the default)} for ``methods``, checked before any data is read.
 
     A flavor name applies to the requested methods that have it (``onnxruntime`` is both an
@@ -64,7 +64,7 @@ def needs_signed(flavors: Mapping[str, Optional[str]]) -> bool:
 
 
 def thresholds(hists: Mapping[str, Histogram], methods: Iterable[str],
-               flavor: Union[None, str, Mapping[str, str]] = None,
+               flavor: Union[None, str, Mapping[str, Optional[str]]] = None,
                params: Optional[Mapping[str, Any]] = None) -> Dict[str, Dict[str, float]]:
     """{method: {tensor: amax}} from the collected histograms (one histogram, every method).
 
@@ -83,7 +83,7 @@ def thresholds(hists: Mapping[str, Histogram], methods: Iterable[str],
             continue
         if m.startswith("fp8-"):  # FP8 E4M3 ranges searched on the E4M3 grid (trtcal.fp8)
 
-            got = fp8_amax(dict(usable), m[4:], on_degenerate="flag") if usable else {}
+            got: Dict[str, float] = fp8_amax(dict(usable), m[4:], on_degenerate="flag") if usable else {}  # type: ignore[assignment]
             out[m] = {n: float(a) for n, a in got.items() if np.isfinite(a)}  # the rest stay float
             continue
         kw: Dict[str, Any] = dict(params.get(m, {})) if isinstance(params.get(m), Mapping) else {}

@@ -400,7 +400,7 @@ def _quantize_graph(graph: onnx.GraphProto, scales: Mapping[str, float],
         dq = producers.get(x)
         is_dq = dq is not None and dq.op_type == "DequantizeLinear"
         s_in = _per_tensor_int8_scale(graph, dq, producers) if is_dq else None
-        x_int8 = dq.input[0] if s_in is not None else None
+        x_int8 = dq.input[0] if dq is not None and s_in is not None else None
         if s_in is None:
             s_in = from_table(x, "input", why, "DequantizeLinear" if is_dq else None)
         # output side: a Q that is the only reader, or a scale from the table

@@ -498,7 +498,8 @@ def rule_silu(view: GraphView, placement: Placement) -> List[Decision]:
         inside.update(
             {(x, view.label(sig)), (x, view.label(mul)), (sig.output[0], view.label(mul))}
         )
-    kept, dropped = [], []
+    kept: List[Any] = []
+    dropped: List[Any] = []
     for d in placement.decisions:
         (dropped if d.quantize and (d.tensor, d.node) in inside else kept).append(d)
     for d in dropped:

@@ -214,6 +214,7 @@ def quantize(
         for w in plan.weights:
             node = node_of[w.node]
             arr = view.constant(w.tensor)
+            assert arr is not None  # the plan holds constant weights only
             dq_out, nodes = writer.weight(node, w.tensor, arr, w.axis if per_channel else None)
             node.input[w.index] = dq_out
             inserted.setdefault(w.node, []).extend(nodes)
@@ -395,7 +396,7 @@ def _silu_scales(m: Any, table: Mapping[str, float], report: QuantizeReport):
                 silu_scales[t] = _qdq.activation_scale(table, t)
                 report.activations[t] = silu_scales[t]
     if silu_scales:
-        m, report.silu_int8 = quantize_silu(m, silu_scales, inplace=True)
+        m, report.silu_int8 = quantize_silu(m, silu_scales, inplace=True)  # type: ignore[misc]
     return m, m.graph
 
 

@@ -11,6 +11,9 @@ import numpy as np
 class DeviceAllocator:
     """Device arrays and a stream from PyTorch, else CuPy."""
 
+    torch: Any
+    cupy: Any
+
     def __init__(self) -> None:
         try:
             import torch

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -178,7 +178,7 @@ class BatchFeeder:
         ptrs = [self._to_device(n, a) for n, a in zip(names, arrays)]
         self.batches += 1
         first = arrays[0] if arrays else None
-        shape = getattr(first, "shape", ())
+        shape: Tuple[int, ...] = tuple(getattr(first, "shape", ()))
         self.samples += int(shape[0]) if len(shape) else 1
         return ptrs
 
@@ -305,7 +305,7 @@ class _CalibratorCore:
                                       device_memory_factory=lambda: default_device_memory(stream))
         self.table: Optional[CalibrationTable] = None  # what TensorRT wrote back
         self.error: Optional[BaseException] = None
-        self.used = None  # 'table', 'cache file' or 'calibration': where TensorRT's ranges came from
+        self.used: Optional[str] = None  # 'table', 'cache file' or 'calibration': where TensorRT's ranges came from
 
     # -- TensorRT callbacks (they must not raise into TensorRT)
     def get_batch_size(self) -> int:
