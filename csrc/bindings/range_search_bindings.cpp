@@ -382,6 +382,14 @@ void init_range_search_bindings(py::module_& m) {
   }, py::arg("x"), py::arg("dtype"), py::arg("keys"), py::arg("n"), py::arg("abs"), py::arg("shift"),
      py::arg("bits"), py::arg("prefix_shift"), py::arg("prefix"), py::arg("stream"), py::arg("device"));
 
+  // The thread's cached compaction buffer on `device` with room for `count` keys (grown and
+  // kept, never shrunk): the two-pass select compacts into it instead of allocating per call.
+  // Valid until the next select call on this thread and device.
+  m.def("select_key_buffer", [](size_t count, int device) {
+    DeviceGuard g(device);
+    return reinterpret_cast<uintptr_t>(select_scratch(device).key_buffer(count, device));
+  }, py::arg("count"), py::arg("device"));
+
   m.def("select_compact", [](uintptr_t x, int dtype, uintptr_t keys, size_t n, bool use_abs, uint32_t lo,
                              uint32_t hi, uintptr_t out, uintptr_t stream, int device) {
     const DType t = keys ? DType::kFloat32 : as_float_dtype(dtype);
