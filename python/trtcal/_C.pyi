@@ -253,6 +253,7 @@ class RangeSearchPlan:
         """(threads, group, chunk)."""
 
 def range_search_once(
+    *,
     device: int,
     method: int,
     levels: int,
