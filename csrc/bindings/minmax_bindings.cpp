@@ -1,6 +1,7 @@
 // Min/max per tensor and per channel: a one-shot call and a streaming state.
 #include <pybind11/numpy.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -90,12 +91,14 @@ double decode_ordered(uint32_t o) {
 }
 
 // The whole-tensor one-shot (trtcal.amax / minmax): per device, the kernel's running state
-// (device memory, kept reset by the kernel itself) and a 32-byte result in mapped pinned host
-// memory that the kernel's last block writes (kernels/minmax.h, minmax_scalar). A call is one
-// launch and one wait for the stream: no reset launch, no copy, no allocation after the first
-// call. Without mapped host memory the result goes to device memory and one 32-byte copy
-// brings it back. Guarded by its own lock, held until the wait is over (calls never overlap);
-// never freed (tiny).
+// (device memory, kept reset by the kernel itself) and a result in mapped pinned host memory
+// that the kernel's last block writes, sequence number last (kernels/minmax.h, minmax_scalar).
+// A call is one launch, then the host watches the sequence number (asking the stream now and
+// then, so a failed kernel is reported and a missing write never hangs): no reset launch, no
+// copy, no allocation after the first call, and no wait for the kernel's retirement after its
+// result is there. Without mapped host memory the result goes to device memory and one copy
+// brings it back after a stream wait. Guarded by its own lock, held until the result is in
+// (calls never overlap); never freed (tiny).
 struct ScalarSlot {
   std::mutex mutex;
   MinMaxScalarState* state = nullptr;
@@ -103,6 +106,7 @@ struct ScalarSlot {
   MinMaxScalarResult* out = nullptr;   // where the kernel writes: host's device pointer, or device memory
   bool mapped = false;
   bool needs_init = true;  // a call that did not finish may have left the state mid-way
+  unsigned int seq = 0;    // of the last call
 };
 
 ScalarSlot& scalar_slot(int device) {
@@ -120,6 +124,7 @@ void scalar_slot_alloc(ScalarSlot& slot) {
   if (cudaHostAlloc(&h, sizeof(MinMaxScalarResult), cudaHostAllocMapped | cudaHostAllocPortable) == cudaSuccess) {
     void* d = nullptr;
     if (cudaHostGetDevicePointer(&d, h, 0) == cudaSuccess) {
+      std::memset(h, 0, sizeof(MinMaxScalarResult));
       slot.host = static_cast<MinMaxScalarResult*>(h);
       slot.out = static_cast<MinMaxScalarResult*>(d);
       slot.mapped = true;
@@ -133,6 +138,22 @@ void scalar_slot_alloc(ScalarSlot& slot) {
   slot.out = reinterpret_cast<MinMaxScalarResult*>(slot.state + 2);
 }
 
+// Waits until the kernel has written sequence number `seq` into the mapped result: spins on it,
+// asking the stream every few hundred reads (an error is raised; a finished stream without the
+// write is a bug, raised too).
+void wait_for_result(const MinMaxScalarResult* host, unsigned int seq, cudaStream_t s) {
+  const volatile unsigned int* flag = &host->seq;
+  for (;;) {
+    for (int i = 0; i < 256; ++i)
+      if (*flag == seq) return;
+    const cudaError_t q = cudaStreamQuery(s);
+    if (q == cudaErrorNotReady) continue;
+    TRTCAL_CHECK_CUDA(q);
+    if (*flag == seq) return;
+    throw std::runtime_error("trtcal: min/max kernel finished without writing its result");
+  }
+}
+
 py::tuple minmax_scalar_once(uintptr_t x, DType t, size_t n, uintptr_t stream, int device) {
   MinMaxScalarResult r{};
   {
@@ -144,12 +165,17 @@ py::tuple minmax_scalar_once(uintptr_t x, DType t, size_t n, uintptr_t stream, i
     cudaStream_t s = as_stream(stream);
     if (slot.needs_init) TRTCAL_CHECK_CUDA(minmax_scalar_init(slot.state, s));
     slot.needs_init = true;  // until this call has finished
-    TRTCAL_CHECK_CUDA(minmax_scalar(as_ptr<const void>(x), t, n, slot.state, slot.out, s));
-    if (!slot.mapped)
+    if (++slot.seq == 0) slot.seq = 1;  // 0: the result's initial value
+    TRTCAL_CHECK_CUDA(minmax_scalar(as_ptr<const void>(x), t, n, slot.state, slot.out, slot.seq, s));
+    if (slot.mapped) {
+      wait_for_result(slot.host, slot.seq, s);
+      std::atomic_thread_fence(std::memory_order_acquire);  // the fields after the sequence number
+    } else {
       TRTCAL_CHECK_CUDA(cudaMemcpyAsync(slot.host, slot.out, sizeof(MinMaxScalarResult), cudaMemcpyDeviceToHost, s));
-    TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+      TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+    }
     slot.needs_init = false;
-    std::memcpy(&r, slot.host, sizeof(r));
+    std::memcpy(&r, const_cast<const MinMaxScalarResult*>(slot.host), sizeof(r));
   }
   return py::make_tuple(decode_ordered(r.min_ordered), decode_ordered(r.max_ordered), r.nonfinite[0],
                         r.nonfinite[1], r.nonfinite[2]);

@@ -73,7 +73,7 @@ __global__ void minmax_flat_kernel(const T* __restrict__ x, size_t n, uint32_t* 
 // minmax_flat_kernel whose last block hands the result to `out` and resets `state`.
 template <typename T>
 __global__ void minmax_scalar_kernel(const T* __restrict__ x, size_t n, MinMaxScalarState* state,
-                                     MinMaxScalarResult* out) {
+                                     MinMaxScalarResult* out, unsigned int seq) {
   MinMaxFold f;
   detail::for_each_value<T, 8>(x, n, f);
   publish(f, &state->min_ordered, &state->max_ordered, state->nonfinite);
@@ -82,14 +82,16 @@ __global__ void minmax_scalar_kernel(const T* __restrict__ x, size_t n, MinMaxSc
   if (atomicAdd(&state->arrived, 1u) != gridDim.x - 1) return;
   __threadfence();  // every other block's atomics are visible now
   volatile MinMaxScalarState* s = state;
-  out->min_ordered = s->min_ordered;
-  out->max_ordered = s->max_ordered;
-  for (int i = 0; i < 3; ++i) out->nonfinite[i] = s->nonfinite[i];
+  volatile MinMaxScalarResult* o = out;
+  o->min_ordered = s->min_ordered;
+  o->max_ordered = s->max_ordered;
+  for (int i = 0; i < 3; ++i) o->nonfinite[i] = s->nonfinite[i];
   s->min_ordered = detail::kOrderedMinInit;
   s->max_ordered = detail::kOrderedMaxInit;
   for (int i = 0; i < 3; ++i) s->nonfinite[i] = 0;
   s->arrived = 0;
-  __threadfence_system();
+  __threadfence_system();  // the result and the reset before the sequence number
+  o->seq = seq;
 }
 
 __global__ void minmax_scalar_init_kernel(MinMaxScalarState* state) {
@@ -194,12 +196,12 @@ cudaError_t minmax_scalar_init(MinMaxScalarState* state, cudaStream_t stream) {
 }
 
 cudaError_t minmax_scalar(const void* x, DType dtype, size_t n, MinMaxScalarState* state,
-                          MinMaxScalarResult* out, cudaStream_t stream) {
+                          MinMaxScalarResult* out, unsigned int seq, cudaStream_t stream) {
   if (n == 0) return cudaErrorInvalidValue;  // no block would write `out`
   TRTCAL_FLOAT_SWITCH(dtype, T, {
     const int threads = 512;
     const int blocks = detail::streaming_grid(n, threads * 16, 4);
-    minmax_scalar_kernel<T><<<blocks, threads, 0, stream>>>(static_cast<const T*>(x), n, state, out);
+    minmax_scalar_kernel<T><<<blocks, threads, 0, stream>>>(static_cast<const T*>(x), n, state, out, seq);
   });
   return cudaGetLastError();
 }
