@@ -110,7 +110,9 @@ def test_stub_parses_and_names_the_range_search_plan_keywords():
     once = funcs["range_search_once"]
     assert once is not None and len(once) == 25 and once[0] == "device" and once[-1] == "with_curve"
     tree = ast.parse(STUB.read_text(encoding="utf-8"))
-    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "range_search_once")
+    fn = next(
+        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "range_search_once"
+    )
     assert not fn.args.args and len(fn.args.kwonlyargs) == 25  # keyword-only, as bound
 
 

@@ -121,7 +121,8 @@ ScalarSlot& scalar_slot(int device) {
 void scalar_slot_alloc(ScalarSlot& slot) {
   TRTCAL_CHECK_CUDA(cudaMalloc(&slot.state, 2 * sizeof(MinMaxScalarState) + sizeof(MinMaxScalarResult)));
   void* h = nullptr;
-  if (cudaHostAlloc(&h, sizeof(MinMaxScalarResult), cudaHostAllocMapped | cudaHostAllocPortable) == cudaSuccess) {
+  const unsigned int flags = cudaHostAllocMapped | cudaHostAllocPortable;
+  if (cudaHostAlloc(&h, sizeof(MinMaxScalarResult), flags) == cudaSuccess) {
     void* d = nullptr;
     if (cudaHostGetDevicePointer(&d, h, 0) == cudaSuccess) {
       std::memset(h, 0, sizeof(MinMaxScalarResult));
@@ -171,7 +172,8 @@ py::tuple minmax_scalar_once(uintptr_t x, DType t, size_t n, uintptr_t stream, i
       wait_for_result(slot.host, slot.seq, s);
       std::atomic_thread_fence(std::memory_order_acquire);  // the fields after the sequence number
     } else {
-      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(slot.host, slot.out, sizeof(MinMaxScalarResult), cudaMemcpyDeviceToHost, s));
+      TRTCAL_CHECK_CUDA(
+          cudaMemcpyAsync(slot.host, slot.out, sizeof(MinMaxScalarResult), cudaMemcpyDeviceToHost, s));
       TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
     }
     slot.needs_init = false;
@@ -188,7 +190,8 @@ py::tuple minmax_once(uintptr_t x, int dtype, int64_t outer, int64_t channels, i
                       int device) {
   const DType t = as_float_dtype(dtype);
   TRTCAL_CHECK_ARG(channels >= 1, "trtcal: channels must be >= 1");
-  if (channels == 1 && outer == 1 && inner > 0) return minmax_scalar_once(x, t, (size_t)inner, stream, device);
+  if (channels == 1 && outer == 1 && inner > 0)
+    return minmax_scalar_once(x, t, (size_t)inner, stream, device);
   const size_t nf_off = ((size_t)channels * 8 + 7) / 8 * 8;
   const size_t bytes = nf_off + 3 * sizeof(unsigned long long);
   std::vector<uint32_t> ordered(channels == 1 ? 0 : 2 * (size_t)channels);

@@ -53,8 +53,8 @@ struct PlanArrays {
 
 // A request over `a` (sizes checked here; the rest in range_search_build).
 RangeSearchRequest make_request(int method, int levels, bool zero_bin_rule, bool tie_last, int per_bin,
-                                int max_bound, int threads, double tol, double eps, const PlanArrays& a, int group,
-                                int chunk) {
+                                int max_bound, int threads, double tol, double eps, const PlanArrays& a,
+                                int group, int chunk) {
   const py::ssize_t T = a.nbins.size();
   TRTCAL_CHECK_ARG(a.counts_ptrs.size() == T && a.edges_ptrs.size() == T, "trtcal: one pointer per tensor");
   TRTCAL_CHECK_ARG(a.linspace.size() == 3 * T && a.grid.size() == 2 * T && a.targets.size() == 2 * T &&
@@ -135,10 +135,11 @@ class RangeSearchPlan {
                   carray<int32_t> nbins, carray<uint64_t> edges_ptrs, carray<double> linspace,
                   carray<double> grid, carray<double> targets, carray<int32_t> cands, int group, int chunk)
       : device_(device),
-        L_(build_layout(make_request(method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, tol, eps,
-                                     PlanArrays{counts_ptrs, nbins, edges_ptrs, linspace, grid, targets, cands},
-                                     group, chunk),
-                        device)) {
+        L_(build_layout(
+            make_request(method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, tol, eps,
+                         PlanArrays{counts_ptrs, nbins, edges_ptrs, linspace, grid, targets, cands}, group,
+                         chunk),
+            device)) {
     buf_.reset(new DeviceBuffer(L_.total(), device));
     char* base = static_cast<char*>(buf_->data());
     DeviceGuard g(device);
@@ -192,13 +193,14 @@ class RangeSearchPlan {
 // range_search_once): host histograms packed in `host_counts` / `host_edges` at element offsets
 // host_counts_off[t] / host_edges_off[t] (-1: none, then counts_ptrs[t] / edges_ptrs[t] are
 // device pointers). Waits for the stream. Returns what RangeSearchPlan.read does.
-py::tuple range_search_once_py(int device, int method, int levels, bool zero_bin_rule, bool tie_last, int per_bin,
-                            int max_bound, int threads, double tol, double eps, carray<uint64_t> counts_ptrs,
-                            carray<int32_t> nbins, carray<uint64_t> edges_ptrs, carray<double> linspace,
-                            carray<double> grid, carray<double> targets, carray<int32_t> cands, int group,
-                            int chunk, carray<int64_t> host_counts, carray<int64_t> host_counts_off,
-                            carray<double> host_edges, carray<int64_t> host_edges_off, uintptr_t stream,
-                            bool with_curve) {
+py::tuple range_search_once_py(int device, int method, int levels, bool zero_bin_rule, bool tie_last,
+                               int per_bin, int max_bound, int threads, double tol, double eps,
+                               carray<uint64_t> counts_ptrs, carray<int32_t> nbins,
+                               carray<uint64_t> edges_ptrs, carray<double> linspace, carray<double> grid,
+                               carray<double> targets, carray<int32_t> cands, int group, int chunk,
+                               carray<int64_t> host_counts,
+                               carray<int64_t> host_counts_off, carray<double> host_edges,
+                               carray<int64_t> host_edges_off, uintptr_t stream, bool with_curve) {
   RangeSearchRequest r =
       make_request(method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, tol, eps,
                    PlanArrays{counts_ptrs, nbins, edges_ptrs, linspace, grid, targets, cands}, group, chunk);
@@ -300,12 +302,13 @@ void init_range_search_bindings(py::module_& m) {
       .def_property_readonly("shape", &RangeSearchPlan::shape);  // (threads, group, chunk)
   // Keyword-only, like RangeSearchPlan: 25 parameters, several of the same type.
   m.def("range_search_once", &range_search_once_py, py::kw_only(), py::arg("device"), py::arg("method"),
-        py::arg("levels"), py::arg("zero_bin_rule"), py::arg("tie_last"), py::arg("per_bin"), py::arg("max_bound"),
-        py::arg("threads"), py::arg("tol"), py::arg("eps"), py::arg("counts_ptrs"), py::arg("nbins"),
-        py::arg("edges_ptrs"), py::arg("linspace"), py::arg("grid"), py::arg("targets"), py::arg("cands"),
-        py::arg("group"), py::arg("chunk"), py::arg("host_counts"), py::arg("host_counts_off"),
+        py::arg("levels"), py::arg("zero_bin_rule"), py::arg("tie_last"), py::arg("per_bin"),
+        py::arg("max_bound"), py::arg("threads"), py::arg("tol"), py::arg("eps"), py::arg("counts_ptrs"),
+        py::arg("nbins"), py::arg("edges_ptrs"), py::arg("linspace"), py::arg("grid"), py::arg("targets"),
+        py::arg("cands"), py::arg("group"), py::arg("chunk"), py::arg("host_counts"), py::arg("host_counts_off"),
         py::arg("host_edges"), py::arg("host_edges_off"), py::arg("stream"), py::arg("with_curve"),
-        "One range search in the cached workspace (no allocation); waits. Returns what RangeSearchPlan.read does");
+        "One range search in the cached workspace (no allocation); waits. "
+        "Returns what RangeSearchPlan.read does");
   m.def("range_search_max_bins", &range_search_max_bins, py::arg("method"));
 
   // Radix-select passes (python/trtcal/percentile.py drives them). `x` is a float array

@@ -141,7 +141,8 @@ struct RangeSearchRequest {
 // Checks `r` and builds its layout (descriptors, then range_search_layout and the method's bin
 // limit). Returns an empty string, or what is wrong in words (bad arguments: the binding raises
 // it as ValueError). A CUDA error of the shape choice is returned in *err (string empty).
-std::string range_search_build(const RangeSearchRequest& r, int device, RangeSearchLayout* L, cudaError_t* err);
+std::string range_search_build(const RangeSearchRequest& r, int device, RangeSearchLayout* L,
+                               cudaError_t* err);
 
 // Scratch of one range_search_once: `device` bytes of device memory, `pinned` bytes of pinned
 // host memory; the packed host histograms go to the device at byte offsets hc_off / he_off.

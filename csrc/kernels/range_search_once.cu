@@ -9,7 +9,8 @@
 
 namespace trtcal {
 
-std::string range_search_build(const RangeSearchRequest& r, int device, RangeSearchLayout* L, cudaError_t* err) {
+std::string range_search_build(const RangeSearchRequest& r, int device, RangeSearchLayout* L,
+                               cudaError_t* err) {
   *err = cudaSuccess;
   const int32_t T = r.ntensors;
   if (T < 0) return "trtcal: one pointer per tensor";
@@ -19,15 +20,17 @@ std::string range_search_build(const RangeSearchRequest& r, int device, RangeSea
     return "trtcal: unknown range-search method " + std::to_string(r.method);
   if (r.threads < 32 || r.threads > 1024 || r.threads % 32 != 0)
     return "trtcal: threads must be a multiple of 32 in [32, 1024]";
-  if (r.levels < 1 || r.max_bound < 1 || r.per_bin < 1) return "trtcal: levels, max_bound, per_bin must be >= 1";
-  if (r.levels > (1 << 24)) return "trtcal: levels must be <= 2^24 on the GPU, got " + std::to_string(r.levels);
+  if (r.levels < 1 || r.max_bound < 1 || r.per_bin < 1)
+    return "trtcal: levels, max_bound, per_bin must be >= 1";
+  if (r.levels > (1 << 24))
+    return "trtcal: levels must be <= 2^24 on the GPU, got " + std::to_string(r.levels);
   if (!(r.group == 0 || (r.group >= 1 && r.group <= 32 && (r.group & (r.group - 1)) == 0)))
     return "trtcal: group must be 0 (auto) or a power of two in [1, 32], got " + std::to_string(r.group);
   if (r.chunk < 0 || r.chunk > kRangeMaxChunk)
     return "trtcal: chunk must be 0 (auto) or in [1, " + std::to_string(kRangeMaxChunk) + "], got " +
            std::to_string(r.chunk);
-  L->p = RangeParams{r.method, r.levels, r.zero_bin_rule, r.tie_last, r.per_bin, r.max_bound, r.threads, 1, 1, 0,
-                     r.tol, r.eps};
+  L->p = RangeParams{r.method,    r.levels,  r.zero_bin_rule, r.tie_last, r.per_bin, r.max_bound,
+                     r.threads,   1,         1,               0,          r.tol,     r.eps};
   L->ntensors = T;
   L->desc.assign(T, RangeTensor{});
   for (int32_t t = 0; t < T; ++t) {
@@ -77,8 +80,9 @@ RangeSearchOnceScratch range_search_once_scratch(const RangeSearchLayout& L, con
 }
 
 cudaError_t range_search_launch(const RangeSearchLayout& L, char* base, cudaStream_t stream) {
-  return range_search(reinterpret_cast<RangeTensor*>(base), L.ntensors, reinterpret_cast<int32_t*>(base + L.map_off()),
-                      L.nblocks, L.p, reinterpret_cast<double*>(base + L.curve_off()),
+  return range_search(reinterpret_cast<RangeTensor*>(base), L.ntensors,
+                      reinterpret_cast<int32_t*>(base + L.map_off()), L.nblocks, L.p,
+                      reinterpret_cast<double*>(base + L.curve_off()),
                       reinterpret_cast<RangeChoice*>(base + L.out_off()),
                       reinterpret_cast<unsigned int*>(base + L.cnt_off()), stream);
 }
@@ -87,8 +91,9 @@ std::string range_search_describe(const RangeSearchLayout& L) {
   const RangeParams& p = L.p;
   return "method " + std::to_string(p.method) + ", tensors " + std::to_string(L.ntensors) + ", blocks " +
          std::to_string(L.nblocks) + ", threads " + std::to_string(p.threads) + ", group " +
-         std::to_string(p.group) + ", chunk " + std::to_string(p.chunk) + ", levels " + std::to_string(p.levels) +
-         ", max_bins " + std::to_string(p.max_bins) + ", shared bytes " + std::to_string(range_search_smem(p));
+         std::to_string(p.group) + ", chunk " + std::to_string(p.chunk) + ", levels " +
+         std::to_string(p.levels) + ", max_bins " + std::to_string(p.max_bins) + ", shared bytes " +
+         std::to_string(range_search_smem(p));
 }
 
 cudaError_t range_search_once(RangeSearchLayout* L, const RangeSearchRequest& r, void* dev, void* host,
@@ -125,7 +130,8 @@ cudaError_t range_search_once(RangeSearchLayout* L, const RangeSearchRequest& r,
   const size_t down_curve = r.with_curve ? sizeof(double) * (size_t)L->curve_len : 0;
   TRTCAL_TRY(cudaMemcpyAsync(h, base + L->out_off(), down_out, cudaMemcpyDeviceToHost, stream));
   if (down_curve)
-    TRTCAL_TRY(cudaMemcpyAsync(h + curve_at, base + L->curve_off(), down_curve, cudaMemcpyDeviceToHost, stream));
+    TRTCAL_TRY(
+        cudaMemcpyAsync(h + curve_at, base + L->curve_off(), down_curve, cudaMemcpyDeviceToHost, stream));
   TRTCAL_TRY(cudaStreamSynchronize(stream));
   std::memcpy(out, h, down_out);
   if (down_curve) std::memcpy(curve, h + curve_at, down_curve);

@@ -206,7 +206,8 @@ int32_t SiluPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc 
         silu_int8_table(s.in, s.out, table_);
         table_scales_ = s;
       }
-      TRTCAL_PLUGIN_TRY(silu_int8(static_cast<int8_t const*>(x), static_cast<int8_t*>(y), (size_t)n, table_, stream));
+      TRTCAL_PLUGIN_TRY(
+          silu_int8(static_cast<int8_t const*>(x), static_cast<int8_t*>(y), (size_t)n, table_, stream));
     } break;
     case DataType::kFP8: {
       if (!fields_.valid())

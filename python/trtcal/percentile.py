@@ -1,16 +1,16 @@
 """Exact percentile of one array of any size: :func:`percentile`.
 
 Device arrays use a radix select on order-preserving 32-bit keys (csrc/kernels/select.cu).
-Arrays of 2^16 values or more are read ONCE: a sample of up to 2^19 keys (up to 2^16 runs of 8 at
-hashed offsets, at most a quarter of the array) gives, on the device, a key interval that holds the wanted ranks with near
-certainty (a 6-sigma margin on the sample ranks); one pass counts the keys below the interval
-and compacts the keys inside it; the host then checks that the wanted ranks did fall inside
-and resolves them on that small buffer. When they did not (adversarial data, many NaNs, a
-buffer overflow), or for small arrays, the two-pass select runs: one histogram pass of the
-top 12 key bits, one pass that compacts the keys of the chosen bucket(s). Either way the
-result is the exact order statistic(s), interpolated exactly as ``numpy.percentile`` does in
-float64. Host arrays use ``numpy.percentile`` in float64. ``torch.quantile`` refuses inputs
-above 2^24 elements; this has no size limit.
+Arrays of 2^16 values or more are read ONCE: a sample of up to 2^19 keys (up to 2^16 runs of 8
+at hashed offsets, at most a quarter of the array) gives, on the device, a key interval that
+holds the wanted ranks with near certainty (a 6-sigma margin on the sample ranks); one pass
+counts the keys below the interval and compacts the keys inside it; the host then checks that
+the wanted ranks did fall inside and resolves them on that small buffer. When they did not
+(adversarial data, many NaNs, a buffer overflow), or for small arrays, the two-pass select runs:
+one histogram pass of the top 12 key bits, one pass that compacts the keys of the chosen
+bucket(s). Either way the result is the exact order statistic(s), interpolated exactly as
+``numpy.percentile`` does in float64. Host arrays use ``numpy.percentile`` in float64.
+``torch.quantile`` refuses inputs above 2^24 elements; this has no size limit.
 """
 
 from __future__ import annotations
@@ -145,7 +145,8 @@ class _Selector:
         # the thread's cached compaction buffer (grown and kept): no allocation per call
         keys_ptr = ext.select_key_buffer(m, self.dev)
         got = ext.select_compact(self.view.ptr, self.view.dtype_code, 0, self.view.size, self.abs,
-                                 lo_b << _TOP_SHIFT, ((hi_b + 1) << _TOP_SHIFT) - 1, keys_ptr, self.stream, self.dev)
+                                 lo_b << _TOP_SHIFT, ((hi_b + 1) << _TOP_SHIFT) - 1, keys_ptr,
+                                 self.stream, self.dev)
         if got != m:
             raise RuntimeError(f"trtcal: select compaction found {got} keys, expected {m}")
         base = int(self.cum[lo_b])
@@ -222,8 +223,8 @@ def _bracketed(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinit
         wanted = sorted({r for _, ranks, _ in group for r in ranks})
         t_lo, t_hi = wanted[0] / size, min(1.0, (wanted[-1] + 1) / size)
         below, equal, inside, nan, lo, _hi, keys_ptr, found = ext.select_bracket(
-            view.ptr, view.dtype_code, size, use_abs, runs, t_lo, t_hi, _SAMPLE_SIGMAS, capacity, wanted,
-            view.stream, view.device)
+            view.ptr, view.dtype_code, size, use_abs, runs, t_lo, t_hi, _SAMPLE_SIGMAS, capacity,
+            wanted, view.stream, view.device)
         _path_counts["bracketed"] += 1
         _check_nan(nan, nonfinite, name)
         n = size - nan
