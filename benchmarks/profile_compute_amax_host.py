@@ -40,8 +40,7 @@ class _Ext:
             "amax": np.array([s["amax"] for s in ss], np.float32),
         }
 
-    def range_search_once(self, device, method, *args):
-        nbins, cands, with_curve = args[9], args[14], args[-1]
+    def range_search_once(self, *, method, nbins, cands, with_curve, **_kw):
         T = nbins.size
         idx = (nbins - 1) if method == 3 else (cands[2::3] - 1)
         curve = np.zeros(int(cands[2::3].sum())) if with_curve else None

@@ -108,6 +108,20 @@ def test_stub_parses_and_names_the_range_search_plan_keywords():
     assert init is not None and len(init) == 19 and init[0] == "device"
     assert {"DType", "RangeMethod", "NonFinite", "DeviceBuffer", "HistogramState"} <= set(classes)
     assert "range_search_once" in funcs
+    once = funcs["range_search_once"]
+    assert once is not None and len(once) == 25 and once[0] == "device" and once[-1] == "with_curve"
+    tree = ast.parse(STUB.read_text(encoding="utf-8"))
+    fn = next(
+        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "range_search_once"
+    )
+    assert not fn.args.args and len(fn.args.kwonlyargs) == 25  # keyword-only, as bound
+
+
+@pytest.mark.gpu
+def test_range_search_once_is_keyword_only():
+    ext = _extension()
+    with pytest.raises(TypeError):
+        ext.range_search_once(0, 0)  # positional arguments are refused
 
 
 @pytest.mark.gpu

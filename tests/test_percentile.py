@@ -76,6 +76,29 @@ def test_gpu_beyond_torch_quantile_limit(rng):
     assert trtcal.percentile(d, 99.99) == np.percentile(np.abs(x), 99.99)
 
 
+@pytest.mark.gpu
+def test_gpu_two_pass_and_bracket_agree_at_2_20(rng, monkeypatch):
+    """2^20 values take the bracketed pass (a sample of n/4 keys); the two-pass select, forced,
+    compacts into the thread's cached buffer: both equal numpy.percentile."""
+    cp = pytest.importorskip("cupy")
+    import sys
+
+    mod = sys.modules["trtcal.percentile"]
+    n = (1 << 20) + int(rng.integers(1, 999))
+    x = rng.standard_t(3, n).astype(np.float32)
+    d = cp.asarray(x)
+    qs = [0.0, 50.0, 99.9, 99.99, 100.0, float(rng.uniform(0, 100))]
+    want = np.percentile(np.abs(x.astype(np.float64)), qs)
+    before = dict(mod._path_counts)
+    assert np.array_equal(trtcal.percentile(d, qs), want)
+    assert mod._path_counts["bracketed"] > before["bracketed"]
+    assert mod._path_counts["two_pass"] == before["two_pass"]
+    monkeypatch.setattr(mod, "_BRACKET_MIN_N", 1 << 40)
+    for _ in range(2):  # the second call reuses the buffer
+        assert np.array_equal(trtcal.percentile(d, qs), want)
+    assert mod._path_counts["two_pass"] == before["two_pass"] + 2
+
+
 # The bracketed one-pass select (arrays >= 2^22 values): a sample brackets the wanted ranks,
 # one pass counts below and compacts inside, the host checks and falls back when they missed.
 _ALL_Q = [0.0, 0.5, 50.0, 99.0, 99.9, 99.99, 99.999, 100.0]

@@ -46,13 +46,10 @@ class KernelModel:
         self.mem[out] = k[(k >= lo) & (k <= hi)]
         return int(self.mem[out].size)
 
-    def DeviceBuffer(self, nbytes, dev):  # noqa: N802 - the extension's spelling
-        class Buf:
-            pass
-
-        b = Buf()
-        b.ptr = self.put(np.zeros(0, np.uint64))
-        return b
+    def select_key_buffer(self, count, dev):
+        """The thread's cached compaction buffer (select_compact fills it)."""
+        self.key_buffers = getattr(self, "key_buffers", 0) + 1
+        return self.put(np.zeros(0, np.uint64))
 
     def select_bracket(self, x, dtype, n, use_abs, runs, t_lo, t_hi, sigmas, capacity, ranks, stream, dev):
         k = keys_of(self.mem[x], use_abs)

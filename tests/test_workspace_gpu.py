@@ -77,3 +77,43 @@ def test_repeated_calls_take_no_more_memory(rng):
         trtcal.histogram(d)
     cp.cuda.runtime.deviceSynchronize()
     assert cp.cuda.runtime.memGetInfo()[0] == free0
+
+
+def test_whole_tensor_result_state_resets_between_calls(rng):
+    """The whole-tensor one-shot's kernel resets its own state: non-finite counts and extremes of
+    one call never leak into the next (float32, float16; different sizes and streams)."""
+    cp = _cp()
+    for dtype in (np.float32, np.float16):
+        x = (rng.standard_t(3, 300_001) * 5).astype(dtype)
+        bad = x.copy()
+        bad[[3, 77, 1000]] = [np.nan, np.inf, -np.inf]
+        bad[5] = 6e4 if dtype == np.float16 else 1e30  # a larger finite extreme
+        with pytest.raises(ValueError, match="1 NaN, 1 \\+Inf, 1 -Inf"):
+            trtcal.amax(cp.asarray(bad))
+        finite = bad[np.isfinite(bad)]
+        assert trtcal.amax(cp.asarray(bad), nonfinite="ignore") == float(np.abs(finite).max())
+        with cp.cuda.Stream(non_blocking=True):
+            assert trtcal.amax(cp.asarray(x)) == float(np.abs(x).max())  # no NaN counted, no 1e30
+        small = x[:9]
+        assert trtcal.minmax(cp.asarray(small)) == (float(small.min()), float(small.max()))
+
+
+def test_repeated_percentiles_take_no_more_memory(rng, monkeypatch):
+    import sys
+
+    cp = _cp()
+    mod = sys.modules["trtcal.percentile"]
+    x = rng.standard_normal((1 << 20) + 3).astype(np.float32)
+    d = cp.asarray(x)
+    want = np.percentile(np.abs(x.astype(np.float64)), 99.99)
+    for two_pass in (False, True):
+        if two_pass:
+            monkeypatch.setattr(mod, "_BRACKET_MIN_N", 1 << 40)
+        for _ in range(2):
+            assert trtcal.percentile(d, 99.99) == want
+        cp.cuda.runtime.deviceSynchronize()
+        free0 = cp.cuda.runtime.memGetInfo()[0]
+        for _ in range(20):
+            assert trtcal.percentile(d, 99.99) == want
+        cp.cuda.runtime.deviceSynchronize()
+        assert cp.cuda.runtime.memGetInfo()[0] == free0, two_pass

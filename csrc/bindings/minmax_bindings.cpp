@@ -1,6 +1,7 @@
 // Min/max per tensor and per channel: a one-shot call and a streaming state.
 #include <pybind11/numpy.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -89,18 +90,23 @@ double decode_ordered(uint32_t o) {
   return (o == 0xffffffffu || o == 0u) ? std::nan("") : (double)ordered_to_float_host(o);
 }
 
-// The whole-tensor one-shot (trtcal.amax / minmax): its own 32 device bytes per device,
-// [min, max, pad, NaN, +Inf, -Inf], kept reset for the next call. The reset is queued after
-// the copy back and the call waits only for the copy (an event), so the reset kernel runs
-// while the host wakes up, off the call's critical path; the next call on another stream waits
-// for it through `ready`. Guarded by its own lock; never freed (tiny).
+// The whole-tensor one-shot (trtcal.amax / minmax): per device, the kernel's running state
+// (device memory, kept reset by the kernel itself) and a result in mapped pinned host memory
+// that the kernel's last block writes, sequence number last (kernels/minmax.h, minmax_scalar).
+// A call is one launch, then the host watches the sequence number (asking the stream now and
+// then, so a failed kernel is reported and a missing write never hangs): no reset launch, no
+// copy, no allocation after the first call, and no wait for the kernel's retirement after its
+// result is there. Without mapped host memory the result goes to device memory and one copy
+// brings it back after a stream wait. Guarded by its own lock, held until the result is in
+// (calls never overlap); never freed (tiny).
 struct ScalarSlot {
   std::mutex mutex;
-  void* dev = nullptr;
-  void* host = nullptr;
-  cudaEvent_t done{}, ready{};
-  cudaStream_t ready_stream{};
-  bool needs_reset = true;
+  MinMaxScalarState* state = nullptr;
+  MinMaxScalarResult* host = nullptr;  // pinned; mapped when `mapped`
+  MinMaxScalarResult* out = nullptr;   // where the kernel writes: host's device pointer, or device memory
+  bool mapped = false;
+  bool needs_init = true;  // a call that did not finish may have left the state mid-way
+  unsigned int seq = 0;    // of the last call
 };
 
 ScalarSlot& scalar_slot(int device) {
@@ -112,44 +118,69 @@ ScalarSlot& scalar_slot(int device) {
   return *(*slots)[device];
 }
 
+void scalar_slot_alloc(ScalarSlot& slot) {
+  TRTCAL_CHECK_CUDA(cudaMalloc(&slot.state, 2 * sizeof(MinMaxScalarState) + sizeof(MinMaxScalarResult)));
+  void* h = nullptr;
+  const unsigned int flags = cudaHostAllocMapped | cudaHostAllocPortable;
+  if (cudaHostAlloc(&h, sizeof(MinMaxScalarResult), flags) == cudaSuccess) {
+    void* d = nullptr;
+    if (cudaHostGetDevicePointer(&d, h, 0) == cudaSuccess) {
+      std::memset(h, 0, sizeof(MinMaxScalarResult));
+      slot.host = static_cast<MinMaxScalarResult*>(h);
+      slot.out = static_cast<MinMaxScalarResult*>(d);
+      slot.mapped = true;
+      return;
+    }
+    cudaFreeHost(h);
+  }
+  (void)cudaGetLastError();  // no mapped memory here: a device result and one copy
+  TRTCAL_CHECK_CUDA(cudaMallocHost(&h, sizeof(MinMaxScalarResult)));
+  slot.host = static_cast<MinMaxScalarResult*>(h);
+  slot.out = reinterpret_cast<MinMaxScalarResult*>(slot.state + 2);
+}
+
+// Waits until the kernel has written sequence number `seq` into the mapped result: spins on it,
+// asking the stream every few hundred reads (an error is raised; a finished stream without the
+// write is a bug, raised too).
+void wait_for_result(const MinMaxScalarResult* host, unsigned int seq, cudaStream_t s) {
+  const volatile unsigned int* flag = &host->seq;
+  for (;;) {
+    for (int i = 0; i < 256; ++i)
+      if (*flag == seq) return;
+    const cudaError_t q = cudaStreamQuery(s);
+    if (q == cudaErrorNotReady) continue;
+    TRTCAL_CHECK_CUDA(q);
+    if (*flag == seq) return;
+    throw std::runtime_error("trtcal: min/max kernel finished without writing its result");
+  }
+}
+
 py::tuple minmax_scalar_once(uintptr_t x, DType t, size_t n, uintptr_t stream, int device) {
-  uint32_t lo = 0, hi = 0;
-  unsigned long long nf[3] = {0, 0, 0};
+  MinMaxScalarResult r{};
   {
     py::gil_scoped_release nogil;
     DeviceGuard g(device);
     ScalarSlot& slot = scalar_slot(device);
     std::lock_guard<std::mutex> lock(slot.mutex);
-    if (!slot.dev) {
-      TRTCAL_CHECK_CUDA(cudaMalloc(&slot.dev, 32));
-      TRTCAL_CHECK_CUDA(cudaMallocHost(&slot.host, 32));
-      TRTCAL_CHECK_CUDA(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
-      TRTCAL_CHECK_CUDA(cudaEventCreateWithFlags(&slot.ready, cudaEventDisableTiming));
-    }
-    auto* mins = static_cast<uint32_t*>(slot.dev);
-    auto* nfd = reinterpret_cast<unsigned long long*>(static_cast<char*>(slot.dev) + 8);
+    if (!slot.state) scalar_slot_alloc(slot);
     cudaStream_t s = as_stream(stream);
-    const bool reset_now = slot.needs_reset;
-    slot.needs_reset = true;  // until this call has queued the next reset
-    if (reset_now) {
-      TRTCAL_CHECK_CUDA(minmax_reset(mins, mins + 1, 1, nfd, s));
-    } else if (slot.ready_stream != s) {
-      TRTCAL_CHECK_CUDA(cudaStreamWaitEvent(s, slot.ready, 0));
+    if (slot.needs_init) TRTCAL_CHECK_CUDA(minmax_scalar_init(slot.state, s));
+    slot.needs_init = true;  // until this call has finished
+    if (++slot.seq == 0) slot.seq = 1;  // 0: the result's initial value
+    TRTCAL_CHECK_CUDA(minmax_scalar(as_ptr<const void>(x), t, n, slot.state, slot.out, slot.seq, s));
+    if (slot.mapped) {
+      wait_for_result(slot.host, slot.seq, s);
+      std::atomic_thread_fence(std::memory_order_acquire);  // the fields after the sequence number
+    } else {
+      TRTCAL_CHECK_CUDA(
+          cudaMemcpyAsync(slot.host, slot.out, sizeof(MinMaxScalarResult), cudaMemcpyDeviceToHost, s));
+      TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
     }
-    TRTCAL_CHECK_CUDA(minmax_accumulate(as_ptr<const void>(x), t, 1, 1, (int64_t)n, mins, mins + 1, nfd, s));
-    TRTCAL_CHECK_CUDA(cudaMemcpyAsync(slot.host, slot.dev, 32, cudaMemcpyDeviceToHost, s));
-    TRTCAL_CHECK_CUDA(cudaEventRecord(slot.done, s));
-    TRTCAL_CHECK_CUDA(minmax_reset(mins, mins + 1, 1, nfd, s));  // for the next call
-    TRTCAL_CHECK_CUDA(cudaEventRecord(slot.ready, s));
-    slot.ready_stream = s;
-    slot.needs_reset = false;
-    TRTCAL_CHECK_CUDA(cudaEventSynchronize(slot.done));
-    const auto* h = static_cast<const uint32_t*>(slot.host);
-    lo = h[0];
-    hi = h[1];
-    std::memcpy(nf, static_cast<const char*>(slot.host) + 8, sizeof(nf));
+    slot.needs_init = false;
+    std::memcpy(&r, const_cast<const MinMaxScalarResult*>(slot.host), sizeof(r));
   }
-  return py::make_tuple(decode_ordered(lo), decode_ordered(hi), nf[0], nf[1], nf[2]);
+  return py::make_tuple(decode_ordered(r.min_ordered), decode_ordered(r.max_ordered), r.nonfinite[0],
+                        r.nonfinite[1], r.nonfinite[2]);
 }
 
 // One-shot min/max in the device's cached workspace: reset, one pass, one copy back; waits.
@@ -159,7 +190,8 @@ py::tuple minmax_once(uintptr_t x, int dtype, int64_t outer, int64_t channels, i
                       int device) {
   const DType t = as_float_dtype(dtype);
   TRTCAL_CHECK_ARG(channels >= 1, "trtcal: channels must be >= 1");
-  if (channels == 1 && outer == 1) return minmax_scalar_once(x, t, (size_t)inner, stream, device);
+  if (channels == 1 && outer == 1 && inner > 0)
+    return minmax_scalar_once(x, t, (size_t)inner, stream, device);
   const size_t nf_off = ((size_t)channels * 8 + 7) / 8 * 8;
   const size_t bytes = nf_off + 3 * sizeof(unsigned long long);
   std::vector<uint32_t> ordered(channels == 1 ? 0 : 2 * (size_t)channels);

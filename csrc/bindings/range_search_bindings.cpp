@@ -42,83 +42,65 @@ class PrivateStream {
 // The launch of one method over many tensors, as built on the host (kernels/range_search.h).
 using PlanLayout = RangeSearchLayout;
 
-PlanLayout build_layout(int device, int method, int levels, bool zero_bin_rule, bool tie_last, int per_bin,
-                        int max_bound, int threads, double tol, double eps, const carray<uint64_t>& counts_ptrs,
-                        const carray<int32_t>& nbins, const carray<uint64_t>& edges_ptrs,
-                        const carray<double>& linspace, const carray<double>& grid, const carray<double>& targets,
-                        const carray<int32_t>& cands, int group, int chunk,
-                        const int64_t* host_counts_off = nullptr) {
-  const py::ssize_t T = nbins.size();
-  TRTCAL_CHECK_ARG(counts_ptrs.size() == T && edges_ptrs.size() == T, "trtcal: one pointer per tensor");
-  TRTCAL_CHECK_ARG(linspace.size() == 3 * T && grid.size() == 2 * T && targets.size() == 2 * T &&
-                       cands.size() == 3 * T,
+// The descriptor arrays as Python passes them (python/trtcal/range_search.py: _plan_arrays).
+struct PlanArrays {
+  carray<uint64_t> counts_ptrs;
+  carray<int32_t> nbins;
+  carray<uint64_t> edges_ptrs;
+  carray<double> linspace, grid, targets;
+  carray<int32_t> cands;
+};
+
+// A request over `a` (sizes checked here; the rest in range_search_build).
+RangeSearchRequest make_request(int method, int levels, bool zero_bin_rule, bool tie_last, int per_bin,
+                                int max_bound, int threads, double tol, double eps, const PlanArrays& a,
+                                int group, int chunk) {
+  const py::ssize_t T = a.nbins.size();
+  TRTCAL_CHECK_ARG(a.counts_ptrs.size() == T && a.edges_ptrs.size() == T, "trtcal: one pointer per tensor");
+  TRTCAL_CHECK_ARG(a.linspace.size() == 3 * T && a.grid.size() == 2 * T && a.targets.size() == 2 * T &&
+                       a.cands.size() == 3 * T,
                    "trtcal: range-search descriptor arrays have the wrong sizes");
-  TRTCAL_CHECK_ARG(method >= kRangeEntropyProportional && method <= kRangePercentile,
-                   "trtcal: unknown range-search method " + std::to_string(method));
-  TRTCAL_CHECK_ARG(threads >= 32 && threads <= 1024 && threads % 32 == 0,
-                   "trtcal: threads must be a multiple of 32 in [32, 1024]");
-  TRTCAL_CHECK_ARG(levels >= 1 && max_bound >= 1 && per_bin >= 1, "trtcal: levels, max_bound, per_bin must be >= 1");
-  TRTCAL_CHECK_ARG(levels <= (1 << 24), "trtcal: levels must be <= 2^24 on the GPU, got " + std::to_string(levels));
-  TRTCAL_CHECK_ARG(group == 0 || (group >= 1 && group <= 32 && (group & (group - 1)) == 0),
-                   "trtcal: group must be 0 (auto) or a power of two in [1, 32], got " + std::to_string(group));
-  TRTCAL_CHECK_ARG(chunk >= 0 && chunk <= kRangeMaxChunk,
-                   "trtcal: chunk must be 0 (auto) or in [1, " + std::to_string(kRangeMaxChunk) + "], got " +
-                       std::to_string(chunk));
+  RangeSearchRequest r;
+  r.method = method;
+  r.levels = levels;
+  r.zero_bin_rule = zero_bin_rule;
+  r.tie_last = tie_last;
+  r.per_bin = per_bin;
+  r.max_bound = max_bound;
+  r.threads = threads;
+  r.tol = tol;
+  r.eps = eps;
+  r.group = group;
+  r.chunk = chunk;
+  r.ntensors = (int32_t)T;
+  r.counts_ptrs = a.counts_ptrs.data();
+  r.nbins = a.nbins.data();
+  r.edges_ptrs = a.edges_ptrs.data();
+  r.linspace = a.linspace.data();
+  r.grid = a.grid.data();
+  r.targets = a.targets.data();
+  r.cands = a.cands.data();
+  return r;
+}
+
+PlanLayout build_layout(const RangeSearchRequest& r, int device) {
   PlanLayout L;
-  L.p = RangeParams{method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, 1, 1, 0, tol, eps};
-  L.ntensors = (int32_t)T;
-  const uint64_t* cp = counts_ptrs.data();
-  const uint64_t* ep = edges_ptrs.data();
-  const int32_t* nb = nbins.data();
-  const double* lin = linspace.data();
-  const double* gr = grid.data();
-  const double* tg = targets.data();
-  const int32_t* cd = cands.data();
-  L.desc.resize(T);
-  for (py::ssize_t t = 0; t < T; ++t) {
-    RangeTensor& d = L.desc[t];
-    d.counts = reinterpret_cast<const long long*>(cp[t]);
-    d.edges = reinterpret_cast<const double*>(ep[t]);
-    d.lo = lin[3 * t];
-    d.step = lin[3 * t + 1];
-    d.hi = lin[3 * t + 2];
-    d.a0 = gr[2 * t];
-    d.h = gr[2 * t + 1];
-    d.target0 = tg[2 * t];
-    d.target1 = tg[2 * t + 1];
-    d.nbins = nb[t];
-    d.first = cd[3 * t];
-    d.stride = cd[3 * t + 1];
-    d.ncand = cd[3 * t + 2];
-    TRTCAL_CHECK_ARG(d.nbins >= 1 && (d.counts || (host_counts_off && host_counts_off[t] >= 0)),
-                     "trtcal: every tensor needs counts and >= 1 bin");
-    TRTCAL_CHECK_ARG(method == kRangePercentile || (d.ncand >= 1 && d.stride >= 1 && d.first >= 0),
-                     "trtcal: every tensor needs >= 1 candidate");
-  }
-  TRTCAL_CHECK_CUDA(range_search_layout(&L, device, group, chunk));  // shape, blocks, curve offsets
-  const int32_t limit = range_search_max_bins(method);
-  TRTCAL_CHECK_ARG(!limit || L.p.max_bins <= limit,
-                   "trtcal: this range-search method takes at most " + std::to_string(limit) +
-                       " bins per histogram on the GPU, got " + std::to_string(L.p.max_bins));
+  cudaError_t err = cudaSuccess;
+  const std::string problem = range_search_build(r, device, &L, &err);
+  TRTCAL_CHECK_ARG(problem.empty(), problem);
+  TRTCAL_CHECK_CUDA(err);
   return L;
 }
 
+[[noreturn]] void throw_search_failed(const PlanLayout& L, cudaError_t err, const char* what) {
+  if (err == cudaErrorMemoryAllocation) throw_cuda(err, what, __FILE__, __LINE__);
+  throw std::runtime_error(std::string("trtcal: range search ") + what + " failed: " + cudaGetErrorName(err) +
+                           " (" + cudaGetErrorString(err) + "); " + range_search_describe(L));
+}
+
 void launch_layout(const PlanLayout& L, char* base, cudaStream_t stream) {
-  const cudaError_t err = range_search(reinterpret_cast<RangeTensor*>(base), L.ntensors,
-                                       reinterpret_cast<int32_t*>(base + L.map_off()), L.nblocks, L.p,
-                                       reinterpret_cast<double*>(base + L.curve_off()),
-                                       reinterpret_cast<RangeChoice*>(base + L.out_off()),
-                                       reinterpret_cast<unsigned int*>(base + L.cnt_off()), stream);
-  if (err != cudaSuccess) {
-    const RangeParams& p = L.p;
-    throw std::runtime_error(
-        std::string("trtcal: range search launch failed: ") + cudaGetErrorName(err) + " (" +
-        cudaGetErrorString(err) + "); method " + std::to_string(p.method) + ", tensors " +
-        std::to_string(L.ntensors) + ", blocks " + std::to_string(L.nblocks) + ", threads " +
-        std::to_string(p.threads) + ", group " + std::to_string(p.group) + ", chunk " +
-        std::to_string(p.chunk) + ", levels " + std::to_string(p.levels) + ", max_bins " +
-        std::to_string(p.max_bins) + ", shared bytes " + std::to_string(range_search_smem(p)));
-  }
+  const cudaError_t err = range_search_launch(L, base, stream);
+  if (err != cudaSuccess) throw_search_failed(L, err, "launch");
 }
 
 // (index int32[T], index2 int32[T], value float64[T], curve float64[...] or None) from the
@@ -153,8 +135,11 @@ class RangeSearchPlan {
                   carray<int32_t> nbins, carray<uint64_t> edges_ptrs, carray<double> linspace,
                   carray<double> grid, carray<double> targets, carray<int32_t> cands, int group, int chunk)
       : device_(device),
-        L_(build_layout(device, method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, tol, eps,
-                        counts_ptrs, nbins, edges_ptrs, linspace, grid, targets, cands, group, chunk)) {
+        L_(build_layout(
+            make_request(method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, tol, eps,
+                         PlanArrays{counts_ptrs, nbins, edges_ptrs, linspace, grid, targets, cands}, group,
+                         chunk),
+            device)) {
     buf_.reset(new DeviceBuffer(L_.total(), device));
     char* base = static_cast<char*>(buf_->data());
     DeviceGuard g(device);
@@ -204,78 +189,43 @@ class RangeSearchPlan {
   std::unique_ptr<DeviceBuffer> buf_;
 };
 
-// One search, start to end, in the device's cached workspace: descriptors (and the host
-// histograms, packed: `host_counts` int64 and `host_edges` float64, tensor t's at element
-// offset host_counts_off[t] / host_edges_off[t], -1 for none: then counts_ptrs[t] /
-// edges_ptrs[t] are device pointers) go through pinned memory in one asynchronous upload on
-// `stream`, then the launch and one copy back; waits for the stream. No allocation (once the
-// workspace has grown), no wait on the legacy stream. Returns what RangeSearchPlan.read does.
-py::tuple range_search_once(int device, int method, int levels, bool zero_bin_rule, bool tie_last, int per_bin,
-                            int max_bound, int threads, double tol, double eps, carray<uint64_t> counts_ptrs,
-                            carray<int32_t> nbins, carray<uint64_t> edges_ptrs, carray<double> linspace,
-                            carray<double> grid, carray<double> targets, carray<int32_t> cands, int group,
-                            int chunk, carray<int64_t> host_counts, carray<int64_t> host_counts_off,
-                            carray<double> host_edges, carray<int64_t> host_edges_off, uintptr_t stream,
-                            bool with_curve) {
-  const py::ssize_t T = nbins.size();
-  TRTCAL_CHECK_ARG(host_counts_off.size() == T && host_edges_off.size() == T,
+// One search, start to end, in the device's cached workspace (kernels/range_search.h,
+// range_search_once): host histograms packed in `host_counts` / `host_edges` at element offsets
+// host_counts_off[t] / host_edges_off[t] (-1: none, then counts_ptrs[t] / edges_ptrs[t] are
+// device pointers). Waits for the stream. Returns what RangeSearchPlan.read does.
+py::tuple range_search_once_py(int device, int method, int levels, bool zero_bin_rule, bool tie_last,
+                               int per_bin, int max_bound, int threads, double tol, double eps,
+                               carray<uint64_t> counts_ptrs, carray<int32_t> nbins,
+                               carray<uint64_t> edges_ptrs, carray<double> linspace, carray<double> grid,
+                               carray<double> targets, carray<int32_t> cands, int group, int chunk,
+                               carray<int64_t> host_counts,
+                               carray<int64_t> host_counts_off, carray<double> host_edges,
+                               carray<int64_t> host_edges_off, uintptr_t stream, bool with_curve) {
+  RangeSearchRequest r =
+      make_request(method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, tol, eps,
+                   PlanArrays{counts_ptrs, nbins, edges_ptrs, linspace, grid, targets, cands}, group, chunk);
+  TRTCAL_CHECK_ARG(host_counts_off.size() == r.ntensors && host_edges_off.size() == r.ntensors,
                    "trtcal: one host offset per tensor (-1: none)");
-  const int64_t* hco = host_counts_off.data();
-  const int64_t* heo = host_edges_off.data();
-  for (py::ssize_t t = 0; t < T; ++t) {
-    TRTCAL_CHECK_ARG(hco[t] < 0 || hco[t] + nbins.data()[t] <= host_counts.size(),
-                     "trtcal: host counts offset out of range");
-    TRTCAL_CHECK_ARG(heo[t] < 0 || heo[t] + nbins.data()[t] + 1 <= host_edges.size(),
-                     "trtcal: host edges offset out of range");
-  }
-  PlanLayout L = build_layout(device, method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, tol,
-                              eps, counts_ptrs, nbins, edges_ptrs, linspace, grid, targets, cands, group, chunk, hco);
-  const size_t hc_off = align256(L.total());  // after the plan's own parts
-  const size_t hc_bytes = sizeof(int64_t) * (size_t)host_counts.size();
-  const size_t he_off = align256(hc_off + hc_bytes);
-  const size_t he_bytes = sizeof(double) * (size_t)host_edges.size();
-  const size_t down_out = sizeof(RangeChoice) * L.ntensors;
-  const size_t down_curve = with_curve ? sizeof(double) * (size_t)L.curve_len : 0;
+  r.host_counts = host_counts.data();
+  r.host_counts_len = (size_t)host_counts.size();
+  r.host_counts_off = host_counts_off.data();
+  r.host_edges = host_edges.data();
+  r.host_edges_len = (size_t)host_edges.size();
+  r.host_edges_off = host_edges_off.data();
+  r.with_curve = with_curve;
+  PlanLayout L = build_layout(r, device);
+  const RangeSearchOnceScratch need = range_search_once_scratch(L, r);
   std::vector<RangeChoice> out(L.ntensors);
   std::vector<double> curve(with_curve ? L.curve_len : 0);
-  const int64_t* hc = host_counts.data();
-  const double* he = host_edges.data();
   {
     py::gil_scoped_release nogil;
     DeviceGuard g(device);
     Workspace& ws = Workspace::get(device);
     std::lock_guard<std::mutex> lock(ws.mutex());
-    char* base = static_cast<char*>(ws.device(he_off + he_bytes));
-    for (py::ssize_t t = 0; t < T; ++t) {
-      if (hco[t] >= 0) L.desc[t].counts = reinterpret_cast<const long long*>(base + hc_off) + hco[t];
-      if (heo[t] >= 0) L.desc[t].edges = reinterpret_cast<const double*>(base + he_off) + heo[t];
-    }
-    // host staging: [desc | map] at 0, the host histograms at their device offsets
-    const size_t up = L.cnt_off();
-    char* host = static_cast<char*>(ws.pinned(std::max(he_off + he_bytes, align256(down_out) + down_curve)));
-    std::memcpy(host, L.desc.data(), sizeof(RangeTensor) * L.desc.size());
-    if (!L.block_tensor.empty())
-      std::memcpy(host + L.map_off(), L.block_tensor.data(), sizeof(int32_t) * L.block_tensor.size());
-    cudaStream_t s = as_stream(stream);
-    TRTCAL_CHECK_CUDA(cudaMemcpyAsync(base, host, up, cudaMemcpyHostToDevice, s));
-    if (hc_bytes) {
-      std::memcpy(host + hc_off, hc, hc_bytes);
-      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(base + hc_off, host + hc_off, hc_bytes, cudaMemcpyHostToDevice, s));
-    }
-    if (he_bytes) {
-      std::memcpy(host + he_off, he, he_bytes);
-      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(base + he_off, host + he_off, he_bytes, cudaMemcpyHostToDevice, s));
-    }
-    TRTCAL_CHECK_CUDA(cudaMemsetAsync(base + L.cnt_off(), 0, sizeof(unsigned int) * L.desc.size(), s));
-    launch_layout(L, base, s);
-    // the pinned buffer is reused for the results: the uploads before them on `s` are done
-    TRTCAL_CHECK_CUDA(cudaMemcpyAsync(host, base + L.out_off(), down_out, cudaMemcpyDeviceToHost, s));
-    if (down_curve)
-      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(host + align256(down_out), base + L.curve_off(), down_curve,
-                                        cudaMemcpyDeviceToHost, s));
-    TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
-    std::memcpy(out.data(), host, down_out);
-    if (down_curve) std::memcpy(curve.data(), host + align256(down_out), down_curve);
+    void* dev = ws.device(need.device);
+    void* host = ws.pinned(need.pinned);
+    const cudaError_t err = range_search_once(&L, r, dev, host, out.data(), curve.data(), as_stream(stream));
+    if (err != cudaSuccess) throw_search_failed(L, err, "(one-shot)");
   }
   return choices_to_python(out.data(), L.ntensors, curve.data(), L.curve_len, with_curve);
 }
@@ -350,13 +300,15 @@ void init_range_search_bindings(py::module_& m) {
       .def("read", &RangeSearchPlan::read, py::arg("stream"), py::arg("with_curve"))
       .def_property_readonly("blocks", &RangeSearchPlan::blocks)
       .def_property_readonly("shape", &RangeSearchPlan::shape);  // (threads, group, chunk)
-  m.def("range_search_once", &range_search_once, py::arg("device"), py::arg("method"), py::arg("levels"),
-        py::arg("zero_bin_rule"), py::arg("tie_last"), py::arg("per_bin"), py::arg("max_bound"), py::arg("threads"),
-        py::arg("tol"), py::arg("eps"), py::arg("counts_ptrs"), py::arg("nbins"), py::arg("edges_ptrs"),
-        py::arg("linspace"), py::arg("grid"), py::arg("targets"), py::arg("cands"), py::arg("group"),
-        py::arg("chunk"), py::arg("host_counts"), py::arg("host_counts_off"), py::arg("host_edges"),
-        py::arg("host_edges_off"), py::arg("stream"), py::arg("with_curve"),
-        "One range search in the cached workspace (no allocation); waits. Returns what RangeSearchPlan.read does");
+  // Keyword-only, like RangeSearchPlan: 25 parameters, several of the same type.
+  m.def("range_search_once", &range_search_once_py, py::kw_only(), py::arg("device"), py::arg("method"),
+        py::arg("levels"), py::arg("zero_bin_rule"), py::arg("tie_last"), py::arg("per_bin"),
+        py::arg("max_bound"), py::arg("threads"), py::arg("tol"), py::arg("eps"), py::arg("counts_ptrs"),
+        py::arg("nbins"), py::arg("edges_ptrs"), py::arg("linspace"), py::arg("grid"), py::arg("targets"),
+        py::arg("cands"), py::arg("group"), py::arg("chunk"), py::arg("host_counts"), py::arg("host_counts_off"),
+        py::arg("host_edges"), py::arg("host_edges_off"), py::arg("stream"), py::arg("with_curve"),
+        "One range search in the cached workspace (no allocation); waits. "
+        "Returns what RangeSearchPlan.read does");
   m.def("range_search_max_bins", &range_search_max_bins, py::arg("method"));
 
   // Radix-select passes (python/trtcal/percentile.py drives them). `x` is a float array
@@ -381,6 +333,14 @@ void init_range_search_bindings(py::module_& m) {
     return hist;
   }, py::arg("x"), py::arg("dtype"), py::arg("keys"), py::arg("n"), py::arg("abs"), py::arg("shift"),
      py::arg("bits"), py::arg("prefix_shift"), py::arg("prefix"), py::arg("stream"), py::arg("device"));
+
+  // The thread's cached compaction buffer on `device` with room for `count` keys (grown and
+  // kept, never shrunk): the two-pass select compacts into it instead of allocating per call.
+  // Valid until the next select call on this thread and device.
+  m.def("select_key_buffer", [](size_t count, int device) {
+    DeviceGuard g(device);
+    return reinterpret_cast<uintptr_t>(select_scratch(device).key_buffer(count, device));
+  }, py::arg("count"), py::arg("device"));
 
   m.def("select_compact", [](uintptr_t x, int dtype, uintptr_t keys, size_t n, bool use_abs, uint32_t lo,
                              uint32_t hi, uintptr_t out, uintptr_t stream, int device) {

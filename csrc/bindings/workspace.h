@@ -1,5 +1,5 @@
-// A cached scratch workspace per device for the one-shot calls (amax, minmax, histogram,
-// range search): device memory and pinned host memory grown geometrically and kept, so a
+// A cached scratch workspace per device for the one-shot calls (per-channel minmax, histogram,
+// range search; the whole-tensor amax / minmax has its own tiny result slot): device memory and pinned host memory grown geometrically and kept, so a
 // call pays no cudaMalloc/cudaFree (cudaFree waits for the whole device) and its results come
 // back in one asynchronous copy. A call holds the device's lock from its first use of the
 // workspace until it has waited for its stream, so calls on different streams or threads

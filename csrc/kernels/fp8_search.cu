@@ -1,6 +1,7 @@
 // FP8 (E4M3FN) range search kernels; see fp8_search.h and python/trtcal/reference/fp8.py.
 #include <cmath>
 
+#include "error.h"
 #include "fp8_search.h"
 
 namespace trtcal {
@@ -128,8 +129,7 @@ cudaError_t fp8_search(int32_t method, const Fp8Tensor* tensors, int32_t ntensor
     else
       fp8_kl_kernel<<<(unsigned)blocks, kThreads, 0, stream>>>(tensors, cand_tensor, cand_keep, cand_amax,
                                                                ncand_total, curve);
-    const cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess) return err;
+    TRTCAL_TRY(cudaGetLastError());
   }
   fp8_pick_kernel<<<ntensors, kPickThreads, 0, stream>>>(tensors, curve, tol, out_index);
   return cudaGetLastError();

@@ -70,6 +70,37 @@ __global__ void minmax_flat_kernel(const T* __restrict__ x, size_t n, uint32_t* 
   publish(f, min_o, max_o, nonfinite);
 }
 
+// minmax_flat_kernel whose last block hands the result to `out` and resets `state`.
+template <typename T>
+__global__ void minmax_scalar_kernel(const T* __restrict__ x, size_t n, MinMaxScalarState* state,
+                                     MinMaxScalarResult* out, unsigned int seq) {
+  MinMaxFold f;
+  detail::for_each_value<T, 8>(x, n, f);
+  publish(f, &state->min_ordered, &state->max_ordered, state->nonfinite);
+  if (threadIdx.x != 0) return;  // thread 0 made every atomic of the block
+  __threadfence();
+  if (atomicAdd(&state->arrived, 1u) != gridDim.x - 1) return;
+  __threadfence();  // every other block's atomics are visible now
+  volatile MinMaxScalarState* s = state;
+  volatile MinMaxScalarResult* o = out;
+  o->min_ordered = s->min_ordered;
+  o->max_ordered = s->max_ordered;
+  for (int i = 0; i < 3; ++i) o->nonfinite[i] = s->nonfinite[i];
+  s->min_ordered = detail::kOrderedMinInit;
+  s->max_ordered = detail::kOrderedMaxInit;
+  for (int i = 0; i < 3; ++i) s->nonfinite[i] = 0;
+  s->arrived = 0;
+  __threadfence_system();  // the result and the reset before the sequence number
+  o->seq = seq;
+}
+
+__global__ void minmax_scalar_init_kernel(MinMaxScalarState* state) {
+  state->min_ordered = detail::kOrderedMinInit;
+  state->max_ordered = detail::kOrderedMaxInit;
+  for (int i = 0; i < 3; ++i) state->nonfinite[i] = 0;
+  state->arrived = 0;
+}
+
 // One block per (outer, channel) row of `inner` contiguous values; a y-dimension
 // of the grid covers rows beyond 2^31.
 template <typename T>
@@ -155,6 +186,22 @@ cudaError_t minmax_accumulate(const void* x, DType dtype, int64_t outer, int64_t
       minmax_columns_kernel<T><<<dim3((unsigned)bx, (unsigned)by), threads, 0, stream>>>(
           p, outer, channels, inner, min_ordered, max_ordered, nonfinite);
     }
+  });
+  return cudaGetLastError();
+}
+
+cudaError_t minmax_scalar_init(MinMaxScalarState* state, cudaStream_t stream) {
+  minmax_scalar_init_kernel<<<1, 1, 0, stream>>>(state);
+  return cudaGetLastError();
+}
+
+cudaError_t minmax_scalar(const void* x, DType dtype, size_t n, MinMaxScalarState* state,
+                          MinMaxScalarResult* out, unsigned int seq, cudaStream_t stream) {
+  if (n == 0) return cudaErrorInvalidValue;  // no block would write `out`
+  TRTCAL_FLOAT_SWITCH(dtype, T, {
+    const int threads = 512;
+    const int blocks = detail::streaming_grid(n, threads * 16, 4);
+    minmax_scalar_kernel<T><<<blocks, threads, 0, stream>>>(static_cast<const T*>(x), n, state, out, seq);
   });
   return cudaGetLastError();
 }

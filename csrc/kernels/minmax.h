@@ -25,6 +25,29 @@ cudaError_t minmax_accumulate(const void* x, DType dtype, int64_t outer, int64_t
                               int64_t inner, uint32_t* min_ordered, uint32_t* max_ordered,
                               unsigned long long* nonfinite, cudaStream_t stream);
 
+// Whole-tensor min/max handed to the host without a copy step: the device keeps `state`
+// (zeroed once by minmax_scalar_init), every block folds into it with atomics, and the last
+// block to finish resets `state` for the next call, writes the result to `out` (typically mapped
+// pinned host memory, given by its device pointer; device memory works too) and, after a
+// system-wide fence, out->seq = seq. One kernel, no reset launch, no cudaMemcpy: the host either
+// watches out->seq (mapped memory) or waits for the stream, then reads `out`. Once out->seq
+// shows `seq`, every read of x and every write to `state` of the call is done. Calls sharing
+// `state` must not overlap (the caller serialises them). Results are those of minmax_reset +
+// minmax_accumulate (the same fold and atomics).
+struct MinMaxScalarState {
+  uint32_t min_ordered, max_ordered;
+  unsigned long long nonfinite[3];
+  unsigned int arrived;  // blocks done in the current call
+};
+struct MinMaxScalarResult {
+  uint32_t min_ordered, max_ordered;  // identities (no finite value): 0xffffffff and 0
+  unsigned long long nonfinite[3];    // NaN, +Inf, -Inf
+  unsigned int seq;                   // written last: the call's `seq`
+};
+cudaError_t minmax_scalar_init(MinMaxScalarState* state, cudaStream_t stream);
+cudaError_t minmax_scalar(const void* x, DType dtype, size_t n, MinMaxScalarState* state,
+                          MinMaxScalarResult* out, unsigned int seq, cudaStream_t stream);
+
 // Host-side decoding of the ordered representation (identity values decode to NaN-free
 // +-inf sentinels: an untouched min decodes to NaN, check counts first).
 float ordered_to_float_host(uint32_t ordered);

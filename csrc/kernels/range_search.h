@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace trtcal {
@@ -106,6 +107,64 @@ struct RangeSearchLayout {
 // and `chunk`, 0: auto), then each tensor's curve offset and blocks, block_tensor, p.max_bins,
 // nblocks, ntensors and curve_len. The caller checks p.max_bins against range_search_max_bins.
 cudaError_t range_search_layout(RangeSearchLayout* L, int device, int group, int chunk);
+
+// One method over many tensors as a caller describes it: the kernel parameters and, per tensor,
+// the descriptor arrays that python/trtcal/range_search.py builds (host memory, `ntensors`
+// entries each: linspace lo, step, hi; grid a0, h; targets target0, target1; cands first,
+// stride, ncand). Framework-free: the Python binding and C++ callers fill it in.
+struct RangeSearchRequest {
+  int32_t method = kRangeEntropyProportional;
+  int32_t levels = 128;
+  bool zero_bin_rule = false, tie_last = false;
+  int32_t per_bin = 1, max_bound = 127, threads = 256;
+  double tol = 0.0, eps = 1e-4;
+  int32_t group = 0, chunk = 0;  // 0: auto
+  int32_t ntensors = 0;
+  const uint64_t* counts_ptrs = nullptr;  // device counts of tensor t (0: on the host, below)
+  const int32_t* nbins = nullptr;
+  const uint64_t* edges_ptrs = nullptr;  // device edges (0: linspace, or on the host)
+  const double* linspace = nullptr;      // 3 per tensor
+  const double* grid = nullptr;          // 2 per tensor
+  const double* targets = nullptr;       // 2 per tensor
+  const int32_t* cands = nullptr;        // 3 per tensor
+  // range_search_once only: host histograms, packed (tensor t's at element offset
+  // host_counts_off[t] / host_edges_off[t], -1: none, then the device pointer above is used)
+  const int64_t* host_counts = nullptr;
+  size_t host_counts_len = 0;
+  const int64_t* host_counts_off = nullptr;
+  const double* host_edges = nullptr;
+  size_t host_edges_len = 0;
+  const int64_t* host_edges_off = nullptr;
+  bool with_curve = false;  // range_search_once copies the curve back too
+};
+
+// Checks `r` and builds its layout (descriptors, then range_search_layout and the method's bin
+// limit). Returns an empty string, or what is wrong in words (bad arguments: the binding raises
+// it as ValueError). A CUDA error of the shape choice is returned in *err (string empty).
+std::string range_search_build(const RangeSearchRequest& r, int device, RangeSearchLayout* L,
+                               cudaError_t* err);
+
+// Scratch of one range_search_once: `device` bytes of device memory, `pinned` bytes of pinned
+// host memory; the packed host histograms go to the device at byte offsets hc_off / he_off.
+struct RangeSearchOnceScratch {
+  size_t device = 0, pinned = 0, hc_off = 0, he_off = 0;
+};
+RangeSearchOnceScratch range_search_once_scratch(const RangeSearchLayout& L, const RangeSearchRequest& r);
+
+// One search start to end on `stream` in caller scratch of the sizes above (`dev` device,
+// `host` pinned, both reused across calls): the descriptors and the host histograms go up in one
+// asynchronous upload, then the launch and one copy back of the choices (and of the curve when
+// r.with_curve) into out[L->ntensors] and curve[L->curve_len]; waits for the stream. No
+// allocation, no wait on the legacy stream. On a failed launch the error is returned as it is
+// (range_search_describe says what was launched).
+cudaError_t range_search_once(RangeSearchLayout* L, const RangeSearchRequest& r, void* dev, void* host,
+                              RangeChoice* out, double* curve, cudaStream_t stream);
+
+// The launch of a layout into one device allocation at `base` (the layout's offsets).
+cudaError_t range_search_launch(const RangeSearchLayout& L, char* base, cudaStream_t stream);
+
+// The launch's shape in words, for an error message.
+std::string range_search_describe(const RangeSearchLayout& L);
 
 // `tensors` and `block_tensor` (tensor of each block, nblocks entries; unused by percentile,
 // which launches one block per tensor) live on the device; `counters` holds one unsigned int

@@ -20,6 +20,15 @@ namespace {
 
 bool good(float s) { return std::isfinite(s) && s > 0.f; }
 
+// The plugin's one CUDA check (it does not use the extension's): a failed kernel call is
+// reported through fail() and ends the member function with its result.
+#define TRTCAL_PLUGIN_TRY(call)                                                               \
+  do {                                                                                        \
+    const cudaError_t trtcal_plugin_err_ = (call);                                            \
+    if (trtcal_plugin_err_ != cudaSuccess)                                                    \
+      return fail(std::string("CUDA error: ") + cudaGetErrorString(trtcal_plugin_err_));      \
+  } while (0)
+
 char const* type_name(DataType t) {
   switch (t) {
     case DataType::kFLOAT: return "FP32";
@@ -184,11 +193,10 @@ int32_t SiluPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc 
   void const* x = inputs[0];
   void* y = outputs[0];
 
-  cudaError_t err = cudaSuccess;
   switch (id.type) {
-    case DataType::kFLOAT: err = silu(x, y, DType::kFloat32, (size_t)n, stream); break;
-    case DataType::kHALF: err = silu(x, y, DType::kFloat16, (size_t)n, stream); break;
-    case DataType::kBF16: err = silu(x, y, DType::kBFloat16, (size_t)n, stream); break;
+    case DataType::kFLOAT: TRTCAL_PLUGIN_TRY(silu(x, y, DType::kFloat32, (size_t)n, stream)); break;
+    case DataType::kHALF: TRTCAL_PLUGIN_TRY(silu(x, y, DType::kFloat16, (size_t)n, stream)); break;
+    case DataType::kBF16: TRTCAL_PLUGIN_TRY(silu(x, y, DType::kBFloat16, (size_t)n, stream)); break;
     case DataType::kINT8: {
       Int8Scales s = int8_scales(id, od);
       if (!s.valid())
@@ -198,7 +206,8 @@ int32_t SiluPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc 
         silu_int8_table(s.in, s.out, table_);
         table_scales_ = s;
       }
-      err = silu_int8(static_cast<int8_t const*>(x), static_cast<int8_t*>(y), (size_t)n, table_, stream);
+      TRTCAL_PLUGIN_TRY(
+          silu_int8(static_cast<int8_t const*>(x), static_cast<int8_t*>(y), (size_t)n, table_, stream));
     } break;
     case DataType::kFP8: {
       if (!fields_.valid())
@@ -207,12 +216,12 @@ int32_t SiluPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc 
         silu_fp8_table(fields_.in, fields_.out, fp8_table_);
         fp8_table_scales_ = fields_;
       }
-      err = silu_fp8(static_cast<uint8_t const*>(x), static_cast<uint8_t*>(y), (size_t)n, fp8_table_, stream);
+      TRTCAL_PLUGIN_TRY(
+          silu_fp8(static_cast<uint8_t const*>(x), static_cast<uint8_t*>(y), (size_t)n, fp8_table_, stream));
     } break;
     default:
       return fail(std::string("enqueue got ") + type_name(id.type));
   }
-  if (err != cudaSuccess) return fail(std::string("CUDA error: ") + cudaGetErrorString(err));
   return 0;
 }
 

@@ -253,6 +253,7 @@ class RangeSearchPlan:
         """(threads, group, chunk)."""
 
 def range_search_once(
+    *,
     device: int,
     method: int,
     levels: int,
@@ -293,6 +294,9 @@ def select_histogram(
     stream: int,
     device: int,
 ) -> NDArray[np.uint64]: ...
+def select_key_buffer(count: int, device: int) -> int:
+    """The thread's cached compaction buffer (>= count keys); valid until the next select call."""
+
 def select_compact(
     x: int,
     dtype: int,

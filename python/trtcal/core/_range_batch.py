@@ -154,7 +154,7 @@ def compute_amax_collectors(
     params: Dict[str, Any],
 ) -> Optional[Dict[str, Dict[str, float]]]:
     """{method: {name: amax}} for many GPU collectors, or None (then the general path runs)."""
-    from .range_search import FLAVORS, _gpu_method, _kernel_params, _spec
+    from .range_search import _KERNEL_PARAMS, FLAVORS, _gpu_method, _kernel_params, _spec
 
     specs = []
     for m in methods:
@@ -186,23 +186,23 @@ def compute_amax_collectors(
             empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
             none = np.full(len(b.names), -1, np.int64)
             idx, _idx2, _val, _curve = ext.range_search_once(
-                dev,
-                *kparams,
-                arrays["counts_ptrs"],
-                arrays["nbins"],
-                arrays["edges_ptrs"],
-                arrays["linspace"],
-                arrays["grid"],
-                arrays["targets"],
-                arrays["cands"],
-                group,
-                chunk,
-                empty_i,
-                none,
-                empty_f,
-                none,
-                handle,
-                False,
+                device=dev,
+                **dict(zip(_KERNEL_PARAMS, kparams)),
+                counts_ptrs=arrays["counts_ptrs"],
+                nbins=arrays["nbins"],
+                edges_ptrs=arrays["edges_ptrs"],
+                linspace=arrays["linspace"],
+                grid=arrays["grid"],
+                targets=arrays["targets"],
+                cands=arrays["cands"],
+                group=group,
+                chunk=chunk,
+                host_counts=empty_i,
+                host_counts_off=none,
+                host_edges=empty_f,
+                host_edges_off=none,
+                stream=handle,
+                with_curve=False,
             )
             a = amax_from(b, s, idx)
         if not (np.isfinite(a).all() and (a > 0).all()):

@@ -1,16 +1,16 @@
 """Exact percentile of one array of any size: :func:`percentile`.
 
 Device arrays use a radix select on order-preserving 32-bit keys (csrc/kernels/select.cu).
-Large arrays (>= 2^22 values) are read ONCE: a sample of 2^19 keys (2^16 runs of 8 at hashed
-offsets) gives, on the device, a key interval that holds the wanted ranks with near
-certainty (a 6-sigma margin on the sample ranks); one pass counts the keys below the interval
-and compacts the keys inside it; the host then checks that the wanted ranks did fall inside
-and resolves them on that small buffer. When they did not (adversarial data, many NaNs, a
-buffer overflow), or for small arrays, the two-pass select runs: one histogram pass of the
-top 12 key bits, one pass that compacts the keys of the chosen bucket(s). Either way the
-result is the exact order statistic(s), interpolated exactly as ``numpy.percentile`` does in
-float64. Host arrays use ``numpy.percentile`` in float64. ``torch.quantile`` refuses inputs
-above 2^24 elements; this has no size limit.
+Arrays of 2^16 values or more are read ONCE: a sample of up to 2^19 keys (up to 2^16 runs of 8
+at hashed offsets, at most a quarter of the array) gives, on the device, a key interval that
+holds the wanted ranks with near certainty (a 6-sigma margin on the sample ranks); one pass
+counts the keys below the interval and compacts the keys inside it; the host then checks that
+the wanted ranks did fall inside and resolves them on that small buffer. When they did not
+(adversarial data, many NaNs, a buffer overflow), or for small arrays, the two-pass select runs:
+one histogram pass of the top 12 key bits, one pass that compacts the keys of the chosen
+bucket(s). Either way the result is the exact order statistic(s), interpolated exactly as
+``numpy.percentile`` does in float64. Host arrays use ``numpy.percentile`` in float64.
+``torch.quantile`` refuses inputs above 2^24 elements; this has no size limit.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from .ordered_float import from_ordered
 
 _INTERPOLATIONS = ("linear", "lower", "higher", "nearest", "midpoint")
 _TOP_SHIFT = 20  # pass 1: key bits 31..20 (12 bits)
-_BRACKET_MIN_N = 1 << 22  # smaller arrays take the two-pass select
-_SAMPLE_RUNS = 1 << 16  # sample: this many runs of 8 consecutive values (kSelectSampleRun)
+_BRACKET_MIN_N = 1 << 16  # smaller arrays take the two-pass select (one host wait per pass)
+_SAMPLE_RUNS = 1 << 16  # sample: at most this many runs of 8 consecutive values (kSelectSampleRun)
+_SAMPLE_SHIFT = 5  # and at most n >> 5 runs: a quarter of the array
 _SAMPLE_SIGMAS = 6.0  # margin on the sample ranks, in standard deviations (select.h)
 _GROUP_SPAN = 0.01  # wanted ranks within this fraction of n share one bracketed pass
 _CAPACITY_SHIFT = 4  # the compaction buffer holds max(_MIN_CAPACITY, n >> 4) keys
@@ -62,7 +63,7 @@ def percentile(
     -------
     float, or a float64 array for a sequence q. Waits for the stream.
 
-    A device array of 2^22 values or more is read once (a sampled bracket, checked exactly;
+    A device array of 2^16 values or more is read once (a sampled bracket, checked exactly;
     docs/range-search.md); the compaction buffer it uses is kept per thread and device for
     the next call: up to n/4 bytes for the largest n seen.
     """
@@ -141,13 +142,15 @@ class _Selector:
         hi_b = max(b for b, _ in buckets)
         m = int(self.cum[hi_b + 1] - self.cum[lo_b])
         ext = self.ext
-        buf = ext.DeviceBuffer(max(4 * m, 4), self.dev)
+        # the thread's cached compaction buffer (grown and kept): no allocation per call
+        keys_ptr = ext.select_key_buffer(m, self.dev)
         got = ext.select_compact(self.view.ptr, self.view.dtype_code, 0, self.view.size, self.abs,
-                                 lo_b << _TOP_SHIFT, ((hi_b + 1) << _TOP_SHIFT) - 1, buf.ptr, self.stream, self.dev)
+                                 lo_b << _TOP_SHIFT, ((hi_b + 1) << _TOP_SHIFT) - 1, keys_ptr,
+                                 self.stream, self.dev)
         if got != m:
             raise RuntimeError(f"trtcal: select compaction found {got} keys, expected {m}")
         base = int(self.cum[lo_b])
-        return [key_to_float(self._select_in(buf.ptr, m, k - base), self.abs) for k in ranks]
+        return [key_to_float(self._select_in(keys_ptr, m, k - base), self.abs) for k in ranks]
 
     def _select_in(self, keys_ptr: int, m: int, k: int) -> int:
         """Key of rank k among the m keys at keys_ptr: 12 + 12 + 8 bits."""
@@ -206,6 +209,7 @@ def _bracketed(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinit
     ext = require_cuda("an exact percentile of a device array")
     size = view.size
     capacity = min(size, max(_MIN_CAPACITY, size >> _CAPACITY_SHIFT))
+    runs = max(1, min(_SAMPLE_RUNS, size >> _SAMPLE_SHIFT))
     # (index, ranks, combine) of each q, ranks as if there were no NaN, grouped by nearness
     plans = sorted(((i,) + _ranks(size, q, interpolation) for i, q in enumerate(qs)), key=lambda p: p[1])
     groups: List[list] = []
@@ -219,8 +223,8 @@ def _bracketed(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinit
         wanted = sorted({r for _, ranks, _ in group for r in ranks})
         t_lo, t_hi = wanted[0] / size, min(1.0, (wanted[-1] + 1) / size)
         below, equal, inside, nan, lo, _hi, keys_ptr, found = ext.select_bracket(
-            view.ptr, view.dtype_code, size, use_abs, _SAMPLE_RUNS, t_lo, t_hi, _SAMPLE_SIGMAS, capacity, wanted,
-            view.stream, view.device)
+            view.ptr, view.dtype_code, size, use_abs, runs, t_lo, t_hi, _SAMPLE_SIGMAS, capacity,
+            wanted, view.stream, view.device)
         _path_counts["bracketed"] += 1
         _check_nan(nan, nonfinite, name)
         n = size - nan

@@ -596,8 +596,11 @@ def _search_once(jobs: List[_Job], s: _Spec, device: int, stream: int, with_curv
     a = _plan_arrays(jobs, s)
     params, (group, chunk) = _kernel_params(s, a.method)
     idx, idx2, _val, curve = ext.range_search_once(
-        device, *params, a.counts_ptrs, a.nbins, a.edges_ptrs, a.linspace, a.grid, a.targets, a.cands,
-        group, chunk, a.host_counts, a.counts_off, a.host_edges, a.edges_off, stream, with_curve)
+        device=device, **dict(zip(_KERNEL_PARAMS, params)), counts_ptrs=a.counts_ptrs,
+        nbins=a.nbins, edges_ptrs=a.edges_ptrs, linspace=a.linspace, grid=a.grid,
+        targets=a.targets, cands=a.cands, group=group, chunk=chunk, host_counts=a.host_counts,
+        host_counts_off=a.counts_off, host_edges=a.host_edges, host_edges_off=a.edges_off,
+        stream=stream, with_curve=with_curve)
     return _results(jobs, s, idx, idx2, curve, device)
 
 
