@@ -12,6 +12,7 @@
 #include "kernels/histogram.h"
 #include "kernels/histogram_staging.h"
 #include "kernels/minmax.h"
+#include "kernels/minmax.h"
 #include "stream_order.h"
 
 namespace trtcal {
@@ -114,12 +115,8 @@ class HistogramStateBinding {
     s.has_range = has_range;
     s.exponent = has_range ? exponent : 0;
     s.amax_bits = float_to_bits(amax);
-    const auto ordered = [](float f) {
-      const uint32_t u = float_to_bits(f);
-      return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-    };
-    s.min_ordered = vmin.is_none() ? 0xffffffffu : ordered(vmin.cast<float>());
-    s.max_ordered = vmax.is_none() ? 0u : ordered(vmax.cast<float>());
+    s.min_ordered = vmin.is_none() ? 0xffffffffu : float_to_ordered_host(vmin.cast<float>());
+    s.max_ordered = vmax.is_none() ? 0u : float_to_ordered_host(vmax.cast<float>());
     s.finite = finite;
     s.nonfinite[0] = nan;
     s.nonfinite[1] = posinf;

@@ -206,6 +206,12 @@ cudaError_t minmax_scalar(const void* x, DType dtype, size_t n, MinMaxScalarStat
   return cudaGetLastError();
 }
 
+uint32_t float_to_ordered_host(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return detail::ordered_from_bits(bits);
+}
+
 float ordered_to_float_host(uint32_t ordered) {
   const uint32_t bits = detail::bits_from_ordered(ordered);
   float f;

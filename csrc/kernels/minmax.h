@@ -51,5 +51,7 @@ cudaError_t minmax_scalar(const void* x, DType dtype, size_t n, MinMaxScalarStat
 // Host-side decoding of the ordered representation (identity values decode to NaN-free
 // +-inf sentinels: an untouched min decodes to NaN, check counts first).
 float ordered_to_float_host(uint32_t ordered);
+// Host-side encoding into the ordered representation (detail::ordered_from_bits).
+uint32_t float_to_ordered_host(float value);
 
 }  // namespace trtcal

@@ -103,7 +103,8 @@ def minmax(
     Returns
     -------
     (min, max) as floats (``axis=None``) or float64 arrays of length ``x.shape[axis]``.
-    Waits for the stream.
+    Returns once the result is on the host (every read of ``x`` is done; ``axis=None``: the
+    kernel writes it to mapped host memory, so the stream is not synchronised as a whole).
     """
     return _minmax(x, axis, nonfinite, stream, name)
 
@@ -118,7 +119,7 @@ def amax(
 ) -> Union[float, np.ndarray]:
     """max |x| over the finite values, per tensor or per channel (see :func:`minmax`).
 
-    Waits for the stream.
+    Returns once the result is on the host (as :func:`minmax`).
     """
     lo, hi = _minmax(x, axis, nonfinite, stream, name)
     if axis is None:
