@@ -20,32 +20,33 @@ struct DeviceOutOfMemory : std::runtime_error {
 
 [[noreturn]] inline void throw_cuda(cudaError_t err, const char* what, const char* file, int line) {
   std::ostringstream os;
-  os << "trtcal: CUDA error in " << what << ": " << cudaGetErrorName(err) << " ("
-     << cudaGetErrorString(err) << ") at " << file << ":" << line;
+  os << "trtcal: CUDA error in " << what << ": " << cudaGetErrorName(err) << " (" << cudaGetErrorString(err)
+     << ") at " << file << ":" << line;
   if (err == cudaErrorMemoryAllocation) throw DeviceOutOfMemory(os.str());
   throw std::runtime_error(os.str());
 }
 
-#define TRTCAL_CHECK_CUDA(call)                                                   \
-  do {                                                                            \
-    cudaError_t trtcal_err_ = (call);                                             \
+#define TRTCAL_CHECK_CUDA(call)                                                                   \
+  do {                                                                                            \
+    cudaError_t trtcal_err_ = (call);                                                             \
     if (trtcal_err_ != cudaSuccess) ::trtcal::throw_cuda(trtcal_err_, #call, __FILE__, __LINE__); \
   } while (0)
 
 // Bad arguments from Python: ValueError with the message.
-#define TRTCAL_CHECK_ARG(cond, msg)                \
-  do {                                             \
+#define TRTCAL_CHECK_ARG(cond, msg)                  \
+  do {                                               \
     if (!(cond)) throw ::pybind11::value_error(msg); \
   } while (0)
 
 inline cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 template <typename T>
-inline T* as_ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }
+inline T* as_ptr(uintptr_t p) {
+  return reinterpret_cast<T*>(p);
+}
 
 inline DType as_float_dtype(int code) {
-  TRTCAL_CHECK_ARG(code >= 0 && code <= 2,
-                   "trtcal: unsupported dtype code " + std::to_string(code) +
-                       " (accepted: float32, float16, bfloat16)");
+  TRTCAL_CHECK_ARG(code >= 0 && code <= 2, "trtcal: unsupported dtype code " + std::to_string(code) +
+                                               " (accepted: float32, float16, bfloat16)");
   return static_cast<DType>(code);
 }
 

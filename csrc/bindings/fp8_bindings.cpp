@@ -24,7 +24,8 @@ void upload(DeviceBuffer& buf, const T* src, size_t n, cudaStream_t s) {
 py::tuple fp8_search_host(int device, int method, carray<long long> counts, carray<double> centers,
                           carray<int32_t> nbins, carray<long long> totals, carray<int32_t> ncand,
                           carray<int32_t> cand_keep, carray<double> cand_amax, double tol, uintptr_t stream) {
-  TRTCAL_CHECK_ARG(method == kFp8Mse || method == kFp8Kl, "trtcal: unknown FP8 search method " + std::to_string(method));
+  TRTCAL_CHECK_ARG(method == kFp8Mse || method == kFp8Kl,
+                   "trtcal: unknown FP8 search method " + std::to_string(method));
   const py::ssize_t T = nbins.size();
   TRTCAL_CHECK_ARG(totals.size() == T && ncand.size() == T, "trtcal: one nbins, total and ncand per tensor");
   TRTCAL_CHECK_ARG(counts.size() == centers.size(), "trtcal: counts and centers must have the same size");
@@ -58,7 +59,8 @@ py::tuple fp8_search_host(int device, int method, carray<long long> counts, carr
   }
   for (py::ssize_t g = 0; g < cand_amax.size(); ++g) {
     const double a = cand_amax.data()[g];
-    TRTCAL_CHECK_ARG(std::isfinite(a) && a > 0.0, "trtcal: candidate amax values must be positive and finite");
+    TRTCAL_CHECK_ARG(std::isfinite(a) && a > 0.0,
+                     "trtcal: candidate amax values must be positive and finite");
   }
   py::array_t<int32_t> index(T);
   py::array_t<double> curve(cand_off);
@@ -68,7 +70,8 @@ py::tuple fp8_search_host(int device, int method, carray<long long> counts, carr
     const cudaStream_t s = as_stream(stream);
     DeviceBuffer d_counts(bin_off * sizeof(long long), device), d_centers(bin_off * sizeof(double), device);
     DeviceBuffer d_desc(T * sizeof(Fp8Tensor), device), d_ct(cand_off * sizeof(int32_t), device);
-    DeviceBuffer d_keep(kp ? cand_off * sizeof(int32_t) : 0, device), d_amax(cand_off * sizeof(double), device);
+    DeviceBuffer d_keep(kp ? cand_off * sizeof(int32_t) : 0, device),
+        d_amax(cand_off * sizeof(double), device);
     DeviceBuffer d_curve(cand_off * sizeof(double), device), d_index(T * sizeof(int32_t), device);
     for (auto& d : desc) {  // offsets -> device pointers
       d.counts = static_cast<const long long*>(d_counts.data()) + reinterpret_cast<uintptr_t>(d.counts);
@@ -80,10 +83,11 @@ py::tuple fp8_search_host(int device, int method, carray<long long> counts, carr
     upload(d_ct, cand_tensor.data(), cand_off, s);
     if (kp) upload(d_keep, kp, cand_off, s);
     upload(d_amax, cand_amax.data(), cand_off, s);
-    TRTCAL_CHECK_CUDA(fp8_search(method, static_cast<const Fp8Tensor*>(d_desc.data()), static_cast<int32_t>(T),
-                                 static_cast<const int32_t*>(d_ct.data()), static_cast<const int32_t*>(d_keep.data()),
-                                 static_cast<const double*>(d_amax.data()), cand_off, tol,
-                                 static_cast<double*>(d_curve.data()), static_cast<int32_t*>(d_index.data()), s));
+    TRTCAL_CHECK_CUDA(
+        fp8_search(method, static_cast<const Fp8Tensor*>(d_desc.data()), static_cast<int32_t>(T),
+                   static_cast<const int32_t*>(d_ct.data()), static_cast<const int32_t*>(d_keep.data()),
+                   static_cast<const double*>(d_amax.data()), cand_off, tol,
+                   static_cast<double*>(d_curve.data()), static_cast<int32_t*>(d_index.data()), s));
     if (cand_off)
       TRTCAL_CHECK_CUDA(cudaMemcpyAsync(curve.mutable_data(), d_curve.data(), cand_off * sizeof(double),
                                         cudaMemcpyDeviceToHost, s));
@@ -95,8 +99,9 @@ py::tuple fp8_search_host(int device, int method, carray<long long> counts, carr
 }
 
 void check_scale(float s, const char* what) {
-  TRTCAL_CHECK_ARG(std::isfinite(s) && s > 0.f, std::string("trtcal: ") + what +
-                                                    " must be a positive finite float32, got " + std::to_string(s));
+  TRTCAL_CHECK_ARG(
+      std::isfinite(s) && s > 0.f,
+      std::string("trtcal: ") + what + " must be a positive finite float32, got " + std::to_string(s));
 }
 
 py::array_t<uint8_t> fp8_silu_table(float scale_in, float scale_out) {
@@ -112,17 +117,20 @@ py::array_t<uint8_t> fp8_silu_table(float scale_in, float scale_out) {
 void init_fp8_bindings(py::module_& m) {
   m.def("silu_fp8_table", &fp8_silu_table, py::arg("scale_in"), py::arg("scale_out"),
         "uint8[256]: the E4M3 SiLU table by input byte (csrc/kernels/silu.h)");
-  m.def("silu_fp8", [](uintptr_t x, uintptr_t y, size_t n, float scale_in, float scale_out, uintptr_t stream,
-                       int device) {
-    check_scale(scale_in, "scale_in");
-    check_scale(scale_out, "scale_out");
-    uint8_t table[kSiluTableSize];
-    silu_fp8_table(scale_in, scale_out, table);
-    py::gil_scoped_release nogil;
-    DeviceGuard g(device);
-    TRTCAL_CHECK_CUDA(silu_fp8(as_ptr<const uint8_t>(x), as_ptr<uint8_t>(y), n, table, as_stream(stream)));
-  }, py::arg("x"), py::arg("y"), py::arg("n"), py::arg("scale_in"), py::arg("scale_out"), py::arg("stream"),
-     py::arg("device"));
+  m.def(
+      "silu_fp8",
+      [](uintptr_t x, uintptr_t y, size_t n, float scale_in, float scale_out, uintptr_t stream, int device) {
+        check_scale(scale_in, "scale_in");
+        check_scale(scale_out, "scale_out");
+        uint8_t table[kSiluTableSize];
+        silu_fp8_table(scale_in, scale_out, table);
+        py::gil_scoped_release nogil;
+        DeviceGuard g(device);
+        TRTCAL_CHECK_CUDA(
+            silu_fp8(as_ptr<const uint8_t>(x), as_ptr<uint8_t>(y), n, table, as_stream(stream)));
+      },
+      py::arg("x"), py::arg("y"), py::arg("n"), py::arg("scale_in"), py::arg("scale_out"), py::arg("stream"),
+      py::arg("device"));
   m.def("fp8_search", &fp8_search_host, py::arg("device"), py::arg("method"), py::arg("counts"),
         py::arg("centers"), py::arg("nbins"), py::arg("totals"), py::arg("ncand"), py::arg("cand_keep"),
         py::arg("cand_amax"), py::arg("tol"), py::arg("stream"),

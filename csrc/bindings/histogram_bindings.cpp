@@ -8,12 +8,11 @@
 #include <vector>
 
 #include "common.h"
-#include "workspace.h"
 #include "kernels/histogram.h"
 #include "kernels/histogram_staging.h"
 #include "kernels/minmax.h"
-#include "kernels/minmax.h"
 #include "stream_order.h"
+#include "workspace.h"
 
 namespace trtcal {
 namespace {
@@ -50,7 +49,10 @@ py::dict state_to_dict(const HistogramState& s, py::object counts) {
 class HistogramStateBinding {
  public:
   HistogramStateBinding(int32_t nbins, bool is_signed, int device, uintptr_t stream)
-      : nbins_(nbins), signed_(is_signed), device_(device), order_(device),
+      : nbins_(nbins),
+        signed_(is_signed),
+        device_(device),
+        order_(device),
         state_(sizeof(HistogramState), device),
         counts_(sizeof(unsigned long long) * (size_t)nbins, device),
         scratch_(sizeof(unsigned long long) * (size_t)nbins, device) {
@@ -69,8 +71,8 @@ class HistogramStateBinding {
     py::gil_scoped_release nogil;
     DeviceGuard g(device_);
     order_.before(stream);
-    TRTCAL_CHECK_CUDA(histogram_update(as_ptr<const void>(x), t, n, state(), counts(), scratch(),
-                                       nbins_, signed_, as_stream(stream)));
+    TRTCAL_CHECK_CUDA(histogram_update(as_ptr<const void>(x), t, n, state(), counts(), scratch(), nbins_,
+                                       signed_, as_stream(stream)));
     order_.after(stream);
   }
 
@@ -82,8 +84,8 @@ class HistogramStateBinding {
     DeviceGuard g(device_);
     order_.before(stream);
     other.order_.before(stream);
-    TRTCAL_CHECK_CUDA(histogram_merge(state(), counts(), other.state(), other.counts(), scratch(),
-                                      nbins_, as_stream(stream)));
+    TRTCAL_CHECK_CUDA(histogram_merge(state(), counts(), other.state(), other.counts(), scratch(), nbins_,
+                                      as_stream(stream)));
     order_.after(stream);
     other.order_.after(stream);
   }
@@ -105,9 +107,9 @@ class HistogramStateBinding {
     return state_to_dict(s, counts);
   }
 
-  void load(int exponent, bool has_range, float amax, py::object vmin, py::object vmax,
-            uint64_t finite, uint64_t nan, uint64_t posinf, uint64_t neginf,
-            py::array_t<int64_t, py::array::c_style> counts, uintptr_t stream) {
+  void load(int exponent, bool has_range, float amax, py::object vmin, py::object vmax, uint64_t finite,
+            uint64_t nan, uint64_t posinf, uint64_t neginf, py::array_t<int64_t, py::array::c_style> counts,
+            uintptr_t stream) {
     TRTCAL_CHECK_ARG(counts.size() == nbins_, "trtcal: histogram state has the wrong number of bins");
     HistogramState s{};
     s.nbins = nbins_;
@@ -126,7 +128,8 @@ class HistogramStateBinding {
     order_.before(stream);
     cudaStream_t cs = as_stream(stream);
     TRTCAL_CHECK_CUDA(cudaMemcpyAsync(state(), &s, sizeof(s), cudaMemcpyHostToDevice, cs));
-    TRTCAL_CHECK_CUDA(cudaMemcpyAsync(this->counts(), counts.data(), 8 * (size_t)nbins_, cudaMemcpyHostToDevice, cs));
+    TRTCAL_CHECK_CUDA(
+        cudaMemcpyAsync(this->counts(), counts.data(), 8 * (size_t)nbins_, cudaMemcpyHostToDevice, cs));
     TRTCAL_CHECK_CUDA(cudaStreamSynchronize(cs));
     order_.after(stream);
   }
@@ -164,7 +167,8 @@ HistogramStagingRing& staging_for(int device) {
 }
 
 // Adds one batch to each of many histograms (same device) in three launches on `stream`.
-void update_many(py::list states, py::list ptrs, py::list dtypes, py::list sizes, uintptr_t stream, int device) {
+void update_many(py::list states, py::list ptrs, py::list dtypes, py::list sizes, uintptr_t stream,
+                 int device) {
   const size_t n = states.size();
   TRTCAL_CHECK_ARG(ptrs.size() == n && dtypes.size() == n && sizes.size() == n,
                    "trtcal: update_many needs one pointer, dtype and size per state");
@@ -212,7 +216,8 @@ py::dict read_states(py::list states, uintptr_t stream, int device) {
   std::vector<HistogramStateBinding*> hs(n);
   for (size_t i = 0; i < n; ++i) {
     hs[i] = states[i].cast<HistogramStateBinding*>();
-    TRTCAL_CHECK_ARG(hs[i]->device() == device, "trtcal: histogram_read_states: states must live on one device");
+    TRTCAL_CHECK_ARG(hs[i]->device() == device,
+                     "trtcal: histogram_read_states: states must live on one device");
   }
   std::vector<HistogramState> st(n);
   if (n) {
@@ -230,7 +235,8 @@ py::dict read_states(py::list states, uintptr_t stream, int device) {
     cudaStream_t s = as_stream(stream);
     TRTCAL_CHECK_CUDA(cudaMemcpyAsync(d, h, sizeof(void*) * n, cudaMemcpyHostToDevice, s));
     TRTCAL_CHECK_CUDA(histogram_gather_states(reinterpret_cast<const HistogramState* const*>(d),
-                                              reinterpret_cast<HistogramState*>(d + ptr_bytes), (int32_t)n, s));
+                                              reinterpret_cast<HistogramState*>(d + ptr_bytes), (int32_t)n,
+                                              s));
     TRTCAL_CHECK_CUDA(cudaMemcpyAsync(h + ptr_bytes, d + ptr_bytes, st_bytes, cudaMemcpyDeviceToHost, s));
     TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
     std::memcpy(st.data(), h + ptr_bytes, st_bytes);
@@ -273,15 +279,15 @@ void init_histogram_bindings(py::module_& m) {
         py::arg("sizes"), py::arg("stream"), py::arg("device"),
         "Adds one batch to each of many histograms in three launches (queued; does not wait)");
   py::class_<HistogramStateBinding>(m, "HistogramState")
-      .def(py::init<int32_t, bool, int, uintptr_t>(), py::arg("bins"), py::arg("signed"),
-           py::arg("device"), py::arg("stream"))
-      .def("update", &HistogramStateBinding::update, py::arg("ptr"), py::arg("dtype"),
-           py::arg("n"), py::arg("stream"))
+      .def(py::init<int32_t, bool, int, uintptr_t>(), py::arg("bins"), py::arg("signed"), py::arg("device"),
+           py::arg("stream"))
+      .def("update", &HistogramStateBinding::update, py::arg("ptr"), py::arg("dtype"), py::arg("n"),
+           py::arg("stream"))
       .def("merge", &HistogramStateBinding::merge, py::arg("other"), py::arg("stream"))
       .def("read", &HistogramStateBinding::read, py::arg("stream"))
-      .def("load", &HistogramStateBinding::load, py::arg("exponent"), py::arg("has_range"),
-           py::arg("amax"), py::arg("min"), py::arg("max"), py::arg("finite"), py::arg("nan"),
-           py::arg("posinf"), py::arg("neginf"), py::arg("counts"), py::arg("stream"))
+      .def("load", &HistogramStateBinding::load, py::arg("exponent"), py::arg("has_range"), py::arg("amax"),
+           py::arg("min"), py::arg("max"), py::arg("finite"), py::arg("nan"), py::arg("posinf"),
+           py::arg("neginf"), py::arg("counts"), py::arg("stream"))
       .def_property_readonly("counts_ptr", &HistogramStateBinding::counts_ptr)
       .def_property_readonly("bins", &HistogramStateBinding::nbins)
       .def_property_readonly("signed", &HistogramStateBinding::is_signed)
@@ -291,8 +297,8 @@ void init_histogram_bindings(py::module_& m) {
   m.def("_histogram_set_blocks_per_sm", &histogram_set_blocks_per_sm, "benchmarking knob (0 = automatic)");
   // One-shot histogram over a fixed range; returns (counts int64[bins], stats uint64[4] =
   // outside, NaN, +Inf, -Inf). Waits for the stream.
-  m.def("histogram_fixed", [](uintptr_t x, int dtype, size_t n, double range, int32_t nbins,
-                              bool is_signed, uintptr_t stream, int device) {
+  m.def("histogram_fixed", [](uintptr_t x, int dtype, size_t n, double range, int32_t nbins, bool is_signed,
+                              uintptr_t stream, int device) {
     const DType t = as_float_dtype(dtype);
     TRTCAL_CHECK_ARG(nbins >= 1 && nbins <= kMaxHistogramBins, "trtcal: bins must be in [1, 2^24]");
     TRTCAL_CHECK_ARG(!is_signed || nbins % 2 == 0, "trtcal: a signed histogram needs an even number of bins");
@@ -308,7 +314,8 @@ void init_histogram_bindings(py::module_& m) {
       auto* h = static_cast<unsigned long long*>(ws.pinned(bytes));
       cudaStream_t s = as_stream(stream);
       TRTCAL_CHECK_CUDA(cudaMemsetAsync(c, 0, bytes, s));
-      TRTCAL_CHECK_CUDA(histogram_fixed_range(as_ptr<const void>(x), t, n, range, nbins, is_signed, c, c + nbins, s));
+      TRTCAL_CHECK_CUDA(
+          histogram_fixed_range(as_ptr<const void>(x), t, n, range, nbins, is_signed, c, c + nbins, s));
       TRTCAL_CHECK_CUDA(cudaMemcpyAsync(h, c, bytes, cudaMemcpyDeviceToHost, s));
       TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
       std::memcpy(counts.mutable_data(), h, 8 * (size_t)nbins);
@@ -318,36 +325,40 @@ void init_histogram_bindings(py::module_& m) {
   });
   // One-shot streaming-grid histogram (what a fresh HistogramState gives after one update),
   // in the cached workspace: no allocation, one copy back; waits. Returns HistogramState.read's dict.
-  m.def("histogram_once", [](uintptr_t x, int dtype, size_t n, int32_t nbins, bool is_signed, uintptr_t stream,
-                             int device) {
-    const DType t = as_float_dtype(dtype);
-    TRTCAL_CHECK_ARG(nbins >= 1 && nbins <= kMaxHistogramBins, "trtcal: bins must be in [1, 2^24]");
-    TRTCAL_CHECK_ARG(!is_signed || nbins % 2 == 0, "trtcal: a signed histogram needs an even number of bins");
-    py::array_t<int64_t> counts(nbins);
-    HistogramState st{};
-    {
-      py::gil_scoped_release nogil;
-      DeviceGuard g(device);
-      Workspace& ws = Workspace::get(device);
-      std::lock_guard<std::mutex> lock(ws.mutex());
-      const size_t counts_off = align256(sizeof(HistogramState));
-      const size_t scratch_off = align256(counts_off + 8 * (size_t)nbins);
-      char* d = static_cast<char*>(ws.device(scratch_off + 8 * (size_t)nbins));
-      char* h = static_cast<char*>(ws.pinned(counts_off + 8 * (size_t)nbins));
-      auto* state = reinterpret_cast<HistogramState*>(d);
-      auto* c = reinterpret_cast<unsigned long long*>(d + counts_off);
-      auto* scratch = reinterpret_cast<unsigned long long*>(d + scratch_off);
-      cudaStream_t s = as_stream(stream);
-      TRTCAL_CHECK_CUDA(histogram_state_init(state, c, nbins, is_signed, s));
-      TRTCAL_CHECK_CUDA(histogram_update(as_ptr<const void>(x), t, n, state, c, scratch, nbins, is_signed, s));
-      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(h, d, counts_off + 8 * (size_t)nbins, cudaMemcpyDeviceToHost, s));
-      TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
-      std::memcpy(&st, h, sizeof(st));
-      std::memcpy(counts.mutable_data(), h + counts_off, 8 * (size_t)nbins);
-    }
-    return state_to_dict(st, counts);
-  }, py::arg("ptr"), py::arg("dtype"), py::arg("n"), py::arg("bins"), py::arg("signed"), py::arg("stream"),
-     py::arg("device"));
+  m.def(
+      "histogram_once",
+      [](uintptr_t x, int dtype, size_t n, int32_t nbins, bool is_signed, uintptr_t stream, int device) {
+        const DType t = as_float_dtype(dtype);
+        TRTCAL_CHECK_ARG(nbins >= 1 && nbins <= kMaxHistogramBins, "trtcal: bins must be in [1, 2^24]");
+        TRTCAL_CHECK_ARG(!is_signed || nbins % 2 == 0,
+                         "trtcal: a signed histogram needs an even number of bins");
+        py::array_t<int64_t> counts(nbins);
+        HistogramState st{};
+        {
+          py::gil_scoped_release nogil;
+          DeviceGuard g(device);
+          Workspace& ws = Workspace::get(device);
+          std::lock_guard<std::mutex> lock(ws.mutex());
+          const size_t counts_off = align256(sizeof(HistogramState));
+          const size_t scratch_off = align256(counts_off + 8 * (size_t)nbins);
+          char* d = static_cast<char*>(ws.device(scratch_off + 8 * (size_t)nbins));
+          char* h = static_cast<char*>(ws.pinned(counts_off + 8 * (size_t)nbins));
+          auto* state = reinterpret_cast<HistogramState*>(d);
+          auto* c = reinterpret_cast<unsigned long long*>(d + counts_off);
+          auto* scratch = reinterpret_cast<unsigned long long*>(d + scratch_off);
+          cudaStream_t s = as_stream(stream);
+          TRTCAL_CHECK_CUDA(histogram_state_init(state, c, nbins, is_signed, s));
+          TRTCAL_CHECK_CUDA(
+              histogram_update(as_ptr<const void>(x), t, n, state, c, scratch, nbins, is_signed, s));
+          TRTCAL_CHECK_CUDA(cudaMemcpyAsync(h, d, counts_off + 8 * (size_t)nbins, cudaMemcpyDeviceToHost, s));
+          TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+          std::memcpy(&st, h, sizeof(st));
+          std::memcpy(counts.mutable_data(), h + counts_off, 8 * (size_t)nbins);
+        }
+        return state_to_dict(st, counts);
+      },
+      py::arg("ptr"), py::arg("dtype"), py::arg("n"), py::arg("bins"), py::arg("signed"), py::arg("stream"),
+      py::arg("device"));
   // The states (not the counts) of many histograms on one device in one gather and one copy;
   // waits. Returns arrays (exponent int32, has_range bool, amax float32, min/max float64 (NaN
   // when no finite value), finite/nan/posinf/neginf uint64), one entry per state.

@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "common.h"
-#include "workspace.h"
 #include "kernels/minmax.h"
 #include "stream_order.h"
+#include "workspace.h"
 
 namespace trtcal {
 namespace {
@@ -20,7 +20,9 @@ namespace {
 class MinMaxState {
  public:
   MinMaxState(int64_t channels, int device)
-      : channels_(channels), device_(device), order_(device),
+      : channels_(channels),
+        device_(device),
+        order_(device),
         buf_(offset_nonfinite(channels) + 3 * sizeof(unsigned long long), device) {
     TRTCAL_CHECK_ARG(channels >= 1, "trtcal: channels must be >= 1");
   }
@@ -35,8 +37,8 @@ class MinMaxState {
     py::gil_scoped_release nogil;
     DeviceGuard g(device_);
     order_.before(stream);
-    TRTCAL_CHECK_CUDA(minmax_accumulate(as_ptr<const void>(x), t, outer, channels_, inner, mins(),
-                                        maxs(), nonfinite(), as_stream(stream)));
+    TRTCAL_CHECK_CUDA(minmax_accumulate(as_ptr<const void>(x), t, outer, channels_, inner, mins(), maxs(),
+                                        nonfinite(), as_stream(stream)));
     order_.after(stream);
   }
   // Host copy: (min ordered uint32[C], max ordered uint32[C], nonfinite uint64[3]). Waits.
@@ -77,7 +79,8 @@ class MinMaxState {
   uint32_t* mins() const { return static_cast<uint32_t*>(buf_.data()); }
   uint32_t* maxs() const { return mins() + channels_; }
   unsigned long long* nonfinite() const {
-    return reinterpret_cast<unsigned long long*>(static_cast<char*>(buf_.data()) + offset_nonfinite(channels_));
+    return reinterpret_cast<unsigned long long*>(static_cast<char*>(buf_.data()) +
+                                                 offset_nonfinite(channels_));
   }
   int64_t channels_;
   int device_;
@@ -165,7 +168,7 @@ py::tuple minmax_scalar_once(uintptr_t x, DType t, size_t n, uintptr_t stream, i
     if (!slot.state) scalar_slot_alloc(slot);
     cudaStream_t s = as_stream(stream);
     if (slot.needs_init) TRTCAL_CHECK_CUDA(minmax_scalar_init(slot.state, s));
-    slot.needs_init = true;  // until this call has finished
+    slot.needs_init = true;             // until this call has finished
     if (++slot.seq == 0) slot.seq = 1;  // 0: the result's initial value
     TRTCAL_CHECK_CUDA(minmax_scalar(as_ptr<const void>(x), t, n, slot.state, slot.out, slot.seq, s));
     if (slot.mapped) {
@@ -186,8 +189,8 @@ py::tuple minmax_scalar_once(uintptr_t x, DType t, size_t n, uintptr_t stream, i
 // One-shot min/max in the device's cached workspace: reset, one pass, one copy back; waits.
 // Returns (lo, hi, nan, posinf, neginf): floats when channels == 1, else float64 arrays; NaN
 // marks a channel with no finite value.
-py::tuple minmax_once(uintptr_t x, int dtype, int64_t outer, int64_t channels, int64_t inner, uintptr_t stream,
-                      int device) {
+py::tuple minmax_once(uintptr_t x, int dtype, int64_t outer, int64_t channels, int64_t inner,
+                      uintptr_t stream, int device) {
   const DType t = as_float_dtype(dtype);
   TRTCAL_CHECK_ARG(channels >= 1, "trtcal: channels must be >= 1");
   if (channels == 1 && outer == 1 && inner > 0)
@@ -208,8 +211,8 @@ py::tuple minmax_once(uintptr_t x, int dtype, int64_t outer, int64_t channels, i
     auto* nfd = reinterpret_cast<unsigned long long*>(d + nf_off);
     cudaStream_t s = as_stream(stream);
     TRTCAL_CHECK_CUDA(minmax_reset(mins, mins + channels, channels, nfd, s));
-    TRTCAL_CHECK_CUDA(minmax_accumulate(as_ptr<const void>(x), t, outer, channels, inner, mins, mins + channels,
-                                        nfd, s));
+    TRTCAL_CHECK_CUDA(
+        minmax_accumulate(as_ptr<const void>(x), t, outer, channels, inner, mins, mins + channels, nfd, s));
     TRTCAL_CHECK_CUDA(cudaMemcpyAsync(h, d, bytes, cudaMemcpyDeviceToHost, s));
     TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
     const auto* ho = reinterpret_cast<const uint32_t*>(h);
@@ -221,8 +224,7 @@ py::tuple minmax_once(uintptr_t x, int dtype, int64_t outer, int64_t channels, i
     }
     std::memcpy(nf, h + nf_off, sizeof(nf));
   }
-  if (channels == 1)
-    return py::make_tuple(decode_ordered(lo1), decode_ordered(hi1), nf[0], nf[1], nf[2]);
+  if (channels == 1) return py::make_tuple(decode_ordered(lo1), decode_ordered(hi1), nf[0], nf[1], nf[2]);
   py::array_t<double> lo(channels), hi(channels);
   double* lp = lo.mutable_data();
   double* hp = hi.mutable_data();
@@ -245,8 +247,8 @@ void init_minmax_bindings(py::module_& m) {
       .def("update", &MinMaxState::update, py::arg("ptr"), py::arg("dtype"), py::arg("outer"),
            py::arg("inner"), py::arg("stream"))
       .def("read", &MinMaxState::read, py::arg("stream"))
-      .def("load", &MinMaxState::load, py::arg("min_ordered"), py::arg("max_ordered"),
-           py::arg("nonfinite"), py::arg("stream"))
+      .def("load", &MinMaxState::load, py::arg("min_ordered"), py::arg("max_ordered"), py::arg("nonfinite"),
+           py::arg("stream"))
       .def_property_readonly("channels", &MinMaxState::channels)
       .def_property_readonly("device", &MinMaxState::device);
 }

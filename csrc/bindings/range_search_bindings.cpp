@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "common.h"
-#include "workspace.h"
 #include "kernels/range_search.h"
 #include "kernels/select.h"
+#include "workspace.h"
 
 namespace trtcal {
 namespace {
@@ -143,7 +143,8 @@ class RangeSearchPlan {
     buf_.reset(new DeviceBuffer(L_.total(), device));
     char* base = static_cast<char*>(buf_->data());
     DeviceGuard g(device);
-    TRTCAL_CHECK_CUDA(cudaMemcpy(base, L_.desc.data(), sizeof(RangeTensor) * L_.desc.size(), cudaMemcpyHostToDevice));
+    TRTCAL_CHECK_CUDA(
+        cudaMemcpy(base, L_.desc.data(), sizeof(RangeTensor) * L_.desc.size(), cudaMemcpyHostToDevice));
     if (!L_.block_tensor.empty())
       TRTCAL_CHECK_CUDA(cudaMemcpy(base + L_.map_off(), L_.block_tensor.data(),
                                    sizeof(int32_t) * L_.block_tensor.size(), cudaMemcpyHostToDevice));
@@ -198,9 +199,9 @@ py::tuple range_search_once_py(int device, int method, int levels, bool zero_bin
                                carray<uint64_t> counts_ptrs, carray<int32_t> nbins,
                                carray<uint64_t> edges_ptrs, carray<double> linspace, carray<double> grid,
                                carray<double> targets, carray<int32_t> cands, int group, int chunk,
-                               carray<int64_t> host_counts,
-                               carray<int64_t> host_counts_off, carray<double> host_edges,
-                               carray<int64_t> host_edges_off, uintptr_t stream, bool with_curve) {
+                               carray<int64_t> host_counts, carray<int64_t> host_counts_off,
+                               carray<double> host_edges, carray<int64_t> host_edges_off, uintptr_t stream,
+                               bool with_curve) {
   RangeSearchRequest r =
       make_request(method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, tol, eps,
                    PlanArrays{counts_ptrs, nbins, edges_ptrs, linspace, grid, targets, cands}, group, chunk);
@@ -274,7 +275,8 @@ SelectScratch& select_scratch(int device) {
   SelectScratch& s = cache[device];
   if (!s.small) {
     s.small = new DeviceBuffer(SelectScratch::kSmall, device);
-    TRTCAL_CHECK_CUDA(cudaMemset(s.small->data(), 0, SelectScratch::kSmall));  // select_resolve keeps its part zeroed
+    TRTCAL_CHECK_CUDA(
+        cudaMemset(s.small->data(), 0, SelectScratch::kSmall));  // select_resolve keeps its part zeroed
     TRTCAL_CHECK_CUDA(cudaDeviceSynchronize());
   }
   return s;
@@ -289,8 +291,9 @@ void init_range_search_bindings(py::module_& m) {
 
   // Keyword-only construction: 19 parameters, several of the same type.
   py::class_<RangeSearchPlan>(m, "RangeSearchPlan")
-      .def(py::init<int, int, int, bool, bool, int, int, int, double, double, carray<uint64_t>, carray<int32_t>,
-                    carray<uint64_t>, carray<double>, carray<double>, carray<double>, carray<int32_t>, int, int>(),
+      .def(py::init<int, int, int, bool, bool, int, int, int, double, double, carray<uint64_t>,
+                    carray<int32_t>, carray<uint64_t>, carray<double>, carray<double>, carray<double>,
+                    carray<int32_t>, int, int>(),
            py::kw_only(), py::arg("device"), py::arg("method"), py::arg("levels"), py::arg("zero_bin_rule"),
            py::arg("tie_last"), py::arg("per_bin"), py::arg("max_bound"), py::arg("threads"), py::arg("tol"),
            py::arg("eps"), py::arg("counts_ptrs"), py::arg("nbins"), py::arg("edges_ptrs"),
@@ -305,61 +308,71 @@ void init_range_search_bindings(py::module_& m) {
         py::arg("levels"), py::arg("zero_bin_rule"), py::arg("tie_last"), py::arg("per_bin"),
         py::arg("max_bound"), py::arg("threads"), py::arg("tol"), py::arg("eps"), py::arg("counts_ptrs"),
         py::arg("nbins"), py::arg("edges_ptrs"), py::arg("linspace"), py::arg("grid"), py::arg("targets"),
-        py::arg("cands"), py::arg("group"), py::arg("chunk"), py::arg("host_counts"), py::arg("host_counts_off"),
-        py::arg("host_edges"), py::arg("host_edges_off"), py::arg("stream"), py::arg("with_curve"),
+        py::arg("cands"), py::arg("group"), py::arg("chunk"), py::arg("host_counts"),
+        py::arg("host_counts_off"), py::arg("host_edges"), py::arg("host_edges_off"), py::arg("stream"),
+        py::arg("with_curve"),
         "One range search in the cached workspace (no allocation); waits. "
         "Returns what RangeSearchPlan.read does");
   m.def("range_search_max_bins", &range_search_max_bins, py::arg("method"));
 
   // Radix-select passes (python/trtcal/percentile.py drives them). `x` is a float array
   // (dtype code) or, when keys != 0, a uint32 key buffer. Both wait for the stream.
-  m.def("select_histogram", [](uintptr_t x, int dtype, uintptr_t keys, size_t n, bool use_abs, int shift, int bits,
-                               int prefix_shift, uint32_t prefix, uintptr_t stream, int device) {
-    TRTCAL_CHECK_ARG(bits >= 1 && bits <= 12, "trtcal: select bits must be in [1, 12]");
-    const DType t = keys ? DType::kFloat32 : as_float_dtype(dtype);
-    py::array_t<uint64_t> hist((py::ssize_t)1 << bits);
-    {
-      py::gil_scoped_release nogil;
-      DeviceGuard g(device);
-      auto* h = select_scratch(device).hist();
-      const size_t nbytes = sizeof(unsigned long long) << bits;
-      cudaStream_t s = as_stream(stream);
-      TRTCAL_CHECK_CUDA(cudaMemsetAsync(h, 0, nbytes, s));
-      TRTCAL_CHECK_CUDA(select_histogram(as_ptr<const void>(x), t, as_ptr<const uint32_t>(keys), n, use_abs, shift,
-                                         bits, prefix_shift, prefix, h, s));
-      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(hist.mutable_data(), h, nbytes, cudaMemcpyDeviceToHost, s));
-      TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
-    }
-    return hist;
-  }, py::arg("x"), py::arg("dtype"), py::arg("keys"), py::arg("n"), py::arg("abs"), py::arg("shift"),
-     py::arg("bits"), py::arg("prefix_shift"), py::arg("prefix"), py::arg("stream"), py::arg("device"));
+  m.def(
+      "select_histogram",
+      [](uintptr_t x, int dtype, uintptr_t keys, size_t n, bool use_abs, int shift, int bits,
+         int prefix_shift, uint32_t prefix, uintptr_t stream, int device) {
+        TRTCAL_CHECK_ARG(bits >= 1 && bits <= 12, "trtcal: select bits must be in [1, 12]");
+        const DType t = keys ? DType::kFloat32 : as_float_dtype(dtype);
+        py::array_t<uint64_t> hist((py::ssize_t)1 << bits);
+        {
+          py::gil_scoped_release nogil;
+          DeviceGuard g(device);
+          auto* h = select_scratch(device).hist();
+          const size_t nbytes = sizeof(unsigned long long) << bits;
+          cudaStream_t s = as_stream(stream);
+          TRTCAL_CHECK_CUDA(cudaMemsetAsync(h, 0, nbytes, s));
+          TRTCAL_CHECK_CUDA(select_histogram(as_ptr<const void>(x), t, as_ptr<const uint32_t>(keys), n,
+                                             use_abs, shift, bits, prefix_shift, prefix, h, s));
+          TRTCAL_CHECK_CUDA(cudaMemcpyAsync(hist.mutable_data(), h, nbytes, cudaMemcpyDeviceToHost, s));
+          TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+        }
+        return hist;
+      },
+      py::arg("x"), py::arg("dtype"), py::arg("keys"), py::arg("n"), py::arg("abs"), py::arg("shift"),
+      py::arg("bits"), py::arg("prefix_shift"), py::arg("prefix"), py::arg("stream"), py::arg("device"));
 
   // The thread's cached compaction buffer on `device` with room for `count` keys (grown and
   // kept, never shrunk): the two-pass select compacts into it instead of allocating per call.
   // Valid until the next select call on this thread and device.
-  m.def("select_key_buffer", [](size_t count, int device) {
-    DeviceGuard g(device);
-    return reinterpret_cast<uintptr_t>(select_scratch(device).key_buffer(count, device));
-  }, py::arg("count"), py::arg("device"));
+  m.def(
+      "select_key_buffer",
+      [](size_t count, int device) {
+        DeviceGuard g(device);
+        return reinterpret_cast<uintptr_t>(select_scratch(device).key_buffer(count, device));
+      },
+      py::arg("count"), py::arg("device"));
 
-  m.def("select_compact", [](uintptr_t x, int dtype, uintptr_t keys, size_t n, bool use_abs, uint32_t lo,
-                             uint32_t hi, uintptr_t out, uintptr_t stream, int device) {
-    const DType t = keys ? DType::kFloat32 : as_float_dtype(dtype);
-    unsigned long long count = 0;
-    {
-      py::gil_scoped_release nogil;
-      DeviceGuard g(device);
-      auto* c = select_scratch(device).counts();
-      cudaStream_t s = as_stream(stream);
-      TRTCAL_CHECK_CUDA(cudaMemsetAsync(c, 0, sizeof(count), s));
-      TRTCAL_CHECK_CUDA(select_compact(as_ptr<const void>(x), t, as_ptr<const uint32_t>(keys), n, use_abs, lo, hi,
-                                       as_ptr<uint32_t>(out), c, s));
-      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(&count, c, sizeof(count), cudaMemcpyDeviceToHost, s));
-      TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
-    }
-    return count;
-  }, py::arg("x"), py::arg("dtype"), py::arg("keys"), py::arg("n"), py::arg("abs"), py::arg("lo"), py::arg("hi"),
-     py::arg("out"), py::arg("stream"), py::arg("device"));
+  m.def(
+      "select_compact",
+      [](uintptr_t x, int dtype, uintptr_t keys, size_t n, bool use_abs, uint32_t lo, uint32_t hi,
+         uintptr_t out, uintptr_t stream, int device) {
+        const DType t = keys ? DType::kFloat32 : as_float_dtype(dtype);
+        unsigned long long count = 0;
+        {
+          py::gil_scoped_release nogil;
+          DeviceGuard g(device);
+          auto* c = select_scratch(device).counts();
+          cudaStream_t s = as_stream(stream);
+          TRTCAL_CHECK_CUDA(cudaMemsetAsync(c, 0, sizeof(count), s));
+          TRTCAL_CHECK_CUDA(select_compact(as_ptr<const void>(x), t, as_ptr<const uint32_t>(keys), n, use_abs,
+                                           lo, hi, as_ptr<uint32_t>(out), c, s));
+          TRTCAL_CHECK_CUDA(cudaMemcpyAsync(&count, c, sizeof(count), cudaMemcpyDeviceToHost, s));
+          TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+        }
+        return count;
+      },
+      py::arg("x"), py::arg("dtype"), py::arg("keys"), py::arg("n"), py::arg("abs"), py::arg("lo"),
+      py::arg("hi"), py::arg("out"), py::arg("stream"), py::arg("device"));
 
   // Bracketed selection (select.h): sample, bounds around the fractions [t_lo, t_hi] of
   // the non-NaN values with a margin of `sigmas`, one partition pass into the thread's
@@ -368,46 +381,52 @@ void init_range_search_bindings(py::module_& m) {
   // (below, equal_lo, inside, nan, lo, hi, keys_ptr, [(status, key) per rank]): `inside`
   // keys in (lo, hi], the first min(inside, capacity) at keys_ptr (valid until the next call
   // on this thread and device); status 0: key found, 1: rank outside the bracket.
-  m.def("select_bracket", [](uintptr_t x, int dtype, size_t n, bool use_abs, int runs, double t_lo, double t_hi,
-                             double sigmas, size_t capacity, std::vector<unsigned long long> ranks,
-                             uintptr_t stream, int device) {
-    const DType t = as_float_dtype(dtype);
-    TRTCAL_CHECK_ARG(runs >= 1 && n >= (size_t)runs * kSelectSampleRun,
-                     "trtcal: select_bracket needs n >= 8 * runs");
-    TRTCAL_CHECK_ARG(ranks.size() <= (size_t)SelectScratch::kMaxRanks, "trtcal: select_bracket takes <= 64 ranks");
-    unsigned long long counts[4] = {0, 0, 0, 0};
-    uint32_t bounds[2] = {0, 0};
-    std::vector<SelectRank> resolved(ranks.size());
-    uintptr_t keys_ptr = 0;
-    {
-      py::gil_scoped_release nogil;
-      DeviceGuard g(device);
-      SelectScratch& sc = select_scratch(device);
-      uint32_t* keys = sc.key_buffer(capacity, device);
-      keys_ptr = reinterpret_cast<uintptr_t>(keys);
-      cudaStream_t s = as_stream(stream);
-      for (size_t i = 0; i < ranks.size(); ++i) resolved[i] = SelectRank{ranks[i], 0, 0, 0, 0};
-      const SelectBracketScratch scratch{sc.hist16(), sc.counts(), sc.bounds(), sc.ranks(),
-                                         sc.resolve_hist()};
-      TRTCAL_CHECK_CUDA(select_bracket(as_ptr<const void>(x), t, n, use_abs, runs, t_lo, t_hi, sigmas,
-                                       scratch, keys, capacity, resolved.data(), (int)resolved.size(), s));
-      // counts, bounds and ranks are adjacent: one copy
-      std::vector<unsigned char> host(SelectScratch::kCounts + SelectScratch::kBounds +
-                                      ranks.size() * sizeof(SelectRank));
-      TRTCAL_CHECK_CUDA(cudaMemcpyAsync(host.data(), sc.counts(), host.size(), cudaMemcpyDeviceToHost, s));
-      TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
-      std::memcpy(counts, host.data(), sizeof(counts));
-      std::memcpy(bounds, host.data() + SelectScratch::kCounts, sizeof(bounds));
-      if (!ranks.empty())
-        std::memcpy(resolved.data(), host.data() + SelectScratch::kCounts + SelectScratch::kBounds,
-                    resolved.size() * sizeof(SelectRank));
-    }
-    py::list keys_out;
-    for (const SelectRank& r : resolved) keys_out.append(py::make_tuple(r.status, r.key));
-    return py::make_tuple(counts[0], counts[1], counts[2], counts[3], bounds[0], bounds[1], keys_ptr, keys_out);
-  }, py::arg("x"), py::arg("dtype"), py::arg("n"), py::arg("abs"), py::arg("runs"), py::arg("t_lo"),
-     py::arg("t_hi"), py::arg("sigmas"), py::arg("capacity"), py::arg("ranks"), py::arg("stream"),
-     py::arg("device"));
+  m.def(
+      "select_bracket",
+      [](uintptr_t x, int dtype, size_t n, bool use_abs, int runs, double t_lo, double t_hi, double sigmas,
+         size_t capacity, std::vector<unsigned long long> ranks, uintptr_t stream, int device) {
+        const DType t = as_float_dtype(dtype);
+        TRTCAL_CHECK_ARG(runs >= 1 && n >= (size_t)runs * kSelectSampleRun,
+                         "trtcal: select_bracket needs n >= 8 * runs");
+        TRTCAL_CHECK_ARG(ranks.size() <= (size_t)SelectScratch::kMaxRanks,
+                         "trtcal: select_bracket takes <= 64 ranks");
+        unsigned long long counts[4] = {0, 0, 0, 0};
+        uint32_t bounds[2] = {0, 0};
+        std::vector<SelectRank> resolved(ranks.size());
+        uintptr_t keys_ptr = 0;
+        {
+          py::gil_scoped_release nogil;
+          DeviceGuard g(device);
+          SelectScratch& sc = select_scratch(device);
+          uint32_t* keys = sc.key_buffer(capacity, device);
+          keys_ptr = reinterpret_cast<uintptr_t>(keys);
+          cudaStream_t s = as_stream(stream);
+          for (size_t i = 0; i < ranks.size(); ++i) resolved[i] = SelectRank{ranks[i], 0, 0, 0, 0};
+          const SelectBracketScratch scratch{sc.hist16(), sc.counts(), sc.bounds(), sc.ranks(),
+                                             sc.resolve_hist()};
+          TRTCAL_CHECK_CUDA(select_bracket(as_ptr<const void>(x), t, n, use_abs, runs, t_lo, t_hi, sigmas,
+                                           scratch, keys, capacity, resolved.data(), (int)resolved.size(),
+                                           s));
+          // counts, bounds and ranks are adjacent: one copy
+          std::vector<unsigned char> host(SelectScratch::kCounts + SelectScratch::kBounds +
+                                          ranks.size() * sizeof(SelectRank));
+          TRTCAL_CHECK_CUDA(
+              cudaMemcpyAsync(host.data(), sc.counts(), host.size(), cudaMemcpyDeviceToHost, s));
+          TRTCAL_CHECK_CUDA(cudaStreamSynchronize(s));
+          std::memcpy(counts, host.data(), sizeof(counts));
+          std::memcpy(bounds, host.data() + SelectScratch::kCounts, sizeof(bounds));
+          if (!ranks.empty())
+            std::memcpy(resolved.data(), host.data() + SelectScratch::kCounts + SelectScratch::kBounds,
+                        resolved.size() * sizeof(SelectRank));
+        }
+        py::list keys_out;
+        for (const SelectRank& r : resolved) keys_out.append(py::make_tuple(r.status, r.key));
+        return py::make_tuple(counts[0], counts[1], counts[2], counts[3], bounds[0], bounds[1], keys_ptr,
+                              keys_out);
+      },
+      py::arg("x"), py::arg("dtype"), py::arg("n"), py::arg("abs"), py::arg("runs"), py::arg("t_lo"),
+      py::arg("t_hi"), py::arg("sigmas"), py::arg("capacity"), py::arg("ranks"), py::arg("stream"),
+      py::arg("device"));
 }
 
 }  // namespace trtcal

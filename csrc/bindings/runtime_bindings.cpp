@@ -45,7 +45,8 @@ void init_runtime_bindings(py::module_& m) {
 
   py::class_<DeviceBuffer>(m, "DeviceBuffer")
       .def(py::init<size_t, int>(), py::arg("nbytes"), py::arg("device"))
-      .def_property_readonly("ptr", [](const DeviceBuffer& b) { return reinterpret_cast<uintptr_t>(b.data()); })
+      .def_property_readonly("ptr",
+                             [](const DeviceBuffer& b) { return reinterpret_cast<uintptr_t>(b.data()); })
       .def_property_readonly("nbytes", &DeviceBuffer::nbytes)
       .def_property_readonly("device", &DeviceBuffer::device)
       // Copies a C-contiguous host array into the buffer (ordered on `stream`; the
@@ -56,7 +57,8 @@ void init_runtime_bindings(py::module_& m) {
         TRTCAL_CHECK_ARG(nbytes <= b.nbytes(), "trtcal: upload larger than the device buffer");
         py::gil_scoped_release nogil;
         DeviceGuard g(b.device());
-        TRTCAL_CHECK_CUDA(cudaMemcpyAsync(b.data(), info.ptr, nbytes, cudaMemcpyHostToDevice, as_stream(stream)));
+        TRTCAL_CHECK_CUDA(
+            cudaMemcpyAsync(b.data(), info.ptr, nbytes, cudaMemcpyHostToDevice, as_stream(stream)));
         TRTCAL_CHECK_CUDA(cudaStreamSynchronize(as_stream(stream)));
       });
   // Copies nbytes from a device pointer into a writable host buffer and waits.
@@ -65,7 +67,8 @@ void init_runtime_bindings(py::module_& m) {
     const size_t nbytes = static_cast<size_t>(info.size) * info.itemsize;
     py::gil_scoped_release nogil;
     DeviceGuard g(device);
-    TRTCAL_CHECK_CUDA(cudaMemcpyAsync(info.ptr, reinterpret_cast<void*>(src), nbytes, cudaMemcpyDeviceToHost, as_stream(stream)));
+    TRTCAL_CHECK_CUDA(cudaMemcpyAsync(info.ptr, reinterpret_cast<void*>(src), nbytes, cudaMemcpyDeviceToHost,
+                                      as_stream(stream)));
     TRTCAL_CHECK_CUDA(cudaStreamSynchronize(as_stream(stream)));
   });
 }

@@ -1,10 +1,10 @@
 // A cached scratch workspace per device for the one-shot calls (per-channel minmax, histogram,
-// range search; the whole-tensor amax / minmax has its own tiny result slot): device memory and pinned host memory grown geometrically and kept, so a
-// call pays no cudaMalloc/cudaFree (cudaFree waits for the whole device) and its results come
-// back in one asynchronous copy. A call holds the device's lock from its first use of the
-// workspace until it has waited for its stream, so calls on different streams or threads
-// never share the memory while the GPU still uses it. Freed by trtcal's atexit hook while
-// the CUDA runtime is still alive (never in a static destructor).
+// range search; the whole-tensor amax / minmax has its own tiny result slot): device memory and pinned host
+// memory grown geometrically and kept, so a call pays no cudaMalloc/cudaFree (cudaFree waits for the whole
+// device) and its results come back in one asynchronous copy. A call holds the device's lock from its first
+// use of the workspace until it has waited for its stream, so calls on different streams or threads never
+// share the memory while the GPU still uses it. Freed by trtcal's atexit hook while the CUDA runtime is still
+// alive (never in a static destructor).
 #pragma once
 #include <algorithm>
 #include <memory>

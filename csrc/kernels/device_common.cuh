@@ -70,8 +70,8 @@ __device__ __forceinline__ void for_each_vector(const T* __restrict__ x, size_t 
 
 // Calls f(float value) for every element of x[0, n) (see for_each_vector).
 template <typename T, int UNROLL, typename F>
-__device__ __forceinline__ void for_each_value(const T* __restrict__ x, size_t n, F& f,
-                                               size_t tid, size_t nthreads) {
+__device__ __forceinline__ void for_each_value(const T* __restrict__ x, size_t n, F& f, size_t tid,
+                                               size_t nthreads) {
   constexpr int kVec = 16 / sizeof(T);
   for_each_vector<T, UNROLL>(
       x, n,
@@ -120,9 +120,7 @@ struct MaxOp {
   __device__ uint32_t operator()(uint32_t a, uint32_t b) const { return a > b ? a : b; }
 };
 struct SumOp {
-  __device__ unsigned long long operator()(unsigned long long a, unsigned long long b) const {
-    return a + b;
-  }
+  __device__ unsigned long long operator()(unsigned long long a, unsigned long long b) const { return a + b; }
 };
 
 // Lets `kernel` launch with `bytes` of dynamic shared memory on the current device. A block's

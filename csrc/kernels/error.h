@@ -5,8 +5,8 @@
 
 // Evaluates `call` (a cudaError_t expression) once and returns it from the enclosing
 // function when it is not cudaSuccess.
-#define TRTCAL_TRY(call)                                         \
-  do {                                                           \
-    const cudaError_t trtcal_try_err_ = (call);                  \
-    if (trtcal_try_err_ != cudaSuccess) return trtcal_try_err_;  \
+#define TRTCAL_TRY(call)                                        \
+  do {                                                          \
+    const cudaError_t trtcal_try_err_ = (call);                 \
+    if (trtcal_try_err_ != cudaSuccess) return trtcal_try_err_; \
   } while (0)

@@ -21,7 +21,8 @@ __device__ __forceinline__ double round_e4m3(double x) {
 }
 
 __global__ void fp8_mse_kernel(const Fp8Tensor* __restrict__ tensors, const int32_t* __restrict__ cand_tensor,
-                               const double* __restrict__ cand_amax, long long ncand, double* __restrict__ curve) {
+                               const double* __restrict__ cand_amax, long long ncand,
+                               double* __restrict__ curve) {
   const long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x;
   if (g >= ncand) return;
   const Fp8Tensor t = tensors[cand_tensor[g]];
@@ -78,8 +79,8 @@ __global__ void fp8_kl_kernel(const Fp8Tensor* __restrict__ tensors, const int32
 
 // One block per tensor: the minimum (exact in any order), then the first index within the tie
 // tolerance (a curve of all +inf picks the first +inf).
-__global__ void fp8_pick_kernel(const Fp8Tensor* __restrict__ tensors, const double* __restrict__ curve, double tol,
-                                int32_t* __restrict__ out_index) {
+__global__ void fp8_pick_kernel(const Fp8Tensor* __restrict__ tensors, const double* __restrict__ curve,
+                                double tol, int32_t* __restrict__ out_index) {
   __shared__ double smin[kPickThreads];
   __shared__ int32_t sidx[kPickThreads];
   const Fp8Tensor t = tensors[blockIdx.x];
@@ -125,7 +126,8 @@ cudaError_t fp8_search(int32_t method, const Fp8Tensor* tensors, int32_t ntensor
     const long long blocks = (ncand_total + kThreads - 1) / kThreads;
     if (blocks > 0x7fffffffLL) return cudaErrorInvalidValue;
     if (method == kFp8Mse)
-      fp8_mse_kernel<<<(unsigned)blocks, kThreads, 0, stream>>>(tensors, cand_tensor, cand_amax, ncand_total, curve);
+      fp8_mse_kernel<<<(unsigned)blocks, kThreads, 0, stream>>>(tensors, cand_tensor, cand_amax, ncand_total,
+                                                                curve);
     else
       fp8_kl_kernel<<<(unsigned)blocks, kThreads, 0, stream>>>(tensors, cand_tensor, cand_keep, cand_amax,
                                                                ncand_total, curve);

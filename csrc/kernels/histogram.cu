@@ -10,8 +10,8 @@ namespace trtcal {
 namespace {
 
 constexpr int kThreads = 512;
-constexpr int kBlocksPerSm = 3;           // pass 1's __launch_bounds__ minimum
-constexpr int kSharedBudget = 64 * 1024;  // bytes of sub-histograms per block
+constexpr int kBlocksPerSm = 3;            // pass 1's __launch_bounds__ minimum
+constexpr int kSharedBudget = 64 * 1024;   // bytes of sub-histograms per block
 constexpr int kReplicaBudget = 16 * 1024;  // more than one sub-histogram only within this
 
 struct Layout {
@@ -19,7 +19,7 @@ struct Layout {
   size_t smem;
 };
 
-int g_replicas_override = 0;  // benchmarking knob: force this many replicas (1, 2, 4, 8, 16)
+int g_replicas_override = 0;       // benchmarking knob: force this many replicas (1, 2, 4, 8, 16)
 int g_blocks_per_sm_override = 0;  // benchmarking knob: force this many blocks per SM
 
 Layout choose_layout(int32_t nbins) {
@@ -40,8 +40,8 @@ __device__ __forceinline__ bool is_pow2(int64_t v) { return v > 0 && (v & (v - 1
 
 // How values map to bins for one pass; built per block from the device state.
 struct Binner {
-  int nbh;       // nbins (abs) or nbins/2 (signed)
-  bool use32;    // the scale is an exact float32 power of two
+  int nbh;     // nbins (abs) or nbins/2 (signed)
+  bool use32;  // the scale is an exact float32 power of two
   float scale32;
   double scale64;
   __device__ void set(int nbins, bool is_signed, int exponent) {
@@ -81,7 +81,10 @@ struct BlockHist {
   unsigned long long* global;
   unsigned int* mine;  // smem + this lane's replica
   __device__ void init(unsigned int* s, int r, int nb, unsigned long long* g) {
-    smem = s; replicas = r; nbins = nb; global = g;
+    smem = s;
+    replicas = r;
+    nbins = nb;
+    global = g;
     mine = s + (r ? (threadIdx.x & 31) % r : 0);
     if (replicas) {
       for (int i = threadIdx.x; i < nbins * replicas; i += blockDim.x) smem[i] = 0;
@@ -111,7 +114,12 @@ struct RunningStats {
   float lo = INFINITY, hi = -INFINITY;
   unsigned int nan = 0, pinf = 0, ninf = 0;
   __device__ __forceinline__ void nonfinite(float v) {
-    if (isnan(v)) ++nan; else if (v > 0.f) ++pinf; else ++ninf;
+    if (isnan(v))
+      ++nan;
+    else if (v > 0.f)
+      ++pinf;
+    else
+      ++ninf;
   }
 };
 
@@ -119,7 +127,7 @@ template <bool kSigned, bool kUse32>
 struct Pass1Fold {
   BlockHist* hist;
   Binner binner;
-  float limit;     // |x| < limit is binned in this pass (0 when there is no range yet)
+  float limit;  // |x| < limit is binned in this pass (0 when there is no range yet)
   RunningStats st;
   __device__ __forceinline__ void operator()(float v) {
     const float a = fabsf(v);
@@ -242,8 +250,10 @@ struct Pass1PackedAbs {
     const int k = ilogb((double)binner.nbh) - exponent;
     uint32_t sbits = 0, lbits = 0;
     if (!binner.use32 || !pow2_bits(k, false, &sbits)) return false;
-    if (exponent > P::kMaxExp) lbits = P::kInf;
-    else if (!pow2_bits(exponent, true, &lbits)) return false;
+    if (exponent > P::kMaxExp)
+      lbits = P::kInf;
+    else if (!pow2_bits(exponent, true, &lbits))
+      return false;
     addc = (0x8000u - lbits) * 0x10001u;
     scale2 = P::as2(sbits * 0x10001u);
     lo2 = P::as2(P::kInf * 0x10001u);              // +inf
@@ -282,8 +292,7 @@ struct Pass1Float32Abs {
   __device__ __forceinline__ void vec(const uint4& v) {
     const float f[4] = {__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z),
                         __uint_as_float(v.w)};
-    const uint32_t a[4] = {v.x & 0x7fffffffu, v.y & 0x7fffffffu, v.z & 0x7fffffffu,
-                           v.w & 0x7fffffffu};
+    const uint32_t a[4] = {v.x & 0x7fffffffu, v.y & 0x7fffffffu, v.z & 0x7fffffffu, v.w & 0x7fffffffu};
     if (max(max(a[0], a[1]), max(a[2], a[3])) >= limit_bits) {
 #pragma unroll
       for (int q = 0; q < 4; ++q) (*this)(f[q]);
@@ -360,22 +369,40 @@ __device__ __forceinline__ void pass1_body(const T* __restrict__ x, size_t n, Hi
   if constexpr (!kSigned && IsPacked16<T>::value) {
     if (s.has_range) {
       switch (replicas) {  // compile-time sub-histogram stride
-        case 8: done = pass1_packed<T, 8>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st); break;
-        case 4: done = pass1_packed<T, 4>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st); break;
-        case 2: done = pass1_packed<T, 2>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st); break;
-        case 1: done = pass1_packed<T, 1>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st); break;
-        default: break;  // counts in global memory: the generic fold
+        case 8:
+          done = pass1_packed<T, 8>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st);
+          break;
+        case 4:
+          done = pass1_packed<T, 4>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st);
+          break;
+        case 2:
+          done = pass1_packed<T, 2>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st);
+          break;
+        case 1:
+          done = pass1_packed<T, 1>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st);
+          break;
+        default:
+          break;  // counts in global memory: the generic fold
       }
     }
   }
   if constexpr (!kSigned && std::is_same<T, float>::value) {
     if (s.has_range) {
       switch (replicas) {
-        case 8: done = pass1_float32<8>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st); break;
-        case 4: done = pass1_float32<4>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st); break;
-        case 2: done = pass1_float32<2>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st); break;
-        case 1: done = pass1_float32<1>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st); break;
-        default: break;
+        case 8:
+          done = pass1_float32<8>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st);
+          break;
+        case 4:
+          done = pass1_float32<4>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st);
+          break;
+        case 2:
+          done = pass1_float32<2>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st);
+          break;
+        case 1:
+          done = pass1_float32<1>(x, n, hist, binner, limit, s.exponent, tid, nthreads, &st);
+          break;
+        default:
+          break;
       }
     }
   }
@@ -394,8 +421,8 @@ __device__ __forceinline__ void pass1_body(const T* __restrict__ x, size_t n, Hi
   __shared__ uint32_t s32[32];
   __shared__ unsigned long long s64[32];
   const bool any = st.lo <= st.hi;
-  const uint32_t amax = detail::block_reduce(any ? __float_as_uint(fmaxf(-st.lo, st.hi)) : 0u,
-                                             detail::MaxOp(), s32, 0u);
+  const uint32_t amax =
+      detail::block_reduce(any ? __float_as_uint(fmaxf(-st.lo, st.hi)) : 0u, detail::MaxOp(), s32, 0u);
   const uint32_t lo = detail::block_reduce(any ? detail::float_to_ordered(st.lo) : detail::kOrderedMinInit,
                                            detail::MinOp(), s32, detail::kOrderedMinInit);
   const uint32_t hi = detail::block_reduce(any ? detail::float_to_ordered(st.hi) : detail::kOrderedMaxInit,
@@ -417,9 +444,9 @@ __device__ __forceinline__ void pass1_body(const T* __restrict__ x, size_t n, Hi
 }
 
 template <typename T, bool kSigned>
-__global__ void __launch_bounds__(kThreads, kBlocksPerSm) histogram_pass1_kernel(
-    const T* __restrict__ x, size_t n, HistogramState* state, unsigned long long* counts,
-    int replicas) {
+__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
+    histogram_pass1_kernel(const T* __restrict__ x, size_t n, HistogramState* state,
+                           unsigned long long* counts, int replicas) {
   extern __shared__ unsigned int smem[];
   pass1_body<T, kSigned>(x, n, state, counts, replicas, smem, blockIdx.x * (size_t)blockDim.x + threadIdx.x,
                          (size_t)gridDim.x * blockDim.x, blockIdx.x == 0);
@@ -448,17 +475,16 @@ __device__ __forceinline__ void pass2_body(const T* __restrict__ x, size_t n, co
 }
 
 template <typename T, bool kSigned>
-__global__ void __launch_bounds__(kThreads) histogram_pass2_kernel(
-    const T* __restrict__ x, size_t n, const HistogramState* state, unsigned long long* counts,
-    int replicas) {
+__global__ void __launch_bounds__(kThreads)
+    histogram_pass2_kernel(const T* __restrict__ x, size_t n, const HistogramState* state,
+                           unsigned long long* counts, int replicas) {
   extern __shared__ unsigned int smem[];
   pass2_body<T, kSigned>(x, n, state, counts, replicas, smem, blockIdx.x * (size_t)blockDim.x + threadIdx.x,
                          (size_t)gridDim.x * blockDim.x);
 }
 
 // Sum of the old bins that land in new bin j when the range grows by 2^m.
-__device__ unsigned long long gather(const unsigned long long* old, int nbins, bool is_signed,
-                                     int m, int j) {
+__device__ unsigned long long gather(const unsigned long long* old, int nbins, bool is_signed, int m, int j) {
   if (m == 0) return old[j];
   const int sh = m > 40 ? 40 : m;
   const int64_t c = is_signed ? nbins / 2 : 0;
@@ -471,8 +497,7 @@ __device__ unsigned long long gather(const unsigned long long* old, int nbins, b
   return s;
 }
 
-__device__ void grow_body(HistogramState* state, unsigned long long* counts,
-                          unsigned long long* scratch) {
+__device__ void grow_body(HistogramState* state, unsigned long long* counts, unsigned long long* scratch) {
   __shared__ int m_shared;
   HistogramState s = *state;
   const float batch_amax = __uint_as_float(s.batch_amax_bits);
@@ -518,30 +543,47 @@ __device__ __forceinline__ int find_item(const HistogramBatchItem* items, int ni
   int lo = 0, hi = nitems - 1;  // last item whose first_block <= block
   while (lo < hi) {
     const int mid = (lo + hi + 1) >> 1;
-    if (items[mid].first_block <= block) lo = mid; else hi = mid - 1;
+    if (items[mid].first_block <= block)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
 }
 
-#define TRTCAL_ITEM_DISPATCH(it, BODY)                                                       \
-  switch ((it).dtype * 2 + ((it).is_signed ? 1 : 0)) {                                       \
-    case 0: BODY(float, false); break;                                                       \
-    case 1: BODY(float, true); break;                                                        \
-    case 2: BODY(__half, false); break;                                                      \
-    case 3: BODY(__half, true); break;                                                       \
-    case 4: BODY(__nv_bfloat16, false); break;                                               \
-    case 5: BODY(__nv_bfloat16, true); break;                                                \
-    default: break;                                                                          \
+#define TRTCAL_ITEM_DISPATCH(it, BODY)                 \
+  switch ((it).dtype * 2 + ((it).is_signed ? 1 : 0)) { \
+    case 0:                                            \
+      BODY(float, false);                              \
+      break;                                           \
+    case 1:                                            \
+      BODY(float, true);                               \
+      break;                                           \
+    case 2:                                            \
+      BODY(__half, false);                             \
+      break;                                           \
+    case 3:                                            \
+      BODY(__half, true);                              \
+      break;                                           \
+    case 4:                                            \
+      BODY(__nv_bfloat16, false);                      \
+      break;                                           \
+    case 5:                                            \
+      BODY(__nv_bfloat16, true);                       \
+      break;                                           \
+    default:                                           \
+      break;                                           \
   }
 
-__global__ void __launch_bounds__(kThreads) histogram_pass1_many_kernel(const HistogramBatchItem* items,
-                                                                        int nitems, int replicas) {
+__global__ void __launch_bounds__(kThreads)
+    histogram_pass1_many_kernel(const HistogramBatchItem* items, int nitems, int replicas) {
   extern __shared__ unsigned int smem[];
   const HistogramBatchItem it = items[find_item(items, nitems, blockIdx.x)];
   const int lb = blockIdx.x - it.first_block;
   const size_t tid = lb * (size_t)blockDim.x + threadIdx.x, nthreads = (size_t)it.nblocks * blockDim.x;
-#define TRTCAL_PASS1(T, S) \
-  pass1_body<T, S>(static_cast<const T*>(it.x), it.n, it.state, it.counts, replicas, smem, tid, nthreads, lb == 0)
+#define TRTCAL_PASS1(T, S)                                                                                \
+  pass1_body<T, S>(static_cast<const T*>(it.x), it.n, it.state, it.counts, replicas, smem, tid, nthreads, \
+                   lb == 0)
   TRTCAL_ITEM_DISPATCH(it, TRTCAL_PASS1)
 #undef TRTCAL_PASS1
 }
@@ -551,8 +593,8 @@ __global__ void histogram_grow_many_kernel(const HistogramBatchItem* items) {
   grow_body(it.state, it.counts, it.scratch);
 }
 
-__global__ void __launch_bounds__(kThreads) histogram_pass2_many_kernel(const HistogramBatchItem* items,
-                                                                        int nitems, int replicas) {
+__global__ void __launch_bounds__(kThreads)
+    histogram_pass2_many_kernel(const HistogramBatchItem* items, int nitems, int replicas) {
   extern __shared__ unsigned int smem[];
   const HistogramBatchItem it = items[find_item(items, nitems, blockIdx.x)];
   const int lb = blockIdx.x - it.first_block;
@@ -563,14 +605,16 @@ __global__ void __launch_bounds__(kThreads) histogram_pass2_many_kernel(const Hi
 #undef TRTCAL_PASS2
 }
 
-__global__ void histogram_merge_kernel(HistogramState* a, unsigned long long* ca,
-                                       const HistogramState* b, const unsigned long long* cb,
-                                       unsigned long long* scratch) {
+__global__ void histogram_merge_kernel(HistogramState* a, unsigned long long* ca, const HistogramState* b,
+                                       const unsigned long long* cb, unsigned long long* scratch) {
   const HistogramState sa = *a, sb = *b;
   int e = 0;
-  if (sa.has_range && sb.has_range) e = max(sa.exponent, sb.exponent);
-  else if (sa.has_range) e = sa.exponent;
-  else if (sb.has_range) e = sb.exponent;
+  if (sa.has_range && sb.has_range)
+    e = max(sa.exponent, sb.exponent);
+  else if (sa.has_range)
+    e = sa.exponent;
+  else if (sb.has_range)
+    e = sb.exponent;
   const int ma = sa.has_range ? e - sa.exponent : 0;
   const int mb = sb.has_range ? e - sb.exponent : 0;
   for (int j = threadIdx.x; j < sa.nbins; j += blockDim.x)
@@ -598,9 +642,9 @@ __global__ void histogram_init_kernel(HistogramState* state, int32_t nbins, int3
 }
 
 template <typename T, bool kSigned>
-__global__ void __launch_bounds__(kThreads) histogram_fixed_kernel(
-    const T* __restrict__ x, size_t n, double range, double scale, int nbins,
-    unsigned long long* counts, unsigned long long* stats, int replicas) {
+__global__ void __launch_bounds__(kThreads)
+    histogram_fixed_kernel(const T* __restrict__ x, size_t n, double range, double scale, int nbins,
+                           unsigned long long* counts, unsigned long long* stats, int replicas) {
   extern __shared__ unsigned int smem[];
   BlockHist hist;
   hist.init(smem, replicas, nbins, counts);
@@ -611,11 +655,19 @@ __global__ void __launch_bounds__(kThreads) histogram_fixed_kernel(
     unsigned int out = 0, nan = 0, pinf = 0, ninf = 0;
     __device__ __forceinline__ void operator()(float v) {
       if (!isfinite(v)) {
-        if (isnan(v)) ++nan; else if (v > 0.f) ++pinf; else ++ninf;
+        if (isnan(v))
+          ++nan;
+        else if (v > 0.f)
+          ++pinf;
+        else
+          ++ninf;
         return;
       }
       const double d = kSigned ? (double)v : (double)fabsf(v);
-      if (d > range || d < (kSigned ? -range : 0.0)) { ++out; return; }
+      if (d > range || d < (kSigned ? -range : 0.0)) {
+        ++out;
+        return;
+      }
       int b = kSigned ? nbins / 2 + (int)floor(d * scale) : (int)(d * scale);
       b = b < 0 ? 0 : (b >= nbins ? nbins - 1 : b);
       hist->add(b);
@@ -652,8 +704,8 @@ cudaError_t prepare(K kernel, const Layout& l) {
 void histogram_set_replicas(int replicas) { g_replicas_override = replicas; }
 void histogram_set_blocks_per_sm(int blocks) { g_blocks_per_sm_override = blocks; }
 
-cudaError_t histogram_state_init(HistogramState* state, unsigned long long* counts,
-                                 int32_t nbins, bool is_signed, cudaStream_t stream) {
+cudaError_t histogram_state_init(HistogramState* state, unsigned long long* counts, int32_t nbins,
+                                 bool is_signed, cudaStream_t stream) {
   if (nbins < 1 || nbins > kMaxHistogramBins || (is_signed && nbins % 2)) return cudaErrorInvalidValue;
   histogram_init_kernel<<<1, 1, 0, stream>>>(state, nbins, is_signed);
   TRTCAL_TRY(cudaGetLastError());
@@ -661,8 +713,8 @@ cudaError_t histogram_state_init(HistogramState* state, unsigned long long* coun
 }
 
 cudaError_t histogram_update(const void* x, DType dtype, size_t n, HistogramState* state,
-                             unsigned long long* counts, unsigned long long* scratch,
-                             int32_t nbins, bool is_signed, cudaStream_t stream) {
+                             unsigned long long* counts, unsigned long long* scratch, int32_t nbins,
+                             bool is_signed, cudaStream_t stream) {
   if (nbins < 1 || nbins > kMaxHistogramBins || (is_signed && nbins % 2)) return cudaErrorInvalidValue;
   const Layout l = choose_layout(nbins);
   const int blocks = grid_for(n, l);
@@ -724,17 +776,17 @@ cudaError_t histogram_update_many(HistogramBatchItem* items, int32_t nitems, His
   return cudaGetLastError();
 }
 
-cudaError_t histogram_merge(HistogramState* a, unsigned long long* counts_a,
-                            const HistogramState* b, const unsigned long long* counts_b,
-                            unsigned long long* scratch, int32_t nbins, cudaStream_t stream) {
+cudaError_t histogram_merge(HistogramState* a, unsigned long long* counts_a, const HistogramState* b,
+                            const unsigned long long* counts_b, unsigned long long* scratch, int32_t nbins,
+                            cudaStream_t stream) {
   (void)nbins;
   histogram_merge_kernel<<<1, 1024, 0, stream>>>(a, counts_a, b, counts_b, scratch);
   return cudaGetLastError();
 }
 
-cudaError_t histogram_fixed_range(const void* x, DType dtype, size_t n, double range,
-                                  int32_t nbins, bool is_signed, unsigned long long* counts,
-                                  unsigned long long* stats, cudaStream_t stream) {
+cudaError_t histogram_fixed_range(const void* x, DType dtype, size_t n, double range, int32_t nbins,
+                                  bool is_signed, unsigned long long* counts, unsigned long long* stats,
+                                  cudaStream_t stream) {
   if (nbins < 1 || nbins > kMaxHistogramBins || (is_signed && nbins % 2) || !(range > 0.0) ||
       !std::isfinite(range))
     return cudaErrorInvalidValue;
@@ -752,7 +804,8 @@ cudaError_t histogram_fixed_range(const void* x, DType dtype, size_t n, double r
 }
 
 namespace {
-__global__ void histogram_gather_states_kernel(const HistogramState* const* src, HistogramState* dst, int32_t n) {
+__global__ void histogram_gather_states_kernel(const HistogramState* const* src, HistogramState* dst,
+                                               int32_t n) {
   const int32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) dst[i] = *src[i];
 }

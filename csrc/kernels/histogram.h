@@ -28,7 +28,7 @@ struct HistogramState {
   int32_t exponent;        // R = 2^exponent when has_range
   int32_t prev_has_range;  // range before the last update's growth (pass 2 reads it)
   int32_t prev_exponent;
-  int32_t grew;            // the last update must run pass 2
+  int32_t grew;              // the last update must run pass 2
   uint32_t batch_amax_bits;  // max |x| of the batch being added (float bits)
   uint32_t amax_bits;        // max |x| over everything (float bits)
   uint32_t min_ordered;      // min over finite values (ordered bits)
@@ -39,28 +39,28 @@ struct HistogramState {
 };
 
 // Initialises `state` and zeroes `counts` (nbins values).
-cudaError_t histogram_state_init(HistogramState* state, unsigned long long* counts,
-                                 int32_t nbins, bool is_signed, cudaStream_t stream);
+cudaError_t histogram_state_init(HistogramState* state, unsigned long long* counts, int32_t nbins,
+                                 bool is_signed, cudaStream_t stream);
 
 // Adds the n values of x to the histogram. `scratch` holds nbins counts. At most two
 // passes over x: one that bins what fits the current range and finds the batch's
 // max |x|, and one that bins the values beyond the old range, only when it grew.
 cudaError_t histogram_update(const void* x, DType dtype, size_t n, HistogramState* state,
-                             unsigned long long* counts, unsigned long long* scratch,
-                             int32_t nbins, bool is_signed, cudaStream_t stream);
+                             unsigned long long* counts, unsigned long long* scratch, int32_t nbins,
+                             bool is_signed, cudaStream_t stream);
 
 // One tensor of a batched update (see histogram_update_many).
 struct HistogramBatchItem {
-  const void* x;                // values (dtype: 0 float32, 1 float16, 2 bfloat16)
+  const void* x;  // values (dtype: 0 float32, 1 float16, 2 bfloat16)
   unsigned long long n;
-  HistogramState* state;        // this tensor's histogram (device)
+  HistogramState* state;  // this tensor's histogram (device)
   unsigned long long* counts;
   unsigned long long* scratch;
   int32_t dtype;
   int32_t nbins;
   int32_t is_signed;
-  int32_t first_block;          // filled by histogram_update_many
-  int32_t nblocks;              // filled by histogram_update_many
+  int32_t first_block;  // filled by histogram_update_many
+  int32_t nblocks;      // filled by histogram_update_many
   int32_t reserved;
 };
 
@@ -73,16 +73,16 @@ cudaError_t histogram_update_many(HistogramBatchItem* items, int32_t nitems, His
                                   cudaStream_t stream);
 
 // a += b (same nbins and sign). Both are re-binned onto the larger range.
-cudaError_t histogram_merge(HistogramState* a, unsigned long long* counts_a,
-                            const HistogramState* b, const unsigned long long* counts_b,
-                            unsigned long long* scratch, int32_t nbins, cudaStream_t stream);
+cudaError_t histogram_merge(HistogramState* a, unsigned long long* counts_a, const HistogramState* b,
+                            const unsigned long long* counts_b, unsigned long long* scratch, int32_t nbins,
+                            cudaStream_t stream);
 
 // One-shot histogram over a caller-chosen range [0, R] (abs) or [-R, R] (signed):
 // bin = floor(v * (nbins / R)) in float64, the last bin closed. Accumulates into counts
 // and stats[0..3] = values outside the range, NaN, +Inf, -Inf.
-cudaError_t histogram_fixed_range(const void* x, DType dtype, size_t n, double range,
-                                  int32_t nbins, bool is_signed, unsigned long long* counts,
-                                  unsigned long long* stats, cudaStream_t stream);
+cudaError_t histogram_fixed_range(const void* x, DType dtype, size_t n, double range, int32_t nbins,
+                                  bool is_signed, unsigned long long* counts, unsigned long long* stats,
+                                  cudaStream_t stream);
 
 // dst[i] = *src[i] for i < n (device arrays): many collectors' states read in one copy.
 cudaError_t histogram_gather_states(const HistogramState* const* src, HistogramState* dst, int32_t n,

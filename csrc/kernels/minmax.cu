@@ -63,8 +63,8 @@ __device__ __forceinline__ void publish(MinMaxFold& f, uint32_t* min_o, uint32_t
 }
 
 template <typename T>
-__global__ void minmax_flat_kernel(const T* __restrict__ x, size_t n, uint32_t* min_o,
-                                   uint32_t* max_o, unsigned long long* nonfinite) {
+__global__ void minmax_flat_kernel(const T* __restrict__ x, size_t n, uint32_t* min_o, uint32_t* max_o,
+                                   unsigned long long* nonfinite) {
   MinMaxFold f;
   detail::for_each_value<T, 8>(x, n, f);
   publish(f, min_o, max_o, nonfinite);
@@ -104,9 +104,8 @@ __global__ void minmax_scalar_init_kernel(MinMaxScalarState* state) {
 // One block per (outer, channel) row of `inner` contiguous values; a y-dimension
 // of the grid covers rows beyond 2^31.
 template <typename T>
-__global__ void minmax_rows_kernel(const T* __restrict__ x, int64_t rows, int64_t channels,
-                                   int64_t inner, uint32_t* min_o, uint32_t* max_o,
-                                   unsigned long long* nonfinite) {
+__global__ void minmax_rows_kernel(const T* __restrict__ x, int64_t rows, int64_t channels, int64_t inner,
+                                   uint32_t* min_o, uint32_t* max_o, unsigned long long* nonfinite) {
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     MinMaxFold f;
     detail::for_each_value<T, 2>(x + row * inner, (size_t)inner, f, threadIdx.x, blockDim.x);
@@ -118,9 +117,8 @@ __global__ void minmax_rows_kernel(const T* __restrict__ x, int64_t rows, int64_
 // Few values per row: view x as a matrix [outer, channels*inner]; each thread owns a
 // column and walks a slice of the rows (coalesced across the warp).
 template <typename T>
-__global__ void minmax_columns_kernel(const T* __restrict__ x, int64_t outer, int64_t channels,
-                                      int64_t inner, uint32_t* min_o, uint32_t* max_o,
-                                      unsigned long long* nonfinite) {
+__global__ void minmax_columns_kernel(const T* __restrict__ x, int64_t outer, int64_t channels, int64_t inner,
+                                      uint32_t* min_o, uint32_t* max_o, unsigned long long* nonfinite) {
   const int64_t width = channels * inner;
   const int64_t col = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   MinMaxFold f;
@@ -152,14 +150,13 @@ cudaError_t minmax_reset(uint32_t* min_ordered, uint32_t* max_ordered, int64_t c
   const int threads = 256;
   int64_t blocks = (channels + threads - 1) / threads;
   if (blocks > 65535) blocks = 65535;
-  minmax_reset_kernel<<<(int)blocks, threads, 0, stream>>>(min_ordered, max_ordered, channels,
-                                                           nonfinite);
+  minmax_reset_kernel<<<(int)blocks, threads, 0, stream>>>(min_ordered, max_ordered, channels, nonfinite);
   return cudaGetLastError();
 }
 
-cudaError_t minmax_accumulate(const void* x, DType dtype, int64_t outer, int64_t channels,
-                              int64_t inner, uint32_t* min_ordered, uint32_t* max_ordered,
-                              unsigned long long* nonfinite, cudaStream_t stream) {
+cudaError_t minmax_accumulate(const void* x, DType dtype, int64_t outer, int64_t channels, int64_t inner,
+                              uint32_t* min_ordered, uint32_t* max_ordered, unsigned long long* nonfinite,
+                              cudaStream_t stream) {
   if (outer < 0 || channels < 1 || inner < 0) return cudaErrorInvalidValue;
   const size_t n = (size_t)outer * channels * inner;
   if (n == 0) return cudaSuccess;
@@ -168,13 +165,12 @@ cudaError_t minmax_accumulate(const void* x, DType dtype, int64_t outer, int64_t
     if (channels == 1) {
       const int threads = 512;
       const int blocks = detail::streaming_grid(n, threads * 16, 4);
-      minmax_flat_kernel<T><<<blocks, threads, 0, stream>>>(p, n, min_ordered, max_ordered,
-                                                            nonfinite);
+      minmax_flat_kernel<T><<<blocks, threads, 0, stream>>>(p, n, min_ordered, max_ordered, nonfinite);
     } else if (inner >= 512) {
       const int64_t rows = outer * channels;
       const int blocks = (int)(rows < (1 << 20) ? rows : (1 << 20));
-      minmax_rows_kernel<T><<<blocks, 256, 0, stream>>>(p, rows, channels, inner, min_ordered,
-                                                        max_ordered, nonfinite);
+      minmax_rows_kernel<T>
+          <<<blocks, 256, 0, stream>>>(p, rows, channels, inner, min_ordered, max_ordered, nonfinite);
     } else {
       const int threads = 256;
       const int64_t width = channels * inner;

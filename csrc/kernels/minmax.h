@@ -21,9 +21,9 @@ cudaError_t minmax_reset(uint32_t* min_ordered, uint32_t* max_ordered, int64_t c
 // finite values of channel c into min_ordered[c] / max_ordered[c] (use channels = 1,
 // outer = 1, inner = n for a whole tensor) and counts NaN, +Inf and -Inf into
 // nonfinite[0..2]. Values are compared as float32 (exact for every input dtype).
-cudaError_t minmax_accumulate(const void* x, DType dtype, int64_t outer, int64_t channels,
-                              int64_t inner, uint32_t* min_ordered, uint32_t* max_ordered,
-                              unsigned long long* nonfinite, cudaStream_t stream);
+cudaError_t minmax_accumulate(const void* x, DType dtype, int64_t outer, int64_t channels, int64_t inner,
+                              uint32_t* min_ordered, uint32_t* max_ordered, unsigned long long* nonfinite,
+                              cudaStream_t stream);
 
 // Whole-tensor min/max handed to the host without a copy step: the device keeps `state`
 // (zeroed once by minmax_scalar_init), every block folds into it with atomics, and the last

@@ -635,7 +635,7 @@ cudaError_t range_search(const RangeTensor* tensors, int32_t ntensors, const int
     case kRangeEntropyProportional:
     case kRangeEntropyOnnxRuntime:
     case kRangeMse: {
-      auto k = p.method == kRangeEntropyProportional ? entropy_proportional_kernel
+      auto k = p.method == kRangeEntropyProportional  ? entropy_proportional_kernel
                : p.method == kRangeEntropyOnnxRuntime ? entropy_onnxruntime_kernel
                                                       : mse_kernel;
       TRTCAL_TRY(detail::allow_dynamic_smem(k, smem));

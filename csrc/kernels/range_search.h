@@ -57,9 +57,9 @@ struct RangeParams {
 };
 
 struct RangeChoice {
-  double value;   // minimum of the curve (percentile: unused)
-  int32_t index;  // chosen candidate c (percentile: index for target0)
-  int32_t index2; // percentile: index for target1
+  double value;    // minimum of the curve (percentile: unused)
+  int32_t index;   // chosen candidate c (percentile: index for target0)
+  int32_t index2;  // percentile: index for target1
 };
 
 // Largest `chunk` (MSE keeps one float64 accumulator per candidate of the chunk in shared memory).
@@ -172,7 +172,7 @@ std::string range_search_describe(const RangeSearchLayout& L);
 // are zero again after every completed launch (zero them once when the plan is made);
 // `curve` has room for every tensor's candidates; `out` one RangeChoice per tensor.
 cudaError_t range_search(const RangeTensor* tensors, int32_t ntensors, const int32_t* block_tensor,
-                         int32_t nblocks, const RangeParams& params, double* curve,
-                         RangeChoice* out, unsigned int* counters, cudaStream_t stream);
+                         int32_t nblocks, const RangeParams& params, double* curve, RangeChoice* out,
+                         unsigned int* counters, cudaStream_t stream);
 
 }  // namespace trtcal

@@ -29,8 +29,8 @@ std::string range_search_build(const RangeSearchRequest& r, int device, RangeSea
   if (r.chunk < 0 || r.chunk > kRangeMaxChunk)
     return "trtcal: chunk must be 0 (auto) or in [1, " + std::to_string(kRangeMaxChunk) + "], got " +
            std::to_string(r.chunk);
-  L->p = RangeParams{r.method,    r.levels,  r.zero_bin_rule, r.tie_last, r.per_bin, r.max_bound,
-                     r.threads,   1,         1,               0,          r.tol,     r.eps};
+  L->p = RangeParams{r.method, r.levels, r.zero_bin_rule, r.tie_last, r.per_bin, r.max_bound, r.threads, 1,
+                     1,        0,        r.tol,           r.eps};
   L->ntensors = T;
   L->desc.assign(T, RangeTensor{});
   for (int32_t t = 0; t < T; ++t) {

@@ -24,19 +24,23 @@ __device__ __forceinline__ void for_each_key(const void* x, DType dtype, const u
   }
   auto g = [&](float v) { f(key_of(v, use_abs)); };
   switch (dtype) {
-    case DType::kFloat32: detail::for_each_value<float, 4>(static_cast<const float*>(x), n, g); break;
-    case DType::kFloat16: detail::for_each_value<__half, 4>(static_cast<const __half*>(x), n, g); break;
+    case DType::kFloat32:
+      detail::for_each_value<float, 4>(static_cast<const float*>(x), n, g);
+      break;
+    case DType::kFloat16:
+      detail::for_each_value<__half, 4>(static_cast<const __half*>(x), n, g);
+      break;
     case DType::kBFloat16:
       detail::for_each_value<__nv_bfloat16, 4>(static_cast<const __nv_bfloat16*>(x), n, g);
       break;
-    default: break;
+    default:
+      break;
   }
 }
 
-__global__ void __launch_bounds__(kThreads) histogram_kernel(const void* x, DType dtype, const uint32_t* keys,
-                                                             size_t n, bool use_abs, int shift, int bits,
-                                                             int prefix_shift, uint32_t prefix,
-                                                             unsigned long long* hist) {
+__global__ void __launch_bounds__(kThreads)
+    histogram_kernel(const void* x, DType dtype, const uint32_t* keys, size_t n, bool use_abs, int shift,
+                     int bits, int prefix_shift, uint32_t prefix, unsigned long long* hist) {
   extern __shared__ unsigned int sh[];
   const int nb = 1 << bits;
   for (int i = threadIdx.x; i < nb * kReplicas; i += blockDim.x) sh[i] = 0;
@@ -56,9 +60,9 @@ __global__ void __launch_bounds__(kThreads) histogram_kernel(const void* x, DTyp
   }
 }
 
-__global__ void __launch_bounds__(kThreads) compact_kernel(const void* x, DType dtype, const uint32_t* keys,
-                                                           size_t n, bool use_abs, uint32_t lo, uint32_t hi,
-                                                           uint32_t* out, unsigned long long* count) {
+__global__ void __launch_bounds__(kThreads)
+    compact_kernel(const void* x, DType dtype, const uint32_t* keys, size_t n, bool use_abs, uint32_t lo,
+                   uint32_t hi, uint32_t* out, unsigned long long* count) {
   auto f = [&](uint32_t k) {
     const bool keep = k >= lo && k <= hi;
     // warp-aggregated append (the lanes calling f together share one atomic)
@@ -105,16 +109,23 @@ __device__ __forceinline__ void sample_runs(const T* x, size_t n, bool use_abs, 
   for (int j = 0; j < kSelectSampleRun; ++j) atomicAdd(sh + (b[j] >> 1), 1u << ((b[j] & 1u) * 16));
 }
 
-__global__ void __launch_bounds__(kSampleThreads) sample_kernel(const void* x, DType dtype, size_t n, bool use_abs,
-                                                                int runs, unsigned int* hist16) {
+__global__ void __launch_bounds__(kSampleThreads)
+    sample_kernel(const void* x, DType dtype, size_t n, bool use_abs, int runs, unsigned int* hist16) {
   extern __shared__ unsigned int sh[];  // 32768 words
   for (int i = threadIdx.x; i < 32768; i += blockDim.x) sh[i] = 0;
   __syncthreads();
   switch (dtype) {
-    case DType::kFloat32: sample_runs(static_cast<const float*>(x), n, use_abs, runs, sh); break;
-    case DType::kFloat16: sample_runs(static_cast<const __half*>(x), n, use_abs, runs, sh); break;
-    case DType::kBFloat16: sample_runs(static_cast<const __nv_bfloat16*>(x), n, use_abs, runs, sh); break;
-    default: break;
+    case DType::kFloat32:
+      sample_runs(static_cast<const float*>(x), n, use_abs, runs, sh);
+      break;
+    case DType::kFloat16:
+      sample_runs(static_cast<const __half*>(x), n, use_abs, runs, sh);
+      break;
+    case DType::kBFloat16:
+      sample_runs(static_cast<const __nv_bfloat16*>(x), n, use_abs, runs, sh);
+      break;
+    default:
+      break;
   }
   __syncthreads();
   for (int i = threadIdx.x; i < 32768; i += blockDim.x) {
@@ -129,8 +140,9 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const void* x, D
 constexpr int kBoundThreads = 1024;
 constexpr int kBucketsPerWarp = 65536 / (kBoundThreads / 32);
 
-__global__ void __launch_bounds__(kBoundThreads) bounds_kernel(const unsigned int* hist16, double t_lo, double t_hi,
-                                                               double sigmas, int run, uint32_t* bounds) {
+__global__ void __launch_bounds__(kBoundThreads)
+    bounds_kernel(const unsigned int* hist16, double t_lo, double t_hi, double sigmas, int run,
+                  uint32_t* bounds) {
   __shared__ unsigned long long wbegin[32], wtotal[32];
   __shared__ long long ranks[2];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -182,9 +194,9 @@ __global__ void __launch_bounds__(kBoundThreads) bounds_kernel(const unsigned in
 
 constexpr int kStage = 8192;  // keys staged per block in shared memory before the global append
 
-__global__ void __launch_bounds__(kThreads) partition_kernel(const void* x, DType dtype, size_t n, bool use_abs,
-                                                             const uint32_t* bounds, uint32_t* out,
-                                                             size_t capacity, unsigned long long* counts) {
+__global__ void __launch_bounds__(kThreads)
+    partition_kernel(const void* x, DType dtype, size_t n, bool use_abs, const uint32_t* bounds,
+                     uint32_t* out, size_t capacity, unsigned long long* counts) {
   __shared__ unsigned long long scratch[32];
   __shared__ uint32_t stage[kStage];
   __shared__ unsigned int staged, stage_fail;
@@ -268,10 +280,9 @@ __global__ void resolve_init_kernel(const unsigned long long* counts, const uint
 
 __device__ __forceinline__ int level_shift(int pshift) { return pshift > 12 ? pshift - 12 : 0; }
 
-__global__ void __launch_bounds__(kThreads) resolve_hist_kernel(const uint32_t* keys,
-                                                                 const unsigned long long* counts,
-                                                                 size_t capacity, const SelectRank* ranks,
-                                                                 int nranks, unsigned long long* hist) {
+__global__ void __launch_bounds__(kThreads)
+    resolve_hist_kernel(const uint32_t* keys, const unsigned long long* counts, size_t capacity,
+                        const SelectRank* ranks, int nranks, unsigned long long* hist) {
   extern __shared__ unsigned int sh[];  // nranks x 4096
   __shared__ SelectRank rs[kSelectMaxRanks];
   if (threadIdx.x < nranks) rs[threadIdx.x] = ranks[threadIdx.x];
@@ -301,8 +312,8 @@ __global__ void __launch_bounds__(kThreads) resolve_hist_kernel(const uint32_t* 
 
 constexpr int kChooseThreads = 1024;
 
-__global__ void __launch_bounds__(kChooseThreads) resolve_choose_kernel(SelectRank* ranks, int nranks,
-                                                                        unsigned long long* hist) {
+__global__ void __launch_bounds__(kChooseThreads)
+    resolve_choose_kernel(SelectRank* ranks, int nranks, unsigned long long* hist) {
   __shared__ unsigned long long part[kChooseThreads];
   const int t = threadIdx.x;
   for (int w = 0; w < nranks; ++w) {
@@ -362,8 +373,8 @@ cudaError_t select_resolve(const unsigned long long* counts, const uint32_t* bou
   // enough blocks for the largest buffer; a block with no key to read exits at once
   const int blocks = sms > 0 ? sms : 80;
   for (int level = 0; level < 3; ++level) {  // 32 bits = 12 + 12 + 8
-    resolve_hist_kernel<<<blocks, kThreads, sizeof(unsigned int) * 4096 * nranks, stream>>>(keys, counts, capacity,
-                                                                                            ranks, nranks, hist);
+    resolve_hist_kernel<<<blocks, kThreads, sizeof(unsigned int) * 4096 * nranks, stream>>>(
+        keys, counts, capacity, ranks, nranks, hist);
     resolve_choose_kernel<<<1, kChooseThreads, 0, stream>>>(ranks, nranks, hist);
   }
   return cudaGetLastError();
@@ -397,25 +408,29 @@ cudaError_t select_bracket(const void* x, DType dtype, size_t n, bool use_abs, i
 
 cudaError_t select_sample_histogram(const void* x, DType dtype, size_t n, bool use_abs, int runs,
                                     unsigned int* hist16, cudaStream_t stream) {
-  if (dtype != DType::kFloat32 && dtype != DType::kFloat16 && dtype != DType::kBFloat16) return cudaErrorInvalidValue;
+  if (dtype != DType::kFloat32 && dtype != DType::kFloat16 && dtype != DType::kBFloat16)
+    return cudaErrorInvalidValue;
   if (runs < 1 || n < (size_t)runs * kSelectSampleRun) return cudaErrorInvalidValue;
   const int smem = 32768 * sizeof(unsigned int);
   TRTCAL_TRY(cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  sample_kernel<<<(runs + kSampleThreads - 1) / kSampleThreads, kSampleThreads, smem, stream>>>(x, dtype, n, use_abs,
-                                                                                              runs, hist16);
+  sample_kernel<<<(runs + kSampleThreads - 1) / kSampleThreads, kSampleThreads, smem, stream>>>(
+      x, dtype, n, use_abs, runs, hist16);
   return cudaGetLastError();
 }
 
 cudaError_t select_sample_bounds(const unsigned int* hist16, double t_lo, double t_hi, double sigmas, int run,
                                  uint32_t* bounds, cudaStream_t stream) {
-  if (!(t_lo >= 0.0 && t_lo <= t_hi && t_hi <= 1.0 && sigmas >= 0.0 && run >= 1)) return cudaErrorInvalidValue;
+  if (!(t_lo >= 0.0 && t_lo <= t_hi && t_hi <= 1.0 && sigmas >= 0.0 && run >= 1))
+    return cudaErrorInvalidValue;
   bounds_kernel<<<1, kBoundThreads, 0, stream>>>(hist16, t_lo, t_hi, sigmas, run, bounds);
   return cudaGetLastError();
 }
 
 cudaError_t select_partition(const void* x, DType dtype, size_t n, bool use_abs, const uint32_t* bounds,
-                             uint32_t* out, size_t capacity, unsigned long long* counts, cudaStream_t stream) {
-  if (dtype != DType::kFloat32 && dtype != DType::kFloat16 && dtype != DType::kBFloat16) return cudaErrorInvalidValue;
+                             uint32_t* out, size_t capacity, unsigned long long* counts,
+                             cudaStream_t stream) {
+  if (dtype != DType::kFloat32 && dtype != DType::kFloat16 && dtype != DType::kBFloat16)
+    return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   const int blocks = detail::streaming_grid(n, kThreads * 16, 2);
   partition_kernel<<<blocks, kThreads, 0, stream>>>(x, dtype, n, use_abs, bounds, out, capacity, counts);
@@ -423,8 +438,8 @@ cudaError_t select_partition(const void* x, DType dtype, size_t n, bool use_abs,
 }
 
 cudaError_t select_histogram(const void* x, DType dtype, const uint32_t* keys, size_t n, bool use_abs,
-                             int shift, int bits, int prefix_shift, uint32_t prefix,
-                             unsigned long long* hist, cudaStream_t stream) {
+                             int shift, int bits, int prefix_shift, uint32_t prefix, unsigned long long* hist,
+                             cudaStream_t stream) {
   if (bits < 1 || bits > 12 || shift < 0 || shift > 31) return cudaErrorInvalidValue;
   if (!keys && dtype != DType::kFloat32 && dtype != DType::kFloat16 && dtype != DType::kBFloat16)
     return cudaErrorInvalidValue;

@@ -28,8 +28,8 @@ constexpr int kSelectSampleRun = 8;  // consecutive values per sample run
 // keys) and b == (k >> shift) & ((1 << bits) - 1). Reads the float array x (dtype) or,
 // when `keys` is not null, the uint32 keys. bits <= 12; hist holds 2^bits zeroed counts.
 cudaError_t select_histogram(const void* x, DType dtype, const uint32_t* keys, size_t n, bool use_abs,
-                             int shift, int bits, int prefix_shift, uint32_t prefix,
-                             unsigned long long* hist, cudaStream_t stream);
+                             int shift, int bits, int prefix_shift, uint32_t prefix, unsigned long long* hist,
+                             cudaStream_t stream);
 
 // Appends every key k of x (or of `keys`) with lo <= k <= hi to out (order unspecified)
 // and adds their number to *count (zeroed by the caller).

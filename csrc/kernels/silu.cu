@@ -42,9 +42,13 @@ __device__ __forceinline__ float silu_value<float>(float x) {
 template <typename T>
 __device__ __forceinline__ T from_float(float v);
 template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
@@ -160,10 +164,9 @@ constexpr int kUnroll = 4;
 // x and y may be the same buffer (each element is read before it is written, by the same
 // thread), so neither pointer is __restrict__.
 template <typename Op>
-__global__ void __launch_bounds__(kThreads) map_kernel(const typename Op::In* x,
-                                                       typename Op::Out* y, size_t n,
-                                                       size_t head, bool vectorised,
-                                                       typename Op::Params params) {
+__global__ void __launch_bounds__(kThreads)
+    map_kernel(const typename Op::In* x, typename Op::Out* y, size_t n, size_t head, bool vectorised,
+               typename Op::Params params) {
   using S = MapShape<Op>;
   using In = typename S::In;
   using Out = typename S::Out;
@@ -244,8 +247,8 @@ cudaError_t launch_map(const void* x, void* y, size_t n, const typename Op::Para
   static const int per_sm = resident_blocks(map_kernel<Op>);
   const size_t work = vectorised ? (n - head) / S::kVec + head : n;
   const int blocks = detail::streaming_grid(work, kThreads, per_sm);
-  map_kernel<Op><<<blocks, kThreads, 0, stream>>>(static_cast<const In*>(x), static_cast<Out*>(y),
-                                                  n, head, vectorised, params);
+  map_kernel<Op><<<blocks, kThreads, 0, stream>>>(static_cast<const In*>(x), static_cast<Out*>(y), n, head,
+                                                  vectorised, params);
   return cudaGetLastError();
 }
 
@@ -352,22 +355,20 @@ bool silu_int8_to_float_table(float scale_in, DType out_dtype, void* table) {
 }
 
 cudaError_t silu(const void* x, void* y, DType dtype, size_t n, cudaStream_t stream) {
-  TRTCAL_FLOAT_SWITCH(dtype, T, {
-    return launch_map<SiluOp<T>>(x, y, n, typename SiluOp<T>::Params{}, stream);
-  });
+  TRTCAL_FLOAT_SWITCH(dtype, T,
+                      { return launch_map<SiluOp<T>>(x, y, n, typename SiluOp<T>::Params{}, stream); });
   return cudaSuccess;
 }
 
-cudaError_t silu_int8(const int8_t* q, int8_t* y, size_t n, const int8_t* table,
-                      cudaStream_t stream) {
+cudaError_t silu_int8(const int8_t* q, int8_t* y, size_t n, const int8_t* table, cudaStream_t stream) {
   if (table == nullptr) return cudaErrorInvalidValue;
   Int8TableParams p;
   std::memcpy(p.words, table, kSiluTableSize);
   return launch_map<SiluInt8Op>(q, y, n, p, stream);
 }
 
-cudaError_t silu_int8_to_float(const int8_t* q, void* y, DType out_dtype, size_t n,
-                               const void* table, cudaStream_t stream) {
+cudaError_t silu_int8_to_float(const int8_t* q, void* y, DType out_dtype, size_t n, const void* table,
+                               cudaStream_t stream) {
   if (table == nullptr) return cudaErrorInvalidValue;
   switch (out_dtype) {
     case DType::kFloat32: {
@@ -390,8 +391,7 @@ cudaError_t silu_float_to_int8(const void* x, DType dtype, int8_t* y, size_t n, 
                                cudaStream_t stream) {
   if (!good_scale(scale_out)) return cudaErrorInvalidValue;
   TRTCAL_FLOAT_SWITCH(dtype, T, {
-    return launch_map<SiluQuantizeOp<T>>(x, y, n, typename SiluQuantizeOp<T>::Params{scale_out},
-                                         stream);
+    return launch_map<SiluQuantizeOp<T>>(x, y, n, typename SiluQuantizeOp<T>::Params{scale_out}, stream);
   });
   return cudaSuccess;
 }

@@ -47,13 +47,12 @@ cudaError_t silu(const void* x, void* y, DType dtype, size_t n, cudaStream_t str
 
 // y[i] = table[q[i] + 128]; `table` is a HOST array of 256 int8 (from silu_int8_table),
 // passed by value to the kernel (no device memory, no copy, graph-capturable).
-cudaError_t silu_int8(const int8_t* q, int8_t* y, size_t n, const int8_t* table,
-                      cudaStream_t stream);
+cudaError_t silu_int8(const int8_t* q, int8_t* y, size_t n, const int8_t* table, cudaStream_t stream);
 
 // y[i] = table[q[i] + 128] in the output dtype; `table` is a HOST array from
 // silu_int8_to_float_table for the same dtype.
-cudaError_t silu_int8_to_float(const int8_t* q, void* y, DType out_dtype, size_t n,
-                               const void* table, cudaStream_t stream);
+cudaError_t silu_int8_to_float(const int8_t* q, void* y, DType out_dtype, size_t n, const void* table,
+                               cudaStream_t stream);
 
 // FP8 E4M3FN table (fp8 in, fp8 out; TensorRT's DataType::kFP8), indexed by the input byte c:
 //     v = float32(e4m3(c)) * float32(scale_in)        (one float32 product, as above)

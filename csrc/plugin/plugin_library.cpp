@@ -17,11 +17,16 @@ nvinfer1::ILoggerFinder* g_logger_finder = nullptr;
 
 char const* severity_name(nvinfer1::ILogger::Severity s) {
   switch (s) {
-    case nvinfer1::ILogger::Severity::kINTERNAL_ERROR: return "INTERNAL_ERROR";
-    case nvinfer1::ILogger::Severity::kERROR: return "ERROR";
-    case nvinfer1::ILogger::Severity::kWARNING: return "WARNING";
-    case nvinfer1::ILogger::Severity::kINFO: return "INFO";
-    case nvinfer1::ILogger::Severity::kVERBOSE: return "VERBOSE";
+    case nvinfer1::ILogger::Severity::kINTERNAL_ERROR:
+      return "INTERNAL_ERROR";
+    case nvinfer1::ILogger::Severity::kERROR:
+      return "ERROR";
+    case nvinfer1::ILogger::Severity::kWARNING:
+      return "WARNING";
+    case nvinfer1::ILogger::Severity::kINFO:
+      return "INFO";
+    case nvinfer1::ILogger::Severity::kVERBOSE:
+      return "VERBOSE";
   }
   return "LOG";
 }

@@ -22,21 +22,27 @@ bool good(float s) { return std::isfinite(s) && s > 0.f; }
 
 // The plugin's one CUDA check (it does not use the extension's): a failed kernel call is
 // reported through fail() and ends the member function with its result.
-#define TRTCAL_PLUGIN_TRY(call)                                                               \
-  do {                                                                                        \
-    const cudaError_t trtcal_plugin_err_ = (call);                                            \
-    if (trtcal_plugin_err_ != cudaSuccess)                                                    \
-      return fail(std::string("CUDA error: ") + cudaGetErrorString(trtcal_plugin_err_));      \
+#define TRTCAL_PLUGIN_TRY(call)                                                          \
+  do {                                                                                   \
+    const cudaError_t trtcal_plugin_err_ = (call);                                       \
+    if (trtcal_plugin_err_ != cudaSuccess)                                               \
+      return fail(std::string("CUDA error: ") + cudaGetErrorString(trtcal_plugin_err_)); \
   } while (0)
 
 char const* type_name(DataType t) {
   switch (t) {
-    case DataType::kFLOAT: return "FP32";
-    case DataType::kHALF: return "FP16";
-    case DataType::kBF16: return "BF16";
-    case DataType::kINT8: return "INT8";
-    case DataType::kFP8: return "FP8";
-    default: return "an unsupported type";
+    case DataType::kFLOAT:
+      return "FP32";
+    case DataType::kHALF:
+      return "FP16";
+    case DataType::kBF16:
+      return "BF16";
+    case DataType::kINT8:
+      return "INT8";
+    case DataType::kFP8:
+      return "FP8";
+    default:
+      return "an unsupported type";
   }
 }
 
@@ -76,7 +82,8 @@ int32_t SiluPlugin::fail(std::string const& what) const {
   return -1;
 }
 
-nvinfer1::IPluginCapability* SiluPlugin::getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept {
+nvinfer1::IPluginCapability* SiluPlugin::getCapabilityInterface(
+    nvinfer1::PluginCapabilityType type) noexcept {
   switch (type) {
     case nvinfer1::PluginCapabilityType::kCORE:
       return static_cast<nvinfer1::IPluginV3OneCore*>(this);
@@ -124,8 +131,8 @@ int32_t SiluPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t n
   return 0;
 }
 
-bool SiluPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
-                                           int32_t nbOutputs) noexcept {
+bool SiluPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* inOut,
+                                           int32_t nbInputs, int32_t nbOutputs) noexcept {
   if (inOut == nullptr || nbInputs != 1 || nbOutputs != 1 || pos < 0 || pos > 1) return false;
   PluginTensorDesc const& d = inOut[pos].desc;
   if (d.format != TensorFormat::kLINEAR) return false;
@@ -167,8 +174,8 @@ int32_t SiluPlugin::onShapeChange(PluginTensorDesc const* in, int32_t nbInputs, 
   if (in == nullptr || out == nullptr || nbInputs != 1 || nbOutputs != 1)
     return fail("onShapeChange expects 1 input and 1 output");
   if (!supported_type(in[0].type) || out[0].type != in[0].type)
-    return fail(std::string("unsupported types: ") + type_name(in[0].type) + " in, " + type_name(out[0].type) +
-                " out");
+    return fail(std::string("unsupported types: ") + type_name(in[0].type) + " in, " +
+                type_name(out[0].type) + " out");
   if (in[0].dims.nbDims != out[0].dims.nbDims) return fail("input and output ranks differ");
   for (int32_t i = 0; i < in[0].dims.nbDims; ++i)
     if (in[0].dims.d[i] != out[0].dims.d[i]) return fail("input and output shapes differ");
@@ -194,14 +201,21 @@ int32_t SiluPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc 
   void* y = outputs[0];
 
   switch (id.type) {
-    case DataType::kFLOAT: TRTCAL_PLUGIN_TRY(silu(x, y, DType::kFloat32, (size_t)n, stream)); break;
-    case DataType::kHALF: TRTCAL_PLUGIN_TRY(silu(x, y, DType::kFloat16, (size_t)n, stream)); break;
-    case DataType::kBF16: TRTCAL_PLUGIN_TRY(silu(x, y, DType::kBFloat16, (size_t)n, stream)); break;
+    case DataType::kFLOAT:
+      TRTCAL_PLUGIN_TRY(silu(x, y, DType::kFloat32, (size_t)n, stream));
+      break;
+    case DataType::kHALF:
+      TRTCAL_PLUGIN_TRY(silu(x, y, DType::kFloat16, (size_t)n, stream));
+      break;
+    case DataType::kBF16:
+      TRTCAL_PLUGIN_TRY(silu(x, y, DType::kBFloat16, (size_t)n, stream));
+      break;
     case DataType::kINT8: {
       Int8Scales s = int8_scales(id, od);
       if (!s.valid())
-        return fail("INT8 needs scales: give the plugin fields scale_in and scale_out (explicit "
-                    "quantization) or calibrate the network (implicit INT8, TensorRT <= 10)");
+        return fail(
+            "INT8 needs scales: give the plugin fields scale_in and scale_out (explicit "
+            "quantization) or calibrate the network (implicit INT8, TensorRT <= 10)");
       if (s.in != table_scales_.in || s.out != table_scales_.out) {
         silu_int8_table(s.in, s.out, table_);
         table_scales_ = s;

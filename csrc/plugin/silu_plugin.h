@@ -93,10 +93,10 @@ class SiluPlugin final : public nvinfer1::IPluginV3,
   int32_t fail(std::string const& what) const;
 
   std::string layer_name_;
-  Int8Scales fields_;    // from plugin fields
-  Int8Scales adopted_;   // from PluginTensorDesc::scale (implicit INT8)
+  Int8Scales fields_;   // from plugin fields
+  Int8Scales adopted_;  // from PluginTensorDesc::scale (implicit INT8)
   int8_t table_[256] = {};
-  Int8Scales table_scales_;  // scales table_ was built from
+  Int8Scales table_scales_;      // scales table_ was built from
   uint8_t fp8_table_[256] = {};  // E4M3 -> E4M3 table (by input byte), built from fields_
   Int8Scales fp8_table_scales_;
   float serial_scales_[2] = {0.f, 0.f};

@@ -90,7 +90,8 @@ SiluPluginCreator::SiluPluginCreator() {
   collection_.fields = fields_.data();
 }
 
-nvinfer1::IPluginV3* SiluPluginCreator::createPlugin(char const* name, nvinfer1::PluginFieldCollection const* fc,
+nvinfer1::IPluginV3* SiluPluginCreator::createPlugin(char const* name,
+                                                     nvinfer1::PluginFieldCollection const* fc,
                                                      nvinfer1::TensorRTPhase /*phase*/) noexcept {
   try {
     std::string const layer = name ? name : "";
@@ -102,7 +103,8 @@ nvinfer1::IPluginV3* SiluPluginCreator::createPlugin(char const* name, nvinfer1:
     }
     return new SiluPlugin(layer, scales);
   } catch (std::exception const& e) {
-    log(nvinfer1::ILogger::Severity::kERROR, std::string("trtcal SiLU plugin: createPlugin failed: ") + e.what());
+    log(nvinfer1::ILogger::Severity::kERROR,
+        std::string("trtcal SiLU plugin: createPlugin failed: ") + e.what());
     return nullptr;
   }
 }

@@ -13,11 +13,11 @@
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <algorithm>
 #include <limits>
 #include <memory>
 #include <random>
@@ -118,7 +118,8 @@ uint8_t e4m3_nearest(double x) {
   const double a = std::fabs(x);
   int best = 0;
   for (int c = 1; c <= 0x7E; ++c) {
-    const double d = std::fabs(e4m3_value(static_cast<uint8_t>(c)) - a), b = std::fabs(e4m3_value(static_cast<uint8_t>(best)) - a);
+    const double d = std::fabs(e4m3_value(static_cast<uint8_t>(c)) - a),
+                 b = std::fabs(e4m3_value(static_cast<uint8_t>(best)) - a);
     if (d < b || (d == b && (c & 1) == 0)) best = c;
   }
   return sign | static_cast<uint8_t>(best);
@@ -179,10 +180,18 @@ struct OwnedFields {  // a deep copy of a field collection, as TensorRT keeps in
 
 size_t field_type_size(PluginFieldType t) {
   switch (t) {
-    case PluginFieldType::kFLOAT64: case PluginFieldType::kINT64: return 8;
-    case PluginFieldType::kFLOAT32: case PluginFieldType::kINT32: return 4;
-    case PluginFieldType::kFLOAT16: case PluginFieldType::kBF16: case PluginFieldType::kINT16: return 2;
-    default: return 1;
+    case PluginFieldType::kFLOAT64:
+    case PluginFieldType::kINT64:
+      return 8;
+    case PluginFieldType::kFLOAT32:
+    case PluginFieldType::kINT32:
+      return 4;
+    case PluginFieldType::kFLOAT16:
+    case PluginFieldType::kBF16:
+    case PluginFieldType::kINT16:
+      return 2;
+    default:
+      return 1;
   }
 }
 
@@ -198,7 +207,8 @@ std::unique_ptr<OwnedFields> deep_copy(PluginFieldCollection const* src) {
     o->data.emplace_back(static_cast<char const*>(f.data), static_cast<char const*>(f.data) + bytes);
   }
   for (int32_t i = 0; i < src->nbFields; ++i)
-    o->fields.emplace_back(o->names[i].c_str(), o->data[i].data(), src->fields[i].type, src->fields[i].length);
+    o->fields.emplace_back(o->names[i].c_str(), o->data[i].data(), src->fields[i].type,
+                           src->fields[i].length);
   o->fc.nbFields = static_cast<int32_t>(o->fields.size());
   o->fc.fields = o->fields.data();
   return o;
@@ -231,12 +241,18 @@ Dims dims_of(std::vector<int64_t> const& v) {
 
 char const* tname(DataType t) {
   switch (t) {
-    case DataType::kFLOAT: return "FP32";
-    case DataType::kHALF: return "FP16";
-    case DataType::kBF16: return "BF16";
-    case DataType::kINT8: return "INT8";
-    case DataType::kFP8: return "FP8";
-    default: return "other";
+    case DataType::kFLOAT:
+      return "FP32";
+    case DataType::kHALF:
+      return "FP16";
+    case DataType::kBF16:
+      return "BF16";
+    case DataType::kINT8:
+      return "INT8";
+    case DataType::kFP8:
+      return "FP8";
+    default:
+      return "other";
   }
 }
 
@@ -261,12 +277,13 @@ bool cuda_ok(cudaError_t e, char const* what) {
 
 // Enqueues through the runtime capability on buffers offset by `offset` elements from an
 // allocation (misaligned when offset is not a multiple of 16 bytes).
-Run enqueue(Caps const& c, DataType t, Dims d, std::vector<uint8_t> const& input, size_t offset, float scale_in,
-            float scale_out, cudaStream_t stream) {
+Run enqueue(Caps const& c, DataType t, Dims d, std::vector<uint8_t> const& input, size_t offset,
+            float scale_in, float scale_out, cudaStream_t stream) {
   Run r;
   const size_t es = elem_size(t), bytes = input.size();
   void *vx = nullptr, *vy = nullptr;
-  if (!cuda_ok(cudaMalloc(&vx, bytes + 64), "cudaMalloc") || !cuda_ok(cudaMalloc(&vy, bytes + 64), "cudaMalloc"))
+  if (!cuda_ok(cudaMalloc(&vx, bytes + 64), "cudaMalloc") ||
+      !cuda_ok(cudaMalloc(&vy, bytes + 64), "cudaMalloc"))
     return r;
   char* dx = static_cast<char*>(vx);
   char* dy = static_cast<char*>(vy);
@@ -297,9 +314,18 @@ std::vector<uint8_t> make_input(DataType t, size_t n, std::mt19937_64& rng, bool
   std::uniform_int_distribution<uint32_t> bits;
   if (t == DataType::kFLOAT) {
     float* f = reinterpret_cast<float*>(v.data());
-    const float specials[] = {0.f, -0.f, std::numeric_limits<float>::infinity(),
-                              -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
-                              -88.8f, -104.f, 88.f, 1e-40f, -1e-40f, 3.0e38f, -3.0e38f};
+    const float specials[] = {0.f,
+                              -0.f,
+                              std::numeric_limits<float>::infinity(),
+                              -std::numeric_limits<float>::infinity(),
+                              std::numeric_limits<float>::quiet_NaN(),
+                              -88.8f,
+                              -104.f,
+                              88.f,
+                              1e-40f,
+                              -1e-40f,
+                              3.0e38f,
+                              -3.0e38f};
     for (size_t i = 0; i < n; ++i) {
       if (i < sizeof(specials) / sizeof(float)) {
         f[i] = specials[i];
@@ -311,10 +337,12 @@ std::vector<uint8_t> make_input(DataType t, size_t n, std::mt19937_64& rng, bool
       }
     }
   } else if (t == DataType::kINT8 || t == DataType::kFP8) {
-    for (size_t i = 0; i < n; ++i) v[i] = exhaustive ? static_cast<uint8_t>(i) : static_cast<uint8_t>(bits(rng));
+    for (size_t i = 0; i < n; ++i)
+      v[i] = exhaustive ? static_cast<uint8_t>(i) : static_cast<uint8_t>(bits(rng));
   } else {
     uint16_t* h = reinterpret_cast<uint16_t*>(v.data());
-    for (size_t i = 0; i < n; ++i) h[i] = exhaustive ? static_cast<uint16_t>(i) : static_cast<uint16_t>(bits(rng));
+    for (size_t i = 0; i < n; ++i)
+      h[i] = exhaustive ? static_cast<uint16_t>(i) : static_cast<uint16_t>(bits(rng));
   }
   return v;
 }
@@ -426,7 +454,8 @@ int main(int argc, char** argv) {
   for (int variant = 0; variant < 2; ++variant) {
     const bool scaled = variant == 1;
     const std::string tag = scaled ? "[fields] " : "[no fields] ";
-    IPluginV3* p = creator->createPlugin("silu_layer", scaled ? &with_scales : &no_fields, TensorRTPhase::kBUILD);
+    IPluginV3* p =
+        creator->createPlugin("silu_layer", scaled ? &with_scales : &no_fields, TensorRTPhase::kBUILD);
     check(p != nullptr, tag + "createPlugin");
     if (!p) continue;
     Caps c = caps_of(p);
@@ -437,13 +466,15 @@ int main(int argc, char** argv) {
               std::strcmp(c.runtime->getInterfaceInfo().kind, "PLUGIN_V3ONE_RUNTIME") == 0,
           tag + "capability interface kinds");
     check(std::strcmp(p->getInterfaceInfo().kind, "PLUGIN") == 0, tag + "plugin interface kind PLUGIN");
-    check(std::strcmp(c.core->getPluginName(), "SiLU") == 0 && std::strcmp(c.core->getPluginVersion(), "1") == 0 &&
+    check(std::strcmp(c.core->getPluginName(), "SiLU") == 0 &&
+              std::strcmp(c.core->getPluginVersion(), "1") == 0 &&
               std::strcmp(c.core->getPluginNamespace(), "trtcal") == 0,
           tag + "core name/version/namespace");
 
     IPluginV3* cl = p->clone();
     Caps cc = caps_of(cl);
-    check(cl != nullptr && cl != p && cc.core && std::strcmp(cc.core->getPluginName(), "SiLU") == 0, tag + "clone");
+    check(cl != nullptr && cl != p && cc.core && std::strcmp(cc.core->getPluginName(), "SiLU") == 0,
+          tag + "clone");
 
     check(c.build->getNbOutputs() == 1, tag + "getNbOutputs == 1");
     for (DataType t : {DataType::kFLOAT, DataType::kHALF, DataType::kBF16, DataType::kINT8}) {
@@ -492,19 +523,23 @@ int main(int argc, char** argv) {
             wrong += (got0 != want0) + (got1 != want1);
             accepted += got0 && got1;
           }
-    check(wrong == 0, tag + "supportsFormatCombination over " + std::to_string(ntypes * nformats) + "^2 pairs (" +
-                          std::to_string(wrong) + " wrong, " + std::to_string(accepted) + " accepted)");
-    check(!c.build->supportsFormatCombination(2, nullptr, 1, 1), tag + "supportsFormatCombination rejects bad pos");
+    check(wrong == 0, tag + "supportsFormatCombination over " + std::to_string(ntypes * nformats) +
+                          "^2 pairs (" + std::to_string(wrong) + " wrong, " + std::to_string(accepted) +
+                          " accepted)");
+    check(!c.build->supportsFormatCombination(2, nullptr, 1, 1),
+          tag + "supportsFormatCombination rejects bad pos");
 
     for (DataType t : {DataType::kFLOAT, DataType::kHALF, DataType::kBF16, DataType::kINT8}) {
       DynamicPluginTensorDesc in = dyn(t, dims_of({-1, 3, 5})), out = dyn(t, dims_of({-1, 3, 5}));
       in.min = out.min = dims_of({1, 3, 5});
       in.max = out.max = dims_of({64, 3, 5});
-      check(c.build->configurePlugin(&in, 1, &out, 1) == 0, tag + "configurePlugin " + tname(t) + " (dynamic)");
+      check(c.build->configurePlugin(&in, 1, &out, 1) == 0,
+            tag + "configurePlugin " + tname(t) + " (dynamic)");
       check(c.build->getWorkspaceSize(&in, 1, &out, 1) == 0, tag + "getWorkspaceSize " + tname(t) + " == 0");
     }
     {
-      DynamicPluginTensorDesc in = dyn(DataType::kFLOAT, dims_of({4})), out = dyn(DataType::kHALF, dims_of({4}));
+      DynamicPluginTensorDesc in = dyn(DataType::kFLOAT, dims_of({4})),
+                              out = dyn(DataType::kHALF, dims_of({4}));
       check(c.build->configurePlugin(&in, 1, &out, 1) != 0, tag + "configurePlugin FP32 -> FP16 is an error");
     }
     PluginFieldCollection const* ser = c.runtime->getFieldsToSerialize();
@@ -544,7 +579,8 @@ int main(int argc, char** argv) {
         {"Inf scale", {scale_fields[0], PluginField("scale_out", &inf, PluginFieldType::kFLOAT32, 1)}},
         {"only scale_in", {scale_fields[0]}},
         {"only scale_out", {scale_fields[1]}},
-        {"unknown field", {scale_fields[0], scale_fields[1], PluginField("mode", &i32, PluginFieldType::kINT32, 1)}},
+        {"unknown field",
+         {scale_fields[0], scale_fields[1], PluginField("mode", &i32, PluginFieldType::kINT32, 1)}},
         {"null data", {PluginField("scale_in", nullptr, PluginFieldType::kFLOAT32, 1), scale_fields[1]}},
         {"null name", {PluginField(nullptr, &s_in, PluginFieldType::kFLOAT32, 1), scale_fields[1]}},
         {"duplicate", {scale_fields[0], scale_fields[0], scale_fields[1]}},
@@ -553,7 +589,8 @@ int main(int argc, char** argv) {
       PluginFieldCollection fc{static_cast<int32_t>(k.fields.size()), k.fields.data()};
       const int errors = logger.errors;
       IPluginV3* p = creator->createPlugin("bad", &fc, TensorRTPhase::kBUILD);
-      check(p == nullptr && logger.errors > errors, std::string("wrong fields (") + k.what + ") -> nullptr, logged");
+      check(p == nullptr && logger.errors > errors,
+            std::string("wrong fields (") + k.what + ") -> nullptr, logged");
       delete p;
     }
     PluginFieldCollection negative{-1, nullptr};
@@ -580,7 +617,8 @@ int main(int argc, char** argv) {
     void const* ins[] = {dummy};
     void* outs[] = {dummy};
     const int errors = logger.errors;
-    check(c.runtime && c.runtime->enqueue(&in, &out, ins, outs, nullptr, nullptr) != 0 && logger.errors > errors,
+    check(c.runtime && c.runtime->enqueue(&in, &out, ins, outs, nullptr, nullptr) != 0 &&
+              logger.errors > errors,
           "INT8 enqueue without scales is a logged error");
     delete p;
   }
@@ -599,20 +637,34 @@ int main(int argc, char** argv) {
         DataType t;
         bool fields;  // scales from fields, else from PluginTensorDesc::scale
       };
-      std::vector<Config> configs = {{DataType::kFLOAT, false}, {DataType::kHALF, false}, {DataType::kBF16, false},
-                                     {DataType::kINT8, true}, {DataType::kFP8, true}};
+      std::vector<Config> configs = {{DataType::kFLOAT, false},
+                                     {DataType::kHALF, false},
+                                     {DataType::kBF16, false},
+                                     {DataType::kINT8, true},
+                                     {DataType::kFP8, true}};
       if (NV_TENSORRT_MAJOR <= 10) configs.push_back({DataType::kINT8, false});
-      const std::vector<std::vector<int64_t>> shapes = {
-          {}, {1}, {7}, {3, 5, 7}, {2, 3, 5, 7, 11}, {1, 2, 1, 3, 1, 5, 1, 7}, {0, 5}, {1000003}, {2, 32, 81, 81}};
+      const std::vector<std::vector<int64_t>> shapes = {{},
+                                                        {1},
+                                                        {7},
+                                                        {3, 5, 7},
+                                                        {2, 3, 5, 7, 11},
+                                                        {1, 2, 1, 3, 1, 5, 1, 7},
+                                                        {0, 5},
+                                                        {1000003},
+                                                        {2, 32, 81, 81}};
       for (Config const& cfg : configs) {
-        const std::string tag = std::string("[") + tname(cfg.t) + (cfg.t == DataType::kINT8 ? (cfg.fields ? " fields" : " desc.scale") : "") + "] ";
-        IPluginV3* p = creator->createPlugin("silu", cfg.fields ? &with_scales : &no_fields, TensorRTPhase::kBUILD);
+        const std::string tag = std::string("[") + tname(cfg.t) +
+                                (cfg.t == DataType::kINT8 ? (cfg.fields ? " fields" : " desc.scale") : "") +
+                                "] ";
+        IPluginV3* p =
+            creator->createPlugin("silu", cfg.fields ? &with_scales : &no_fields, TensorRTPhase::kBUILD);
         IPluginV3* rt_plugin = caps_of(p).runtime->attachToContext(nullptr);
         Caps c = caps_of(rt_plugin);
         const float desc_in = cfg.fields ? -1.f : s_in, desc_out = cfg.fields ? -1.f : s_out;
         std::vector<std::vector<int64_t>> all = shapes;
-        if (cfg.t == DataType::kHALF || cfg.t == DataType::kBF16) all.push_back({65536});  // every 16-bit input
-        if (cfg.t == DataType::kINT8 || cfg.t == DataType::kFP8) all.push_back({256});      // every code
+        if (cfg.t == DataType::kHALF || cfg.t == DataType::kBF16)
+          all.push_back({65536});                                                       // every 16-bit input
+        if (cfg.t == DataType::kINT8 || cfg.t == DataType::kFP8) all.push_back({256});  // every code
         for (auto const& shape : all) {
           int64_t n = 1;
           for (int64_t v : shape) n *= v;
@@ -626,8 +678,8 @@ int main(int argc, char** argv) {
             std::string first;
             const size_t bad = r.status == 0 ? verify(cfg.t, input, r.output, s_in, s_out, first) : 0;
             check(r.status == 0 && bad == 0, tag + "enqueue " + dims + " offset " + std::to_string(offset) +
-                                                 ": status " + std::to_string(r.status) + ", " + std::to_string(bad) +
-                                                 " mismatches" + first);
+                                                 ": status " + std::to_string(r.status) + ", " +
+                                                 std::to_string(bad) + " mismatches" + first);
             if (offset != 1) continue;
             // Serialise, recreate at runtime from the copied fields, run again: same bytes.
             auto owned = deep_copy(c.runtime->getFieldsToSerialize());
