@@ -83,7 +83,7 @@ def test_gpu_two_pass_and_bracket_agree_at_2_20(rng, monkeypatch):
     cp = pytest.importorskip("cupy")
     import sys
 
-    mod = sys.modules["trtcal.percentile"]
+    mod = sys.modules["trtcal.core.percentile"]
     n = (1 << 20) + int(rng.integers(1, 999))
     x = rng.standard_t(3, n).astype(np.float32)
     d = cp.asarray(x)
@@ -124,7 +124,7 @@ def test_gpu_bracketed_select_is_exact(rng):
     cp = pytest.importorskip("cupy")
     import sys
 
-    mod = sys.modules["trtcal.percentile"]
+    mod = sys.modules["trtcal.core.percentile"]
     n = (1 << 22) + int(rng.integers(1, 5000))
     qs = _ALL_Q + [float(rng.uniform(0, 100))]
     for label, x in _bracket_inputs(rng, n):
@@ -154,7 +154,7 @@ def test_gpu_bracketed_select_falls_back_exactly(rng, monkeypatch):
     cp = pytest.importorskip("cupy")
     import sys
 
-    mod = sys.modules["trtcal.percentile"]
+    mod = sys.modules["trtcal.core.percentile"]
     n = (1 << 22) + 3
     x = rng.standard_t(3, n).astype(np.float32)
     d = cp.asarray(x)

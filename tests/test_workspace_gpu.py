@@ -102,7 +102,7 @@ def test_repeated_percentiles_take_no_more_memory(rng, monkeypatch):
     import sys
 
     cp = _cp()
-    mod = sys.modules["trtcal.percentile"]
+    mod = sys.modules["trtcal.core.percentile"]
     x = rng.standard_normal((1 << 20) + 3).astype(np.float32)
     d = cp.asarray(x)
     want = np.percentile(np.abs(x.astype(np.float64)), 99.99)
