@@ -124,13 +124,15 @@ class AnalysisResult:
 
     @property
     def float_layers(self) -> List[str]:
-        return [d.name for d in self.layers if d.decision == "float"]
+        return [d.name for d in self.layers if d.decision in ("float", "fp16")]
 
     @property
     def reranged_layers(self) -> Dict[str, str]:
         return {d.name: d.method for d in self.layers if d.decision == "int8-reranged"}
 
     def format_table(self) -> str:
+        if self.speed_source:
+            return self._format_precisions()
         if self.metric == "task":
             return self._format_task()
         head = ["#", "layer", "op", self.metric, "decision"]
@@ -144,6 +146,22 @@ class AnalysisResult:
                    f"(threshold {self.threshold:g}{_UNITS.get(self.metric, '')}); "
                    f"{len(self.float_layers)} layer(s) in float, {len(self.reranged_layers)} re-ranged")
         return "\n".join(out)
+
+    def _format_precisions(self) -> str:
+        head = ["#", "layer", "op", "precision", "why"]
+        rows = [[str(d.index), d.name, d.op_type, d.decision, d.detail] for d in self.layers]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+        out = ["  ".join(c.ljust(w) for c, w in zip(r, widths))
+               for r in [head, ["-" * w for w in widths]] + rows]
+        out.append(f"task: {self.task}")
+        out += [f"  {k}: {v}" for k, v in self.candidates.items()]
+        out.append(f"returned: {self.final_text}; ranges {self.method}; speed order: {self.speed_source}")
+        return "\n".join(out)
+
+    @property
+    def precisions(self) -> Dict[str, str]:
+        """Precisions mode: {layer: 'int8' | 'fp8' | 'fp16'}."""
+        return {d.name: d.decision for d in self.layers} if self.speed_source else {}
 
     def _format_task(self) -> str:
         changed = [d for d in self.layers if d.decision != "int8"]
@@ -159,7 +177,7 @@ class AnalysisResult:
             out.append("(no layer changed: the most sensitive layers are shown)")
         out.append(f"task: {self.task}")
         for label, text in self.candidates.items():
-            out.append(f"  all INT8, {label}: {text}")
+            out.append(f"  all {self.quant_dtype.upper()}, {label}: {text}")
         out.append(f"returned: {self.final_text}  [{self.summary_text()}]")
         return "\n".join(out)
 
@@ -170,7 +188,9 @@ class AnalysisResult:
                 "candidates": self.candidates, "final_text": self.final_text, "task": self.task,
                 "all_int8": self.all_int8, "final": self.final, "float_layers": self.float_layers,
                 "reranged_layers": self.reranged_layers, "layers": [d.to_dict() for d in self.layers],
-                "measured": self.measured, "cached": self.cached, "notes": self.notes, "files": self.files}
+                "measured": self.measured, "cached": self.cached, "notes": self.notes, "files": self.files,
+                "quant_dtype": self.quant_dtype, "speed_source": self.speed_source or None,
+                "precisions": self.precisions}
 
 
 def _fmt(v: float, metric: str) -> str:
@@ -772,7 +792,8 @@ def _write(res: AnalysisResult, out_dir: Optional[str], out_qdq: str, plots: boo
 def plot(res: AnalysisResult, path: str) -> str:
     """Similarity after enabling each layer, coloured by decision, with the threshold. Needs matplotlib."""
     plt = ev.pyplot()
-    colors = {"int8": "tab:green", "int8-reranged": "tab:orange", "float": "tab:red"}
+    colors = {"int8": "tab:green", "int8-reranged": "tab:orange", "float": "tab:red", "fp8": "tab:blue",
+              "fp16": "tab:purple"}
     n = len(res.layers)
     fig, ax = plt.subplots(figsize=(max(7, 0.3 * n + 3), 4.5))
     ys = [x.similarity for x in res.layers]
