@@ -87,7 +87,7 @@ def test_cli_shared_flags_mean_the_same_in_compare_and_analyze(monkeypatch, tmp_
             "fp8", "classify", "onnxruntime", "inp", 0.3)
         assert cfg.preprocess is not None and cfg.preprocess.resize == 32 and cfg.progress is False
         assert got["plots"] is False
-    assert c["methods"] == "fp8-mse"
+    assert c["methods"] == "fp8-mse" and c["precisions"] is None
     assert a["precisions"] == "int8,fp8,fp16" and a["tolerance"] == 0.05
     assert "alternatives" not in a  # the API's default (per quant_dtype) applies
 
@@ -135,7 +135,8 @@ def test_fp8_compare_on_a_real_classifier(tmp_path):
 
 def test_fp8_analyze_searches_the_fp8_model(tmp_path):
     path, x, xe, cfg = _real()
-    res = trtcal.analyze(path, x, xe, config=cfg, quant_dtype="fp8", method="fp8-mse", alternatives="minmax",
+    res = trtcal.analyze(path, x, rm.inputs(NAME, 4, 1), config=cfg, quant_dtype="fp8",
+                         method="fp8-mse", alternatives="minmax",
                          search_layers=1, max_float=1, cache=False, plots=False, out_dir=str(tmp_path))
     assert res.quant_dtype == "fp8" and res.method in ("fp8-mse", "minmax")
     assert FLOAT8E4M3FN in _fp8_zero_points(res.model)
@@ -190,3 +191,13 @@ def test_precision_speed_order_measured_in_tensorrt():
                                  {k: v[:4] for k, v in x.items()}, convs, repeats=3)
     for n, o in order.items():
         assert sorted(o) == sorted(speed_order(nodes[n]))
+
+
+def test_compare_measures_the_mixed_choice_beside_the_methods():
+    path, x, xe, cfg = _real()
+    res = trtcal.compare(path, x, rm.inputs(NAME, 4, 1), config=cfg, methods="entropy:tensorrt", precisions="int8,fp8,fp16",
+                         per_layer=False, plots=False)
+    assert {m.label for m in res.ranked} == {"entropy:tensorrt", "mixed"}
+    mixed = res["mixed"]
+    assert mixed.method == "model" and mixed.heads and mixed.summary["top1_agreement"] >= 0.75
+    assert "mixed" not in res.tables

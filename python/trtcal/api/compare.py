@@ -7,6 +7,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..core import _locks
 from ..evaluation.comparison import ComparisonResult, run_comparison
+from ..evaluation.sensitivity import run_analysis
+from ..pipeline import calibration_pass
 from ..pipeline.config import CalibrationConfig
 
 
@@ -16,7 +18,8 @@ def compare(model: Any, data: Any = None, eval_data: Any = None, *,
             methods: Union[None, str, Sequence[str]] = None,
             tables: Optional[Mapping[str, Mapping[str, float]]] = None,
             calibration: Any = None, per_layer: bool = True, out_dir: Optional[str] = None,
-            plots: bool = True, **options: Any) -> ComparisonResult:
+            plots: bool = True, precisions: Union[None, str, Sequence[str]] = None,
+            **options: Any) -> ComparisonResult:
     """Compares calibration methods on ``model`` by measured accuracy against FP32.
 
     Collects the activation histograms once (the pass :func:`trtcal.calibrate` makes), derives
@@ -50,6 +53,9 @@ def compare(model: Any, data: Any = None, eval_data: Any = None, *,
     per_layer : also measure the SQNR of every quantized activation.
     out_dir : write comparison.csv/.json, layers.csv, one JSON table per method, the
         recommended Q/DQ model and the plots (with ``plots``) there.
+    precisions : e.g. 'int8,fp8,fp16': also measure the per-layer choice among them
+        (:func:`trtcal.analyze` ``precisions``, on the same statistics and evaluation data) as
+        the row 'mixed'.
 
     Returns
     -------
@@ -57,5 +63,13 @@ def compare(model: Any, data: Any = None, eval_data: Any = None, *,
     """
     given = {k: v for k, v in (("data", data), ("eval_data", eval_data)) if v is not None}
     cfg = CalibrationConfig.of(config, **options, **given)
+    models = None
+    if precisions is not None:
+        if calibration is None:
+            calibration = calibration_pass.statistics(model, cfg.replace(
+                resume=cfg.resume or bool(cfg.checkpoint), log=cfg.say()))
+        mixed = run_analysis(model, cfg.replace(method="auto"), precisions=precisions,
+                             calibration=calibration, cache=False, plots=False)
+        models = {"mixed": mixed.model}
     return run_comparison(model, cfg, methods=methods, tables=tables, calibration=calibration,
-                          per_layer=per_layer, out_dir=out_dir, plots=plots)
+                          per_layer=per_layer, out_dir=out_dir, plots=plots, models=models)

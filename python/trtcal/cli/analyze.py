@@ -26,8 +26,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
                     "every measurement (a re-run with other data or settings collects and measures again).")
     add_data_arguments(p)
     p.add_argument("--method", default="auto", help="base ranges: auto (default: the best measured method) or one "
-                   "method, e.g. entropy, entropy:tensorrt, percentile:99.99, minmax, mse; 'all' is refused "
-                   "(trtcal compare ranks every method)")
+                   "method, e.g. entropy, entropy:tensorrt, percentile:99.99, minmax, mse; with --quant-dtype fp8 "
+                   "fp8-mse, fp8-kl, minmax, percentile; 'all' is refused (trtcal compare ranks every method); "
+                   "with --precisions: the INT8 (default entropy) or FP8 (default fp8-mse) ranges")
     p.add_argument("--alternatives", default=None,
                    help="candidate methods, also tried on layers (comma-separated, or 'all'; 'none' for none; "
                         "default percentile,mse,minmax,entropy, with --quant-dtype fp8 fp8-mse,fp8-kl,minmax,percentile)")

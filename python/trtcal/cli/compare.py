@@ -30,6 +30,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--out-dir", default="trtcal-compare", help="where results go (default ./trtcal-compare)")
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer SQNR")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--precisions", default=None, metavar="LIST",
+                   help="also measure the per-layer choice among these (e.g. int8,fp8,fp16; see trtcal analyze "
+                        "--precisions) as the row 'mixed'")
     add_quant_arguments(p)
     add_task_arguments(p)
     add_evaluation_arguments(p)
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     tables = dict(_load_table(s) for s in args.table)
     cfg = config_from_args(args, preprocess=parse_preprocess(args.preprocess), log=say_for(args))
     res = compare(args.model, config=cfg, methods=args.methods, tables=tables or None,
-                  per_layer=not args.no_layers, out_dir=args.out_dir, plots=not args.no_plots)
+                  per_layer=not args.no_layers, out_dir=args.out_dir, plots=not args.no_plots,
+                  precisions=args.precisions)
     if args.json:
         print(json.dumps(res.to_dict(), indent=1, default=str))
     else:

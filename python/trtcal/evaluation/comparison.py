@@ -255,12 +255,13 @@ def run_comparison(model: Any, cfg: CalibrationConfig, *,
                    methods: Union[None, str, Sequence[str]] = None,
                    tables: Optional[Mapping[str, Mapping[str, float]]] = None, calibration: Any = None,
                    per_layer: bool = True, out_dir: Optional[str] = None,
-                   plots: bool = True) -> ComparisonResult:
+                   plots: bool = True, models: Optional[Mapping[str, Any]] = None) -> ComparisonResult:
     """The comparison :func:`trtcal.compare` documents, over the shared settings ``cfg``.
 
     ``methods`` None: ``cfg.method`` unless 'auto', else every method of ``cfg.quant_dtype``
     (:data:`DEFAULT_METHODS`, or :data:`FP8_DEFAULT_METHODS` for FP8, whose models are FP8
-    Q/DQ, :func:`trtcal.onnx.fp8.convert_to_fp8`)."""
+    Q/DQ, :func:`trtcal.onnx.fp8.convert_to_fp8`). ``models``: {label: Q/DQ model} measured
+    too (a mixed-precision model, say)."""
     say = cfg.say()
     proto = load_onnx(model)
     variants = parse_methods(default_methods(cfg) if methods is None else methods)
@@ -282,6 +283,9 @@ def run_comparison(model: Any, cfg: CalibrationConfig, *,
     if any(r.error and "compute_amax" in r.error for r in results):
         notes.append("only min-max and given tables were compared: trtcal.compute_amax is not in this build")
     qmodels, dq = _qdq_models(proto, results, per_layer, fp8_int8_table(hists, cfg.quant_dtype), notes)
+    for label, qm in (models or {}).items():
+        results.append(MethodResult(str(label), "model"))
+        qmodels[str(label)], dq[str(label)] = qm, {}
 
     # evaluation: one FP32 run per batch, every method's Q/DQ model on the same batch
     layer_names = sorted({t for d in dq.values() for t in d})
@@ -314,6 +318,8 @@ def run_comparison(model: Any, cfg: CalibrationConfig, *,
     res = ComparisonResult(ok + [r for r in results if not r.ok], calibration.samples, evalset.samples, on_cal,
                            notes=notes, task=spec.describe(), quant_dtype=cfg.quant_dtype)
     for r in ok:
+        if r.method == "model":
+            continue  # a given model has no one table
         try:
             res.tables[r.label] = outputs.make_table(r.amax, dict(calibration.provenance, method=r.method,
                                                                   flavor=r.flavor, **r.params))

@@ -266,8 +266,10 @@ def _setup(model: Any, cfg: CalibrationConfig, alternatives: Any, calibration: A
     base_v = None if method == "auto" else _base_method(method)
     if cfg.quant_dtype == "fp8" and alternatives == DEFAULT_ALTERNATIVES:
         alternatives = FP8_ALTERNATIVES
+    if mixed_precision:  # the precision choice takes its INT8 and FP8 ranges itself
+        alternatives = None
     alt_vs = parse_methods(alternatives) if alternatives and not isinstance(alternatives, Mapping) else []
-    if not mixed_precision:  # the precision choice takes both grids' ranges
+    if not mixed_precision:
         check_quant_methods(([base_v] if base_v else []) + alt_vs, cfg.quant_dtype)
     # what would otherwise fail after the statistics pass is checked before it
     backend, eval_source = ev.check_before_pass(
@@ -407,12 +409,10 @@ def precision_mode(st: _Setup, cfg: CalibrationConfig, allowed: Sequence[str],
     if int8 is None:
         int8_label, int8 = "minmax", _ranges(hists, Variant("minmax"))[1]
     fp8 = _ranges(hists, Variant(fp8_label))[1] or {}
-    scores: Dict[str, Any] = {}
 
     def score(m: Any) -> float:
         stats, _ = ev.measure_task(m, meter.reference, meter.evalset, meter.spec, backend=meter.backend)
         meter.measured += 1
-        scores[str(len(scores))] = stats
         return float(stats.metric)
 
     float_stats, _ = ev.measure_task(st.proto, meter.reference, meter.evalset, meter.spec, backend=meter.backend)
