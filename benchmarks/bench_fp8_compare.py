@@ -42,21 +42,53 @@ def main() -> None:
             print(f"| {name} | skipped: {rm.missing_reason(name)} | | | | |")
             continue
         path = rm.model_path(name)
-        cfg = trtcal.CalibrationConfig(data=rm.inputs(name, args.cal, 0), eval_data=rm.inputs(name, args.eval, 1),
-                                       batch_size=8, bins=256, op_types=["Conv"], progress=False,
-                                       log=lambda s: None)
+        cfg = trtcal.CalibrationConfig(
+            data=rm.inputs(name, args.cal, 0),
+            eval_data=rm.inputs(name, args.eval, 1),
+            batch_size=8,
+            bins=256,
+            op_types=["Conv"],
+            progress=False,
+            log=lambda s: None,
+        )
         cal = calibration_pass.statistics(path, cfg)
         t0 = time.perf_counter()
-        runs = [("int8", trtcal.compare(path, config=cfg, calibration=cal, methods="entropy,minmax,percentile:99.99",
-                                        precisions="int8,fp8,fp16", per_layer=False, plots=False)),
-                ("fp8", trtcal.compare(path, config=cfg, calibration=cal, quant_dtype="fp8",
-                                       methods="fp8-mse,minmax", per_layer=False, plots=False))]
+        runs = [
+            (
+                "int8",
+                trtcal.compare(
+                    path,
+                    config=cfg,
+                    calibration=cal,
+                    methods="entropy,minmax,percentile:99.99",
+                    precisions="int8,fp8,fp16",
+                    per_layer=False,
+                    plots=False,
+                ),
+            ),
+            (
+                "fp8",
+                trtcal.compare(
+                    path,
+                    config=cfg,
+                    calibration=cal,
+                    quant_dtype="fp8",
+                    methods="fp8-mse,minmax",
+                    per_layer=False,
+                    plots=False,
+                ),
+            ),
+        ]
         for quant, res in runs:
             for m in res.ranked:
                 s = m.summary
                 q = "mixed" if m.label == "mixed" else quant
                 secs = "" if m.search_seconds is None else f"{m.search_seconds:.2f}"
-                print(f"| {name} | {q} | {m.label} | {s.get('task_text', '')} | {s.get('heads', '')} | {secs} |")
+                cells = [name, q, m.label, s.get("task_text", ""), s.get("heads", ""), secs]
+                print("| " + " | ".join(cells) + " |")
+        for n in runs[0][1].notes:
+            if n.startswith("mixed:"):
+                print(f"<!-- {name}: {n} -->")
         print(f"<!-- {name}: {time.perf_counter() - t0:.0f} s -->")
 
 

@@ -6,21 +6,39 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..core import _locks
-from ..evaluation.sensitivity import (DEFAULT_ALTERNATIVES, MAX_FLOAT, SEARCH_LAYERS,
-                                      AnalysisResult, run_analysis)
+from ..evaluation.sensitivity import (
+    DEFAULT_ALTERNATIVES,
+    MAX_FLOAT,
+    SEARCH_LAYERS,
+    AnalysisResult,
+    run_analysis,
+)
 from ..pipeline.config import CalibrationConfig
 
 
 @_locks.released_on_return
-def analyze(model: Any, data: Any = None, eval_data: Any = None, *,
-            config: Optional[CalibrationConfig] = None,
-            alternatives: Union[str, Sequence[str], Mapping[str, Mapping[str, float]], None] = (
-                DEFAULT_ALTERNATIVES),
-            threshold: Optional[float] = None, metric: Optional[str] = None,
-            search_layers: int = SEARCH_LAYERS, max_float: int = MAX_FLOAT,
-            precisions: Union[None, str, Sequence[str]] = None, tolerance: Optional[float] = None,
-            calibration: Any = None, out_dir: Optional[str] = None, out_qdq: Optional[str] = None,
-            cache: Union[bool, str] = True, plots: bool = True, **options: Any) -> AnalysisResult:
+def analyze(
+    model: Any,
+    data: Any = None,
+    eval_data: Any = None,
+    *,
+    config: Optional[CalibrationConfig] = None,
+    alternatives: Union[str, Sequence[str], Mapping[str, Mapping[str, float]], None] = (
+        DEFAULT_ALTERNATIVES
+    ),
+    threshold: Optional[float] = None,
+    metric: Optional[str] = None,
+    search_layers: int = SEARCH_LAYERS,
+    max_float: int = MAX_FLOAT,
+    precisions: Union[None, str, Sequence[str]] = None,
+    tolerance: Optional[float] = None,
+    calibration: Any = None,
+    out_dir: Optional[str] = None,
+    out_qdq: Optional[str] = None,
+    cache: Union[bool, str] = True,
+    plots: bool = True,
+    **options: Any,
+) -> AnalysisResult:
     """Finds the layers whose quantization breaks the model's task, and what to do with each.
 
     By default (``metric='task'``) every candidate method's all-quantized model is measured by
@@ -63,7 +81,19 @@ def analyze(model: Any, data: Any = None, eval_data: Any = None, *,
     """
     given = {k: v for k, v in (("data", data), ("eval_data", eval_data)) if v is not None}
     cfg = CalibrationConfig.of(config, **options, **given)
-    return run_analysis(model, cfg, alternatives=alternatives, threshold=threshold, metric=metric,
-                        search_layers=search_layers, max_float=max_float, precisions=precisions,
-                        tolerance=tolerance, calibration=calibration, out_dir=out_dir,
-                        out_qdq=out_qdq, cache=cache, plots=plots)
+    return run_analysis(
+        model,
+        cfg,
+        alternatives=alternatives,
+        threshold=threshold,
+        metric=metric,
+        search_layers=search_layers,
+        max_float=max_float,
+        precisions=precisions,
+        tolerance=tolerance,
+        calibration=calibration,
+        out_dir=out_dir,
+        out_qdq=out_qdq,
+        cache=cache,
+        plots=plots,
+    )

@@ -13,13 +13,21 @@ from ..pipeline.config import CalibrationConfig
 
 
 @_locks.released_on_return
-def compare(model: Any, data: Any = None, eval_data: Any = None, *,
-            config: Optional[CalibrationConfig] = None,
-            methods: Union[None, str, Sequence[str]] = None,
-            tables: Optional[Mapping[str, Mapping[str, float]]] = None,
-            calibration: Any = None, per_layer: bool = True, out_dir: Optional[str] = None,
-            plots: bool = True, precisions: Union[None, str, Sequence[str]] = None,
-            **options: Any) -> ComparisonResult:
+def compare(
+    model: Any,
+    data: Any = None,
+    eval_data: Any = None,
+    *,
+    config: Optional[CalibrationConfig] = None,
+    methods: Union[None, str, Sequence[str]] = None,
+    tables: Optional[Mapping[str, Mapping[str, float]]] = None,
+    calibration: Any = None,
+    per_layer: bool = True,
+    out_dir: Optional[str] = None,
+    plots: bool = True,
+    precisions: Union[None, str, Sequence[str]] = None,
+    **options: Any,
+) -> ComparisonResult:
     """Compares calibration methods on ``model`` by measured accuracy against FP32.
 
     Collects the activation histograms once (the pass :func:`trtcal.calibrate` makes), derives
@@ -63,13 +71,20 @@ def compare(model: Any, data: Any = None, eval_data: Any = None, *,
     """
     given = {k: v for k, v in (("data", data), ("eval_data", eval_data)) if v is not None}
     cfg = CalibrationConfig.of(config, **options, **given)
-    models = None
+    mixed = None
     if precisions is not None:
         if calibration is None:
-            calibration = calibration_pass.statistics(model, cfg.replace(
-                resume=cfg.resume or bool(cfg.checkpoint), log=cfg.say()))
-        mixed = run_analysis(model, cfg.replace(method="auto"), precisions=precisions,
-                             calibration=calibration, cache=False, plots=False)
-        models = {"mixed": mixed.model}
-    return run_comparison(model, cfg, methods=methods, tables=tables, calibration=calibration,
-                          per_layer=per_layer, out_dir=out_dir, plots=plots, models=models)
+            calibration = calibration_pass.statistics(
+                model, cfg.replace(resume=cfg.resume or bool(cfg.checkpoint), log=cfg.say())
+            )
+        mixed = run_analysis(
+            model, cfg.replace(method="auto"), precisions=precisions, calibration=calibration,
+            cache=False, plots=False,
+        )  # fmt: skip
+    res = run_comparison(
+        model, cfg, methods=methods, tables=tables, calibration=calibration, per_layer=per_layer,
+        out_dir=out_dir, plots=plots, models={"mixed": mixed.model} if mixed else None,
+    )  # fmt: skip
+    if mixed is not None:
+        res.notes.append(f"mixed: {mixed.final_text}; speed order: {mixed.speed_source}")
+    return res

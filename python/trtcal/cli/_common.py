@@ -53,13 +53,15 @@ def add_task_arguments(p: argparse.ArgumentParser) -> None:
 def add_quant_arguments(p: argparse.ArgumentParser) -> None:
     """--quant-dtype: the type of the Q/DQ models (CalibrationConfig.quant_dtype)."""
     p.add_argument("--quant-dtype", default="int8", choices=["int8", "fp8"],
-                   help="fp8: E4M3 ranges and FP8 Q/DQ models (opset 19) for Hopper/Blackwell; layers "
-                        "TensorRT cannot run in FP8 (depthwise convolutions, ...) stay INT8")
+                   help="fp8: E4M3 ranges and FP8 Q/DQ models (opset 19) for Hopper/Blackwell; "
+                        "layers TensorRT cannot run in FP8 (depthwise convolutions, ...) stay INT8")
 
 
 def say_for(args: argparse.Namespace) -> Callable[[str], None]:
     """Where a command's messages go: stderr, or nowhere with -q/--quiet."""
-    return (lambda s: None) if getattr(args, "quiet", False) else (lambda s: print(s, file=sys.stderr))
+    if getattr(args, "quiet", False):
+        return lambda s: None
+    return lambda s: print(s, file=sys.stderr)
 
 
 # the CLI flags (argparse dests) that are CalibrationConfig fields of the same name and meaning

@@ -8,8 +8,8 @@ import json
 from ..api.compare import compare
 from ..formats.table import CalibrationTable
 from ..pipeline.data import parse_preprocess
-from ._common import (add_data_arguments, add_evaluation_arguments, add_quant_arguments, add_task_arguments,
-                      config_from_args, say_for)
+from ._common import (add_data_arguments, add_evaluation_arguments, add_quant_arguments,
+                      add_task_arguments, config_from_args, say_for)
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
@@ -23,16 +23,17 @@ def register(sub: "argparse._SubParsersAction") -> None:
                     "method and the recommended Q/DQ model to --out-dir.")
     add_data_arguments(p)
     p.add_argument("--methods", default=None,
-                   help="comma-separated: minmax, entropy[:flavor], percentile[:p], mse, all; with --quant-dtype fp8 "
-                        "fp8-mse, fp8-kl, minmax, percentile[:p] (default: all, or with fp8 fp8-mse,fp8-kl,minmax)")
+                   help="comma-separated: minmax, entropy[:flavor], percentile[:p], mse, all; with "
+                        "--quant-dtype fp8: fp8-mse, fp8-kl, minmax, percentile[:p] (default: all, "
+                        "or with fp8 fp8-mse,fp8-kl,minmax)")
     p.add_argument("--table", action="append", default=[], metavar="LABEL=PATH",
                    help="also compare a table (trtcal JSON or TensorRT cache); repeatable")
     p.add_argument("--out-dir", default="trtcal-compare", help="where results go (default ./trtcal-compare)")
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer SQNR")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--precisions", default=None, metavar="LIST",
-                   help="also measure the per-layer choice among these (e.g. int8,fp8,fp16; see trtcal analyze "
-                        "--precisions) as the row 'mixed'")
+                   help="also measure the per-layer choice among these (e.g. int8,fp8,fp16; see "
+                        "trtcal analyze --precisions) as the row 'mixed'")
     add_quant_arguments(p)
     add_task_arguments(p)
     add_evaluation_arguments(p)

@@ -239,7 +239,8 @@ class ComparisonResult:
         return "\n".join(out)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"recommended": self.recommended, "quant_dtype": self.quant_dtype, "samples": self.samples, "eval_samples": self.eval_samples,
+        return {"recommended": self.recommended, "quant_dtype": self.quant_dtype,
+                "samples": self.samples, "eval_samples": self.eval_samples,
                 "eval_on_calibration_data": self.eval_on_calibration_data, "notes": self.notes, "task": self.task,
                 "methods": [dict(m.row(), flavor=m.flavor, params=m.params, outputs=m.outputs, layers=m.layers,
                                  task=m.task, per_head=m.heads)
@@ -251,11 +252,18 @@ def _db(v: float) -> str:
     return "inf" if math.isinf(v) and v > 0 else f"{v:.2f}"
 
 
-def run_comparison(model: Any, cfg: CalibrationConfig, *,
-                   methods: Union[None, str, Sequence[str]] = None,
-                   tables: Optional[Mapping[str, Mapping[str, float]]] = None, calibration: Any = None,
-                   per_layer: bool = True, out_dir: Optional[str] = None,
-                   plots: bool = True, models: Optional[Mapping[str, Any]] = None) -> ComparisonResult:
+def run_comparison(
+    model: Any,
+    cfg: CalibrationConfig,
+    *,
+    methods: Union[None, str, Sequence[str]] = None,
+    tables: Optional[Mapping[str, Mapping[str, float]]] = None,
+    calibration: Any = None,
+    per_layer: bool = True,
+    out_dir: Optional[str] = None,
+    plots: bool = True,
+    models: Optional[Mapping[str, Any]] = None,
+) -> ComparisonResult:
     """The comparison :func:`trtcal.compare` documents, over the shared settings ``cfg``.
 
     ``methods`` None: ``cfg.method`` unless 'auto', else every method of ``cfg.quant_dtype``
@@ -270,19 +278,35 @@ def run_comparison(model: Any, cfg: CalibrationConfig, *,
     notes: List[str] = []
     # what would otherwise fail after the statistics pass is checked before it
     backend, eval_source = ev.check_before_pass(
-        "compare", calibration, cfg.data, batch_size=cfg.batch_size, max_samples=cfg.max_samples,
-        eval_samples=cfg.eval_samples, evaluate=cfg.evaluate, runner=cfg.runner, eval_data=cfg.eval_data,
-        preprocess=cfg.preprocess, input_name=cfg.input_name)
+        "compare",
+        calibration,
+        cfg.data,
+        batch_size=cfg.batch_size,
+        max_samples=cfg.max_samples,
+        eval_samples=cfg.eval_samples,
+        evaluate=cfg.evaluate,
+        runner=cfg.runner,
+        eval_data=cfg.eval_data,
+        preprocess=cfg.preprocess,
+        input_name=cfg.input_name,
+    )
     if calibration is None:  # a checkpoint is resumed when present
-        calibration = calibration_pass.statistics(model, cfg.replace(
-            resume=cfg.resume or bool(cfg.checkpoint), log=say))
+        calibration = calibration_pass.statistics(
+            model, cfg.replace(resume=cfg.resume or bool(cfg.checkpoint), log=say)
+        )
     hists = calibration.histograms
     results = _search(hists, variants)
     for label, table in (tables or {}).items():
-        results.append(MethodResult(str(label), "table", amax={k: float(a) for k, a in table.items()}))
+        results.append(
+            MethodResult(str(label), "table", amax={k: float(a) for k, a in table.items()})
+        )
     if any(r.error and "compute_amax" in r.error for r in results):
-        notes.append("only min-max and given tables were compared: trtcal.compute_amax is not in this build")
-    qmodels, dq = _qdq_models(proto, results, per_layer, fp8_int8_table(hists, cfg.quant_dtype), notes)
+        notes.append(
+            "only min-max and given tables were compared: trtcal.compute_amax is not in this build"
+        )
+    qmodels, dq = _qdq_models(
+        proto, results, per_layer, fp8_int8_table(hists, cfg.quant_dtype), notes
+    )
     for label, qm in (models or {}).items():
         results.append(MethodResult(str(label), "model"))
         qmodels[str(label)], dq[str(label)] = qm, {}
@@ -293,9 +317,17 @@ def run_comparison(model: Any, cfg: CalibrationConfig, *,
     bs = ev.fixed_batch(reference.specs) or cfg.batch_size or 16
     on_cal = cfg.eval_data is None
     if on_cal:
-        notes.append("evaluated on the calibration data (pass eval_data / --eval-data for held-out samples)")
-    evalset = ev.EvalSet(cfg.data if on_cal else eval_source, reference.specs, bs, max_samples=cfg.eval_samples,
-                         preprocess=cfg.preprocess, input_name=cfg.input_name)
+        notes.append(
+            "evaluated on the calibration data (pass eval_data / --eval-data for held-out samples)"
+        )
+    evalset = ev.EvalSet(
+        cfg.data if on_cal else eval_source,
+        reference.specs,
+        bs,
+        max_samples=cfg.eval_samples,
+        preprocess=cfg.preprocess,
+        input_name=cfg.input_name,
+    )
     notes.append(ev.backend_note(backend))
     spec = ev.task_spec(reference, evalset, cfg.task, cfg.output_slices, cfg.score_threshold)
     stats = {label: _Streams(qm, dq[label], spec, backend) for label, qm in qmodels.items()}
@@ -315,14 +347,22 @@ def run_comparison(model: Any, cfg: CalibrationConfig, *,
     ok = sorted((r for r in results if r.ok), key=_rank_key)
     for k, r in enumerate(ok, 1):
         r.rank = k
-    res = ComparisonResult(ok + [r for r in results if not r.ok], calibration.samples, evalset.samples, on_cal,
-                           notes=notes, task=spec.describe(), quant_dtype=cfg.quant_dtype)
+    res = ComparisonResult(
+        ok + [r for r in results if not r.ok],
+        calibration.samples,
+        evalset.samples,
+        on_cal,
+        notes=notes,
+        task=spec.describe(),
+        quant_dtype=cfg.quant_dtype,
+    )
     for r in ok:
         if r.method == "model":
             continue  # a given model has no one table
         try:
-            res.tables[r.label] = outputs.make_table(r.amax, dict(calibration.provenance, method=r.method,
-                                                                  flavor=r.flavor, **r.params))
+            res.tables[r.label] = outputs.make_table(
+                r.amax, dict(calibration.provenance, method=r.method, flavor=r.flavor, **r.params)
+            )
         except outputs.OutputUnavailable:
             break
     if out_dir:
@@ -343,11 +383,15 @@ def check_quant_methods(variants: Sequence[Variant], quant_dtype: str) -> None:
     for v in variants:
         fp8_grid = v.method.startswith("fp8-")
         if quant_dtype == "fp8" and not (fp8_grid or v.method in ("minmax", "percentile", "table")):
-            raise ValueError(f"trtcal: quant_dtype 'fp8' (--quant-dtype fp8) takes methods fp8-mse, fp8-kl, "
-                             f"minmax or percentile, not {v.label}")
+            raise ValueError(
+                f"trtcal: quant_dtype 'fp8' (--quant-dtype fp8) takes methods fp8-mse, fp8-kl, "
+                f"minmax or percentile, not {v.label}"
+            )
         if quant_dtype == "int8" and fp8_grid:
-            raise ValueError(f"trtcal: {v.label} searches ranges on the FP8 grid: give quant_dtype 'fp8' "
-                             "(--quant-dtype fp8)")
+            raise ValueError(
+                f"trtcal: {v.label} searches ranges on the FP8 grid: give quant_dtype 'fp8' "
+                "(--quant-dtype fp8)"
+            )
 
 
 def fp8_int8_table(hists: Mapping[str, Any], quant_dtype: str) -> Optional[Dict[str, float]]:
@@ -361,8 +405,12 @@ def fp8_int8_table(hists: Mapping[str, Any], quant_dtype: str) -> Optional[Dict[
         return outputs.thresholds(hists, ["minmax"])["minmax"]
 
 
-def qdq_model(proto: Any, amax: Mapping[str, float], int8_table: Optional[Mapping[str, float]] = None,
-              **quantize_options: Any) -> Tuple[Any, Any]:
+def qdq_model(
+    proto: Any,
+    amax: Mapping[str, float],
+    int8_table: Optional[Mapping[str, float]] = None,
+    **quantize_options: Any,
+) -> Tuple[Any, Any]:
     """(Q/DQ model, quantize report) for ``amax``: INT8 Q/DQ, or with ``int8_table`` (FP8) the
     FP8 Q/DQ model where TensorRT runs a layer in FP8, those layers left INT8 taking
     ``int8_table``'s ranges."""
@@ -382,7 +430,9 @@ def _search(hists: Mapping[str, Any], variants: Sequence[Variant]) -> List[Metho
         r = MethodResult(v.label, v.method, v.flavor, dict(v.params))
         t0 = time.perf_counter()
         try:
-            r.amax = outputs.thresholds(hists, [v.method], v.flavor, {v.method: dict(v.params)})[v.method]
+            r.amax = outputs.thresholds(hists, [v.method], v.flavor, {v.method: dict(v.params)})[
+                v.method
+            ]
         except outputs.OutputUnavailable:
             r.error = "needs trtcal.compute_amax (range search), which this build lacks"
         except (ValueError, RuntimeError, TypeError) as exc:
@@ -393,9 +443,13 @@ def _search(hists: Mapping[str, Any], variants: Sequence[Variant]) -> List[Metho
     return results
 
 
-def _qdq_models(proto: Any, results: Sequence[MethodResult], per_layer: bool,
-                int8_table: Optional[Mapping[str, float]], notes: List[str]
-                ) -> Tuple[Dict[str, Any], Dict[str, Dict[str, str]]]:
+def _qdq_models(
+    proto: Any,
+    results: Sequence[MethodResult],
+    per_layer: bool,
+    int8_table: Optional[Mapping[str, float]],
+    notes: List[str],
+) -> Tuple[Dict[str, Any], Dict[str, Dict[str, str]]]:
     """Every method's Q/DQ model (FP8 with ``int8_table``) and its dequantized activations."""
     qmodels: Dict[str, Any] = {}
     dq: Dict[str, Dict[str, str]] = {}
@@ -412,10 +466,15 @@ def _qdq_models(proto: Any, results: Sequence[MethodResult], per_layer: bool,
         qmodels[r.label] = qm
         dq[r.label] = ev.dequantized_names(qm, list(rep.activations)) if per_layer else {}
     if not qmodels:
-        raise ValueError("trtcal: no method produced a Q/DQ model: " + "; ".join(f"{r.label}: {r.error}" for r in results))
+        raise ValueError(
+            "trtcal: no method produced a Q/DQ model: "
+            + "; ".join(f"{r.label}: {r.error}" for r in results)
+        )
     if int8_table is not None:
-        notes.append("FP8 (E4M3) Q/DQ models: FP8 where TensorRT runs the layer in FP8, the other layers INT8 "
-                     "with entropy ranges")
+        notes.append(
+            "FP8 (E4M3) Q/DQ models: FP8 where TensorRT runs the layer in FP8, the other "
+            "layers INT8 with entropy ranges"
+        )
     return qmodels, dq
 
 

@@ -86,7 +86,8 @@ def choose_precisions(model: Any, int8_table: Mapping[str, float], fp8_table: Ma
                       total_tolerance: float | None = None, min_layer_score: float | None = None,
                       min_score: float | None = None, layers: Sequence[str] | None = None,
                       order: Callable[[Any], Sequence[str]] = speed_order,
-                      log: Callable[[str], None] | None = None, fp8_fallback: bool = True) -> PrecisionChoice:
+                      log: Callable[[str], None] | None = None,
+                      fp8_fallback: bool = True) -> PrecisionChoice:
     """Chooses FP8, INT8 or FP16 per layer of ``model`` by ``score`` (module docstring).
 
     Parameters
@@ -166,7 +167,8 @@ def choose_precisions(model: Any, int8_table: Mapping[str, float], fp8_table: Ma
         mixed = build(choices)
         final = float(score(mixed))
         say(f"{cands[0]} -> FP16: {final:.4g}")
-    if fp8_fallback and final < all_fp8:  # the per-layer picks and repairs interact: never return worse than the default
+    # the per-layer picks and repairs interact: never return worse than the default
+    if fp8_fallback and final < all_fp8:
         say(f"the per-layer choice scores {final:.4g} < {all_fp8:.4g} (FP8 where possible): keeping that")
         choices = {n: "fp8" for n in names}
         mixed, final = build({}), all_fp8
@@ -200,9 +202,16 @@ def ort_scorer(inputs: Mapping[str, np.ndarray], reference: np.ndarray, metric: 
     return score
 
 
-def tensorrt_speed_order(model: Any, int8_table: Mapping[str, float], fp8_table: Mapping[str, float],
-                         feeds: Mapping[str, np.ndarray], layers: Sequence[str], *, repeats: int = 20,
-                         log: Callable[[str], None] | None = None) -> dict[str, tuple[str, ...]]:
+def tensorrt_speed_order(
+    model: Any,
+    int8_table: Mapping[str, float],
+    fp8_table: Mapping[str, float],
+    feeds: Mapping[str, np.ndarray],
+    layers: Sequence[str],
+    *,
+    repeats: int = 20,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, tuple[str, ...]]:
     """{layer: precisions, fastest first}, measured in TensorRT: for each layer and each
     precision of its :func:`speed_order` (TensorRT has no FP8 kernel for the others), the model
     with that layer alone in that precision (every other layer FP16) is built (strongly typed)
@@ -225,8 +234,11 @@ def tensorrt_speed_order(model: Any, int8_table: Mapping[str, float], fp8_table:
             continue
         times: dict[str, float] = {}
         for p in speed_order(nodes[name]):
-            sess = TensorRTSession(convert_to_fp8(q, dict(fp8_table), int8_table=int8_table,
-                                                  precisions={**rest, name: p}))
+            sess = TensorRTSession(
+                convert_to_fp8(
+                    q, dict(fp8_table), int8_table=int8_table, precisions={**rest, name: p}
+                )
+            )
             sess.run(names, feeds)  # builds the engine and warms up
             runs = []
             for _ in range(max(1, int(repeats))):
@@ -239,9 +251,14 @@ def tensorrt_speed_order(model: Any, int8_table: Mapping[str, float], fp8_table:
     return out
 
 
-def speed_source(model: Any, int8_table: Mapping[str, float], fp8_table: Mapping[str, float], evalset: Any,
-                 layers: Sequence[str], log: Callable[[str], None] | None = None
-                 ) -> tuple[Callable[[Any], Sequence[str]], str]:
+def speed_source(
+    model: Any,
+    int8_table: Mapping[str, float],
+    fp8_table: Mapping[str, float],
+    evalset: Any,
+    layers: Sequence[str],
+    log: Callable[[str], None] | None = None,
+) -> tuple[Callable[[Any], Sequence[str]], str]:
     """(node -> precisions fastest first, where that order comes from): measured in TensorRT
     (:func:`tensorrt_speed_order`, on the first evaluation batch) when the ``tensorrt`` module
     is present, else the documented table (:func:`speed_order`, docs/fp8.md)."""
@@ -254,8 +271,14 @@ def speed_source(model: Any, int8_table: Mapping[str, float], fp8_table: Mapping
     return (lambda node: measured.get(node.name) or speed_order(node)), "measured in TensorRT"
 
 
-def why(node: Any, choice: str, ch: PrecisionChoice, order: Callable[[Any], Sequence[str]],
-        tolerance: float, floor: float | None = None) -> str:
+def why(
+    node: Any,
+    choice: str,
+    ch: PrecisionChoice,
+    order: Callable[[Any], Sequence[str]],
+    tolerance: float,
+    floor: float | None = None,
+) -> str:
     """One line: why ``node`` got ``choice`` (faster precisions it lost, or the repair)."""
     parts = []
     if "fp8" not in order(node) and "fp8" in PRECISIONS:
@@ -263,7 +286,11 @@ def why(node: Any, choice: str, ch: PrecisionChoice, order: Callable[[Any], Sequ
 
         reason = _why_not(node, {})
         parts.append(f"no FP8: {reason}" if reason else "FP8 not allowed")
-    bar = f">= {floor:g}" if floor is not None else f"within {tolerance:.4g} of float {ch.float_score:.4g}"
+    bar = (
+        f">= {floor:g}"
+        if floor is not None
+        else f"within {tolerance:.4g} of float {ch.float_score:.4g}"
+    )
     for p in order(node):
         if p == choice or p == "fp16":
             break

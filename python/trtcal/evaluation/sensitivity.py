@@ -150,12 +150,14 @@ class AnalysisResult:
     def _format_precisions(self) -> str:
         head = ["#", "layer", "op", "precision", "why"]
         rows = [[str(d.index), d.name, d.op_type, d.decision, d.detail] for d in self.layers]
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+                  for i, h in enumerate(head)]
         out = ["  ".join(c.ljust(w) for c, w in zip(r, widths))
                for r in [head, ["-" * w for w in widths]] + rows]
         out.append(f"task: {self.task}")
         out += [f"  {k}: {v}" for k, v in self.candidates.items()]
-        out.append(f"returned: {self.final_text}; ranges {self.method}; speed order: {self.speed_source}")
+        out.append(f"returned: {self.final_text}; ranges {self.method}; "
+                   f"speed order: {self.speed_source}")
         return "\n".join(out)
 
     @property
@@ -188,8 +190,9 @@ class AnalysisResult:
                 "candidates": self.candidates, "final_text": self.final_text, "task": self.task,
                 "all_int8": self.all_int8, "final": self.final, "float_layers": self.float_layers,
                 "reranged_layers": self.reranged_layers, "layers": [d.to_dict() for d in self.layers],
-                "measured": self.measured, "cached": self.cached, "notes": self.notes, "files": self.files,
-                "quant_dtype": self.quant_dtype, "speed_source": self.speed_source or None,
+                "measured": self.measured, "cached": self.cached, "notes": self.notes,
+                "files": self.files, "quant_dtype": self.quant_dtype,
+                "speed_source": self.speed_source or None,
                 "precisions": self.precisions}
 
 
@@ -206,7 +209,7 @@ FP8_ALTERNATIVES = ("fp8-mse", "fp8-kl", "minmax", "percentile")
 
 @dataclass
 class _Setup:
-    """What every search mode shares: the model, its layers, the candidates' ranges and the meter."""
+    """What every search mode shares: the model, its layers, the candidates' ranges, the meter."""
 
     proto: Any
     calibration: Any
@@ -222,13 +225,25 @@ class _Setup:
     notes: List[str]
 
 
-def run_analysis(model: Any, cfg: CalibrationConfig, *,
-                 alternatives: Union[str, Sequence[str], Mapping[str, Mapping[str, float]], None] = DEFAULT_ALTERNATIVES,
-                 threshold: Optional[float] = None, metric: Optional[str] = None,
-                 search_layers: int = SEARCH_LAYERS, max_float: int = MAX_FLOAT,
-                 precisions: Optional[Sequence[str]] = None, tolerance: Optional[float] = None,
-                 calibration: Any = None, out_dir: Optional[str] = None, out_qdq: Optional[str] = None,
-                 cache: Union[bool, str] = True, plots: bool = True) -> AnalysisResult:
+def run_analysis(
+    model: Any,
+    cfg: CalibrationConfig,
+    *,
+    alternatives: Union[
+        str, Sequence[str], Mapping[str, Mapping[str, float]], None
+    ] = DEFAULT_ALTERNATIVES,
+    threshold: Optional[float] = None,
+    metric: Optional[str] = None,
+    search_layers: int = SEARCH_LAYERS,
+    max_float: int = MAX_FLOAT,
+    precisions: Optional[Sequence[str]] = None,
+    tolerance: Optional[float] = None,
+    calibration: Any = None,
+    out_dir: Optional[str] = None,
+    out_qdq: Optional[str] = None,
+    cache: Union[bool, str] = True,
+    plots: bool = True,
+) -> AnalysisResult:
     """The analysis :func:`trtcal.analyze` documents, over the shared settings ``cfg``
     (``method``: the base ranges; ``quant_dtype``: INT8 or FP8 Q/DQ; ``high_precision``: the
     written model's float type)."""
@@ -237,11 +252,16 @@ def run_analysis(model: Any, cfg: CalibrationConfig, *,
     prec = _check_precisions(precisions, metric)
     say = cfg.say()
     if metric == "task" and prec is None:
-        say("trtcal: analyze searches per-layer ranges and float fallback against the task metric, to beat the best "
-            "single method")
+        say(
+            "trtcal: analyze searches per-layer ranges and float fallback against the task "
+            "metric, to beat the best single method"
+        )
     elif prec is None:
-        say(f"trtcal: threshold: worst output {_METRIC_NAMES[metric]} >= {threshold:g}{_UNITS[metric]} "
-            + ("(given)" if given else f"(the default for {metric}; --threshold sets another)"))
+        say(
+            f"trtcal: threshold: worst output {_METRIC_NAMES[metric]} >= "
+            f"{threshold:g}{_UNITS[metric]} "
+            + ("(given)" if given else f"(the default for {metric}; --threshold sets another)")
+        )
     st = _setup(model, cfg, alternatives, calibration, out_dir, cache, prec is not None)
     if prec is not None:
         res, deploy = precision_mode(st, cfg, prec, tolerance)
@@ -250,13 +270,26 @@ def run_analysis(model: Any, cfg: CalibrationConfig, *,
     if st.cache_path:
         res.files["cache"] = st.cache_path
     if out_dir or out_qdq:
-        _write(res, out_dir, out_qdq or os.path.join(out_dir or ".", f"{st.stem}.analyzed.qdq.onnx"), plots, say,
-               deploy)
+        _write(
+            res,
+            out_dir,
+            out_qdq or os.path.join(out_dir or ".", f"{st.stem}.analyzed.qdq.onnx"),
+            plots,
+            say,
+            deploy,
+        )
     return res
 
 
-def _setup(model: Any, cfg: CalibrationConfig, alternatives: Any, calibration: Any, out_dir: Optional[str],
-           cache: Union[bool, str], mixed_precision: bool) -> _Setup:
+def _setup(
+    model: Any,
+    cfg: CalibrationConfig,
+    alternatives: Any,
+    calibration: Any,
+    out_dir: Optional[str],
+    cache: Union[bool, str],
+    mixed_precision: bool,
+) -> _Setup:
     """Checks, the statistics pass (or ``calibration``), the candidates' ranges, the layers, the
     evaluation set and the cached meter."""
     tk.check_task_arguments(cfg.task, cfg.output_slices)
@@ -268,22 +301,41 @@ def _setup(model: Any, cfg: CalibrationConfig, alternatives: Any, calibration: A
         alternatives = FP8_ALTERNATIVES
     if mixed_precision:  # the precision choice takes its INT8 and FP8 ranges itself
         alternatives = None
-    alt_vs = parse_methods(alternatives) if alternatives and not isinstance(alternatives, Mapping) else []
+    alt_vs = (
+        parse_methods(alternatives)
+        if alternatives and not isinstance(alternatives, Mapping)
+        else []
+    )
     if not mixed_precision:
         check_quant_methods(([base_v] if base_v else []) + alt_vs, cfg.quant_dtype)
     # what would otherwise fail after the statistics pass is checked before it
     backend, eval_source = ev.check_before_pass(
-        "analyze", calibration, cfg.data, batch_size=cfg.batch_size, max_samples=cfg.max_samples,
-        eval_samples=cfg.eval_samples, evaluate=cfg.evaluate, runner=cfg.runner, eval_data=cfg.eval_data,
-        preprocess=cfg.preprocess, input_name=cfg.input_name)
+        "analyze",
+        calibration,
+        cfg.data,
+        batch_size=cfg.batch_size,
+        max_samples=cfg.max_samples,
+        eval_samples=cfg.eval_samples,
+        evaluate=cfg.evaluate,
+        runner=cfg.runner,
+        eval_data=cfg.eval_data,
+        preprocess=cfg.preprocess,
+        input_name=cfg.input_name,
+    )
     proto = ev.name_nodes(model)
     digest = model_digest(model)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.splitext(os.path.basename(model))[0] if isinstance(model, (str, os.PathLike)) else "model"
+    stem = (
+        os.path.splitext(os.path.basename(model))[0]
+        if isinstance(model, (str, os.PathLike))
+        else "model"
+    )
     if calibration is None:
         ck = os.path.join(out_dir, f"{stem}.trtcal-ckpt.npz") if out_dir else None
-        calibration = _statistics(model, cfg, ck, reuse=cache is not False and cache is not None, say=say)
+        calibration = _statistics(
+            model, cfg, ck, reuse=cache is not False and cache is not None, say=say
+        )
     hists = calibration.histograms
     cands = _candidates(hists, base_v, alt_vs, alternatives, notes, say)
 
@@ -294,41 +346,97 @@ def _setup(model: Any, cfg: CalibrationConfig, alternatives: Any, calibration: A
     nodes = {n.name: n for n in proto.graph.node}
     # the layers whose precision is chosen: weighted ops and residual adds (pooling, Concat and
     # Resize Q/DQ follow their neighbours by the placement rules)
-    layer_names = [n for n in rep.quantized_nodes if n in nodes
-                   and nodes[n].op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")]
+    layer_names = [
+        n
+        for n in rep.quantized_nodes
+        if n in nodes and nodes[n].op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
+    ]
     weights = {i.name for i in proto.graph.initializer}
-    layer_tensors = {n: [t for t in nodes[n].input if t in rep.activations and t not in weights] for n in layer_names}
+    layer_tensors = {
+        n: [t for t in nodes[n].input if t in rep.activations and t not in weights]
+        for n in layer_names
+    }
     if not layer_names:
-        raise ValueError("trtcal: the model has no layer that INT8 Q/DQ applies to (Conv, ConvTranspose, Gemm, "
-                         "MatMul, residual Add) with a calibrated activation")
+        raise ValueError(
+            "trtcal: the model has no layer that INT8 Q/DQ applies to (Conv, ConvTranspose, Gemm, "
+            "MatMul, residual Add) with a calibrated activation"
+        )
 
     reference = ev.Reference(proto)
     bs = ev.fixed_batch(reference.specs) or cfg.batch_size or 16
     if cfg.eval_data is None:
-        notes.append("evaluated on the calibration data (pass eval_data / --eval-data for held-out samples)")
-    evalset = ev.EvalSet(cfg.data if cfg.eval_data is None else eval_source, reference.specs, bs,
-                         max_samples=cfg.eval_samples, preprocess=cfg.preprocess, input_name=cfg.input_name)
+        notes.append(
+            "evaluated on the calibration data (pass eval_data / --eval-data for held-out samples)"
+        )
+    evalset = ev.EvalSet(
+        cfg.data if cfg.eval_data is None else eval_source,
+        reference.specs,
+        bs,
+        max_samples=cfg.eval_samples,
+        preprocess=cfg.preprocess,
+        input_name=cfg.input_name,
+    )
     notes.append(ev.backend_note(backend))
     spec = ev.task_spec(reference, evalset, cfg.task, cfg.output_slices, cfg.score_threshold)
     cache_path = _cache_path(cache, out_dir)
-    scope = {"model": digest, "eval": evalset.digest, "format": CACHE_FORMAT, "backend": backend,
-             "task": spec.describe()}
+    scope = {
+        "model": digest,
+        "eval": evalset.digest,
+        "format": CACHE_FORMAT,
+        "backend": backend,
+        "task": spec.describe(),
+    }
     int8_table = None if mixed_precision else fp8_int8_table(hists, cfg.quant_dtype)
     if int8_table is not None:
         scope["quant_dtype"] = cfg.quant_dtype
-        notes.append("the search measures FP8 (E4M3) Q/DQ models: FP8 where TensorRT runs the layer in FP8, the "
-                     "other layers INT8 with entropy ranges")
-    meter = _Meter(proto, layer_names, layer_tensors, reference, evalset, spec, _Cache(cache_path, scope), backend,
-                   int8_table)
-    return _Setup(proto, calibration, cands, base_v, layer_names, layer_tensors, nodes, meter, spec, stem,
-                  cache_path, notes)
+        notes.append(
+            "the search measures FP8 (E4M3) Q/DQ models: FP8 where TensorRT runs the layer in "
+            "FP8, the other layers INT8 with entropy ranges"
+        )
+    meter = _Meter(
+        proto,
+        layer_names,
+        layer_tensors,
+        reference,
+        evalset,
+        spec,
+        _Cache(cache_path, scope),
+        backend,
+        int8_table,
+    )
+    return _Setup(
+        proto,
+        calibration,
+        cands,
+        base_v,
+        layer_names,
+        layer_tensors,
+        nodes,
+        meter,
+        spec,
+        stem,
+        cache_path,
+        notes,
+    )
 
 
-def _layer_search(st: _Setup, cfg: CalibrationConfig, metric: str, threshold: float, search_layers: int,
-                  max_float: int) -> Tuple[AnalysisResult, Any]:
+def _layer_search(
+    st: _Setup,
+    cfg: CalibrationConfig,
+    metric: str,
+    threshold: float,
+    search_layers: int,
+    max_float: int,
+) -> Tuple[AnalysisResult, Any]:
     """The task or threshold search over the layers' ranges and float fallback (module docstring).
     Returns (result, the model to write: ``cfg.high_precision`` for what stays float)."""
-    say, notes, cands, base_v, layer_names = cfg.say(), st.notes, st.cands, st.base_v, st.layer_names
+    say, notes, cands, base_v, layer_names = (
+        cfg.say(),
+        st.notes,
+        st.cands,
+        st.base_v,
+        st.layer_names,
+    )
     measure_stats = st.meter.stats
 
     def measure(enabled: Sequence[str], tbl: Mapping[str, float]) -> float:
@@ -344,17 +452,41 @@ def _layer_search(st: _Setup, cfg: CalibrationConfig, metric: str, threshold: fl
         best_single = tk.best_of(single)
         base = _base_label(best_single if base_v is None else base_v.label, cands)
         decisions, table, enabled, final_stats, beats = _task_mode(
-            single, cands, base, best_single, layer_names, st.layer_tensors, st.nodes, measure_stats, bar,
-            search_layers, max_float, notes, say)
+            single,
+            cands,
+            base,
+            best_single,
+            layer_names,
+            st.layer_tensors,
+            st.nodes,
+            measure_stats,
+            bar,
+            search_layers,
+            max_float,
+            notes,
+            say,
+        )
         if not beats:
             base = best_single
         all_int8, final = single[base].metric, final_stats.metric
     else:
-        best_single = max(single, key=lambda k: min(getattr(s, metric) for s in single[k].outputs.values()))
+        best_single = max(
+            single, key=lambda k: min(getattr(s, metric) for s in single[k].outputs.values())
+        )
         base = _base_label(best_single if base_v is None else base_v.label, cands)
         alts = [(k, v) for k, v in cands.items() if k != base]
         decisions, table, enabled, final, all_int8 = _threshold_search(
-            layer_names, st.layer_tensors, st.nodes, base, cands[base], alts, measure, bar, threshold, metric)
+            layer_names,
+            st.layer_tensors,
+            st.nodes,
+            base,
+            cands[base],
+            alts,
+            measure,
+            bar,
+            threshold,
+            metric,
+        )
         final_stats, beats = None, None
     bar.step("final")
     bar.close()
@@ -364,38 +496,70 @@ def _layer_search(st: _Setup, cfg: CalibrationConfig, metric: str, threshold: fl
     final_table = _table(used, st.calibration, base, decisions)
     float_layers = [d.name for d in decisions if d.decision == "float"]
     qmodel, _ = qdq_model(st.proto, used, st.meter.int8_table, exclude_nodes=float_layers)
-    res = AnalysisResult(decisions, metric, float(threshold), base, all_int8, final, final_table, qmodel,
-                         st.meter.measured, st.meter.cached, notes=notes, task=st.spec.describe(),
-                         quant_dtype=cfg.quant_dtype)
+    res = AnalysisResult(
+        decisions,
+        metric,
+        float(threshold),
+        base,
+        all_int8,
+        final,
+        final_table,
+        qmodel,
+        st.meter.measured,
+        st.meter.cached,
+        notes=notes,
+        task=st.spec.describe(),
+        quant_dtype=cfg.quant_dtype,
+    )
     if metric == "task":
         res.best_single, res.beats_best_single = best_single, beats
-        res.candidates = {k: f"{s.describe_metric()}; {tk.heads_text(s)}" for k, s in
-                          sorted(single.items(), key=lambda kv: tuple(-v for v in kv[1].key))}
+        res.candidates = {
+            k: f"{s.describe_metric()}; {tk.heads_text(s)}"
+            for k, s in sorted(single.items(), key=lambda kv: tuple(-v for v in kv[1].key))
+        }
         res.final_text = f"{final_stats.describe_metric()}; {tk.heads_text(final_stats)}"
     # the file is the engine's precision plan on TensorRT 11: everything not quantized is cast
     # to high_precision (measured above with an FP32 remainder, as ONNX Runtime runs it best)
-    deploy = res.model if cfg.high_precision == "fp32" else qdq_model(
-        st.proto, used, st.meter.int8_table, exclude_nodes=float_layers, high_precision=cfg.high_precision)[0]
+    deploy = (
+        res.model
+        if cfg.high_precision == "fp32"
+        else qdq_model(
+            st.proto,
+            used,
+            st.meter.int8_table,
+            exclude_nodes=float_layers,
+            high_precision=cfg.high_precision,
+        )[0]
+    )
     return res, deploy
 
 
-def _check_precisions(precisions: Optional[Sequence[str]], metric: str) -> Optional[Tuple[str, ...]]:
-    """The precisions the per-layer choice may give (None: no choice); FP16 is always the last resort."""
+def _check_precisions(
+    precisions: Optional[Sequence[str]], metric: str
+) -> Optional[Tuple[str, ...]]:
+    """The precisions the per-layer choice may give (None: no choice); FP16 is always the
+    last resort."""
     if precisions is None:
         return None
     items = precisions.split(",") if isinstance(precisions, str) else list(precisions)
     got = tuple(dict.fromkeys(str(p).strip().lower() for p in items if str(p).strip()))
     bad = [p for p in got if p not in PRECISIONS]
     if bad or not got:
-        raise ValueError(f"trtcal: precisions (--precisions) are int8, fp8 and fp16, comma-separated; got {precisions!r}")
+        raise ValueError(
+            "trtcal: precisions (--precisions) are int8, fp8 and fp16, comma-separated; "
+            f"got {precisions!r}"
+        )
     if metric != "task":
-        raise ValueError("trtcal: the per-layer precision choice (--precisions) is judged by the task metric: "
-                         "give no --metric/--threshold")
+        raise ValueError(
+            "trtcal: the per-layer precision choice (--precisions) is judged by the task metric: "
+            "give no --metric/--threshold"
+        )
     return got
 
 
-def precision_mode(st: _Setup, cfg: CalibrationConfig, allowed: Sequence[str],
-                   tolerance: Optional[float]) -> Tuple[AnalysisResult, Any]:
+def precision_mode(
+    st: _Setup, cfg: CalibrationConfig, allowed: Sequence[str], tolerance: Optional[float]
+) -> Tuple[AnalysisResult, Any]:
     """Per layer INT8, FP8 or FP16 (:func:`trtcal.evaluation.precision_choice.choose_precisions`),
     judged by the task metric on the evaluation data; each layer takes the fastest precision
     that keeps the metric within ``tolerance`` of the float model's (default: one unit of the
@@ -403,47 +567,101 @@ def precision_mode(st: _Setup, cfg: CalibrationConfig, allowed: Sequence[str],
     speed order is TensorRT's, measured, when the ``tensorrt`` module is present, else the
     documented table (docs/fp8.md)."""
     say, hists, meter = cfg.say(), st.calibration.histograms, st.meter
-    int8_label = st.base_v.label if st.base_v is not None and not st.base_v.method.startswith("fp8-") else "entropy"
-    fp8_label = st.base_v.label if st.base_v is not None and st.base_v.method.startswith("fp8-") else "fp8-mse"
+    int8_label = (
+        st.base_v.label
+        if st.base_v is not None and not st.base_v.method.startswith("fp8-")
+        else "entropy"
+    )
+    fp8_label = (
+        st.base_v.label
+        if st.base_v is not None and st.base_v.method.startswith("fp8-")
+        else "fp8-mse"
+    )
     int8 = _ranges(hists, parse_methods(int8_label)[0])[1]
     if int8 is None:
         int8_label, int8 = "minmax", _ranges(hists, Variant("minmax"))[1]
     fp8 = _ranges(hists, Variant(fp8_label))[1] or {}
 
     def score(m: Any) -> float:
-        stats, _ = ev.measure_task(m, meter.reference, meter.evalset, meter.spec, backend=meter.backend)
+        stats, _ = ev.measure_task(
+            m, meter.reference, meter.evalset, meter.spec, backend=meter.backend
+        )
         meter.measured += 1
         return float(stats.metric)
 
-    float_stats, _ = ev.measure_task(st.proto, meter.reference, meter.evalset, meter.spec, backend=meter.backend)
+    float_stats, _ = ev.measure_task(
+        st.proto, meter.reference, meter.evalset, meter.spec, backend=meter.backend
+    )
     generic = not math.isfinite(float_stats.metric)
     tol = float(tolerance) if tolerance is not None else max(float_stats.unit, 1e-9)
     floor = DEFAULT_THRESHOLDS["sqnr_db"] if generic else None
     order, source = pc.speed_source(st.proto, int8, fp8, meter.evalset, st.layer_names, say)
-    allowed_order = (lambda node: tuple(p for p in order(node) if p in allowed or p == "fp16"))
-    say(f"trtcal: choosing {'/'.join(p.upper() for p in allowed)} per layer by the task metric "
-        f"({'worst head SQNR >= %g dB' % floor if generic else 'tolerance %.4g' % tol}); speed order: {source}")
-    ch = pc.choose_precisions(st.proto, int8, fp8, score, tolerance=tol, min_layer_score=floor, min_score=floor,
-                              layers=st.layer_names, order=allowed_order, log=lambda s: say(f"trtcal: {s}"),
-                              fp8_fallback="fp8" in allowed)
+    def allowed_order(node: Any) -> Tuple[str, ...]:
+        return tuple(p for p in order(node) if p in allowed or p == "fp16")
+
+    say(
+        f"trtcal: choosing {'/'.join(p.upper() for p in allowed)} per layer by the task metric "
+        f"({'worst head SQNR >= %g dB' % floor if generic else 'tolerance %.4g' % tol}); "
+        f"speed order: {source}"
+    )
+    ch = pc.choose_precisions(
+        st.proto,
+        int8,
+        fp8,
+        score,
+        tolerance=tol,
+        min_layer_score=floor,
+        min_score=floor,
+        layers=st.layer_names,
+        order=allowed_order,
+        log=lambda s: say(f"trtcal: {s}"),
+        fp8_fallback="fp8" in allowed,
+    )
     decisions = []
     for i, n in enumerate(st.layer_names):
         c = ch.choices.get(n, "fp16")
         if c == "fp8" and "fp8" not in pc.speed_order(st.nodes[n]):
             c = "int8"  # FP8-where-possible leaves it INT8 (no FP8 kernel)
-        decisions.append(LayerDecision(i, n, st.nodes[n].op_type, st.layer_tensors[n],
-                                       ch.layer_scores.get(n, {}).get(c, ch.float_score), decision=c,
-                                       method={"int8": int8_label, "fp8": fp8_label}.get(c),
-                                       tried=dict(ch.layer_scores.get(n, {})),
-                                       detail=pc.why(st.nodes[n], c, ch, allowed_order, tol, floor)))
+        decisions.append(
+            LayerDecision(
+                i,
+                n,
+                st.nodes[n].op_type,
+                st.layer_tensors[n],
+                ch.layer_scores.get(n, {}).get(c, ch.float_score),
+                decision=c,
+                method={"int8": int8_label, "fp8": fp8_label}.get(c),
+                tried=dict(ch.layer_scores.get(n, {})),
+                detail=pc.why(st.nodes[n], c, ch, allowed_order, tol, floor),
+            )
+        )
     table = dict(int8)
-    res = AnalysisResult(decisions, "task", math.nan, f"{int8_label} / {fp8_label}", ch.all_int8, ch.score,
-                         table, ch.model, meter.measured, meter.cached, notes=st.notes, task=st.spec.describe(),
-                         quant_dtype=cfg.quant_dtype, speed_source=source)
-    res.candidates = {"float": f"{float_stats.describe_metric()}", "all INT8": f"{ch.all_int8:.4g}",
-                      "FP8 where TensorRT runs it": f"{ch.all_fp8:.4g}"}
-    res.final_text = (f"mixed {ch.score:.4g} ({', '.join(f'{k} {v}' for k, v in ch.counts().items())}"
-                      + (f"; {len(ch.reverted)} reverted to FP16" if ch.reverted else "") + ")")
+    res = AnalysisResult(
+        decisions,
+        "task",
+        math.nan,
+        f"{int8_label} / {fp8_label}",
+        ch.all_int8,
+        ch.score,
+        table,
+        ch.model,
+        meter.measured,
+        meter.cached,
+        notes=st.notes,
+        task=st.spec.describe(),
+        quant_dtype=cfg.quant_dtype,
+        speed_source=source,
+    )
+    res.candidates = {
+        "float": f"{float_stats.describe_metric()}",
+        "all INT8": f"{ch.all_int8:.4g}",
+        "FP8 where TensorRT runs it": f"{ch.all_fp8:.4g}",
+    }
+    res.final_text = (
+        f"mixed {ch.score:.4g} ({', '.join(f'{k} {v}' for k, v in ch.counts().items())}"
+        + (f"; {len(ch.reverted)} reverted to FP16" if ch.reverted else "")
+        + ")"
+    )
     deploy = ch.model
     if cfg.high_precision != "fp32":
         from ..formats.onnx import quantize
@@ -516,7 +734,7 @@ class _Meter:
                  int8_table: Optional[Mapping[str, float]] = None) -> None:
         self.proto, self.layer_names, self.layer_tensors = proto, list(layer_names), layer_tensors
         self.reference, self.evalset, self.spec, self.store, self.backend = reference, evalset, spec, store, backend
-        self.int8_table = int8_table  # quant_dtype 'fp8': FP8 Q/DQ models (the layers left INT8 take these)
+        self.int8_table = int8_table  # 'fp8': FP8 Q/DQ models; the layers left INT8 take these
         self.measured = self.cached = 0
 
     def stats(self, enabled: Sequence[str], tbl: Mapping[str, float]) -> tk.TaskStats:
@@ -526,7 +744,8 @@ class _Meter:
         hit = self.store.get(key)
         if hit is None:
             exclude = [n for n in self.layer_names if n not in set(enabled)]
-            qm, _ = qdq_model(self.proto, {t: tbl[t] for t in used}, self.int8_table, exclude_nodes=exclude)
+            qm, _ = qdq_model(self.proto, {t: tbl[t] for t in used}, self.int8_table,
+                              exclude_nodes=exclude)
             stats, _ = ev.measure_task(qm, self.reference, self.evalset, self.spec, backend=self.backend)
             hit = stats.state()
             self.store.put(key, hit)
@@ -792,8 +1011,8 @@ def _write(res: AnalysisResult, out_dir: Optional[str], out_qdq: str, plots: boo
 def plot(res: AnalysisResult, path: str) -> str:
     """Similarity after enabling each layer, coloured by decision, with the threshold. Needs matplotlib."""
     plt = ev.pyplot()
-    colors = {"int8": "tab:green", "int8-reranged": "tab:orange", "float": "tab:red", "fp8": "tab:blue",
-              "fp16": "tab:purple"}
+    colors = {"int8": "tab:green", "int8-reranged": "tab:orange", "float": "tab:red",
+              "fp8": "tab:blue", "fp16": "tab:purple"}
     n = len(res.layers)
     fig, ax = plt.subplots(figsize=(max(7, 0.3 * n + 3), 4.5))
     ys = [x.similarity for x in res.layers]
