@@ -577,9 +577,10 @@ def precision_mode(
         if st.base_v is not None and st.base_v.method.startswith("fp8-")
         else "fp8-mse"
     )
-    int8 = _ranges(hists, parse_methods(int8_label)[0])[1]
-    if int8 is None:
-        int8_label, int8 = "minmax", _ranges(hists, Variant("minmax"))[1]
+    got = _ranges(hists, parse_methods(int8_label)[0])[1]
+    if got is None:  # the range search is not in this build
+        int8_label, got = "minmax", _ranges(hists, Variant("minmax"))[1]
+    int8: Dict[str, float] = got or {}
     fp8 = _ranges(hists, Variant(fp8_label))[1] or {}
 
     def score(m: Any) -> float:
@@ -596,12 +597,13 @@ def precision_mode(
     tol = float(tolerance) if tolerance is not None else max(float_stats.unit, 1e-9)
     floor = DEFAULT_THRESHOLDS["sqnr_db"] if generic else None
     order, source = pc.speed_source(st.proto, int8, fp8, meter.evalset, st.layer_names, say)
+
     def allowed_order(node: Any) -> Tuple[str, ...]:
         return tuple(p for p in order(node) if p in allowed or p == "fp16")
 
     say(
         f"trtcal: choosing {'/'.join(p.upper() for p in allowed)} per layer by the task metric "
-        f"({'worst head SQNR >= %g dB' % floor if generic else 'tolerance %.4g' % tol}); "
+        f"({f'worst head SQNR >= {floor:g} dB' if floor is not None else f'tolerance {tol:.4g}'}); "
         f"speed order: {source}"
     )
     ch = pc.choose_precisions(
