@@ -85,7 +85,7 @@ def _row(label: str, s: Any, extra: str = "") -> Dict[str, Any]:
 
 def run_model(name: str, n_cal: int, n_eval: int, log: Any,
               analyze_on: Any = ("selection set",)) -> Dict[str, Any]:
-    from trtcal.evaluation.sensitivity import analyze
+    from trtcal.api.analyze import analyze
     from trtcal.pipeline.runners import load_onnx
 
     path = rm.model_path(name)

@@ -14,7 +14,7 @@ import outlier_model as om  # noqa: E402
 import trtcal  # noqa: E402
 from trtcal.cli import main  # noqa: E402
 from trtcal.evaluation.metrics import cosine_similarity  # noqa: E402
-from trtcal.evaluation.sensitivity import analyze  # noqa: E402
+from trtcal.api.analyze import analyze  # noqa: E402
 
 QUIET = dict(progress=False, log=lambda s: None)
 

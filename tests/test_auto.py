@@ -20,7 +20,7 @@ from trtcal import calibrate
 from trtcal import tasks as tk  # noqa: E402
 from trtcal.cli import main  # noqa: E402
 from trtcal.evaluation import auto
-from trtcal.evaluation.comparison import compare  # noqa: E402
+from trtcal.api.compare import compare  # noqa: E402
 from trtcal.pipeline import outputs  # noqa: E402
 
 

@@ -13,7 +13,8 @@ import outlier_model as om  # noqa: E402
 
 import trtcal  # noqa: E402
 from trtcal.cli import main  # noqa: E402
-from trtcal.evaluation.comparison import compare, parse_methods  # noqa: E402
+from trtcal.api.compare import compare  # noqa: E402
+from trtcal.evaluation.comparison import parse_methods  # noqa: E402
 from trtcal.evaluation.metrics import ErrorStats  # noqa: E402
 
 QUIET = dict(progress=False, log=lambda s: None)

@@ -16,7 +16,9 @@ import importlib
 from typing import Any, List
 
 from . import _public_paths
+from .api.analyze import analyze
 from .api.calibrate import calibrate
+from .api.compare import compare
 from .core._backend import CUDAUnavailableError, cuda_available
 from .core.collectors import HistogramCollector, MinMaxCollector
 from .core.percentile import percentile
@@ -26,8 +28,6 @@ from .core.results import Histogram
 from .core.silu import silu, silu_float_to_int8, silu_int8, silu_int8_table, silu_int8_to_float
 from .core.stats import amax, histogram, minmax
 from .core.version import __version__
-from .evaluation.comparison import compare
-from .evaluation.sensitivity import analyze
 from .formats.table import CalibrationTable
 from .pipeline.config import CalibrationConfig
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+from typing import Any, Callable
 
+from ..evaluation.measure import check_counts
 from ..pipeline.config import CalibrationConfig
 
 
@@ -48,6 +50,20 @@ def add_task_arguments(p: argparse.ArgumentParser) -> None:
                    help="detectors: the score a detection must reach to count (default 0.25)")
 
 
+def add_quant_arguments(p: argparse.ArgumentParser) -> None:
+    """--quant-dtype: the type of the Q/DQ models (CalibrationConfig.quant_dtype)."""
+    p.add_argument("--quant-dtype", default="int8", choices=["int8", "fp8"],
+                   help="fp8: E4M3 ranges and FP8 Q/DQ models (opset 19) for Hopper/Blackwell; "
+                        "layers TensorRT cannot run in FP8 (depthwise convolutions, ...) stay INT8")
+
+
+def say_for(args: argparse.Namespace) -> Callable[[str], None]:
+    """Where a command's messages go: stderr, or nowhere with -q/--quiet."""
+    if getattr(args, "quiet", False):
+        return lambda s: None
+    return lambda s: print(s, file=sys.stderr)
+
+
 # the CLI flags (argparse dests) that are CalibrationConfig fields of the same name and meaning
 _SHARED = ("data", "eval_data", "max_samples", "eval_samples", "batch_size", "input_name", "skip_bad", "bins",
            "runner", "evaluate", "method", "flavor", "quant_dtype", "high_precision", "tensorrt_version", "task",
@@ -56,7 +72,9 @@ _SHARED = ("data", "eval_data", "max_samples", "eval_samples", "batch_size", "in
 
 def config_from_args(args: argparse.Namespace, **fields: Any) -> CalibrationConfig:
     """The CalibrationConfig of a command's flags: every shared flag the command has, then
-    ``fields`` (what the command derives itself: preprocessing, log, checkpoint, ...)."""
+    ``fields`` (what the command derives itself: preprocessing, log, checkpoint, ...). A count
+    below 1 is an error naming its flag."""
+    check_counts(*(getattr(args, k, None) for k in ("batch_size", "max_samples", "eval_samples")))
     given = {k: getattr(args, k) for k in _SHARED if getattr(args, k, None) is not None}
     if getattr(args, "tensors", None):
         given["tensors"] = args.tensors

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
+from ..api.analyze import analyze
 from ..evaluation.sensitivity import DEFAULT_THRESHOLDS, METRICS
-from ._common import add_data_arguments, add_evaluation_arguments, add_task_arguments
+from ..pipeline.data import parse_preprocess
+from ._common import (add_data_arguments, add_evaluation_arguments, add_quant_arguments,
+                      add_task_arguments, config_from_args, say_for)
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
@@ -24,10 +26,14 @@ def register(sub: "argparse._SubParsersAction") -> None:
                     "every measurement (a re-run with other data or settings collects and measures again).")
     add_data_arguments(p)
     p.add_argument("--method", default="auto", help="base ranges: auto (default: the best measured method) or one "
-                   "method, e.g. entropy, entropy:tensorrt, percentile:99.99, minmax, mse; 'all' is refused "
-                   "(trtcal compare ranks every method)")
-    p.add_argument("--alternatives", default="percentile,mse,minmax,entropy",
-                   help="candidate methods, also tried on layers (comma-separated, or 'all'; 'none' for none)")
+                   "method, e.g. entropy, entropy:tensorrt, percentile:99.99, minmax, mse; with "
+                   "--quant-dtype fp8: fp8-mse, fp8-kl, minmax, percentile; 'all' is refused "
+                   "(trtcal compare ranks every method); with --precisions: the INT8 (default "
+                   "entropy) or FP8 (default fp8-mse) ranges")
+    p.add_argument("--alternatives", default=None,
+                   help="candidate methods, also tried on layers (comma-separated, or 'all'; "
+                        "'none' for none; default percentile,mse,minmax,entropy, with --quant-dtype fp8 "
+                        "fp8-mse,fp8-kl,minmax,percentile)")
     p.add_argument("--threshold", type=float, default=None,
                    help="--metric cosine|sqnr_db: minimum similarity of the worst model output; default per --metric: "
                         + ", ".join(f"{m} {t:g}{' dB' if m == 'sqnr_db' else ''}" for m, t in DEFAULT_THRESHOLDS.items())
@@ -40,6 +46,15 @@ def register(sub: "argparse._SubParsersAction") -> None:
                    help="--metric task: the most sensitive layers whose ranges are searched (default 8)")
     p.add_argument("--max-float", type=int, default=4,
                    help="--metric task: float fallbacks tried (default 4)")
+    add_quant_arguments(p)
+    p.add_argument("--precisions", default=None, metavar="LIST",
+                   help="choose per layer among these (e.g. int8,fp8,fp16) by the task metric: the "
+                        "fastest precision (measured in TensorRT when its module is present, else "
+                        "docs/fp8.md's table) that keeps the metric within --tolerance of the "
+                        "float model's; writes the mixed Q/DQ model")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="--precisions: the task metric drop a layer may cause (default one unit: "
+                        "one row, one detection)")
     add_task_arguments(p)
     p.add_argument("--out-dir", default="trtcal-analyze", help="where results and the caches go")
     p.add_argument("--out-qdq", help="the Q/DQ model (default <out-dir>/<model>.analyzed.qdq.onnx)")
@@ -54,21 +69,16 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.sensitivity import analyze
-    from ..pipeline.data import parse_preprocess
-
-    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
-    alts = None if args.alternatives.strip().lower() in ("", "none") else args.alternatives
-    res = analyze(args.model, args.data, args.eval_data, method=args.method, alternatives=alts,
-                  threshold=args.threshold, metric=args.metric, task=args.task, output_slices=args.output_slices,
-                  score_threshold=args.score_threshold, search_layers=args.search_layers, max_float=args.max_float,
-                  batch_size=args.batch_size,
-                  max_samples=args.max_samples, eval_samples=args.eval_samples,
-                  preprocess=parse_preprocess(args.preprocess), input_name=args.input_name, runner=args.runner,
-                  evaluate=args.evaluate,
-                  out_dir=args.out_dir, out_qdq=args.out_qdq, high_precision=args.high_precision,
-                  cache=not args.no_cache, plots=not args.no_plots,
-                  progress=not args.quiet, log=say)
+    cfg = config_from_args(args, preprocess=parse_preprocess(args.preprocess), log=say_for(args))
+    options = {}
+    if args.alternatives is not None:
+        none = args.alternatives.strip().lower() in ("", "none")
+        options["alternatives"] = None if none else args.alternatives
+    res = analyze(args.model, config=cfg, threshold=args.threshold, metric=args.metric,
+                  search_layers=args.search_layers, max_float=args.max_float,
+                  precisions=args.precisions,
+                  tolerance=args.tolerance, out_dir=args.out_dir, out_qdq=args.out_qdq,
+                  cache=not args.no_cache, plots=not args.no_plots, **options)
     if args.json:
         print(json.dumps(res.to_dict(), indent=1, default=str))
     else:

@@ -1,12 +1,15 @@
-"""`trtcal compare`: rank calibration methods by the accuracy of their INT8 (Q/DQ) model."""
+"""`trtcal compare`: rank calibration methods by the accuracy of their INT8 or FP8 (Q/DQ) model."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from ._common import add_data_arguments, add_evaluation_arguments, add_task_arguments
+from ..api.compare import compare
+from ..formats.table import CalibrationTable
+from ..pipeline.data import parse_preprocess
+from ._common import (add_data_arguments, add_evaluation_arguments, add_quant_arguments,
+                      add_task_arguments, config_from_args, say_for)
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
@@ -19,21 +22,25 @@ def register(sub: "argparse._SubParsersAction") -> None:
                     "then the worst head's SQNR. Writes CSV/JSON, plots, one table per "
                     "method and the recommended Q/DQ model to --out-dir.")
     add_data_arguments(p)
-    p.add_argument("--methods", default="all",
-                   help="comma-separated: minmax, entropy[:flavor], percentile[:p], mse, all (default all)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated: minmax, entropy[:flavor], percentile[:p], mse, all; with "
+                        "--quant-dtype fp8: fp8-mse, fp8-kl, minmax, percentile[:p] (default: all, "
+                        "or with fp8 fp8-mse,fp8-kl,minmax)")
     p.add_argument("--table", action="append", default=[], metavar="LABEL=PATH",
                    help="also compare a table (trtcal JSON or TensorRT cache); repeatable")
     p.add_argument("--out-dir", default="trtcal-compare", help="where results go (default ./trtcal-compare)")
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer SQNR")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--precisions", default=None, metavar="LIST",
+                   help="also measure the per-layer choice among these (e.g. int8,fp8,fp16; see "
+                        "trtcal analyze --precisions) as the row 'mixed'")
+    add_quant_arguments(p)
     add_task_arguments(p)
     add_evaluation_arguments(p)
     p.set_defaults(func=run)
 
 
 def _load_table(spec: str):
-    from ..formats.table import CalibrationTable
-
     label, sep, path = spec.partition("=")
     if not sep or not label or not path:
         raise ValueError(f"--table expects LABEL=PATH, got {spec!r}")
@@ -43,17 +50,11 @@ def _load_table(spec: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.comparison import compare
-    from ..pipeline.data import parse_preprocess
-
-    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     tables = dict(_load_table(s) for s in args.table)
-    res = compare(args.model, args.data, args.eval_data, methods=args.methods, tables=tables or None,
-                  batch_size=args.batch_size, max_samples=args.max_samples, eval_samples=args.eval_samples,
-                  preprocess=parse_preprocess(args.preprocess), input_name=args.input_name, runner=args.runner,
-                  evaluate=args.evaluate, task=args.task, output_slices=args.output_slices,
-                  score_threshold=args.score_threshold, per_layer=not args.no_layers, out_dir=args.out_dir, plots=not args.no_plots,
-                  progress=not args.quiet, log=say)
+    cfg = config_from_args(args, preprocess=parse_preprocess(args.preprocess), log=say_for(args))
+    res = compare(args.model, config=cfg, methods=args.methods, tables=tables or None,
+                  per_layer=not args.no_layers, out_dir=args.out_dir, plots=not args.no_plots,
+                  precisions=args.precisions)
     if args.json:
         print(json.dumps(res.to_dict(), indent=1, default=str))
     else:

@@ -19,7 +19,6 @@ import csv
 import io
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -32,13 +31,15 @@ from ..pipeline.runners import load_onnx
 from . import measure as ev
 from . import tasks as tk
 
-__all__ = ["compare", "ComparisonResult", "MethodResult", "DEFAULT_METHODS", "parse_methods"]
+__all__ = ["run_comparison", "ComparisonResult", "MethodResult", "DEFAULT_METHODS", "parse_methods"]
 
 # ONNX Runtime's entropy flavor searches a signed histogram; trtcal's pipeline collects |x|
 # histograms, so 'entropy' expands to the |x| flavors (ask for 'entropy:onnxruntime' by name).
 _ENTROPY_FLAVORS = ("pytorch_quantization", "tensorrt")
 _PERCENTILES = (99.9, 99.99, 99.999)
 DEFAULT_METHODS = ("minmax", "entropy", "percentile", "mse")
+#: quant_dtype 'fp8': the searches on the E4M3 grid (MSE, KL) and max (min-max).
+FP8_DEFAULT_METHODS = ("fp8-mse", "fp8-kl", "minmax")
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ def parse_methods(methods: Union[str, Sequence[str]]) -> List[Variant]:
             vs = parse_methods(DEFAULT_METHODS)
         elif name == "minmax" and not arg:
             vs = [Variant("minmax")]
+        elif name in ("fp8-mse", "fp8-kl") and not arg:
+            vs = [Variant(name)]
         elif name == "mse":
             vs = [Variant("mse", arg or None)]
         elif name == "entropy":
@@ -98,7 +101,7 @@ def parse_methods(methods: Union[str, Sequence[str]]) -> List[Variant]:
             vs = [Variant("percentile", None, (("percentile", p),)) for p in ps]
         else:
             raise ValueError(f"trtcal: unknown method {item!r}; accepted: minmax, entropy[:flavor], "
-                             "percentile[:p], mse[:flavor], all")
+                             "percentile[:p], mse[:flavor], fp8-mse, fp8-kl, all")
         for v in vs:
             if v not in out:
                 out.append(v)
@@ -175,6 +178,7 @@ class ComparisonResult:
     notes: List[str] = field(default_factory=list)
     tables: Dict[str, Any] = field(default_factory=dict)  # label -> CalibrationTable (when available)
     task: Optional[str] = None  # TaskSpec.describe(): the task and heads measured
+    quant_dtype: str = "int8"   # the Q/DQ models' type: 'int8' or 'fp8' (E4M3)
 
     @property
     def ranked(self) -> List[MethodResult]:
@@ -235,7 +239,8 @@ class ComparisonResult:
         return "\n".join(out)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"recommended": self.recommended, "samples": self.samples, "eval_samples": self.eval_samples,
+        return {"recommended": self.recommended, "quant_dtype": self.quant_dtype,
+                "samples": self.samples, "eval_samples": self.eval_samples,
                 "eval_on_calibration_data": self.eval_on_calibration_data, "notes": self.notes, "task": self.task,
                 "methods": [dict(m.row(), flavor=m.flavor, params=m.params, outputs=m.outputs, layers=m.layers,
                                  task=m.task, per_head=m.heads)
@@ -247,131 +252,86 @@ def _db(v: float) -> str:
     return "inf" if math.isinf(v) and v > 0 else f"{v:.2f}"
 
 
-def compare(
+def run_comparison(
     model: Any,
-    data: Any = None,
-    eval_data: Any = None,
+    cfg: CalibrationConfig,
     *,
-    methods: Union[str, Sequence[str]] = DEFAULT_METHODS,
+    methods: Union[None, str, Sequence[str]] = None,
     tables: Optional[Mapping[str, Mapping[str, float]]] = None,
     calibration: Any = None,
-    batch_size: Optional[int] = None,
-    max_samples: Optional[int] = None,
-    eval_samples: Optional[int] = None,
-    preprocess: Any = None,
-    input_name: Optional[str] = None,
-    tensors: Any = None,
-    op_types: Optional[Sequence[str]] = None,
-    runner: str = "auto",
-    evaluate: str = "auto",
-    task: Any = "auto",
-    output_slices: Any = None,
-    score_threshold: Optional[float] = None,
-    bins: int = 2048,
     per_layer: bool = True,
     out_dir: Optional[str] = None,
     plots: bool = True,
-    checkpoint: Optional[str] = None,
-    progress: bool = True,
-    log: Optional[Callable[[str], None]] = None,
+    models: Optional[Mapping[str, Any]] = None,
 ) -> ComparisonResult:
-    """Compares calibration methods on ``model`` by measured accuracy against FP32.
+    """The comparison :func:`trtcal.compare` documents, over the shared settings ``cfg``.
 
-    Parameters
-    ----------
-    model : ONNX path or onnx.ModelProto
-    data : calibration data (any form :func:`trtcal.calibrate` reads)
-    eval_data : held-out evaluation data (same forms); default: ``data`` itself (noted in the
-        result, since ranges are then judged on the samples they were computed from).
-    methods : method specs (see :func:`parse_methods`); default every method and flavor.
-    tables : extra {label: {tensor: amax}} to compare (a cache from another tool, say).
-    calibration : a :class:`~trtcal.pipeline.result.CalibrationResult` to reuse instead of a new
-        statistics pass (then ``data`` is only needed for evaluation).
-    batch_size, max_samples, preprocess, input_name, tensors, op_types, runner, bins,
-    checkpoint : as for :func:`trtcal.calibrate` (``checkpoint`` is resumed when present).
-    eval_samples : evaluate on at most this many samples.
-    batch_size, max_samples, eval_samples, runner, evaluate and ``eval_data`` (a path must exist)
-        are checked before the statistics pass; runner='tensorrt' and evaluate='tensorrt' need
-        the ``tensorrt`` module (TensorRTUnavailableError otherwise).
-    evaluate : where the Q/DQ models run: 'auto' (TensorRT when its module is present, else
-        ONNX Runtime), 'onnxruntime' or 'tensorrt'. The FP32 reference runs in ONNX Runtime.
-    task, output_slices, score_threshold : what the outputs hold (:func:`trtcal.tasks.resolve_task`;
-        default detected from the FP32 outputs): the methods are ranked by its task metric.
-    per_layer : also measure the SQNR of every quantized activation.
-    out_dir : write comparison.csv/.json, layers.csv, one JSON table per method, the
-        recommended Q/DQ model and the plots (with ``plots``) there.
-
-    Returns
-    -------
-    ComparisonResult, methods best first.
-    """
-    say = log or (lambda s: print(s, file=sys.stderr))
+    ``methods`` None: ``cfg.method`` unless 'auto', else every method of ``cfg.quant_dtype``
+    (:data:`DEFAULT_METHODS`, or :data:`FP8_DEFAULT_METHODS` for FP8, whose models are FP8
+    Q/DQ, :func:`trtcal.onnx.fp8.convert_to_fp8`). ``models``: {label: Q/DQ model} measured
+    too (a mixed-precision model, say)."""
+    say = cfg.say()
     proto = load_onnx(model)
-    variants = parse_methods(methods)
-    tk.check_task_arguments(task, output_slices)
+    variants = parse_methods(default_methods(cfg) if methods is None else methods)
+    check_quant_methods(variants, cfg.quant_dtype)
+    tk.check_task_arguments(cfg.task, cfg.output_slices)
     notes: List[str] = []
     # what would otherwise fail after the statistics pass is checked before it
-    backend, eval_source = ev.check_before_pass("compare", calibration, data, batch_size=batch_size,
-                                                max_samples=max_samples, eval_samples=eval_samples,
-                                                evaluate=evaluate, runner=runner, eval_data=eval_data,
-                                                preprocess=preprocess, input_name=input_name)
-    if calibration is None:
-        calibration = calibration_pass.statistics(model, CalibrationConfig(
-            data=data, batch_size=batch_size, max_samples=max_samples, preprocess=preprocess, input_name=input_name,
-            tensors=tensors, op_types=op_types, runner=runner, bins=bins, checkpoint=checkpoint,
-            resume=bool(checkpoint), progress=progress, log=say))
+    backend, eval_source = ev.check_before_pass(
+        "compare",
+        calibration,
+        cfg.data,
+        batch_size=cfg.batch_size,
+        max_samples=cfg.max_samples,
+        eval_samples=cfg.eval_samples,
+        evaluate=cfg.evaluate,
+        runner=cfg.runner,
+        eval_data=cfg.eval_data,
+        preprocess=cfg.preprocess,
+        input_name=cfg.input_name,
+    )
+    if calibration is None:  # a checkpoint is resumed when present
+        calibration = calibration_pass.statistics(
+            model, cfg.replace(resume=cfg.resume or bool(cfg.checkpoint), log=say)
+        )
     hists = calibration.histograms
-    results: List[MethodResult] = []
-    for v in variants:
-        r = MethodResult(v.label, v.method, v.flavor, dict(v.params))
-        t0 = time.perf_counter()
-        try:
-            r.amax = outputs.thresholds(hists, [v.method], v.flavor, {v.method: dict(v.params)})[v.method]
-        except outputs.OutputUnavailable:
-            r.error = "needs trtcal.compute_amax (range search), which this build lacks"
-        except (ValueError, RuntimeError, TypeError) as exc:
-            r.error = str(exc)
-        else:
-            r.search_seconds = time.perf_counter() - t0
-        results.append(r)
+    results = _search(hists, variants)
     for label, table in (tables or {}).items():
-        results.append(MethodResult(str(label), "table", amax={k: float(a) for k, a in table.items()}))
+        results.append(
+            MethodResult(str(label), "table", amax={k: float(a) for k, a in table.items()})
+        )
     if any(r.error and "compute_amax" in r.error for r in results):
-        notes.append("only min-max and given tables were compared: trtcal.compute_amax is not in this build")
-
-    # Q/DQ models
-    from ..formats.onnx import quantize
-
-    qmodels: Dict[str, Any] = {}
-    dq: Dict[str, Dict[str, str]] = {}
-    for r in results:
-        if r.error:
-            continue
-        usable = {n: a for n, a in r.amax.items() if a > 0 and math.isfinite(a)}
-        try:
-            qm, rep = quantize(proto, usable, missing="skip", return_report=True)
-        except (ValueError, KeyError) as exc:
-            r.error = f"quantize failed: {exc}"
-            continue
-        r.quantized = len(rep.activations)
-        qmodels[r.label] = qm
-        dq[r.label] = ev.dequantized_names(qm, list(rep.activations)) if per_layer else {}
-    if not qmodels:
-        raise ValueError("trtcal: no method produced a Q/DQ model: " + "; ".join(f"{r.label}: {r.error}" for r in results))
+        notes.append(
+            "only min-max and given tables were compared: trtcal.compute_amax is not in this build"
+        )
+    qmodels, dq = _qdq_models(
+        proto, results, per_layer, fp8_int8_table(hists, cfg.quant_dtype), notes
+    )
+    for label, qm in (models or {}).items():
+        results.append(MethodResult(str(label), "model"))
+        qmodels[str(label)], dq[str(label)] = qm, {}
 
     # evaluation: one FP32 run per batch, every method's Q/DQ model on the same batch
     layer_names = sorted({t for d in dq.values() for t in d})
     reference = ev.Reference(proto, layer_names)
-    bs = ev.fixed_batch(reference.specs) or batch_size or 16
-    on_cal = eval_data is None
+    bs = ev.fixed_batch(reference.specs) or cfg.batch_size or 16
+    on_cal = cfg.eval_data is None
     if on_cal:
-        notes.append("evaluated on the calibration data (pass eval_data / --eval-data for held-out samples)")
-    evalset = ev.EvalSet(data if on_cal else eval_source, reference.specs, bs, max_samples=eval_samples,
-                         preprocess=preprocess, input_name=input_name)
+        notes.append(
+            "evaluated on the calibration data (pass eval_data / --eval-data for held-out samples)"
+        )
+    evalset = ev.EvalSet(
+        cfg.data if on_cal else eval_source,
+        reference.specs,
+        bs,
+        max_samples=cfg.eval_samples,
+        preprocess=cfg.preprocess,
+        input_name=cfg.input_name,
+    )
     notes.append(ev.backend_note(backend))
-    spec = ev.task_spec(reference, evalset, task, output_slices, score_threshold)
+    spec = ev.task_spec(reference, evalset, cfg.task, cfg.output_slices, cfg.score_threshold)
     stats = {label: _Streams(qm, dq[label], spec, backend) for label, qm in qmodels.items()}
-    bar = _bar(progress, evalset, "evaluating")
+    bar = _bar(cfg.progress, evalset, "evaluating")
     for i, inputs in evalset:
         ref = reference.run(i, inputs, with_tensors=bool(layer_names))
         for s in stats.values():
@@ -387,17 +347,135 @@ def compare(
     ok = sorted((r for r in results if r.ok), key=_rank_key)
     for k, r in enumerate(ok, 1):
         r.rank = k
-    res = ComparisonResult(ok + [r for r in results if not r.ok], calibration.samples, evalset.samples, on_cal,
-                           notes=notes, task=spec.describe())
+    res = ComparisonResult(
+        ok + [r for r in results if not r.ok],
+        calibration.samples,
+        evalset.samples,
+        on_cal,
+        notes=notes,
+        task=spec.describe(),
+        quant_dtype=cfg.quant_dtype,
+    )
     for r in ok:
+        if r.method == "model":
+            continue  # a given model has no one table
         try:
-            res.tables[r.label] = outputs.make_table(r.amax, dict(calibration.provenance, method=r.method,
-                                                                  flavor=r.flavor, **r.params))
+            res.tables[r.label] = outputs.make_table(
+                r.amax, dict(calibration.provenance, method=r.method, flavor=r.flavor, **r.params)
+            )
         except outputs.OutputUnavailable:
             break
     if out_dir:
         _write(res, qmodels, out_dir, plots, say)
     return res
+
+
+def default_methods(cfg: CalibrationConfig) -> Union[str, Sequence[str]]:
+    """The methods compared when none are named: ``cfg.method`` unless 'auto', else every
+    method of ``cfg.quant_dtype``."""
+    if cfg.method != "auto" and list(cfg.method) != ["auto"]:
+        return cfg.method
+    return FP8_DEFAULT_METHODS if cfg.quant_dtype == "fp8" else DEFAULT_METHODS
+
+
+def check_quant_methods(variants: Sequence[Variant], quant_dtype: str) -> None:
+    """FP8 takes the E4M3-grid searches, min-max and percentile; INT8 takes no E4M3-grid search."""
+    for v in variants:
+        fp8_grid = v.method.startswith("fp8-")
+        if quant_dtype == "fp8" and not (fp8_grid or v.method in ("minmax", "percentile", "table")):
+            raise ValueError(
+                f"trtcal: quant_dtype 'fp8' (--quant-dtype fp8) takes methods fp8-mse, fp8-kl, "
+                f"minmax or percentile, not {v.label}"
+            )
+        if quant_dtype == "int8" and fp8_grid:
+            raise ValueError(
+                f"trtcal: {v.label} searches ranges on the FP8 grid: give quant_dtype 'fp8' "
+                "(--quant-dtype fp8)"
+            )
+
+
+def fp8_int8_table(hists: Mapping[str, Any], quant_dtype: str) -> Optional[Dict[str, float]]:
+    """quant_dtype 'fp8': the entropy ranges of the layers an FP8 model leaves INT8 (as
+    calibrate's FP8 conversion uses); None for INT8."""
+    if quant_dtype != "fp8":
+        return None
+    try:
+        return outputs.thresholds(hists, ["entropy"])["entropy"]
+    except outputs.OutputUnavailable:
+        return outputs.thresholds(hists, ["minmax"])["minmax"]
+
+
+def qdq_model(
+    proto: Any,
+    amax: Mapping[str, float],
+    int8_table: Optional[Mapping[str, float]] = None,
+    **quantize_options: Any,
+) -> Tuple[Any, Any]:
+    """(Q/DQ model, quantize report) for ``amax``: INT8 Q/DQ, or with ``int8_table`` (FP8) the
+    FP8 Q/DQ model where TensorRT runs a layer in FP8, those layers left INT8 taking
+    ``int8_table``'s ranges."""
+    from ..formats.onnx import quantize
+    from ..formats.onnx.fp8 import convert_to_fp8
+
+    qm, rep = quantize(proto, dict(amax), missing="skip", return_report=True, **quantize_options)
+    if int8_table is not None and rep.activations:
+        qm = convert_to_fp8(qm, amax, int8_table=int8_table)
+    return qm, rep
+
+
+def _search(hists: Mapping[str, Any], variants: Sequence[Variant]) -> List[MethodResult]:
+    """Each variant's ranges from the one statistics pass, timed."""
+    results: List[MethodResult] = []
+    for v in variants:
+        r = MethodResult(v.label, v.method, v.flavor, dict(v.params))
+        t0 = time.perf_counter()
+        try:
+            r.amax = outputs.thresholds(hists, [v.method], v.flavor, {v.method: dict(v.params)})[
+                v.method
+            ]
+        except outputs.OutputUnavailable:
+            r.error = "needs trtcal.compute_amax (range search), which this build lacks"
+        except (ValueError, RuntimeError, TypeError) as exc:
+            r.error = str(exc)
+        else:
+            r.search_seconds = time.perf_counter() - t0
+        results.append(r)
+    return results
+
+
+def _qdq_models(
+    proto: Any,
+    results: Sequence[MethodResult],
+    per_layer: bool,
+    int8_table: Optional[Mapping[str, float]],
+    notes: List[str],
+) -> Tuple[Dict[str, Any], Dict[str, Dict[str, str]]]:
+    """Every method's Q/DQ model (FP8 with ``int8_table``) and its dequantized activations."""
+    qmodels: Dict[str, Any] = {}
+    dq: Dict[str, Dict[str, str]] = {}
+    for r in results:
+        if r.error:
+            continue
+        usable = {n: a for n, a in r.amax.items() if a > 0 and math.isfinite(a)}
+        try:
+            qm, rep = qdq_model(proto, usable, int8_table)
+        except (ValueError, KeyError) as exc:
+            r.error = f"quantize failed: {exc}"
+            continue
+        r.quantized = len(rep.activations)
+        qmodels[r.label] = qm
+        dq[r.label] = ev.dequantized_names(qm, list(rep.activations)) if per_layer else {}
+    if not qmodels:
+        raise ValueError(
+            "trtcal: no method produced a Q/DQ model: "
+            + "; ".join(f"{r.label}: {r.error}" for r in results)
+        )
+    if int8_table is not None:
+        notes.append(
+            "FP8 (E4M3) Q/DQ models: FP8 where TensorRT runs the layer in FP8, the other "
+            "layers INT8 with entropy ranges"
+        )
+    return qmodels, dq
 
 
 def _rank_key(r: MethodResult) -> Tuple[float, ...]:
@@ -499,7 +577,7 @@ def plot(res: ComparisonResult, out_dir: str) -> Dict[str, str]:
     axes[1].set_xlabel("output cosine similarity")
     lo = min(cos)
     axes[1].set_xlim(max(-1.0, lo - (1 - lo) * 0.1 - 1e-6), 1.0)
-    fig.suptitle("INT8 (Q/DQ) vs FP32 by calibration method")
+    fig.suptitle(f"{res.quant_dtype.upper()} (Q/DQ) vs FP32 by calibration method")
     fig.tight_layout()
     p = os.path.join(out_dir, "compare_outputs.png")
     _files.atomic_savefig(fig, p, dpi=110)

@@ -86,7 +86,8 @@ def choose_precisions(model: Any, int8_table: Mapping[str, float], fp8_table: Ma
                       total_tolerance: float | None = None, min_layer_score: float | None = None,
                       min_score: float | None = None, layers: Sequence[str] | None = None,
                       order: Callable[[Any], Sequence[str]] = speed_order,
-                      log: Callable[[str], None] | None = None) -> PrecisionChoice:
+                      log: Callable[[str], None] | None = None,
+                      fp8_fallback: bool = True) -> PrecisionChoice:
     """Chooses FP8, INT8 or FP16 per layer of ``model`` by ``score`` (module docstring).
 
     Parameters
@@ -106,6 +107,7 @@ def choose_precisions(model: Any, int8_table: Mapping[str, float], fp8_table: Ma
         :func:`trtcal.onnx.fp8.convert_to_fp8`'s default (FP8 where supported)
     order : node -> precisions, fastest first (default :func:`speed_order`)
     log : progress messages
+    fp8_fallback : return FP8-where-possible instead when the per-layer choice scores below it
 
     Returns
     -------
@@ -165,7 +167,8 @@ def choose_precisions(model: Any, int8_table: Mapping[str, float], fp8_table: Ma
         mixed = build(choices)
         final = float(score(mixed))
         say(f"{cands[0]} -> FP16: {final:.4g}")
-    if final < all_fp8:  # the per-layer picks and repairs interact: never return worse than the default
+    # the per-layer picks and repairs interact: never return worse than the default
+    if fp8_fallback and final < all_fp8:
         say(f"the per-layer choice scores {final:.4g} < {all_fp8:.4g} (FP8 where possible): keeping that")
         choices = {n: "fp8" for n in names}
         mixed, final = build({}), all_fp8
@@ -197,3 +200,109 @@ def ort_scorer(inputs: Mapping[str, np.ndarray], reference: np.ndarray, metric: 
         return float(10 * np.log10(float((ref ** 2).sum()) / noise)) if noise > 0 else math.inf
 
     return score
+
+
+def tensorrt_speed_order(
+    model: Any,
+    int8_table: Mapping[str, float],
+    fp8_table: Mapping[str, float],
+    feeds: Mapping[str, np.ndarray],
+    layers: Sequence[str],
+    *,
+    repeats: int = 20,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, tuple[str, ...]]:
+    """{layer: precisions, fastest first}, measured in TensorRT: for each layer and each
+    precision of its :func:`speed_order` (TensorRT has no FP8 kernel for the others), the model
+    with that layer alone in that precision (every other layer FP16) is built (strongly typed)
+    and run ``repeats`` times on ``feeds``; the median time orders the precisions. Costs one
+    engine build per layer and precision; needs the ``tensorrt`` module and a GPU."""
+    import time
+
+    from ..formats.onnx import quantize
+    from ..formats.onnx.fp8 import FP8_MIN_OPSET, _raise_opset, convert_to_fp8
+    from ..formats.tensorrt.session import TensorRTSession
+
+    say = log or (lambda s: None)
+    q = _raise_opset(quantize(model, dict(int8_table), missing="skip"), FP8_MIN_OPSET)
+    nodes = {n.name: n for n in _layers(q)}
+    rest = {n: "fp16" for n in nodes}
+    names = [o.name for o in q.graph.output]
+    out: dict[str, tuple[str, ...]] = {}
+    for name in layers:
+        if name not in nodes:
+            continue
+        times: dict[str, float] = {}
+        for p in speed_order(nodes[name]):
+            sess = TensorRTSession(
+                convert_to_fp8(
+                    q, dict(fp8_table), int8_table=int8_table, precisions={**rest, name: p}
+                )
+            )
+            sess.run(names, feeds)  # builds the engine and warms up
+            runs = []
+            for _ in range(max(1, int(repeats))):
+                t0 = time.perf_counter()
+                sess.run(names, feeds)
+                runs.append(time.perf_counter() - t0)
+            times[p] = float(np.median(runs))
+        out[name] = tuple(sorted(times, key=times.__getitem__))
+        say(f"{name}: " + ", ".join(f"{p} {t * 1e3:.3f} ms" for p, t in times.items()))
+    return out
+
+
+def speed_source(
+    model: Any,
+    int8_table: Mapping[str, float],
+    fp8_table: Mapping[str, float],
+    evalset: Any,
+    layers: Sequence[str],
+    log: Callable[[str], None] | None = None,
+) -> tuple[Callable[[Any], Sequence[str]], str]:
+    """(node -> precisions fastest first, where that order comes from): measured in TensorRT
+    (:func:`tensorrt_speed_order`, on the first evaluation batch) when the ``tensorrt`` module
+    is present, else the documented table (:func:`speed_order`, docs/fp8.md)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return speed_order, "table (docs/fp8.md; the tensorrt module is not installed)"
+    feeds = next(iter(evalset))[1]
+    measured = tensorrt_speed_order(model, int8_table, fp8_table, feeds, layers, log=log)
+    return (lambda node: measured.get(node.name) or speed_order(node)), "measured in TensorRT"
+
+
+def why(
+    node: Any,
+    choice: str,
+    ch: PrecisionChoice,
+    order: Callable[[Any], Sequence[str]],
+    tolerance: float,
+    floor: float | None = None,
+) -> str:
+    """One line: why ``node`` got ``choice`` (faster precisions it lost, or the repair)."""
+    parts = []
+    if "fp8" not in order(node) and "fp8" in PRECISIONS:
+        from ..formats.onnx.fp8 import _why_not
+
+        reason = _why_not(node, {})
+        parts.append(f"no FP8: {reason}" if reason else "FP8 not allowed")
+    bar = (
+        f">= {floor:g}"
+        if floor is not None
+        else f"within {tolerance:.4g} of float {ch.float_score:.4g}"
+    )
+    for p in order(node):
+        if p == choice or p == "fp16":
+            break
+        got = ch.layer_scores.get(node.name, {}).get(p)
+        if got is not None:
+            parts.append(f"{p.upper()} alone scores {got:.4g}, not {bar}")
+    if node.name in ch.reverted:
+        parts.append("returned to FP16 to keep the whole model within tolerance")
+    elif choice != "fp16":
+        parts.append(f"{choice.upper()}: fastest that stays {bar}")
+    elif ch.choices and all(c == "fp8" for c in ch.choices.values()):
+        parts.append("FP8 where TensorRT runs it scored best")
+    else:
+        parts.append("FP16: no quantized precision stays " + bar)
+    return "; ".join(parts)

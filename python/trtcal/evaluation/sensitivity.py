@@ -41,7 +41,6 @@ import json
 import math
 import os
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -52,10 +51,12 @@ from ..pipeline.checkpoint import StaleCheckpointError
 from ..pipeline.config import CalibrationConfig
 from ..pipeline.runners import model_digest
 from . import measure as ev
+from . import precision_choice as pc
 from . import tasks as tk
-from .comparison import Variant, parse_methods
+from .precision_choice import PRECISIONS
+from .comparison import Variant, check_quant_methods, fp8_int8_table, parse_methods, qdq_model
 
-__all__ = ["analyze", "AnalysisResult", "LayerDecision"]
+__all__ = ["run_analysis", "AnalysisResult", "LayerDecision"]
 
 CACHE_FORMAT = "trtcal.analyze.cache/2"
 METRICS = ("task", "cosine", "sqnr_db")
@@ -109,6 +110,8 @@ class AnalysisResult:
     beats_best_single: Optional[bool] = None
     final_text: str = ""               # task mode: the returned model's task metric and heads
     task: str = ""
+    quant_dtype: str = "int8"          # the Q/DQ type searched: 'int8' or 'fp8' (E4M3)
+    speed_source: str = ""             # precisions mode: where the per-layer speed order came from
 
     def summary_text(self) -> str:
         """One line: what changed, and whether it beat the best single method."""
@@ -121,13 +124,15 @@ class AnalysisResult:
 
     @property
     def float_layers(self) -> List[str]:
-        return [d.name for d in self.layers if d.decision == "float"]
+        return [d.name for d in self.layers if d.decision in ("float", "fp16")]
 
     @property
     def reranged_layers(self) -> Dict[str, str]:
         return {d.name: d.method for d in self.layers if d.decision == "int8-reranged"}
 
     def format_table(self) -> str:
+        if self.speed_source:
+            return self._format_precisions()
         if self.metric == "task":
             return self._format_task()
         head = ["#", "layer", "op", self.metric, "decision"]
@@ -141,6 +146,24 @@ class AnalysisResult:
                    f"(threshold {self.threshold:g}{_UNITS.get(self.metric, '')}); "
                    f"{len(self.float_layers)} layer(s) in float, {len(self.reranged_layers)} re-ranged")
         return "\n".join(out)
+
+    def _format_precisions(self) -> str:
+        head = ["#", "layer", "op", "precision", "why"]
+        rows = [[str(d.index), d.name, d.op_type, d.decision, d.detail] for d in self.layers]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+                  for i, h in enumerate(head)]
+        out = ["  ".join(c.ljust(w) for c, w in zip(r, widths))
+               for r in [head, ["-" * w for w in widths]] + rows]
+        out.append(f"task: {self.task}")
+        out += [f"  {k}: {v}" for k, v in self.candidates.items()]
+        out.append(f"returned: {self.final_text}; ranges {self.method}; "
+                   f"speed order: {self.speed_source}")
+        return "\n".join(out)
+
+    @property
+    def precisions(self) -> Dict[str, str]:
+        """Precisions mode: {layer: 'int8' | 'fp8' | 'fp16'}."""
+        return {d.name: d.decision for d in self.layers} if self.speed_source else {}
 
     def _format_task(self) -> str:
         changed = [d for d in self.layers if d.decision != "int8"]
@@ -156,7 +179,7 @@ class AnalysisResult:
             out.append("(no layer changed: the most sensitive layers are shown)")
         out.append(f"task: {self.task}")
         for label, text in self.candidates.items():
-            out.append(f"  all INT8, {label}: {text}")
+            out.append(f"  all {self.quant_dtype.upper()}, {label}: {text}")
         out.append(f"returned: {self.final_text}  [{self.summary_text()}]")
         return "\n".join(out)
 
@@ -167,7 +190,10 @@ class AnalysisResult:
                 "candidates": self.candidates, "final_text": self.final_text, "task": self.task,
                 "all_int8": self.all_int8, "final": self.final, "float_layers": self.float_layers,
                 "reranged_layers": self.reranged_layers, "layers": [d.to_dict() for d in self.layers],
-                "measured": self.measured, "cached": self.cached, "notes": self.notes, "files": self.files}
+                "measured": self.measured, "cached": self.cached, "notes": self.notes,
+                "files": self.files, "quant_dtype": self.quant_dtype,
+                "speed_source": self.speed_source or None,
+                "precisions": self.precisions}
 
 
 def _fmt(v: float, metric: str) -> str:
@@ -176,102 +202,140 @@ def _fmt(v: float, metric: str) -> str:
     return f"{v:.6f}"
 
 
-def analyze(
+#: The candidate methods analyze measures and tries on layers, by quant_dtype.
+DEFAULT_ALTERNATIVES = ("percentile", "mse", "minmax", "entropy")
+FP8_ALTERNATIVES = ("fp8-mse", "fp8-kl", "minmax", "percentile")
+
+
+@dataclass
+class _Setup:
+    """What every search mode shares: the model, its layers, the candidates' ranges, the meter."""
+
+    proto: Any
+    calibration: Any
+    cands: Dict[str, Dict[str, float]]
+    base_v: Optional[Variant]
+    layer_names: List[str]
+    layer_tensors: Dict[str, List[str]]
+    nodes: Dict[str, Any]
+    meter: "_Meter"
+    spec: Any
+    stem: str
+    cache_path: Optional[str]
+    notes: List[str]
+
+
+def run_analysis(
     model: Any,
-    data: Any = None,
-    eval_data: Any = None,
+    cfg: CalibrationConfig,
     *,
-    method: str = "auto",
-    alternatives: Union[str, Sequence[str], Mapping[str, Mapping[str, float]], None] = (
-        "percentile", "mse", "minmax", "entropy"),
+    alternatives: Union[
+        str, Sequence[str], Mapping[str, Mapping[str, float]], None
+    ] = DEFAULT_ALTERNATIVES,
     threshold: Optional[float] = None,
     metric: Optional[str] = None,
-    task: Any = "auto",
-    output_slices: Any = None,
-    score_threshold: Optional[float] = None,
     search_layers: int = SEARCH_LAYERS,
     max_float: int = MAX_FLOAT,
+    precisions: Optional[Sequence[str]] = None,
+    tolerance: Optional[float] = None,
     calibration: Any = None,
-    batch_size: Optional[int] = None,
-    max_samples: Optional[int] = None,
-    eval_samples: Optional[int] = None,
-    preprocess: Any = None,
-    input_name: Optional[str] = None,
-    runner: str = "auto",
-    evaluate: str = "auto",
-    bins: int = 2048,
     out_dir: Optional[str] = None,
     out_qdq: Optional[str] = None,
-    high_precision: str = "fp16",
     cache: Union[bool, str] = True,
     plots: bool = True,
-    progress: bool = True,
-    log: Optional[Callable[[str], None]] = None,
 ) -> AnalysisResult:
-    """Finds the layers whose INT8 breaks the model's task, and what to do with each.
-
-    Parameters
-    ----------
-    model : ONNX path or onnx.ModelProto
-    data : calibration data (the forms :func:`trtcal.calibrate` reads)
-    eval_data : evaluation data (default: ``data``)
-    method : the base ranges: 'auto' (default: the candidate method whose all-INT8 model scores
-        best), or one method ('entropy', 'entropy:tensorrt', 'percentile:99.99', 'minmax', 'mse');
-        a method with several flavors or percentiles uses the first. Several, or 'all', are refused.
-    alternatives : method specs that are the candidates (task mode) and are tried on layers
-        ("mixed quantization"), or {label: {tensor: amax}} tables; None or () for none.
-    metric : 'task' (the default without a ``threshold``; see the module docstring), or 'cosine'
-        (the default with one) / 'sqnr_db': a layer is marked when, after enabling it, the worst
-        model output's metric is below ``threshold`` (None: :data:`DEFAULT_THRESHOLDS`: cosine
-        0.99, 20 dB).
-    task, output_slices, score_threshold : what the outputs hold (:func:`trtcal.tasks.resolve_task`).
-    search_layers, max_float : task mode: how many of the most sensitive layers get other
-        ranges tried, and how many float fallbacks are tried.
-    calibration : a CalibrationResult to reuse instead of a new statistics pass.
-    out_dir : writes analyze.csv/.json, analyze.png, the table (analyze.table.json), the Q/DQ
-        model (``out_qdq``, default ``<out_dir>/<model>.analyzed.qdq.onnx``), the cache and the
-        statistics checkpoint (so a re-run collects nothing either; one with other data or
-        settings discards the checkpoint, says so, and collects again).
-    cache : True (``<out_dir>/analyze-cache.json``; off without out_dir), False, or a path.
-        False also leaves the statistics checkpoint unread (the pass is made again and the
-        checkpoint rewritten).
-    batch_size, max_samples, eval_samples, runner, evaluate, ``method``, ``alternatives`` and
-        ``eval_data`` (a path must exist) are checked before the statistics pass.
-    evaluate : where the Q/DQ models run: 'auto' (TensorRT when its module is present, else
-        ONNX Runtime), 'onnxruntime' or 'tensorrt'. The FP32 reference runs in ONNX Runtime.
-
-    Returns
-    -------
-    AnalysisResult
-    """
+    """The analysis :func:`trtcal.analyze` documents, over the shared settings ``cfg``
+    (``method``: the base ranges; ``quant_dtype``: INT8 or FP8 Q/DQ; ``high_precision``: the
+    written model's float type)."""
     given = threshold is not None
     metric, threshold = _check_metric(metric, threshold, search_layers, max_float)
-    tk.check_task_arguments(task, output_slices)
-    say = log or (lambda s: print(s, file=sys.stderr))
+    prec = _check_precisions(precisions, metric)
+    say = cfg.say()
+    if metric == "task" and prec is None:
+        say(
+            "trtcal: analyze searches per-layer ranges and float fallback against the task "
+            "metric, to beat the best single method"
+        )
+    elif prec is None:
+        say(
+            f"trtcal: threshold: worst output {_METRIC_NAMES[metric]} >= "
+            f"{threshold:g}{_UNITS[metric]} "
+            + ("(given)" if given else f"(the default for {metric}; --threshold sets another)")
+        )
+    st = _setup(model, cfg, alternatives, calibration, out_dir, cache, prec is not None)
+    if prec is not None:
+        res, deploy = precision_mode(st, cfg, prec, tolerance)
+    else:
+        res, deploy = _layer_search(st, cfg, metric, threshold, search_layers, max_float)
+    if st.cache_path:
+        res.files["cache"] = st.cache_path
+    if out_dir or out_qdq:
+        _write(
+            res,
+            out_dir,
+            out_qdq or os.path.join(out_dir or ".", f"{st.stem}.analyzed.qdq.onnx"),
+            plots,
+            say,
+            deploy,
+        )
+    return res
+
+
+def _setup(
+    model: Any,
+    cfg: CalibrationConfig,
+    alternatives: Any,
+    calibration: Any,
+    out_dir: Optional[str],
+    cache: Union[bool, str],
+    mixed_precision: bool,
+) -> _Setup:
+    """Checks, the statistics pass (or ``calibration``), the candidates' ranges, the layers, the
+    evaluation set and the cached meter."""
+    tk.check_task_arguments(cfg.task, cfg.output_slices)
+    say = cfg.say()
     notes: List[str] = []
+    method = cfg.method if isinstance(cfg.method, str) else ",".join(cfg.method)
     base_v = None if method == "auto" else _base_method(method)
-    alt_vs = parse_methods(alternatives) if alternatives and not isinstance(alternatives, Mapping) else []
+    if cfg.quant_dtype == "fp8" and alternatives == DEFAULT_ALTERNATIVES:
+        alternatives = FP8_ALTERNATIVES
+    if mixed_precision:  # the precision choice takes its INT8 and FP8 ranges itself
+        alternatives = None
+    alt_vs = (
+        parse_methods(alternatives)
+        if alternatives and not isinstance(alternatives, Mapping)
+        else []
+    )
+    if not mixed_precision:
+        check_quant_methods(([base_v] if base_v else []) + alt_vs, cfg.quant_dtype)
     # what would otherwise fail after the statistics pass is checked before it
-    backend, eval_source = ev.check_before_pass("analyze", calibration, data, batch_size=batch_size,
-                                                max_samples=max_samples, eval_samples=eval_samples,
-                                                evaluate=evaluate, runner=runner, eval_data=eval_data,
-                                                preprocess=preprocess, input_name=input_name)
+    backend, eval_source = ev.check_before_pass(
+        "analyze",
+        calibration,
+        cfg.data,
+        batch_size=cfg.batch_size,
+        max_samples=cfg.max_samples,
+        eval_samples=cfg.eval_samples,
+        evaluate=cfg.evaluate,
+        runner=cfg.runner,
+        eval_data=cfg.eval_data,
+        preprocess=cfg.preprocess,
+        input_name=cfg.input_name,
+    )
     proto = ev.name_nodes(model)
     digest = model_digest(model)
-    if metric == "task":
-        say("trtcal: analyze searches per-layer ranges and float fallback against the task metric, to beat the best "
-            "single method")
-    else:
-        say(f"trtcal: threshold: worst output {_METRIC_NAMES[metric]} >= {threshold:g}{_UNITS[metric]} "
-            + ("(given)" if given else f"(the default for {metric}; --threshold sets another)"))
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.splitext(os.path.basename(model))[0] if isinstance(model, (str, os.PathLike)) else "model"
+    stem = (
+        os.path.splitext(os.path.basename(model))[0]
+        if isinstance(model, (str, os.PathLike))
+        else "model"
+    )
     if calibration is None:
         ck = os.path.join(out_dir, f"{stem}.trtcal-ckpt.npz") if out_dir else None
-        calibration = _statistics(model, data, ck, reuse=cache is not False and cache is not None, say=say,
-                                  batch_size=batch_size, max_samples=max_samples, preprocess=preprocess,
-                                  input_name=input_name, runner=runner, bins=bins, progress=progress)
+        calibration = _statistics(
+            model, cfg, ck, reuse=cache is not False and cache is not None, say=say
+        )
     hists = calibration.histograms
     cands = _candidates(hists, base_v, alt_vs, alternatives, notes, say)
 
@@ -282,79 +346,332 @@ def analyze(
     nodes = {n.name: n for n in proto.graph.node}
     # the layers whose precision is chosen: weighted ops and residual adds (pooling, Concat and
     # Resize Q/DQ follow their neighbours by the placement rules)
-    layer_names = [n for n in rep.quantized_nodes if n in nodes
-                   and nodes[n].op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")]
+    layer_names = [
+        n
+        for n in rep.quantized_nodes
+        if n in nodes and nodes[n].op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
+    ]
     weights = {i.name for i in proto.graph.initializer}
-    layer_tensors = {n: [t for t in nodes[n].input if t in rep.activations and t not in weights] for n in layer_names}
+    layer_tensors = {
+        n: [t for t in nodes[n].input if t in rep.activations and t not in weights]
+        for n in layer_names
+    }
     if not layer_names:
-        raise ValueError("trtcal: the model has no layer that INT8 Q/DQ applies to (Conv, ConvTranspose, Gemm, "
-                         "MatMul, residual Add) with a calibrated activation")
+        raise ValueError(
+            "trtcal: the model has no layer that INT8 Q/DQ applies to (Conv, ConvTranspose, Gemm, "
+            "MatMul, residual Add) with a calibrated activation"
+        )
 
     reference = ev.Reference(proto)
-    bs = ev.fixed_batch(reference.specs) or batch_size or 16
-    if eval_data is None:
-        notes.append("evaluated on the calibration data (pass eval_data / --eval-data for held-out samples)")
-    evalset = ev.EvalSet(data if eval_data is None else eval_source, reference.specs, bs, max_samples=eval_samples,
-                         preprocess=preprocess, input_name=input_name)
+    bs = ev.fixed_batch(reference.specs) or cfg.batch_size or 16
+    if cfg.eval_data is None:
+        notes.append(
+            "evaluated on the calibration data (pass eval_data / --eval-data for held-out samples)"
+        )
+    evalset = ev.EvalSet(
+        cfg.data if cfg.eval_data is None else eval_source,
+        reference.specs,
+        bs,
+        max_samples=cfg.eval_samples,
+        preprocess=cfg.preprocess,
+        input_name=cfg.input_name,
+    )
     notes.append(ev.backend_note(backend))
-    spec = ev.task_spec(reference, evalset, task, output_slices, score_threshold)
+    spec = ev.task_spec(reference, evalset, cfg.task, cfg.output_slices, cfg.score_threshold)
     cache_path = _cache_path(cache, out_dir)
-    store = _Cache(cache_path, {"model": digest, "eval": evalset.digest, "format": CACHE_FORMAT,
-                                "backend": backend, "task": spec.describe()})
-    meter = _Meter(proto, layer_names, layer_tensors, reference, evalset, spec, store, backend)
-    measure_stats = meter.stats
+    scope = {
+        "model": digest,
+        "eval": evalset.digest,
+        "format": CACHE_FORMAT,
+        "backend": backend,
+        "task": spec.describe(),
+    }
+    int8_table = None if mixed_precision else fp8_int8_table(hists, cfg.quant_dtype)
+    if int8_table is not None:
+        scope["quant_dtype"] = cfg.quant_dtype
+        notes.append(
+            "the search measures FP8 (E4M3) Q/DQ models: FP8 where TensorRT runs the layer in "
+            "FP8, the other layers INT8 with entropy ranges"
+        )
+    meter = _Meter(
+        proto,
+        layer_names,
+        layer_tensors,
+        reference,
+        evalset,
+        spec,
+        _Cache(cache_path, scope),
+        backend,
+        int8_table,
+    )
+    return _Setup(
+        proto,
+        calibration,
+        cands,
+        base_v,
+        layer_names,
+        layer_tensors,
+        nodes,
+        meter,
+        spec,
+        stem,
+        cache_path,
+        notes,
+    )
+
+
+def _layer_search(
+    st: _Setup,
+    cfg: CalibrationConfig,
+    metric: str,
+    threshold: float,
+    search_layers: int,
+    max_float: int,
+) -> Tuple[AnalysisResult, Any]:
+    """The task or threshold search over the layers' ranges and float fallback (module docstring).
+    Returns (result, the model to write: ``cfg.high_precision`` for what stays float)."""
+    say, notes, cands, base_v, layer_names = (
+        cfg.say(),
+        st.notes,
+        st.cands,
+        st.base_v,
+        st.layer_names,
+    )
+    measure_stats = st.meter.stats
 
     def measure(enabled: Sequence[str], tbl: Mapping[str, float]) -> float:
         return min(getattr(s, metric) for s in measure_stats(enabled, tbl).outputs.values())
 
-    bar = _Steps(progress, len(cands) + len(layer_names) + 2)
+    bar = _Steps(cfg.progress, len(cands) + len(layer_names) + 2)
     single = {}
     for label, amax in cands.items():
         if base_v is None or metric == "task" or label == base_v.label:
             single[label] = measure_stats(layer_names, amax)
-            bar.step(f"all INT8 {label}")
+            bar.step(f"all {cfg.quant_dtype.upper()} {label}")
     if metric == "task":
         best_single = tk.best_of(single)
         base = _base_label(best_single if base_v is None else base_v.label, cands)
         decisions, table, enabled, final_stats, beats = _task_mode(
-            single, cands, base, best_single, layer_names, layer_tensors, nodes, measure_stats, bar,
-            search_layers, max_float, notes, say)
+            single,
+            cands,
+            base,
+            best_single,
+            layer_names,
+            st.layer_tensors,
+            st.nodes,
+            measure_stats,
+            bar,
+            search_layers,
+            max_float,
+            notes,
+            say,
+        )
         if not beats:
             base = best_single
         all_int8, final = single[base].metric, final_stats.metric
     else:
-        best_single = max(single, key=lambda k: min(getattr(s, metric) for s in single[k].outputs.values()))
+        best_single = max(
+            single, key=lambda k: min(getattr(s, metric) for s in single[k].outputs.values())
+        )
         base = _base_label(best_single if base_v is None else base_v.label, cands)
         alts = [(k, v) for k, v in cands.items() if k != base]
         decisions, table, enabled, final, all_int8 = _threshold_search(
-            layer_names, layer_tensors, nodes, base, cands[base], alts, measure, bar, threshold, metric)
+            layer_names,
+            st.layer_tensors,
+            st.nodes,
+            base,
+            cands[base],
+            alts,
+            measure,
+            bar,
+            threshold,
+            metric,
+        )
         final_stats, beats = None, None
     bar.step("final")
     bar.close()
-    store.save()
+    st.meter.store.save()
 
-    used = sorted({t for n in enabled for t in layer_tensors[n]})
-    final_table = _table({t: table[t] for t in used}, calibration, base, decisions)
+    used = {t: table[t] for t in sorted({t for n in enabled for t in st.layer_tensors[n]})}
+    final_table = _table(used, st.calibration, base, decisions)
     float_layers = [d.name for d in decisions if d.decision == "float"]
-    qmodel = quantize(proto, {t: table[t] for t in used}, exclude_nodes=float_layers, missing="skip")
-    res = AnalysisResult(decisions, metric, float(threshold), base, all_int8, final, final_table, qmodel,
-                         meter.measured, meter.cached, notes=notes, task=spec.describe())
+    qmodel, _ = qdq_model(st.proto, used, st.meter.int8_table, exclude_nodes=float_layers)
+    res = AnalysisResult(
+        decisions,
+        metric,
+        float(threshold),
+        base,
+        all_int8,
+        final,
+        final_table,
+        qmodel,
+        st.meter.measured,
+        st.meter.cached,
+        notes=notes,
+        task=st.spec.describe(),
+        quant_dtype=cfg.quant_dtype,
+    )
     if metric == "task":
         res.best_single, res.beats_best_single = best_single, beats
-        res.candidates = {k: f"{s.describe_metric()}; {tk.heads_text(s)}" for k, s in
-                          sorted(single.items(), key=lambda kv: tuple(-v for v in kv[1].key))}
+        res.candidates = {
+            k: f"{s.describe_metric()}; {tk.heads_text(s)}"
+            for k, s in sorted(single.items(), key=lambda kv: tuple(-v for v in kv[1].key))
+        }
         res.final_text = f"{final_stats.describe_metric()}; {tk.heads_text(final_stats)}"
-    if cache_path:
-        res.files["cache"] = cache_path
-    if out_dir or out_qdq:
-        # the file is the engine's precision plan on TensorRT 11: everything not quantized is cast
-        # to high_precision (measured above with an FP32 remainder, as ONNX Runtime runs it best)
-        deploy = res.model if high_precision == "fp32" else quantize(
-            proto, {t: table[t] for t in used}, exclude_nodes=float_layers, missing="skip",
-            high_precision=high_precision)
-        _write(res, out_dir, out_qdq or os.path.join(out_dir or ".", f"{stem}.analyzed.qdq.onnx"), plots, say,
-               deploy)
-    return res
+    # the file is the engine's precision plan on TensorRT 11: everything not quantized is cast
+    # to high_precision (measured above with an FP32 remainder, as ONNX Runtime runs it best)
+    deploy = (
+        res.model
+        if cfg.high_precision == "fp32"
+        else qdq_model(
+            st.proto,
+            used,
+            st.meter.int8_table,
+            exclude_nodes=float_layers,
+            high_precision=cfg.high_precision,
+        )[0]
+    )
+    return res, deploy
+
+
+def _check_precisions(
+    precisions: Optional[Sequence[str]], metric: str
+) -> Optional[Tuple[str, ...]]:
+    """The precisions the per-layer choice may give (None: no choice); FP16 is always the
+    last resort."""
+    if precisions is None:
+        return None
+    items = precisions.split(",") if isinstance(precisions, str) else list(precisions)
+    got = tuple(dict.fromkeys(str(p).strip().lower() for p in items if str(p).strip()))
+    bad = [p for p in got if p not in PRECISIONS]
+    if bad or not got:
+        raise ValueError(
+            "trtcal: precisions (--precisions) are int8, fp8 and fp16, comma-separated; "
+            f"got {precisions!r}"
+        )
+    if metric != "task":
+        raise ValueError(
+            "trtcal: the per-layer precision choice (--precisions) is judged by the task metric: "
+            "give no --metric/--threshold"
+        )
+    return got
+
+
+def precision_mode(
+    st: _Setup, cfg: CalibrationConfig, allowed: Sequence[str], tolerance: Optional[float]
+) -> Tuple[AnalysisResult, Any]:
+    """Per layer INT8, FP8 or FP16 (:func:`trtcal.evaluation.precision_choice.choose_precisions`),
+    judged by the task metric on the evaluation data; each layer takes the fastest precision
+    that keeps the metric within ``tolerance`` of the float model's (default: one unit of the
+    metric: one classified row, one detection; generic outputs: 20 dB worst-head SQNR). The
+    speed order is TensorRT's, measured, when the ``tensorrt`` module is present, else the
+    documented table (docs/fp8.md)."""
+    say, hists, meter = cfg.say(), st.calibration.histograms, st.meter
+    int8_label = (
+        st.base_v.label
+        if st.base_v is not None and not st.base_v.method.startswith("fp8-")
+        else "entropy"
+    )
+    fp8_label = (
+        st.base_v.label
+        if st.base_v is not None and st.base_v.method.startswith("fp8-")
+        else "fp8-mse"
+    )
+    got = _ranges(hists, parse_methods(int8_label)[0])[1]
+    if got is None:  # the range search is not in this build
+        int8_label, got = "minmax", _ranges(hists, Variant("minmax"))[1]
+    int8: Dict[str, float] = got or {}
+    fp8 = _ranges(hists, Variant(fp8_label))[1] or {}
+
+    def score(m: Any) -> float:
+        stats, _ = ev.measure_task(
+            m, meter.reference, meter.evalset, meter.spec, backend=meter.backend
+        )
+        meter.measured += 1
+        return float(stats.metric)
+
+    float_stats, _ = ev.measure_task(
+        st.proto, meter.reference, meter.evalset, meter.spec, backend=meter.backend
+    )
+    generic = not math.isfinite(float_stats.metric)
+    tol = float(tolerance) if tolerance is not None else max(float_stats.unit, 1e-9)
+    floor = DEFAULT_THRESHOLDS["sqnr_db"] if generic else None
+    order, source = pc.speed_source(st.proto, int8, fp8, meter.evalset, st.layer_names, say)
+
+    def allowed_order(node: Any) -> Tuple[str, ...]:
+        return tuple(p for p in order(node) if p in allowed or p == "fp16")
+
+    say(
+        f"trtcal: choosing {'/'.join(p.upper() for p in allowed)} per layer by the task metric "
+        f"({f'worst head SQNR >= {floor:g} dB' if floor is not None else f'tolerance {tol:.4g}'}); "
+        f"speed order: {source}"
+    )
+    ch = pc.choose_precisions(
+        st.proto,
+        int8,
+        fp8,
+        score,
+        tolerance=tol,
+        min_layer_score=floor,
+        min_score=floor,
+        layers=st.layer_names,
+        order=allowed_order,
+        log=lambda s: say(f"trtcal: {s}"),
+        fp8_fallback="fp8" in allowed,
+    )
+    decisions = []
+    for i, n in enumerate(st.layer_names):
+        c = ch.choices.get(n, "fp16")
+        if c == "fp8" and "fp8" not in pc.speed_order(st.nodes[n]):
+            c = "int8"  # FP8-where-possible leaves it INT8 (no FP8 kernel)
+        decisions.append(
+            LayerDecision(
+                i,
+                n,
+                st.nodes[n].op_type,
+                st.layer_tensors[n],
+                ch.layer_scores.get(n, {}).get(c, ch.float_score),
+                decision=c,
+                method={"int8": int8_label, "fp8": fp8_label}.get(c),
+                tried=dict(ch.layer_scores.get(n, {})),
+                detail=pc.why(st.nodes[n], c, ch, allowed_order, tol, floor),
+            )
+        )
+    table = dict(int8)
+    res = AnalysisResult(
+        decisions,
+        "task",
+        math.nan,
+        f"{int8_label} / {fp8_label}",
+        ch.all_int8,
+        ch.score,
+        table,
+        ch.model,
+        meter.measured,
+        meter.cached,
+        notes=st.notes,
+        task=st.spec.describe(),
+        quant_dtype=cfg.quant_dtype,
+        speed_source=source,
+    )
+    res.candidates = {
+        "float": f"{float_stats.describe_metric()}",
+        "all INT8": f"{ch.all_int8:.4g}",
+        "FP8 where TensorRT runs it": f"{ch.all_fp8:.4g}",
+    }
+    res.final_text = (
+        f"mixed {ch.score:.4g} ({', '.join(f'{k} {v}' for k, v in ch.counts().items())}"
+        + (f"; {len(ch.reverted)} reverted to FP16" if ch.reverted else "")
+        + ")"
+    )
+    deploy = ch.model
+    if cfg.high_precision != "fp32":
+        from ..formats.onnx import quantize
+        from ..formats.onnx.fp8 import convert_to_fp8
+
+        q = quantize(st.proto, dict(int8), missing="skip", high_precision=cfg.high_precision)
+        deploy = convert_to_fp8(q, fp8, int8_table=int8, precisions=ch.choices)
+    return res, deploy
 
 
 def _check_metric(metric: Optional[str], threshold: Optional[float], search_layers: Any,
@@ -415,21 +732,22 @@ class _Meter:
     """Measures a configuration (enabled layers, ranges) once: TaskStats, cached by key."""
 
     def __init__(self, proto: Any, layer_names: Sequence[str], layer_tensors: Mapping[str, List[str]],
-                 reference: Any, evalset: Any, spec: Any, store: "_Cache", backend: str) -> None:
+                 reference: Any, evalset: Any, spec: Any, store: "_Cache", backend: str,
+                 int8_table: Optional[Mapping[str, float]] = None) -> None:
         self.proto, self.layer_names, self.layer_tensors = proto, list(layer_names), layer_tensors
         self.reference, self.evalset, self.spec, self.store, self.backend = reference, evalset, spec, store, backend
+        self.int8_table = int8_table  # 'fp8': FP8 Q/DQ models; the layers left INT8 take these
         self.measured = self.cached = 0
 
     def stats(self, enabled: Sequence[str], tbl: Mapping[str, float]) -> tk.TaskStats:
-        from ..formats.onnx import quantize
-
         used = sorted({t for n in enabled for t in self.layer_tensors[n]})
         key = hashlib.sha256(json.dumps([sorted(enabled), [(t, repr(float(tbl[t]))) for t in used]])
                              .encode()).hexdigest()[:32]
         hit = self.store.get(key)
         if hit is None:
             exclude = [n for n in self.layer_names if n not in set(enabled)]
-            qm = quantize(self.proto, {t: tbl[t] for t in used}, exclude_nodes=exclude, missing="skip")
+            qm, _ = qdq_model(self.proto, {t: tbl[t] for t in used}, self.int8_table,
+                              exclude_nodes=exclude)
             stats, _ = ev.measure_task(qm, self.reference, self.evalset, self.spec, backend=self.backend)
             hit = stats.state()
             self.store.put(key, hit)
@@ -576,22 +894,22 @@ def _analyze_log(say: Callable[[str], None]) -> Callable[[str], None]:
     return log
 
 
-def _statistics(model: Any, data: Any, ck: Optional[str], *, reuse: bool, say: Callable[[str], None],
-                **kw: Any) -> Any:
+def _statistics(model: Any, cfg: CalibrationConfig, ck: Optional[str], *, reuse: bool,
+                say: Callable[[str], None]) -> Any:
     """The min-max statistics pass, with the checkpoint ``ck`` as its cache: resumed when
     ``reuse`` and it holds these settings' statistics; discarded (said in one line) and collected
     again when it holds others'; not read at all without ``reuse`` (then rewritten)."""
-    log = _analyze_log(say)
+    cfg = cfg.replace(log=_analyze_log(say), checkpoint=ck)
     if ck and reuse and os.path.exists(ck):
         try:  # a refused checkpoint is refused before calibrate prints its setup
-            return calibration_pass.statistics(model, CalibrationConfig(data=data, checkpoint=ck, resume=True, log=log, **kw))
+            return calibration_pass.statistics(model, cfg.replace(resume=True))
         except StaleCheckpointError as exc:
             say(f"trtcal: the statistics checkpoint {ck} holds {exc.reason}: discarded, collecting again")
         try:
             os.remove(ck)
         except OSError:
             pass  # the pass below overwrites it
-    return calibration_pass.statistics(model, CalibrationConfig(data=data, checkpoint=ck, resume=False, log=log, **kw))
+    return calibration_pass.statistics(model, cfg.replace(resume=False))
 
 
 def _no_int8(metric: str) -> float:
@@ -695,7 +1013,8 @@ def _write(res: AnalysisResult, out_dir: Optional[str], out_qdq: str, plots: boo
 def plot(res: AnalysisResult, path: str) -> str:
     """Similarity after enabling each layer, coloured by decision, with the threshold. Needs matplotlib."""
     plt = ev.pyplot()
-    colors = {"int8": "tab:green", "int8-reranged": "tab:orange", "float": "tab:red"}
+    colors = {"int8": "tab:green", "int8-reranged": "tab:orange", "float": "tab:red",
+              "fp8": "tab:blue", "fp16": "tab:purple"}
     n = len(res.layers)
     fig, ax = plt.subplots(figsize=(max(7, 0.3 * n + 3), 4.5))
     ys = [x.similarity for x in res.layers]
