@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import trtcal
-from trtcal.core import _arrays, range_search
+from trtcal.core import _arrays
+from trtcal.core import range_spec as range_search
 
 STUB = Path(trtcal.__file__).with_name("_C.pyi")
 _MODULE_ATTRS = {"__doc__", "__file__", "__loader__", "__name__", "__package__", "__spec__"}

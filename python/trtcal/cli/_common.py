@@ -7,6 +7,7 @@ import sys
 from typing import Any, Callable
 
 from ..evaluation.measure import check_counts
+from ..evaluation.tasks import TASKS
 from ..pipeline.config import CalibrationConfig
 
 
@@ -35,7 +36,6 @@ def add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_task_arguments(p: argparse.ArgumentParser) -> None:
     """--task, --output-slices, --score-threshold: what the outputs hold, which sets the metric."""
-    from ..evaluation.tasks import TASKS
 
     p.add_argument("--task", default="auto", choices=list(TASKS),
                    help="what the model is for, which sets the metric methods are judged by: detect (detections "

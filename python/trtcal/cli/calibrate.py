@@ -7,11 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 from ..api.calibrate import calibrate
 from ..pipeline.data import Preprocess, parse_preprocess
-from ._common import add_task_arguments, config_from_args
+from ._common import add_quant_arguments, add_task_arguments, config_from_args, say_for
 
 
 def _floats(text: str):
@@ -45,9 +44,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
                         "onnxruntime collects signed histograms")
     p.add_argument("--percentile", type=float, default=None,
                    help="percentile for --method percentile/all (default 99.99; 99.999 with --flavor onnxruntime)")
-    p.add_argument("--quant-dtype", default="int8", choices=["int8", "fp8"],
-                   help="fp8: E4M3 ranges (default --method fp8-mse) and an FP8 Q/DQ model (opset 19) for Hopper/"
-                        "Blackwell; layers TensorRT cannot run in FP8 (depthwise convolutions, ...) stay INT8")
+    add_quant_arguments(p)  # calibrate: fp8 defaults to --method fp8-mse
     add_task_arguments(p)
     p.add_argument("--eval-data", default=None, metavar="PATH",
                    help="held-out samples (same forms as --data): --method auto judges on them (default: the last "
@@ -195,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint if args.checkpoint is not None or args.model is None else _default_checkpoint(args)
     if args.shard and not checkpoint:
         raise ValueError("--shard needs --checkpoint (the demo has no shards)")
-    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    say = say_for(args)
     method = args.method or ("fp8-mse" if args.quant_dtype == "fp8" else "all" if args.model is None else "auto")
     cfg = config_from_args(args, method=method, params=_params(args),
                            preprocess=_preprocess(args), checkpoint=checkpoint, log=say)

@@ -8,8 +8,14 @@ import json
 from ..api.compare import compare
 from ..formats.table import CalibrationTable
 from ..pipeline.data import parse_preprocess
-from ._common import (add_data_arguments, add_evaluation_arguments, add_quant_arguments,
-                      add_task_arguments, config_from_args, say_for)
+from ._common import (
+    add_data_arguments,
+    add_evaluation_arguments,
+    add_quant_arguments,
+    add_task_arguments,
+    config_from_args,
+    say_for,
+)
 
 
 def register(sub: "argparse._SubParsersAction") -> None:

@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _streams
-from ._backend import enum_codes
+from ._backend import enum_codes, extension
 
 # dtype codes of csrc/kernels/dtype.h: read from trtcal._C.DType; the table is the fallback of
 # the NumPy-only install (tests/test_extension_enums.py checks that the two agree).
@@ -241,7 +241,6 @@ def _c_strides(shape: Sequence[int]) -> Tuple[int, ...]:
 
 
 def _device_of(ptr: int) -> int:
-    from ._backend import extension
 
     ext = extension()
     if ext is None or ptr == 0:

@@ -20,6 +20,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ._backend import require_cuda
+from ._streams import stream_handle
+from .collectors import HistogramCollector
+from .range_spec import _KERNEL_PARAMS, FLAVORS, _gpu_method, _kernel_params, _spec
 
 # (method, flavor) pairs this path covers: |x| histograms, candidates on the bins.
 _COVERED = {
@@ -106,8 +109,6 @@ def amax_from(b: Batch, s: Any, index: np.ndarray) -> np.ndarray:
 def batch_of_collectors(hist: Any, device: Optional[str], stream: Any):
     """(Batch, device, stream handle) for a mapping of unsigned GPU collectors on one device and
     one stream, or None."""
-    from ._streams import stream_handle
-    from .collectors import HistogramCollector
 
     if not isinstance(hist, Mapping) or not hist:
         return None
@@ -154,7 +155,6 @@ def compute_amax_collectors(
     params: Dict[str, Any],
 ) -> Optional[Dict[str, Dict[str, float]]]:
     """{method: {name: amax}} for many GPU collectors, or None (then the general path runs)."""
-    from .range_search import _KERNEL_PARAMS, FLAVORS, _gpu_method, _kernel_params, _spec
 
     specs = []
     for m in methods:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core import _files
 from ..core.progress import Progress
+from ..core.range_search import FLAVORS  # type: ignore[attr-defined]
 from ..pipeline import calibration_pass, outputs
 from ..pipeline.config import CalibrationConfig
 from ..pipeline.runners import load_onnx
@@ -63,7 +64,6 @@ def _pct(p: float) -> str:
 
 def _entropy_flavors() -> Tuple[str, ...]:
     try:
-        from ..core.range_search import FLAVORS  # type: ignore[attr-defined]
 
         return tuple(f for f in FLAVORS["entropy"] if f != "onnxruntime")
     except (ImportError, KeyError):

@@ -19,8 +19,12 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..core._backend import require_cuda
+from ..core._files import atomic_write
+from ..formats.tensorrt._runtime import load_tensorrt
+from ..formats.tensorrt.session import TensorRTSession
 from ..pipeline.data import InputSpec, Source, batches, open_source
-from ..pipeline.runners import load_onnx
+from ..pipeline.runners import _ORT_TYPES, load_onnx
 from .metrics import ErrorStats
 from .tasks import TaskSpec, TaskStats, resolve_task
 
@@ -40,7 +44,6 @@ def resolve_backend(backend: str) -> str:
 
     has = importlib.util.find_spec
     if backend == "tensorrt":
-        from ..formats.tensorrt._runtime import load_tensorrt
 
         what = "evaluating in TensorRT (--evaluate tensorrt; --evaluate onnxruntime needs no TensorRT)"
         load_tensorrt(what)
@@ -57,8 +60,6 @@ def check_runner(runner: Any) -> None:
     Other names are checked by :func:`trtcal.calibrate`; a Runner object is used as given."""
     if not isinstance(runner, str) or runner != "tensorrt":
         return
-    from ..core._backend import require_cuda
-    from ..formats.tensorrt._runtime import load_tensorrt
 
     what = "the statistics pass in TensorRT (--runner tensorrt; --runner onnxruntime needs no TensorRT)"
     load_tensorrt(what)
@@ -125,7 +126,6 @@ def session(model: Any, threads: int = 0, backend: str = "onnxruntime"):
     provider when present), or with ``backend="tensorrt"`` a TensorRT engine of the model
     (:class:`trtcal.tensorrt.session.TensorRTSession`: what TensorRT itself computes)."""
     if backend == "tensorrt":
-        from ..formats.tensorrt.session import TensorRTSession
 
         return TensorRTSession(model)
     import onnxruntime as ort
@@ -192,7 +192,6 @@ def model_outputs(model: Any) -> List[str]:
 
 
 def input_specs(sess) -> List[InputSpec]:
-    from ..pipeline.runners import _ORT_TYPES
 
     return [InputSpec(i.name, tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape),
                       np.dtype(_ORT_TYPES.get(i.type, np.float32))) for i in sess.get_inputs()]
@@ -409,7 +408,6 @@ def safe_label(label: str) -> str:
 
 
 def write_json(path: str, obj: Any) -> str:
-    from ..core._files import atomic_write
 
     return atomic_write(path, json.dumps(obj, indent=1, default=_json_default))
 

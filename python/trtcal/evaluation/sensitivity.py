@@ -53,8 +53,8 @@ from ..pipeline.runners import model_digest
 from . import measure as ev
 from . import precision_choice as pc
 from . import tasks as tk
-from .precision_choice import PRECISIONS
 from .comparison import Variant, check_quant_methods, fp8_int8_table, parse_methods, qdq_model
+from .precision_choice import PRECISIONS
 
 __all__ = ["run_analysis", "AnalysisResult", "LayerDecision"]
 
