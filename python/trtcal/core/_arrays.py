@@ -98,12 +98,12 @@ def dense_axis_order(shape: Sequence[int], strides: Sequence[int]) -> Optional[L
         return list(range(ndim))
     # size-1 axes never move the pointer: keep them in place by giving them a stride
     # consistent with their logical position.
-    key = []
+    key: List[Optional[int]] = []
     for a in range(ndim):
         st = strides[a] if shape[a] != 1 else None
         key.append(st)
     big = [a for a in range(ndim) if key[a] is not None]
-    big.sort(key=lambda a: (-key[a], a))
+    big.sort(key=lambda a: (-(key[a] or 0), a))
     expected = 1
     for a in reversed(big):
         if key[a] != expected:
@@ -280,9 +280,10 @@ def _from_dlpack(x: Any, name: str, stream: Any, accepted: Sequence[str]) -> Arr
         try:
             host = np.from_dlpack(x)
         except (RuntimeError, TypeError, BufferError):
-            host = _host_bfloat16_as_float32(x)  # NumPy has no bfloat16 (without ml_dtypes)
-            if host is None or "bfloat16" not in accepted:
+            as_f32 = _host_bfloat16_as_float32(x)  # NumPy has no bfloat16 (without ml_dtypes)
+            if as_f32 is None or "bfloat16" not in accepted:
                 raise
+            host = as_f32
         return as_view(host, name, stream, FLOAT_DTYPES if host.dtype == np.float32 else accepted)
     if dev_type not in (_DL_CUDA, _DL_CUDA_MANAGED, _DL_CUDA_HOST):
         raise TypeError(f"trtcal: tensor '{name}' lives on DLPack device type {dev_type}; expected CUDA or CPU")

@@ -89,7 +89,7 @@ def percentile(
             raise ValueError(f"trtcal: tensor '{name}' has only NaN values")
         if abs:
             v = np.abs(v)
-        out = np.percentile(v, qs, method=interpolation)
+        out = np.percentile(v, qs, method=interpolation)  # type: ignore[call-overload]  # a str method
     out = np.asarray(out, dtype=np.float64)
     return float(out[0]) if np.ndim(q) == 0 else out
 
@@ -163,7 +163,7 @@ def select_in(ext, keys_ptr: int, m: int, k: int, use_abs: bool, stream: int, de
     and, with ``want_next``, the key of rank k + 1 when the last pass already shows it
     (else None)."""
     prefix, prefix_shift = 0, 32
-    h = cum = None
+    h = cum = np.zeros(0, np.int64)
     for shift, bits in ((20, 12), (8, 12), (0, 8)):
         h = np.asarray(ext.select_histogram(0, 0, keys_ptr, m, use_abs, shift, bits, prefix_shift, prefix,
                                             stream, dev), dtype=np.int64)
@@ -233,9 +233,9 @@ def _bracketed(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinit
         if nan == 0:  # the ranks asked for are the ranks wanted: resolved on the device
             key_of = {r: (k if status == 0 else None) for r, (status, k) in zip(wanted, found)}
             for i, ranks, combine in group:
-                keys = [key_of[r] for r in ranks]
-                if all(k is not None for k in keys):
-                    out[i] = combine([key_to_float(k, use_abs) for k in keys])
+                found_keys = [key_of[r] for r in ranks]
+                if all(k is not None for k in found_keys):
+                    out[i] = combine([key_to_float(int(k), use_abs) for k in found_keys])  # type: ignore[arg-type]
             continue
         # NaNs dropped: the ranks among the n non-NaN keys differ from those asked for;
         # resolve them on the compacted buffer from the host
@@ -264,7 +264,7 @@ def _bracketed(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinit
                     k, nxt = key_at(r, want_next=len(ranks) > 1)
                     keys.append(k)
             if all(k is not None for k in keys):
-                out[i] = combine([key_to_float(k, use_abs) for k in keys])
+                out[i] = combine([key_to_float(int(k), use_abs) for k in keys])  # type: ignore[arg-type]
     return out
 
 

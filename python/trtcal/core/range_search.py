@@ -310,6 +310,7 @@ def _finish(job: _Job, s: _Spec, index: int, index2: int, curve: Optional[np.nda
     n = job.counts.size
     r = TensorRange(it.name, s.method, s.flavor, math.nan, device=device)
     if s.method == "entropy":
+        assert job.cands is not None  # every entropy job has its candidates
         i = int(job.cands[index])
         r.bin, r.candidates, r.curve = i, job.cands, curve
         if s.flavor == "onnxruntime":
@@ -370,6 +371,7 @@ def _run_cpu(jobs: List[_Job], s: _Spec) -> List[TensorRange]:
     for job in jobs:
         idx2, curve = -1, None
         if s.method == "entropy":
+            assert job.cands is not None  # every entropy job has its candidates
             if s.flavor == "onnxruntime":
                 curve = ref.entropy_onnxruntime(job.counts, job.cands, levels=s.levels, eps=s.eps)
                 idx = ref.pick(curve, "first", s.tie_tolerance)
@@ -470,7 +472,7 @@ def _results(jobs: List[_Job], s: _Spec, idx, idx2, curve, device: int) -> List[
     for t, j in enumerate(jobs):
         c = None
         if s.method != "percentile":
-            k = j.grid[2] if j.grid is not None else j.cands.size
+            k = j.grid[2] if j.grid is not None else (j.cands.size if j.cands is not None else 0)
             if curve is not None:
                 c = np.array(curve[off:off + k])
             off += k
@@ -548,6 +550,7 @@ def _run(items: List[_Item], s: _Spec, device: str, stream: Any, with_curve: boo
                 out[it.name] = TensorRange(it.name, "minmax", s.flavor, math.nan, it.status, it.message)
                 continue
             a = it.amax if it.amax is not None else ref.minmax_amax(it.counts, it.edges)
+            a = 0.0 if a is None else a  # no nonzero bin: all zeros
             r = TensorRange(it.name, "minmax", s.flavor, float(a), lo=-float(a), hi=float(a))
             if not a > 0:
                 r.status, r.amax = "all-zero", math.nan
@@ -686,9 +689,8 @@ def compute_amax(
         fast = compute_amax_collectors({hist.name: hist} if single else hist, methods, flavor, device, stream,
                                        params)
         if fast is not None:
-            if single:
-                fast = {m: next(iter(d.values())) for m, d in fast.items()}
-            return fast[method] if isinstance(method, str) else fast
+            out: Dict[str, Any] = {m: next(iter(d.values())) for m, d in fast.items()} if single else dict(fast)
+            return out[method] if isinstance(method, str) else out
     res = _search_ranges(hist, method, flavor, device, stream, details, params)
     if on_degenerate == "raise":
         for m, per in res.ranges.items():

@@ -35,7 +35,7 @@ class _Spec:
     flavor: str
     bits: int = 8
     levels: int = 128
-    start_bin: Optional[int] = None
+    start_bin: int = 0  # 0: the method's default (set by _spec)
     stride: int = 1
     percentile: float = 99.99
     candidates_per_bin: int = 1
@@ -62,7 +62,7 @@ def _spec(method: str, flavor: Optional[str], params: Dict[str, Any]) -> _Spec:
         raise ValueError(f"trtcal: bits must be in [2, 16], got {bits}")
     if "levels" not in params:
         s.levels = 1 << (bits - 1)
-    if s.start_bin is None:
+    if params.get("start_bin") is None:
         s.start_bin = s.levels // 2 if (method == "entropy" and flavor == "onnxruntime") else 128
     for k in ("levels", "stride", "candidates_per_bin"):
         if int(getattr(s, k)) < 1:

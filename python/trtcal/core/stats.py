@@ -76,7 +76,7 @@ def histogram(
                                             view.stream, view.device)
         outside, nan, pinf, ninf = (int(v) for v in stats)
     else:
-        counts, outside, nan, pinf, ninf = reference.histogram_fixed(view.host, bins, range, signed)
+        counts, outside, nan, pinf, ninf = reference.histogram_fixed(view.require_host(), bins, range, signed)
     return Histogram(np.asarray(counts, dtype=np.int64), range, signed, name, nan=nan, posinf=pinf,
                      neginf=ninf, outside=outside)
 
@@ -148,7 +148,7 @@ def _minmax(x: ArrayLike, axis: Optional[int], nonfinite: str, stream: Any, name
                                                   view.stream, view.device)
     else:
         view.memory_order()
-        lo, hi, nan, pinf, ninf = reference.minmax_channels(view.host, ax)
+        lo, hi, nan, pinf, ninf = reference.minmax_channels(view.require_host(), ax)
         if ax is None:
             lo, hi = float(lo[0]), float(hi[0])
     if nan or pinf or ninf:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core import _files
 from ..core.progress import Progress
-from ..core.range_search import FLAVORS  # type: ignore[attr-defined]
+from ..core.range_search import FLAVORS
 from ..pipeline import calibration_pass, outputs
 from ..pipeline.config import CalibrationConfig
 from ..pipeline.runners import load_onnx
@@ -530,11 +530,11 @@ def _write(res: ComparisonResult, qmodels: Mapping[str, Any], out_dir: str, plot
     if tensors:
         p = os.path.join(out_dir, "layers.csv")
         buf = io.StringIO(newline="")
-        w = csv.writer(buf)
+        lw = csv.writer(buf)
         labels = [m.label for m in res.ranked]
-        w.writerow(["tensor"] + [f"sqnr_db[{lb}]" for lb in labels])
+        lw.writerow(["tensor"] + [f"sqnr_db[{lb}]" for lb in labels])
         for t in tensors:
-            w.writerow([t] + [res[lb].layers.get(t, "") for lb in labels])
+            lw.writerow([t] + [res[lb].layers.get(t, "") for lb in labels])
         _files.atomic_write(p, buf.getvalue())
         res.files["layers_csv"] = p
     for label, table in res.tables.items():

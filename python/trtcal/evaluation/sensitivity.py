@@ -128,7 +128,7 @@ class AnalysisResult:
 
     @property
     def reranged_layers(self) -> Dict[str, str]:
-        return {d.name: d.method for d in self.layers if d.decision == "int8-reranged"}
+        return {d.name: str(d.method) for d in self.layers if d.decision == "int8-reranged"}
 
     def format_table(self) -> str:
         if self.speed_source:
