@@ -142,16 +142,18 @@ def _why_not(node: Any, excluded: Mapping[str, str],
     if node.op_type == "Conv" and len(shape) >= 3:
         k, c, taps = int(shape[0]), int(shape[1]), int(np.prod(shape[2:]))
         if k <= MIN_FP8_CHANNELS or c <= MIN_FP8_CHANNELS:
-            return (f"Conv with {c} input and {k} output channels (<= {MIN_FP8_CHANNELS}): TensorRT's FP8 "
-                    "convolutions are no faster than FP16 there, and a first layer's has no FP8 kernel "
-                    "(NVIDIA/TensorRT#3987; ModelOpt excludes them too)")
+            return (f"Conv with {c} input and {k} output channels (<= {MIN_FP8_CHANNELS}): "
+                    "TensorRT's FP8 convolutions are no faster than FP16 there, and a first "
+                    "layer's has no FP8 kernel (NVIDIA/TensorRT#3987; ModelOpt excludes them too)")
         if taps > MAX_FP8_FILTER:
-            return f"Conv filter of {taps} taps (> {MAX_FP8_FILTER}): no FP8 convolution kernel in TensorRT"
+            return (f"Conv filter of {taps} taps (> {MAX_FP8_FILTER}): no FP8 convolution kernel "
+                    "in TensorRT")
     if node.op_type in ("Gemm", "MatMul") and len(shape) >= 2:
-        kn = (shape[-1], shape[-2]) if node.op_type == "Gemm" and _attr(node, "transB", 0) else shape[-2:]
+        trans = node.op_type == "Gemm" and _attr(node, "transB", 0)
+        kn = (shape[-1], shape[-2]) if trans else shape[-2:]
         if min(int(kn[0]), int(kn[1])) < MIN_FP8_GEMM:
-            return (f"{node.op_type} with K x N = {kn[0]} x {kn[1]} (< {MIN_FP8_GEMM}): a GEMV, no FP8 "
-                    "tensor-core kernel (ModelOpt excludes it too)")
+            return (f"{node.op_type} with K x N = {kn[0]} x {kn[1]} (< {MIN_FP8_GEMM}): a GEMV, "
+                    "no FP8 tensor-core kernel (ModelOpt excludes it too)")
     return None
 
 
@@ -218,14 +220,16 @@ def _decide(graph: Any, pairs: list[_Pair], excluded: Mapping[str, str],
         for u in users:
             by_node.setdefault(u.name or id(u), []).append(k)
     nodes = {n.name or id(n): n for users in pair_users.values() for n in users}
-    shapes = {key: _weight_shape(n, pairs, by_node.get(key, []), inits, graph) for key, n in nodes.items()}
+    shapes = {key: _weight_shape(n, pairs, by_node.get(key, []), inits, graph)
+              for key, n in nodes.items()}
     why = {key: _why_not(n, excluded, shapes[key]) for key, n in nodes.items()}
     after = {k2: [k for k, p in enumerate(pairs) if p.q.input[0] in n.output]
              for k2, n in nodes.items() if n.op_type in COMMUTING_OPS}
     for key, ks in after.items():
         if why[key] is None and not ks:
-            why[key] = f"its output is not quantized: {nodes[key].op_type} runs in FP8 only between FP8 layers"
-    fused = {key: _fused_layer(n, graph, consumers) for key, n in nodes.items() if n.op_type == "Add"}
+            why[key] = (f"its output is not quantized: {nodes[key].op_type} runs in FP8 only "
+                        "between FP8 layers")
+    fused = {key: _fused_layer(n, graph) for key, n in nodes.items() if n.op_type == "Add"}
     fp8 = {k: bool(users) for k, users in pair_users.items()}
     changed = True
     while changed:  # a pair goes FP8 iff all its users do; a user iff all its pairs do
@@ -242,16 +246,19 @@ def _decide(graph: Any, pairs: list[_Pair], excluded: Mapping[str, str],
             stuck = [k for k in ks if not fp8[k]]
             if stuck:
                 t = pairs[stuck[0]].q.input[0]
-                other = next((u.name for u in pair_users[stuck[0]] if (u.name or id(u)) != key), "?")
+                other = next((u.name for u in pair_users[stuck[0]]
+                              if (u.name or id(u)) != key), "?")
                 why[key] = f"its quantized input '{t}' is shared with '{other}', which is not FP8"
                 changed = True
             elif key in after and any(not fp8[k] for k in after[key]):
                 k = next(k for k in after[key] if not fp8[k])
-                why[key] = f"its output '{pairs[k].q.input[0]}' is quantized for a layer that is not FP8"
+                why[key] = (f"its output '{pairs[k].q.input[0]}' is quantized for a layer that "
+                            "is not FP8")
                 changed = True
             elif fused.get(key) is not None and why.get(fused[key][0], "") is not None:
                 f = fused[key]
-                why[key] = (f"the layer whose epilogue it fuses into ('{f[1]}') is not FP8" if f[0] in why
+                why[key] = (f"the layer whose epilogue it fuses into ('{f[1]}') is not FP8"
+                            if f[0] in why
                             else f"its fused input comes from '{f[1]}', which is not quantized")
                 changed = True
     return {str(k): v for k, v in why.items() if v is not None}, fp8
@@ -267,7 +274,7 @@ def _weight_shape(node: Any, pairs: list[_Pair], ks: list[int], inits: Mapping[s
     return None
 
 
-def _fused_layer(add: Any, graph: Any, consumers: Mapping[str, list[Any]]) -> tuple[Any, str] | None:
+def _fused_layer(add: Any, graph: Any) -> tuple[Any, str] | None:
     """(key, label) of the Conv/Gemm whose epilogue a residual Add fuses into: the producer,
     through pointwise epilogue ops, of its input that is not read through a pair."""
     from .placement import EPILOGUE_OPS
@@ -284,7 +291,8 @@ def _fused_layer(add: Any, graph: Any, consumers: Mapping[str, list[Any]]) -> tu
                 return (n.name or id(n), n.name or n.op_type)
             if n.op_type not in EPILOGUE_OPS and n.op_type != "Cast":
                 break
-            src = next((i for i in n.input if i in producer and producer[i].op_type != "Constant"), None)
+            src = next((i for i in n.input
+                        if i in producer and producer[i].op_type != "Constant"), None)
             n = producer.get(src) if src else None
     return None
 
@@ -350,7 +358,8 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
     from onnx import numpy_helper
 
     if fallback not in ("int8", "float", "fp16"):
-        raise ValueError(f"trtcal: fallback must be 'float' (or 'fp16') or 'int8', got {fallback!r}")
+        raise ValueError(
+            f"trtcal: fallback must be 'float' (or 'fp16') or 'int8', got {fallback!r}")
     fallback = "float" if fallback == "fp16" else fallback
     if int(opset) < FP8_MIN_OPSET:
         raise ValueError(f"trtcal: FP8 Q/DQ needs opset >= {FP8_MIN_OPSET}, got {opset}")
