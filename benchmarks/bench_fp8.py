@@ -322,10 +322,13 @@ def _scaled_pairs(model, factor: float, weights: bool):
     return m
 
 
+WEIGHT_FACTORS = (2, 3, 4, 6, 8, 10, 12, 12.44, 13, 16, 24)
+
+
 def part_headroom(models=MODELS, n_calib: int = N_CALIB, n_eval: int = N_EVAL) -> list:
     """FP8 ranges above the calibrated amax (ModelOpt's rescaling puts E4M3's 448 at 12.44 x amax):
     trtcal's export with its activation ranges (fp8-mse or max) times 1, 4, 12.44, and with its
-    weight scales times 4 and 12.44 (every weight's E4M3 SQNR unchanged: a perturbation that
+    weight scales times WEIGHT_FACTORS (every weight's E4M3 SQNR unchanged: a perturbation that
     shows how much a head moves for nothing)."""
     import onnx
     import real_models as rm
@@ -350,7 +353,7 @@ def part_headroom(models=MODELS, n_calib: int = N_CALIB, n_eval: int = N_EVAL) -
             rows.append({"model": name, "variant": f"activations {m} x {k}",
                          **heads(name, y, _session(f8).run(None, ev)[0])})
         base = convert_to_fp8(q, tables["fp8-mse"])
-        for k in (4, 12.44):
+        for k in WEIGHT_FACTORS:
             rows.append({"model": name, "variant": f"fp8-mse; weight scales x {k}",
                          **heads(name, y, _session(_scaled_pairs(base, k, True)).run(None, ev)[0])})
         print(f"  {name}: done", flush=True)
