@@ -255,8 +255,7 @@ def _decide(graph: Any, pairs: list[_Pair], excluded: Mapping[str, str],
                 why[key] = (f"its output '{pairs[k].q.input[0]}' is quantized for a layer that "
                             "is not FP8")
                 changed = True
-            elif fused.get(key) is not None and why.get(fused[key][0], "") is not None:
-                f = fused[key]
+            elif (f := fused.get(key)) is not None and why.get(f[0], "") is not None:
                 why[key] = (f"the layer whose epilogue it fuses into ('{f[1]}') is not FP8"
                             if f[0] in why
                             else f"its fused input comes from '{f[1]}', which is not quantized")
