@@ -187,8 +187,10 @@ def choose_precisions(model: Any, int8_table: Mapping[str, float], fp8_table: Ma
         say(f"{cands[0]} -> FP16: {final:.4g}")
     if final < all_fp8:  # the per-layer picks and repairs interact: never return worse than the default
         say(f"the per-layer choice scores {final:.4g} < {all_fp8:.4g} (FP8 where possible): keeping that")
-        choices = {n: "fp8" for n in names}
-        mixed, final = build({}), all_fp8
+        mixed, rep = convert_to_fp8(q, f8, int8_table=int8_table, return_report=True)
+        choices = {n: "fp8" if n in rep.fp8_nodes else "int8" if n in rep.int8_nodes else "fp16"
+                   for n in names}  # what the default made of each layer
+        final = all_fp8
     return PrecisionChoice(choices, layer_scores, base, final, all_int8, all_fp8, mixed, reverted)
 
 
