@@ -82,7 +82,7 @@ def calibrate(model: Any = None, data: Any = None, *, config: Optional[Calibrati
             if paths.report:
                 _write_report(result, model, cfg, plan.batch_size, paths.report)
     if cfg.quant_dtype == "fp8" and not (cfg.distributed and plan.rank):  # rewrites the Q/DQ models that landed
-        result_files.convert_to_fp8(result, said.append)
+        result_files.convert_to_fp8(result, said.append, (qdq_options or {}).get("placement_report"))
     for line in said + ([f"trtcal: report written to {paths.report}"] if paths.report and not (cfg.distributed and plan.rank) else []):
         say(line)
     for line in result.next_steps:

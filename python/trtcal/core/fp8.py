@@ -171,8 +171,8 @@ def fp8_search(hist: Any, method: str = "mse", *, percentile: float = 99.99, sta
             jobs.append(j)
     if jobs:
         done = _run_cpu(jobs, method, tie_tolerance) if kind == "cpu" else _run_gpu(jobs, method, tie_tolerance, dev)
-        for r in done:
-            out[r.name] = r
+        for fr in done:
+            out[fr.name] = fr
     return {n: out[n] for n in names}
 
 

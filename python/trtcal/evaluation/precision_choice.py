@@ -23,17 +23,20 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..formats.tensorrt.session import TensorRTSession
+
 PRECISIONS = ("fp8", "int8", "fp16")
 
 
-def speed_order(node: Any) -> tuple[str, ...]:
+def speed_order(node: Any, weight_shape: Sequence[int] | None = None) -> tuple[str, ...]:
     """The precisions a layer may take, fastest first (docs/fp8.md): MatMul/Gemm FP8, INT8, FP16
     (FP8 GEMMs are TensorRT's fast path on Hopper); Conv INT8, FP8, FP16 (FP8 convolutions are
     often no faster than FP16: NVIDIA/TensorRT#4081, Model-Optimizer#512); grouped/depthwise
-    Conv and other ops INT8, FP16 (no FP8 kernels: NVIDIA/TensorRT#4524)."""
+    Conv, convolutions with 16 channels or fewer (given ``weight_shape``, its constant weight's
+    shape), GEMVs and other ops INT8, FP16 (no fast FP8 kernels: NVIDIA/TensorRT#4524)."""
     from ..formats.onnx.fp8 import _why_not
 
-    fp8_ok = _why_not(node, {}) is None
+    fp8_ok = _why_not(node, {}, weight_shape) is None
     if not fp8_ok:
         return ("int8", "fp16")
     if node.op_type in ("MatMul", "Gemm"):
@@ -79,6 +82,23 @@ def _layers(q: Any) -> list[Any]:
             seen.add(n.name)
             out.append(n)
     return out
+
+
+def _weight_shape(q: Any, node: Any) -> list[int] | None:
+    """The shape of the constant weight a layer of the Q/DQ model reads (through its pair)."""
+    from onnx import numpy_helper
+
+    if len(node.input) < 2:
+        return None
+    inits = {t.name: t for t in q.graph.initializer}
+    producer = {o: n for n in q.graph.node for o in n.output}
+    t, seen = node.input[1], 0
+    while t not in inits and t in producer and seen < 4:  # DQ <- Q <- (Cast) <- weight
+        n = producer[t]
+        if n.op_type == "Constant":
+            return list(numpy_helper.to_array(n.attribute[0].t).shape)
+        t, seen = n.input[0], seen + 1
+    return list(inits[t].dims) if t in inits else None
 
 
 def choose_precisions(model: Any, int8_table: Mapping[str, float], fp8_table: Mapping[str, float],
@@ -139,7 +159,9 @@ def choose_precisions(model: Any, int8_table: Mapping[str, float], fp8_table: Ma
     layer_scores: dict[str, dict[str, float]] = {}
     choices: dict[str, str] = {}
     for name in names:
-        opts = [p for p in order(nodes[name]) if p in PRECISIONS]
+        node = nodes[name]
+        ranked = order(node, _weight_shape(q, node)) if order is speed_order else order(node)
+        opts = [p for p in ranked if p in PRECISIONS]
         layer_scores[name] = {}
         for p in opts:
             if p == "fp16":
@@ -170,8 +192,10 @@ def choose_precisions(model: Any, int8_table: Mapping[str, float], fp8_table: Ma
     # the per-layer picks and repairs interact: never return worse than the default
     if fp8_fallback and final < all_fp8:
         say(f"the per-layer choice scores {final:.4g} < {all_fp8:.4g} (FP8 where possible): keeping that")
-        choices = {n: "fp8" for n in names}
-        mixed, final = build({}), all_fp8
+        mixed, rep = convert_to_fp8(q, f8, int8_table=int8_table, return_report=True)
+        choices = {n: "fp8" if n in rep.fp8_nodes else "int8" if n in rep.int8_nodes else "fp16"
+                   for n in names}  # what the default made of each layer
+        final = all_fp8
     return PrecisionChoice(choices, layer_scores, base, final, all_int8, all_fp8, mixed, reverted)
 
 
@@ -221,7 +245,6 @@ def tensorrt_speed_order(
 
     from ..formats.onnx import quantize
     from ..formats.onnx.fp8 import FP8_MIN_OPSET, _raise_opset, convert_to_fp8
-    from ..formats.tensorrt.session import TensorRTSession
 
     say = log or (lambda s: None)
     q = _raise_opset(quantize(model, dict(int8_table), missing="skip"), FP8_MIN_OPSET)

@@ -64,9 +64,11 @@ def write_result(result: CalibrationResult, model: Any, methods: List[str], path
         say(f"trtcal: wrote {k}: {p}")
 
 
-def convert_to_fp8(result: CalibrationResult, say: Callable[[str], None]) -> None:
+def convert_to_fp8(result: CalibrationResult, say: Callable[[str], None],
+                   placement_report: Optional[str] = None) -> None:
     """quant_dtype 'fp8': each written Q/DQ model becomes FP8 where TensorRT runs the layer in
-    FP8 (:mod:`trtcal.onnx.fp8`); the layers left INT8 get entropy ranges from the same histograms."""
+    FP8 fast (:mod:`trtcal.onnx.fp8`); the other layers go to the high-precision remainder (FP16
+    by default). ``placement_report`` gets the FP8 / FP16 section with the reasons."""
     from ..formats.onnx.fp8 import convert_to_fp8 as convert  # needs the optional onnx package
 
     usable = {n: h for n, h in result.histograms.items() if getattr(h, "status", "ok") == "ok"}
@@ -74,8 +76,10 @@ def convert_to_fp8(result: CalibrationResult, say: Callable[[str], None]) -> Non
     for key, path in list(result.files.items()):
         if not key.startswith("qdq."):
             continue
-        _, rep = convert(path, result.amax[key[4:]], int8_table=int8, output=path, return_report=True)
-        say(f"trtcal: {path}: FP8 Q/DQ for {len(rep.fp8_nodes)} layer(s), {len(rep.int8_nodes)} left INT8")
+        _, rep = convert(path, result.amax[key[4:]], int8_table=int8, output=path, return_report=True,
+                         placement_report=placement_report)
+        say(f"trtcal: {path}: FP8 Q/DQ for {len(rep.fp8_nodes)} layer(s); {len(rep.float_nodes)} in the "
+            f"high-precision remainder, {len(rep.int8_nodes)} INT8 (not FP8 where TensorRT has no fast FP8 kernel)")
         for line in rep.lines():
             say(f"  {line}")
 

@@ -9,27 +9,43 @@ writes it) into FP8 Q/DQ wherever TensorRT runs the consumer in FP8.
   ``int8_to_fp8`` rescaling). Weights are measured again, per channel on the INT8 pair's axis:
   ``max|w| / 448``.
 * Which consumers go FP8 (docs/fp8.md has the table and its sources): Conv with ``group == 1``,
-  Gemm, MatMul and Add (ModelOpt's FP8 op set). A grouped or depthwise Conv has no FP8 kernel
-  in TensorRT (NVIDIA/TensorRT#4524, the TensorRT 10 release notes' limitation), and
-  ConvTranspose and any other consumer are not in the set: their Q/DQ pairs stay INT8
-  (``fallback='int8'``, TensorRT runs them in INT8 as before) or are removed
-  (``fallback='float'``: they run in FP16/FP32). A Q/DQ pair read by several consumers goes
-  FP8 only when all of them do, and a layer goes FP8 only when all its quantized inputs do
-  (a layer's inputs must share one type): the report names every layer left behind and why.
+  more than 16 input and output channels and filters of at most 32 taps, Gemm and MatMul
+  with K and N of at least 16, and Add (ModelOpt's FP8 op set); the ops Q/DQ commute through
+  (pooling, Concat, Resize: :mod:`trtcal.onnx.placement`) go FP8 where the layers after them
+  do, with one scale for a Concat's inputs and output. A grouped or depthwise Conv has no FP8
+  kernel in TensorRT (NVIDIA/TensorRT#4524, the TensorRT 10 release notes' limitation), small
+  convolutions and GEMVs gain nothing from FP8, and ConvTranspose and any other consumer are not
+  in the set: their Q/DQ pairs are removed (``fallback='float'``, the default: they run in the
+  model's FP16 remainder, as ModelOpt's FP8 mode leaves them) or stay INT8
+  (``fallback='int8'``). A Q/DQ pair read by several consumers goes FP8 only when all of them
+  do, and a layer goes FP8 only when all its quantized inputs do (a layer's inputs must share
+  one type): the report names every layer left behind and why.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ...core._files import (
+    atomic_write,
+    save_onnx,  # atomic, with a run's other outputs
+)
+
 E4M3_MAX = 448.0
 FP8_MIN_OPSET = 19
 FP8_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add")
+# ops Q/DQ commute through (TensorRT's "Q/DQ propagation"): FP8 where the layers around them are
+COMMUTING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Resize", "Upsample")
+SHARED_SCALE_OPS = ("Concat", "MaxPool", "Resize", "Upsample")  # input and output share one scale
+MIN_FP8_CHANNELS = 16  # a Conv with this many input or output channels or fewer stays out of FP8
+MAX_FP8_FILTER = 32    # FP8 convolution kernels take filters up to this many taps (5 x 5 = 25)
+MIN_FP8_GEMM = 16      # a Gemm/MatMul with K or N below this is a GEMV
 
 
 @dataclass
@@ -53,7 +69,18 @@ class Fp8Report:
     def lines(self) -> list[str]:
         """One line per layer that is not FP8 (for printing)."""
         out = [f"{n}: INT8 ({why})" for n, why in self.int8_nodes.items()]
-        return out + [f"{n}: float ({why})" for n, why in self.float_nodes.items()]
+        return out + [f"{n}: high precision, FP16 with an FP16 remainder ({why})"
+                      for n, why in self.float_nodes.items()]
+
+    def placement_lines(self) -> list[str]:
+        """The FP8 section of a placement report: every layer by precision, with the reason."""
+        s = self.summary()
+        title = (f"## FP8 (E4M3FN) conversion: {s['fp8']} layers FP8, {s['int8']} INT8, "
+                 f"{s['float']} high precision (opset {s['opset']})")
+        out = ["", title, "", "### FP8"]
+        out += [f"- {n}" for n in self.fp8_nodes]
+        out += ["", "### not FP8"] + [f"- {line}" for line in self.lines()]
+        return out + [f"- {t}: no FP8 amax, the INT8 amax kept" for t in self.rescaled]
 
 
 def fp8_scale(amax: Any, dtype: Any = np.float32) -> np.ndarray:
@@ -103,14 +130,35 @@ def _attr(node: Any, name: str, default: Any) -> Any:
     return default
 
 
-def _why_not(node: Any, excluded: Mapping[str, str]) -> str | None:
+def _why_not(node: Any, excluded: Mapping[str, str],
+             weight_shape: Sequence[int] | None = None) -> str | None:
+    """Why TensorRT does not run ``node`` in FP8 (fast), or None. ``weight_shape``: the shape of
+    its constant weight (Conv: K x C/g x R x S; Gemm/MatMul: B), when it has one."""
     if node.name in excluded:
         return excluded[node.name]
+    if node.op_type in COMMUTING_OPS:
+        return None  # decided by the layers around it (_decide)
     if node.op_type not in FP8_OP_TYPES:
         return f"{node.op_type} has no FP8 Q/DQ path in TensorRT (FP8 layers: {', '.join(FP8_OP_TYPES)})"
     if node.op_type == "Conv" and int(_attr(node, "group", 1)) != 1:
         return (f"grouped/depthwise Conv (group={_attr(node, 'group', 1)}): TensorRT has no FP8 kernels "
                 "for it (NVIDIA/TensorRT#4524)")
+    shape = list(weight_shape or ())
+    if node.op_type == "Conv" and len(shape) >= 3:
+        k, c, taps = int(shape[0]), int(shape[1]), int(np.prod(shape[2:]))
+        if k <= MIN_FP8_CHANNELS or c <= MIN_FP8_CHANNELS:
+            return (f"Conv with {c} input and {k} output channels (<= {MIN_FP8_CHANNELS}): "
+                    "TensorRT's FP8 convolutions are no faster than FP16 there, and a first "
+                    "layer's has no FP8 kernel (NVIDIA/TensorRT#3987; ModelOpt excludes them too)")
+        if taps > MAX_FP8_FILTER:
+            return (f"Conv filter of {taps} taps (> {MAX_FP8_FILTER}): no FP8 convolution kernel "
+                    "in TensorRT")
+    if node.op_type in ("Gemm", "MatMul") and len(shape) >= 2:
+        trans = node.op_type == "Gemm" and _attr(node, "transB", 0)
+        kn = (shape[-1], shape[-2]) if trans else shape[-2:]
+        if min(int(kn[0]), int(kn[1])) < MIN_FP8_GEMM:
+            return (f"{node.op_type} with K x N = {kn[0]} x {kn[1]} (< {MIN_FP8_GEMM}): a GEMV, "
+                    "no FP8 tensor-core kernel (ModelOpt excludes it too)")
     return None
 
 
@@ -160,13 +208,16 @@ def _pairs(graph: Any, inits: Mapping[str, Any]) -> list[_Pair]:
     return out
 
 
-def _decide(graph: Any, pairs: list[_Pair], excluded: Mapping[str, str]) -> tuple[dict[str, str], dict[int, bool]]:
-    """{node: why not FP8} for every consumer of a pair, and {pair index: FP8}."""
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    by_node: dict[str, list[int]] = {}
+def _decide(graph: Any, pairs: list[_Pair], excluded: Mapping[str, str],
+            inits: Mapping[str, Any]) -> tuple[dict[str, str], dict[int, bool]]:
+    """{node: why not FP8} for every consumer of a pair, and {pair index: FP8}.
+
+    A pair goes FP8 iff all its users do; a layer iff all its quantized inputs do (a layer's
+    inputs share one type). An op Q/DQ commute through (pooling, Concat, Resize) goes FP8 iff
+    the pairs quantizing its output do too (FP8 in, FP8 out: TensorRT propagates the Q/DQ
+    through it), and a residual Add iff the layer whose epilogue it fuses into does."""
+    consumers = _users(graph)
+    by_node: dict[Any, list[int]] = {}
     pair_users: dict[int, list[Any]] = {}
     for k, p in enumerate(pairs):
         users = consumers.get(p.dq.output[0], [])
@@ -174,7 +225,16 @@ def _decide(graph: Any, pairs: list[_Pair], excluded: Mapping[str, str]) -> tupl
         for u in users:
             by_node.setdefault(u.name or id(u), []).append(k)
     nodes = {n.name or id(n): n for users in pair_users.values() for n in users}
-    why = {key: _why_not(n, excluded) for key, n in nodes.items()}
+    shapes = {key: _weight_shape(n, pairs, by_node.get(key, []), inits, graph)
+              for key, n in nodes.items()}
+    why = {key: _why_not(n, excluded, shapes[key]) for key, n in nodes.items()}
+    after = {k2: [k for k, p in enumerate(pairs) if p.q.input[0] in n.output]
+             for k2, n in nodes.items() if n.op_type in COMMUTING_OPS}
+    for key, ks in after.items():
+        if why[key] is None and not ks:
+            why[key] = (f"its output is not quantized: {nodes[key].op_type} runs in FP8 only "
+                        "between FP8 layers")
+    fused = {key: _fused_layer(n, graph) for key, n in nodes.items() if n.op_type == "Add"}
     fp8 = {k: bool(users) for k, users in pair_users.items()}
     changed = True
     while changed:  # a pair goes FP8 iff all its users do; a user iff all its pairs do
@@ -186,14 +246,59 @@ def _decide(graph: Any, pairs: list[_Pair], excluded: Mapping[str, str]) -> tupl
                     fp8[k] = False
                     changed = True
         for key, ks in by_node.items():
-            if why[key] is None:
-                stuck = [k for k in ks if not fp8[k]]
-                if stuck:
-                    t = pairs[stuck[0]].q.input[0]
-                    other = next((u.name for u in pair_users[stuck[0]] if (u.name or id(u)) != key), "?")
-                    why[key] = f"its quantized input '{t}' is shared with '{other}', which is not FP8"
-                    changed = True
+            if why[key] is not None:
+                continue
+            stuck = [k for k in ks if not fp8[k]]
+            if stuck:
+                t = pairs[stuck[0]].q.input[0]
+                other = next((u.name for u in pair_users[stuck[0]]
+                              if (u.name or id(u)) != key), "?")
+                why[key] = f"its quantized input '{t}' is shared with '{other}', which is not FP8"
+                changed = True
+            elif key in after and any(not fp8[k] for k in after[key]):
+                k = next(k for k in after[key] if not fp8[k])
+                why[key] = (f"its output '{pairs[k].q.input[0]}' is quantized for a layer that "
+                            "is not FP8")
+                changed = True
+            elif (f := fused.get(key)) is not None and why.get(f[0], "") is not None:
+                why[key] = (f"the layer whose epilogue it fuses into ('{f[1]}') is not FP8"
+                            if f[0] in why
+                            else f"its fused input comes from '{f[1]}', which is not quantized")
+                changed = True
     return {str(k): v for k, v in why.items() if v is not None}, fp8
+
+
+def _weight_shape(node: Any, pairs: list[_Pair], ks: list[int], inits: Mapping[str, Any],
+                  graph: Any) -> list[int] | None:
+    """The shape of the constant weight a quantized layer reads through one of its pairs."""
+    for k in ks:
+        p = pairs[k]
+        if p.weight and p.dq.output[0] in node.input[1:2]:
+            return list(_weight_array(p.q.input[0], inits, graph).shape)
+    return None
+
+
+def _fused_layer(add: Any, graph: Any) -> tuple[Any, str] | None:
+    """(key, label) of the Conv/Gemm whose epilogue a residual Add fuses into: the producer,
+    through pointwise epilogue ops, of its input that is not read through a pair."""
+    from .placement import EPILOGUE_OPS
+
+    producer = {o: n for n in graph.node for o in n.output}
+    for t in add.input:
+        n = producer.get(t)
+        if n is None or n.op_type == "DequantizeLinear":
+            continue
+        for _ in range(6):
+            if n is None:
+                break
+            if n.op_type in ("Conv", "ConvTranspose", "Gemm"):
+                return (n.name or id(n), n.name or n.op_type)
+            if n.op_type not in EPILOGUE_OPS and n.op_type != "Cast":
+                break
+            src = next((i for i in n.input
+                        if i in producer and producer[i].op_type != "Constant"), None)
+            n = producer.get(src) if src else None
+    return None
 
 
 def _users(graph: Any) -> dict[str, list[Any]]:
@@ -216,9 +321,10 @@ def _weight_array(name: str, inits: Mapping[str, Any], graph: Any) -> np.ndarray
 
 
 def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
-                   int8_table: Mapping[str, float] | None = None, fallback: str = "int8",
+                   int8_table: Mapping[str, float] | None = None, fallback: str = "float",
                    exclude_nodes: Iterable[str] = (), precisions: Mapping[str, str] | None = None,
                    opset: int = FP8_MIN_OPSET, output: str | os.PathLike[str] | None = None,
+                   placement_report: str | os.PathLike[str] | None = None,
                    return_report: bool = False):
     """Turns the INT8 Q/DQ pairs of ``model`` into FP8 (E4M3FN) Q/DQ where TensorRT runs the
     consumer in FP8 (module docstring); the others stay INT8 or go float.
@@ -233,8 +339,11 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
     int8_table : {activation: INT8 amax}
         Ranges for the activation pairs that stay INT8 (scale amax / 127); without it (or for a
         tensor missing from it) they keep the model's INT8 scale.
-    fallback : 'int8' (default) keeps the pairs of layers TensorRT cannot run in FP8; 'float'
-        removes them (those layers then run in FP16/FP32).
+    fallback : 'float' (default; 'fp16' is the same) removes the pairs of layers TensorRT does
+        not run in FP8 (fast): they run in the model's high precision (FP16 with
+        :func:`trtcal.onnx.quantize`'s ``high_precision='fp16'``), as ModelOpt's FP8 mode leaves
+        them; 'int8' keeps them INT8 (faster than FP16 for depthwise convolutions, NVIDIA's
+        advice, but less accurate: docs/fp8.md).
     exclude_nodes : node names to keep out of FP8 (as the fallback says).
     precisions : {node name: 'fp8' | 'int8' | 'fp16'}, a per-layer choice (e.g.
         :func:`trtcal.precision_choice.choose_precisions`): 'int8' keeps the node's pairs INT8,
@@ -242,16 +351,19 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
         rule (FP8 where TensorRT supports it).
     opset : target opset (>= 19, the first with FLOAT8 Q/DQ); a lower model is converted.
     output : path to save the FP8 model to (written atomically).
+    placement_report : a placement report (``trtcal.onnx.quantize``'s ``placement_report``) to
+        which the FP8 section (:meth:`Fp8Report.placement_lines`) is appended, or a new file.
     return_report : also return an :class:`Fp8Report`.
 
     Returns
     -------
     onnx.ModelProto (and the report).
     """
-    from onnx import numpy_helper
 
-    if fallback not in ("int8", "float"):
-        raise ValueError(f"trtcal: fallback must be 'int8' or 'float', got {fallback!r}")
+    if fallback not in ("int8", "float", "fp16"):
+        raise ValueError(
+            f"trtcal: fallback must be 'float' (or 'fp16') or 'int8', got {fallback!r}")
+    fallback = "float" if fallback == "fp16" else fallback
     if int(opset) < FP8_MIN_OPSET:
         raise ValueError(f"trtcal: FP8 Q/DQ needs opset >= {FP8_MIN_OPSET}, got {opset}")
     from .quantize import _load  # a copy of a ModelProto; a path through the safe ONNX reader
@@ -270,68 +382,34 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
     excluded = {n: "excluded by the caller" for n in exclude_nodes}
     excluded.update({n: f"chosen {p.upper()}" for n, p in precisions.items() if p != "fp8"})
     to_float = {n for n, p in precisions.items() if p == "fp16"}
-    why, fp8 = _decide(graph, pairs, excluded)
+    to_int8 = {n for n, p in precisions.items() if p == "int8"}
+    why, fp8 = _decide(graph, pairs, excluded, inits)
     users = _users(graph)
     report = Fp8Report(opset=_opset(m))
-    table = dict(fp8_table or {})
+    groups = _scale_groups(graph, pairs)  # Concat / MaxPool / Resize: one scale in and out
+    table = _group_amax(fp8_table or {}, groups)
+    int8_amax = _group_amax(int8_table or {}, groups)
     drop_vi: set = set()
     removed: list[Any] = []
+    casts: list[Any] = []
     rename: dict[str, str] = {}
     for k, p in enumerate(pairs):
         if not fp8[k]:
             names = {u.name for u in users.get(p.dq.output[0], [])}
-            if fallback == "float" or (names and names <= to_float):
-                rename[p.dq.output[0]] = p.q.input[0]
+            if (fallback == "float" and not names & to_int8) or (names and names <= to_float):
                 removed += [p.q, p.dq]
-            elif int8_table and not p.weight and p.q.input[0] in int8_table:
-                _set_int8_scale(graph, p, inits, float(int8_table[p.q.input[0]]))
+                cast = _bypass(p, inits)
+                if cast is None:
+                    rename[p.dq.output[0]] = p.q.input[0]
+                else:  # the pair also changed the type (FP32 graph input -> FP16 remainder)
+                    casts.append(cast)
+            elif int8_table and not p.weight and p.q.input[0] in int8_amax:
+                _set_int8_scale(graph, p, inits, float(int8_amax[p.q.input[0]]))
             continue
-        old = inits[p.q.input[1]]
-        s_old = numpy_helper.to_array(old)
-        axis = _attr(p.q, "axis", 1) if s_old.ndim else None
-        if p.weight:
-            w = _weight_array(p.q.input[0], inits, graph)
-            amax = weight_amax(w, axis)
-            if s_old.ndim == 0:
-                amax = np.asarray(amax).reshape(())
-            report.weights[p.q.input[0]] = int(np.size(amax))
-        else:
-            t = p.q.input[0]
-            if t in table:
-                amax = np.asarray(float(table[t]))
-            else:
-                amax = s_old.astype(np.float64) * 127.0
-                report.rescaled.append(t)
-            report.activations[t] = float(np.max(amax))
-        base = (p.q.name or p.q.output[0]) + "_fp8"
-        dq_dtype = numpy_helper.to_array(inits[p.dq.input[1]]).dtype
-        # the DequantizeLinear's scale type is the type of what it feeds (an FP16/BF16 remainder
-        # reads an fp16 scale while its QuantizeLinear reads the fp32 graph input): the value is
-        # rounded in the DQ's type and the Q gets the same value in its own type
-        scale, zp = fp8_qdq_initializers(base, amax, dtype=dq_dtype)
-        graph.initializer.extend([scale, zp])
-        q_scale = scale
-        if dq_dtype != s_old.dtype:
-            q_scale = numpy_helper.from_array(numpy_helper.to_array(scale).astype(s_old.dtype),
-                                              f"{base}_q_scale")
-            graph.initializer.append(q_scale)
-        for n, sc in ((p.q, q_scale), (p.dq, scale)):
-            n.input[1] = sc.name
-            n.input[2] = zp.name
+        _pair_to_fp8(graph, p, inits, table, report)
         drop_vi.add(p.q.output[0])
     if removed:
-        ids = {id(n) for n in removed}
-        keep = [n for n in graph.node if id(n) not in ids]
-        del graph.node[:]
-        graph.node.extend(keep)
-        outputs = {o.name for o in graph.output}
-        for n in graph.node:
-            for i, name in enumerate(n.input):
-                if name in rename:
-                    n.input[i] = rename[name]
-        for o in graph.output:  # a graph output read through a pair keeps its name
-            if o.name in rename and o.name in outputs:
-                raise ValueError(f"trtcal: graph output '{o.name}' is a DequantizeLinear output; use fallback='int8'")
+        _remove_pairs(graph, removed, casts, rename)
     vi = [v for v in graph.value_info if v.name not in drop_vi and v.name not in rename]
     del graph.value_info[:]
     graph.value_info.extend(vi)
@@ -343,16 +421,130 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
     for n in graph.node:
         key = n.name or n.output[0]
         if n.name in why or (not n.name and key in why):
-            gone = fallback == "float" or n.name in to_float
+            gone = (fallback == "float" and n.name not in to_int8) or n.name in to_float
             (report.float_nodes if gone else report.int8_nodes)[key] = why.get(n.name, why.get(key, ""))
         elif any(i in fp8_users for i in n.input):
             report.fp8_nodes.append(key)
     _mark(m, report)
     if output is not None:
-        from ...core._files import save_onnx  # atomic, with a run's other outputs
-
         save_onnx(m, os.fspath(output))
+    if placement_report is not None:
+        path = os.fspath(placement_report)
+        head = Path(path).read_text(encoding="utf-8") if os.path.isfile(path) else ""
+        atomic_write(path, head + "\n".join(report.placement_lines()) + "\n")
     return (m, report) if return_report else m
+
+
+def _pair_to_fp8(graph: Any, p: _Pair, inits: dict[str, Any], table: Mapping[str, float],
+                 report: Fp8Report) -> None:
+    """One Q/DQ pair's scale and zero point in E4M3FN: weights per channel from the weight itself,
+    activations from ``table`` (else the INT8 scale's amax, listed in ``report.rescaled``)."""
+    from onnx import numpy_helper
+
+    old = inits[p.q.input[1]]
+    s_old = numpy_helper.to_array(old)
+    axis = _attr(p.q, "axis", 1) if s_old.ndim else None
+    if p.weight:
+        w = _weight_array(p.q.input[0], inits, graph)
+        amax = weight_amax(w, axis)
+        if s_old.ndim == 0:
+            amax = np.asarray(amax).reshape(())
+        report.weights[p.q.input[0]] = int(np.size(amax))
+    else:
+        t = p.q.input[0]
+        if t in table:
+            amax = np.asarray(float(table[t]))
+        else:
+            amax = s_old.astype(np.float64) * 127.0
+            report.rescaled.append(t)
+        report.activations[t] = float(np.max(amax))
+    base = (p.q.name or p.q.output[0]) + "_fp8"
+    dq_dtype = numpy_helper.to_array(inits[p.dq.input[1]]).dtype
+    # the DequantizeLinear's scale type is the type of what it feeds (an FP16/BF16 remainder
+    # reads an fp16 scale while its QuantizeLinear reads the fp32 graph input): the value is
+    # rounded in the DQ's type and the Q gets the same value in its own type
+    # a scale below the scale type's smallest normal (FP16: 6.1e-5, amax < 0.027) is raised to
+    # it: the values then use E4M3's lower binades, still normal down to 2^-6 of that scale
+    amax = np.maximum(amax, E4M3_MAX * float(np.finfo(dq_dtype).tiny))
+    scale, zp = fp8_qdq_initializers(base, amax, dtype=dq_dtype)
+    graph.initializer.extend([scale, zp])
+    q_scale = scale
+    if dq_dtype != s_old.dtype:
+        q_scale = numpy_helper.from_array(numpy_helper.to_array(scale).astype(s_old.dtype),
+                                          f"{base}_q_scale")
+        graph.initializer.append(q_scale)
+    for n, sc in ((p.q, q_scale), (p.dq, scale)):
+        n.input[1] = sc.name
+        n.input[2] = zp.name
+
+
+def _remove_pairs(graph: Any, removed: list[Any], casts: list[Any], rename: dict[str, str]) -> None:
+    """Drops the pairs of layers left in float: a Cast takes a pair's place where it changed the
+    type, else its readers read the pair's input."""
+    ids = {id(n) for n in removed}
+    by_out = {c.output[0]: c for c in casts}
+    keep = []
+    for n in graph.node:
+        if id(n) not in ids:
+            keep.append(n)
+        elif n.op_type == "DequantizeLinear" and n.output[0] in by_out:
+            keep.append(by_out[n.output[0]])  # in the pair's place: the order stays topological
+    del graph.node[:]
+    graph.node.extend(keep)
+    outputs = {o.name for o in graph.output}
+    for n in graph.node:
+        for i, name in enumerate(n.input):
+            if name in rename:
+                n.input[i] = rename[name]
+    for o in graph.output:  # a graph output read through a pair keeps its name
+        if o.name in rename and o.name in outputs:
+            raise ValueError(f"trtcal: graph output '{o.name}' is a DequantizeLinear output; use fallback='int8'")
+
+
+def _scale_groups(graph: Any, pairs: list[_Pair]) -> dict[str, set[str]]:
+    """tensor -> the tensors that share its scale: the quantized inputs and the output of each
+    Concat, MaxPool and Resize whose quantized inputs are pairs (as trtcal.onnx.placement groups
+    them: FP8 Q/DQ commute through them only with one scale)."""
+    src = {p.dq.output[0]: p.q.input[0] for p in pairs if not p.weight}
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for n in graph.node:
+        if n.op_type not in SHARED_SCALE_OPS or not n.input or n.input[0] not in src:
+            continue
+        ins = [src[i] for i in (n.input if n.op_type == "Concat" else n.input[:1]) if i in src]
+        for t in ins + [n.output[0]]:
+            parent[find(t)] = find(ins[0])
+    out: dict[str, set[str]] = {}
+    for t in list(parent):
+        out.setdefault(find(t), set()).add(t)
+    return {t: g for g in out.values() for t in g}
+
+
+def _group_amax(table: Mapping[str, float], groups: Mapping[str, set[str]]) -> dict[str, float]:
+    """The table's amax, the largest of its group's for a tensor that shares a scale."""
+    out = {t: float(a) for t, a in table.items()}
+    for t, g in groups.items():
+        known = [float(table[x]) for x in g if x in table and np.isfinite(table[x])]
+        if known:
+            out[t] = max(known)
+    return out
+
+
+def _bypass(p: _Pair, inits: Mapping[str, Any]) -> Any:
+    """None when a removed pair's input and output have one type (the consumers read the input);
+    else a Cast to the DequantizeLinear's type (its scale's), writing the pair's output."""
+    from onnx import helper
+
+    t_dq, t_q = inits[p.dq.input[1]].data_type, inits[p.q.input[1]].data_type
+    if t_dq == t_q:
+        return None
+    return helper.make_node("Cast", [p.q.input[0]], [p.dq.output[0]], to=t_dq,
+                            name=(p.dq.name or p.dq.output[0]) + "_cast")
 
 
 def _set_int8_scale(graph: Any, p: _Pair, inits: Mapping[str, Any], amax: float) -> None:
