@@ -83,8 +83,9 @@ def _row(label: str, s: Any, extra: str = "") -> Dict[str, Any]:
     return r
 
 
-def run_model(name: str, n_cal: int, n_eval: int, log: Any,
-              analyze_on: Any = ("selection set",)) -> Dict[str, Any]:
+def run_model(
+    name: str, n_cal: int, n_eval: int, log: Any, analyze_on: Any = ("selection set",)
+) -> Dict[str, Any]:
     from trtcal.api.analyze import analyze
     from trtcal.pipeline.runners import load_onnx
 
@@ -111,8 +112,14 @@ def run_model(name: str, n_cal: int, n_eval: int, log: Any,
     for tag, judge in (("selection set", select), ("held-out set itself", held)):
         t0 = time.perf_counter()
         d = auto_mod.choose(
-            path, res.histograms, judge, eval_description=tag, eval_samples=n_eval, batch_size=16,
-            output_slices=SLICES.get(name), score_threshold=thr,
+            path,
+            res.histograms,
+            judge,
+            eval_description=tag,
+            eval_samples=n_eval,
+            batch_size=16,
+            output_slices=SLICES.get(name),
+            score_threshold=thr,
         )
         t_auto = time.perf_counter() - t0
         s_auto = _measure(proto, d.amax, reference, evalset, spec)
@@ -125,13 +132,27 @@ def run_model(name: str, n_cal: int, n_eval: int, log: Any,
             continue
         t0 = time.perf_counter()
         a = analyze(
-            path, cal, judge, calibration=res, batch_size=16, output_slices=SLICES.get(name),
-            score_threshold=thr, cache=False, plots=False, progress=False, log=lambda s: None,
+            path,
+            cal,
+            judge,
+            calibration=res,
+            batch_size=16,
+            output_slices=SLICES.get(name),
+            score_threshold=thr,
+            cache=False,
+            plots=False,
+            progress=False,
+            log=lambda s: None,
         )
         t_an = time.perf_counter() - t0
         s_an = _measure(proto, a.model, reference, evalset, spec)
-        rows.append(_row(f"analyze (judged on the {tag})", s_an,
-                         a.summary_text() + f"; {a.measured} runs, {t_an:.0f} s"))
+        rows.append(
+            _row(
+                f"analyze (judged on the {tag})",
+                s_an,
+                a.summary_text() + f"; {a.measured} runs, {t_an:.0f} s",
+            )
+        )
         log(f"{name}: analyze ({tag}): {tk.heads_text(s_an)} ({rows[-1]['extra']})")
     return {
         "model": name,
@@ -185,7 +206,8 @@ def main() -> int:
     p.add_argument("--eval", type=int, default=16)
     p.add_argument("--json", default=None)
     p.add_argument(
-        "--analyze-in-sample", action="store_true",
+        "--analyze-in-sample",
+        action="store_true",
         help="also run analyze judged on the held-out set itself (L more runs per model)",
     )
     args = p.parse_args()

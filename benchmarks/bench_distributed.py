@@ -2,7 +2,8 @@
 
 Launch with torchrun (any number of GPUs; needs PyTorch with CUDA and trtcal's CUDA build):
 
-    torchrun --standalone --nproc-per-node 2 benchmarks/bench_distributed.py [--samples 16384] [--batch 256]
+    torchrun --standalone --nproc-per-node 2 benchmarks/bench_distributed.py [--samples 16384]
+    [--batch 256]
 
 A model where inference dominates (torchvision's ResNet-50 with random weights, or a built-in
 ResNet-style network without torchvision) runs over synthetic images; a forward hook feeds
@@ -60,8 +61,14 @@ def build_model(name: str) -> torch.nn.Module:
     nn = torch.nn
 
     def block(c_in, c_out, stride):
-        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
-                             nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+        return nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+        )
 
     layers = [nn.Conv2d(3, 64, 7, 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
     c = 64
@@ -91,6 +98,7 @@ class Hooks:
             if self.enabled:
                 stream = torch.cuda.current_stream() if self.device.type == "cuda" else None
                 self.collectors[qname].update(out.detach(), stream=stream)
+
         return hook
 
     def reset(self) -> None:
@@ -150,10 +158,14 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=16384)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--warmup", type=int, default=3, help="batches run before timing (not collected)")
+    p.add_argument(
+        "--warmup", type=int, default=3, help="batches run before timing (not collected)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the JSON line to this file (rank 0)")
-    p.add_argument("--cpu", action="store_true", help="smoke test: Gloo and CPU collectors (no GPU needed)")
+    p.add_argument(
+        "--cpu", action="store_true", help="smoke test: Gloo and CPU collectors (no GPU needed)"
+    )
     args = p.parse_args()
 
     local = int(os.environ.get("LOCAL_RANK", 0))
@@ -168,7 +180,9 @@ def main() -> int:
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", timeout=timeout, device_id=device)
         torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True  # the same kernels for the same batch on every GPU
+        torch.backends.cudnn.deterministic = (
+            True  # the same kernels for the same batch on every GPU
+        )
     rank, world = dist.get_rank(), dist.get_world_size()
 
     model = build_model(args.model).to(device).eval()
@@ -183,7 +197,9 @@ def main() -> int:
     sync(device)
     t_infer = None
     if rank == 0:  # inference alone, for the share of time inference takes
-        t_infer = run_batches(model, hooks, range(min(8, n_batches)), args, device) / min(8, n_batches)
+        t_infer = run_batches(model, hooks, range(min(8, n_batches)), args, device) / min(
+            8, n_batches
+        )
     hooks.enabled = True
     with torch.inference_mode():  # the collector path once (kernels loaded, buffers made)
         model(batch_input(0, 2, args.size, device, args.seed + 1))
@@ -207,7 +223,9 @@ def main() -> int:
     t1 = time.perf_counter()
     all_reduce_collectors(hooks.collectors)
     t_merge = time.perf_counter() - t1
-    t_all = torch.tensor([time.perf_counter() - t0, t_local, t_merge], dtype=torch.float64, device=device)
+    t_all = torch.tensor(
+        [time.perf_counter() - t0, t_local, t_merge], dtype=torch.float64, device=device
+    )
     dist.all_reduce(t_all, op=dist.ReduceOp.MAX)
     t_n, t_local_max, t_merge_max = (float(v) for v in t_all.cpu())
 
@@ -216,18 +234,27 @@ def main() -> int:
         diff = differences(single, hooks.collectors)
         d1, dn = digest(single), digest(hooks.collectors)
         result = {
-            "bench": "distributed", "gpus": world, "device": "cpu" if args.cpu else torch.cuda.get_device_name(device),
-            "model": type(model).__name__ if args.model == "resnet50" else args.model, "samples": args.samples,
-            "batch": args.batch, "image": args.size, "tensors": len(hooks.collectors),
+            "bench": "distributed",
+            "gpus": world,
+            "device": "cpu" if args.cpu else torch.cuda.get_device_name(device),
+            "model": type(model).__name__ if args.model == "resnet50" else args.model,
+            "samples": args.samples,
+            "batch": args.batch,
+            "image": args.size,
+            "tensors": len(hooks.collectors),
             "inference_only_ms_per_batch": round(t_infer * 1e3, 3),
             "one_gpu_ms_per_batch": round(t_one * 1e3 / n_batches, 3),
             "inference_share": round(t_infer * n_batches / t_one, 3),
             "one_gpu_samples_per_s": round(args.samples / t_one, 1),
             "n_gpu_samples_per_s": round(args.samples / t_n, 1),
             "speedup": round(t_one / t_n, 3),
-            "n_gpu_slowest_rank_s": round(t_local_max, 4), "merge_ms": round(t_merge_max * 1e3, 3),
-            "exact": not diff and d1 == dn, "state_sha256_one_gpu": d1, "state_sha256_n_gpu": dn,
-            "differences": diff[:10], "torch": torch.__version__,
+            "n_gpu_slowest_rank_s": round(t_local_max, 4),
+            "merge_ms": round(t_merge_max * 1e3, 3),
+            "exact": not diff and d1 == dn,
+            "state_sha256_one_gpu": d1,
+            "state_sha256_n_gpu": dn,
+            "differences": diff[:10],
+            "torch": torch.__version__,
         }
         line = json.dumps(result)
         print(line, flush=True)

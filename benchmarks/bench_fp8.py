@@ -57,8 +57,16 @@ def _ms(fn, iters: int = 3) -> float:
 def _calibrate(name: str, methods):
     import real_models as rm
 
-    return trtcal.calibrate(rm.model_path(name), rm.inputs(name, N_CALIB, 0), method=list(methods),
-                            batch_size=4, progress=False, log=lambda s: None, checkpoint=None, op_types=OPS)
+    return trtcal.calibrate(
+        rm.model_path(name),
+        rm.inputs(name, N_CALIB, 0),
+        method=list(methods),
+        batch_size=4,
+        progress=False,
+        log=lambda s: None,
+        checkpoint=None,
+        op_types=OPS,
+    )
 
 
 def save_hists(path: str) -> None:
@@ -78,12 +86,12 @@ def load_hists(path: str):
     out = {}
     for k in z.files:
         if k.endswith("|counts"):
-            base = k[:-len("|counts")]
+            base = k[: -len("|counts")]
             model = base.split("|")[0]
             # the occupied bins, as trtcal's own search sees a Histogram
             c, e = z[k], z[base + "|edges"]
             last = int(np.flatnonzero(c)[-1]) + 1 if c.any() else 1
-            out.setdefault(model, {})[base] = (c[:last], e[:last + 1])
+            out.setdefault(model, {})[base] = (c[:last], e[: last + 1])
     return out
 
 
@@ -105,22 +113,35 @@ def part_search(hists_path: str | None, cpu_methods=("mse", "kl")) -> list:
     gpu = trtcal.cuda_available()
     for name, hs in groups.items():
         for m in ("mse", "kl"):
-            cpu = _once_ms(lambda hs=hs, m=m: trtcal.fp8.fp8_search(hs, m, device="cpu")) if m in cpu_methods else float("nan")
+            cpu = (
+                _once_ms(lambda hs=hs, m=m: trtcal.fp8.fp8_search(hs, m, device="cpu"))
+                if m in cpu_methods
+                else float("nan")
+            )
             row = {"model": name, "tensors": len(hs), "method": m, "cpu_ms": cpu}
             if gpu:
-                row["gpu_ms"] = _ms(lambda hs=hs, m=m: trtcal.fp8.fp8_search(hs, m, device="cuda"), iters=5)
+                row["gpu_ms"] = _ms(
+                    lambda hs=hs, m=m: trtcal.fp8.fp8_search(hs, m, device="cuda"), iters=5
+                )
                 if m in cpu_methods:
                     a = trtcal.fp8.fp8_search(hs, m, device="cpu")
                     b = trtcal.fp8.fp8_search(hs, m, device="cuda")
-                    row["same_amax"] = all(np.float64(a[t].amax).tobytes() == np.float64(b[t].amax).tobytes()
-                                           for t in hs)
+                    row["same_amax"] = all(
+                        np.float64(a[t].amax).tobytes() == np.float64(b[t].amax).tobytes()
+                        for t in hs
+                    )
             rows.append(row)
     print("\n## FP8 range search over a model's activation histograms (one call, every tensor)\n")
-    print("| model | tensors | method | trtcal CPU reference ms | trtcal GPU ms | GPU amax == reference |")
+    print(
+        "| model | tensors | method | trtcal CPU reference ms | trtcal GPU ms | GPU amax == "
+        "reference |"
+    )
     print("|---|---:|---|---:|---:|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['tensors']} | fp8-{r['method']} | {r['cpu_ms']:.1f} | "
-              f"{r.get('gpu_ms', float('nan')):.2f} | {r.get('same_amax', 'n/a')} |")
+        print(
+            f"| {r['model']} | {r['tensors']} | fp8-{r['method']} | {r['cpu_ms']:.1f} | "
+            f"{r.get('gpu_ms', float('nan')):.2f} | {r.get('same_amax', 'n/a')} |"
+        )
     return rows
 
 
@@ -129,7 +150,13 @@ def _modelopt_fp8(path: str, calib, out: str, method: str) -> float:
     from modelopt.onnx.quantization import quantize
 
     t0 = time.perf_counter()
-    quantize(path, quantize_mode="fp8", calibration_data=calib, output_path=out, calibration_method=method)
+    quantize(
+        path,
+        quantize_mode="fp8",
+        calibration_data=calib,
+        output_path=out,
+        calibration_method=method,
+    )
     return time.perf_counter() - t0
 
 
@@ -144,30 +171,49 @@ def _session(model):
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of (cx, cy, w, h) boxes, row by row."""
+
     def corners(x):
-        return x[:, 0] - x[:, 2] / 2, x[:, 1] - x[:, 3] / 2, x[:, 0] + x[:, 2] / 2, x[:, 1] + x[:, 3] / 2
+        return (
+            x[:, 0] - x[:, 2] / 2,
+            x[:, 1] - x[:, 3] / 2,
+            x[:, 0] + x[:, 2] / 2,
+            x[:, 1] + x[:, 3] / 2,
+        )
+
     ax0, ay0, ax1, ay1 = corners(a.astype(np.float64))
     bx0, by0, bx1, by1 = corners(b.astype(np.float64))
-    inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * \
-        np.clip(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
+    inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * np.clip(
+        np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None
+    )
     union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
     return inter / np.maximum(union, 1e-12)
 
 
 def heads(name: str, y: np.ndarray, yq: np.ndarray) -> dict:
     def sqnr(a, b):
-        return float(10 * np.log10((a.astype(np.float64) ** 2).sum() / max(float(((a - b) ** 2).sum()), 1e-30)))
+        return float(
+            10
+            * np.log10((a.astype(np.float64) ** 2).sum() / max(float(((a - b) ** 2).sum()), 1e-30))
+        )
+
     if name == "yolov8n-nudenet":
         keep, kq = y[:, 4:, :].max(axis=1) > 0.25, yq[:, 4:, :].max(axis=1) > 0.25
         bx, bq = y[:, :4, :].transpose(0, 2, 1)[keep], yq[:, :4, :].transpose(0, 2, 1)[keep]
-        return {"boxes SQNR dB": sqnr(bx, bq), "boxes mean IoU": float(_box_iou(bx, bq).mean()),
-                "scores SQNR dB": sqnr(y[:, 4:], yq[:, 4:]),
-                "detections kept (IoU of sets)": float((keep & kq).sum() / max((keep | kq).sum(), 1))}
-    return {"top-1 agreement": float(np.mean(y.argmax(-1) == yq.argmax(-1))), "output SQNR dB": sqnr(y, yq)}
+        return {
+            "boxes SQNR dB": sqnr(bx, bq),
+            "boxes mean IoU": float(_box_iou(bx, bq).mean()),
+            "scores SQNR dB": sqnr(y[:, 4:], yq[:, 4:]),
+            "detections kept (IoU of sets)": float((keep & kq).sum() / max((keep | kq).sum(), 1)),
+        }
+    return {
+        "top-1 agreement": float(np.mean(y.argmax(-1) == yq.argmax(-1))),
+        "output SQNR dB": sqnr(y, yq),
+    }
 
 
 def _swap_ranges(path: str, amax) -> object:
-    """ModelOpt's FP8 model with each per-tensor activation scale replaced by trtcal's amax / 448."""
+    """ModelOpt's FP8 model with each per-tensor activation scale replaced by trtcal's amax /
+    448."""
     import onnx
     from onnx import numpy_helper
 
@@ -175,23 +221,34 @@ def _swap_ranges(path: str, amax) -> object:
     inits = {t.name: t for t in m.graph.initializer}
     for q in m.graph.node:
         if q.op_type in ("QuantizeLinear", "DequantizeLinear") and q.input[1] in inits:
-            t = q.input[0] if q.op_type == "QuantizeLinear" else q.input[0].replace("_QuantizeLinear_Output", "")
+            t = (
+                q.input[0]
+                if q.op_type == "QuantizeLinear"
+                else q.input[0].replace("_QuantizeLinear_Output", "")
+            )
             old = numpy_helper.to_array(inits[q.input[1]])
             if t in amax and old.ndim == 0:
-                inits[q.input[1]].CopyFrom(numpy_helper.from_array(
-                    np.asarray(amax[t] / 448.0, dtype=old.dtype), q.input[1]))
+                inits[q.input[1]].CopyFrom(
+                    numpy_helper.from_array(
+                        np.asarray(amax[t] / 448.0, dtype=old.dtype), q.input[1]
+                    )
+                )
     return m
 
 
 def _precisions(path: str) -> str:
-    """'FP8 a, INT8 b' layers of a Q/DQ model: nodes reading a DequantizeLinear, by zero-point type."""
+    """'FP8 a, INT8 b' layers of a Q/DQ model: nodes reading a DequantizeLinear, by zero-point
+    type."""
     import onnx
     from onnx import TensorProto
 
     m = onnx.load(path)
     inits = {t.name: t for t in m.graph.initializer}
-    kind = {n.output[0]: inits[n.input[2]].data_type for n in m.graph.node
-            if n.op_type == "DequantizeLinear" and len(n.input) > 2 and n.input[2] in inits}
+    kind = {
+        n.output[0]: inits[n.input[2]].data_type
+        for n in m.graph.node
+        if n.op_type == "DequantizeLinear" and len(n.input) > 2 and n.input[2] in inits
+    }
     layers: dict = {}
     for n in m.graph.node:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
@@ -208,8 +265,23 @@ def _cli_calibrate(path: str, data: str, out: str, method: str, ckpt: str, fp8: 
     a model makes the statistics pass, the others resume from its checkpoint."""
     from trtcal.cli import main as cli
 
-    args = ["calibrate", path, "--data", data, "--method", method, "--batch-size", "4", "--out-qdq", out,
-            "--placement-report", out + ".placement.txt", "--checkpoint", ckpt, "-q"]
+    args = [
+        "calibrate",
+        path,
+        "--data",
+        data,
+        "--method",
+        method,
+        "--batch-size",
+        "4",
+        "--out-qdq",
+        out,
+        "--placement-report",
+        out + ".placement.txt",
+        "--checkpoint",
+        ckpt,
+        "-q",
+    ]
     if fp8:
         args += ["--quant-dtype", "fp8"]
     if os.path.exists(ckpt):
@@ -220,9 +292,15 @@ def _cli_calibrate(path: str, data: str, out: str, method: str, ckpt: str, fp8: 
     return time.perf_counter() - t0
 
 
-def part_accuracy(models=MODELS, n_calib: int = N_CALIB, n_eval: int = N_EVAL, mixed: bool = True,
-                  fp8_methods=("fp8-mse", "minmax", "fp8-kl")) -> list:
+def part_accuracy(
+    models=MODELS,
+    n_calib: int = N_CALIB,
+    n_eval: int = N_EVAL,
+    mixed: bool = True,
+    fp8_methods=("fp8-mse", "minmax", "fp8-kl"),
+) -> list:
     import real_models as rm
+
     from trtcal.precision_choice import choose_precisions, ort_scorer
 
     rows, timing = [], []
@@ -236,7 +314,13 @@ def part_accuracy(models=MODELS, n_calib: int = N_CALIB, n_eval: int = N_EVAL, m
         y = _session(path).run(None, ev)[0]
 
         def add(label, model, name=name, y=y, ev=ev):
-            rows.append({"model": name, "variant": label, **heads(name, y, _session(model).run(None, ev)[0])})
+            rows.append(
+                {
+                    "model": name,
+                    "variant": label,
+                    **heads(name, y, _session(model).run(None, ev)[0]),
+                }
+            )
             print(f"  {name}: {label}: done", flush=True)
 
         data = rm.save_npy(name, n_calib, 0, os.path.join(tmp, name))
@@ -248,38 +332,80 @@ def part_accuracy(models=MODELS, n_calib: int = N_CALIB, n_eval: int = N_EVAL, m
             out = os.path.join(tmp, f"{name}.fp8.{m}.onnx")
             dt = _cli_calibrate(path, data, out, m, ckpt, fp8=True)
             add(f"FP8 {m} (trtcal calibrate --quant-dtype fp8; {_precisions(out)})", out)
-            timing.append({"model": name, "what": f"trtcal calibrate --quant-dtype fp8 --method {m} (resumed)", "s": dt})
+            timing.append(
+                {
+                    "model": name,
+                    "what": f"trtcal calibrate --quant-dtype fp8 --method {m} (resumed)",
+                    "s": dt,
+                }
+            )
         calib = rm.inputs(name, n_calib, 0)
         for cm in ("max", "entropy"):
             out = os.path.join(tmp, f"{name}.modelopt.{cm}.onnx")
             try:
                 dt = _modelopt_fp8(path, calib, out, cm)
             except Exception as exc:  # noqa: BLE001 - a peer's failure is a table row, not a crash
-                print(f"(ModelOpt FP8 {cm} failed on {name}: {type(exc).__name__}: {str(exc)[:200]})")
+                print(
+                    f"(ModelOpt FP8 {cm} failed on {name}: {type(exc).__name__}: {str(exc)[:200]})"
+                )
                 continue
             add(f"FP8 {cm} (ModelOpt ONNX: INT8 {cm} x 448/127; {_precisions(out)})", out)
             timing.append({"model": name, "what": f"ModelOpt ONNX FP8 end to end ({cm})", "s": dt})
             if cm == "max":  # ModelOpt's placement and weights, trtcal's ranges
-                res = trtcal.calibrate(path, calib, method="fp8-mse", batch_size=4, progress=False,
-                                       log=lambda s: None, checkpoint=None)
-                add("ModelOpt's placement and weights, trtcal fp8-mse ranges",
-                    _swap_ranges(out, {t: a for t, a in res.amax["fp8-mse"].items() if np.isfinite(a) and a > 0}))
+                res = trtcal.calibrate(
+                    path,
+                    calib,
+                    method="fp8-mse",
+                    batch_size=4,
+                    progress=False,
+                    log=lambda s: None,
+                    checkpoint=None,
+                )
+                add(
+                    "ModelOpt's placement and weights, trtcal fp8-mse ranges",
+                    _swap_ranges(
+                        out,
+                        {t: a for t, a in res.amax["fp8-mse"].items() if np.isfinite(a) and a > 0},
+                    ),
+                )
         if mixed:
             t1 = time.perf_counter()
-            res = trtcal.calibrate(path, calib, method=["fp8-mse", "mse"], batch_size=4, progress=False,
-                                   log=lambda s: None, checkpoint=None)
+            res = trtcal.calibrate(
+                path,
+                calib,
+                method=["fp8-mse", "mse"],
+                batch_size=4,
+                progress=False,
+                log=lambda s: None,
+                checkpoint=None,
+            )
             f8 = {t: a for t, a in res.amax["fp8-mse"].items() if np.isfinite(a) and a > 0}
             i8 = {t: a for t, a in res.amax["mse"].items() if np.isfinite(a) and a > 0}
-            sc = ort_scorer(ev, y, "top1" if name != "yolov8n-nudenet" else "sqnr",
-                            select=(lambda a: a[:, :4, :]) if name == "yolov8n-nudenet" else None)
+            sc = ort_scorer(
+                ev,
+                y,
+                "top1" if name != "yolov8n-nudenet" else "sqnr",
+                select=(lambda a: a[:, :4, :]) if name == "yolov8n-nudenet" else None,
+            )
             floor = {"yolov8n-nudenet": (40.0, 30.0)}.get(name)
-            kw = {"min_layer_score": floor[0], "min_score": floor[1]} if floor else {"tolerance": 0.0}
+            kw = (
+                {"min_layer_score": floor[0], "min_score": floor[1]}
+                if floor
+                else {"tolerance": 0.0}
+            )
             ch = choose_precisions(path, i8, f8, sc, **kw)
             c = ch.counts()
-            add(f"mixed per layer, chosen on these inputs (fp8 {c['fp8']}, int8 {c['int8']}, fp16 {c['fp16']}; "
-                f"{time.perf_counter() - t1:.0f} s)", ch.model)
-    print(f"\n## Accuracy against the float model, per output head (ONNX Runtime CPU; {n_calib} calibration, "
-          f"{n_eval} held-out crops)\n")
+            add(
+                f"mixed per layer, chosen on these inputs (fp8 {c['fp8']}, int8 {c['int8']}, fp16 "
+                f"{c['fp16']}; "
+                f"{time.perf_counter() - t1:.0f} s)",
+                ch.model,
+            )
+    print(
+        f"\n## Accuracy against the float model, per output head (ONNX Runtime CPU; {n_calib} "
+        "calibration, "
+        f"{n_eval} held-out crops)\n"
+    )
     for name in models:
         rs = [r for r in rows if r["model"] == name]
         if not rs:
@@ -316,8 +442,9 @@ def _scaled_pairs(model, factor: float, weights: bool):
         old = numpy_helper.to_array(inits[n.input[1]])
         if (old.ndim > 0) != weights or n.input[1] in done:  # weights per channel, activations not
             continue
-        inits[n.input[1]].CopyFrom(numpy_helper.from_array((old.astype(np.float64) * factor).astype(old.dtype),
-                                                           n.input[1]))
+        inits[n.input[1]].CopyFrom(
+            numpy_helper.from_array((old.astype(np.float64) * factor).astype(old.dtype), n.input[1])
+        )
         done.add(n.input[1])
     return m
 
@@ -332,6 +459,7 @@ def part_headroom(models=MODELS, n_calib: int = N_CALIB, n_eval: int = N_EVAL) -
     shows how much a head moves for nothing)."""
     import onnx
     import real_models as rm
+
     from trtcal.onnx.fp8 import convert_to_fp8
 
     rows = []
@@ -343,21 +471,51 @@ def part_headroom(models=MODELS, n_calib: int = N_CALIB, n_eval: int = N_EVAL) -
         path = rm.model_path(name)
         ev = rm.inputs(name, n_eval, 1)
         y = _session(path).run(None, ev)[0]
-        res = trtcal.calibrate(path, rm.inputs(name, n_calib, 0), method=["fp8-mse", "minmax"], batch_size=4,
-                               progress=False, log=lambda s: None, checkpoint=None,
-                               out_qdq=os.path.join(tmp, f"{name}.qdq.onnx"), qdq_options={"high_precision": "fp16"})
+        res = trtcal.calibrate(
+            path,
+            rm.inputs(name, n_calib, 0),
+            method=["fp8-mse", "minmax"],
+            batch_size=4,
+            progress=False,
+            log=lambda s: None,
+            checkpoint=None,
+            out_qdq=os.path.join(tmp, f"{name}.qdq.onnx"),
+            qdq_options={"high_precision": "fp16"},
+        )
         q = onnx.load(res.files["qdq.fp8-mse"])
-        tables = {m: {t: a for t, a in res.amax[m].items() if np.isfinite(a) and a > 0} for m in ("fp8-mse", "minmax")}
-        for m, k in (("fp8-mse", 1), ("fp8-mse", 4), ("minmax", 1), ("minmax", 4), ("minmax", 12.44)):
+        tables = {
+            m: {t: a for t, a in res.amax[m].items() if np.isfinite(a) and a > 0}
+            for m in ("fp8-mse", "minmax")
+        }
+        for m, k in (
+            ("fp8-mse", 1),
+            ("fp8-mse", 4),
+            ("minmax", 1),
+            ("minmax", 4),
+            ("minmax", 12.44),
+        ):
             f8 = convert_to_fp8(q, {t: a * k for t, a in tables[m].items()})
-            rows.append({"model": name, "variant": f"activations {m} x {k}",
-                         **heads(name, y, _session(f8).run(None, ev)[0])})
+            rows.append(
+                {
+                    "model": name,
+                    "variant": f"activations {m} x {k}",
+                    **heads(name, y, _session(f8).run(None, ev)[0]),
+                }
+            )
         base = convert_to_fp8(q, tables["fp8-mse"])
         for k in WEIGHT_FACTORS:
-            rows.append({"model": name, "variant": f"fp8-mse; weight scales x {k}",
-                         **heads(name, y, _session(_scaled_pairs(base, k, True)).run(None, ev)[0])})
+            rows.append(
+                {
+                    "model": name,
+                    "variant": f"fp8-mse; weight scales x {k}",
+                    **heads(name, y, _session(_scaled_pairs(base, k, True)).run(None, ev)[0]),
+                }
+            )
         print(f"  {name}: done", flush=True)
-    print(f"\n## FP8 range headroom on trtcal's export ({n_calib} calibration, {n_eval} held-out crops)\n")
+    print(
+        f"\n## FP8 range headroom on trtcal's export ({n_calib} calibration, {n_eval} held-out "
+        "crops)\n"
+    )
     for name in models:
         rs = [r for r in rows if r["model"] == name]
         if not rs:
@@ -376,13 +534,24 @@ def main() -> None:
     ap.add_argument("--part", choices=["all", "search", "accuracy", "headroom"], default="all")
     ap.add_argument("--hists", help="histograms written by --save-hists (no models needed)")
     ap.add_argument("--save-hists", help="write the real models' histograms here and stop")
-    ap.add_argument("--cpu-methods", default="mse,kl", help="searches timed on the CPU too (comma-separated)")
-    ap.add_argument("--no-mixed", action="store_true", help="skip the per-layer choice (slow on the CPU)")
-    ap.add_argument("--models", default=",".join(MODELS), help="accuracy: real models (comma-separated)")
-    ap.add_argument("--calib", type=int, default=N_CALIB, help="accuracy: calibration crops (seed 0)")
+    ap.add_argument(
+        "--cpu-methods", default="mse,kl", help="searches timed on the CPU too (comma-separated)"
+    )
+    ap.add_argument(
+        "--no-mixed", action="store_true", help="skip the per-layer choice (slow on the CPU)"
+    )
+    ap.add_argument(
+        "--models", default=",".join(MODELS), help="accuracy: real models (comma-separated)"
+    )
+    ap.add_argument(
+        "--calib", type=int, default=N_CALIB, help="accuracy: calibration crops (seed 0)"
+    )
     ap.add_argument("--eval", type=int, default=N_EVAL, help="accuracy: held-out crops (seed 1)")
-    ap.add_argument("--fp8-methods", default="fp8-mse,minmax,fp8-kl",
-                    help="accuracy: trtcal calibrate --quant-dtype fp8 --method values (comma-separated)")
+    ap.add_argument(
+        "--fp8-methods",
+        default="fp8-mse,minmax,fp8-kl",
+        help="accuracy: trtcal calibrate --quant-dtype fp8 --method values (comma-separated)",
+    )
     a = ap.parse_args()
     if a.save_hists:
         save_hists(a.save_hists)
@@ -393,8 +562,13 @@ def main() -> None:
     if a.part == "headroom":
         part_headroom(tuple(a.models.split(",")), a.calib, a.eval)
     if a.part in ("all", "accuracy"):
-        part_accuracy(tuple(a.models.split(",")), a.calib, a.eval, mixed=not a.no_mixed,
-                      fp8_methods=tuple(a.fp8_methods.split(",")))
+        part_accuracy(
+            tuple(a.models.split(",")),
+            a.calib,
+            a.eval,
+            mixed=not a.no_mixed,
+            fp8_methods=tuple(a.fp8_methods.split(",")),
+        )
 
 
 if __name__ == "__main__":

@@ -86,7 +86,8 @@ def main() -> None:
         ),
     )
     print(
-        f"ppocr-det 320x320, {args.samples} samples, batch 16 (the default), entropy, ONNX Runtime CPU"
+        f"ppocr-det 320x320, {args.samples} samples, batch 16 (the default), entropy, ONNX Runtime "
+        "CPU"
     )
     print(f"{'case':<42} {'seconds':>8} {'peak RSS GB':>12}")
     for label, mm, report in cases:

@@ -179,8 +179,10 @@ def bf16_row(name, m, table, held, n):
     pure, _ = precision.cast_remainder(m22, "bf16", keep_fp32=keep)
     pure_out = ReferenceEvaluator(pure).run(None, x)[0]
     r0 = next(iter(ref.values()))
-    label = (f"trtcal INT8 + BF16 remainder (onnx.reference, {n} crops, reductions FP32; pure BF16 "
-             f"cast: rel-rms {_rel_rms(pure_out.astype(np.float64), r0.astype(np.float64)):.3g})")
+    label = (
+        f"trtcal INT8 + BF16 remainder (onnx.reference, {n} crops, reductions FP32; pure BF16 "
+        f"cast: rel-rms {_rel_rms(pure_out.astype(np.float64), r0.astype(np.float64)):.3g})"
+    )
     return (label, qdq_counts(q), len(q.SerializeToString()), accuracy(name, ref, got))
 
 

@@ -23,7 +23,8 @@ CODE = (
     "from trtcal.cli import main\n"
     "t = time.perf_counter()\n"
     "rc = main(sys.argv[1:])\n"
-    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t, file=sys.stderr)\n"
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t, "
+    "file=sys.stderr)\n"
     "sys.exit(rc)\n"
 )
 
@@ -33,9 +34,11 @@ def _model(path: str) -> None:
     from onnx import TensorProto, helper
 
     g = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.save(m, path)
@@ -44,8 +47,12 @@ def _model(path: str) -> None:
 def _files(folder: str, rows: int, files: int = 4) -> None:
     os.makedirs(folder)
     for i in range(files):
-        m = np.lib.format.open_memmap(os.path.join(folder, f"part{i}.npy"), mode="w+", dtype=np.float32,
-                                      shape=(rows // files, 4))
+        m = np.lib.format.open_memmap(
+            os.path.join(folder, f"part{i}.npy"),
+            mode="w+",
+            dtype=np.float32,
+            shape=(rows // files, 4),
+        )
         m[-1] = 1.0
         m.flush()
         del m
@@ -53,7 +60,9 @@ def _files(folder: str, rows: int, files: int = 4) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pythonpath", default=os.path.join(os.path.dirname(os.path.dirname(__file__)), "python"))
+    ap.add_argument(
+        "--pythonpath", default=os.path.join(os.path.dirname(os.path.dirname(__file__)), "python")
+    )
     args = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=os.path.abspath(args.pythonpath))
     with tempfile.TemporaryDirectory() as d:
@@ -64,9 +73,27 @@ def main() -> None:
         for rows in (20_000, 200_000, 2_000_000):
             data = os.path.join(d, f"rows{rows}")
             _files(data, rows)
-            r = subprocess.run([sys.executable, "-c", CODE, "calibrate", model, "--data", data, "--method",
-                                "minmax", "--max-samples", "64", "-q", "--checkpoint",
-                                os.path.join(d, f"ck{rows}.npz")], capture_output=True, text=True, env=env)
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    CODE,
+                    "calibrate",
+                    model,
+                    "--data",
+                    data,
+                    "--method",
+                    "minmax",
+                    "--max-samples",
+                    "64",
+                    "-q",
+                    "--checkpoint",
+                    os.path.join(d, f"ck{rows}.npz"),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if r.returncode:
                 raise SystemExit(r.stderr)
             kib, wall = r.stderr.strip().splitlines()[-1].split()
@@ -84,7 +111,10 @@ def main() -> None:
                     t.to_json(os.path.join(d, "t.json"))
                     t.to_cache(os.path.join(d, "t.cache"))
             per = (time.perf_counter() - t0) / reps * 1e3
-            print(f"\n| atomic output set (1000-tensor table + cache, fsync each) | {per:.1f} ms |\n|---|---:|")
+            print(
+                f"\n| atomic output set (1000-tensor table + cache, fsync each) | {per:.1f} ms "
+                "|\n|---|---:|"
+            )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,8 @@ def main() -> None:
     sys.path.insert(0, os.path.join(HERE, "..", "tests"))
     import real_models
 
-    from trtcal.evaluation import report as new
     from trtcal import calibrate
+    from trtcal.evaluation import report as new
 
     model = real_models.model_path("ppocr-det")
     if model is None:
@@ -70,7 +70,8 @@ def main() -> None:
         t0 = time.perf_counter()
         old.write(os.path.join(tmp, "o.html"), res)
         print(
-            f"  {'old report (' + args.old + '), HTML, matplotlib PNGs':<44} {time.perf_counter() - t0:8.2f} s"
+            f"  {'old report (' + args.old + '), HTML, matplotlib PNGs':<44} "
+            f"{time.perf_counter() - t0:8.2f} s"
         )
 
 

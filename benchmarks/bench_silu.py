@@ -41,7 +41,13 @@ def run(ctx: Any = None) -> Dict[str, Any]:
 
     def add(op: str, dtype: str, bytes_moved: int, fn, torch_fn=None) -> None:
         ms = time_cuda(fn, warmup=warmup, iters=iters)
-        row = {"op": op, "dtype": dtype, "n": n, "trtcal_ms": ms, "trtcal_GBps": bytes_moved / ms / 1e6}
+        row = {
+            "op": op,
+            "dtype": dtype,
+            "n": n,
+            "trtcal_ms": ms,
+            "trtcal_GBps": bytes_moved / ms / 1e6,
+        }
         if torch_fn is not None:
             tms = time_cuda(torch_fn, warmup=warmup, iters=iters)
             row.update({"torch_ms": tms, "torch_GBps": bytes_moved / tms / 1e6})
@@ -51,12 +57,20 @@ def run(ctx: Any = None) -> Dict[str, Any]:
         # the common row format of benchmarks/run.py: floor = bytes read + written at the copy rate
         bw = _opt(ctx, "bandwidth_tbs", None)
         floor = bytes_moved / (bw * 1e12) * 1e3 if bw else None
-        label = f"trtcal.{op} ({dtype}{', target <= %.2f ms' % TARGET_MS[dtype] if 'target_ms' in row else ''})"
+        target = f", target <= {TARGET_MS[dtype]:.2f} ms" if "target_ms" in row else ""
+        label = f"trtcal.{op} ({dtype}{target})"
         row.update(op=label, ms=ms, floor_ms=floor, of_floor=(floor / ms) if floor else None)
         rows.append(row)
         if torch_fn is not None:
-            rows.append({"op": f"torch.nn.functional.silu ({dtype})", "ms": row["torch_ms"], "floor_ms": floor,
-                         "of_floor": (floor / row["torch_ms"]) if floor else None, "peer": True})
+            rows.append(
+                {
+                    "op": f"torch.nn.functional.silu ({dtype})",
+                    "ms": row["torch_ms"],
+                    "floor_ms": floor,
+                    "of_floor": (floor / row["torch_ms"]) if floor else None,
+                    "peer": True,
+                }
+            )
 
     for dtype in ("float16", "float32", "bfloat16"):
         td = getattr(torch, dtype)
@@ -64,33 +78,61 @@ def run(ctx: Any = None) -> Dict[str, Any]:
         y = torch.empty_like(x)
         size = x.element_size()
         q = torch.empty(n, dtype=torch.int8, device=dev)
-        add("silu", dtype, 2 * n * size, lambda x=x, y=y: trtcal.silu(x, y),
-            lambda x=x: torch.nn.functional.silu(x))
-        add("silu_float_to_int8", dtype, n * (size + 1),
-            lambda x=x, q=q: trtcal.silu_float_to_int8(x, SCALE_OUT, q))
-        add("silu_int8_to_float", dtype, n * (size + 1),
-            lambda q=q, y=y: trtcal.silu_int8_to_float(q, SCALE_IN, out=y))
+        add(
+            "silu",
+            dtype,
+            2 * n * size,
+            lambda x=x, y=y: trtcal.silu(x, y),
+            lambda x=x: torch.nn.functional.silu(x),
+        )
+        add(
+            "silu_float_to_int8",
+            dtype,
+            n * (size + 1),
+            lambda x=x, q=q: trtcal.silu_float_to_int8(x, SCALE_OUT, q),
+        )
+        add(
+            "silu_int8_to_float",
+            dtype,
+            n * (size + 1),
+            lambda q=q, y=y: trtcal.silu_int8_to_float(q, SCALE_IN, out=y),
+        )
         x = y = q = None  # free before the next dtype
         torch.cuda.empty_cache()
 
     q = torch.randint(-128, 128, (n,), dtype=torch.int8, device=dev)
     qo = torch.empty_like(q)
     add("silu_int8", "int8", 2 * n, lambda: trtcal.silu_int8(q, SCALE_IN, SCALE_OUT, qo))
-    summary = {f"torch silu / trtcal silu ({r['dtype']})": r["torch_ms"] / r["trtcal_ms"] for r in rows if "torch_ms" in r}
-    return {"title": f"SiLU, {n:,} elements", "name": "silu", "device": torch.cuda.get_device_name(),
-            "rows": rows, "summary": summary, "markdown": markdown([r for r in rows if "trtcal_ms" in r])}
+    summary = {
+        f"torch silu / trtcal silu ({r['dtype']})": r["torch_ms"] / r["trtcal_ms"]
+        for r in rows
+        if "torch_ms" in r
+    }
+    return {
+        "title": f"SiLU, {n:,} elements",
+        "name": "silu",
+        "device": torch.cuda.get_device_name(),
+        "rows": rows,
+        "summary": summary,
+        "markdown": markdown([r for r in rows if "trtcal_ms" in r]),
+    }
 
 
 def markdown(rows: List[Dict[str, Any]]) -> str:
-    lines = ["| op | dtype | elements | trtcal ms | GB/s | torch F.silu ms | target ms |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| op | dtype | elements | trtcal ms | GB/s | torch F.silu ms | target ms |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         torch_ms = f"{r['torch_ms']:.3f}" if "torch_ms" in r else ""
         target = ""
         if "target_ms" in r:
             target = f"{r['target_ms']:.2f} ({'met' if r['meets_target'] else 'MISSED'})"
-        lines.append(f"| {r['op']} | {r['dtype']} | {r['n']:,} | {r['trtcal_ms']:.3f} | {r['trtcal_GBps']:.0f} "
-                     f"| {torch_ms} | {target} |")
+        lines.append(
+            f"| {r['op']} | {r['dtype']} | {r['n']:,} | {r['trtcal_ms']:.3f} | "
+            f"{r['trtcal_GBps']:.0f} "
+            f"| {torch_ms} | {target} |"
+        )
     return "\n".join(lines)
 
 

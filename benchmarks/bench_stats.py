@@ -29,32 +29,55 @@ def run(ctx: Dict) -> Dict:
 
     def add(name, ms, nbytes, peer=None):
         floor_ms = nbytes / (bw * 1e12) * 1e3  # bytes read at the measured copy rate
-        rows.append({"op": name, "ms": ms, "floor_ms": floor_ms, "of_floor": floor_ms / ms, "peer": peer})
+        rows.append(
+            {"op": name, "ms": ms, "floor_ms": floor_ms, "of_floor": floor_ms / ms, "peer": peer}
+        )
 
     ext = trtcal.core._backend.require_cuda("benchmark")
     stream = cp.cuda.get_current_stream().ptr
 
     for dtype in ("float32", "float16", "bfloat16"):
-        t = xt.to({"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
+        t = xt.to(
+            {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+        )
         view = trtcal.core._arrays.as_view(t, "x", stream)
         nbytes = N * t.element_size()
         g = trtcal.HistogramCollector(2048, device="cuda")
         g.update(t, stream=stream)  # fixes the range
-        add(f"trtcal histogram |x| 2048 bins, update ({dtype})", time_cuda(lambda: g._gpu.update(view.ptr, view.dtype_code, N, stream)), nbytes)
+        add(
+            f"trtcal histogram |x| 2048 bins, update ({dtype})",
+            time_cuda(lambda: g._gpu.update(view.ptr, view.dtype_code, N, stream)),
+            nbytes,
+        )
 
-        def ten():  # a calibration stream of updates: the launches of one overlap the last's kernels
+        # a calibration stream of updates: the launches of one overlap the last's kernels
+        def ten():
             for _ in range(10):
                 g._gpu.update(view.ptr, view.dtype_code, N, stream)
-        add(f"trtcal histogram |x| 2048 bins, per update of 10 back to back ({dtype})",
-            time_cuda(ten, warmup=1, iters=10) / 10, nbytes)
+
+        add(
+            f"trtcal histogram |x| 2048 bins, per update of 10 back to back ({dtype})",
+            time_cuda(ten, warmup=1, iters=10) / 10,
+            nbytes,
+        )
         mm = ext.MinMaxState(1, 0)
         mm.reset(stream)
-        add(f"trtcal amax/minmax ({dtype})", time_cuda(lambda: mm.update(view.ptr, view.dtype_code, 1, N, stream)), nbytes)
+        add(
+            f"trtcal amax/minmax ({dtype})",
+            time_cuda(lambda: mm.update(view.ptr, view.dtype_code, 1, N, stream)),
+            nbytes,
+        )
         if dtype == "float32":
+
             def first():
                 h = ext.HistogramState(2048, False, 0, stream)
                 h.update(view.ptr, view.dtype_code, N, stream)
-            add("trtcal histogram, first update (range unknown: 2 passes)", time_cuda(first), 2 * nbytes)
+
+            add(
+                "trtcal histogram, first update (range unknown: 2 passes)",
+                time_cuda(first),
+                2 * nbytes,
+            )
             big = x * 1e-3
             bview = trtcal.core._arrays.as_view(big, "x", stream)
 
@@ -62,10 +85,19 @@ def run(ctx: Dict) -> Dict:
                 h = ext.HistogramState(2048, False, 0, stream)
                 h.update(bview.ptr, 0, N, stream)
                 h.update(view.ptr, 0, N, stream)  # grows the range: one extra pass
-            add("trtcal histogram, update that grows the range (x2 updates)", time_cuda(grow), 4 * nbytes)
+
+            add(
+                "trtcal histogram, update that grows the range (x2 updates)",
+                time_cuda(grow),
+                4 * nbytes,
+            )
             s = trtcal.HistogramCollector(2048, signed=True, device="cuda")
             s.update(x)
-            add("trtcal histogram signed 2048 bins, update", time_cuda(lambda: s._gpu.update(view.ptr, 0, N, stream)), nbytes)
+            add(
+                "trtcal histogram signed 2048 bins, update",
+                time_cuda(lambda: s._gpu.update(view.ptr, 0, N, stream)),
+                nbytes,
+            )
             del big
 
     torch_stream = torch.cuda.current_stream()
@@ -79,7 +111,9 @@ def run(ctx: Dict) -> Dict:
     t_cupy = time_cuda(lambda: cp.histogram(x, bins=2048, range=(-8, 8)), warmup=2, iters=5)
     add("cupy.histogram 2048 bins", t_cupy, N * 4, peer=True)
     xs = cp.asnumpy(x[: N // 16])
-    t_np = time_cpu(lambda: np.histogram(np.abs(xs), bins=2048, range=(0, 8)), warmup=0, iters=1) * 16
+    t_np = (
+        time_cpu(lambda: np.histogram(np.abs(xs), bins=2048, range=(0, 8)), warmup=0, iters=1) * 16
+    )
     add("numpy.histogram |x| (1/16 of the data, x16)", t_np, N * 4, peer=True)
 
     by = {r["op"]: r["ms"] for r in rows}
@@ -92,9 +126,12 @@ def run(ctx: Dict) -> Dict:
     }
     # "in proportion to their bytes": a 16-bit input's time over float32's (0.5 = proportional)
     for dt in ("float16", "bfloat16"):
-        summary[f"hist_{dt}_over_float32"] = by[f"trtcal histogram |x| 2048 bins, update ({dt})"] / h32
-        summary[f"amax_{dt}_over_float32"] = (by[f"trtcal amax/minmax ({dt})"]
-                                              / by["trtcal amax/minmax (float32)"])
+        summary[f"hist_{dt}_over_float32"] = (
+            by[f"trtcal histogram |x| 2048 bins, update ({dt})"] / h32
+        )
+        summary[f"amax_{dt}_over_float32"] = (
+            by[f"trtcal amax/minmax ({dt})"] / by["trtcal amax/minmax (float32)"]
+        )
     del x, xt
     cp.get_default_memory_pool().free_all_blocks()
     torch.cuda.empty_cache()
@@ -132,23 +169,41 @@ def run_public(ctx: Dict) -> Dict:
         ext = trtcal.core._backend.require_cuda("benchmark")
         mm = ext.MinMaxState(1, 0)
         mm.reset(stream)
-        kernel = add(f"kernel alone: minmax update, {tag}", time_cuda(lambda: mm.update(x.data.ptr, 0, 1, n, stream)))
+        kernel = add(
+            f"kernel alone: minmax update, {tag}",
+            time_cuda(lambda: mm.update(x.data.ptr, 0, 1, n, stream)),
+        )
         t_amax = add(f"trtcal.amax(x), {tag}", time_cuda(lambda: trtcal.amax(x)))
         t_aminmax = add(f"torch.aminmax(x), {tag}", time_cuda(lambda: torch.aminmax(xt)), peer=True)
         c = trtcal.HistogramCollector(2048)
         c.update(x)  # fixes the range: later updates read the batch once
         t_upd = add(f"HistogramCollector(2048).update(x), {tag}", time_cuda(lambda: c.update(x)))
-        t_histc = add(f"torch.histc(x, 2048), {tag}", time_cuda(lambda: torch.histc(xt, bins=2048, min=-8, max=8)),
-                      peer=True)
+        t_histc = add(
+            f"torch.histc(x, 2048), {tag}",
+            time_cuda(lambda: torch.histc(xt, bins=2048, min=-8, max=8)),
+            peer=True,
+        )
         add(f"trtcal.histogram(x) (one-shot, waits), {tag}", time_cuda(lambda: trtcal.histogram(x)))
-        t_pct = add(f"trtcal.percentile(x, 99.99) (exact, waits), {tag}",
-                    time_cuda(lambda: trtcal.percentile(x, 99.99), warmup=2, iters=10 if n > 1 << 20 else 20))
-        t_cpct = add(f"cupy.percentile(x, 99.99), {tag}",
-                     time_cuda(lambda: cp.percentile(x, 99.99), warmup=1, iters=5 if n > 1 << 20 else 20), peer=True)
+        t_pct = add(
+            f"trtcal.percentile(x, 99.99) (exact, waits), {tag}",
+            time_cuda(
+                lambda: trtcal.percentile(x, 99.99), warmup=2, iters=10 if n > 1 << 20 else 20
+            ),
+        )
+        t_cpct = add(
+            f"cupy.percentile(x, 99.99), {tag}",
+            time_cuda(lambda: cp.percentile(x, 99.99), warmup=1, iters=5 if n > 1 << 20 else 20),
+            peer=True,
+        )
         # host time of one call, no GPU wait hidden (wall clock, median)
-        add(f"trtcal.amax(x) wall clock per call (host + GPU), {tag}", time_cpu(lambda: trtcal.amax(x), 5, 50))
-        add(f"HistogramCollector.update(x) host time per call, {tag}",
-            time_cpu(lambda: c.update(x), 5, 50))
+        add(
+            f"trtcal.amax(x) wall clock per call (host + GPU), {tag}",
+            time_cpu(lambda: trtcal.amax(x), 5, 50),
+        )
+        add(
+            f"HistogramCollector.update(x) host time per call, {tag}",
+            time_cpu(lambda: c.update(x), 5, 50),
+        )
         cp.cuda.runtime.deviceSynchronize()
         summary[f"amax_over_torch_aminmax_{tag}"] = t_amax / t_aminmax
         summary[f"hist_update_over_torch_aminmax_{tag}"] = t_upd / t_aminmax
@@ -164,19 +219,31 @@ def run_public(ctx: Dict) -> Dict:
     cols = {}
     for t in range(1000):
         c = trtcal.HistogramCollector(2048, name=f"t{t}")
-        c.update(cp.asarray((rng.standard_t(3, 20000) * np.exp(rng.uniform(-5, 5))).astype(np.float32)))
+        c.update(
+            cp.asarray((rng.standard_t(3, 20000) * np.exp(rng.uniform(-5, 5))).astype(np.float32))
+        )
         cols[c.name] = c
     one = {"t0": cols["t0"]}
     methods = ["entropy", "percentile", "mse"]
     cp.cuda.runtime.deviceSynchronize()
-    t_all = add("trtcal.compute_amax(1000 GPU collectors, [entropy, percentile, mse]) wall clock",
-                time_cpu(lambda: trtcal.compute_amax(cols, methods), 2, 15))
-    add("trtcal.compute_amax(1 GPU collector, entropy) wall clock", time_cpu(lambda: trtcal.compute_amax(one), 5, 50))
-    add("trtcal.search_ranges(1000 GPU collectors, 3 methods) wall clock (general path, curves)",
-        time_cpu(lambda: trtcal.search_ranges(cols, methods), 1, 3))
+    t_all = add(
+        "trtcal.compute_amax(1000 GPU collectors, [entropy, percentile, mse]) wall clock",
+        time_cpu(lambda: trtcal.compute_amax(cols, methods), 2, 15),
+    )
+    add(
+        "trtcal.compute_amax(1 GPU collector, entropy) wall clock",
+        time_cpu(lambda: trtcal.compute_amax(one), 5, 50),
+    )
+    add(
+        "trtcal.search_ranges(1000 GPU collectors, 3 methods) wall clock (general path, curves)",
+        time_cpu(lambda: trtcal.search_ranges(cols, methods), 1, 3),
+    )
     summary["compute_amax_1000x3_ms"] = t_all
-    return {"title": "Public API vs peers (2^20 and 2^28 float32 values; 1000 collectors)", "rows": rows,
-            "summary": summary}
+    return {
+        "title": "Public API vs peers (2^20 and 2^28 float32 values; 1000 collectors)",
+        "rows": rows,
+        "summary": summary,
+    }
 
 
 if __name__ == "__main__":

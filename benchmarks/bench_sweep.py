@@ -18,7 +18,10 @@ def run(ctx: Dict) -> Dict:
     ext = trtcal.core._backend.require_cuda("benchmark")
     stream = cp.cuda.get_current_stream().ptr
     bw = ctx["bandwidth_tbs"]
-    rows, series = [], {"trtcal histogram": [], "torch.histc |x|": [], "trtcal amax": [], "torch.aminmax": []}
+    rows, series = (
+        [],
+        {"trtcal histogram": [], "torch.histc |x|": [], "trtcal amax": [], "torch.aminmax": []},
+    )
     sizes = [1 << k for k in range(20, 31, 2)]  # 1M .. 1G
     for n in sizes:
         x = cp.random.standard_normal(n, dtype=cp.float32)
@@ -37,12 +40,21 @@ def run(ctx: Dict) -> Dict:
         floor = n * 4 / (bw * 1e12) * 1e3
         for k, ms in t.items():
             series[k].append(n * 4 / (ms * 1e-3) / 1e9)
-            rows.append({"op": f"{k}, n = 2^{n.bit_length() - 1}", "ms": ms, "floor_ms": floor,
-                         "of_floor": floor / ms, "peer": k.startswith("torch")})
+            rows.append(
+                {
+                    "op": f"{k}, n = 2^{n.bit_length() - 1}",
+                    "ms": ms,
+                    "floor_ms": floor,
+                    "of_floor": floor / ms,
+                    "peer": k.startswith("torch"),
+                }
+            )
         del x, xt
     cp.get_default_memory_pool().free_all_blocks()
     torch.cuda.empty_cache()
-    note = "Read throughput (GB/s of input) by size; the dashed line is the measured copy bandwidth."
+    note = (
+        "Read throughput (GB/s of input) by size; the dashed line is the measured copy bandwidth."
+    )
     try:
         import matplotlib
 

@@ -86,7 +86,8 @@ def main() -> None:
     fast = timed(lambda: trtcal.compute_amax(cols, methods))
     general = timed(lambda: trtcal.search_ranges(cols, methods), reps=3)
     print(
-        f"{args.tensors} GPU collectors x {len(methods)} methods, host work only (the kernels: 2.44 ms on the H200)"
+        f"{args.tensors} GPU collectors x {len(methods)} methods, host work only (the kernels: "
+        "2.44 ms on the H200)"
     )
     print(f"  compute_amax (vectorised batch path)  {fast:8.2f} ms")
     print(f"  search_ranges (general, per tensor)   {general:8.2f} ms")

@@ -1,4 +1,5 @@
-"""(usage: profile_hooks.py [outputs|inputs]) Where the PyTorch-hook statistics overhead goes (ResNet-50, batch 32, H200): forward alone,
+"""(usage: profile_hooks.py [outputs|inputs]) Where the PyTorch-hook statistics overhead goes
+(ResNet-50, batch 32, H200): forward alone,
 with no-op hooks, with hooks that only hold tensors, the flush's host time, the batched update's
 GPU time, and the whole. Prints one table; used to steer trtcal.torch."""
 
@@ -42,7 +43,12 @@ def main():
     rows.append(("hooks.forward, host time", host_ms(lambda: hooks.forward(x))))
     launch = hooks._launch
     hooks._launch = lambda items: None  # hooks and bookkeeping, no statistics
-    rows.append(("hooks without the statistics, GPU time", time_torch(lambda: hooks.forward(x), 5, 20, False)))
+    rows.append(
+        (
+            "hooks without the statistics, GPU time",
+            time_torch(lambda: hooks.forward(x), 5, 20, False),
+        )
+    )
     rows.append(("hooks without the statistics, host time", host_ms(lambda: hooks.forward(x))))
     calls = []
     hooks._launch = lambda items: calls.append(list(items))
@@ -50,7 +56,12 @@ def main():
     hooks._launch = launch
     torch.cuda.synchronize()
     sizes = [len(c) for c in calls]
-    rows.append((f"launch groups per forward: {len(calls)} (tensors {sum(sizes)}, largest {max(sizes)})", 0.0))
+    rows.append(
+        (
+            f"launch groups per forward: {len(calls)} (tensors {sum(sizes)}, largest {max(sizes)})",
+            0.0,
+        )
+    )
     big = max(calls, key=len)
     rows.append(("largest batched launch, host time", host_ms(lambda: launch(big))))
     rows.append(("largest batched launch, GPU time", time_torch(lambda: launch(big), 5, 20, False)))
@@ -80,11 +91,16 @@ def _kernel_split(fn, iters=5):
             us = e.cuda_time_total
         if any(k in e.key for k in ("histogram", "minmax", "trtcal")):
             ours += us
-            per_kernel.append((f"  {e.key.split('(')[0][-48:]} x{e.count // iters} per forward", us / iters / 1e3))
+            per_kernel.append(
+                (f"  {e.key.split('(')[0][-48:]} x{e.count // iters} per forward", us / iters / 1e3)
+            )
         else:
             other += us
-    return [("hooked forward: trtcal kernels' GPU time (CUPTI)", ours / iters / 1e3), *sorted(per_kernel),
-            ("hooked forward: the model's kernels' GPU time (CUPTI)", other / iters / 1e3)]
+    return [
+        ("hooked forward: trtcal kernels' GPU time (CUPTI)", ours / iters / 1e3),
+        *sorted(per_kernel),
+        ("hooked forward: the model's kernels' GPU time (CUPTI)", other / iters / 1e3),
+    ]
 
 
 def _graphs(model, x, hooks):
@@ -105,9 +121,20 @@ def _graphs(model, x, hooks):
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g):
                     fn()
-                rows.append((f"{label} as a CUDA graph replay, GPU time", time_torch(g.replay, 5, 20, False)))
+                rows.append(
+                    (
+                        f"{label} as a CUDA graph replay, GPU time",
+                        time_torch(g.replay, 5, 20, False),
+                    )
+                )
             except Exception as exc:  # noqa: BLE001
-                rows.append((f"{label}: CUDA graph capture failed: {type(exc).__name__}: {str(exc)[:160]}", 0.0))
+                rows.append(
+                    (
+                        f"{label}: CUDA graph capture failed: {type(exc).__name__}: "
+                        f"{str(exc)[:160]}",
+                        0.0,
+                    )
+                )
             hooks.remove()
     return rows
 

@@ -1,5 +1,6 @@
 """Exact percentile of 2^28 values on the H200 across data shapes and q: the median time of
-``trtcal.percentile`` (CUDA events, L2 flushed), checked against a full sort once per case. Used to steer csrc/kernels/select.cu and python/trtcal/core/percentile.py.
+``trtcal.percentile`` (CUDA events, L2 flushed), checked against a full sort once per case. Used to
+steer csrc/kernels/select.cu and python/trtcal/core/percentile.py.
 
     python benchmarks/profile_percentile.py [log2_n]
 """
@@ -49,11 +50,26 @@ def breakdown(x) -> None:
             cp.cuda.runtime.deviceSynchronize()
             t0 = time.perf_counter()
             r = int(t * (x.size - 1))
-            got = ext.select_bracket(x.data.ptr, 0, x.size, True, mod._SAMPLE_RUNS, t, min(1.0, t + 1e-8),
-                                     mod._SAMPLE_SIGMAS, max(1 << 20, x.size >> 4), [r, r + 1], stream, dev)
+            got = ext.select_bracket(
+                x.data.ptr,
+                0,
+                x.size,
+                True,
+                mod._SAMPLE_RUNS,
+                t,
+                min(1.0, t + 1e-8),
+                mod._SAMPLE_SIGMAS,
+                max(1 << 20, x.size >> 4),
+                [r, r + 1],
+                stream,
+                dev,
+            )
             walls.append((time.perf_counter() - t0) * 1e3)
-        print(f"select_bracket t={t}: {sorted(walls)[5]:.3f} ms wall; below/equal/inside/nan {got[:4]}, "
-              f"(status, key) {got[7]}")
+        print(
+            f"select_bracket t={t}: {sorted(walls)[5]:.3f} ms wall; below/equal/inside/nan "
+            f"{got[:4]}, "
+            f"(status, key) {got[7]}"
+        )
     print(f"trtcal.amax (one pass): {time_cuda(lambda: trtcal.amax(x), warmup=2, iters=10):.3f} ms")
 
 

@@ -46,9 +46,12 @@ def main() -> None:
                 hts.append((time.perf_counter() - t0) * 1e3)
             cp.cuda.runtime.deviceSynchronize()
             shape = getattr(b, "shape", None)
-            print(f"{count:5d} tensors {method:<10} one launch {one * 1e3:8.1f} us   back-to-back {per * 1e3:8.1f} us/launch"
-                  f"   host {statistics.median(hts) * 1e3:6.1f} us/call   blocks {b.plan.blocks}"
-                  f"{'   shape ' + str(shape) if shape else ''}")
+            print(
+                f"{count:5d} tensors {method:<10} one launch {one * 1e3:8.1f} us   back-to-back "
+                f"{per * 1e3:8.1f} us/launch"
+                f"   host {statistics.median(hts) * 1e3:6.1f} us/call   blocks {b.plan.blocks}"
+                f"{'   shape ' + str(shape) if shape else ''}"
+            )
 
 
 if __name__ == "__main__":

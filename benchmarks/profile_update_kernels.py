@@ -32,9 +32,13 @@ def kernel_table(fn, reps: int = 20) -> str:
         torch.cuda.synchronize()
     rows = []
     for e in prof.key_averages():
-        if e.device_time_total <= 0 or any(s in e.key.lower() for s in ("reduce", "cub", "cupy_sum")):
+        if e.device_time_total <= 0 or any(
+            s in e.key.lower() for s in ("reduce", "cub", "cupy_sum")
+        ):
             continue
-        rows.append(f"    {e.device_time_total / e.count:8.1f} us x{e.count // reps:<2d} {e.key[:110]}")
+        rows.append(
+            f"    {e.device_time_total / e.count:8.1f} us x{e.count // reps:<2d} {e.key[:110]}"
+        )
     return "\n".join(rows)
 
 
@@ -45,7 +49,11 @@ def main() -> None:
     print(f"copy bandwidth {bw:.2f} TB/s (read + write)")
     x32 = cp.random.standard_normal(N, dtype=cp.float32)
     xt = torch.as_tensor(x32, device="cuda")
-    for name, dt in (("float32", torch.float32), ("float16", torch.float16), ("bfloat16", torch.bfloat16)):
+    for name, dt in (
+        ("float32", torch.float32),
+        ("float16", torch.float16),
+        ("bfloat16", torch.bfloat16),
+    ):
         t = xt.to(dt)
         view = trtcal.core._arrays.as_view(t, "x", stream)
         g = trtcal.HistogramCollector(2048, device="cuda")
@@ -62,8 +70,10 @@ def main() -> None:
         for op, fn in ops.items():
             modes = (("none", False), ("write", "write"), ("read", "read"))
             times = {m: time_cuda(fn, iters=30, flush_l2=f) for m, f in modes}
-            print(f"{name:9s} {op:14s} floor {floor:.3f} ms | " +
-                  " | ".join(f"{m} {v:.3f} ms ({floor / v:4.0%})" for m, v in times.items()))
+            print(
+                f"{name:9s} {op:14s} floor {floor:.3f} ms | "
+                + " | ".join(f"{m} {v:.3f} ms ({floor / v:4.0%})" for m, v in times.items())
+            )
             print(kernel_table(fn))
 
 

@@ -24,8 +24,12 @@ BENCHES = ["stats", "public", "sweep", "range_search", "silu", "calibrate"]
 
 def gpu_info() -> dict:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30).stdout.strip()
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
         name, driver, mem = [s.strip() for s in out.splitlines()[0].split(",")]
         return {"gpu": name, "driver": driver, "memory": mem}
     except Exception:  # noqa: BLE001
@@ -41,8 +45,10 @@ def to_markdown(meta: dict, results: dict) -> str:
         "# trtcal benchmark results",
         "",
         f"- date: {meta['date']}",
-        f"- GPU: {meta['gpu']} ({meta['memory']}), driver {meta['driver']}, CUDA runtime {meta['cuda_runtime']}",
-        f"- measured device copy bandwidth: {meta['bandwidth_tbs']:.2f} TB/s (bytes read + bytes written); a kernel's floor is its bytes read at that rate",
+        f"- GPU: {meta['gpu']} ({meta['memory']}), driver {meta['driver']}, CUDA runtime "
+        f"{meta['cuda_runtime']}",
+        f"- measured device copy bandwidth: {meta['bandwidth_tbs']:.2f} TB/s (bytes read + bytes "
+        "written); a kernel's floor is its bytes read at that rate",
         f"- command: `{meta['command']}`",
         f"- software: Python {meta['python']}, {meta['versions']}",
         "",
@@ -61,11 +67,17 @@ def to_markdown(meta: dict, results: dict) -> str:
             floor = r.get("floor_ms")
             lines.append(
                 f"| {r['op']}{' (peer)' if r.get('peer') else ''} | {fmt_ms(r['ms'])} | "
-                f"{fmt_ms(floor) if floor else '-'} | {100 * r['of_floor']:.0f}% |" if floor else
-                f"| {r['op']}{' (peer)' if r.get('peer') else ''} | {fmt_ms(r['ms'])} | - | - |"
+                f"{fmt_ms(floor) if floor else '-'} | {100 * r['of_floor']:.0f}% |"
+                if floor
+                else f"| {r['op']}{' (peer)' if r.get('peer') else ''} | {fmt_ms(r['ms'])} | - | - "
+                "|"
             )
         if res.get("summary"):
-            lines += ["", "Ratios (same run; `_vs_`: peer time / trtcal time; `_over_`: time over time):", ""]
+            lines += [
+                "",
+                "Ratios (same run; `_vs_`: peer time / trtcal time; `_over_`: time over time):",
+                "",
+            ]
             lines += [_ratio_line(k, v) for k, v in res["summary"].items()]
         lines.append("")
     return "\n".join(lines)
@@ -96,7 +108,8 @@ def main() -> int:
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         command="python benchmarks/run.py" + (f" --only {args.only}" if only else ""),
         python=platform.python_version(),
-        versions=f"trtcal {trtcal.__version__}, numpy {np.__version__}, cupy {cp.__version__}, torch {torch.__version__}",
+        versions=f"trtcal {trtcal.__version__}, numpy {np.__version__}, cupy {cp.__version__}, "
+        f"torch {torch.__version__}",
         cuda_runtime=cp.cuda.runtime.runtimeGetVersion(),
         bandwidth_tbs=copy_bandwidth_tbs(),
     )

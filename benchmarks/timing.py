@@ -38,21 +38,30 @@ def _gpu_delay(us: float) -> None:
     import cupy as cp
 
     if _delay_kernel is None:
-        _delay_kernel = cp.RawKernel(r"""
+        _delay_kernel = cp.RawKernel(
+            r"""
 extern "C" __global__ void trtcal_bench_delay(unsigned long long ns) {
   unsigned long long t0, t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
   do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); } while (t - t0 < ns);
-}""", "trtcal_bench_delay")
+}""",
+            "trtcal_bench_delay",
+        )
     _delay_kernel((1,), (1,), (cp.uint64(int(us * 1000)),))
 
 
-def time_cuda(fn: Callable[[], object], warmup: int = 5, iters: int = 20,
-              flush_l2: Union[bool, str] = True, delay_us: Optional[float] = None) -> float:
+def time_cuda(
+    fn: Callable[[], object],
+    warmup: int = 5,
+    iters: int = 20,
+    flush_l2: Union[bool, str] = True,
+    delay_us: Optional[float] = None,
+) -> float:
     """Median milliseconds of ``fn``'s GPU work on CuPy's current stream, timed with CUDA events.
     ``flush_l2``: True or "read" (evict L2 before each sample), "write" (the old fill), False.
 
-    ``delay_us`` (default 300, or $TRTCAL_BENCH_DELAY_US): before each sample the stream is held busy this long, so the start event
+    ``delay_us`` (default 300, or $TRTCAL_BENCH_DELAY_US): before each sample the stream is held
+    busy this long, so the start event
     fires only after the host has queued ``fn``: the sample is the GPU time of ``fn``, not
     its host time (Python argument handling) when the GPU would otherwise wait for it. Without
     it, host overhead beyond the flush's ~70 us was charged to the kernel: in a full run, after
@@ -80,7 +89,9 @@ def time_cuda(fn: Callable[[], object], warmup: int = 5, iters: int = 20,
     return statistics.median(times)
 
 
-def time_torch(fn: Callable[[], object], warmup: int = 5, iters: int = 20, flush_l2: bool = True) -> float:
+def time_torch(
+    fn: Callable[[], object], warmup: int = 5, iters: int = 20, flush_l2: bool = True
+) -> float:
     """Median milliseconds of ``fn`` on PyTorch's current stream (CUDA events)."""
     import torch
 

@@ -35,7 +35,9 @@ def modules() -> Dict[str, Tuple[Path, bool]]:
     return out
 
 
-def imported(mods: Dict[str, Tuple[Path, bool]], mod: str, is_pkg: bool, node: ast.ImportFrom) -> List[str]:
+def imported(
+    mods: Dict[str, Tuple[Path, bool]], mod: str, is_pkg: bool, node: ast.ImportFrom
+) -> List[str]:
     pkg = mod if is_pkg else mod.rsplit(".", 1)[0]
     if node.level:
         base = pkg.split(".")[: len(pkg.split(".")) - (node.level - 1)]
@@ -69,21 +71,29 @@ def main() -> int:
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = (fn.end_lineno or fn.lineno) - fn.lineno + 1
                 if length > MAX_LINES:
-                    problems.append(f"{rel}:{fn.lineno}: function {fn.name} is {length} lines (at most {MAX_LINES})")
+                    problems.append(
+                        f"{rel}:{fn.lineno}: function {fn.name} is {length} lines (at most "
+                        f"{MAX_LINES})"
+                    )
                 for node in ast.walk(fn):
                     if isinstance(node, ast.ImportFrom):
                         local_nodes.add(id(node))
                         for dep in imported(mods, mod, is_pkg, node):
                             if not dep.startswith(OPTIONAL):
-                                problems.append(f"{rel}:{node.lineno}: function-local import of {dep}, which needs "
-                                                "no optional dependency: import it at module level")
+                                problems.append(
+                                    f"{rel}:{node.lineno}: function-local import of {dep}, which "
+                                    "needs "
+                                    "no optional dependency: import it at module level"
+                                )
         deps: Set[str] = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
                 for dep in imported(mods, mod, is_pkg, node):
                     if layer(mod) >= 0 and layer(dep) > layer(mod):
-                        problems.append(f"{rel}:{node.lineno}: {mod} ({LAYERS[layer(mod)]}) imports {dep} "
-                                        f"({LAYERS[layer(dep)]}), a layer above it")
+                        problems.append(
+                            f"{rel}:{node.lineno}: {mod} ({LAYERS[layer(mod)]}) imports {dep} "
+                            f"({LAYERS[layer(dep)]}), a layer above it"
+                        )
                     if id(node) not in local_nodes and dep != mod:
                         deps.add(dep)
         top[mod] = deps

@@ -27,9 +27,15 @@ def save_graph(path, nodes, inputs, outputs, initializers=()):
     from onnx import TensorProto, helper
 
     def vi(v):
-        return v if isinstance(v, onnx.ValueInfoProto) else helper.make_tensor_value_info(v[0], TensorProto.FLOAT, v[1])
+        return (
+            v
+            if isinstance(v, onnx.ValueInfoProto)
+            else helper.make_tensor_value_info(v[0], TensorProto.FLOAT, v[1])
+        )
 
-    g = helper.make_graph(nodes, "g", [vi(i) for i in inputs], [vi(o) for o in outputs], list(initializers))
+    g = helper.make_graph(
+        nodes, "g", [vi(i) for i in inputs], [vi(o) for o in outputs], list(initializers)
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.save(m, str(path))

@@ -17,10 +17,13 @@ def _has_module(name: str) -> bool:
 def _gpu_skip_reason() -> str:
     """Why the GPU tests cannot run here, in the words that fit this machine."""
     if not _has_module("trtcal._C"):
-        return ("this trtcal has no compiled CUDA kernels (built without nvcc, or imported from "
-                "a source tree): install the CUDA toolkit and reinstall on a GPU machine")
-    return ("trtcal's CUDA kernels are built but no CUDA GPU is visible "
-            "(driver, CUDA_VISIBLE_DEVICES)")
+        return (
+            "this trtcal has no compiled CUDA kernels (built without nvcc, or imported from "
+            "a source tree): install the CUDA toolkit and reinstall on a GPU machine"
+        )
+    return (
+        "trtcal's CUDA kernels are built but no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):

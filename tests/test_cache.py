@@ -40,15 +40,25 @@ def _bits(x: float) -> int:
 # ---------------------------------------------------------------- values and headers
 
 
-@pytest.mark.parametrize("scale,text", [(1.0, "3f800000"), (0.0, "0"), (math.inf, "7f800000"),
-                                        (1 / 127, "3c010204"), (-2.0, "c0000000")])
+@pytest.mark.parametrize(
+    "scale,text",
+    [
+        (1.0, "3f800000"),
+        (0.0, "0"),
+        (math.inf, "7f800000"),
+        (1 / 127, "3c010204"),
+        (-2.0, "c0000000"),
+    ],
+)
 def test_scale_hex_is_unpadded_big_endian_float32(scale, text):
     assert tc.scale_to_hex(scale) == text
     assert tc.hex_to_scale(text) == pytest.approx(scale, rel=1e-7) or (scale == text == 0)
 
 
 def test_hex_of_random_scales_round_trips(rng):
-    scales = np.abs(rng.standard_t(2, size=257)).astype(np.float32) * 10.0 ** rng.integers(-30, 30, 257)
+    scales = np.abs(rng.standard_t(2, size=257)).astype(np.float32) * 10.0 ** rng.integers(
+        -30, 30, 257
+    )
     scales = scales.astype(np.float32)
     for s in scales:
         text = tc.scale_to_hex(float(s))
@@ -63,9 +73,20 @@ def test_flt_max_over_127_is_7c010204():
     assert tc.scale_to_hex(1e39) == "7f800000"  # beyond float32 range becomes +inf as a C cast
 
 
-@pytest.mark.parametrize("version,number", [("7.2.3", 7203), ("8.0.1", 8001), ("8.6.1", 8601), ("8.6.1.6", 8601),
-                                            ("9.3.0", 9300), ("10.0.1", 100001), ("10.3.0", 100300),
-                                            ("10.13.3", 101303), ((10, 16, 0), 101600)])
+@pytest.mark.parametrize(
+    "version,number",
+    [
+        ("7.2.3", 7203),
+        ("8.0.1", 8001),
+        ("8.6.1", 8601),
+        ("8.6.1.6", 8601),
+        ("9.3.0", 9300),
+        ("10.0.1", 100001),
+        ("10.3.0", 100300),
+        ("10.13.3", 101303),
+        ((10, 16, 0), 101600),
+    ],
+)
 def test_version_numbers(version, number):
     assert tc.encode_version(version) == number
     major, minor, patch = tc.parse_version(version)
@@ -94,10 +115,16 @@ def test_parse_real_tensorrt8_cache():
     c = tc.parse_cache(TRT8_CACHE.encode())
     assert c.tensorrt_version == "8.6.1" and c.algorithm == "EntropyCalibration2"
     names = [e.name for e in c]
-    assert names == ["input_tensor:0", "conv/Conv2D__176:0", "(Unnamed Layer* 46) [Constant]_output",
-                     "(Unnamed Layer* 47) [ElementWise]_output",
-                     "StatefulPartitionedCall/model/tf.math.multiply/Mul:0", "onnx::Conv_123",
-                     "/model.0/conv/Conv_output_0", "tiny denormal"]
+    assert names == [
+        "input_tensor:0",
+        "conv/Conv2D__176:0",
+        "(Unnamed Layer* 46) [Constant]_output",
+        "(Unnamed Layer* 47) [ElementWise]_output",
+        "StatefulPartitionedCall/model/tf.math.multiply/Mul:0",
+        "onnx::Conv_123",
+        "/model.0/conv/Conv_output_0",
+        "tiny denormal",
+    ]
     s = c.scales()
     assert _bits(s["input_tensor:0"]) == 0x3C010A14
     assert s["(Unnamed Layer* 46) [Constant]_output"] == 0.0
@@ -123,10 +150,18 @@ def test_parse_keeps_any_line_order(rng):
     assert c.to_text() == shuffled
 
 
-@pytest.mark.parametrize("text", [TRT8_CACHE, TRT10_CACHE, TRT8_CACHE.rstrip("\n"),
-                                  TRT8_CACHE.replace("\n", "\r\n"), "TRT-8601-EntropyCalibration2\n",
-                                  "TRT-100300-EntropyCalibration2\nx: 3C010A14\ny:3f800000\nz: 00000000\n",
-                                  "\ufeffTRT-8601-MinMaxCalibration\nname with  spaces : 3f800000\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        TRT8_CACHE,
+        TRT10_CACHE,
+        TRT8_CACHE.rstrip("\n"),
+        TRT8_CACHE.replace("\n", "\r\n"),
+        "TRT-8601-EntropyCalibration2\n",
+        "TRT-100300-EntropyCalibration2\nx: 3C010A14\ny:3f800000\nz: 00000000\n",
+        "\ufeffTRT-8601-MinMaxCalibration\nname with  spaces : 3f800000\n",
+    ],
+)
 def test_read_then_write_gives_the_same_bytes(tmp_path, text):
     p = tmp_path / "calibration.cache"
     p.write_bytes(text.encode())
@@ -143,7 +178,10 @@ def test_changed_entry_is_reencoded_others_kept(tmp_path):
     t["b"] = 127.0
     t["new:tensor:0"] = 254.0
     t.to_cache(p)
-    assert p.read_text() == "TRT-8601-EntropyCalibration2\na: 3C010A14\nb: 3f800000\nnew:tensor:0: 40000000\n"
+    assert (
+        p.read_text()
+        == "TRT-8601-EntropyCalibration2\na: 3C010A14\nb: 3f800000\nnew:tensor:0: 40000000\n"
+    )
 
 
 def test_new_header_on_request(tmp_path):
@@ -156,12 +194,15 @@ def test_new_header_on_request(tmp_path):
     assert text.splitlines()[1:] == TRT8_CACHE.splitlines()[1:]
 
 
-@pytest.mark.parametrize("bad,match", [
-    ("TRT-8601-EntropyCalibration2\nnocolonhere 3c010a14\n", "line 2"),
-    ("TRT-8601-EntropyCalibration2\nx: 3c010a14f\n", "tensor 'x'"),
-    ("TRT-8601-EntropyCalibration2\nx: zz\n", "hex"),
-    ("TRT-8601-EntropyCalibration2\nx: 1\nx: 2\n", "twice"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ("TRT-8601-EntropyCalibration2\nnocolonhere 3c010a14\n", "line 2"),
+        ("TRT-8601-EntropyCalibration2\nx: 3c010a14f\n", "tensor 'x'"),
+        ("TRT-8601-EntropyCalibration2\nx: zz\n", "hex"),
+        ("TRT-8601-EntropyCalibration2\nx: 1\nx: 2\n", "twice"),
+    ],
+)
 def test_malformed_lines_are_reported(bad, match):
     with pytest.raises(ValueError, match=match):
         tc.parse_cache(bad)
@@ -177,11 +218,18 @@ def test_refuses_onnxruntime_tensorrt_ep_table(tmp_path):
         CalibrationTable.from_cache(p)
 
 
-@pytest.mark.parametrize("data,match", [
-    (b"", "empty"), (b"\n\n", "empty"), (b"\x00\x01TRT", "binary"), (b"\xff\xfe\xfa", "UTF-8"),
-    (b'{"format": "trtcal.calibration-table"}', "JSON"),
-    (b"x: 3c010a14\ny: 0\n", "header"), (b"hello world, this is text\n", "not a 'TRT-"),
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (b"", "empty"),
+        (b"\n\n", "empty"),
+        (b"\x00\x01TRT", "binary"),
+        (b"\xff\xfe\xfa", "UTF-8"),
+        (b'{"format": "trtcal.calibration-table"}', "JSON"),
+        (b"x: 3c010a14\ny: 0\n", "header"),
+        (b"hello world, this is text\n", "not a 'TRT-"),
+    ],
+)
 def test_refuses_non_caches_saying_what_they_look_like(data, match):
     with pytest.raises(ValueError, match=match):
         tc.parse_cache(data, source="f.cache")
@@ -194,7 +242,9 @@ def test_writer_refuses_names_with_newlines():
 
 def test_new_cache_from_table_matches_tensorrt_layout(rng):
     amax = np.abs(rng.laplace(size=13)).astype(np.float64) + 0.01
-    names = [f"/layer.{i}/Conv_output_0" for i in range(13)] + ["(Unnamed Layer* 3) [Shuffle]_output"]
+    names = [f"/layer.{i}/Conv_output_0" for i in range(13)] + [
+        "(Unnamed Layer* 3) [Shuffle]_output"
+    ]
     values = list(amax) + [0.0]
     t = CalibrationTable(dict(zip(names, values)))
     data = t.to_cache_bytes(tensorrt_version="8.6.1")
@@ -252,13 +302,26 @@ def test_cli_convert_both_ways_and_reheader(tmp_path, capsys):
     p.write_text(TRT8_CACHE)
     j = tmp_path / "table.json"
     assert _cli(["cache", "convert", str(p), str(j)], capsys)[0] == 0
-    assert CalibrationTable.from_json(j)["input_tensor:0"] == pytest.approx(tc.hex_to_scale("3c010a14") * 127)
+    assert CalibrationTable.from_json(j)["input_tensor:0"] == pytest.approx(
+        tc.hex_to_scale("3c010a14") * 127
+    )
     back = tmp_path / "back.cache"
     assert _cli(["cache", "convert", str(j), str(back)], capsys)[0] == 0
     assert back.read_bytes() == p.read_bytes()
     re10 = tmp_path / "re10.cache"
-    rc, out, _ = _cli(["cache", "convert", str(p), str(re10), "--tensorrt-version", "10.16.0",
-                       "--algorithm", "MinMaxCalibration"], capsys)
+    rc, out, _ = _cli(
+        [
+            "cache",
+            "convert",
+            str(p),
+            str(re10),
+            "--tensorrt-version",
+            "10.16.0",
+            "--algorithm",
+            "MinMaxCalibration",
+        ],
+        capsys,
+    )
     assert rc == 0 and "TRT-101600-MinMaxCalibration" in out
     assert re10.read_text().splitlines()[1:] == TRT8_CACHE.splitlines()[1:]
 
@@ -273,13 +336,24 @@ def test_cli_refuses_non_cache(tmp_path, capsys):
 def test_cli_show_directory_is_a_clear_error(tmp_path, capsys):
     rc, out, err = _cli(["cache", "show", str(tmp_path)], capsys)
     assert rc == 1 and out == ""
-    assert err == f"trtcal: error: {tmp_path} is a directory, not a calibration cache or trtcal JSON table\n"
+    assert (
+        err == f"trtcal: error: {tmp_path} is a directory, not a calibration cache or trtcal JSON "
+        "table\n"
+    )
     rc, _, err = _cli(["cache", "show", str(tmp_path / "missing.cache")], capsys)
     assert rc == 1 and err.startswith("trtcal: error: no such file: ") and "Errno" not in err
 
 
-@pytest.mark.parametrize("scale,problem", [(-0.0196850393, "negative"), (-math.inf, "negative"),
-                                           (math.nan, "NaN"), (0.0, "zero"), (-0.0, "zero")])
+@pytest.mark.parametrize(
+    "scale,problem",
+    [
+        (-0.0196850393, "negative"),
+        (-math.inf, "negative"),
+        (math.nan, "NaN"),
+        (0.0, "zero"),
+        (-0.0, "zero"),
+    ],
+)
 def test_scale_problem_flags_negative_nan_and_zero(scale, problem):
     assert problem in tc.scale_problem(scale)
 
@@ -289,8 +363,10 @@ def test_scale_problem_passes_what_tensorrt_writes(scale):
     assert tc.scale_problem(scale) is None
 
 
-ODD_CACHE = ("TRT-8601-EntropyCalibration2\nneg: bca14285\nnan: 7fc00000\nzero: 0\n"
-             "inf: 7f800000\nflt_max: 7c010204\nok: 3c010204\n")
+ODD_CACHE = (
+    "TRT-8601-EntropyCalibration2\nneg: bca14285\nnan: 7fc00000\nzero: 0\n"
+    "inf: 7f800000\nflt_max: 7c010204\nok: 3c010204\n"
+)
 
 
 def test_cli_show_warns_per_tensor_but_reads_and_round_trips(tmp_path, capsys):
@@ -303,7 +379,9 @@ def test_cli_show_warns_per_tensor_but_reads_and_round_trips(tmp_path, capsys):
     lines = err.splitlines()
     assert len(lines) == 3 and all(ln.startswith(f"trtcal: warning: {p}: tensor '") for ln in lines)
     assert "'neg' (hex bca14285): negative scale" in lines[0] and "invalid for TensorRT" in lines[0]
-    assert "'nan' (hex 7fc00000): NaN scale" in lines[1] and "'zero' (hex 0): zero scale" in lines[2]
+    assert (
+        "'nan' (hex 7fc00000): NaN scale" in lines[1] and "'zero' (hex 0): zero scale" in lines[2]
+    )
     rc, out, err = _cli(["cache", "show", str(p), "--json"], capsys)
     data = json.loads(out)
     assert rc == 0 and [w["tensor"] for w in data["warnings"]] == ["neg", "nan", "zero"]
@@ -312,7 +390,10 @@ def test_cli_show_warns_per_tensor_but_reads_and_round_trips(tmp_path, capsys):
     for out in (back, tmp_path / "back.json"):
         rc, _, err = _cli(["cache", "convert", str(p), str(out)], capsys)
         assert rc == 1 and not out.exists()
-        assert err.startswith(f"trtcal: error: {p}: tensor 'neg' has a negative amax") and "1 more" in err
+        assert (
+            err.startswith(f"trtcal: error: {p}: tensor 'neg' has a negative amax")
+            and "1 more" in err
+        )
     p.write_text(TRT8_CACHE.replace("(Unnamed Layer* 46) [Constant]_output: 0\n", ""))
     rc, out, err = _cli(["cache", "show", str(p)], capsys)
     assert rc == 0 and err == "" and "with a negative" not in out
@@ -339,7 +420,12 @@ def test_cli_diff_tolerance_and_exit_status(tmp_path, capsys):
     ort.write_text("input 2.64\nrelu 7.3\n")
     for other in (tmp_path / "missing.cache", ort, tmp_path):
         rc, out, err = _cli(["cache", "diff", str(a), str(other)], capsys)
-        assert rc == 2 and out == "" and err.startswith("trtcal: error: ") and err.count("trtcal:") == 1
+        assert (
+            rc == 2
+            and out == ""
+            and err.startswith("trtcal: error: ")
+            and err.count("trtcal:") == 1
+        )
     rc, _, err = _cli(["cache", "diff", str(ort), str(a)], capsys)
     assert rc == 2 and "ONNX Runtime" in err
 
@@ -351,9 +437,12 @@ def test_cli_diff_help_states_exit_codes(capsys):
     assert "1 when they differ, 2 on an error" in text
 
 
-# ------------------------------------------------------------------- line endings, versions, size, tiny scales
-@pytest.mark.parametrize("endings", [["\r\n", "\n", "\r\n"], ["\n", "\r\n", "\n"], ["\n", "\n", "\r\n"],
-                                     ["\r\n", "\r\n", "\n"]])
+# ------------------------------------------------------------------- line endings, versions, size,
+# tiny scales
+@pytest.mark.parametrize(
+    "endings",
+    [["\r\n", "\n", "\r\n"], ["\n", "\r\n", "\n"], ["\n", "\n", "\r\n"], ["\r\n", "\r\n", "\n"]],
+)
 def test_mixed_line_endings_never_merge_entries(endings):
     lines = ["TRT-8601-EntropyCalibration2", "a: 3c010204", "b:c: 3d000000", "d e: 0"]
     text = lines[0] + "".join(e + ln for e, ln in zip(endings, lines[1:])) + "\n"
@@ -369,18 +458,33 @@ def test_mixed_line_endings_from_a_file(tmp_path):
     assert [e.name for e in tc.read_cache(p)] == ["a", "b", "c"]
 
 
-@pytest.mark.parametrize("header", ["TRT-0-EntropyCalibration2", "TRT-2999-EntropyCalibration2",
-                                    "TRT-10000-EntropyCalibration2", "TRT-99999-MinMaxCalibration",
-                                    "TRT-110000-EntropyCalibration2", "TRT-99999999-EntropyCalibration2",
-                                    "TRT-1000000-LegacyCalibration"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "TRT-0-EntropyCalibration2",
+        "TRT-2999-EntropyCalibration2",
+        "TRT-10000-EntropyCalibration2",
+        "TRT-99999-MinMaxCalibration",
+        "TRT-110000-EntropyCalibration2",
+        "TRT-99999999-EntropyCalibration2",
+        "TRT-1000000-LegacyCalibration",
+    ],
+)
 def test_impossible_header_versions_are_refused(header):
     with pytest.raises(ValueError, match="never wrote calibration caches"):
         tc.parse_cache(f"{header}\na: 3c010204\n".encode(), source="x.cache")
 
 
-@pytest.mark.parametrize("header", ["TRT-3000-EntropyCalibration2", "TRT-7000-EntropyCalibration2",
-                                    "TRT-8601-MinMaxCalibration", "TRT-100300-EntropyCalibration2",
-                                    "TRT-101600-LegacyCalibration"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "TRT-3000-EntropyCalibration2",
+        "TRT-7000-EntropyCalibration2",
+        "TRT-8601-MinMaxCalibration",
+        "TRT-100300-EntropyCalibration2",
+        "TRT-101600-LegacyCalibration",
+    ],
+)
 def test_possible_header_versions_are_read(header):
     assert tc.parse_cache(f"{header}\na: 3c010204\n".encode()).header == header
 
@@ -413,21 +517,27 @@ def test_a_huge_garbage_file_is_refused_early_in_constant_memory(tmp_path):
 @pytest.mark.parametrize("amax", [1e-40, 1e-43, 1e-50])
 def test_a_tiny_amax_that_becomes_a_zero_or_denormal_scale_warns(tmp_path, amax):
     t = CalibrationTable({"tiny": amax, "ok": 1.0})
-    with pytest.warns(UserWarning, match=r"tensor 'tiny': amax .* gives a float32 scale of (zero|the denormal)"):
+    with pytest.warns(
+        UserWarning, match=r"tensor 'tiny': amax .* gives a float32 scale of (zero|the denormal)"
+    ):
         t.to_cache(tmp_path / "t.cache")
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         CalibrationTable({"ok": 1.0}).to_cache(tmp_path / "u.cache")  # nothing to say
-        CalibrationTable.from_cache(tmp_path / "t.cache").to_cache(tmp_path / "v.cache")  # its own values: kept
+        CalibrationTable.from_cache(tmp_path / "t.cache").to_cache(
+            tmp_path / "v.cache"
+        )  # its own values: kept
 
 
 def test_cli_tiny_scale_warning_is_one_line(tmp_path, capsys):
     src = tmp_path / "t.json"
     CalibrationTable({"tiny": 1e-43}).to_json(src)
     rc, out, err = _cli(["cache", "convert", str(src), str(tmp_path / "t.cache")], capsys)
-    assert rc == 0 and err.startswith("trtcal: warning: tensor 'tiny': amax") and err.count("\n") == 1
+    assert (
+        rc == 0 and err.startswith("trtcal: warning: tensor 'tiny': amax") and err.count("\n") == 1
+    )
 
 
 def test_cache_write_is_atomic(tmp_path, monkeypatch):

@@ -35,12 +35,14 @@ class _Counting:
     def __iter__(self):
         for i in range(0, len(self.x), self.batch):
             self.read += 1
-            yield {self.name: self.x[i:i + self.batch]}
+            yield {self.name: self.x[i : i + self.batch]}
 
 
 def test_flavor_is_checked_before_any_batch(model_path, rng):
     data = _Counting(_data(rng, 8))
-    with pytest.raises(ValueError, match="no requested method has the flavor 'tensorrt'.*percentile"):
+    with pytest.raises(
+        ValueError, match="no requested method has the flavor 'tensorrt'.*percentile"
+    ):
         calibrate(model_path, data, method="percentile", flavor="tensorrt", **QUIET)
     with pytest.raises(ValueError, match="unknown mse flavor 'onnxruntime'"):
         calibrate(model_path, data, method="all", flavor={"mse": "onnxruntime"}, **QUIET)
@@ -49,12 +51,21 @@ def test_flavor_is_checked_before_any_batch(model_path, rng):
 
 def test_flavor_applies_to_the_methods_that_have_it(model_path, rng, tmp_path):
     x = _data(rng, 13)
-    res = calibrate(model_path, x, method="all", flavor="tensorrt", batch_size=5, out_table=str(tmp_path / "t.json"),
-                    **QUIET)
+    res = calibrate(
+        model_path,
+        x,
+        method="all",
+        flavor="tensorrt",
+        batch_size=5,
+        out_table=str(tmp_path / "t.json"),
+        **QUIET,
+    )
     plain = calibrate(model_path, x, method="all", batch_size=5, **QUIET)
     hists = plain.histograms
     assert res.flavors == {"entropy": "tensorrt", "percentile": None, "mse": None, "minmax": None}
-    assert res.amax["entropy"] == trtcal.compute_amax(hists, method="entropy", flavor="tensorrt", device="cpu")
+    assert res.amax["entropy"] == trtcal.compute_amax(
+        hists, method="entropy", flavor="tensorrt", device="cpu"
+    )
     for m in ("percentile", "mse", "minmax"):
         assert res.amax[m] == plain.amax[m], m
     assert res.tables["entropy"].provenance.flavor == "tensorrt"
@@ -63,8 +74,14 @@ def test_flavor_applies_to_the_methods_that_have_it(model_path, rng, tmp_path):
 
 def test_onnxruntime_flavor_collects_signed_histograms(model_path, rng):
     x = _data(rng, 9)
-    res = calibrate(model_path, x, method=["entropy", "percentile", "mse"], flavor="onnxruntime", batch_size=4,
-                    **QUIET)
+    res = calibrate(
+        model_path,
+        x,
+        method=["entropy", "percentile", "mse"],
+        flavor="onnxruntime",
+        batch_size=4,
+        **QUIET,
+    )
     h = res.histograms["conv1"]
     assert h.signed
     full = trtcal.HistogramCollector(2048, signed=True, device="cpu")
@@ -76,12 +93,18 @@ def test_onnxruntime_flavor_collects_signed_histograms(model_path, rng):
         want = trtcal.compute_amax(full.histogram(), method=m, flavor="onnxruntime", device="cpu")
         assert res.amax[m]["conv1"] == want, m
     # the |x| method searches the signed histogram folded
-    assert res.amax["mse"]["conv1"] == trtcal.compute_amax(full.histogram(), method="mse", device="cpu")
+    assert res.amax["mse"]["conv1"] == trtcal.compute_amax(
+        full.histogram(), method="mse", device="cpu"
+    )
 
 
-def test_op_types_select_inputs_and_outputs_and_the_qdq_model_quantizes_them(model_path, rng, tmp_path):
+def test_op_types_select_inputs_and_outputs_and_the_qdq_model_quantizes_them(
+    model_path, rng, tmp_path
+):
     out = str(tmp_path / "q.onnx")
-    res = calibrate(model_path, _data(rng, 8), method="entropy", op_types=["Conv"], out_qdq=out, **QUIET)
+    res = calibrate(
+        model_path, _data(rng, 8), method="entropy", op_types=["Conv"], out_qdq=out, **QUIET
+    )
     assert {"images", "relu1", "relu2", "block/relu_a"} <= set(res.histograms)
     m = onnx.load(out)
     quantized = {n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear"}
@@ -97,8 +120,15 @@ def test_op_types_select_inputs_and_outputs_and_the_qdq_model_quantizes_them(mod
 
 def test_qdq_model_says_which_inputs_stay_float(model_path, rng, tmp_path):
     said = []
-    res = calibrate(model_path, _data(rng, 8), method="entropy", tensors=["relu1"], out_qdq=str(tmp_path / "q.onnx"),
-                    progress=False, log=said.append)
+    res = calibrate(
+        model_path,
+        _data(rng, 8),
+        method="entropy",
+        tensors=["relu1"],
+        out_qdq=str(tmp_path / "q.onnx"),
+        progress=False,
+        log=said.append,
+    )
     note = next(n for n in res.notes if "in float" in n)
     assert "'images'" in note and "'relu2'" in note
     assert any(note == s for s in said)
@@ -107,15 +137,26 @@ def test_qdq_model_says_which_inputs_stay_float(model_path, rng, tmp_path):
 def _zero_model(path):
     # z = x * 0: an all-zero activation
     nodes = [helper.make_node("Mul", ["x", "zero"], ["z"]), helper.make_node("Relu", ["x"], ["y"])]
-    return save_graph(path, nodes, [("x", ["N", 7])], [("z", ["N", 7]), ("y", ["N", 7])],
-                      [helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])])
+    return save_graph(
+        path,
+        nodes,
+        [("x", ["N", 7])],
+        [("z", ["N", 7]), ("y", ["N", 7])],
+        [helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])],
+    )
 
 
 def test_all_zero_tensor_gets_no_threshold_from_any_method(tmp_path, rng):
     model = _zero_model(str(tmp_path / "z.onnx"))
     said = []
-    res = calibrate(model, rng.standard_normal((11, 7)).astype(np.float32), method="all",
-                    out_cache=str(tmp_path / "c.cache"), progress=False, log=said.append)
+    res = calibrate(
+        model,
+        rng.standard_normal((11, 7)).astype(np.float32),
+        method="all",
+        out_cache=str(tmp_path / "c.cache"),
+        progress=False,
+        log=said.append,
+    )
     for m, amax in res.amax.items():
         assert "z" not in amax and amax["y"] > 0, m
     assert any("'z'" in n and "all-zero" in n for n in res.notes)
@@ -126,7 +167,9 @@ def test_all_zero_tensor_gets_no_threshold_from_any_method(tmp_path, rng):
 
 
 def test_cache_header_is_the_one_trtexec_reads_for_every_method(model_path, rng, tmp_path):
-    res = calibrate(model_path, _data(rng, 6), method="all", out_cache=str(tmp_path / "c.cache"), **QUIET)
+    res = calibrate(
+        model_path, _data(rng, 6), method="all", out_cache=str(tmp_path / "c.cache"), **QUIET
+    )
     for m in outputs.METHODS:
         first = open(res.files[f"cache.{m}"]).readline().strip()
         assert first.startswith("TRT-") and first.endswith("-EntropyCalibration2"), (m, first)
@@ -134,8 +177,15 @@ def test_cache_header_is_the_one_trtexec_reads_for_every_method(model_path, rng,
 
 def test_invalid_model_with_qdq_output_fails_before_the_pass(tmp_path, rng):
     untyped = onnx.ValueInfoProto()
-    untyped.name = "y"  # a graph output without a type: ONNX Runtime runs it, ONNX's checker refuses it
-    path = save_graph(tmp_path / "bad.onnx", [helper.make_node("Relu", ["x"], ["y"])], [("x", ["N", 3])], [untyped])
+    untyped.name = (
+        "y"  # a graph output without a type: ONNX Runtime runs it, ONNX's checker refuses it
+    )
+    path = save_graph(
+        tmp_path / "bad.onnx",
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [("x", ["N", 3])],
+        [untyped],
+    )
     data = _Counting(rng.standard_normal((8, 3)).astype(np.float32), name="x")
     with pytest.raises(ValueError, match="fails ONNX's checker"):
         calibrate(path, data, out_qdq=str(tmp_path / "q.onnx"), **QUIET)
@@ -152,7 +202,14 @@ def test_progress_total_follows_max_samples(model_path, rng, monkeypatch):
             super().__init__(False, total, desc, unit, start)
 
     monkeypatch.setattr(cal, "Progress", Spy)
-    calibrate(model_path, _data(rng, 40), method="minmax", max_samples=12, batch_size=4, log=lambda s: None)
+    calibrate(
+        model_path,
+        _data(rng, 40),
+        method="minmax",
+        max_samples=12,
+        batch_size=4,
+        log=lambda s: None,
+    )
     assert totals == [12]
 
 
@@ -160,12 +217,36 @@ def test_cli_flavor_and_error_prefix(model_path, rng, tmp_path, capsys):
     from trtcal.cli import main
 
     np.save(tmp_path / "x.npy", _data(rng, 6))
-    rc = main(["calibrate", model_path, "--data", str(tmp_path / "x.npy"), "--method", "percentile", "--flavor",
-               "tensorrt", "-q"])
+    rc = main(
+        [
+            "calibrate",
+            model_path,
+            "--data",
+            str(tmp_path / "x.npy"),
+            "--method",
+            "percentile",
+            "--flavor",
+            "tensorrt",
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and err.count("trtcal:") == 1 and "no requested method has the flavor" in err
-    rc = main(["calibrate", model_path, "--data", str(tmp_path / "x.npy"), "--method", "all", "--flavor",
-               "onnxruntime", "--out-table", str(tmp_path / "t.json"), "-q"])
+    rc = main(
+        [
+            "calibrate",
+            model_path,
+            "--data",
+            str(tmp_path / "x.npy"),
+            "--method",
+            "all",
+            "--flavor",
+            "onnxruntime",
+            "--out-table",
+            str(tmp_path / "t.json"),
+            "-q",
+        ]
+    )
     assert rc == 0
     prov = json.load(open(tmp_path / "t.entropy.json"))["provenance"]
     assert prov["flavor"] == "onnxruntime"
@@ -176,14 +257,25 @@ def test_max_samples_counts_calibrated_samples(model_path, rng, tmp_path, batch)
     x = _data(rng, 20)
     x[2, 0, 5, 5] = np.nan  # its activations are NaN: dropped after the model ran, and replaced
     np.save(tmp_path / "x.npy", x)
-    res = calibrate(model_path, str(tmp_path / "x.npy"), method="minmax", max_samples=9, batch_size=batch,
-                    skip_bad=True, **QUIET)
+    res = calibrate(
+        model_path,
+        str(tmp_path / "x.npy"),
+        method="minmax",
+        max_samples=9,
+        batch_size=batch,
+        skip_bad=True,
+        **QUIET,
+    )
     assert res.samples == 9 and [s for s, _ in res.skipped] == ["x.npy[2]"]
-    clean = calibrate(model_path, np.delete(x, 2, axis=0)[:9], method="minmax", batch_size=batch, **QUIET)
+    clean = calibrate(
+        model_path, np.delete(x, 2, axis=0)[:9], method="minmax", batch_size=batch, **QUIET
+    )
     assert res.amax == clean.amax
 
 
-def test_preprocessing_that_cannot_fit_the_input_fails_before_the_first_image(model_path, rng, tmp_path):
+def test_preprocessing_that_cannot_fit_the_input_fails_before_the_first_image(
+    model_path, rng, tmp_path
+):
     from PIL import Image
 
     from trtcal.pipeline.data import Preprocess
@@ -192,15 +284,23 @@ def test_preprocessing_that_cannot_fit_the_input_fails_before_the_first_image(mo
     d.mkdir()
     for i in range(3):
         Image.fromarray(rng.integers(0, 255, (20 + i, 23, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    with pytest.raises(ValueError, match=r"gives images of shape \(3, 18, 18\).*takes \(3, 12, 12\)"):
-        calibrate(model_path, str(d), preprocess=Preprocess(resize=(18, 18), resize_mode="exact"), **QUIET)
+    with pytest.raises(
+        ValueError, match=r"gives images of shape \(3, 18, 18\).*takes \(3, 12, 12\)"
+    ):
+        calibrate(
+            model_path, str(d), preprocess=Preprocess(resize=(18, 18), resize_mode="exact"), **QUIET
+        )
     # a size that depends on the image ('shorter' resize, no crop) is checked per image
-    res = calibrate(model_path, str(d), preprocess=Preprocess(resize=12, crop=12), method="minmax", **QUIET)
+    res = calibrate(
+        model_path, str(d), preprocess=Preprocess(resize=12, crop=12), method="minmax", **QUIET
+    )
     assert res.samples == 3
 
 
 def _sigmoid_model(path):
-    return save_graph(path, [helper.make_node("Sigmoid", ["x"], ["s"])], [("x", ["N", 64])], [("s", ["N", 64])])
+    return save_graph(
+        path, [helper.make_node("Sigmoid", ["x"], ["s"])], [("x", ["N", 64])], [("s", ["N", 64])]
+    )
 
 
 def test_clipped_share_is_reported_and_heavy_clipping_named(tmp_path, rng):
@@ -209,17 +309,23 @@ def test_clipped_share_is_reported_and_heavy_clipping_named(tmp_path, rng):
     model = _sigmoid_model(str(tmp_path / "s.onnx"))
     x = np.abs(rng.standard_t(3, size=(33, 64))).astype(np.float32)
     said = []
-    res = calibrate(model, x, method="all", report=str(tmp_path / "r.md"), progress=False, log=said.append)
+    res = calibrate(
+        model, x, method="all", report=str(tmp_path / "r.md"), progress=False, log=said.append
+    )
     from trtcal.pipeline.runners import OrtRunner
 
     acts = {t: np.abs(v) for t, v in OrtRunner(model).run({"x": x}).items()}
     for m, per in res.clipped.items():
         for t, frac in per.items():
             h, a = res.histograms[t], res.amax[m][t]
-            direct = float(np.mean(acts[t] > a))  # saturated: beyond amax (a value equal to it is exact)
+            direct = float(
+                np.mean(acts[t] > a)
+            )  # saturated: beyond amax (a value equal to it is exact)
             one_bin = float(h.counts.max()) / h.total
             assert frac <= direct + 1e-12 and direct - frac <= one_bin, (m, t, frac, direct)
-    assert res.clipped["minmax"]["s"] == 0.0  # min-max saturates nothing: its amax is the largest |x|
+    assert (
+        res.clipped["minmax"]["s"] == 0.0
+    )  # min-max saturates nothing: its amax is the largest |x|
     heavy = [m for m, per in res.clipped.items() if per.get("s", 0) > outputs.CLIP_WARN]
     for m in heavy:
         assert any(s.startswith(f"trtcal: {m} saturates") and "'s' (" in s for s in said), m
@@ -246,13 +352,27 @@ def test_signed_histograms_resume_exactly(model_path, rng, tmp_path):
         for i in range(0, 14, 4):
             if i == 8:
                 raise KeyboardInterrupt
-            yield {"images": x[i:i + 4]}
+            yield {"images": x[i : i + 4]}
 
     with pytest.raises(KeyboardInterrupt):
-        calibrate(model_path, interrupted(), method="all", flavor="onnxruntime", checkpoint=ck, checkpoint_every=1,
-                  **QUIET)
-    rest = calibrate(model_path, [{"images": x[i:i + 4]} for i in range(0, 14, 4)], method="all",
-                     flavor="onnxruntime", checkpoint=ck, resume=True, **QUIET)
+        calibrate(
+            model_path,
+            interrupted(),
+            method="all",
+            flavor="onnxruntime",
+            checkpoint=ck,
+            checkpoint_every=1,
+            **QUIET,
+        )
+    rest = calibrate(
+        model_path,
+        [{"images": x[i : i + 4]} for i in range(0, 14, 4)],
+        method="all",
+        flavor="onnxruntime",
+        checkpoint=ck,
+        resume=True,
+        **QUIET,
+    )
     assert rest.amax == full.amax
     for n, h in full.histograms.items():
         np.testing.assert_array_equal(rest.histograms[n].counts, h.counts)
@@ -274,33 +394,54 @@ def test_damaged_checkpoint_is_a_clear_error(model_path, rng, tmp_path, damage):
     else:
         ck.write_text("name amax\nconv1 1.5\n")
     with pytest.raises(ValueError, match="is not a readable trtcal checkpoint"):
-        calibrate(model_path, x, method="minmax", batch_size=4, checkpoint=str(ck), resume=True, **QUIET)
+        calibrate(
+            model_path, x, method="minmax", batch_size=4, checkpoint=str(ck), resume=True, **QUIET
+        )
 
 
-@pytest.mark.parametrize("flavor,given,want", [(None, None, 99.99), ("onnxruntime", None, 99.999),
-                                               (None, 99.9, 99.9)])
+@pytest.mark.parametrize(
+    "flavor,given,want", [(None, None, 99.99), ("onnxruntime", None, 99.999), (None, 99.9, 99.9)]
+)
 def test_the_percentile_used_is_recorded(model_path, rng, tmp_path, flavor, given, want):
     params = {"percentile": {"percentile": given}} if given is not None else None
-    res = calibrate(model_path, _data(rng, 5), method="all", flavor=flavor, params=params,
-                    out_table=str(tmp_path / "t.json"), **QUIET)
+    res = calibrate(
+        model_path,
+        _data(rng, 5),
+        method="all",
+        flavor=flavor,
+        params=params,
+        out_table=str(tmp_path / "t.json"),
+        **QUIET,
+    )
     assert res.provenance["percentile"] == want
     assert json.load(open(tmp_path / "t.percentile.json"))["provenance"]["percentile"] == want
     assert "percentile" not in json.load(open(tmp_path / "t.entropy.json"))["provenance"]
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(method=[]), "no method given"),
-    (dict(bins=128), "bins=128 is too few for the entropy search"),
-    (dict(checkpoint_every=0, checkpoint="ck.npz"), "checkpoint_every must be >= 1"),
-    (dict(max_samples=0), "max_samples must be >= 1"),
-    (dict(method="all", params={"mse": {"foo": 1}}), "unknown parameter"),
-    (dict(method="all", params={"entropyy": {}}), "params for 'entropyy', which is not a method"),
-    (dict(method="percentile", params={"percentile": 99.0}), "must be a mapping"),
-    (dict(method="percentile", params={"percentile": {"percentile": 0}}), r"percentile must be in \(0, 100\]"),
-    (dict(out_dir="od"), "out_dir is where the demo"),
-    (dict(tensors=["re:(("]), "not a valid regular expression"),
-])
-def test_settings_are_checked_before_any_batch(model_path, rng, tmp_path, monkeypatch, kwargs, match):
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(method=[]), "no method given"),
+        (dict(bins=128), "bins=128 is too few for the entropy search"),
+        (dict(checkpoint_every=0, checkpoint="ck.npz"), "checkpoint_every must be >= 1"),
+        (dict(max_samples=0), "max_samples must be >= 1"),
+        (dict(method="all", params={"mse": {"foo": 1}}), "unknown parameter"),
+        (
+            dict(method="all", params={"entropyy": {}}),
+            "params for 'entropyy', which is not a method",
+        ),
+        (dict(method="percentile", params={"percentile": 99.0}), "must be a mapping"),
+        (
+            dict(method="percentile", params={"percentile": {"percentile": 0}}),
+            r"percentile must be in \(0, 100\]",
+        ),
+        (dict(out_dir="od"), "out_dir is where the demo"),
+        (dict(tensors=["re:(("]), "not a valid regular expression"),
+    ],
+)
+def test_settings_are_checked_before_any_batch(
+    model_path, rng, tmp_path, monkeypatch, kwargs, match
+):
     monkeypatch.chdir(tmp_path)
     data = _Counting(_data(rng, 8))
     with pytest.raises((ValueError, TypeError), match=match):
@@ -309,8 +450,15 @@ def test_settings_are_checked_before_any_batch(model_path, rng, tmp_path, monkey
 
 
 def test_output_folders_are_created(model_path, rng, tmp_path):
-    res = calibrate(model_path, _data(rng, 6), method="all", out_qdq=str(tmp_path / "a" / "q.onnx"),
-                    out_table=str(tmp_path / "b" / "c" / "t.json"), out_cache=str(tmp_path / "d" / "x.cache"), **QUIET)
+    res = calibrate(
+        model_path,
+        _data(rng, 6),
+        method="all",
+        out_qdq=str(tmp_path / "a" / "q.onnx"),
+        out_table=str(tmp_path / "b" / "c" / "t.json"),
+        out_cache=str(tmp_path / "d" / "x.cache"),
+        **QUIET,
+    )
     assert all(os.path.isfile(p) for p in res.files.values())
 
 
@@ -331,8 +479,14 @@ def test_iterable_batches_progress_counts_samples(model_path, rng, monkeypatch):
     monkeypatch.setattr(cal, "Progress", Spy)
     x = _data(rng, 15)
     said = []
-    calibrate(model_path, [{"images": x[:5]}, {"images": x[5:8]}, {"images": x[8:]}], method="minmax", batch_size=2,
-              max_samples=12, log=said.append)
+    calibrate(
+        model_path,
+        [{"images": x[:5]}, {"images": x[5:8]}, {"images": x[8:]}],
+        method="minmax",
+        batch_size=2,
+        max_samples=12,
+        log=said.append,
+    )
     assert seen == [("total", 12), 5, 8, 12]
     assert any("batches of an iterable are run as it gives them" in s for s in said)
 
@@ -341,12 +495,18 @@ def test_data_hints(model_path, rng, tmp_path):
     x = _data(rng, 3)
     with pytest.raises(ValueError, match="looks like one sample"):
         calibrate(model_path, [{"images": x[0]}], **QUIET)
-    gray = save_graph(tmp_path / "g.onnx", [helper.make_node("Relu", ["x"], ["y"])], [("x", ["N", 1, 12, 12])],
-                      [("y", ["N", 1, 12, 12])])
+    gray = save_graph(
+        tmp_path / "g.onnx",
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [("x", ["N", 1, 12, 12])],
+        [("y", ["N", 1, 12, 12])],
+    )
     from PIL import Image
 
     (tmp_path / "imgs").mkdir()
-    Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "a.png")
+    Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(
+        tmp_path / "imgs" / "a.png"
+    )
     with pytest.raises(ValueError, match="takes 1 channel"):
         calibrate(gray, str(tmp_path / "imgs"), **QUIET)
     (tmp_path / "m.onnx").write_bytes(b"not a protobuf at all \x00\xff" * 7)
@@ -358,7 +518,13 @@ def test_data_hints(model_path, rng, tmp_path):
 
 def test_params_of_a_method_not_computed_are_ignored(model_path, rng):
     # the command line passes --percentile whatever --method is
-    res = calibrate(model_path, _data(rng, 4), method="entropy", params={"percentile": {"percentile": 99.9}}, **QUIET)
+    res = calibrate(
+        model_path,
+        _data(rng, 4),
+        method="entropy",
+        params={"percentile": {"percentile": 99.9}},
+        **QUIET,
+    )
     assert list(res.amax) == ["entropy"] and "percentile" not in res.provenance
 
 
@@ -373,6 +539,12 @@ def test_batch_size_input_name_and_preprocess_on_arrays(model_path, rng, tmp_pat
     assert data.read == 0
     np.save(tmp_path / "x.npy", _data(rng, 4))
     said = []
-    calibrate(model_path, str(tmp_path / "x.npy"), method="minmax", preprocess=Preprocess(resize=12),
-              progress=False, log=said.append)
+    calibrate(
+        model_path,
+        str(tmp_path / "x.npy"),
+        method="minmax",
+        preprocess=Preprocess(resize=12),
+        progress=False,
+        log=said.append,
+    )
     assert any("preprocessing applies to images" in s for s in said)

@@ -14,7 +14,7 @@ from trtcal.pipeline.demo import build_model  # noqa: E402
 
 
 def _json(out):
-    return json.loads(out[out.index("{"):])  # after the rng fixture's seed line
+    return json.loads(out[out.index("{") :])  # after the rng fixture's seed line
 
 
 def test_demo_writes_outputs_and_next_steps(tmp_path, capsys):
@@ -39,14 +39,45 @@ def test_model_with_npy_data_prints_thresholds(tmp_path, capsys, rng, monkeypatc
     model = str(tmp_path / "m.onnx")
     build_model(model, size=10, width=4)
     np.save(tmp_path / "x.npy", rng.laplace(size=(7, 3, 10, 10)).astype(np.float32))
-    assert main(["calibrate", model, "--data", str(tmp_path / "x.npy"), "--method", "minmax", "-q",
-                 "--batch-size", "3"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                model,
+                "--data",
+                str(tmp_path / "x.npy"),
+                "--method",
+                "minmax",
+                "-q",
+                "--batch-size",
+                "3",
+            ]
+        )
+        == 0
+    )
     amax = _json(capsys.readouterr().out)["minmax"]
     assert set(amax) >= {"images", "conv1", "relu1", "logits"}
-    assert os.path.exists(tmp_path / "m.trtcal-ckpt.npz")  # default checkpoint: <model>.trtcal-ckpt.npz in the current directory
+    assert os.path.exists(
+        tmp_path / "m.trtcal-ckpt.npz"
+    )  # default checkpoint: <model>.trtcal-ckpt.npz in the current directory
     # resume of a finished run gives the same answer without running again
-    assert main(["calibrate", model, "--data", str(tmp_path / "x.npy"), "--method", "minmax", "-q",
-                 "--batch-size", "3", "--resume"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                model,
+                "--data",
+                str(tmp_path / "x.npy"),
+                "--method",
+                "minmax",
+                "-q",
+                "--batch-size",
+                "3",
+                "--resume",
+            ]
+        )
+        == 0
+    )
     assert _json(capsys.readouterr().out)["minmax"] == amax
 
 
@@ -69,8 +100,15 @@ def _model_and_data(tmp_path, rng):
     return model, str(tmp_path / "x.npy")
 
 
-@pytest.mark.parametrize("flag,target", [("--out-qdq", "model"), ("--out-table", "data"), ("--out-cache", "data"),
-                                         ("--report", "model")])
+@pytest.mark.parametrize(
+    "flag,target",
+    [
+        ("--out-qdq", "model"),
+        ("--out-table", "data"),
+        ("--out-cache", "data"),
+        ("--report", "model"),
+    ],
+)
 def test_cli_refuses_an_output_that_is_an_input(tmp_path, capsys, rng, flag, target):
     model, data = _model_and_data(tmp_path, rng)
     before = {p: open(p, "rb").read() for p in (model, data)}
@@ -85,9 +123,15 @@ def test_cli_refuses_an_output_that_is_an_input(tmp_path, capsys, rng, flag, tar
 def test_cli_refuses_two_outputs_on_one_path(tmp_path, capsys, rng):
     model, data = _model_and_data(tmp_path, rng)
     same = str(tmp_path / "out.json")
-    assert main(["calibrate", model, "--data", data, "-q", "--out-table", same, "--out-cache", same]) == 1
+    assert (
+        main(["calibrate", model, "--data", data, "-q", "--out-table", same, "--out-cache", same])
+        == 1
+    )
     err = capsys.readouterr().err
-    assert "--out-cache and --out-table are the same file" in err or "out_cache and out_table are the same" in err
+    assert (
+        "--out-cache and --out-table are the same file" in err
+        or "out_cache and out_table are the same" in err
+    )
     assert not os.path.exists(same)
 
 

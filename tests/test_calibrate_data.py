@@ -31,11 +31,21 @@ def _png(path, arr):
 def test_preprocess_matches_numpy_by_hand(rng):
     arr = rng.integers(0, 256, size=(13, 17, 3), dtype=np.uint8)  # odd size
     img = Image.fromarray(arr)
-    p = Preprocess(resize=(13, 17), resize_mode="exact", crop=(7, 9), scale=1 / 255, mean=(0.1, 0.2, 0.3),
-                   std=(0.5, 0.25, 2.0), channel_order="BGR", layout="NCHW")
+    p = Preprocess(
+        resize=(13, 17),
+        resize_mode="exact",
+        crop=(7, 9),
+        scale=1 / 255,
+        mean=(0.1, 0.2, 0.3),
+        std=(0.5, 0.25, 2.0),
+        channel_order="BGR",
+        layout="NCHW",
+    )
     out = p.apply(img)
     crop = arr[3:10, 4:13].astype(np.float32) / 255  # same size: resize is the identity
-    expect = ((crop[:, :, ::-1] - np.float32([0.1, 0.2, 0.3])) / np.float32([0.5, 0.25, 2.0])).transpose(2, 0, 1)
+    expect = (
+        (crop[:, :, ::-1] - np.float32([0.1, 0.2, 0.3])) / np.float32([0.5, 0.25, 2.0])
+    ).transpose(2, 0, 1)
     assert out.shape == (3, 7, 9) and out.dtype == np.float32
     np.testing.assert_allclose(out, expect, rtol=1e-6, atol=1e-6)
     nhwc = Preprocess(crop=(7, 9), layout="NHWC").apply(img)
@@ -59,7 +69,9 @@ def test_preprocess_rejects_bad_settings():
         Preprocess(mean=(1.0, 2.0))
     with pytest.raises(ValueError, match="unknown preprocessing keys"):
         parse_preprocess('{"resise": 3}')
-    assert parse_preprocess('{"resize": 5, "mean": [1, 2, 3]}') == Preprocess(resize=5, mean=(1, 2, 3))
+    assert parse_preprocess('{"resize": 5, "mean": [1, 2, 3]}') == Preprocess(
+        resize=5, mean=(1, 2, 3)
+    )
 
 
 def test_image_folder_fits_model_size_and_orders_files(tmp_path, rng):
@@ -99,7 +111,9 @@ def test_npy_and_npz(tmp_path, rng):
     assert len(src) == 6
     got = list(batches(src, 4))
     assert got[0].names[:2] == ["a.npy[0]", "a.npy[1]"] and got[1].names[-1] == "b.npy"
-    np.testing.assert_array_equal(np.concatenate([b.inputs["images"] for b in got]), np.concatenate([x, x[:1]]))
+    np.testing.assert_array_equal(
+        np.concatenate([b.inputs["images"] for b in got]), np.concatenate([x, x[:1]])
+    )
     z = tmp_path / "z.npz"
     np.savez(z, whatever=x)
     zs = open_source(str(z))
@@ -117,7 +131,9 @@ def test_npy_rows_are_read_not_mapped(tmp_path, rng):
     np.save(tmp_path / "f.npy", np.asfortranarray(x))
     for name in ("c.npy", "f.npy"):
         rows = NpyRows(str(tmp_path / name))
-        assert rows.shape == x.shape and rows.ndim == 4 and rows.dtype == np.float32 and len(rows) == 7
+        assert (
+            rows.shape == x.shape and rows.ndim == 4 and rows.dtype == np.float32 and len(rows) == 7
+        )
         for j in range(-7, 7):
             np.testing.assert_array_equal(rows[j], x[j])
     data = (tmp_path / "c.npy").read_bytes()
@@ -133,7 +149,9 @@ def test_npy_rows_are_read_not_mapped(tmp_path, rng):
 def test_shape_and_dtype_errors_name_input_expected_found(rng):
     src = ArraySource(rng.standard_normal((4, 3, 9, 10)).astype(np.float32))
     src.bind(SPEC)
-    with pytest.raises(BadSampleError, match=r"input 'images' expects .*\(3, 8, 10\), found \(3, 9, 10\)"):
+    with pytest.raises(
+        BadSampleError, match=r"input 'images' expects .*\(3, 8, 10\), found \(3, 9, 10\)"
+    ):
         list(batches(src, 2))
     ints = ArraySource(np.zeros((4, 3, 8, 10), dtype=np.int64))
     ints.bind(SPEC)
@@ -145,8 +163,14 @@ def test_shape_and_dtype_errors_name_input_expected_found(rng):
 
 
 def test_several_inputs_by_name(rng):
-    specs = [InputSpec("a", (None, 5), np.dtype(np.float32)), InputSpec("b", (None, 2, 3), np.dtype(np.float32))]
-    data = {"a": rng.standard_normal((7, 5)).astype(np.float32), "b": rng.standard_normal((7, 2, 3)).astype(np.float32)}
+    specs = [
+        InputSpec("a", (None, 5), np.dtype(np.float32)),
+        InputSpec("b", (None, 2, 3), np.dtype(np.float32)),
+    ]
+    data = {
+        "a": rng.standard_normal((7, 5)).astype(np.float32),
+        "b": rng.standard_normal((7, 2, 3)).astype(np.float32),
+    }
     src = open_source(data)
     src.bind(specs)
     got = list(batches(src, 3, max_samples=5))
@@ -208,7 +232,10 @@ def test_npz_is_read_by_rows_never_whole(tmp_path, rng, save):
     y = rng.integers(-9, 9, size=(517, 7), dtype=np.int32)
     z = tmp_path / "big.npz"
     save(z, x=x, y=y)
-    specs = [InputSpec("x", (None, 3, 37, 41), np.dtype(np.float32)), InputSpec("y", (None, 7), np.dtype(np.int32))]
+    specs = [
+        InputSpec("x", (None, 3, 37, 41), np.dtype(np.float32)),
+        InputSpec("y", (None, 7), np.dtype(np.int32)),
+    ]
     src = open_source(str(z))
     _, peak = _traced_peak(lambda: src.bind(specs))
     assert len(src) == 517 and peak < 200_000
@@ -247,7 +274,10 @@ def test_npz_single_sample_and_truncated_member(tmp_path, rng):
 
 
 def _two_inputs(h=6, w=7):
-    return [InputSpec("x", (None, 3, h, w), np.dtype(np.float32)), InputSpec("y", (None, 5), np.dtype(np.float32))]
+    return [
+        InputSpec("x", (None, 3, h, w), np.dtype(np.float32)),
+        InputSpec("y", (None, 5), np.dtype(np.float32)),
+    ]
 
 
 def test_folder_per_input_pairs_images_and_arrays(tmp_path, rng):
@@ -266,19 +296,33 @@ def test_folder_per_input_pairs_images_and_arrays(tmp_path, rng):
     assert src.preprocess.resize == (6, 7)  # fitted to input x
     got = list(batches(src, 2))
     assert [b.names for b in got] == [["a", "b"], ["sub/c"]]
-    np.testing.assert_array_equal(np.concatenate([b.inputs["y"] for b in got]), np.stack([ys[s] for s in ("a", "b", "sub/c")]))
-    expect = Preprocess(resize=(6, 7), resize_mode="exact").apply(Image.open(tmp_path / "x" / "sub" / "c.png"))
+    np.testing.assert_array_equal(
+        np.concatenate([b.inputs["y"] for b in got]), np.stack([ys[s] for s in ("a", "b", "sub/c")])
+    )
+    expect = Preprocess(resize=(6, 7), resize_mode="exact").apply(
+        Image.open(tmp_path / "x" / "sub" / "c.png")
+    )
     np.testing.assert_array_equal(got[1].inputs["x"][0], expect)
     d = src.describe()
-    assert set(d["inputs"]) == {"x", "y"} and d["inputs"]["x"]["files"] == 3 and d["inputs"]["y"]["files"] == 3
-    assert d["inputs"]["x"]["folder"] == str(tmp_path / "x") and d["ignored_subfolders"] == ["notes"]
+    assert (
+        set(d["inputs"]) == {"x", "y"}
+        and d["inputs"]["x"]["files"] == 3
+        and d["inputs"]["y"]["files"] == 3
+    )
+    assert d["inputs"]["x"]["folder"] == str(tmp_path / "x") and d["ignored_subfolders"] == [
+        "notes"
+    ]
     assert src.notes and "['notes']" in src.notes[0]
     with pytest.raises(ValueError, match="subfolder per model input.*drop it"):
         open_source(str(tmp_path), input_name="x").bind(_two_inputs())
     before = src.fingerprint()
-    np.save(tmp_path / "y" / "a.npy", np.zeros((2, 5), np.float32))  # y changes: the fingerprint does
+    np.save(
+        tmp_path / "y" / "a.npy", np.zeros((2, 5), np.float32)
+    )  # y changes: the fingerprint does
     again = open_source(str(tmp_path))
-    with pytest.raises(ValueError, match=r"'a' hold different numbers of samples .*x/a.png: 1.*y/a.npy: 2"):
+    with pytest.raises(
+        ValueError, match=r"'a' hold different numbers of samples .*x/a.png: 1.*y/a.npy: 2"
+    ):
         again.bind(_two_inputs())
     os.remove(tmp_path / "y" / "a.npy")
     np.savez(tmp_path / "y" / "a.npz", y=ys["a"])  # only y's files differ
@@ -288,11 +332,20 @@ def test_folder_per_input_pairs_images_and_arrays(tmp_path, rng):
 
 
 def test_folder_per_input_of_arrays_rows_and_npz(tmp_path, rng):
-    specs = [InputSpec("a", (None, 5), np.dtype(np.float32)), InputSpec("b", (None, 2, 3), np.dtype(np.float32))]
+    specs = [
+        InputSpec("a", (None, 5), np.dtype(np.float32)),
+        InputSpec("b", (None, 2, 3), np.dtype(np.float32)),
+    ]
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    a1, b1 = rng.standard_normal((4, 5)).astype(np.float32), rng.standard_normal((4, 2, 3)).astype(np.float32)
-    a2, b2 = rng.standard_normal(5).astype(np.float32), rng.standard_normal((2, 3)).astype(np.float32)
+    a1, b1 = (
+        rng.standard_normal((4, 5)).astype(np.float32),
+        rng.standard_normal((4, 2, 3)).astype(np.float32),
+    )
+    a2, b2 = (
+        rng.standard_normal(5).astype(np.float32),
+        rng.standard_normal((2, 3)).astype(np.float32),
+    )
     np.save(tmp_path / "a" / "p.npy", a1)
     np.savez(tmp_path / "b" / "p.npz", whatever=b1)
     np.save(tmp_path / "a" / "q.npy", a2)
@@ -301,8 +354,12 @@ def test_folder_per_input_of_arrays_rows_and_npz(tmp_path, rng):
     src.bind(specs)
     got = list(batches(src, 3, start=1))
     assert [n for b in got for n in b.names] == ["p[1]", "p[2]", "p[3]", "q"]
-    np.testing.assert_array_equal(np.concatenate([b.inputs["a"] for b in got]), np.concatenate([a1[1:], a2[None]]))
-    np.testing.assert_array_equal(np.concatenate([b.inputs["b"] for b in got]), np.concatenate([b1[1:], b2[None]]))
+    np.testing.assert_array_equal(
+        np.concatenate([b.inputs["a"] for b in got]), np.concatenate([a1[1:], a2[None]])
+    )
+    np.testing.assert_array_equal(
+        np.concatenate([b.inputs["b"] for b in got]), np.concatenate([b1[1:], b2[None]])
+    )
 
 
 def test_folder_per_input_errors_name_file_and_input(tmp_path, rng):
@@ -319,9 +376,14 @@ def test_folder_per_input_errors_name_file_and_input(tmp_path, rng):
         open_source(str(tmp_path / "x"), input_name="x").bind(_two_inputs())
     with pytest.raises(ValueError, match=r"gives input 'x' only"):
         open_source(str(tmp_path / "x" / "a.png"), input_name="x").bind(_two_inputs())
-    with pytest.raises(ValueError, match="2 inputs.*subfolder named after each input"):  # not a bad sample per file
+    with pytest.raises(
+        ValueError, match="2 inputs.*subfolder named after each input"
+    ):  # not a bad sample per file
         open_source(str(tmp_path / "y")).bind(_two_inputs())
-    other = [InputSpec("x", (None, 3, 6, 7), np.dtype(np.float32)), InputSpec("z", (None, 5), np.dtype(np.float32))]
+    other = [
+        InputSpec("x", (None, 3, 6, 7), np.dtype(np.float32)),
+        InputSpec("z", (None, 5), np.dtype(np.float32)),
+    ]
     with pytest.raises(ValueError, match=r"subfolder for input\(s\) \['x'\] but none for \['z'\]"):
         open_source(str(tmp_path)).bind(other)
     np.save(tmp_path / "x" / "d.npy", np.zeros(5, np.float32))
@@ -329,13 +391,16 @@ def test_folder_per_input_errors_name_file_and_input(tmp_path, rng):
         open_source(str(tmp_path)).bind(_two_inputs())
 
 
-# ------------------------------------------------------------------- memory constant in the rows of files
+# ------------------------------------------------------------------- memory constant in the rows of
+# files
 def _npy_folder(folder, rows, files=4, width=4):
     """``files`` .npy files of ``rows`` rows in all, made sparse and cheap with open_memmap."""
     folder.mkdir()
     per = rows // files
     for i in range(files):
-        m = np.lib.format.open_memmap(folder / f"part{i}.npy", mode="w+", dtype=np.float32, shape=(per, width))
+        m = np.lib.format.open_memmap(
+            folder / f"part{i}.npy", mode="w+", dtype=np.float32, shape=(per, width)
+        )
         m[-1] = i + 1  # the last row of each file: known values
         m.flush()
         del m
@@ -364,11 +429,16 @@ def test_npy_files_memory_is_constant_in_the_number_of_rows(tmp_path):
 
         def work():
             src.bind(spec)
-            last = list(batches(src, 8, start=len(src) - 12))  # the tail, across the last file's end
+            last = list(
+                batches(src, 8, start=len(src) - 12)
+            )  # the tail, across the last file's end
             return len(src), last
 
         (n, last), p = _traced(work)
-        assert n == rows and [b.names[0] for b in last] == [f"part3.npy[{rows // 4 - 12}]", f"part3.npy[{rows // 4 - 4}]"]
+        assert n == rows and [b.names[0] for b in last] == [
+            f"part3.npy[{rows // 4 - 12}]",
+            f"part3.npy[{rows // 4 - 4}]",
+        ]
         np.testing.assert_array_equal(last[-1].inputs["x"][-1], [4, 4, 4, 4])
         return p
 
@@ -388,18 +458,45 @@ def test_npy_files_rss_is_constant_in_the_number_of_rows(tmp_path):
     model = str(tmp_path / "m.onnx")
     from calib_models import save_graph
 
-    save_graph(model, [__import__("onnx").helper.make_node("Relu", ["x"], ["y"])], [("x", ["N", 4])], [("y", ["N", 4])])
+    save_graph(
+        model,
+        [__import__("onnx").helper.make_node("Relu", ["x"], ["y"])],
+        [("x", ["N", 4])],
+        [("y", ["N", 4])],
+    )
     del build_model
-    code = ("import resource, sys\nfrom trtcal.cli import main\n"
-            "rc = main(sys.argv[1:])\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc)")
-    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(os.path.dirname(__file__)), "python"))
+    code = (
+        "import resource, sys\nfrom trtcal.cli import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc)"
+    )
+    env = dict(
+        os.environ, PYTHONPATH=os.path.join(os.path.dirname(os.path.dirname(__file__)), "python")
+    )
 
     def rss(rows):
         data = _npy_folder(tmp_path / f"r{rows}", rows)
-        r = subprocess.run([sys.executable, "-c", code, "calibrate", model, "--data", str(data), "--method",
-                            "minmax", "--max-samples", "64", "-q", "--checkpoint", str(tmp_path / f"ck{rows}.npz")],
-                           capture_output=True, text=True, env=env)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                "calibrate",
+                model,
+                "--data",
+                str(data),
+                "--method",
+                "minmax",
+                "--max-samples",
+                "64",
+                "-q",
+                "--checkpoint",
+                str(tmp_path / f"ck{rows}.npz"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         assert r.returncode == 0, r.stderr
         return int(r.stderr.strip().splitlines()[-1])  # KiB on Linux
 
@@ -407,16 +504,30 @@ def test_npy_files_rss_is_constant_in_the_number_of_rows(tmp_path):
     assert large < small + 16 * 1024, (small, large)  # KiB
 
 
-# ------------------------------------------------------------------- values converted only when they survive
-@pytest.mark.parametrize("data,dtype,ok", [
-    (np.array([0, 100, 127], np.uint8), np.int8, True), (np.array([0, 200], np.uint8), np.int8, False),
-    (np.array([-1, 5], np.int16), np.uint8, False), (np.array([2**31 - 1], np.int64), np.int32, True),
-    (np.array([2**31], np.int64), np.int32, False), (np.array([-2**31 - 1], np.int64), np.int32, False),
-    (np.array([0, 1], np.int64), np.bool_, True), (np.array([2], np.int64), np.bool_, False),
-    (np.array([65504.0, -1.5], np.float32), np.float16, True), (np.array([70000.0], np.float32), np.float16, False),
-    (np.array([np.inf, 1.0], np.float32), np.float16, True),  # already infinite: not an overflow of the cast
-    (np.array([1e300], np.float64), np.float32, False), (np.array([1.5], np.float64), np.float32, True),
-])
+# ------------------------------------------------------------------- values converted only when
+# they survive
+@pytest.mark.parametrize(
+    "data,dtype,ok",
+    [
+        (np.array([0, 100, 127], np.uint8), np.int8, True),
+        (np.array([0, 200], np.uint8), np.int8, False),
+        (np.array([-1, 5], np.int16), np.uint8, False),
+        (np.array([2**31 - 1], np.int64), np.int32, True),
+        (np.array([2**31], np.int64), np.int32, False),
+        (np.array([-(2**31) - 1], np.int64), np.int32, False),
+        (np.array([0, 1], np.int64), np.bool_, True),
+        (np.array([2], np.int64), np.bool_, False),
+        (np.array([65504.0, -1.5], np.float32), np.float16, True),
+        (np.array([70000.0], np.float32), np.float16, False),
+        (
+            np.array([np.inf, 1.0], np.float32),
+            np.float16,
+            True,
+        ),  # already infinite: not an overflow of the cast
+        (np.array([1e300], np.float64), np.float32, False),
+        (np.array([1.5], np.float64), np.float32, True),
+    ],
+)
 def test_dtype_conversion_refuses_values_that_change(data, dtype, ok):
     from trtcal.pipeline.data import check_sample
 
@@ -430,7 +541,8 @@ def test_dtype_conversion_refuses_values_that_change(data, dtype, ok):
             check_sample({"x": data}, spec, "s.npy[3]", batched=False)
 
 
-# ------------------------------------------------------------------- folders: symlinks followed, skips said
+# ------------------------------------------------------------------- folders: symlinks followed,
+# skips said
 def test_symlinked_subfolder_is_followed_and_cycles_end(tmp_path, rng):
     root, other = tmp_path / "imgs", tmp_path / "elsewhere"
     root.mkdir()
@@ -453,4 +565,6 @@ def test_files_left_out_of_a_folder_are_said(tmp_path, rng):
     src = open_source(str(root))
     src.bind(SPEC)
     (note,) = src.notes
-    assert "2 file(s) that are not images are not read" in note and ".gif" in note and ".txt" in note
+    assert (
+        "2 file(s) that are not images are not read" in note and ".gif" in note and ".txt" in note
+    )

@@ -26,7 +26,9 @@ def test_tensorrt_runner_matches_onnxruntime(tmp_path, rng):
     common = set(trt_res.amax["minmax"]) & set(ort_res.amax["minmax"])
     assert {"images", "relu1", "block/relu", "logits"} <= common
     for n in common:
-        assert trt_res.amax["minmax"][n] == pytest.approx(ort_res.amax["minmax"][n], rel=1e-4, abs=1e-6), n
+        assert trt_res.amax["minmax"][n] == pytest.approx(
+            ort_res.amax["minmax"][n], rel=1e-4, abs=1e-6
+        ), n
     assert trt_res.provenance["runner"]["runner"] == "tensorrt"
     assert trt_res.samples == 13
 
@@ -39,5 +41,7 @@ def test_tensorrt_runner_nan_deferred_and_per_batch(tmp_path, rng):
     x[6, 1] = -1.0
     with pytest.raises(BadSampleError, match="NaN or Inf in activation"):
         calibrate(path, x, method="minmax", batch_size=4, runner="tensorrt", **QUIET)
-    res = calibrate(path, x, method="minmax", batch_size=4, runner="tensorrt", skip_bad=True, **QUIET)
+    res = calibrate(
+        path, x, method="minmax", batch_size=4, runner="tensorrt", skip_bad=True, **QUIET
+    )
     assert [s for s, _ in res.skipped] == ["arrays[6]"] and res.samples == 11

@@ -29,7 +29,10 @@ def test_all_methods_from_one_pass(model, rng):
     for m in ("entropy", "percentile", "mse"):
         for n, v in res.amax[m].items():
             h = res.histograms[n]
-            assert 0 < v <= res.amax["minmax"][n] + h.range / h.bins, (m, n)  # at most one bin above
+            assert 0 < v <= res.amax["minmax"][n] + h.range / h.bins, (
+                m,
+                n,
+            )  # at most one bin above
 
 
 def test_cache_and_table_with_provenance(tmp_path):
@@ -39,8 +42,16 @@ def test_cache_and_table_with_provenance(tmp_path):
     model = str(tmp_path / "cnn32.onnx")
     build_model(model, size=32, width=8)  # the demo preprocessing crops 32x32
     imgs = write_images(str(tmp_path / "imgs"), n=10)
-    res = calibrate(model, imgs, method="entropy", preprocess=DEMO_PREPROCESS, out_cache=str(tmp_path / "c.cache"),
-                    out_table=str(tmp_path / "t.json"), tensorrt_version="10.3", **QUIET)
+    res = calibrate(
+        model,
+        imgs,
+        method="entropy",
+        preprocess=DEMO_PREPROCESS,
+        out_cache=str(tmp_path / "c.cache"),
+        out_table=str(tmp_path / "t.json"),
+        tensorrt_version="10.3",
+        **QUIET,
+    )
     lines = (tmp_path / "c.cache").read_text().splitlines()
     assert lines[0] == "TRT-100300-EntropyCalibration2"
     assert any(line.startswith("relu1: ") for line in lines[1:])

@@ -1,4 +1,5 @@
-"""End-to-end calibration on the CPU: exact statistics, resume, bad samples, memory, tensor choice."""
+"""End-to-end calibration on the CPU: exact statistics, resume, bad samples, memory, tensor
+choice."""
 
 import os
 import tracemalloc
@@ -40,7 +41,13 @@ def _assert_same_hists(a, b):
     for n in a:
         ha, hb = a[n], b[n]
         np.testing.assert_array_equal(ha.counts, hb.counts, err_msg=n)
-        assert (ha.range, ha.amax, ha.min, ha.max, ha.nan) == (hb.range, hb.amax, hb.min, hb.max, hb.nan), n
+        assert (ha.range, ha.amax, ha.min, ha.max, ha.nan) == (
+            hb.range,
+            hb.amax,
+            hb.min,
+            hb.max,
+            hb.nan,
+        ), n
 
 
 def test_histograms_equal_one_histogram_of_all_activations(model_path, rng):
@@ -62,13 +69,19 @@ def test_tensor_choice_skips_int_shape_and_constant_tensors(tmp_path):
     nodes = [
         helper.make_node("Relu", ["x"], ["r"]),
         helper.make_node("Shape", ["r"], ["s"]),
-        helper.make_node("Constant", [], ["c"], value=helper.make_tensor("cv", TensorProto.FLOAT, [1], [2.0])),
+        helper.make_node(
+            "Constant", [], ["c"], value=helper.make_tensor("cv", TensorProto.FLOAT, [1], [2.0])
+        ),
         helper.make_node("Mul", ["r", "c"], ["m"]),
         helper.make_node("Reshape", ["m", "s"], ["y"]),
         helper.make_node("Cast", ["y"], ["yi"], to=TensorProto.INT32),
     ]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
-                          [helper.make_tensor_value_info("yi", TensorProto.INT32, ["N", 5])])
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+        [helper.make_tensor_value_info("yi", TensorProto.INT32, ["N", 5])],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     assert calibration_tensors(m) == ["x", "r", "m", "y"]
@@ -83,8 +96,16 @@ def test_tensor_choice_skips_int_shape_and_constant_tensors(tmp_path):
 def test_selection_by_op_type_end_to_end(model_path, rng):
     res = calibrate(model_path, _data(rng, 6), method="minmax", op_types=["Relu"], **QUIET)
     # the Relus' outputs and what they read (the convolutions' outputs and the residual add)
-    assert set(res.histograms) == {"relu1", "relu2", "block/relu_a", "block/relu",
-                                   "conv1", "conv2", "block/conv_a", "block/add"}
+    assert set(res.histograms) == {
+        "relu1",
+        "relu2",
+        "block/relu_a",
+        "block/relu",
+        "conv1",
+        "conv2",
+        "block/conv_a",
+        "block/add",
+    }
 
 
 class _Interrupting:
@@ -107,10 +128,19 @@ def test_resume_after_interrupt_is_bit_identical(model_path, rng, tmp_path, ever
     ck = str(tmp_path / "run.ckpt.npz")
     k = int(rng.integers(2, 8))
     with pytest.raises(KeyboardInterrupt):
-        calibrate(model_path, _Interrupting(xs, k), method="minmax", checkpoint=ck, checkpoint_every=every, **QUIET)
+        calibrate(
+            model_path,
+            _Interrupting(xs, k),
+            method="minmax",
+            checkpoint=ck,
+            checkpoint_every=every,
+            **QUIET,
+        )
     saved = ckpt.load(ck)
     assert saved["progress"]["batches"] == k and not saved["progress"]["complete"]
-    res = calibrate(model_path, _Interrupting(xs), method="minmax", checkpoint=ck, resume=True, **QUIET)
+    res = calibrate(
+        model_path, _Interrupting(xs), method="minmax", checkpoint=ck, resume=True, **QUIET
+    )
     assert res.batches == 9 and res.samples == sum(len(x) for x in xs)
     _assert_same_hists(res.histograms, full.histograms)
     assert res.amax == full.amax
@@ -137,12 +167,28 @@ def test_resume_of_files_with_skips_matches_uninterrupted(model_path, rng, tmp_p
     OrtRunner.run = flaky
     try:
         with pytest.raises(RuntimeError, match="simulated crash"):
-            calibrate(model_path, str(d), method="minmax", batch_size=4, skip_bad=True, checkpoint=ck,
-                      checkpoint_every=1, **QUIET)
+            calibrate(
+                model_path,
+                str(d),
+                method="minmax",
+                batch_size=4,
+                skip_bad=True,
+                checkpoint=ck,
+                checkpoint_every=1,
+                **QUIET,
+            )
     finally:
         OrtRunner.run = real_run
-    res = calibrate(model_path, str(d), method="minmax", batch_size=4, skip_bad=True, checkpoint=ck, resume=True,
-                    **QUIET)
+    res = calibrate(
+        model_path,
+        str(d),
+        method="minmax",
+        batch_size=4,
+        skip_bad=True,
+        checkpoint=ck,
+        resume=True,
+        **QUIET,
+    )
     _assert_same_hists(res.histograms, ref.histograms)
     assert res.skipped == ref.skipped and res.samples == ref.samples == 18
 
@@ -154,10 +200,20 @@ def test_resume_refuses_changed_settings(model_path, rng, tmp_path):
     with pytest.raises(ValueError, match="changed: batch_size"):
         calibrate(model_path, x, method="minmax", batch_size=5, checkpoint=ck, resume=True, **QUIET)
     with pytest.raises(ValueError, match="changed: .*tensors"):
-        calibrate(model_path, x, method="minmax", batch_size=4, op_types=["Conv"], checkpoint=ck, resume=True,
-                  **QUIET)
+        calibrate(
+            model_path,
+            x,
+            method="minmax",
+            batch_size=4,
+            op_types=["Conv"],
+            checkpoint=ck,
+            resume=True,
+            **QUIET,
+        )
     # a completed checkpoint resumes to the same result without running anything
-    again = calibrate(model_path, x, method="minmax", batch_size=4, checkpoint=ck, resume=True, **QUIET)
+    again = calibrate(
+        model_path, x, method="minmax", batch_size=4, checkpoint=ck, resume=True, **QUIET
+    )
     assert again.samples == 10
 
 
@@ -206,9 +262,13 @@ def test_nan_activation_names_sample_and_tensor(tmp_path, rng):
     x[5, 2] = -1.0
     ck = str(tmp_path / "c.npz")
     with pytest.raises(BadSampleError, match=r"arrays\[5\].*activation 'l'"):
-        calibrate(path, x, method="minmax", batch_size=4, checkpoint=ck, checkpoint_every=1, **QUIET)
+        calibrate(
+            path, x, method="minmax", batch_size=4, checkpoint=ck, checkpoint_every=1, **QUIET
+        )
     assert ckpt.load(ck)["progress"]["samples"] == 4  # the batch before is kept
-    res = calibrate(path, x, method="minmax", batch_size=4, checkpoint=ck, resume=True, skip_bad=True, **QUIET)
+    res = calibrate(
+        path, x, method="minmax", batch_size=4, checkpoint=ck, resume=True, skip_bad=True, **QUIET
+    )
     clean = calibrate(path, np.delete(x, 5, axis=0), method="minmax", batch_size=4, **QUIET)
     assert res.skipped == [("arrays[5]", "NaN or Inf in activation 'l'")]
     _assert_same_hists(res.histograms, clean.histograms)
@@ -233,9 +293,12 @@ def test_memory_is_constant_in_the_number_of_batches(model_path, rng):
 
 
 def test_fixed_batch_model_drops_short_last_batch(tmp_path, rng):
-    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     p = str(tmp_path / "fixed.onnx")
@@ -248,23 +311,42 @@ def test_fixed_batch_model_drops_short_last_batch(tmp_path, rng):
 
 def test_tensorrt_11_refuses_cache_output(model_path, rng, tmp_path):
     with pytest.raises(ValueError, match="no calibration caches"):
-        calibrate(model_path, _data(rng, 2), out_cache=str(tmp_path / "c.cache"), tensorrt_version="11.1", **QUIET)
+        calibrate(
+            model_path,
+            _data(rng, 2),
+            out_cache=str(tmp_path / "c.cache"),
+            tensorrt_version="11.1",
+            **QUIET,
+        )
 
 
 def test_report_markdown_and_html(model_path, rng, tmp_path):
-    res = calibrate(model_path, _data(rng, 5), method="minmax", report=str(tmp_path / "r.md"), **QUIET)
+    res = calibrate(
+        model_path, _data(rng, 5), method="minmax", report=str(tmp_path / "r.md"), **QUIET
+    )
     text = (tmp_path / "r.md").read_text()
     assert "| block/relu |" in text and "r_files/histograms.svg" in text
     svg = (tmp_path / "r_files" / "histograms.svg").read_text()
     assert svg.count("<polyline") == len(res.histograms)  # one figure, a row per tensor
     calibrate(model_path, _data(rng, 5), method="minmax", report=str(tmp_path / "r.html"), **QUIET)
     html = (tmp_path / "r.html").read_text()
-    assert html.count("<svg") == len(res.histograms) and "<table>" in html and "Accuracy against FP32" in html
+    assert (
+        html.count("<svg") == len(res.histograms)
+        and "<table>" in html
+        and "Accuracy against FP32" in html
+    )
 
 
 def test_report_shows_accuracy_with_eval_data(model_path, rng, tmp_path):
-    res = calibrate(model_path, _data(rng, 6), method=["entropy", "minmax"], report=str(tmp_path / "r.html"),
-                    out_qdq=str(tmp_path / "m.qdq.onnx"), eval_data=_data(rng, 4), **QUIET)
+    res = calibrate(
+        model_path,
+        _data(rng, 6),
+        method=["entropy", "minmax"],
+        report=str(tmp_path / "r.html"),
+        out_qdq=str(tmp_path / "m.qdq.onnx"),
+        eval_data=_data(rng, 4),
+        **QUIET,
+    )
     html = (tmp_path / "r.html").read_text()
     # per method: one row per output head, then the task row (the worst head's task metric)
     heads = [r for r in res.accuracy if r["head"] != "task"]
@@ -291,28 +373,44 @@ def test_ctrl_c_finishes_the_batch_checkpoints_and_resumes_exactly(model_path, r
     ck = str(tmp_path / "c.npz")
     before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
     with pytest.raises(KeyboardInterrupt):
-        calibrate(model_path, sigint_at(2), method="minmax", checkpoint=ck, checkpoint_every=100, **QUIET)
+        calibrate(
+            model_path, sigint_at(2), method="minmax", checkpoint=ck, checkpoint_every=100, **QUIET
+        )
     assert ckpt.load(ck)["progress"]["batches"] == 3
     assert signal.getsignal(signal.SIGINT) is before  # handler restored
-    res = calibrate(model_path, _Interrupting(xs), method="minmax", checkpoint=ck, resume=True, **QUIET)
+    res = calibrate(
+        model_path, _Interrupting(xs), method="minmax", checkpoint=ck, resume=True, **QUIET
+    )
     _assert_same_hists(res.histograms, full.histograms)
 
 
 def test_model_with_two_inputs_from_npz(tmp_path, rng):
-    g = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["p"]), helper.make_node("Add", ["p", "b"], ["y"])],
-                          "two", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 5]),
-                                  helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-                          initializer=[onnx.numpy_helper.from_array(rng.standard_normal((5, 3)).astype(np.float32), "w")])
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "w"], ["p"]), helper.make_node("Add", ["p", "b"], ["y"])],
+        "two",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 5]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        initializer=[
+            onnx.numpy_helper.from_array(rng.standard_normal((5, 3)).astype(np.float32), "w")
+        ],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     p = str(tmp_path / "two.onnx")
     onnx.save(m, p)
-    a, b = rng.laplace(size=(11, 5)).astype(np.float32), rng.standard_t(2, size=(11, 3)).astype(np.float32)
+    a, b = (
+        rng.laplace(size=(11, 5)).astype(np.float32),
+        rng.standard_t(2, size=(11, 3)).astype(np.float32),
+    )
     np.savez(tmp_path / "d.npz", a=a, b=b)
     res = calibrate(p, str(tmp_path / "d.npz"), method="minmax", batch_size=4, **QUIET)
     assert set(res.amax["minmax"]) == {"a", "b", "p", "y"}
     assert res.amax["minmax"]["b"] == float(np.abs(b).max())
     np.savez(tmp_path / "wrong.npz", a=a, c=b)
-    with pytest.raises(ValueError, match=r"no data for model input\(s\) \['b'\].*unknown input name\(s\) \['c'\]"):
+    with pytest.raises(
+        ValueError, match=r"no data for model input\(s\) \['b'\].*unknown input name\(s\) \['c'\]"
+    ):
         calibrate(p, str(tmp_path / "wrong.npz"), method="minmax", **QUIET)

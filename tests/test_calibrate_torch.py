@@ -1,4 +1,5 @@
-"""trtcal.torch hooks: every activation collected exactly, on the CPU and (gpu) on device tensors."""
+"""trtcal.torch hooks: every activation collected exactly, on the CPU and (gpu) on device
+tensors."""
 
 import numpy as np
 import pytest
@@ -42,10 +43,21 @@ def _reference(net, batches):
             c2 = net.conv2(r0)
             r1 = net.relu(c2 + r0)
             f = net.fc(r1.mean(dim=(2, 3)))
-            for k, v in {"conv": c, "bn": b, "relu": r0, "conv2": c2, "relu#1": r1, "fc": f}.items():
+            for k, v in {
+                "conv": c,
+                "bn": b,
+                "relu": r0,
+                "conv2": c2,
+                "relu#1": r1,
+                "fc": f,
+            }.items():
                 acts.setdefault(k, []).append(v.reshape(-1).cpu().numpy())
-    return {k: trtcal.HistogramCollector(2048, device="cpu", name=k).update(np.concatenate(v)).histogram()
-            for k, v in acts.items()}
+    return {
+        k: trtcal.HistogramCollector(2048, device="cpu", name=k)
+        .update(np.concatenate(v))
+        .histogram()
+        for k, v in acts.items()
+    }
 
 
 def _check(device, rng):
@@ -73,8 +85,12 @@ def _input_reference(net, batches):
             r1 = net.relu(net.conv2(r0) + r0)
             for k, v in {"conv": x, "conv2": r0, "fc": r1.mean(dim=(2, 3))}.items():
                 acts.setdefault(k, []).append(v.reshape(-1).cpu().numpy())
-    return {k: trtcal.HistogramCollector(2048, device="cpu", name=k).update(np.concatenate(v)).histogram()
-            for k, v in acts.items()}
+    return {
+        k: trtcal.HistogramCollector(2048, device="cpu", name=k)
+        .update(np.concatenate(v))
+        .histogram()
+        for k, v in acts.items()
+    }
 
 
 def _check_inputs(device, rng):
@@ -163,12 +179,18 @@ def test_inplace_ops_after_hooks_are_read_in_time(rng):
     def keep(name):
         def hook(mod, args, out):
             k = sum(1 for n in oracle if n == name or n.startswith(name + "#"))
-            oracle.setdefault(name if k == 0 else f"{name}#{k}", []).append(out.detach().cpu().numpy().copy())
+            oracle.setdefault(name if k == 0 else f"{name}#{k}", []).append(
+                out.detach().cpu().numpy().copy()
+            )
+
         return hook
 
     # the oracle copies every output to the host inside its own hooks (registered first)
     handles = [m.register_forward_hook(keep(n)) for n, m in model.named_modules() if n]
-    batches = [torch.from_numpy(rng.standard_t(3, (4, 8, 9, 9)).astype(np.float32)).cuda() for _ in range(4)]
+    batches = [
+        torch.from_numpy(rng.standard_t(3, (4, 8, 9, 9)).astype(np.float32)).cuda()
+        for _ in range(4)
+    ]
     copies = []
     with ttorch.TorchCollector(model) as hooks:
         for b in batches:
@@ -214,13 +236,21 @@ def test_fast_path_rechecks_tensors_that_change_kind(rng):
             return self.pick(x)
 
     model = Model().cuda().eval()
-    batches = [torch.from_numpy(rng.standard_t(3, (3, 6, 7)).astype(np.float32)).cuda() for _ in range(4)]
+    batches = [
+        torch.from_numpy(rng.standard_t(3, (3, 6, 7)).astype(np.float32)).cuda() for _ in range(4)
+    ]
     seen = []
     with ttorch.TorchCollector(model) as hooks:
         for b, mode in zip(batches, ["plain", "plain", "strided", "half"]):
             model.pick.mode = mode
             hooks.forward(b)
-            seen.append({"plain": b, "strided": b[:, ::2], "half": b.half()}[mode].float().cpu().numpy().ravel())
+            seen.append(
+                {"plain": b, "strided": b[:, ::2], "half": b.half()}[mode]
+                .float()
+                .cpu()
+                .numpy()
+                .ravel()
+            )
         assert "pick" in hooks._fast  # the fast path was taken from the second forward on
         got = hooks.stats.histograms()["pick"]
     want = trtcal.HistogramCollector(2048, device="cpu").update(np.concatenate(seen)).histogram()
@@ -239,7 +269,11 @@ def test_module_without_parameters_runs_where_its_input_is(rng):
 
     x = torch.from_numpy(rng.standard_normal((2, 5)).astype(np.float32))
     stats = ttorch.collect(Act(), [x])
-    want = trtcal.HistogramCollector(2048, device="cpu").update(torch.nn.functional.silu(x).numpy()).histogram()
+    want = (
+        trtcal.HistogramCollector(2048, device="cpu")
+        .update(torch.nn.functional.silu(x).numpy())
+        .histogram()
+    )
     np.testing.assert_array_equal(stats.histograms()["act"].counts, want.counts)
 
 
@@ -259,4 +293,6 @@ def test_cpu_bfloat16_activations_are_binned_exactly(rng):
         acts = torch.cat([net.conv(x).float().flatten() for x, _ in xs]).numpy()
     want = trtcal.HistogramCollector(2048, device="cpu")
     want.update(acts)
-    np.testing.assert_array_equal(stats.collectors["conv"].histogram().counts, want.histogram().counts)
+    np.testing.assert_array_equal(
+        stats.collectors["conv"].histogram().counts, want.histogram().counts
+    )

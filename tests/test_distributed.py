@@ -21,7 +21,9 @@ try:
 except ImportError:
     HAVE_TORCH = False
 
-needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="needs PyTorch with torch.distributed (pip install torch)")
+needs_torch = pytest.mark.skipif(
+    not HAVE_TORCH, reason="needs PyTorch with torch.distributed (pip install torch)"
+)
 
 STATE_KEYS = ("exponent", "amax", "min", "max", "finite", "nan", "posinf", "neginf")
 
@@ -40,7 +42,11 @@ def make_dataset(seed: int, n: int):
         b = rng.laplace(0, 1, size=(3, 97)).astype(np.float32)
         if rng.random() < 0.1:
             b[0, rng.integers(97)] = rng.choice([-1, 1]) * np.float32(rng.uniform(1e3, 1e6))
-        c = np.zeros((3, 11), np.float32) if rng.random() < 0.7 else rng.standard_cauchy((3, 11)).astype(np.float32)
+        c = (
+            np.zeros((3, 11), np.float32)
+            if rng.random() < 0.7
+            else rng.standard_cauchy((3, 11)).astype(np.float32)
+        )
         d = (rng.standard_normal((3, 5)) * scale).astype(np.float32)
         if rng.random() < 0.2:
             d.flat[rng.integers(d.size)] = rng.choice([np.nan, np.inf, -np.inf])
@@ -66,7 +72,7 @@ def make_collectors(extra: bool = False, device=None):
 def collect(collectors, samples, batch: int, to=None):
     """Updates in batches; ``to`` moves each batch (e.g. to a CUDA tensor)."""
     for i in range(0, len(samples), batch):
-        chunk = samples[i:i + batch]
+        chunk = samples[i : i + batch]
         for key in ("a", "b", "c", "d"):
             x = np.concatenate([s[key] for s in chunk])
             if to is not None:
@@ -135,8 +141,10 @@ def test_shard_arguments_are_checked():
 def test_merging_shards_equals_one_pass(rng, world):
     data = make_dataset(int(rng.integers(2**31)), 37)
     want = collect(make_collectors(), data, 5)
-    parts = [collect(make_collectors(), [data[i] for i in D.shard_indices(len(data), r, world)], 3)
-             for r in range(world)]
+    parts = [
+        collect(make_collectors(), [data[i] for i in D.shard_indices(len(data), r, world)], 3)
+        for r in range(world)
+    ]
     order = rng.permutation(world)
     got = D.merge_collectors([parts[i] for i in order])
     assert_same(got, want)
@@ -166,8 +174,12 @@ def test_load_states_reads_calibrate_checkpoints(rng, tmp_path):
     stats = ActivationStats(["a", "c"], bins=2048)
     for s in data:
         stats.add({"a": s["a"], "c": s["c"]})
-    ckpt.save(str(tmp_path / "ckpt.npz"), config={"bins": 2048}, stats_state=stats.state_dict(),
-              progress={"cursor": 6, "samples": 6, "batches": 6, "complete": True})
+    ckpt.save(
+        str(tmp_path / "ckpt.npz"),
+        config={"bins": 2048},
+        stats_state=stats.state_dict(),
+        progress={"cursor": 6, "samples": 6, "batches": 6, "complete": True},
+    )
     got, info = D.load_states(str(tmp_path / "ckpt.npz"))
     assert info["format"] == ckpt.FORMAT and info["progress"]["complete"] is True
     assert_same(got, stats.collectors)
@@ -189,7 +201,9 @@ def _cli(*args, cwd=None):
     env = dict(os.environ)
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.path.join(here, "python") + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "trtcal", *args], capture_output=True, text=True, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "trtcal", *args], capture_output=True, text=True, env=env, cwd=cwd
+    )
 
 
 def test_merge_command_combines_files_exactly(rng, tmp_path):
@@ -228,8 +242,8 @@ def _partitions(world: int):
     cases = {
         "even": [list(D.shard_indices(n, r, world)) for r in range(world)],
         "aligned": [list(D.shard_indices(n, r, world, align=4)) for r in range(world)],
-        "uneven": [list(range(3))] + [[3 + i for i in D.shard_indices(n - 3, r, world - 1)]
-                                      for r in range(world - 1)],
+        "uneven": [list(range(3))]
+        + [[3 + i for i in D.shard_indices(n - 3, r, world - 1)] for r in range(world - 1)],
         "last_empty": [list(D.shard_indices(n, r, world - 1)) for r in range(world - 1)] + [[]],
         "first_empty": [[]] + [list(D.shard_indices(n, r, world - 1)) for r in range(world - 1)],
         "strided": [list(D.shard_iterable(range(n), r, world)) for r in range(world)],
@@ -261,7 +275,11 @@ def _worker(rank: int, world: int, init_file: str, seed: int, outdir: str) -> No
                 if rank == world - 1:
                     raise ValueError("bad sample 'img_0042.jpg': NaN or Inf in activation 'conv1'")
         except D.RankFailedError as exc:
-            _note(outdir, f"failure.rank{rank}", f"{exc}|{sorted(exc.failures)}|{type(exc.__cause__).__name__}")
+            _note(
+                outdir,
+                f"failure.rank{rank}",
+                f"{exc}|{sorted(exc.failures)}|{type(exc.__cause__).__name__}",
+            )
         # a clean guard raises nothing
         with D.RankGuard("calibration"):
             pass
@@ -278,7 +296,9 @@ def _note(outdir: str, name: str, text: str) -> None:
 def _spawn(world: int, tmp_path, seed: int) -> None:
     import torch.multiprocessing as mp
 
-    mp.spawn(_worker, args=(world, str(tmp_path / "init"), seed, str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(
+        _worker, args=(world, str(tmp_path / "init"), seed, str(tmp_path)), nprocs=world, join=True
+    )
 
 
 @pytest.fixture(scope="module", params=[2, 3], ids=["world2", "world3"])
@@ -294,7 +314,9 @@ def gloo_run(request, tmp_path_factory):
 
 
 @needs_torch
-@pytest.mark.parametrize("case", ["even", "aligned", "uneven", "last_empty", "first_empty", "strided", "all_on_one"])
+@pytest.mark.parametrize(
+    "case", ["even", "aligned", "uneven", "last_empty", "first_empty", "strided", "all_on_one"]
+)
 def test_gloo_merge_equals_one_process(gloo_run, case):
     world, seed, tmp = gloo_run
     data = make_dataset(seed, N_SAMPLES)

@@ -31,7 +31,9 @@ try:
 except ImportError:
     HAVE_TORCH = False
 
-pytestmark = pytest.mark.skipif(not HAVE_TORCH, reason="needs PyTorch with torch.distributed (pip install torch)")
+pytestmark = pytest.mark.skipif(
+    not HAVE_TORCH, reason="needs PyTorch with torch.distributed (pip install torch)"
+)
 
 QUIET = dict(progress=False, log=lambda s: None)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,8 +45,10 @@ def _outputs(d: str, tag: str):
 
 
 def _hist_dump(res) -> dict:
-    return {n: [h.counts.tolist(), h.range, h.amax, h.min, h.max, h.nan, h.posinf, h.neginf]
-            for n, h in res.histograms.items()}
+    return {
+        n: [h.counts.tolist(), h.range, h.amax, h.min, h.max, h.nan, h.posinf, h.neginf]
+        for n, h in res.histograms.items()
+    }
 
 
 def _worker(rank: int, world: int, d: str) -> None:
@@ -55,25 +59,60 @@ def _worker(rank: int, world: int, d: str) -> None:
         model, logm = os.path.join(d, "cnn.onnx"), os.path.join(d, "log.onnx")
         for case, batch in (("uneven", 8), ("one_batch", 8)):
             x = np.load(os.path.join(d, f"{case}.npy"))
-            res = calibrate(model, x, method=METHOD, batch_size=batch, distributed=True,
-                            checkpoint=os.path.join(d, f"{case}.ckpt.npz"), **_outputs(d, f"{case}.dist"), **QUIET)
+            res = calibrate(
+                model,
+                x,
+                method=METHOD,
+                batch_size=batch,
+                distributed=True,
+                checkpoint=os.path.join(d, f"{case}.ckpt.npz"),
+                **_outputs(d, f"{case}.dist"),
+                **QUIET,
+            )
             with open(os.path.join(d, f"{case}.rank{rank}.json"), "w") as f:
-                json.dump({"hists": _hist_dump(res), "samples": res.samples, "batches": res.batches,
-                           "amax": res.amax, "tables": sorted(res.tables), "files": sorted(res.files)}, f)
+                json.dump(
+                    {
+                        "hists": _hist_dump(res),
+                        "samples": res.samples,
+                        "batches": res.batches,
+                        "amax": res.amax,
+                        "tables": sorted(res.tables),
+                        "files": sorted(res.files),
+                    },
+                    f,
+                )
         # a bad sample on the last rank: every rank stops, naming it
         x = np.load(os.path.join(d, "bad.npy"))
         ck = os.path.join(d, "bad.ckpt.npz")
         try:
-            calibrate(logm, x, method="minmax", batch_size=4, distributed=True, checkpoint=ck, checkpoint_every=1,
-                      **QUIET)
+            calibrate(
+                logm,
+                x,
+                method="minmax",
+                batch_size=4,
+                distributed=True,
+                checkpoint=ck,
+                checkpoint_every=1,
+                **QUIET,
+            )
         except D.RankFailedError as exc:
             with open(os.path.join(d, f"bad.rank{rank}.txt"), "w") as f:
                 f.write(str(exc))
         mine = D.rank_path(ck, rank, world)
         shutil.copyfile(mine, mine + ".after-failure")
         # resume, skipping the bad sample: only the failed rank has work left
-        res = calibrate(logm, x, method="minmax", batch_size=4, distributed=True, checkpoint=ck, resume=True,
-                        skip_bad=True, **_outputs(d, "bad.dist"), **QUIET)
+        res = calibrate(
+            logm,
+            x,
+            method="minmax",
+            batch_size=4,
+            distributed=True,
+            checkpoint=ck,
+            resume=True,
+            skip_bad=True,
+            **_outputs(d, "bad.dist"),
+            **QUIET,
+        )
         with open(os.path.join(d, f"bad.rank{rank}.json"), "w") as f:
             json.dump({"hists": _hist_dump(res), "samples": res.samples, "skipped": res.skipped}, f)
     finally:
@@ -106,8 +145,14 @@ def spawned(tmp_path_factory):
 def test_two_ranks_write_the_table_of_one_process(spawned, case, batch):
     d = str(spawned)
     x = np.load(os.path.join(d, f"{case}.npy"))
-    one = calibrate(os.path.join(d, "cnn.onnx"), x, method=METHOD, batch_size=batch, **_outputs(d, f"{case}.one"),
-                    **QUIET)
+    one = calibrate(
+        os.path.join(d, "cnn.onnx"),
+        x,
+        method=METHOD,
+        batch_size=batch,
+        **_outputs(d, f"{case}.one"),
+        **QUIET,
+    )
     for r in range(2):  # every rank holds the final statistics and thresholds
         got = json.load(open(os.path.join(d, f"{case}.rank{r}.json")))
         assert got["hists"] == json.loads(json.dumps(_hist_dump(one)))
@@ -135,12 +180,22 @@ def test_failing_rank_stops_both_and_resume_finishes_exactly(spawned):
     c0 = ckpt.load(os.path.join(d, "bad.ckpt.rank0-of-2.npz.after-failure"))["progress"]
     c1 = ckpt.load(os.path.join(d, "bad.ckpt.rank1-of-2.npz.after-failure"))["progress"]
     assert c0["complete"] and c0["samples"] == 8  # the healthy rank finished its shard
-    assert not c1["complete"] and c1["samples"] == 4  # the failed rank kept the batch before the bad one
+    assert (
+        not c1["complete"] and c1["samples"] == 4
+    )  # the failed rank kept the batch before the bad one
     x = np.load(os.path.join(d, "bad.npy"))
-    clean = calibrate(os.path.join(d, "log.onnx"), np.delete(x, 13, axis=0), method="minmax", batch_size=4, **QUIET)
+    clean = calibrate(
+        os.path.join(d, "log.onnx"),
+        np.delete(x, 13, axis=0),
+        method="minmax",
+        batch_size=4,
+        **QUIET,
+    )
     for r in range(2):
         got = json.load(open(os.path.join(d, f"bad.rank{r}.json")))
-        assert got["samples"] == 16 and got["skipped"] == [["arrays[13]", "NaN or Inf in activation 'l'"]]
+        assert got["samples"] == 16 and got["skipped"] == [
+            ["arrays[13]", "NaN or Inf in activation 'l'"]
+        ]
         # the skipped row changes later batches' composition, not the statistics
         assert got["hists"] == json.loads(json.dumps(_hist_dump(clean)))
 
@@ -153,8 +208,14 @@ def _env():
 
 
 def _trtcal(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "trtcal", *args], capture_output=True, text=True, env=_env(),
-                          cwd=cwd, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "trtcal", *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=cwd,
+        check=False,
+    )
 
 
 def test_torchrun_cli_matches_one_process(tmp_path, rng):
@@ -162,19 +223,45 @@ def test_torchrun_cli_matches_one_process(tmp_path, rng):
     x = rng.laplace(0, 1, size=(29, 3, 12, 12)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     common = ["cnn.onnx", "--data", "x.npy", "--method", METHOD, "--batch-size", "4", "-q"]
-    one = _trtcal("calibrate", *common, "--out-table", "one.json", "--out-cache", "one.cache", cwd=tmp_path)
+    one = _trtcal(
+        "calibrate", *common, "--out-table", "one.json", "--out-cache", "one.cache", cwd=tmp_path
+    )
     assert one.returncode == 0, one.stderr
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "trtcal", "calibrate", *common, "--distributed", "--out-table", "dist.json",
-                          "--out-cache", "dist.cache"], capture_output=True, text=True, env=_env(), cwd=tmp_path,
-                         check=False)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "trtcal",
+            "calibrate",
+            *common,
+            "--distributed",
+            "--out-table",
+            "dist.json",
+            "--out-cache",
+            "dist.cache",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     names = ["one", "dist"]
     for ext in ("json", "cache"):
-        files = [tmp_path / (f"{n}.entropy.{ext}" if METHOD == "all" else f"{n}.{ext}") for n in names]
+        files = [
+            tmp_path / (f"{n}.entropy.{ext}" if METHOD == "all" else f"{n}.{ext}") for n in names
+        ]
         assert files[0].read_bytes() == files[1].read_bytes(), ext
     assert sorted(p.name for p in tmp_path.glob("cnn.trtcal-ckpt.rank*")) == [
-        "cnn.trtcal-ckpt.rank0-of-2.npz", "cnn.trtcal-ckpt.rank1-of-2.npz"]
+        "cnn.trtcal-ckpt.rank0-of-2.npz",
+        "cnn.trtcal-ckpt.rank1-of-2.npz",
+    ]
 
 
 def test_shards_on_separate_machines_merge_to_the_table_of_one_process(tmp_path, rng):
@@ -183,13 +270,26 @@ def test_shards_on_separate_machines_merge_to_the_table_of_one_process(tmp_path,
     np.save(tmp_path / "x.npy", x)
     common = ["cnn.onnx", "--data", "x.npy", "--method", "minmax", "--batch-size", "4", "-q"]
     for r in range(3):
-        res = _trtcal("calibrate", *common, "--shard", f"{r}/3", "--checkpoint", "ck.npz", cwd=tmp_path)
+        res = _trtcal(
+            "calibrate", *common, "--shard", f"{r}/3", "--checkpoint", "ck.npz", cwd=tmp_path
+        )
         assert res.returncode == 0, res.stderr
-    one = _trtcal("calibrate", *common, "--out-table", "one.json", "--out-cache", "one.cache", cwd=tmp_path)
+    one = _trtcal(
+        "calibrate", *common, "--out-table", "one.json", "--out-cache", "one.cache", cwd=tmp_path
+    )
     assert one.returncode == 0, one.stderr
     shards = [f"ck.rank{r}-of-3.npz" for r in range(3)]
-    m = _trtcal("merge", *shards, "--method", "minmax", "--out-cache", "merged.cache", "--out-table", "merged.json",
-                cwd=tmp_path)
+    m = _trtcal(
+        "merge",
+        *shards,
+        "--method",
+        "minmax",
+        "--out-cache",
+        "merged.cache",
+        "--out-table",
+        "merged.json",
+        cwd=tmp_path,
+    )
     assert m.returncode == 0, m.stderr
     assert (tmp_path / "merged.cache").read_bytes() == (tmp_path / "one.cache").read_bytes()
     got = json.loads((tmp_path / "merged.json").read_text())

@@ -22,9 +22,14 @@ torch = pytest.importorskip("torch")
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.device_count() >= 2
-                            and torch.distributed.is_nccl_available()),
-                       reason="needs 2 CUDA GPUs visible to PyTorch with NCCL"),
+    pytest.mark.skipif(
+        not (
+            torch.cuda.is_available()
+            and torch.cuda.device_count() >= 2
+            and torch.distributed.is_nccl_available()
+        ),
+        reason="needs 2 CUDA GPUs visible to PyTorch with NCCL",
+    ),
 ]
 
 
@@ -32,15 +37,25 @@ def _worker(rank: int, world: int, init_file: str, seed: int, outdir: str) -> No
     import torch.distributed as dist
 
     torch.cuda.set_device(rank)
-    dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            device_id=torch.device("cuda", rank))
+    dist.init_process_group(
+        "nccl",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        device_id=torch.device("cuda", rank),
+    )
     try:
         data = make_dataset(seed, N_SAMPLES)
         to = lambda x: torch.from_numpy(x).cuda()  # noqa: E731
         if rank == 0:  # one GPU over all the data
-            D.save_states(os.path.join(outdir, "single.npz"), collect(make_collectors(device="cuda:0"), data, 5, to))
+            D.save_states(
+                os.path.join(outdir, "single.npz"),
+                collect(make_collectors(device="cuda:0"), data, 5, to),
+            )
         for case, parts in _partitions(world).items():
-            cs = collect(make_collectors(device=f"cuda:{rank}"), [data[i] for i in parts[rank]], 3 + rank, to)
+            cs = collect(
+                make_collectors(device=f"cuda:{rank}"), [data[i] for i in parts[rank]], 3 + rank, to
+            )
             D.all_reduce_collectors(cs)
             D.save_states(os.path.join(outdir, f"{case}.rank{rank}.npz"), cs)
         dist.barrier()
@@ -60,7 +75,9 @@ def nccl_run(tmp_path_factory):
     return world, seed, tmp
 
 
-@pytest.mark.parametrize("case", ["even", "aligned", "uneven", "last_empty", "first_empty", "strided", "all_on_one"])
+@pytest.mark.parametrize(
+    "case", ["even", "aligned", "uneven", "last_empty", "first_empty", "strided", "all_on_one"]
+)
 def test_nccl_merge_equals_one_gpu_and_the_cpu_reference(nccl_run, case):
     world, seed, tmp = nccl_run
     single, _ = D.load_states(str(tmp / "single.npz"))

@@ -468,13 +468,21 @@ def test_a_checkpoint_that_is_a_folder_is_refused(tmp_path, capsys, model):
     )
 
 
-@pytest.mark.parametrize("doc", [
-    {"format": "trtcal.calibration-table", "version": 1, "provenance": [1], "tensors": {}},
-    {"format": "trtcal.calibration-table", "version": 1, "provenance": {"extra": 5}, "tensors": {}},
-    {"format": "trtcal.calibration-table", "version": "one", "tensors": {}},
-    {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"amax": [1]}}},
-    {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"amax": True}}},
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"format": "trtcal.calibration-table", "version": 1, "provenance": [1], "tensors": {}},
+        {
+            "format": "trtcal.calibration-table",
+            "version": 1,
+            "provenance": {"extra": 5},
+            "tensors": {},
+        },
+        {"format": "trtcal.calibration-table", "version": "one", "tensors": {}},
+        {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"amax": [1]}}},
+        {"format": "trtcal.calibration-table", "version": 1, "tensors": {"t": {"amax": True}}},
+    ],
+)
 def test_malformed_table_fields_are_refused_naming_the_file(tmp_path, capsys, doc):
     p = tmp_path / "odd.json"
     p.write_text(json.dumps(doc))

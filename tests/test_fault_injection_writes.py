@@ -372,7 +372,9 @@ def test_stale_temporaries_of_a_killed_process_are_removed(setup, tmp_path):
     stale.write_bytes(b"half")
     mine = tmp_path / f".t.json{_files.temp_tag()}abc"  # a live process's: kept
     mine.write_bytes(b"busy")
-    other = tmp_path / f".t.json{_files.TEMP_TAG}{pid}-0badcafe-abc"  # another host's (shared disk): kept
+    other = (
+        tmp_path / f".t.json{_files.TEMP_TAG}{pid}-0badcafe-abc"
+    )  # another host's (shared disk): kept
     other.write_bytes(b"theirs")
     calibrate(model, x, method="minmax", out_table=str(tmp_path / "t.json"), **QUIET)
     assert not stale.exists() and mine.exists() and other.exists()

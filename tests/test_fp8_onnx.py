@@ -47,8 +47,10 @@ def test_initializers(rng):
 def small_model(rng, channels=32):
     """x -> Conv 3x3 (24->channels) -> Relu -> depthwise Conv (group channels) -> Relu ->
     Flatten -> MatMul -> Add(residual of the MatMul output with itself through Relu)."""
+
     def init(name, *shape):
         return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
     c = channels
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv", pads=[1, 1, 1, 1]),
@@ -60,9 +62,13 @@ def small_model(rng, channels=32):
         helper.make_node("Relu", ["m"], ["rm"], name="relu3"),
         helper.make_node("Add", ["m", "rm"], ["y"], name="add"),
     ]
-    g = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 24, 6, 6])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 20])],
-                          [init("w1", c, 24, 3, 3), init("b1", c), init("w2", c, 1, 3, 3), init("w3", c * 36, 20)])
+    g = helper.make_graph(
+        nodes,
+        "small",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 24, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 20])],
+        [init("w1", c, 24, 3, 3), init("b1", c), init("w2", c, 1, 3, 3), init("w3", c * 36, 20)],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     return m
@@ -73,8 +79,13 @@ def _table(model, x):
     m = onnx.ModelProto()
     m.CopyFrom(model)
     names = [o for n in m.graph.node for o in n.output]
-    m.graph.output.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names
-                           if n not in {o.name for o in m.graph.output}])
+    m.graph.output.extend(
+        [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+            for n in names
+            if n not in {o.name for o in m.graph.output}
+        ]
+    )
     outs = session(m).run(None, {"x": x})
     got = dict(zip([o.name for o in m.graph.output], outs))
     got["x"] = x
@@ -83,11 +94,17 @@ def _table(model, x):
 
 def _zero_point_types(model):
     inits = {t.name: t for t in model.graph.initializer}
-    return {n.input[0]: inits[n.input[2]].data_type for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    return {
+        n.input[0]: inits[n.input[2]].data_type
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear"
+    }
 
 
 def _sqnr(a, b):
-    return float(10 * np.log10((a.astype(np.float64) ** 2).sum() / max(((a - b) ** 2).sum(), 1e-30)))
+    return float(
+        10 * np.log10((a.astype(np.float64) ** 2).sum() / max(((a - b) ** 2).sum(), 1e-30))
+    )
 
 
 def test_conversion_report_and_types(rng):
@@ -100,7 +117,9 @@ def test_conversion_report_and_types(rng):
     f8, rep = convert_to_fp8(q, {"x": table["x"] * 0.9}, return_report=True)
     onnx.checker.check_model(f8)
     assert rep.opset >= 19
-    assert "dwconv" in rep.float_nodes and "4524" in rep.float_nodes["dwconv"] and not rep.int8_nodes
+    assert (
+        "dwconv" in rep.float_nodes and "4524" in rep.float_nodes["dwconv"] and not rep.int8_nodes
+    )
     assert {"conv", "matmul"} <= set(rep.fp8_nodes)
     assert rep.activations["x"] == pytest.approx(table["x"] * 0.9)
     kinds = _zero_point_types(f8)
@@ -111,19 +130,27 @@ def test_conversion_report_and_types(rng):
     inits = {t.name: t for t in f8.graph.initializer}
     w1 = numpy_helper.to_array(inits["w1"])
     qn = next(n for n in f8.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "w1")
-    np.testing.assert_array_equal(numpy_helper.to_array(inits[qn.input[1]]),
-                                  (np.abs(w1).reshape(32, -1).max(axis=1) / 448.0).astype(np.float32))
+    np.testing.assert_array_equal(
+        numpy_helper.to_array(inits[qn.input[1]]),
+        (np.abs(w1).reshape(32, -1).max(axis=1) / 448.0).astype(np.float32),
+    )
     assert _sqnr(y, session(f8).run(None, {"x": x})[0]) > 20
     # fallback='int8': the depthwise conv's pairs stay INT8
     f2, rep2 = convert_to_fp8(q, fallback="int8", return_report=True)
-    assert "dwconv" in rep2.int8_nodes and "4524" in rep2.int8_nodes["dwconv"] and not rep2.float_nodes
+    assert (
+        "dwconv" in rep2.int8_nodes and "4524" in rep2.int8_nodes["dwconv"] and not rep2.float_nodes
+    )
     kinds = _zero_point_types(f2)
     assert kinds["r1"] == TensorProto.INT8 and kinds["w2"] == TensorProto.INT8
     assert kinds["x"] == TensorProto.FLOAT8E4M3FN
     assert _sqnr(y, session(f2).run(None, {"x": x})[0]) > 20
     # a per-layer choice of INT8 holds under the float fallback
-    f3, rep3 = convert_to_fp8(q, precisions={"dwconv": "int8", "matmul": "fp16"}, return_report=True)
-    assert "dwconv" in rep3.int8_nodes and "matmul" in rep3.float_nodes and rep3.fp8_nodes == ["conv"]
+    f3, rep3 = convert_to_fp8(
+        q, precisions={"dwconv": "int8", "matmul": "fp16"}, return_report=True
+    )
+    assert (
+        "dwconv" in rep3.int8_nodes and "matmul" in rep3.float_nodes and rep3.fp8_nodes == ["conv"]
+    )
     assert _zero_point_types(f3)["r1"] == TensorProto.INT8
     session(f3).run(None, {"x": x})
 
@@ -143,8 +170,9 @@ def test_small_convolutions_and_gemvs_stay_out_of_fp8(rng):
     y = session(model).run(None, {"x": x})[0]
     assert _sqnr(y, session(f8).run(None, {"x": x})[0]) > 20
     g = small_model(rng)
-    g.graph.initializer[-1].CopyFrom(numpy_helper.from_array(
-        (rng.standard_normal((32 * 36, 8)) * 0.3).astype(np.float32), "w3"))
+    g.graph.initializer[-1].CopyFrom(
+        numpy_helper.from_array((rng.standard_normal((32 * 36, 8)) * 0.3).astype(np.float32), "w3")
+    )
     g.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 8
     _, rep = convert_to_fp8(trtcal.onnx.quantize(g, _table(g, x)), return_report=True)
     assert "GEMV" in rep.float_nodes["matmul"] and "conv" in rep.fp8_nodes
@@ -152,20 +180,28 @@ def test_small_convolutions_and_gemvs_stay_out_of_fp8(rng):
 
 def concat_pool_model(rng):
     """x -> Conv a, Conv b (32 -> 32 channels) -> Concat -> MaxPool -> Conv c."""
+
     def init(name, *shape):
         return numpy_helper.from_array((rng.standard_normal(shape) * 0.2).astype(np.float32), name)
+
     nodes = [
         helper.make_node("Conv", ["x", "wa"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["a"], ["ra"], name="relu_a"),
         helper.make_node("Conv", ["x", "wb"], ["b"], name="conv_b"),
         helper.make_node("Sigmoid", ["b"], ["sb"], name="sig_b"),
         helper.make_node("Concat", ["ra", "sb"], ["cat"], name="concat", axis=1),
-        helper.make_node("MaxPool", ["cat"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node(
+            "MaxPool", ["cat"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]
+        ),
         helper.make_node("Conv", ["p", "wc"], ["y"], name="conv_c"),
     ]
-    g = helper.make_graph(nodes, "cat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 32, 8, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 24, 4, 4])],
-                          [init("wa", 32, 32, 3, 3), init("wb", 32, 32, 1, 1), init("wc", 24, 64, 1, 1)])
+    g = helper.make_graph(
+        nodes,
+        "cat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 32, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 24, 4, 4])],
+        [init("wa", 32, 32, 3, 3), init("wb", 32, 32, 1, 1), init("wc", 24, 64, 1, 1)],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     return m
@@ -203,10 +239,16 @@ def test_fp8_qdq_matches_numpy_simulation(rng):
     """One FP8 Q/DQ pair in ONNX Runtime equals the reference's E4M3 rounding."""
     x = (rng.standard_t(3, (5, 7)) * 2).astype(np.float32)
     s, zp = fp8_qdq_initializers("t", 2.5)
-    g = helper.make_graph([helper.make_node("QuantizeLinear", ["x", "t_scale", "t_zero_point"], ["q"]),
-                           helper.make_node("DequantizeLinear", ["q", "t_scale", "t_zero_point"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 7])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 7])], [s, zp])
+    g = helper.make_graph(
+        [
+            helper.make_node("QuantizeLinear", ["x", "t_scale", "t_zero_point"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "t_scale", "t_zero_point"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 7])],
+        [s, zp],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
     m.ir_version = 9
     sc = np.float32(2.5 / 448.0)
@@ -225,14 +267,23 @@ def test_bad_inputs(tmp_path, rng):
 
 # -- real trained models --------------------------------------------------------------------
 
+
 def _product_fp8(name, folder, n=8):
     """What ``trtcal calibrate MODEL --quant-dtype fp8 --out-qdq`` writes (its defaults: fp8-mse
     ranges, TensorRT's Q/DQ placement, FP16 remainder, FP8 where TensorRT runs the layer in FP8)
     from ``n`` calibration crops."""
     path = real_models.model_path(name)
-    res = trtcal.calibrate(path, real_models.inputs(name, n, 0), method="fp8-mse", batch_size=4, progress=False,
-                           log=lambda s: None, checkpoint=None, out_qdq=str(folder / "m.qdq.onnx"),
-                           qdq_options={"high_precision": "fp16"})
+    res = trtcal.calibrate(
+        path,
+        real_models.inputs(name, n, 0),
+        method="fp8-mse",
+        batch_size=4,
+        progress=False,
+        log=lambda s: None,
+        checkpoint=None,
+        out_qdq=str(folder / "m.qdq.onnx"),
+        qdq_options={"high_precision": "fp16"},
+    )
     return path, convert_to_fp8(res.files["qdq.fp8-mse"], res.amax["fp8-mse"], return_report=True)
 
 
@@ -243,8 +294,11 @@ def _heads(name, y, yq):
         kq = yq[:, 4:, :].max(axis=1) > 0.25
         bx = y[:, :4, :].transpose(0, 2, 1)[keep]
         bq = yq[:, :4, :].transpose(0, 2, 1)[keep]
-        return {"boxes_sqnr": _sqnr(bx, bq), "scores_sqnr": _sqnr(y[:, 4:], yq[:, 4:]),
-                "kept_agree": float((keep & kq).sum() / max((keep | kq).sum(), 1))}
+        return {
+            "boxes_sqnr": _sqnr(bx, bq),
+            "scores_sqnr": _sqnr(y[:, 4:], yq[:, 4:]),
+            "kept_agree": float((keep & kq).sum() / max((keep | kq).sum(), 1)),
+        }
     return {"top1": float(np.mean(y.argmax(-1) == yq.argmax(-1))), "sqnr": _sqnr(y, yq)}
 
 
@@ -252,11 +306,14 @@ def _heads(name, y, yq):
 # (onnxruntime 1.32 CPU): yolov8n boxes 41.6 dB, scores 11.5 dB, detections kept 0.76; PP-OCR cls
 # top-1 1.0, 21.3 dB; rec top-1 0.966, 13.6 dB. The old export (every Conv FP8 or INT8) measured
 # cls 0.750 / 10.3 dB with max ranges (benchmarks/RESULTS.md, issue 21).
-@pytest.mark.parametrize("name,floor", [
-    ("yolov8n-nudenet", {"boxes_sqnr": 35.0, "scores_sqnr": 8.0, "kept_agree": 0.6}),
-    ("ppocr-cls", {"top1": 0.875, "sqnr": 18.0}),
-    ("ppocr-rec", {"top1": 0.95, "sqnr": 12.0}),
-])
+@pytest.mark.parametrize(
+    "name,floor",
+    [
+        ("yolov8n-nudenet", {"boxes_sqnr": 35.0, "scores_sqnr": 8.0, "kept_agree": 0.6}),
+        ("ppocr-cls", {"top1": 0.875, "sqnr": 18.0}),
+        ("ppocr-rec", {"top1": 0.95, "sqnr": 12.0}),
+    ],
+)
 def test_real_model_fp8_accuracy(name, floor, tmp_path):
     if real_models.model_path(name) is None or not real_models.images_available():
         pytest.skip(real_models.missing_reason(name))
@@ -284,9 +341,28 @@ def test_cli_quant_dtype_fp8_on_a_real_model(tmp_path, capsys):
 
     data = real_models.save_npy(name, 8, 0, str(tmp_path / "calib"))
     out = tmp_path / "cls.fp8.onnx"
-    assert main(["calibrate", real_models.model_path(name), "--data", data, "--quant-dtype", "fp8", "--batch-size",
-                 "4", "--out-qdq", str(out), "--out-table", str(tmp_path / "t.json"),
-                 "--checkpoint", str(tmp_path / "ck.npz"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                real_models.model_path(name),
+                "--data",
+                data,
+                "--quant-dtype",
+                "fp8",
+                "--batch-size",
+                "4",
+                "--out-qdq",
+                str(out),
+                "--out-table",
+                str(tmp_path / "t.json"),
+                "--checkpoint",
+                str(tmp_path / "ck.npz"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     m = onnx.load(str(out))
     zps = set(_zero_point_types(m).values())
     assert zps == {TensorProto.FLOAT8E4M3FN}  # depthwise convs: FP16 (the default fallback)
@@ -300,7 +376,35 @@ def test_cli_quant_dtype_fp8_on_a_real_model(tmp_path, capsys):
 def test_cli_quant_dtype_fp8_errors(tmp_path, capsys):
     from trtcal.cli import main
 
-    assert main(["calibrate", "m.onnx", "--data", "x.npy", "--quant-dtype", "fp8", "--out-cache", "c.cache"]) == 1
+    assert (
+        main(
+            [
+                "calibrate",
+                "m.onnx",
+                "--data",
+                "x.npy",
+                "--quant-dtype",
+                "fp8",
+                "--out-cache",
+                "c.cache",
+            ]
+        )
+        == 1
+    )
     assert "no calibration cache" in capsys.readouterr().err
-    assert main(["calibrate", "m.onnx", "--data", "x.npy", "--quant-dtype", "fp8", "--method", "entropy"]) == 1
+    assert (
+        main(
+            [
+                "calibrate",
+                "m.onnx",
+                "--data",
+                "x.npy",
+                "--quant-dtype",
+                "fp8",
+                "--method",
+                "entropy",
+            ]
+        )
+        == 1
+    )
     assert "fp8-mse" in capsys.readouterr().err

@@ -25,9 +25,16 @@ def setup():
     if real_models.model_path(NAME) is None or not real_models.images_available():
         pytest.skip(real_models.missing_reason(NAME))
     path = real_models.model_path(NAME)
-    res = trtcal.calibrate(path, real_models.inputs(NAME, 8, 0), method=["entropy"], batch_size=4,
-                           progress=False, log=lambda s: None, checkpoint=None,
-                           op_types=["Conv", "Gemm", "MatMul", "Add"])
+    res = trtcal.calibrate(
+        path,
+        real_models.inputs(NAME, 8, 0),
+        method=["entropy"],
+        batch_size=4,
+        progress=False,
+        log=lambda s: None,
+        checkpoint=None,
+        op_types=["Conv", "Gemm", "MatMul", "Add"],
+    )
     f8 = trtcal.fp8.fp8_amax(res.histograms, "mse", on_degenerate="flag")
     ev = real_models.inputs(NAME, 16, 1)
     ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, ev)[0]
@@ -40,8 +47,15 @@ def test_choice_by_sqnr_beats_uniform_precisions(setup):
 
     m = onnx.load(path)
     convs = [n.name for n in m.graph.node if n.op_type == "Conv"][:14]  # a subset keeps CI fast
-    ch = choose_precisions(path, int8, fp8, ort_scorer(ev, ref, "sqnr"), min_layer_score=35.0,
-                           min_score=15.0, layers=convs)
+    ch = choose_precisions(
+        path,
+        int8,
+        fp8,
+        ort_scorer(ev, ref, "sqnr"),
+        min_layer_score=35.0,
+        min_score=15.0,
+        layers=convs,
+    )
     assert set(ch.choices) == set(convs)
     nodes = {n.name: n for n in m.graph.node}
     for name, p in ch.choices.items():
@@ -58,7 +72,9 @@ def test_choice_by_top1(setup):
     import onnx
 
     convs = [n.name for n in onnx.load(path).graph.node if n.op_type == "Conv"][-6:]
-    ch = choose_precisions(path, int8, fp8, ort_scorer(ev, ref, "top1"), tolerance=0.0, layers=convs)
+    ch = choose_precisions(
+        path, int8, fp8, ort_scorer(ev, ref, "top1"), tolerance=0.0, layers=convs
+    )
     assert ch.float_score == 1.0
     # the other layers keep the default (FP8 where TensorRT allows it): the choice can only help
     assert ch.score >= ch.all_fp8

@@ -48,7 +48,9 @@ def test_e4m3_values_are_ml_dtypes_codes():
     v = ref.e4m3_values()
     assert np.array_equal(v, ml, equal_nan=True)
     fin = ~np.isnan(v)
-    assert np.isnan(v).sum() == 2 and np.nanmax(v) == 448.0 and np.nanmin(np.abs(v[v != 0])) == 2.0 ** -9
+    assert (
+        np.isnan(v).sum() == 2 and np.nanmax(v) == 448.0 and np.nanmin(np.abs(v[v != 0])) == 2.0**-9
+    )
     assert np.array_equal(ref.round_e4m3(v[fin]), v[fin])  # every code rounds to itself
     assert np.array_equal(ref.encode_e4m3(v[fin]), np.arange(256)[fin].astype(np.uint8))
 
@@ -67,11 +69,25 @@ def test_round_e4m3_equals_ml_dtypes_on_random_and_midpoints(rng):
 
 
 def test_round_e4m3_saturates_and_keeps_nan():
-    x = np.array([448.0, 463.9, 464.0, 1e6, np.inf, -500.0, -np.inf, np.nan, -0.0, 2.0 ** -10, 2.0 ** -10 * 1.0001])
+    x = np.array(
+        [
+            448.0,
+            463.9,
+            464.0,
+            1e6,
+            np.inf,
+            -500.0,
+            -np.inf,
+            np.nan,
+            -0.0,
+            2.0**-10,
+            2.0**-10 * 1.0001,
+        ]
+    )
     got = ref.round_e4m3(x)
     assert np.array_equal(got[:7], [448, 448, 448, 448, 448, -448, -448])
     assert np.isnan(got[7]) and got[8] == 0 and np.signbit(got[8])
-    assert got[9] == 0.0 and got[10] == 2.0 ** -9  # half the smallest subnormal ties to 0 (even)
+    assert got[9] == 0.0 and got[10] == 2.0**-9  # half the smallest subnormal ties to 0 (even)
 
 
 # -- direct transcriptions ----------------------------------------------------------------
@@ -150,10 +166,12 @@ def test_methods_from_one_histogram(rng):
     # searched thresholds are bin edges: at most the right edge of the bin holding the max
     top = h.edges[min(int(np.searchsorted(h.edges, amax["max"], "right")), h.bins)]
     assert 0 < amax["mse"] <= top and 0 < amax["kl"] <= top
+
     # the searched amax quantizes the samples themselves with no more error than max does
     def sample_mse(a):
         s = a / 448.0
         return float(np.mean((ref.round_e4m3(x / s) * s - x) ** 2))
+
     # (the search sees bin centres, not the samples: over 60 seeds of t(3) the ratio was
     # 0.947 .. 1.046, median 1.000; E4M3 is a float grid, so the range matters little here)
     assert sample_mse(amax["mse"]) <= sample_mse(amax["max"]) * 1.10
@@ -219,7 +237,9 @@ def _batch(rng, count, signed=False):
     for i in range(count):
         kind = KINDS[i % len(KINDS)]
         n = int(rng.integers(150, 2300))
-        out[f"{kind}/{i}"] = random_hist(rng, kind, n + (n % 2 if signed else 0), signed=signed)  # signed: even
+        out[f"{kind}/{i}"] = random_hist(
+            rng, kind, n + (n % 2 if signed else 0), signed=signed
+        )  # signed: even
     return out
 
 
@@ -257,6 +277,8 @@ def test_gpu_ties_pick_the_first(rng, method):
 
 @pytest.mark.gpu
 def test_gpu_collectors(rng):
-    cols = {f"a{i}": _collector(rng.standard_t(3, 50_001) * rng.uniform(0.01, 100)) for i in range(5)}
+    cols = {
+        f"a{i}": _collector(rng.standard_t(3, 50_001) * rng.uniform(0.01, 100)) for i in range(5)
+    }
     for m in ("mse", "kl", "max", "percentile"):
         assert fp8_amax(cols, m, device="cuda") == fp8_amax(cols, m, device="cpu"), m

@@ -36,8 +36,10 @@ def _run(model, feeds):
 
 def _silu_pair(x, out, name, swap=False):
     s = f"{name}_sig"
-    return [helper.make_node("Sigmoid", [x], [s], name=f"{name}/Sigmoid"),
-            helper.make_node("Mul", [s, x] if swap else [x, s], [out], name=f"{name}/Mul")]
+    return [
+        helper.make_node("Sigmoid", [x], [s], name=f"{name}/Sigmoid"),
+        helper.make_node("Mul", [s, x] if swap else [x, s], [out], name=f"{name}/Mul"),
+    ]
 
 
 def _ops_of(graph):
@@ -55,9 +57,14 @@ def _yolo_block(rng, c=8, swap_every=2):
     def conv(x, out, cin, cout, k, name):
         w = rng.standard_normal((cout, cin, k, k)).astype(np.float32) * 0.3
         b = rng.standard_normal(cout).astype(np.float32) * 0.1
-        inits.extend([numpy_helper.from_array(w, f"{name}.w"), numpy_helper.from_array(b, f"{name}.b")])
-        nodes.append(helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [out], name=name,
-                                      pads=[k // 2] * 4))
+        inits.extend(
+            [numpy_helper.from_array(w, f"{name}.w"), numpy_helper.from_array(b, f"{name}.b")]
+        )
+        nodes.append(
+            helper.make_node(
+                "Conv", [x, f"{name}.w", f"{name}.b"], [out], name=name, pads=[k // 2] * 4
+            )
+        )
 
     count = 0
 
@@ -86,7 +93,9 @@ def test_simple_pair_both_orders(rng):
         assert n == 1
         assert _ops(fused) == ["SiLU"]
         node = fused.graph.node[0]
-        assert node.domain == SILU_DOMAIN and list(node.input) == ["x"] and list(node.output) == ["y"]
+        assert (
+            node.domain == SILU_DOMAIN and list(node.input) == ["x"] and list(node.output) == ["y"]
+        )
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         assert attrs == {"plugin_version": b"1", "plugin_namespace": b"trtcal"}
         assert any(o.domain == SILU_DOMAIN for o in fused.opset_import)
@@ -135,7 +144,9 @@ def test_yolo_block_equal_in_onnxruntime(rng):
 
 def test_subgraphs_are_fused(rng):
     then_graph = helper.make_graph(_silu_pair("x", "t_out", "t"), "then", [], [_vi("t_out", [6])])
-    else_graph = helper.make_graph([helper.make_node("Identity", ["x"], ["e_out"])], "else", [], [_vi("e_out", [6])])
+    else_graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["e_out"])], "else", [], [_vi("e_out", [6])]
+    )
     nodes = [helper.make_node("If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph)]
     m = _model(nodes, [_vi("x", [6]), _vi("c", [], TensorProto.BOOL)], [_vi("y", [6])])
     fused, n = fuse_silu(m)
@@ -147,16 +158,21 @@ def test_subgraphs_are_fused(rng):
     expanded, _ = expand_silu(fused)
     x = rng.standard_normal(6).astype(np.float32)
     for c in (True, False):
-        np.testing.assert_array_equal(_run(expanded, {"x": x, "c": np.array(c)})[0],
-                                      _run(m, {"x": x, "c": np.array(c)})[0])
+        np.testing.assert_array_equal(
+            _run(expanded, {"x": x, "c": np.array(c)})[0], _run(m, {"x": x, "c": np.array(c)})[0]
+        )
 
 
 def test_sigmoid_read_inside_subgraph_is_not_fused():
-    then_graph = helper.make_graph([helper.make_node("Identity", ["a_sig"], ["t_out"])], "then", [],
-                                   [_vi("t_out", [6])])
-    else_graph = helper.make_graph([helper.make_node("Identity", ["y0"], ["e_out"])], "else", [], [_vi("e_out", [6])])
+    then_graph = helper.make_graph(
+        [helper.make_node("Identity", ["a_sig"], ["t_out"])], "then", [], [_vi("t_out", [6])]
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Identity", ["y0"], ["e_out"])], "else", [], [_vi("e_out", [6])]
+    )
     nodes = _silu_pair("x", "y0", "a") + [
-        helper.make_node("If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph)]
+        helper.make_node("If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph)
+    ]
     m = _model(nodes, [_vi("x", [6]), _vi("c", [], TensorProto.BOOL)], [_vi("y", [6])])
     assert fuse_silu(m)[1] == 0
 
@@ -169,7 +185,9 @@ def test_quantize_from_scales_matches_the_exact_table(rng):
     assert _ops(q) == ["QuantizeLinear", "SiLU", "DequantizeLinear"]
     silu = q.graph.node[1]
     attrs = {a.name: helper.get_attribute_value(a) for a in silu.attribute}
-    assert attrs["scale_in"] == pytest.approx(np.float32(s_in)) and attrs["scale_out"] == pytest.approx(np.float32(s_out))
+    assert attrs["scale_in"] == pytest.approx(np.float32(s_in)) and attrs[
+        "scale_out"
+    ] == pytest.approx(np.float32(s_out))
     onnx.checker.check_model(q)
     assert [o.name for o in q.graph.output] == ["y"]
     assert quantize_silu(q, {"x": s_in, "y": s_out})[1] == 0  # already INT8
@@ -180,7 +198,9 @@ def test_quantize_from_scales_matches_the_exact_table(rng):
     onnx.checker.check_model(expanded)
     (got,) = _run(expanded, {"x": x})
     codes = np.clip(np.rint(x / np.float32(s_in)), -128, 127).astype(np.int8)
-    want = ref.silu_int8(codes, attrs["scale_in"], attrs["scale_out"]).astype(np.float32) * np.float32(attrs["scale_out"])
+    want = ref.silu_int8(codes, attrs["scale_in"], attrs["scale_out"]).astype(
+        np.float32
+    ) * np.float32(attrs["scale_out"])
     diff = np.abs(got - want) / np.float32(attrs["scale_out"])
     assert diff.max() <= 1.0 + 1e-3
     assert np.count_nonzero(diff > 0.5) <= 2  # only float32 near-ties may differ
@@ -188,14 +208,20 @@ def test_quantize_from_scales_matches_the_exact_table(rng):
 
 def test_quantize_absorbs_existing_qdq(rng):
     s_in, s_out = np.float32(0.05), np.float32(0.03)
-    inits = [numpy_helper.from_array(np.array(s_in, np.float32), "s_in"),
-             numpy_helper.from_array(np.array(s_out, np.float32), "s_out"),
-             numpy_helper.from_array(np.array(0, np.int8), "zp")]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s_in", "zp"], ["xq"]),
-             helper.make_node("DequantizeLinear", ["xq", "s_in", "zp"], ["xd"])]
+    inits = [
+        numpy_helper.from_array(np.array(s_in, np.float32), "s_in"),
+        numpy_helper.from_array(np.array(s_out, np.float32), "s_out"),
+        numpy_helper.from_array(np.array(0, np.int8), "zp"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s_in", "zp"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s_in", "zp"], ["xd"]),
+    ]
     nodes += _silu_pair("xd", "y", "a")
-    nodes += [helper.make_node("QuantizeLinear", ["y", "s_out", "zp"], ["yq"]),
-              helper.make_node("DequantizeLinear", ["yq", "s_out", "zp"], ["out"])]
+    nodes += [
+        helper.make_node("QuantizeLinear", ["y", "s_out", "zp"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "s_out", "zp"], ["out"]),
+    ]
     m = _model(nodes, [_vi("x", [300])], [_vi("out", [300])], inits)
     q, n = fuse_silu(m, scales={})
     assert n == 1
@@ -242,12 +268,21 @@ def test_quantize_with_a_table_makes_fused_silu_int8(rng):
     import trtcal
     from trtcal.onnx import expand_silu, fuse_silu, quantize
 
-    w = numpy_helper.from_array((0.1 * rng.standard_normal((4, 3, 3, 3))).astype(np.float32), "w")  # |conv| < 8
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("Sigmoid", ["c"], ["s"], name="sig"),
-             helper.make_node("Mul", ["c", "s"], ["y"], name="mul")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    w = numpy_helper.from_array(
+        (0.1 * rng.standard_normal((4, 3, 3, 3))).astype(np.float32), "w"
+    )  # |conv| < 8
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Sigmoid", ["c"], ["s"], name="sig"),
+        helper.make_node("Mul", ["c", "s"], ["y"], name="mul"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     fused, n = fuse_silu(m)
     assert n == 1
@@ -256,14 +291,20 @@ def test_quantize_with_a_table_makes_fused_silu_int8(rng):
     assert report.silu_int8 == 1
     silu = [node for node in q.graph.node if node.op_type == "SiLU"][0]
     attrs = {a.name: a.f for a in silu.attribute if a.name in ("scale_in", "scale_out")}
-    assert attrs == pytest.approx({"scale_in": np.float32(8.0 / 127), "scale_out": np.float32(8.0 / 127)})
+    assert attrs == pytest.approx(
+        {"scale_in": np.float32(8.0 / 127), "scale_out": np.float32(8.0 / 127)}
+    )
     onnx.checker.check_model(q)
     # and it runs: the INT8 SiLU expanded back to its definition, in ONNX Runtime
     ort = pytest.importorskip("onnxruntime")
     runnable, _ = expand_silu(q)
     x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
-    out = ort.InferenceSession(runnable.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    out = ort.InferenceSession(
+        runnable.SerializeToString(), providers=["CPUExecutionProvider"]
+    ).run(None, {"x": x})[0]
+    ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )[0]
     assert np.abs(out - ref).max() < 4 * 8.0 / 127
 
 
@@ -298,22 +339,37 @@ def test_report_says_why_patterns_were_not_fused():
 def test_report_says_why_silu_nodes_stay_float():
     m = _model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4])])
     fused, _ = fuse_silu(m)
-    for scales, why in [({"x": 0.1}, "no scale for its output 'y'"),
-                        ({"y": 0.1}, "no scale for its input 'x'"),
-                        ({"x": 0.1, "y": float("nan")}, "invalid scale for its output 'y': NaN"),
-                        ({"x": -1.0, "y": 0.1}, "invalid scale for its input 'x': -1.0 is negative"),
-                        ({"x": 0.1, "y": float("inf")}, "invalid scale for its output 'y': inf is not finite"),
-                        ({"x": 1e-50, "y": 0.1}, "zero in float32")]:
+    for scales, why in [
+        ({"x": 0.1}, "no scale for its output 'y'"),
+        ({"y": 0.1}, "no scale for its input 'x'"),
+        ({"x": 0.1, "y": float("nan")}, "invalid scale for its output 'y': NaN"),
+        ({"x": -1.0, "y": 0.1}, "invalid scale for its input 'x': -1.0 is negative"),
+        ({"x": 0.1, "y": float("inf")}, "invalid scale for its output 'y': inf is not finite"),
+        ({"x": 1e-50, "y": 0.1}, "zero in float32"),
+    ]:
         q, n, report = quantize_silu(fused, scales, return_report=True)
         assert n == report.quantized == 0 and _ops(q) == ["SiLU"]
         assert len(report.stayed_float) == 1 and why in report.stayed_float[0][1], scales
     q, n, report = fuse_silu(m, scales={"x": 0.1, "y": 0.05}, return_report=True)
-    assert n == 1 and report.quantized == 1 and report.stayed_float == [] and report.scales_read == {"x", "y"}
+    assert (
+        n == 1
+        and report.quantized == 1
+        and report.stayed_float == []
+        and report.scales_read == {"x", "y"}
+    )
     assert quantize_silu(q, {"x": 0.1, "y": 0.05}, return_report=True)[2].already_int8 == 1
 
 
-@pytest.mark.parametrize("content", [b'{"x": 0.05}', b'{"a": [1, 2, 3], "b": "hello"}', b"{}", b"not a model\n",
-                                     b"\x08\x07\x12\xff\xff"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"x": 0.05}',
+        b'{"a": [1, 2, 3], "b": "hello"}',
+        b"{}",
+        b"not a model\n",
+        b"\x08\x07\x12\xff\xff",
+    ],
+)
 @pytest.mark.parametrize("suffix", [".json", ".onnx"])
 def test_cli_non_onnx_input_is_a_clear_error(tmp_path, capsys, content, suffix):
     src = tmp_path / f"model{suffix}"
@@ -332,7 +388,9 @@ def test_cli_scales_inline_json_file_or_table(tmp_path, rng, capsys):
     m = _model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4])])
     src, dst = tmp_path / "in.onnx", tmp_path / "out.onnx"
     onnx.save(m, src)
-    rc, out, err = _cli(["fuse-silu", str(src), str(dst), "--scales", '{"x": 0.05, "y": 0.04}'], capsys)
+    rc, out, err = _cli(
+        ["fuse-silu", str(src), str(dst), "--scales", '{"x": 0.05, "y": 0.04}'], capsys
+    )
     assert rc == 0 and "1 SiLU node(s) made INT8" in out and err == ""
     table = tmp_path / "table.json"
     trtcal.CalibrationTable({"x": 6.35, "y": 5.08}).to_json(table)
@@ -346,13 +404,30 @@ def test_cli_scales_inline_json_file_or_table(tmp_path, rng, capsys):
         assert rc == 1 and err.startswith("trtcal: error: --scales") and err.count("trtcal:") == 1
 
 
-@pytest.mark.parametrize("value,why", [("-1", "is negative"), ("0", "is zero"), ("Infinity", "not finite"),
-                                       ("NaN", "NaN"), ('"0.1"', "not a number"), ("1e-50", "zero in float32")])
+@pytest.mark.parametrize(
+    "value,why",
+    [
+        ("-1", "is negative"),
+        ("0", "is zero"),
+        ("Infinity", "not finite"),
+        ("NaN", "NaN"),
+        ('"0.1"', "not a number"),
+        ("1e-50", "zero in float32"),
+    ],
+)
 def test_cli_invalid_scale_is_an_error_naming_the_tensor(tmp_path, capsys, value, why):
     src = tmp_path / "in.onnx"
     onnx.save(_model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4])]), src)
-    rc, out, err = _cli(["fuse-silu", str(src), str(tmp_path / "o.onnx"), "--scales",
-                         f'{{"x": 0.05, "c1": {value}}}'], capsys)
+    rc, out, err = _cli(
+        [
+            "fuse-silu",
+            str(src),
+            str(tmp_path / "o.onnx"),
+            "--scales",
+            f'{{"x": 0.05, "c1": {value}}}',
+        ],
+        capsys,
+    )
     assert rc == 1 and out == ""
     assert err.startswith("trtcal: error: --scales: invalid scale(s): tensor 'c1': ") and why in err
 
@@ -361,37 +436,66 @@ def test_cli_reports_partial_and_unmatched_scales(tmp_path, rng, capsys):
     m, pairs = _yolo_block(rng)
     src, dst = tmp_path / "in.onnx", tmp_path / "out.onnx"
     onnx.save(m, src)
-    rc, out, err = _cli(["fuse-silu", str(src), str(dst), "--scales",
-                         '{"c1": 0.05, "stem.conv": 0.05, "stem": 0.04, "b1": 0.03, "cat": 0.1}'], capsys)
+    rc, out, err = _cli(
+        [
+            "fuse-silu",
+            str(src),
+            str(dst),
+            "--scales",
+            '{"c1": 0.05, "stem.conv": 0.05, "stem": 0.04, "b1": 0.03, "cat": 0.1}',
+        ],
+        capsys,
+    )
     assert rc == 0 and f"fused {pairs} " in out and "1 SiLU node(s) made INT8" in out
     assert f"{pairs - 1} SiLU node(s) stayed float:" in out
     assert "SiLU 'cv1/Mul/SiLU': no scale for its input 'stem.conv'" not in out  # stem.conv has one
     assert "SiLU 'cv1/Mul/SiLU': no scale for its input 'cv1.conv'" in out  # output 'b1' has one
-    assert "SiLU 'm.cv1/Mul/SiLU': no scale for its input 'm.cv1.conv'; no scale for its output 'b1m'" in out
+    assert (
+        "SiLU 'm.cv1/Mul/SiLU': no scale for its input 'm.cv1.conv'; no scale for its output 'b1m'"
+        in out
+    )
     assert err == f"trtcal: warning: --scales names 1 tensor(s) not in {src}: 'c1'\n"
-    assert "1 scale(s) of --scales are for tensors that are no SiLU input or output (unused)" in out  # 'cat'
+    assert (
+        "1 scale(s) of --scales are for tensors that are no SiLU input or output (unused)" in out
+    )  # 'cat'
 
 
 def test_cli_warns_when_nothing_is_fused_and_lists_skipped_patterns(tmp_path, capsys):
     src, dst = tmp_path / "relu.onnx", tmp_path / "o1.onnx"
-    onnx.save(_model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [4])], [_vi("y", [4])]), src)
+    onnx.save(
+        _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [4])], [_vi("y", [4])]), src
+    )
     rc, out, err = _cli(["fuse-silu", str(src), str(dst)], capsys)
     assert rc == 0 and out == f"fused 0 Sigmoid+Mul pair(s) into SiLU; wrote {dst}\n"
-    assert err == (f"trtcal: warning: nothing fused: {src} has no Mul(x, Sigmoid(x)) pattern; "
-                   f"{dst} is the same model\n")
-    onnx.save(_model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4]), _vi("a_sig", [4])]), src)
+    assert err == (
+        f"trtcal: warning: nothing fused: {src} has no Mul(x, Sigmoid(x)) pattern; "
+        f"{dst} is the same model\n"
+    )
+    onnx.save(
+        _model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4]), _vi("a_sig", [4])]), src
+    )
     rc, out, err = _cli(["fuse-silu", str(src), str(dst)], capsys)
     assert rc == 0 and "skipped 1 Mul(x, Sigmoid(x)) pattern(s)" in out
     assert "Mul 'a/Mul': the Sigmoid output 'a_sig' is also read by a graph output" in out
     assert "all 1 Mul(x, Sigmoid(x)) pattern(s)" in err
     onnx.save(_shared_sigmoid_model(), src)
     rc, out, err = _cli(["fuse-silu", str(src), str(dst)], capsys)
-    assert rc == 0 and "fused 1 " in out and "skipped 1 " in out and "also read by Add 'add'" in out and err == ""
+    assert (
+        rc == 0
+        and "fused 1 " in out
+        and "skipped 1 " in out
+        and "also read by Add 'add'" in out
+        and err == ""
+    )
     onnx.save(_model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4])]), src)
     assert _cli(["fuse-silu", str(src), str(dst)], capsys)[0] == 0
     rc, out, err = _cli(["fuse-silu", str(dst), str(tmp_path / "again.onnx")], capsys)
-    assert rc == 0 and err == f"trtcal: warning: nothing fused: {dst} has no Mul(x, Sigmoid(x)) left " \
-                              "(it already has 1 SiLU node(s))\n"
+    assert (
+        rc == 0
+        and err
+        == f"trtcal: warning: nothing fused: {dst} has no Mul(x, Sigmoid(x)) left "
+        "(it already has 1 SiLU node(s))\n"
+    )
 
 
 def test_cli_says_onnxruntime_cannot_load_the_output(tmp_path, capsys):
@@ -399,7 +503,10 @@ def test_cli_says_onnxruntime_cannot_load_the_output(tmp_path, capsys):
     onnx.save(_model(_silu_pair("x", "y", "a"), [_vi("x", [4])], [_vi("y", [4])]), src)
     rc, out, _ = _cli(["fuse-silu", str(src), str(dst)], capsys)
     assert rc == 0 and "custom op trtcal:SiLU, which ONNX Runtime cannot load" in out
-    assert "--staticPlugins=<path to libtrtcal_plugins.so>" in out and "trtcal.onnx.expand_silu()" in out
+    assert (
+        "--staticPlugins=<path to libtrtcal_plugins.so>" in out
+        and "trtcal.onnx.expand_silu()" in out
+    )
     from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph
     from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
 
@@ -413,6 +520,9 @@ def test_cli_help_names_static_plugins_onnxruntime_and_exit_status(capsys):
     with pytest.raises(SystemExit):
         _cli(["fuse-silu", "--help"], capsys)
     text = " ".join(capsys.readouterr().out.split())
-    assert "trtexec --staticPlugins=<path to libtrtcal_plugins.so>" in text and "dynamicPlugins" not in text
+    assert (
+        "trtexec --staticPlugins=<path to libtrtcal_plugins.so>" in text
+        and "dynamicPlugins" not in text
+    )
     assert "ONNX Runtime cannot load the output" in text and "trtcal.onnx.expand_silu()" in text
     assert "also when nothing was fused" in text and "inline" in text

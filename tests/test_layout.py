@@ -21,8 +21,8 @@ from trtcal.pipeline.runners import TensorSelection
 
 def test_short_paths_name_the_layered_modules():
     pytest.importorskip("onnx")
-    import trtcal.onnx.placement as short
     import trtcal.formats.onnx.placement as layered
+    import trtcal.onnx.placement as short
 
     assert short is layered and trtcal.onnx is importlib.import_module("trtcal.formats.onnx")
     assert trtcal.tensorrt is importlib.import_module("trtcal.formats.tensorrt")
@@ -33,7 +33,13 @@ def test_short_paths_name_the_layered_modules():
 
 
 def test_one_name_matcher_everywhere():
-    all_names = ["conv1", "block/conv_a", "block/relu", "fc", "(Unnamed Layer* 4) [Constant]_output"]
+    all_names = [
+        "conv1",
+        "block/conv_a",
+        "block/relu",
+        "fc",
+        "(Unnamed Layer* 4) [Constant]_output",
+    ]
     assert names.match_names(all_names, "re:conv.*") == ["conv1", "block/conv_a"]
     assert names.match_names(all_names, "block/*") == ["block/conv_a", "block/relu"]
     assert names.match_names(all_names, re.compile(r"^fc$")) == ["fc"]
@@ -49,14 +55,21 @@ def test_one_name_matcher_everywhere():
 
 
 def test_one_ordered_float_encoding(rng):
-    x = np.concatenate([rng.standard_normal(1001).astype(np.float32) * 1e3,
-                        np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45], np.float32)])
+    x = np.concatenate(
+        [
+            rng.standard_normal(1001).astype(np.float32) * 1e3,
+            np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45], np.float32),
+        ]
+    )
     bits = x.view(np.uint32)
     codes = ordered_float.to_ordered(bits)
     assert np.array_equal(ordered_float.from_ordered(codes), bits)
     order = np.argsort(codes, kind="stable")
     assert np.all(np.diff(x[order].astype(np.float64)) >= 0)  # unsigned order == float order
-    assert ordered_float.decode(ordered_float.encode(x, 0xFFFFFFFF)).tolist() == x.astype(np.float64).tolist()
+    assert (
+        ordered_float.decode(ordered_float.encode(x, 0xFFFFFFFF)).tolist()
+        == x.astype(np.float64).tolist()
+    )
     k = int(rng.integers(0, len(x)))
     assert key_to_float(int(codes[k]), use_abs=False) == float(x[k])
     assert np.isnan(ordered_float.decode(np.array([0, 0xFFFFFFFF], np.uint32))).all()
@@ -85,12 +98,19 @@ def test_progress_is_a_no_op_when_disabled():
 
 def test_config_is_one_object_with_checked_fields():
     cfg = CalibrationConfig(max_samples=8, method="minmax")
-    assert CalibrationConfig.of(cfg, batch_size=4).batch_size == 4 and cfg.batch_size is None  # frozen
+    assert (
+        CalibrationConfig.of(cfg, batch_size=4).batch_size == 4 and cfg.batch_size is None
+    )  # frozen
     with pytest.raises(TypeError, match="'batchsize'"):
         CalibrationConfig.of(cfg, batchsize=4)
-    for bad, match in [(dict(quant_dtype="int4"), "quant_dtype"), (dict(batch_size=0), "batch_size"),
-                       (dict(max_samples=0), "max_samples"), (dict(high_precision="fp64"), "high_precision"),
-                       (dict(distributed=True, shard=(0, 2)), "not both"), (dict(checkpoint_every=0), "checkpoint")]:
+    for bad, match in [
+        (dict(quant_dtype="int4"), "quant_dtype"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(max_samples=0), "max_samples"),
+        (dict(high_precision="fp64"), "high_precision"),
+        (dict(distributed=True, shard=(0, 2)), "not both"),
+        (dict(checkpoint_every=0), "checkpoint"),
+    ]:
         with pytest.raises(ValueError, match=match):
             CalibrationConfig(**bad)
     assert CalibrationConfig(tensors="re:conv").selection().names == ("re:conv",)
@@ -108,7 +128,9 @@ def test_calibrate_takes_the_config_and_keyword_overrides(tmp_path, rng):
     cfg = CalibrationConfig(data=x, method="minmax", batch_size=4, **quiet)
     a = trtcal.calibrate(path, config=cfg)
     b = trtcal.calibrate(path, x, method="minmax", batch_size=4, **quiet)
-    c = trtcal.calibrate(path, config=cfg.replace(method="entropy"), method="minmax")  # keywords win
+    c = trtcal.calibrate(
+        path, config=cfg.replace(method="entropy"), method="minmax"
+    )  # keywords win
     assert a.amax == b.amax == c.amax and a.samples == 12
     with pytest.raises(TypeError, match="unexpected keyword"):
         trtcal.calibrate(path, x, metod="minmax")

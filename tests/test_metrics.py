@@ -1,4 +1,5 @@
-"""Accuracy metrics of quantized tensors (NumPy): definitions, streaming = all at once, edge cases."""
+"""Accuracy metrics of quantized tensors (NumPy): definitions, streaming = all at once, edge
+cases."""
 
 import math
 
@@ -22,12 +23,20 @@ def _noisy(rng, shape, noise=0.05):
 def test_definitions_in_float64(rng):
     ref, test = _noisy(rng, (7, 13, 5))
     r, t = ref.ravel(), test.ravel()
-    assert cosine_similarity(ref, test) == pytest.approx(r @ t / np.sqrt((r @ r) * (t @ t)), rel=1e-12)
-    assert sqnr_db(ref, test) == pytest.approx(10 * np.log10((r @ r) / ((r - t) @ (r - t))), rel=1e-12)
+    assert cosine_similarity(ref, test) == pytest.approx(
+        r @ t / np.sqrt((r @ r) * (t @ t)), rel=1e-12
+    )
+    assert sqnr_db(ref, test) == pytest.approx(
+        10 * np.log10((r @ r) / ((r - t) @ (r - t))), rel=1e-12
+    )
     assert max_abs_error(ref, test) == np.max(np.abs(r - t))
     # float32 inputs are summed in float64
     assert sqnr_db(ref.astype(np.float32), test.astype(np.float32)) == pytest.approx(
-        sqnr_db(ref.astype(np.float32).astype(np.float64), test.astype(np.float32).astype(np.float64)), rel=1e-12)
+        sqnr_db(
+            ref.astype(np.float32).astype(np.float64), test.astype(np.float32).astype(np.float64)
+        ),
+        rel=1e-12,
+    )
 
 
 def test_edge_cases():

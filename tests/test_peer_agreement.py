@@ -15,9 +15,13 @@ import trtcal
 
 
 def _data(rng, kind, n=150001):
-    x = {"t3": lambda: rng.standard_t(3, n), "gauss": lambda: rng.standard_normal(n),
-         "laplace": lambda: rng.laplace(size=n), "relu": lambda: np.maximum(rng.standard_normal(n), 0),
-         "outliers": lambda: np.concatenate([rng.standard_normal(n), rng.standard_normal(7) * 60])}[kind]()
+    x = {
+        "t3": lambda: rng.standard_t(3, n),
+        "gauss": lambda: rng.standard_normal(n),
+        "laplace": lambda: rng.laplace(size=n),
+        "relu": lambda: np.maximum(rng.standard_normal(n), 0),
+        "outliers": lambda: np.concatenate([rng.standard_normal(n), rng.standard_normal(7) * 60]),
+    }[kind]()
     return x.astype(np.float32)
 
 
@@ -38,13 +42,13 @@ def _ort_kl(hist, i, levels=128):
     p[-1] += hist[e:].sum()
     nz = (p != 0).astype(np.int64)
     m = sl.size // levels
-    qb = np.array([sl[k * m:(k + 1) * m].sum() for k in range(levels)])
-    qb[-1] += sl[levels * m:].sum()
+    qb = np.array([sl[k * m : (k + 1) * m].sum() for k in range(levels)])
+    qb[-1] += sl[levels * m :].sum()
     q = np.zeros(p.size, np.int64)
     for k in range(levels):
-        norm = nz[k * m:(k + 1) * m].sum()
+        norm = nz[k * m : (k + 1) * m].sum()
         if norm:
-            q[k * m:(k + 1) * m] = qb[k] / norm
+            q[k * m : (k + 1) * m] = qb[k] / norm
     return float(entropy(smooth_distribution(p), smooth_distribution(q)))
 
 
@@ -58,10 +62,12 @@ def test_onnxruntime_entropy(rng, bins):
         hc = HistogramCollector("entropy", False, bins, 128, 99.99, "same")
         x = _data(rng, kind)
         hc.collect({"t": x[: x.size // 2]})
-        hc.collect({"t": x[x.size // 2:]})
+        hc.collect({"t": x[x.size // 2 :]})
         entry = hc.histogram_dict["t"]
         lo, hi = hc.get_entropy_threshold(entry, 128)
-        r = trtcal.search_ranges({"t": entry}, "entropy", "onnxruntime", device="cpu").ranges["entropy"]["t"]
+        r = trtcal.search_ranges({"t": entry}, "entropy", "onnxruntime", device="cpu").ranges[
+            "entropy"
+        ]["t"]
         if (float(lo), float(hi)) == (r.lo, r.hi):
             same += 1
             continue
@@ -81,8 +87,9 @@ def test_onnxruntime_percentile(rng, symmetric):
         hc = HistogramCollector("percentile", symmetric, 2048, 128, p, "same")
         hc.collect({"t": _data(rng, kind)})
         lo, hi = hc.compute_percentile()["t"][:2]
-        got = trtcal.search_ranges({"t": hc.histogram_dict["t"]}, "percentile", "onnxruntime", device="cpu",
-                                   percentile=p).ranges["percentile"]["t"]
+        got = trtcal.search_ranges(
+            {"t": hc.histogram_dict["t"]}, "percentile", "onnxruntime", device="cpu", percentile=p
+        ).ranges["percentile"]["t"]
         assert max(abs(float(lo)), abs(float(hi))) == got.amax
         if not symmetric:
             assert (float(lo), float(hi)) == (got.lo, got.hi)
@@ -107,7 +114,9 @@ def _abs_hist(rng, kind, bins=2048):
 def test_modelopt_entropy(rng, modelopt_histogram, kind):
     hist, edges = _abs_hist(rng, kind)
     peer = float(modelopt_histogram._compute_amax_entropy(hist.copy(), edges, 8, False, 1, 128))
-    assert trtcal.compute_amax((hist, edges), "entropy", "pytorch_quantization", device="cpu") == peer
+    assert (
+        trtcal.compute_amax((hist, edges), "entropy", "pytorch_quantization", device="cpu") == peer
+    )
 
 
 def test_modelopt_entropy_mutates_its_input_trtcal_does_not(rng, modelopt_histogram):
@@ -137,12 +146,15 @@ def test_modelopt_mse(rng, modelopt_histogram, kind, monkeypatch):
     if float(fq(torch.tensor([1.0]), torch.tensor(1.0), 8, False)[0]) != 1.0:
         # ModelOpt >= 0.2x passes num_bits positionally into fake_tensor_quant's new `bias`
         # argument, so its MSE search quantizes garbage; call it as intended (8 bits).
-        monkeypatch.setattr(mh, "fake_tensor_quant", lambda x, amax, num_bits=8, unsigned=False:
-                            fq(x, amax, None, num_bits, unsigned))
+        monkeypatch.setattr(
+            mh,
+            "fake_tensor_quant",
+            lambda x, amax, num_bits=8, unsigned=False: fq(x, amax, None, num_bits, unsigned),
+        )
     hist, edges = _abs_hist(rng, kind)
     peer = float(mh._compute_amax_mse(hist, edges, 8, False, 1, 128))
     r = trtcal.search_ranges((hist, edges), "mse", device="cpu").ranges["mse"]["tensor"]
-    centers32 = ((edges[1:].astype(np.float32) + edges[:-1].astype(np.float32)) / 2)
+    centers32 = (edges[1:].astype(np.float32) + edges[:-1].astype(np.float32)) / 2
     peer_bin = int(np.flatnonzero(centers32 == np.float32(peer))[0])
     if peer_bin != r.candidates[r.bin]:  # ModelOpt sums in float32: only near-ties may differ
         j = int(np.flatnonzero(r.candidates == peer_bin)[0])

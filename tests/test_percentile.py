@@ -13,7 +13,9 @@ def test_host_matches_numpy(rng, interp):
     for use_abs in (True, False):
         v = np.abs(x.astype(np.float64)) if use_abs else x.astype(np.float64)
         for q in (0.0, 12.5, 50.0, 99.9, 99.99, 100.0):
-            assert trtcal.percentile(x, q, use_abs, interpolation=interp) == np.percentile(v, q, method=interp)
+            assert trtcal.percentile(x, q, use_abs, interpolation=interp) == np.percentile(
+                v, q, method=interp
+            )
     got = trtcal.percentile(x, [1.0, 99.0], interpolation=interp)
     assert got.shape == (2,)
 
@@ -23,7 +25,9 @@ def test_nan_policy(rng):
     x[7] = np.nan
     with pytest.raises(ValueError, match="'acts'.*NaN"):
         trtcal.percentile(x, 99, name="acts")
-    assert trtcal.percentile(x, 99, nonfinite="ignore") == np.percentile(np.abs(np.delete(x, 7)).astype(np.float64), 99)
+    assert trtcal.percentile(x, 99, nonfinite="ignore") == np.percentile(
+        np.abs(np.delete(x, 7)).astype(np.float64), 99
+    )
     with pytest.raises(ValueError, match="empty"):
         trtcal.percentile(np.zeros(0, np.float32), 50)
     with pytest.raises(ValueError, match="q must be"):
@@ -42,7 +46,11 @@ def test_key_inverse():
 @pytest.mark.parametrize("n", [1, 2, 31, 1000003, 3 * (1 << 22) + 17])
 def test_gpu_exact(rng, n):
     cp = pytest.importorskip("cupy")
-    kinds = [rng.standard_t(3, n), rng.standard_normal(n) * 1e-3, np.round(rng.standard_normal(n) * 4)]
+    kinds = [
+        rng.standard_t(3, n),
+        rng.standard_normal(n) * 1e-3,
+        np.round(rng.standard_normal(n) * 4),
+    ]
     for x in kinds:
         x = x.astype(np.float32)
         d = cp.asarray(x)
@@ -50,8 +58,9 @@ def test_gpu_exact(rng, n):
             v = np.abs(x.astype(np.float64)) if use_abs else x.astype(np.float64)
             for q in (0.0, 50.0, 99.9, 99.99, 99.999, 100.0, float(rng.uniform(0, 100))):
                 for interp in ("linear", "lower", "higher", "nearest", "midpoint"):
-                    assert trtcal.percentile(d, q, use_abs, interpolation=interp) == \
-                        np.percentile(v, q, method=interp), (n, q, use_abs, interp)
+                    assert trtcal.percentile(d, q, use_abs, interpolation=interp) == np.percentile(
+                        v, q, method=interp
+                    ), (n, q, use_abs, interp)
 
 
 @pytest.mark.gpu
@@ -111,7 +120,7 @@ def _bracket_inputs(rng, n):
     yield "relu (half zeros)", np.maximum(x, 0)
     yield "rounded (heavy duplicates)", np.round(x * 4)
     spiky = x.copy()
-    spiky[:: 2048] *= 100  # a period that a regular stride would hit always or never
+    spiky[::2048] *= 100  # a period that a regular stride would hit always or never
     yield "every 2048th x100", spiky
     yield "float16 laplace", rng.laplace(size=n).astype(np.float16)
     nan = x.copy()
@@ -142,11 +151,17 @@ def test_gpu_bracketed_select_is_exact(rng):
                 # one q at a time too (its own bracket)
                 for q, w in zip(qs[3:6], want[3:6]):
                     before = dict(mod._path_counts)
-                    assert trtcal.percentile(d, q, use_abs, interpolation=interp, nonfinite="ignore") == w, \
-                        (label, use_abs, interp, q)
+                    assert (
+                        trtcal.percentile(d, q, use_abs, interpolation=interp, nonfinite="ignore")
+                        == w
+                    ), (label, use_abs, interp, q)
                     if label in ("normal", "student-t(2.5)", "float16 laplace"):
                         # calibration percentiles of ordinary data never need the two-pass select
-                        assert mod._path_counts["two_pass"] == before["two_pass"], (label, use_abs, q)
+                        assert mod._path_counts["two_pass"] == before["two_pass"], (
+                            label,
+                            use_abs,
+                            q,
+                        )
 
 
 @pytest.mark.gpu

@@ -35,7 +35,9 @@ class KernelModel:
         self.mem[ptr] = x
         return ptr
 
-    def select_histogram(self, x, dtype, keys, n, use_abs, shift, bits, prefix_shift, prefix, stream, dev):
+    def select_histogram(
+        self, x, dtype, keys, n, use_abs, shift, bits, prefix_shift, prefix, stream, dev
+    ):
         k = self.mem[keys][:n] if keys else keys_of(self.mem[x], use_abs)
         if prefix_shift < 32:
             k = k[(k >> prefix_shift) == prefix]
@@ -51,7 +53,9 @@ class KernelModel:
         self.key_buffers = getattr(self, "key_buffers", 0) + 1
         return self.put(np.zeros(0, np.uint64))
 
-    def select_bracket(self, x, dtype, n, use_abs, runs, t_lo, t_hi, sigmas, capacity, ranks, stream, dev):
+    def select_bracket(
+        self, x, dtype, n, use_abs, runs, t_lo, t_hi, sigmas, capacity, ranks, stream, dev
+    ):
         k = keys_of(self.mem[x], use_abs)
         run = 8
         slice_ = n // runs
@@ -74,7 +78,11 @@ class KernelModel:
         kept = self.put(inside[:capacity])
         found = []
         for r in ranks:  # select_resolve: status 0 and the key, or 1 outside the bracket
-            if r < below or r >= below + equal + inside.size or (r >= below + equal and inside.size > capacity):
+            if (
+                r < below
+                or r >= below + equal + inside.size
+                or (r >= below + equal and inside.size > capacity)
+            ):
                 found.append((1, lo))
             elif r < below + equal:
                 found.append((0, lo))
@@ -86,7 +94,13 @@ class KernelModel:
 
 class View:
     def __init__(self, model: KernelModel, x: np.ndarray):
-        self.ptr, self.size, self.dtype_code, self.stream, self.device = model.put(x), x.size, 0, 0, 0
+        self.ptr, self.size, self.dtype_code, self.stream, self.device = (
+            model.put(x),
+            x.size,
+            0,
+            0,
+            0,
+        )
         self.on_device = True
 
 
@@ -121,7 +135,9 @@ def test_bracketed_driver_is_exact(rng, model, interp):
             v = np.abs(v) if use_abs else v
             before = P._path_counts["bracketed"]
             got = P._device_percentiles(View(model, x), qs, use_abs, interp, "ignore", "x")
-            np.testing.assert_array_equal(got, np.percentile(v, qs, method=interp), err_msg=f"{label} {use_abs}")
+            np.testing.assert_array_equal(
+                got, np.percentile(v, qs, method=interp), err_msg=f"{label} {use_abs}"
+            )
             assert P._path_counts["bracketed"] > before
 
 
@@ -129,8 +145,12 @@ def test_ordinary_data_needs_one_pass_per_group(rng, model):
     n = (1 << 16) + 5
     x = rng.standard_normal(n).astype(np.float32)
     before = dict(P._path_counts)
-    P._device_percentiles(View(model, x), np.array([99.9, 99.99, 99.999]), True, "linear", "raise", "x")
-    assert P._path_counts["bracketed"] == before["bracketed"] + 1  # three q within 1% of n: one bracket
+    P._device_percentiles(
+        View(model, x), np.array([99.9, 99.99, 99.999]), True, "linear", "raise", "x"
+    )
+    assert (
+        P._path_counts["bracketed"] == before["bracketed"] + 1
+    )  # three q within 1% of n: one bracket
     assert P._path_counts["two_pass"] == before["two_pass"]
     P._device_percentiles(View(model, x), np.array([1.0, 50.0, 99.0]), True, "linear", "raise", "x")
     assert P._path_counts["bracketed"] == before["bracketed"] + 4  # far apart: one each
@@ -145,8 +165,10 @@ def test_misses_fall_back_exactly(rng, model, monkeypatch):
     monkeypatch.setattr(P, "_CAPACITY_SHIFT", 40)  # 8 keys: the buffer overflows
     before = P._path_counts["two_pass"]
     qs = np.array([10.0, 50.0, 99.0, 99.99])
-    np.testing.assert_array_equal(P._device_percentiles(View(model, x), qs, True, "linear", "raise", "x"),
-                                  np.percentile(v, qs))
+    np.testing.assert_array_equal(
+        P._device_percentiles(View(model, x), qs, True, "linear", "raise", "x"),
+        np.percentile(v, qs),
+    )
     assert P._path_counts["two_pass"] > before
 
 

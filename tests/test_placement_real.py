@@ -119,7 +119,7 @@ def test_yolov8n_placement_and_accuracy_per_head():
     assert rep.shared_scales and all(len(g) >= 3 for g in rep.shared_scales)
     keep_r = ref[:, 4:].max(1) > 0.25
     assert keep_r.sum() >= 10
-    for hp, (q, _, got) in out.items():
+    for hp, (_q, _, got) in out.items():
         boxes, scores = _rel(got[:, :4], ref[:, :4]), float(np.abs(got[:, 4:] - ref[:, 4:]).max())
         kept = keep_r & (got[:, 4:].max(1) > 0.25) & (got[:, 4:].argmax(1) == ref[:, 4:].argmax(1))
         assert boxes < 0.08, (hp, boxes)
@@ -132,7 +132,7 @@ def test_yolov8n_placement_and_accuracy_per_head():
 
 def test_ppocr_det_text_mask():
     _, _, ref, out = _models("ppocr-det")
-    for hp, (q, rep, got) in out.items():
+    for hp, (q, _rep, got) in out.items():
         assert (
             _dq_consumers(q)["GlobalAveragePool"] == 10
         )  # SE blocks: pool between quantized convs
@@ -143,7 +143,7 @@ def test_ppocr_det_text_mask():
 
 def test_ppocr_cls_top1():
     _, _, ref, out = _models("ppocr-cls")
-    for hp, (q, rep, got) in out.items():
+    for hp, (_q, _rep, got) in out.items():
         agree = float((got.argmax(-1) == ref.argmax(-1)).mean())
         assert agree >= 0.75, (hp, agree)
         assert np.abs(got - ref).max() < 0.5

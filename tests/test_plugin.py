@@ -28,16 +28,22 @@ def _harness() -> str:
     env = os.environ.get("TRTCAL_PLUGIN_HARNESS")
     if env:
         return env
-    found = (glob.glob(str(REPO / "build" / "*" / "core" / "csrc" / "plugin" / "trtcal_plugin_harness"))
-             + glob.glob(str(REPO / "build" / "*" / "csrc" / "plugin" / "trtcal_plugin_harness")))
+    found = glob.glob(
+        str(REPO / "build" / "*" / "core" / "csrc" / "plugin" / "trtcal_plugin_harness")
+    ) + glob.glob(str(REPO / "build" / "*" / "csrc" / "plugin" / "trtcal_plugin_harness"))
     if not found:
-        pytest.skip("trtcal_plugin_harness not found: it is built with the plugin (TensorRT headers found) in "
-                    "build/<wheel tag>/core/csrc/plugin/; or set TRTCAL_PLUGIN_HARNESS")
+        pytest.skip(
+            "trtcal_plugin_harness not found: it is built with the plugin (TensorRT headers found) "
+            "in "
+            "build/<wheel tag>/core/csrc/plugin/; or set TRTCAL_PLUGIN_HARNESS"
+        )
     return max(found, key=os.path.getmtime)
 
 
 def _run_harness(*args):
-    proc = subprocess.run([_harness(), _library(), *args], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [_harness(), _library(), *args], capture_output=True, text=True, timeout=600
+    )
     print(proc.stdout)
     print(proc.stderr, file=sys.stderr)
     failures = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
@@ -51,8 +57,10 @@ def test_missing_library_is_a_clear_error(monkeypatch, tmp_path):
         trtcal.plugin_library_path()
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt") is not None,
-                    reason="the tensorrt module is installed here")
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("tensorrt") is not None,
+    reason="the tensorrt module is installed here",
+)
 def test_load_plugins_without_tensorrt():
     from trtcal.tensorrt.plugins import load_plugins
 
@@ -92,13 +100,18 @@ def _trt_engine(trt, model):
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(model.SerializeToString()):
-        pytest.fail("ONNX parse failed: " + "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)))
+        pytest.fail(
+            "ONNX parse failed: "
+            + "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        )
     config = builder.create_builder_config()
     if hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
     plan = builder.build_serialized_network(network, config)
     assert plan is not None, "engine build failed"
-    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)  # the plugin is recreated from its fields
+    engine = trt.Runtime(logger).deserialize_cuda_engine(
+        plan
+    )  # the plugin is recreated from its fields
     assert engine is not None
     return engine
 
@@ -115,7 +128,9 @@ def _trt_run(trt, torch, engine, feeds):
         name = engine.get_tensor_name(i)
         if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
             dtype = torch.from_numpy(np.zeros(1, trt.nptype(engine.get_tensor_dtype(name)))).dtype
-            tensors[name] = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=dtype, device="cuda")
+            tensors[name] = torch.empty(
+                tuple(ctx.get_tensor_shape(name)), dtype=dtype, device="cuda"
+            )
             outputs.append(name)
     for name, t in tensors.items():
         ctx.set_tensor_address(name, t.data_ptr())
@@ -154,15 +169,21 @@ def test_tensorrt_float_silu_from_onnx(trt_env, rng, dtype):
 
     et = TensorProto.FLOAT if dtype == "float32" else TensorProto.FLOAT16
     nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", et, [3, 37, 5])],
-                              [helper.make_tensor_value_info("y", et, [3, 37, 5])])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", et, [3, 37, 5])],
+        [helper.make_tensor_value_info("y", et, [3, 37, 5])],
+    )
     model, n = fuse_silu(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     assert n == 1
     x = (rng.standard_t(3, size=(3, 37, 5)) * 4).astype(dtype)
     (y,) = _trt_run(trt, torch, _trt_engine(trt, model), {"x": x})
     want = ref.silu(x.astype(np.float64))
     tol = 4e-7 if dtype == "float32" else 1e-3
-    np.testing.assert_allclose(y.astype(np.float64), want, rtol=tol, atol=1e-7 if dtype == "float32" else 1e-4)
+    np.testing.assert_allclose(
+        y.astype(np.float64), want, rtol=tol, atol=1e-7 if dtype == "float32" else 1e-4
+    )
 
 
 @pytest.mark.plugin
@@ -178,12 +199,22 @@ def test_tensorrt_int8_silu_from_onnx(trt_env, rng):
     from trtcal.reference import silu as ref
 
     nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 1001])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 1001])])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 1001])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 1001])],
+    )
     s_in, s_out = 0.047, 0.031
-    model, n = fuse_silu(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
-                         scales={"x": s_in, "y": s_out})
-    assert [node.op_type for node in model.graph.node] == ["QuantizeLinear", "SiLU", "DequantizeLinear"]
+    model, n = fuse_silu(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        scales={"x": s_in, "y": s_out},
+    )
+    assert [node.op_type for node in model.graph.node] == [
+        "QuantizeLinear",
+        "SiLU",
+        "DequantizeLinear",
+    ]
     x = (rng.standard_t(3, size=(4, 1001)) * 2).astype(np.float32)
     (y,) = _trt_run(trt, torch, _trt_engine(trt, model), {"x": x})
     codes = np.clip(np.rint(x / np.float32(s_in)), -128, 127).astype(np.int8)

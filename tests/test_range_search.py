@@ -15,7 +15,11 @@ KINDS = ("smooth", "spiky", "sparse", "heavy", "one-bin", "bin0", "empty")
 
 def random_hist(rng, kind, n, signed=False):
     if kind == "smooth":
-        x = np.abs(rng.standard_normal(rng.integers(1000, 200000))) if not signed else rng.standard_normal(50000)
+        x = (
+            np.abs(rng.standard_normal(rng.integers(1000, 200000)))
+            if not signed
+            else rng.standard_normal(50000)
+        )
         c = np.histogram(x, n, range=((-1 if signed else 0) * x.max(), np.abs(x).max() + 1e-9))[0]
     elif kind == "heavy":
         x = rng.standard_t(rng.uniform(1.5, 4), rng.integers(1000, 100000))
@@ -89,23 +93,25 @@ def ort_direct(hist, cands, levels=128, eps=1e-4):
         p[-1] += hist[e:].sum()
         nz = (p != 0).astype(np.int64)
         m = sl.size // levels
-        qb = np.array([sl[k * m:(k + 1) * m].sum() for k in range(levels)])
-        qb[-1] += sl[levels * m:].sum()
+        qb = np.array([sl[k * m : (k + 1) * m].sum() for k in range(levels)])
+        qb[-1] += sl[levels * m :].sum()
         q = np.zeros(p.size, np.int64)
         for k in range(levels):
-            norm = nz[k * m:(k + 1) * m].sum()
+            norm = nz[k * m : (k + 1) * m].sum()
             if norm:
-                q[k * m:(k + 1) * m] = qb[k] // norm
+                q[k * m : (k + 1) * m] = qb[k] // norm
 
         def smooth(v):
-            zeros = (v == 0)
+            zeros = v == 0
             nzr = v.size - zeros.sum()
             if nzr == 0:
                 return None
             e1 = eps * float(zeros.sum()) / float(nzr)
             if e1 >= 1:
                 return None
-            return np.where(zeros, np.float32(eps), v.astype(np.float32) + np.float32(-e1)).astype(np.float64)
+            return np.where(zeros, np.float32(eps), v.astype(np.float32) + np.float32(-e1)).astype(
+                np.float64
+            )
 
         ps, qs = smooth(p), smooth(q)
         out.append(math.inf if ps is None or qs is None else kl_direct(ps, qs))
@@ -230,7 +236,9 @@ def test_onnxruntime_entropy_needs_signed(rng):
 
 def test_onnxruntime_single_candidate_at_128_bins(rng):
     c, e = random_hist(rng, "smooth", 128, signed=True)
-    r = trtcal.search_ranges((c, e), "entropy", "onnxruntime", device="cpu").ranges["entropy"]["tensor"]
+    r = trtcal.search_ranges((c, e), "entropy", "onnxruntime", device="cpu").ranges["entropy"][
+        "tensor"
+    ]
     assert r.candidates.tolist() == [64] and r.amax == max(abs(e[0]), abs(e[128]))
 
 
@@ -258,8 +266,16 @@ def test_degenerate_inputs_name_the_tensor(rng, case):
     r = trtcal.compute_amax(h, method, device="cpu", on_degenerate="flag")
     assert math.isnan(r["layer.7"])
     st = trtcal.search_ranges(h, method, device="cpu").status()["layer.7"][method]
-    assert st == {"empty": "empty", "zeros": "all-zero", "nan": "nonfinite", "few": "too-few-bins",
-                  "bin0": "degenerate"}[case]
+    assert (
+        st
+        == {
+            "empty": "empty",
+            "zeros": "all-zero",
+            "nan": "nonfinite",
+            "few": "too-few-bins",
+            "bin0": "degenerate",
+        }[case]
+    )
 
 
 def test_bad_arguments():
@@ -281,18 +297,30 @@ def _batch(rng, count, signed=False):
     out = {}
     for t in range(count):
         kind = KINDS[t % len(KINDS)]
-        n = int(rng.choice([128, 130, 257, 1000, 2048, 2048, 4096, 8192])) if not signed else \
-            int(2 * rng.integers(64, 2100))
+        n = (
+            int(rng.choice([128, 130, 257, 1000, 2048, 2048, 4096, 8192]))
+            if not signed
+            else int(2 * rng.integers(64, 2100))
+        )
         out[f"t{t}.{kind}"] = random_hist(rng, kind, n, signed)
     return out
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("method,flavor", [("entropy", "pytorch_quantization"), ("entropy", "tensorrt"),
-                                           ("percentile", "pytorch_quantization"), ("mse", "pytorch_quantization")])
+@pytest.mark.parametrize(
+    "method,flavor",
+    [
+        ("entropy", "pytorch_quantization"),
+        ("entropy", "tensorrt"),
+        ("percentile", "pytorch_quantization"),
+        ("mse", "pytorch_quantization"),
+    ],
+)
 def test_gpu_equals_reference_bin_for_bin(rng, method, flavor):
     hists = _batch(rng, 2100)
-    params = {"percentile": float(rng.choice([99.9, 99.99, 99.999]))} if method == "percentile" else {}
+    params = (
+        {"percentile": float(rng.choice([99.9, 99.99, 99.999]))} if method == "percentile" else {}
+    )
     if method == "mse":
         hists = dict(list(hists.items())[:700])
     g = trtcal.search_ranges(hists, method, flavor, device="cuda", **params).ranges[method]
@@ -313,11 +341,19 @@ def test_gpu_shared_memory_edge(rng, bins):
     with its static shared memory the block passes 48 KB, which needs the opt-in. These
     launches failed with cudaErrorInvalidValue (seen intermittently in two-rank calibrations of
     ~1900-bin histograms) while only the dynamic part was tested against 48 KB."""
-    hists = {f"t{t}.{KINDS[t % 4]}": random_hist(rng, KINDS[t % 4], n) for t, n in enumerate([bins, 128, 1000, bins])}
-    signed = {f"s{t}.{KINDS[t % 4]}": random_hist(rng, KINDS[t % 4], n, True)
-              for t, n in enumerate([2 * (bins // 2), 256, 2 * bins])}
-    cases = [(hists, "entropy", "pytorch_quantization"), (hists, "mse", "pytorch_quantization"),
-             (signed, "entropy", "onnxruntime")]
+    hists = {
+        f"t{t}.{KINDS[t % 4]}": random_hist(rng, KINDS[t % 4], n)
+        for t, n in enumerate([bins, 128, 1000, bins])
+    }
+    signed = {
+        f"s{t}.{KINDS[t % 4]}": random_hist(rng, KINDS[t % 4], n, True)
+        for t, n in enumerate([2 * (bins // 2), 256, 2 * bins])
+    }
+    cases = [
+        (hists, "entropy", "pytorch_quantization"),
+        (hists, "mse", "pytorch_quantization"),
+        (signed, "entropy", "onnxruntime"),
+    ]
     for hs, method, flavor in cases:
         g = trtcal.search_ranges(hs, method, flavor, device="cuda").ranges[method]
         c = trtcal.search_ranges(hs, method, flavor, device="cpu").ranges[method]
@@ -331,8 +367,12 @@ def test_gpu_onnxruntime_equals_reference(rng):
     for method in ("entropy", "percentile"):
         g = trtcal.search_ranges(hists, method, "onnxruntime", device="cuda").ranges[method]
         c = trtcal.search_ranges(hists, method, "onnxruntime", device="cpu").ranges[method]
-        bad = [n for n in hists if (g[n].status, g[n].bin, g[n].amax) != (c[n].status, c[n].bin, c[n].amax)
-               and not (math.isnan(g[n].amax) and math.isnan(c[n].amax))]
+        bad = [
+            n
+            for n in hists
+            if (g[n].status, g[n].bin, g[n].amax) != (c[n].status, c[n].bin, c[n].amax)
+            and not (math.isnan(g[n].amax) and math.isnan(c[n].amax))
+        ]
         assert not bad, f"{method}: {len(bad)} differ, e.g. {bad[:5]}"
 
 
@@ -359,8 +399,15 @@ def test_gpu_collectors_read_in_place(rng):
         assert g == h
 
 
-SHAPES = ["auto", "threads=128,group=1,chunk=128", "group=32,chunk=3", "threads=96,group=8,chunk=1000",
-          "group=2,chunk=1", "threads=32,group=16,chunk=5", "threads=512,group=16,chunk=40"]
+SHAPES = [
+    "auto",
+    "threads=128,group=1,chunk=128",
+    "group=32,chunk=3",
+    "threads=96,group=8,chunk=1000",
+    "group=2,chunk=1",
+    "threads=32,group=16,chunk=5",
+    "threads=512,group=16,chunk=40",
+]
 
 
 @pytest.mark.gpu
@@ -370,12 +417,26 @@ def test_gpu_launch_shapes_equal_reference(rng, monkeypatch):
     # "auto" covers the shapes the binding picks for 1, 5 and 120 tensors. The CPU oracle does
     # not depend on the shape: computed once per (set, method).
     hists = _batch(rng, 120)
-    sets = [hists] + [dict(list(hists.items())[k:k + 1]) for k in range(7)] + [dict(list(hists.items())[7:12])]
-    methods = (("entropy", "pytorch_quantization"), ("entropy", "tensorrt"), ("mse", None), ("percentile", None))
-    oracle = {(i, m, f): trtcal.search_ranges(hs, m, f, device="cpu").ranges[m]
-              for i, hs in enumerate(sets) for m, f in methods}
+    sets = (
+        [hists]
+        + [dict(list(hists.items())[k : k + 1]) for k in range(7)]
+        + [dict(list(hists.items())[7:12])]
+    )
+    methods = (
+        ("entropy", "pytorch_quantization"),
+        ("entropy", "tensorrt"),
+        ("mse", None),
+        ("percentile", None),
+    )
+    oracle = {
+        (i, m, f): trtcal.search_ranges(hs, m, f, device="cpu").ranges[m]
+        for i, hs in enumerate(sets)
+        for m, f in methods
+    }
     signed = _batch(rng, 40, signed=True)
-    signed_oracle = trtcal.search_ranges(signed, "entropy", "onnxruntime", device="cpu").ranges["entropy"]
+    signed_oracle = trtcal.search_ranges(signed, "entropy", "onnxruntime", device="cpu").ranges[
+        "entropy"
+    ]
     for shape in SHAPES:
         if shape == "auto":
             monkeypatch.delenv("TRTCAL_RANGE_SEARCH_SHAPE", raising=False)
@@ -388,7 +449,10 @@ def test_gpu_launch_shapes_equal_reference(rng, monkeypatch):
                 bad = [n for n in hs if (g[n].status, g[n].bin) != (c[n].status, c[n].bin)]
                 assert not bad, f"{shape} {m}: {len(bad)} differ, e.g. {bad[:5]}"
         g = trtcal.search_ranges(signed, "entropy", "onnxruntime", device="cuda").ranges["entropy"]
-        assert all((g[n].status, g[n].bin) == (signed_oracle[n].status, signed_oracle[n].bin) for n in signed), shape
+        assert all(
+            (g[n].status, g[n].bin) == (signed_oracle[n].status, signed_oracle[n].bin)
+            for n in signed
+        ), shape
 
 
 @pytest.mark.gpu
@@ -400,7 +464,11 @@ def test_gpu_plan_is_relaunchable(rng):
     hists = _batch(rng, 30)
     items, _ = _items(hists)
     s = _spec("entropy", None, {})
-    jobs = [j for j in (_prepare(it, s) for it in items) if not isinstance(j, trtcal.core.range_search.TensorRange)]
+    jobs = [
+        j
+        for j in (_prepare(it, s) for it in items)
+        if not isinstance(j, trtcal.core.range_search.TensorRange)
+    ]
     ext = require_cuda("the relaunch test")
     stream = ext.PrivateStream(0)
     batch = _GpuBatch(jobs, s, 0, stream=stream.handle)

@@ -24,15 +24,34 @@ def np_dtype(name):
 
 def heavy_tailed(rng, n, dtype):
     """Student-t, Laplace, outliers and special values, cast to ``dtype``."""
-    x = np.concatenate([
-        rng.standard_t(2, size=n) * 4,
-        rng.laplace(0, 3, size=n),
-        rng.standard_normal(n) * 1e3,
-    ])
+    x = np.concatenate(
+        [
+            rng.standard_t(2, size=n) * 4,
+            rng.laplace(0, 3, size=n),
+            rng.standard_normal(n) * 1e3,
+        ]
+    )
     rng.shuffle(x)
     x = x[:n]
-    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -1.2785, -88.8, -104.0, 88.0, 1e-40, -1e-40,
-                         60000.0, -60000.0, 3e38, -3e38])
+    specials = np.array(
+        [
+            0.0,
+            -0.0,
+            np.inf,
+            -np.inf,
+            np.nan,
+            -1.2785,
+            -88.8,
+            -104.0,
+            88.0,
+            1e-40,
+            -1e-40,
+            60000.0,
+            -60000.0,
+            3e38,
+            -3e38,
+        ]
+    )
     k = min(n, specials.size)
     x[rng.choice(n, size=k, replace=False)] = specials[:k]
     with np.errstate(over="ignore"):
@@ -59,7 +78,9 @@ def assert_silu_close(got, x, dtype):
     if bad.size:
         i = bad[0]
         xs = np.asarray(x).astype(np.float64).ravel()[fin]
-        pytest.fail(f"{bad.size} of {g.size} {dtype} values off: x={xs[i]!r} got {g[i]!r} want {w[i]!r}")
+        pytest.fail(
+            f"{bad.size} of {g.size} {dtype} values off: x={xs[i]!r} got {g[i]!r} want {w[i]!r}"
+        )
 
 
 def random_scales(rng, k):
@@ -108,8 +129,11 @@ def test_int8_table_is_exact(rng):
     scales = [(a, b) for a, b in zip(random_scales(rng, 60), random_scales(rng, 60))]
     scales += [(1e-30, 1e-30), (1e30, 1.0), (1.0, 1e30), (0.0472, 0.0003), (1e-3, 10.0)]
     for s_in, s_out in scales:
-        np.testing.assert_array_equal(ref.silu_int8_table(s_in, s_out), _table_by_hand(s_in, s_out),
-                                      err_msg=f"scales {s_in}, {s_out}")
+        np.testing.assert_array_equal(
+            ref.silu_int8_table(s_in, s_out),
+            _table_by_hand(s_in, s_out),
+            err_msg=f"scales {s_in}, {s_out}",
+        )
     t = trtcal.silu_int8_table(0.05, 0.05)
     assert t[128] == 0 and t.dtype == np.int8 and t.size == 256
 
@@ -119,8 +143,9 @@ def test_int8_to_float_table(rng):
         v = np.float32(np.arange(-128, 128)).astype(np.float32) * np.float32(s_in)
         want32 = ref.silu(v).astype(np.float32)
         for dtype in FLOATS:
-            np.testing.assert_array_equal(ref.silu_int8_to_float_table(s_in, dtype),
-                                          want32.astype(np_dtype(dtype)))
+            np.testing.assert_array_equal(
+                ref.silu_int8_to_float_table(s_in, dtype), want32.astype(np_dtype(dtype))
+            )
 
 
 def test_host_paths(rng):
@@ -133,11 +158,15 @@ def test_host_paths(rng):
         assert trtcal.silu(x, out) is out
     q = rng.integers(-128, 128, size=(7, 13)).astype(np.int8)
     s_in, s_out = 0.05, 0.04
-    np.testing.assert_array_equal(trtcal.silu_int8(q, s_in, s_out), ref.silu_int8_table(s_in, s_out)[q.astype(int) + 128])
+    np.testing.assert_array_equal(
+        trtcal.silu_int8(q, s_in, s_out), ref.silu_int8_table(s_in, s_out)[q.astype(int) + 128]
+    )
     for dtype in FLOATS:
         y = trtcal.silu_int8_to_float(q, s_in, dtype)
         assert y.dtype == np_dtype(dtype)
-        np.testing.assert_array_equal(y, ref.silu_int8_to_float_table(s_in, dtype)[q.astype(int) + 128])
+        np.testing.assert_array_equal(
+            y, ref.silu_int8_to_float_table(s_in, dtype)[q.astype(int) + 128]
+        )
     x = np.array([np.nan, np.inf, -np.inf, 0.0, 100.0, -100.0, 1.0], np.float32)
     np.testing.assert_array_equal(trtcal.silu_float_to_int8(x, 0.01), [0, 127, 0, 0, 127, 0, 73])
 
@@ -168,19 +197,26 @@ def test_wrong_dtypes_and_outputs():
         trtcal.silu(np.zeros(3, np.float32), np.zeros(4, np.float32))
 
 
-@pytest.mark.skipif(extension() is None, reason="needs trtcal's compiled extension (built with nvcc)")
+@pytest.mark.skipif(
+    extension() is None, reason="needs trtcal's compiled extension (built with nvcc)"
+)
 def test_cpp_tables_match_reference(rng):
     """The tables the kernels use are built in C++: bit-identical to NumPy's (no GPU needed)."""
     ext = extension()
     scales = list(zip(random_scales(rng, 200), random_scales(rng, 200)))
     scales += [(1e-30, 1e-30), (1e30, 1.0), (1.0, 1e30), (3.4e38, 1.0)]
     for s_in, s_out in scales:
-        np.testing.assert_array_equal(ext.silu_int8_table(s_in, s_out), ref.silu_int8_table(s_in, s_out),
-                                      err_msg=f"scales {s_in}, {s_out}")
+        np.testing.assert_array_equal(
+            ext.silu_int8_table(s_in, s_out),
+            ref.silu_int8_table(s_in, s_out),
+            err_msg=f"scales {s_in}, {s_out}",
+        )
         for code, dtype in enumerate(FLOATS):
             want = ref.silu_int8_to_float_table(s_in, dtype)
-            np.testing.assert_array_equal(ext.silu_int8_to_float_table(s_in, code),
-                                          want.view(np.uint32 if dtype == "float32" else np.uint16))
+            np.testing.assert_array_equal(
+                ext.silu_int8_to_float_table(s_in, code),
+                want.view(np.uint32 if dtype == "float32" else np.uint16),
+            )
     with pytest.raises(ValueError, match="scale_in"):
         ext.silu_int8_table(0.0, 1.0)
 
@@ -205,7 +241,7 @@ def to_dev(torch, a, pad=0, offset=0):
     else:
         t = torch.from_numpy(flat.copy())
     buf = torch.empty(flat.size + pad, dtype=t.dtype, device="cuda")
-    view = buf[offset: offset + flat.size]
+    view = buf[offset : offset + flat.size]
     view.copy_(t.cuda())
     return view.view(a.shape)
 
@@ -220,12 +256,14 @@ def to_host(torch, t):
 def empty_dev(torch, shape, dtype, pad=0, offset=0):
     td = getattr(torch, dtype)
     n = int(np.prod(shape))
-    return torch.empty(n + pad, dtype=td, device="cuda")[offset: offset + n].view(shape)
+    return torch.empty(n + pad, dtype=td, device="cuda")[offset : offset + n].view(shape)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("shape", [(0,), (1,), (7,), (31,), (3, 5, 7), (65537,), (1000003,), (2, 64, 81, 81)])
+@pytest.mark.parametrize(
+    "shape", [(0,), (1,), (7,), (31,), (3, 5, 7), (65537,), (1000003,), (2, 64, 81, 81)]
+)
 def test_silu_device(torch, rng, dtype, shape):
     n = int(np.prod(shape))
     x = heavy_tailed(rng, n, dtype).reshape(shape)
@@ -296,8 +334,11 @@ def test_silu_int8_every_code_bit_exact(torch, rng):
             out = empty_dev(torch, q.shape, "int8", pad=16, offset=offsets[1])
             y = trtcal.silu_int8(to_dev(torch, q, pad=16, offset=offsets[0]), s_in, s_out, out)
             torch.cuda.synchronize()
-            np.testing.assert_array_equal(to_host(torch, y), ref.silu_int8(q, s_in, s_out),
-                                          err_msg=f"scales {s_in}, {s_out}, offsets {offsets}")
+            np.testing.assert_array_equal(
+                to_host(torch, y),
+                ref.silu_int8(q, s_in, s_out),
+                err_msg=f"scales {s_in}, {s_out}, offsets {offsets}",
+            )
 
 
 @pytest.mark.gpu
@@ -400,10 +441,19 @@ def test_silu_fp8_gpu_equals_reference(rng, torch):
 
     ext = extension()
     for _ in range(5):
-        si, so = float(np.float32(10 ** rng.uniform(-3, 0))), float(np.float32(10 ** rng.uniform(-3, 0)))
-        np.testing.assert_array_equal(np.asarray(ext.silu_fp8_table(si, so)), ref.silu_fp8_table(si, so))
-        codes = np.concatenate([np.arange(256, dtype=np.uint8), rng.integers(0, 256, 100_003, dtype=np.uint8)])
+        si, so = (
+            float(np.float32(10 ** rng.uniform(-3, 0))),
+            float(np.float32(10 ** rng.uniform(-3, 0))),
+        )
+        np.testing.assert_array_equal(
+            np.asarray(ext.silu_fp8_table(si, so)), ref.silu_fp8_table(si, so)
+        )
+        codes = np.concatenate(
+            [np.arange(256, dtype=np.uint8), rng.integers(0, 256, 100_003, dtype=np.uint8)]
+        )
         x = torch.from_numpy(codes.view(np.int8).copy()).cuda()
         y = silu_fp8(x, si, so)
         torch.cuda.synchronize()
-        np.testing.assert_array_equal(y.cpu().numpy().view(np.uint8), ref.silu_fp8_table(si, so)[codes])
+        np.testing.assert_array_equal(
+            y.cpu().numpy().view(np.uint8), ref.silu_fp8_table(si, so)[codes]
+        )

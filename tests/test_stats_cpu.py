@@ -71,7 +71,7 @@ def test_collector_is_independent_of_batch_order_and_size(rng):
 
 def test_growth_merges_bins_exactly(rng):
     # a tiny first batch fixes a small range; later batches grow it by many doublings
-    batches = [draw(rng, "normal", 1000) * np.float32(10.0 ** k) for k in (-6, -2, 0, 3, 7)]
+    batches = [draw(rng, "normal", 1000) * np.float32(10.0**k) for k in (-6, -2, 0, 3, 7)]
     c = trtcal.HistogramCollector(1000, signed=True)  # non power-of-two bins
     for b in batches:
         c.update(b)
@@ -135,7 +135,9 @@ def test_degenerate_tensors_are_named():
 
 
 def test_wrong_dtype_and_layout_are_refused(rng):
-    with pytest.raises(TypeError, match="'w' has dtype float64; accepted: float32, float16, bfloat16"):
+    with pytest.raises(
+        TypeError, match="'w' has dtype float64; accepted: float32, float16, bfloat16"
+    ):
         trtcal.histogram(np.zeros(4), name="w")
     with pytest.raises(TypeError, match="int32"):
         trtcal.amax(np.zeros(4, np.int32))

@@ -49,8 +49,11 @@ def test_bin_counts_and_paths(rng, bins):
 def test_streaming_equals_reference_every_dtype(rng, dtype):
     torch = pytest.importorskip("torch")
     tdt = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    batches = [torch.from_numpy(draw(rng, d, int(rng.integers(1, 200000)))).to("cuda", tdt) * float(10.0 ** rng.uniform(-3, 3))
-               for d in DISTS * 2]
+    batches = [
+        torch.from_numpy(draw(rng, d, int(rng.integers(1, 200000)))).to("cuda", tdt)
+        * float(10.0 ** rng.uniform(-3, 3))
+        for d in DISTS * 2
+    ]
     g = trtcal.HistogramCollector(device="cuda", name="t")
     for b in batches:
         g.update(b)  # bfloat16 goes through DLPack; others through the array interface
@@ -63,7 +66,9 @@ def test_order_and_batch_size_independence(rng):
     states = []
     for _ in range(3):
         perm = rng.permutation(x.size)
-        cuts = np.sort(rng.choice(np.arange(1, x.size), size=int(rng.integers(1, 50)), replace=False))
+        cuts = np.sort(
+            rng.choice(np.arange(1, x.size), size=int(rng.integers(1, 50)), replace=False)
+        )
         g = trtcal.HistogramCollector(device="cuda")
         for part in np.split(x[perm], cuts):
             g.update(cp.asarray(part))
@@ -74,7 +79,9 @@ def test_order_and_batch_size_independence(rng):
 
 
 def test_growth_many_doublings_and_zero_batches(rng):
-    batches = [np.zeros(1000, np.float32)] + [draw(rng, "normal", 5000) * np.float32(10.0 ** k) for k in (-30, -5, 0, 4, 30)]
+    batches = [np.zeros(1000, np.float32)] + [
+        draw(rng, "normal", 5000) * np.float32(10.0**k) for k in (-30, -5, 0, 4, 30)
+    ]
     batches.insert(3, np.zeros(17, np.float32))
     for signed in (False, True):
         g = trtcal.HistogramCollector(2048, signed, device="cuda")
@@ -92,10 +99,10 @@ def test_16bit_word_path_boundaries(rng, dtype):
     info = torch.finfo(tdt)
     exps = [-20, -14, -8, -1, 0, 3, 11, 15] + ([16, 40, 120] if dtype == "bfloat16" else [])
     for e in exps:
-        scale = 2.0 ** e
+        scale = 2.0**e
         base = rng.standard_normal(4099) * scale / 8
         base[0] = scale * 0.75  # sets the range to 2^e
-        tiny = np.array([info.tiny, info.tiny / 4, info.smallest_normal / 2 ** 3, 0.0, -0.0])
+        tiny = np.array([info.tiny, info.tiny / 4, info.smallest_normal / 2**3, 0.0, -0.0])
         below = np.nextafter(np.float32(min(scale, float(info.max))), np.float32(0))
         mixed = np.concatenate([rng.standard_normal(3001) * scale / 4, tiny, [below, -below]])
         mixed = np.clip(mixed, -float(info.max), float(info.max))
@@ -103,7 +110,9 @@ def test_16bit_word_path_boundaries(rng, dtype):
         grow[rng.choice(grow.size, 7, replace=False)] = scale * rng.choice([1.0, 1.5, 2.0, 3.99], 7)
         bad = mixed.copy()
         bad[[5, 6, 100, 101, 102]] = [np.nan, np.inf, -np.inf, np.nan, scale / 2]
-        batches = [torch.tensor(b, dtype=torch.float64).to(tdt).cuda() for b in (base, mixed, grow, bad)]
+        batches = [
+            torch.tensor(b, dtype=torch.float64).to(tdt).cuda() for b in (base, mixed, grow, bad)
+        ]
         batches += [batches[1][1:], batches[2][3:-1], batches[3][7:-5]]  # unaligned heads and tails
         g = trtcal.HistogramCollector(device="cuda", name=f"{dtype} 2^{e}")
         host = []
@@ -132,7 +141,9 @@ def test_one_rare_value_at_every_vector_position(rng, dtype):
             g = trtcal.HistogramCollector(device="cuda", name=f"{dtype} {pos} {rare}")
             g.update(first)
             g.update(x)
-            assert_same_state(g.state_dict(), ref_state([first.float().cpu().numpy(), x.float().cpu().numpy()]))
+            assert_same_state(
+                g.state_dict(), ref_state([first.float().cpu().numpy(), x.float().cpu().numpy()])
+            )
 
 
 def test_denormals_and_extremes(rng):
@@ -170,7 +181,10 @@ def test_misaligned_views(rng):
     d16 = cp.asarray(x.astype(np.float16))
     for off in (1, 3, 7):
         lo, hi = trtcal.minmax(d16[off:-off])
-        assert (lo, hi) == (float(x.astype(np.float16)[off:-off].min()), float(x.astype(np.float16)[off:-off].max()))
+        assert (lo, hi) == (
+            float(x.astype(np.float16)[off:-off].min()),
+            float(x.astype(np.float16)[off:-off].max()),
+        )
 
 
 def test_fixed_range_on_gpu(rng):
@@ -183,8 +197,17 @@ def test_fixed_range_on_gpu(rng):
             assert h.outside == r.outside
 
 
-@pytest.mark.parametrize("shape,axis", [((32, 64, 28, 28), 1), ((32, 64, 28, 28), 0), ((7, 11, 13), -1),
-                                        ((1000, 3), 1), ((3, 1000003), 0), ((5, 2, 600, 3), 2)])
+@pytest.mark.parametrize(
+    "shape,axis",
+    [
+        ((32, 64, 28, 28), 1),
+        ((32, 64, 28, 28), 0),
+        ((7, 11, 13), -1),
+        ((1000, 3), 1),
+        ((3, 1000003), 0),
+        ((5, 2, 600, 3), 2),
+    ],
+)
 def test_minmax_per_channel(rng, shape, axis):
     x = draw(rng, "student_t", int(np.prod(shape))).reshape(shape)
     lo, hi = trtcal.minmax(cp.asarray(x), axis=axis)
@@ -214,7 +237,7 @@ def test_minmax_channels_last_and_collector(rng):
 
 
 def test_merge_state_round_trip_on_gpu(rng):
-    xs = [draw(rng, "student_t", 50000) * np.float32(3.0 ** k) for k in range(6)]
+    xs = [draw(rng, "student_t", 50000) * np.float32(3.0**k) for k in range(6)]
     a, b = trtcal.HistogramCollector(device="cuda"), trtcal.HistogramCollector(device="cuda")
     for x in xs[:3]:
         a.update(cp.asarray(x))
@@ -271,7 +294,7 @@ def test_more_than_2_to_31_elements():
     full, rem = divmod(n, 1024)
     expect = np.zeros(2048, np.int64)
     expect[0::2] = full
-    expect[0:2 * rem:2] += 1
+    expect[0 : 2 * rem : 2] += 1
     np.testing.assert_array_equal(h.counts, expect)
     assert h.total == n
     assert trtcal.minmax(x) == (0.0, 1023.0)
@@ -300,17 +323,27 @@ def test_update_many_equals_reference(rng):
     """Many tensors (mixed dtypes, sizes, bins, signed/abs) in three launches per batch."""
     torch = pytest.importorskip("torch")
     specs = []
-    for i in range(40):
+    for _ in range(40):
         bins = int(rng.choice([2048, 1000, 128, 4096]))
-        specs.append((bins, bool(rng.integers(0, 2)) and bins % 2 == 0,
-                      rng.choice([torch.float32, torch.float16, torch.bfloat16])))
-    cols = [trtcal.HistogramCollector(b, s, device="cuda", name=f"t{i}") for i, (b, s, _) in enumerate(specs)]
+        specs.append(
+            (
+                bins,
+                bool(rng.integers(0, 2)) and bins % 2 == 0,
+                rng.choice([torch.float32, torch.float16, torch.bfloat16]),
+            )
+        )
+    cols = [
+        trtcal.HistogramCollector(b, s, device="cuda", name=f"t{i}")
+        for i, (b, s, _) in enumerate(specs)
+    ]
     host = [[] for _ in specs]
     for batch in range(4):
         pairs = []
-        for i, (b, s, dt) in enumerate(specs):
+        for i, (_b, _s, dt) in enumerate(specs):
             n = int(rng.choice([0, 1, 37, 4099, 300007]))
-            x = torch.from_numpy(draw(rng, DISTS[i % 4], max(n, 1))[:n]) * float(10.0 ** rng.uniform(-4, 4 + batch))
+            x = torch.from_numpy(draw(rng, DISTS[i % 4], max(n, 1))[:n]) * float(
+                10.0 ** rng.uniform(-4, 4 + batch)
+            )
             x = x.to("cuda", dt)
             pairs.append((cols[i], x))
             host[i].append(x.float().cpu().numpy())
@@ -344,7 +377,9 @@ def test_update_many_orders_with_single_updates(rng):
     cp.cuda.get_current_stream().synchronize()  # the data is ready; the state updates are not
     s2 = cp.cuda.Stream(non_blocking=True)
     a.update(x)  # default stream
-    trtcal.core.collectors.update_many([(a, y), (b, x)], stream=s2)  # another stream: must wait for the first
+    trtcal.core.collectors.update_many(
+        [(a, y), (b, x)], stream=s2
+    )  # another stream: must wait for the first
     a.update(z)  # back on the default stream: must wait for s2
     host = cp.asnumpy(x)
     assert_same_state(a.state_dict(), ref_state([host, host * 3, host * 0.5]))

@@ -38,9 +38,16 @@ def test_missing_name_suggests_similar():
         t["conv1/Conv_output_0"]
 
 
-@pytest.mark.parametrize("bad,err,match", [(math.nan, ValueError, "NaN"), (-1.0, ValueError, "negative"),
-                                           ("x", TypeError, "number"), (True, TypeError, "number"),
-                                           (None, TypeError, "number")])
+@pytest.mark.parametrize(
+    "bad,err,match",
+    [
+        (math.nan, ValueError, "NaN"),
+        (-1.0, ValueError, "negative"),
+        ("x", TypeError, "number"),
+        (True, TypeError, "number"),
+        (None, TypeError, "number"),
+    ],
+)
 def test_amax_validation_names_the_tensor(bad, err, match):
     with pytest.raises(err, match=match) as e:
         CalibrationTable({"layer/out": bad})
@@ -54,14 +61,24 @@ def test_inf_and_zero_are_kept():
 
 
 def test_json_round_trip_keeps_provenance_and_extras(tmp_path, rng):
-    t = _random_table(rng, method="percentile", flavor="modelopt", bins=2048, percentile=99.99,
-                      num_samples=512, num_batches=16, nonfinite={"nan": 0, "posinf": 3, "neginf": 0})
+    t = _random_table(
+        rng,
+        method="percentile",
+        flavor="modelopt",
+        bins=2048,
+        percentile=99.99,
+        num_samples=512,
+        num_batches=16,
+        nonfinite={"nan": 0, "posinf": 3, "neginf": 0},
+    )
     first = list(t)[0]
     t.extras(first)["nonfinite"] = {"nan": 0, "posinf": 3, "neginf": 0}
     p = tmp_path / "table.json"
     t.to_json(p)
     data = json.loads(p.read_text())
-    assert data["format"] == "trtcal.calibration-table" and data["provenance"]["percentile"] == 99.99
+    assert (
+        data["format"] == "trtcal.calibration-table" and data["provenance"]["percentile"] == 99.99
+    )
     assert data["provenance"]["trtcal_version"] == trtcal.__version__
     assert data["tensors"][first]["scale"] == pytest.approx(t[first] / 127)
     back = CalibrationTable.from_json(p)
@@ -106,10 +123,16 @@ def test_merge_policies(rng):
 
 
 def test_override_by_name_glob_regex_and_list():
-    names = ["/enc/attn/MatMul_output_0", "/enc/attn/Softmax_output_0", "/enc/mlp/Gelu_output_0",
-             "(Unnamed Layer* 46) [Constant]_output"]
+    names = [
+        "/enc/attn/MatMul_output_0",
+        "/enc/attn/Softmax_output_0",
+        "/enc/mlp/Gelu_output_0",
+        "(Unnamed Layer* 46) [Constant]_output",
+    ]
     t = CalibrationTable(dict.fromkeys(names, 1.0), method="entropy")
-    assert t.override("(Unnamed Layer* 46) [Constant]_output", 5.0) == [names[3]]  # exact beats glob
+    assert t.override("(Unnamed Layer* 46) [Constant]_output", 5.0) == [
+        names[3]
+    ]  # exact beats glob
     assert t[names[3]] == 5.0 and t.method_of(names[3]) == "override"
     assert t.override("/enc/attn/*", 2.0, method="max") == names[:2]
     assert t.method_of(names[0]) == "max" and t.method_of(names[2]) == "entropy"
@@ -122,7 +145,9 @@ def test_override_by_name_glob_regex_and_list():
 
 def test_mixed_quantization_takes_chosen_layers_from_another_method(rng):
     entropy = _random_table(rng, method="entropy", flavor="tensorrt", bins=2048)
-    pct = CalibrationTable({n: v * 0.8 for n, v in entropy.items()}, method="percentile", percentile=99.99)
+    pct = CalibrationTable(
+        {n: v * 0.8 for n, v in entropy.items()}, method="percentile", percentile=99.99
+    )
     mixed = entropy.copy()
     changed = mixed.override("*/conv1/*", pct)
     assert changed and all("/conv1/" in n for n in changed)
@@ -146,13 +171,22 @@ def test_table_from_cache_has_provenance(tmp_path):
     j = tmp_path / "t.json"
     t.to_json(j)
     c2 = tmp_path / "back.cache"
-    CalibrationTable.from_json(j).to_cache(c2, tensorrt_version="8.6.1", algorithm="MinMaxCalibration")
+    CalibrationTable.from_json(j).to_cache(
+        c2, tensorrt_version="8.6.1", algorithm="MinMaxCalibration"
+    )
     assert c2.read_bytes() == p.read_bytes()
 
 
-# ------------------------------------------------------------------- invalid amax: reader, constructor, convert
-BAD_AMAX = [(-1.0, "negative"), (-math.inf, "negative"), (math.nan, "NaN"), ("-inf", "negative"), ("nan", "NaN"),
-            (-1e-30, "negative")]
+# ------------------------------------------------------------------- invalid amax: reader,
+# constructor, convert
+BAD_AMAX = [
+    (-1.0, "negative"),
+    (-math.inf, "negative"),
+    (math.nan, "NaN"),
+    ("-inf", "negative"),
+    ("nan", "NaN"),
+    (-1e-30, "negative"),
+]
 
 
 @pytest.mark.parametrize("value,why", BAD_AMAX)
@@ -169,15 +203,26 @@ def test_constructor_and_setitem_refuse_invalid_amax(value, why):
 @pytest.mark.parametrize("value,why", BAD_AMAX)
 def test_json_reader_refuses_invalid_amax_naming_file_and_tensor(tmp_path, value, why):
     p = tmp_path / "t.json"
-    doc = {"format": "trtcal.calibration-table", "version": 1,
-           "tensors": {"ok": {"amax": 1.0}, "conv/out": {"amax": value if isinstance(value, str) else
-                                                         (str(value) if not math.isfinite(value) else value)}}}
+    doc = {
+        "format": "trtcal.calibration-table",
+        "version": 1,
+        "tensors": {
+            "ok": {"amax": 1.0},
+            "conv/out": {
+                "amax": value
+                if isinstance(value, str)
+                else (str(value) if not math.isfinite(value) else value)
+            },
+        },
+    }
     p.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match=f"{re.escape(str(p))}: .*tensor 'conv/out'.*{why}"):
         CalibrationTable.from_json(p)
 
 
-@pytest.mark.parametrize("hexv,why", [("bca14285", "negative"), ("7fc00000", "NaN"), ("ff800000", "negative")])
+@pytest.mark.parametrize(
+    "hexv,why", [("bca14285", "negative"), ("7fc00000", "NaN"), ("ff800000", "negative")]
+)
 def test_convert_never_writes_invalid_amax_into_a_cache(tmp_path, capsys, hexv, why):
     from trtcal.cli import main
 
@@ -214,6 +259,10 @@ def test_table_json_write_is_atomic_when_the_disk_fills_mid_write(tmp_path, monk
         return f
 
     monkeypatch.setattr(_files, "_open_temp", opener)
-    with pytest.raises(_files.OutputError, match=f"cannot write {re.escape(str(p))}: no space left"):
+    with pytest.raises(
+        _files.OutputError, match=f"cannot write {re.escape(str(p))}: no space left"
+    ):
         CalibrationTable({n: float(i) for i, n in enumerate("abcdefgh")}).to_json(p)
-    assert written and p.read_bytes() == before and [x.name for x in tmp_path.iterdir()] == ["t.json"]
+    assert (
+        written and p.read_bytes() == before and [x.name for x in tmp_path.iterdir()] == ["t.json"]
+    )

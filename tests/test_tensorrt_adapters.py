@@ -55,8 +55,13 @@ class DeviceArray:
     """A plain object exposing __cuda_array_interface__ (like a CuPy array), for pass-through."""
 
     def __init__(self, ptr, shape, typestr="<f4", strides=None):
-        self.__cuda_array_interface__ = {"data": (ptr, False), "shape": shape, "typestr": typestr,
-                                         "strides": strides, "version": 3}
+        self.__cuda_array_interface__ = {
+            "data": (ptr, False),
+            "shape": shape,
+            "typestr": typestr,
+            "strides": strides,
+            "version": 3,
+        }
 
 
 # ------------------------------------------------------------------ import and version rules
@@ -64,7 +69,9 @@ class DeviceArray:
 
 def test_import_needs_no_tensorrt():
     if HAS_TRT:
-        pytest.skip("tensorrt is installed here: the lazy-import check needs an environment without it")
+        pytest.skip(
+            "tensorrt is installed here: the lazy-import check needs an environment without it"
+        )
     assert "tensorrt" not in sys.modules
     with pytest.raises(ttrt.TensorRTUnavailableError, match="pip install tensorrt"):
         ttrt.EntropyCalibrator2(table={"x": 1.0})
@@ -87,9 +94,14 @@ def test_tensorrt_11_points_to_explicit_quantization():
 
 
 def test_feeder_named_inputs_in_tensorrt_order_and_buffer_reuse(rng):
-    batches = [{"mask": rng.integers(0, 2, size=(3, 7)).astype(np.int32),
-                "image": rng.standard_t(3, size=(3, 2, 5, 5)).astype(np.float32),
-                "unused": np.zeros(1)} for _ in range(4)]
+    batches = [
+        {
+            "mask": rng.integers(0, 2, size=(3, 7)).astype(np.int32),
+            "image": rng.standard_t(3, size=(3, 2, 5, 5)).astype(np.float32),
+            "unused": np.zeros(1),
+        }
+        for _ in range(4)
+    ]
     mem = HostMemory()
     f = tcal.BatchFeeder(batches, device_memory=mem)
     names = ["image", "mask"]  # TensorRT's order, not the dict's
@@ -117,7 +129,10 @@ def test_feeder_grows_buffers_and_casts_float64(rng):
 
 
 def test_feeder_tuple_and_single_array_batches(rng):
-    a, b = rng.standard_normal((2, 3)).astype(np.float32), rng.standard_normal((2, 4)).astype(np.float32)
+    a, b = (
+        rng.standard_normal((2, 3)).astype(np.float32),
+        rng.standard_normal((2, 4)).astype(np.float32),
+    )
     f = tcal.BatchFeeder([(a, b)], input_names=["a", "b"], device_memory=HostMemory())
     pb, pa = f.get_batch(["b", "a"])
     np.testing.assert_array_equal(_read(pa, a), a)
@@ -168,7 +183,8 @@ def test_feeder_makes_device_memory_lazily():
     assert len(made) == 1
 
 
-# ------------------------------------------------------------------ calibrator behaviour (no TensorRT)
+# ------------------------------------------------------------------ calibrator behaviour (no
+# TensorRT)
 
 
 class _PlainBase:
@@ -204,7 +220,9 @@ def test_write_calibration_cache_keeps_and_saves(tmp_path):
     assert cal.read_calibration_cache() is None  # nothing yet: TensorRT calibrates
     written = b"TRT-8601-EntropyCalibration2\ninput: 3c010a14\n"
     cal.write_calibration_cache(memoryview(written))
-    assert p.read_bytes() == written and cal.table["input"] == pytest.approx(tc.hex_to_scale("3c010a14") * 127)
+    assert p.read_bytes() == written and cal.table["input"] == pytest.approx(
+        tc.hex_to_scale("3c010a14") * 127
+    )
     cal2 = _core()(cache_path=p, tensorrt_version="8.6.1")
     assert cal2.read_calibration_cache() == written and cal2.used == "cache file"
 
@@ -217,9 +235,15 @@ def test_bad_cache_file_is_reported_not_used(tmp_path):
 
 
 def test_get_batch_errors_stop_calibration_and_are_kept(rng):
-    cal = _core()(dataset=[{"a": np.ones(2, np.float32)}], tensorrt_version="10.3.0", device_memory=HostMemory())
+    cal = _core()(
+        dataset=[{"a": np.ones(2, np.float32)}],
+        tensorrt_version="10.3.0",
+        device_memory=HostMemory(),
+    )
     assert cal.get_batch(["b"]) is None and isinstance(cal.error, KeyError)
-    cal = _core()(dataset=[np.ones(2, np.float32)] * 2, tensorrt_version="10.3.0", device_memory=HostMemory())
+    cal = _core()(
+        dataset=[np.ones(2, np.float32)] * 2, tensorrt_version="10.3.0", device_memory=HostMemory()
+    )
     assert cal.get_batch(["x"]) and cal.used == "calibration"
     cal.free()
     assert cal.get_batch(["x"]) is None
@@ -233,7 +257,9 @@ def test_get_batch_errors_stop_calibration_and_are_kept(rng):
 
 
 def test_plan_dynamic_ranges_reports_both_sides():
-    table = CalibrationTable({"in": 2.0, "conv": 5.0, "dead": 0.0, "big": float("inf"), "gone": 1.0})
+    table = CalibrationTable(
+        {"in": 2.0, "conv": 5.0, "dead": 0.0, "big": float("inf"), "gone": 1.0}
+    )
     rep = ttrt.plan_dynamic_ranges(["in", "conv", "relu", "dead", "big"], table)
     assert rep.applied == {"in": 2.0, "conv": 5.0}
     assert rep.missing_in_table == ["relu"] and rep.missing_in_network == ["gone"]
@@ -250,7 +276,8 @@ def _trt():
 
 
 def _small_network(trt, rng):
-    """input [1,3,8,8] -> conv 3->4 (kernel weights) -> relu -> conv 4->4 ; add(conv2, relu) -> out"""
+    """input [1,3,8,8] -> conv 3->4 (kernel weights) -> relu -> conv 4->4 ; add(conv2, relu) ->
+    out"""
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
@@ -275,7 +302,14 @@ def _small_network(trt, rng):
     return builder, network, (w1, w2)
 
 
-TABLE = {"input": 3.0, "conv1_out": 4.0, "relu_out": 4.0, "conv2_out": 6.0, "output": 8.0, "not_here": 1.0}
+TABLE = {
+    "input": 3.0,
+    "conv1_out": 4.0,
+    "relu_out": 4.0,
+    "conv2_out": 6.0,
+    "output": 8.0,
+    "not_here": 1.0,
+}
 
 
 @pytest.mark.tensorrt
@@ -328,7 +362,11 @@ def test_quantize_network_adds_qdq(rng):
     assert {k: v[1] for k, v in rep.weights.items()} == {"conv1_kernel": 4, "conv2_kernel": 4}
     types = [network.get_layer(i).type for i in range(network.num_layers)]
     assert types.count(trt.LayerType.QUANTIZE) == 4 and types.count(trt.LayerType.DEQUANTIZE) == 4
-    assert network.num_layers > before and rep.quantized_layers == ["conv1", "conv2", "residual_add"]
+    assert network.num_layers > before and rep.quantized_layers == [
+        "conv1",
+        "conv2",
+        "residual_add",
+    ]
 
 
 @pytest.mark.tensorrt
@@ -373,4 +411,6 @@ def test_calibrator_feeds_batches_and_writes_a_cache(rng, tmp_path):
     assert builder.build_serialized_network(network, config) is not None
     assert cal.error is None and cal.feeder.batches == 5 and cal.feeder.allocated_bytes == 0
     table = CalibrationTable.from_cache(tmp_path / "calib.cache")
-    assert table["input"] == pytest.approx(max(float(np.abs(d["input"]).max()) for d in data), rel=1e-2)
+    assert table["input"] == pytest.approx(
+        max(float(np.abs(d["input"]).max()) for d in data), rel=1e-2
+    )

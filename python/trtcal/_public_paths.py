@@ -31,8 +31,9 @@ PUBLIC_PATHS = {
 
 
 def layered_name(fullname: str, package: str = "trtcal") -> Optional[str]:
-    """``trtcal.onnx.placement`` -> ``trtcal.formats.onnx.placement``; None when not a short path."""
-    head, _, rest = fullname[len(package) + 1:].partition(".")
+    """``trtcal.onnx.placement`` -> ``trtcal.formats.onnx.placement``; None when not a short
+    path."""
+    head, _, rest = fullname[len(package) + 1 :].partition(".")
     if not fullname.startswith(package + ".") or head not in PUBLIC_PATHS:
         return None
     return f"{package}.{PUBLIC_PATHS[head]}" + (f".{rest}" if rest else "")
@@ -50,12 +51,18 @@ class _SameModule(importlib.abc.Loader):
         return module
 
     def exec_module(self, module: ModuleType) -> None:
-        module.__spec__ = self._spec  # the import system set the short path's spec; keep the real one
+        module.__spec__ = (
+            self._spec
+        )  # the import system set the short path's spec; keep the real one
 
 
 class PublicPathFinder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname: str, path: Optional[Sequence[str]] = None,
-                  target: Optional[ModuleType] = None) -> Optional[importlib.machinery.ModuleSpec]:
+    def find_spec(
+        self,
+        fullname: str,
+        path: Optional[Sequence[str]] = None,
+        target: Optional[ModuleType] = None,
+    ) -> Optional[importlib.machinery.ModuleSpec]:
         real = layered_name(fullname)
         if real is None:
             return None

@@ -19,7 +19,9 @@ SUBCOMMANDS = ["demo", "calibrate", "compare", "analyze", "cache", "fuse_silu", 
 
 def build_parser() -> argparse.ArgumentParser:
 
-    parser = argparse.ArgumentParser(prog="trtcal", description="Fast, exact INT8 calibration for TensorRT.")
+    parser = argparse.ArgumentParser(
+        prog="trtcal", description="Fast, exact INT8 calibration for TensorRT."
+    )
     parser.add_argument("--version", action="version", version=f"trtcal {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
@@ -48,13 +50,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         signum = getattr(exc, "signum", 2)
         print(f"trtcal: interrupted ({signal_name(signum)})", file=sys.stderr)
         return 128 + signum
-    except (ValueError, TypeError, OSError, RuntimeError, TensorRTUnavailableError, MemoryError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        OSError,
+        RuntimeError,
+        TensorRTUnavailableError,
+        MemoryError,
+    ) as exc:
         print(f"trtcal: error: {error_text(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - a library's own exception type (protobuf, zipfile, PIL, ...)
         if os.environ.get("TRTCAL_TRACEBACK"):
             raise
-        print(f"trtcal: error: {error_text(exc)} (set TRTCAL_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        print(
+            f"trtcal: error: {error_text(exc)} (set TRTCAL_TRACEBACK=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -65,7 +77,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):  #
     """trtcal's own warnings as one line 'trtcal: warning: ...'; others as Python prints them."""
     text = str(message)
     if text.startswith("trtcal: "):
-        print(f"trtcal: warning: {text[len('trtcal: '):]}", file=file or sys.stderr)
+        print(f"trtcal: warning: {text[len('trtcal: ') :]}", file=file or sys.stderr)
     else:
         _plain_showwarning(message, category, filename, lineno, file, line)
 
@@ -89,7 +101,7 @@ def error_text(exc: BaseException) -> str:
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror}"
     if msg.startswith("trtcal: "):
-        return msg[len("trtcal: "):]
+        return msg[len("trtcal: ") :]
     if not isinstance(exc, (ValueError, TypeError, RuntimeError, OSError)) or not msg:
         msg = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
     lines = [ln for ln in msg.splitlines() if ln.strip()]

@@ -15,42 +15,65 @@ from ..pipeline.preflight import check_paths, check_writable
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser("cache", help="show, diff or convert TensorRT calibration caches and trtcal tables")
+    p = sub.add_parser(
+        "cache", help="show, diff or convert TensorRT calibration caches and trtcal tables"
+    )
     cmds = p.add_subparsers(dest="cache_command", metavar="ACTION")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
-    show = cmds.add_parser("show", help="list tensor, scale and amax of a cache or a JSON table",
-                          description="Lists every tensor with its scale, amax and cache hex. Negative and NaN "
-                                      "scales (invalid for TensorRT) and zero scales (no range) are shown and "
-                                      "warned about per tensor on stderr (and under \"warnings\" with --json).")
+    show = cmds.add_parser(
+        "show",
+        help="list tensor, scale and amax of a cache or a JSON table",
+        description="Lists every tensor with its scale, amax and cache hex. Negative and NaN "
+        "scales (invalid for TensorRT) and zero scales (no range) are shown and "
+        'warned about per tensor on stderr (and under "warnings" with --json).',
+    )
     show.add_argument("file")
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show.add_argument("--sort", choices=("file", "name", "amax"), default="file")
     show.set_defaults(func=run_show)
 
-    diff = cmds.add_parser("diff", help="which tensors moved between two caches/tables, and by how much",
-                          description="Exit status (as diff(1)): 0 when the two hold the same scales, 1 when "
-                                      "they differ, 2 on an error (a file missing or not a cache/table, a bad "
-                                      "--rtol).")
+    diff = cmds.add_parser(
+        "diff",
+        help="which tensors moved between two caches/tables, and by how much",
+        description="Exit status (as diff(1)): 0 when the two hold the same scales, 1 when "
+        "they differ, 2 on an error (a file missing or not a cache/table, a bad "
+        "--rtol).",
+    )
     diff.add_argument("a")
     diff.add_argument("b")
-    diff.add_argument("--rtol", type=_tolerance, default=0.0,
-                      help="ignore relative changes up to this, a finite number >= 0 "
-                           "(default 0: any change of the float32 scale)")
+    diff.add_argument(
+        "--rtol",
+        type=_tolerance,
+        default=0.0,
+        help="ignore relative changes up to this, a finite number >= 0 "
+        "(default 0: any change of the float32 scale)",
+    )
     diff.add_argument("--json", action="store_true")
     diff.set_defaults(func=run_diff)
 
     conv = cmds.add_parser("convert", help="JSON table <-> cache, or a cache with a new header")
     conv.add_argument("input")
     conv.add_argument("output")
-    conv.add_argument("--to", choices=("cache", "json"), default=None,
-                      help="output format (default: json for *.json outputs, cache otherwise)")
-    conv.add_argument("--tensorrt-version", default=None,
-                      help="TensorRT version of the cache header (default: the input cache's, "
-                           f"else {tc.DEFAULT_TENSORRT_VERSION})")
-    conv.add_argument("--algorithm", choices=tc.ALGORITHMS, default=None,
-                      help="calibration algorithm of the header (default: the input cache's, "
-                           f"else {tc.DEFAULT_ALGORITHM})")
+    conv.add_argument(
+        "--to",
+        choices=("cache", "json"),
+        default=None,
+        help="output format (default: json for *.json outputs, cache otherwise)",
+    )
+    conv.add_argument(
+        "--tensorrt-version",
+        default=None,
+        help="TensorRT version of the cache header (default: the input cache's, "
+        f"else {tc.DEFAULT_TENSORRT_VERSION})",
+    )
+    conv.add_argument(
+        "--algorithm",
+        choices=tc.ALGORITHMS,
+        default=None,
+        help="calibration algorithm of the header (default: the input cache's, "
+        f"else {tc.DEFAULT_ALGORITHM})",
+    )
     conv.set_defaults(func=run_convert)
 
 
@@ -68,7 +91,10 @@ def _tolerance(text: str) -> float:
 def _error(exc: BaseException) -> None:
     """Prints ``trtcal: error: ...`` as the CLI's main does (one ``trtcal:`` prefix)."""
     msg = str(exc)
-    print(f"trtcal: error: {msg[len('trtcal: '):] if msg.startswith('trtcal: ') else msg}", file=sys.stderr)
+    print(
+        f"trtcal: error: {msg[len('trtcal: ') :] if msg.startswith('trtcal: ') else msg}",
+        file=sys.stderr,
+    )
 
 
 def load_table(path: str) -> Tuple[CalibrationTable, str]:
@@ -77,7 +103,9 @@ def load_table(path: str) -> Tuple[CalibrationTable, str]:
     Raises FileNotFoundError for a missing file and ValueError for a directory, an unreadable
     file or one that is neither a cache nor a trtcal table."""
     if os.path.isdir(path):
-        raise ValueError(f"trtcal: {path} is a directory, not a calibration cache or trtcal JSON table")
+        raise ValueError(
+            f"trtcal: {path} is a directory, not a calibration cache or trtcal JSON table"
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(64).lstrip()
@@ -95,7 +123,8 @@ def load_table(path: str) -> Tuple[CalibrationTable, str]:
 
 
 def scale_warnings(table: CalibrationTable) -> List[Tuple[str, str]]:
-    """``(tensor, problem)`` for each negative, NaN or zero scale (:func:`trtcal.formats.cache.scale_problem`)."""
+    """``(tensor, problem)`` for each negative, NaN or zero scale
+    (:func:`trtcal.formats.cache.scale_problem`)."""
     return [(n, p) for n in table if (p := tc.scale_problem(table[n] / 127)) is not None]
 
 
@@ -108,13 +137,32 @@ def run_show(args: argparse.Namespace) -> int:
         names.sort(key=lambda n: -table[n] if not math.isnan(table[n]) else math.inf)
     warnings = scale_warnings(table)
     if args.json:
-        rows = [{"tensor": n, "scale": _json_float(table[n] / 127), "amax": _json_float(table[n]),
-                 "hex": tc.scale_to_hex(table[n] / 127)} for n in names]
-        json.dump({"file": args.file, "kind": what, "tensors": rows,
-                   "warnings": [{"tensor": n, "problem": p} for n, p in warnings]}, sys.stdout, indent=2)
+        rows = [
+            {
+                "tensor": n,
+                "scale": _json_float(table[n] / 127),
+                "amax": _json_float(table[n]),
+                "hex": tc.scale_to_hex(table[n] / 127),
+            }
+            for n in names
+        ]
+        json.dump(
+            {
+                "file": args.file,
+                "kind": what,
+                "tensors": rows,
+                "warnings": [{"tensor": n, "problem": p} for n, p in warnings],
+            },
+            sys.stdout,
+            indent=2,
+        )
         print()
     else:
-        flagged = f", {len(warnings)} with a negative, NaN or zero scale (warnings on stderr)" if warnings else ""
+        flagged = (
+            f", {len(warnings)} with a negative, NaN or zero scale (warnings on stderr)"
+            if warnings
+            else ""
+        )
         print(f"{args.file}: {what}, {len(table)} tensors{flagged}")
         width = max([len("tensor")] + [len(n) for n in names])
         print(f"{'tensor':<{width}}  {'scale':>14}  {'amax':>14}  hex")
@@ -123,8 +171,11 @@ def run_show(args: argparse.Namespace) -> int:
             print(f"{n:<{width}}  {a / 127:>14.8g}  {a:>14.8g}  {tc.scale_to_hex(a / 127)}")
     sys.stdout.flush()  # the table first, then its warnings
     for n, problem in warnings:
-        print(f"trtcal: warning: {args.file}: tensor '{n}' (hex {tc.scale_to_hex(table[n] / 127)}): {problem}",
-              file=sys.stderr)
+        print(
+            f"trtcal: warning: {args.file}: tensor '{n}' (hex {tc.scale_to_hex(table[n] / 127)}): "
+            f"{problem}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -153,8 +204,12 @@ def diff_tables(a: CalibrationTable, b: CalibrationTable, rtol: float = 0.0) -> 
             continue
         moved.append({"tensor": n, "amax_a": x, "amax_b": y, "ratio": ratio, "rel_change": rel})
     moved.sort(key=lambda r: -abs(math.log(r["ratio"])) if 0 < r["ratio"] < math.inf else -math.inf)
-    return {"only_in_a": only_a, "only_in_b": only_b, "changed": moved,
-            "unchanged": sum(1 for n in a if n in b) - len(moved)}
+    return {
+        "only_in_a": only_a,
+        "only_in_b": only_b,
+        "changed": moved,
+        "unchanged": sum(1 for n in a if n in b) - len(moved),
+    }
 
 
 def run_diff(args: argparse.Namespace) -> int:
@@ -168,20 +223,27 @@ def run_diff(args: argparse.Namespace) -> int:
     d = diff_tables(a, b, args.rtol)
     if args.json:
         out = dict(d)
-        out["changed"] = [{k: (_json_float(v) if isinstance(v, float) else v) for k, v in r.items()}
-                          for r in d["changed"]]
+        out["changed"] = [
+            {k: (_json_float(v) if isinstance(v, float) else v) for k, v in r.items()}
+            for r in d["changed"]
+        ]
         json.dump({"a": args.a, "b": args.b, **out}, sys.stdout, indent=2)
         print()
     else:
         print(f"A: {args.a}: {what_a}, {len(a)} tensors")
         print(f"B: {args.b}: {what_b}, {len(b)} tensors")
-        print(f"{d['unchanged']} unchanged, {len(d['changed'])} changed, "
-              f"{len(d['only_in_a'])} only in A, {len(d['only_in_b'])} only in B")
+        print(
+            f"{d['unchanged']} unchanged, {len(d['changed'])} changed, "
+            f"{len(d['only_in_a'])} only in A, {len(d['only_in_b'])} only in B"
+        )
         if d["changed"]:
             width = max(len("tensor"), *(len(r["tensor"]) for r in d["changed"]))
             print(f"{'tensor':<{width}}  {'amax A':>12}  {'amax B':>12}  {'B/A':>9}")
             for r in d["changed"]:
-                print(f"{r['tensor']:<{width}}  {r['amax_a']:>12.6g}  {r['amax_b']:>12.6g}  {r['ratio']:>9.4f}")
+                print(
+                    f"{r['tensor']:<{width}}  {r['amax_a']:>12.6g}  {r['amax_b']:>12.6g}  "
+                    f"{r['ratio']:>9.4f}"
+                )
         for label, key in (("only in A", "only_in_a"), ("only in B", "only_in_b")):
             for n in d[key]:
                 print(f"{label}: {n}")
@@ -194,9 +256,11 @@ def run_convert(args: argparse.Namespace) -> int:
     table, what = load_table(args.input)
     bad = table.invalid()
     if bad:
-        raise ValueError(f"trtcal: {args.input}: tensor '{bad[0][0]}' has {bad[0][1]}"
-                         + (f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else "")
-                         + ", which TensorRT cannot use; nothing written")
+        raise ValueError(
+            f"trtcal: {args.input}: tensor '{bad[0][0]}' has {bad[0][1]}"
+            + (f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else "")
+            + ", which TensorRT cannot use; nothing written"
+        )
     check_writable([("output", args.output)])
     to = args.to or ("json" if args.output.lower().endswith(".json") else "cache")
     if to == "json":
@@ -205,7 +269,12 @@ def run_convert(args: argparse.Namespace) -> int:
         table.to_json(args.output)
         print(f"wrote {args.output}: trtcal table, {len(table)} tensors (from {what})")
     else:
-        table.to_cache(args.output, tensorrt_version=args.tensorrt_version, algorithm=args.algorithm)
+        table.to_cache(
+            args.output, tensorrt_version=args.tensorrt_version, algorithm=args.algorithm
+        )
         header = tc.read_cache(args.output).header.strip()
-        print(f"wrote {args.output}: TensorRT calibration cache {header}, {len(table)} tensors (from {what})")
+        print(
+            f"wrote {args.output}: TensorRT calibration cache {header}, {len(table)} tensors (from "
+            f"{what})"
+        )
     return 0

@@ -12,8 +12,14 @@ from ..core._backend import require_cuda
 def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("demo", help="collect statistics of synthetic activations and print them")
     p.add_argument("--batches", type=_positive, default=8, help="synthetic batches (default 8)")
-    p.add_argument("--device", default=None, choices=["cpu", "cuda"],
-                   help="'cpu' or 'cuda' (default: cuda when available; cuda needs CuPy for the device arrays)")
+    p.add_argument(
+        "--device",
+        default=None,
+        choices=["cpu", "cuda"],
+        help=(
+            "'cpu' or 'cuda' (default: cuda when available; cuda needs CuPy for the device arrays)"
+        ),
+    )
     p.set_defaults(func=run)
 
 
@@ -29,13 +35,14 @@ def run(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if trtcal.cuda_available() else "cpu")
     if device == "cuda":
-
         require_cuda("trtcal demo --device cuda")
         try:
             import cupy  # noqa: F401  (the device demo's arrays)
         except ImportError:
-            raise RuntimeError("trtcal: demo --device cuda makes its arrays with CuPy, which is not installed "
-                               "(pip install cupy-cuda12x, or run --device cpu)") from None
+            raise RuntimeError(
+                "trtcal: demo --device cuda makes its arrays with CuPy, which is not installed "
+                "(pip install cupy-cuda12x, or run --device cpu)"
+            ) from None
     rng = np.random.default_rng(0)
     hist = trtcal.HistogramCollector(2048, device=device, name="demo/relu_out")
     mm = trtcal.MinMaxCollector(axis=1, device=device, name="demo/relu_out")
@@ -50,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     h = hist.histogram()
     r = mm.result()
     print(f"trtcal {trtcal.__version__} on {device}: {hist.batches} batches, {h.total} values")
-    print(f"  range R = {h.range} (power-of-two grid), amax = {h.amax:.4f}, non-finite = {h.nonfinite}")
+    print(
+        f"  range R = {h.range} (power-of-two grid), amax = {h.amax:.4f}, non-finite = "
+        f"{h.nonfinite}"
+    )
     print(f"  per-channel amax (axis 1): {np.round(r['amax'][:4], 3)} ...")
     return 0

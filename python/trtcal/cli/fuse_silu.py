@@ -12,8 +12,10 @@ from ..core._files import save_onnx
 from ..formats.table import JSON_FORMAT, CalibrationTable
 from ..pipeline.preflight import check_paths, check_writable, model_files
 
-PLUGIN_HINT = ("trtcal.tensorrt.load_plugins(), or trtexec --staticPlugins=<path to libtrtcal_plugins.so>, "
-               "the path trtcal.plugin_library_path() returns")
+PLUGIN_HINT = (
+    "trtcal.tensorrt.load_plugins(), or trtexec --staticPlugins=<path to libtrtcal_plugins.so>, "
+    "the path trtcal.plugin_library_path() returns"
+)
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
@@ -21,7 +23,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
         "fuse-silu",
         help="fuse every Mul(x, Sigmoid(x)) of an ONNX model into trtcal's SiLU plugin node",
         description=(
-            "Rewrites every Mul(x, Sigmoid(x)) into one SiLU node (domain 'trtcal') that TensorRT's "
+            "Rewrites every Mul(x, Sigmoid(x)) into one SiLU node (domain 'trtcal') that "
+            "TensorRT's "
             f"ONNX parser maps to trtcal's plugin: load it with {PLUGIN_HINT}. "
             "ONNX Runtime cannot load the output (it has no kernel for the custom op trtcal:SiLU); "
             "trtcal.onnx.expand_silu() turns the SiLU nodes back into Sigmoid+Mul (or DQ, Sigmoid, "
@@ -33,11 +36,16 @@ def register(sub: "argparse._SubParsersAction") -> None:
         ),
     )
     p.add_argument("input", help="input .onnx model")
-    p.add_argument("output", help="output .onnx model (needs TensorRT and trtcal's plugin library to run)")
-    p.add_argument("--scales", metavar="JSON",
-                   help="INT8 scales (amax/127) to make fused SiLUs INT8: a JSON object {tensor name: scale}, "
-                        "inline ('{\"x\": 0.05, \"y\": 0.04}') or in a file, or a trtcal calibration table "
-                        "file (scale = amax/127). Each scale must be positive and finite")
+    p.add_argument(
+        "output", help="output .onnx model (needs TensorRT and trtcal's plugin library to run)"
+    )
+    p.add_argument(
+        "--scales",
+        metavar="JSON",
+        help="INT8 scales (amax/127) to make fused SiLUs INT8: a JSON object {tensor name: scale}, "
+        'inline (\'{"x": 0.05, "y": 0.04}\') or in a file, or a trtcal calibration table '
+        "file (scale = amax/127). Each scale must be positive and finite",
+    )
     p.set_defaults(func=run)
 
 
@@ -57,8 +65,10 @@ def parse_scales(text: str) -> Dict[str, float]:
             text = f.read()
     elif not text.lstrip().startswith(("{", "[")):
         kind = "a directory" if os.path.isdir(text) else "no file"
-        raise ValueError(f"trtcal: --scales {text!r} is {kind} and not inline JSON; pass a JSON file or a "
-                         "JSON object such as '{\"x\": 0.05}'")
+        raise ValueError(
+            f"trtcal: --scales {text!r} is {kind} and not inline JSON; pass a JSON file or a "
+            "JSON object such as '{\"x\": 0.05}'"
+        )
     try:
         data: Any = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -67,13 +77,20 @@ def parse_scales(text: str) -> Dict[str, float]:
         table = CalibrationTable.from_dict(data, source)
         data = {name: table[name] / 127.0 for name in table}
     if not isinstance(data, dict):
-        raise TypeError(f"trtcal: {source} must be a JSON object of tensor name -> scale, "
-                         f"not {type(data).__name__}")
-    problems = [f"tensor '{name}': {why}" for name, value in data.items()
-                if (why := scale_problem(value)) is not None]
+        raise TypeError(
+            f"trtcal: {source} must be a JSON object of tensor name -> scale, "
+            f"not {type(data).__name__}"
+        )
+    problems = [
+        f"tensor '{name}': {why}"
+        for name, value in data.items()
+        if (why := scale_problem(value)) is not None
+    ]
     if problems:
-        raise ValueError(f"trtcal: {source}: invalid scale(s): {'; '.join(problems)} "
-                         "(a scale is amax/127, positive and finite)")
+        raise ValueError(
+            f"trtcal: {source}: invalid scale(s): {'; '.join(problems)} "
+            "(a scale is amax/127, positive and finite)"
+        )
     return {name: float(value) for name, value in data.items()}
 
 
@@ -128,8 +145,10 @@ def run(args: argparse.Namespace) -> int:
     def warn(msg: str) -> None:
         print(f"trtcal: warning: {msg}", file=sys.stderr)
 
-    check_paths([("input", p) for p in model_files(args.input)] + [("--scales", args.scales)],
-                [("output", args.output)])
+    check_paths(
+        [("input", p) for p in model_files(args.input)] + [("--scales", args.scales)],
+        [("output", args.output)],
+    )
     check_writable([("output", args.output)])
     scales = parse_scales(args.scales) if args.scales else None
     model = load_model(args.input)
@@ -143,8 +162,11 @@ def run(args: argparse.Namespace) -> int:
         msg += f"; {report.quantized} SiLU node(s) made INT8"
     print(f"{msg}; wrote {args.output}")
     if report.not_fused:
-        print(f"skipped {len(report.not_fused)} Mul(x, Sigmoid(x)) pattern(s): fusing would drop a Sigmoid "
-              "output that something else reads:")
+        print(
+            f"skipped {len(report.not_fused)} Mul(x, Sigmoid(x)) pattern(s): fusing would drop a "
+            "Sigmoid "
+            "output that something else reads:"
+        )
         for mul, why in report.not_fused:
             print(f"  Mul '{mul}': {why}")
     if scales is not None:
@@ -156,21 +178,39 @@ def run(args: argparse.Namespace) -> int:
             print(f"{report.already_int8} SiLU node(s) were INT8 already (left alone)")
         unmatched = [n for n in scales if n not in tensors]
         if unmatched:
-            warn(f"--scales names {len(unmatched)} tensor(s) not in {args.input}: {_quoted(unmatched)}")
+            warn(
+                f"--scales names {len(unmatched)} tensor(s) not in {args.input}: "
+                f"{_quoted(unmatched)}"
+            )
         unused = [n for n in scales if n in tensors and n not in report.scales_read]
         if unused:
-            print(f"{len(unused)} scale(s) of --scales are for tensors that are no SiLU input or output (unused)")
+            print(
+                f"{len(unused)} scale(s) of --scales are for tensors that are no SiLU input or "
+                "output (unused)"
+            )
     if fused == 0:
         if report.not_fused:
-            warn(f"nothing fused: all {len(report.not_fused)} Mul(x, Sigmoid(x)) pattern(s) of {args.input} "
-                 "were skipped (listed above)")
+            warn(
+                f"nothing fused: all {len(report.not_fused)} Mul(x, Sigmoid(x)) pattern(s) of "
+                f"{args.input} "
+                "were skipped (listed above)"
+            )
         elif silu_nodes:
-            warn(f"nothing fused: {args.input} has no Mul(x, Sigmoid(x)) left (it already has "
-                 f"{silu_nodes} SiLU node(s))")
+            warn(
+                f"nothing fused: {args.input} has no Mul(x, Sigmoid(x)) left (it already has "
+                f"{silu_nodes} SiLU node(s))"
+            )
         else:
-            warn(f"nothing fused: {args.input} has no Mul(x, Sigmoid(x)) pattern; {args.output} is the same model")
+            warn(
+                f"nothing fused: {args.input} has no Mul(x, Sigmoid(x)) pattern; {args.output} is "
+                "the same model"
+            )
     if silu_nodes:
-        print(f"note: {args.output} uses the custom op trtcal:SiLU, which ONNX Runtime cannot load; it is for "
-              f"TensorRT with trtcal's plugin library: {PLUGIN_HINT}. trtcal.onnx.expand_silu() turns the SiLU "
-              "nodes back into standard ONNX ops")
+        print(
+            f"note: {args.output} uses the custom op trtcal:SiLU, which ONNX Runtime cannot load; "
+            "it is for "
+            f"TensorRT with trtcal's plugin library: {PLUGIN_HINT}. trtcal.onnx.expand_silu() "
+            "turns the SiLU "
+            "nodes back into standard ONNX ops"
+        )
     return 0

@@ -22,31 +22,57 @@ from ..pipeline.preflight import check_paths, check_writable
 
 def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser(
-        "merge", help="merge collector states / checkpoints from separate machines into one table",
-        description="Merges collector-state files or calibrate checkpoints, each made over its own shard of the "
-                    "data, exactly (the result equals one run over all the data), and writes the merged state, "
-                    "a JSON table and/or a TensorRT calibration cache. With no output option, prints the "
-                    "thresholds as JSON.")
-    p.add_argument("states", nargs="+", metavar="STATE",
-                   help="collector-state .npz files, or the checkpoints of all N shards of one 'trtcal calibrate "
-                        "--shard R/N' run (ck.rank*-of-N.npz)")
+        "merge",
+        help="merge collector states / checkpoints from separate machines into one table",
+        description="Merges collector-state files or calibrate checkpoints, each made over its own "
+        "shard of the "
+        "data, exactly (the result equals one run over all the data), and writes the merged state, "
+        "a JSON table and/or a TensorRT calibration cache. With no output option, prints the "
+        "thresholds as JSON.",
+    )
+    p.add_argument(
+        "states",
+        nargs="+",
+        metavar="STATE",
+        help="collector-state .npz files, or the checkpoints of all N shards of one 'trtcal "
+        "calibrate "
+        "--shard R/N' run (ck.rank*-of-N.npz)",
+    )
     p.add_argument("--out-state", help="merged collector states (.npz; can be merged again)")
     p.add_argument("--out-table", help="JSON table of thresholds with provenance")
     p.add_argument("--out-cache", help="TensorRT calibration cache (TensorRT <= 10)")
-    p.add_argument("--method", default="entropy", choices=["entropy", "percentile", "minmax", "mse", "all"],
-                   help="threshold method for the table and cache (default entropy)")
-    p.add_argument("--flavor", default=None, help="range-search flavour, passed to trtcal.compute_amax")
-    p.add_argument("--percentile", type=float, default=None, help="percentile for --method percentile")
+    p.add_argument(
+        "--method",
+        default="entropy",
+        choices=["entropy", "percentile", "minmax", "mse", "all"],
+        help="threshold method for the table and cache (default entropy)",
+    )
+    p.add_argument(
+        "--flavor", default=None, help="range-search flavour, passed to trtcal.compute_amax"
+    )
+    p.add_argument(
+        "--percentile", type=float, default=None, help="percentile for --method percentile"
+    )
     p.add_argument("--tensorrt-version", help="X.Y of the TensorRT that will read the cache")
-    p.add_argument("--allow-partial", "--allow-incomplete", dest="allow_partial", action="store_true",
-                   help="merge even when shards of the run are missing or did not finish (a warning says which); "
-                        "the result then covers only part of the data")
+    p.add_argument(
+        "--allow-partial",
+        "--allow-incomplete",
+        dest="allow_partial",
+        action="store_true",
+        help="merge even when shards of the run are missing or did not finish (a warning says "
+        "which); "
+        "the result then covers only part of the data",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
 
-    outs = [("--out-state", args.out_state), ("--out-table", args.out_table), ("--out-cache", args.out_cache)]
+    outs = [
+        ("--out-state", args.out_state),
+        ("--out-table", args.out_table),
+        ("--out-cache", args.out_cache),
+    ]
     check_paths([("input", p) for p in args.states], outs)
     check_writable(outs)
     with output_set():  # every output written, then all renamed together (or none)
@@ -63,8 +89,10 @@ def _merge(args: argparse.Namespace) -> int:
     if shards is not None and shards["world_size"] > 1:
         which = f" ({len(shards['ranks'])} of {shards['world_size']} shards)"
     nfiles = len(args.states)
-    say(f"trtcal: merged {nfiles} file{'s' if nfiles != 1 else ''}{which}, {len(merged)} tensors"
-        + (f", {info['samples']} samples" if info["samples"] is not None else ""))
+    say(
+        f"trtcal: merged {nfiles} file{'s' if nfiles != 1 else ''}{which}, {len(merged)} tensors"
+        + (f", {info['samples']} samples" if info["samples"] is not None else "")
+    )
     if args.out_state:
         save_states(args.out_state, merged, meta=info["state_meta"])  # lands with the other outputs
         say(f"trtcal: wrote merged state: {args.out_state}")
@@ -73,22 +101,33 @@ def _merge(args: argparse.Namespace) -> int:
 
     hists = {n: c.histogram() for n, c in merged.items() if isinstance(c, HistogramCollector)}
     methods = list(outputs.METHODS) if args.method == "all" else [args.method]
-    params = {"percentile": {"percentile": args.percentile}} if args.percentile is not None else None
+    params = (
+        {"percentile": {"percentile": args.percentile}} if args.percentile is not None else None
+    )
     amax = outputs.thresholds(hists, methods, args.flavor, params)
     if not (args.out_table or args.out_cache):
         print(json.dumps(amax, indent=1))
         return 0
     trt = args.tensorrt_version or outputs.DEFAULT_TENSORRT
-    prov = {"tool": "trtcal merge", "trtcal_version": __version__, "merged_from": info["files"],
-            "samples": info["samples"], "flavor": args.flavor, "tensorrt_version": trt}
+    prov = {
+        "tool": "trtcal merge",
+        "trtcal_version": __version__,
+        "merged_from": info["files"],
+        "samples": info["samples"],
+        "flavor": args.flavor,
+        "tensorrt_version": trt,
+    }
     bins = {c.bins for c in merged.values() if isinstance(c, HistogramCollector)}
     if len(bins) == 1:
         prov["bins"] = bins.pop()
     if args.percentile is not None:
         prov["percentile"] = args.percentile
     if shards is not None and (shards["missing"] or info["unfinished"]):
-        prov["partial"] = {"world_size": shards["world_size"], "missing_shards": shards["missing"],
-                           "unfinished": info["unfinished"]}
+        prov["partial"] = {
+            "world_size": shards["world_size"],
+            "missing_shards": shards["missing"],
+            "unfinished": info["unfinished"],
+        }
     several = len(methods) > 1
     for m in methods:
         table = outputs.make_table(amax[m], dict(prov, method=m))

@@ -49,7 +49,9 @@ class ArrayView:
     def require_host(self) -> np.ndarray:
         """The host array (for the NumPy path; a device view has none)."""
         if self.host is None:
-            raise TypeError(f"trtcal: '{self.name}' is a device array here, where a host array was expected")
+            raise TypeError(
+                f"trtcal: '{self.name}' is a device array here, where a host array was expected"
+            )
         return self.host
 
     @property
@@ -116,7 +118,9 @@ def dense_axis_order(shape: Sequence[int], strides: Sequence[int]) -> Optional[L
 
 def normalise_axis(axis: int, ndim: int, name: str) -> int:
     if not -ndim <= axis < ndim:
-        raise ValueError(f"trtcal: axis {axis} is out of range for tensor '{name}' with {ndim} dims")
+        raise ValueError(
+            f"trtcal: axis {axis} is out of range for tensor '{name}' with {ndim} dims"
+        )
     return axis % ndim
 
 
@@ -133,13 +137,12 @@ def _numpy_dtype_name(dt: np.dtype) -> Optional[str]:
 
 
 def _unsupported(name: str, found: str, accepted: Sequence[str]) -> TypeError:
-    return TypeError(
-        f"trtcal: tensor '{name}' has dtype {found}; accepted: {', '.join(accepted)}"
-    )
+    return TypeError(f"trtcal: tensor '{name}' has dtype {found}; accepted: {', '.join(accepted)}")
 
 
-def as_view(x: Any, name: str = "x", stream: Any = None,
-            accepted: Sequence[str] = FLOAT_DTYPES) -> ArrayView:
+def as_view(
+    x: Any, name: str = "x", stream: Any = None, accepted: Sequence[str] = FLOAT_DTYPES
+) -> ArrayView:
     """Wraps ``x`` without copying. ``stream`` overrides the producer's current stream."""
     module = type(x).__module__
     if module == "torch" and getattr(x, "is_cuda", False):
@@ -152,7 +155,9 @@ def as_view(x: Any, name: str = "x", stream: Any = None,
             raise _unsupported(name, str(x.dtype), accepted)
         strides = tuple(s // x.itemsize for s in x.strides)
         if any(s * x.itemsize != b for s, b in zip(strides, x.strides)):
-            raise ValueError(f"trtcal: tensor '{name}' has strides that are not a multiple of its item size")
+            raise ValueError(
+                f"trtcal: tensor '{name}' has strides that are not a multiple of its item size"
+            )
         return ArrayView(name, dt, tuple(x.shape), strides, False, host=x)
     cai = _get_cai(x)
     if cai is not None:
@@ -163,7 +168,8 @@ def as_view(x: Any, name: str = "x", stream: Any = None,
         return as_view(np.asarray(x, dtype=np.float32), name, stream, accepted)
     raise TypeError(
         f"trtcal: tensor '{name}' is a {type(x).__module__}.{type(x).__name__}; expected a NumPy "
-        "array or a device array with __cuda_array_interface__ or __dlpack__ (CuPy, PyTorch, pycuda, ...)"
+        "array or a device array with __cuda_array_interface__ or __dlpack__ (CuPy, PyTorch, "
+        "pycuda, ...)"
     )
 
 
@@ -177,15 +183,35 @@ def _from_torch_cuda(x: Any, name: str, stream: Any, accepted: Sequence[str]) ->
     if not _TORCH_DTYPES:
         import torch
 
-        _TORCH_DTYPES.update({torch.float32: "float32", torch.float16: "float16",
-                              torch.bfloat16: "bfloat16", torch.int8: "int8"})
+        _TORCH_DTYPES.update(
+            {
+                torch.float32: "float32",
+                torch.float16: "float16",
+                torch.bfloat16: "bfloat16",
+                torch.int8: "int8",
+            }
+        )
     dt = _TORCH_DTYPES.get(x.dtype)
     if dt is None or dt not in accepted:
         raise _unsupported(name, str(x.dtype).replace("torch.", ""), accepted)
     device = x.get_device()
-    handle = _streams.stream_handle(stream) if stream is not None else _streams.torch_current_stream(device)
-    return ArrayView(name, dt, tuple(x.shape), tuple(x.stride()), True, ptr=x.data_ptr(), device=device,
-                     stream=handle, keepalive=[x], known_contiguous=x.is_contiguous())
+    handle = (
+        _streams.stream_handle(stream)
+        if stream is not None
+        else _streams.torch_current_stream(device)
+    )
+    return ArrayView(
+        name,
+        dt,
+        tuple(x.shape),
+        tuple(x.stride()),
+        True,
+        ptr=x.data_ptr(),
+        device=device,
+        stream=handle,
+        keepalive=[x],
+        known_contiguous=x.is_contiguous(),
+    )
 
 
 def _from_cupy(x: Any, name: str, stream: Any, accepted: Sequence[str]) -> ArrayView:
@@ -199,10 +225,24 @@ def _from_cupy(x: Any, name: str, stream: Any, accepted: Sequence[str]) -> Array
     itemsize = x.itemsize
     strides = tuple(s // itemsize for s in x.strides)
     if any(s * itemsize != b for s, b in zip(strides, x.strides)):
-        raise ValueError(f"trtcal: tensor '{name}' has strides that are not a multiple of its item size")
-    handle = _streams.stream_handle(stream) if stream is not None else _streams.cupy_current_stream()
-    return ArrayView(name, dt, x.shape, strides, True, ptr=x.data.ptr, device=x.device.id, stream=handle,
-                     keepalive=[x], known_contiguous=x.flags.c_contiguous)
+        raise ValueError(
+            f"trtcal: tensor '{name}' has strides that are not a multiple of its item size"
+        )
+    handle = (
+        _streams.stream_handle(stream) if stream is not None else _streams.cupy_current_stream()
+    )
+    return ArrayView(
+        name,
+        dt,
+        x.shape,
+        strides,
+        True,
+        ptr=x.data.ptr,
+        device=x.device.id,
+        stream=handle,
+        keepalive=[x],
+        known_contiguous=x.flags.c_contiguous,
+    )
 
 
 def _get_cai(x: Any) -> Optional[dict]:
@@ -226,10 +266,26 @@ def _from_cai(x: Any, cai: dict, name: str, stream: Any, accepted: Sequence[str]
     else:
         strides = tuple(int(s) // itemsize for s in cai["strides"])
         if any(s * itemsize != b for s, b in zip(strides, cai["strides"])):
-            raise ValueError(f"trtcal: tensor '{name}' has strides that are not a multiple of its item size")
+            raise ValueError(
+                f"trtcal: tensor '{name}' has strides that are not a multiple of its item size"
+            )
     ptr = int(cai["data"][0] or 0)
-    handle = _streams.stream_handle(stream) if stream is not None else _streams.current_stream_for(x, cai.get("stream"))
-    return ArrayView(name, dt, shape, strides, True, ptr=ptr, device=_device_of(ptr), stream=handle, keepalive=[x])
+    handle = (
+        _streams.stream_handle(stream)
+        if stream is not None
+        else _streams.current_stream_for(x, cai.get("stream"))
+    )
+    return ArrayView(
+        name,
+        dt,
+        shape,
+        strides,
+        True,
+        ptr=ptr,
+        device=_device_of(ptr),
+        stream=handle,
+        keepalive=[x],
+    )
 
 
 def _c_strides(shape: Sequence[int]) -> Tuple[int, ...]:
@@ -286,8 +342,12 @@ def _from_dlpack(x: Any, name: str, stream: Any, accepted: Sequence[str]) -> Arr
             host = as_f32
         return as_view(host, name, stream, FLOAT_DTYPES if host.dtype == np.float32 else accepted)
     if dev_type not in (_DL_CUDA, _DL_CUDA_MANAGED, _DL_CUDA_HOST):
-        raise TypeError(f"trtcal: tensor '{name}' lives on DLPack device type {dev_type}; expected CUDA or CPU")
-    handle = _streams.stream_handle(stream) if stream is not None else _streams.current_stream_for(x)
+        raise TypeError(
+            f"trtcal: tensor '{name}' lives on DLPack device type {dev_type}; expected CUDA or CPU"
+        )
+    handle = (
+        _streams.stream_handle(stream) if stream is not None else _streams.current_stream_for(x)
+    )
     # DLPack forbids 0 for the legacy default stream; it is spelled 1.
     capsule = x.__dlpack__(stream=1 if handle == 0 else handle)
     t = _DLTensor.from_address(_capsule_pointer(capsule, b"dltensor"))
@@ -299,8 +359,17 @@ def _from_dlpack(x: Any, name: str, stream: Any, accepted: Sequence[str]) -> Arr
     strides = tuple(int(t.strides[i]) for i in range(t.ndim)) if t.strides else _c_strides(shape)
     ptr = int(t.data or 0) + int(t.byte_offset)
     # keep the capsule alive: its destructor releases the producer's memory reference
-    return ArrayView(name, dt, shape, strides, True, ptr=ptr, device=int(dev_id), stream=handle,
-                     keepalive=[x, capsule])
+    return ArrayView(
+        name,
+        dt,
+        shape,
+        strides,
+        True,
+        ptr=ptr,
+        device=int(dev_id),
+        stream=handle,
+        keepalive=[x, capsule],
+    )
 
 
 def _host_bfloat16_as_float32(x: Any) -> Optional[np.ndarray]:

@@ -54,7 +54,8 @@ if _ext is not None:  # pragma: no cover - depends on the build
 
 _HOW_TO_GET_CUDA = (
     "Reinstall trtcal on a machine with the CUDA toolkit so that its kernels are compiled: "
-    "put nvcc on PATH (or set CUDACXX) and run `pip install --force-reinstall --no-cache-dir trtcal` "
+    "put nvcc on PATH (or set CUDACXX) and run `pip install --force-reinstall --no-cache-dir "
+    "trtcal` "
     "(from a checkout: `pip install .`). Set TRTCAL_CUDA_ARCHITECTURES=90 (for example) to build "
     "for one GPU generation only."
 )

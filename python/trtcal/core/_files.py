@@ -243,6 +243,7 @@ def atomic_savez(path: str, prefix: str = "", immediate: bool = False, **arrays:
     set, unless ``immediate`` (checkpoints)."""
     d = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(d, exist_ok=True)
+
     def write(f: IO[bytes]) -> None:
         np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
 
@@ -339,7 +340,12 @@ def remove_stale_temps(folder: str, log: Optional[Callable[[str], None]] = None)
         return removed
     for name in names:
         m = _TEMP_RE.search(name)
-        if not name.startswith(".") or m is None or m.group(2) != _host_tag() or _pid_alive(int(m.group(1))):
+        if (
+            not name.startswith(".")
+            or m is None
+            or m.group(2) != _host_tag()
+            or _pid_alive(int(m.group(1)))
+        ):
             continue
         p = os.path.join(folder, name)
         try:

@@ -56,7 +56,8 @@ class Batch:
         self.counts_ptrs = counts_ptrs.astype(np.uint64)
 
     def edge(self, i: np.ndarray) -> np.ndarray:
-        """Edge i of each tensor's cut histogram, linspace(0, hi, k + 1)[i], as NumPy computes it."""
+        """Edge i of each tensor's cut histogram, linspace(0, hi, k + 1)[i], as NumPy computes
+        it."""
         return np.where(i == self.k, self.hi, i * (self.hi / self.k))
 
 

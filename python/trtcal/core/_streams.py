@@ -53,8 +53,9 @@ def torch_current_stream(device: int) -> int:
         import torch
 
         raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-        _torch_raw_stream = raw if raw is not None else (
-            lambda d: torch.cuda.current_stream(d).cuda_stream)
+        _torch_raw_stream = (
+            raw if raw is not None else (lambda d: torch.cuda.current_stream(d).cuda_stream)
+        )
     return _normalise(int(_torch_raw_stream(device)))
 
 

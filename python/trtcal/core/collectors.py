@@ -24,13 +24,17 @@ _MINMAX_FORMAT = "trtcal.MinMaxCollector"
 _STATE_VERSION = 1
 
 
-
-
 def check_bins(bins: int, signed: bool, name: str) -> None:
-    if not isinstance(bins, (int, np.integer)) or isinstance(bins, bool) or not 1 <= bins <= (1 << 24):
+    if (
+        not isinstance(bins, (int, np.integer))
+        or isinstance(bins, bool)
+        or not 1 <= bins <= (1 << 24)
+    ):
         raise ValueError(f"trtcal: bins for '{name}' must be an integer in [1, 2^24], got {bins!r}")
     if signed and bins % 2:
-        raise ValueError(f"trtcal: a signed histogram of '{name}' needs an even number of bins, got {bins}")
+        raise ValueError(
+            f"trtcal: a signed histogram of '{name}' needs an even number of bins, got {bins}"
+        )
 
 
 def _parse_device(device: Device) -> Optional[int]:
@@ -86,14 +90,16 @@ class _Collector:
         if self._device < 0:
             if view.on_device:
                 raise ValueError(
-                    f"trtcal: collector for '{self.name}' keeps its state on the CPU but got a device "
+                    f"trtcal: collector for '{self.name}' keeps its state on the CPU but got a "
+                    "device "
                     "array; create it with device='cuda' (or let the first update choose)"
                 )
             return None
         if view.on_device:
             if view.device != self._device:
                 raise ValueError(
-                    f"trtcal: collector for '{self.name}' is on cuda:{self._device} but the tensor is on "
+                    f"trtcal: collector for '{self.name}' is on cuda:{self._device} but the tensor "
+                    "is on "
                     f"cuda:{view.device}"
                 )
             self._stream = view.stream
@@ -124,8 +130,9 @@ class HistogramCollector(_Collector):
         Tensor name used in messages.
     """
 
-    def __init__(self, bins: int = 2048, signed: bool = False, *, device: Device = None,
-                 name: str = "tensor") -> None:
+    def __init__(
+        self, bins: int = 2048, signed: bool = False, *, device: Device = None, name: str = "tensor"
+    ) -> None:
         super().__init__(device, name)
         check_bins(bins, signed, name)
         self.bins = int(bins)
@@ -154,15 +161,23 @@ class HistogramCollector(_Collector):
             raise TypeError("trtcal: can only merge a HistogramCollector")
         if other.bins != self.bins or other.signed != self.signed:
             raise ValueError(
-                f"trtcal: cannot merge '{other.name}' ({other.bins} bins, signed={other.signed}) into "
+                f"trtcal: cannot merge '{other.name}' ({other.bins} bins, signed={other.signed}) "
+                "into "
                 f"'{self.name}' ({self.bins} bins, signed={self.signed})"
             )
         if self._device is None:
             self._device = other._device
-        if self._device is not None and self._device >= 0 and other._gpu is not None and other._device == self._device:
+        if (
+            self._device is not None
+            and self._device >= 0
+            and other._gpu is not None
+            and other._device == self._device
+        ):
             self._gpu_state().merge(other._gpu, self._stream)
         else:
-            self.load_state_dict(reference.histogram_state_merge(self.state_dict(), other.state_dict()))
+            self.load_state_dict(
+                reference.histogram_state_merge(self.state_dict(), other.state_dict())
+            )
         self.batches += other.batches
         return self
 
@@ -198,9 +213,19 @@ class HistogramCollector(_Collector):
         self.batches = int(state.get("batches", self.batches))
         if self._device is not None and self._device >= 0:
             exp = state["exponent"]
-            self._gpu_state().load(0 if exp is None else int(exp), exp is not None, float(state["amax"]),
-                                   state["min"], state["max"], int(state["finite"]), int(state["nan"]),
-                                   int(state["posinf"]), int(state["neginf"]), counts, self._stream)
+            self._gpu_state().load(
+                0 if exp is None else int(exp),
+                exp is not None,
+                float(state["amax"]),
+                state["min"],
+                state["max"],
+                int(state["finite"]),
+                int(state["nan"]),
+                int(state["posinf"]),
+                int(state["neginf"]),
+                counts,
+                self._stream,
+            )
         else:
             self._device = -1
             s = reference.histogram_state_new(self.bins, self.signed)
@@ -214,7 +239,12 @@ class HistogramCollector(_Collector):
     def from_state_dict(cls, state: StateDict, *, device: Device = "cpu") -> "HistogramCollector":
         """Rebuilds a collector (on the CPU by default, or on ``device``)."""
         _check_state(state, _HIST_FORMAT, state.get("name", "tensor"))
-        c = cls(int(state["bins"]), bool(state["signed"]), device=device, name=state.get("name", "tensor"))
+        c = cls(
+            int(state["bins"]),
+            bool(state["signed"]),
+            device=device,
+            name=state.get("name", "tensor"),
+        )
         c.load_state_dict(state)
         return c
 
@@ -243,7 +273,9 @@ class MinMaxCollector(_Collector):
     NaN and Inf are counted (``result()['nan']`` ...) and never enter the ranges.
     """
 
-    def __init__(self, axis: Optional[int] = None, *, device: Device = None, name: str = "tensor") -> None:
+    def __init__(
+        self, axis: Optional[int] = None, *, device: Device = None, name: str = "tensor"
+    ) -> None:
         super().__init__(device, name)
         self.axis = axis
         self.channels: Optional[int] = None
@@ -288,7 +320,13 @@ class MinMaxCollector(_Collector):
     def _cpu_state(self) -> StateDict:
         if self._cpu is None:
             c = self.channels or 1
-            self._cpu = {"min": np.full(c, np.nan), "max": np.full(c, np.nan), "nan": 0, "posinf": 0, "neginf": 0}
+            self._cpu = {
+                "min": np.full(c, np.nan),
+                "max": np.full(c, np.nan),
+                "nan": 0,
+                "posinf": 0,
+                "neginf": 0,
+            }
         return self._cpu
 
     def _gpu_state(self):
@@ -306,13 +344,19 @@ class MinMaxCollector(_Collector):
             return self
         a, b = self.state_dict(), other.state_dict()
         if a["channels"] is not None and a["channels"] != b["channels"]:
-            raise ValueError(f"trtcal: cannot merge min/max of '{other.name}' ({b['channels']} channels) into "
-                             f"'{self.name}' ({a['channels']} channels)")
+            raise ValueError(
+                f"trtcal: cannot merge min/max of '{other.name}' ({b['channels']} channels) into "
+                f"'{self.name}' ({a['channels']} channels)"
+            )
         if a["channels"] is None:
             merged = b
         else:
-            merged = dict(a, min=np.fmin(a["min"], b["min"]), max=np.fmax(a["max"], b["max"]),
-                          **{k: a[k] + b[k] for k in ("nan", "posinf", "neginf")})
+            merged = dict(
+                a,
+                min=np.fmin(a["min"], b["min"]),
+                max=np.fmax(a["max"], b["max"]),
+                **{k: a[k] + b[k] for k in ("nan", "posinf", "neginf")},
+            )
         merged["batches"] = self.batches + other.batches
         if self._device is None:
             self._device = other._device
@@ -321,15 +365,32 @@ class MinMaxCollector(_Collector):
 
     def state_dict(self) -> StateDict:
         """Host copy of the state. Waits."""
-        s: StateDict = {"format": _MINMAX_FORMAT, "version": _STATE_VERSION, "name": self.name,
-                        "axis": self.axis, "channels": self.channels, "batches": self.batches}
+        s: StateDict = {
+            "format": _MINMAX_FORMAT,
+            "version": _STATE_VERSION,
+            "name": self.name,
+            "axis": self.axis,
+            "channels": self.channels,
+            "batches": self.batches,
+        }
         if self._gpu is not None:
             lo, hi, nf = self._gpu.read(self._stream)
-            s.update(min=ordered_float.decode(lo), max=ordered_float.decode(hi), nan=int(nf[0]), posinf=int(nf[1]),
-                     neginf=int(nf[2]))
+            s.update(
+                min=ordered_float.decode(lo),
+                max=ordered_float.decode(hi),
+                nan=int(nf[0]),
+                posinf=int(nf[1]),
+                neginf=int(nf[2]),
+            )
         else:
             c = self._cpu_state()
-            s.update(min=c["min"].copy(), max=c["max"].copy(), nan=c["nan"], posinf=c["posinf"], neginf=c["neginf"])
+            s.update(
+                min=c["min"].copy(),
+                max=c["max"].copy(),
+                nan=c["nan"],
+                posinf=c["posinf"],
+                neginf=c["neginf"],
+            )
         return s
 
     def load_state_dict(self, state: StateDict) -> None:
@@ -345,12 +406,21 @@ class MinMaxCollector(_Collector):
         if self._device is not None and self._device >= 0:
             self._gpu = None
             g = self._gpu_state()
-            g.load(ordered_float.encode(lo, 0xFFFFFFFF), ordered_float.encode(hi, 0),
-                   np.array([state["nan"], state["posinf"], state["neginf"]], dtype=np.uint64), self._stream)
+            g.load(
+                ordered_float.encode(lo, 0xFFFFFFFF),
+                ordered_float.encode(hi, 0),
+                np.array([state["nan"], state["posinf"], state["neginf"]], dtype=np.uint64),
+                self._stream,
+            )
         else:
             self._device = -1
-            self._cpu = {"min": lo.copy(), "max": hi.copy(), "nan": int(state["nan"]),
-                         "posinf": int(state["posinf"]), "neginf": int(state["neginf"])}
+            self._cpu = {
+                "min": lo.copy(),
+                "max": hi.copy(),
+                "nan": int(state["nan"]),
+                "posinf": int(state["posinf"]),
+                "neginf": int(state["neginf"]),
+            }
 
     @classmethod
     def from_state_dict(cls, state: StateDict, *, device: Device = "cpu") -> "MinMaxCollector":
@@ -360,7 +430,8 @@ class MinMaxCollector(_Collector):
         return c
 
     def result(self) -> Dict[str, Any]:
-        """{'min', 'max', 'amax'} (floats, or arrays per channel) and the non-finite counts. Waits."""
+        """{'min', 'max', 'amax'} (floats, or arrays per channel) and the non-finite counts.
+        Waits."""
         s = self.state_dict()
         if s["channels"] is None:
             raise ValueError(f"trtcal: min/max collector for '{self.name}' has seen no data")
@@ -385,18 +456,34 @@ def update_many(pairs: Sequence[Tuple["HistogramCollector", Any]], *, stream: An
     batched: Dict[Tuple[int, int], list] = {}
     for c, x in pairs:
         view = as_view(x, c.name, stream)
-        if not view.on_device or view.size == 0 or (c._device is not None and c._device != view.device):
+        if (
+            not view.on_device
+            or view.size == 0
+            or (c._device is not None and c._device != view.device)
+        ):
             c._update_view(view)  # CPU state, host data, or a device mismatch to report
             continue
         view.memory_order()
         batched.setdefault((view.device, view.stream), []).append((c, view))
     for (device, s), items in batched.items():
-        launch_many([c for c, _ in items], [v.ptr for _, v in items], [v.dtype_code for _, v in items],
-                    [v.size for _, v in items], s, device)
+        launch_many(
+            [c for c, _ in items],
+            [v.ptr for _, v in items],
+            [v.dtype_code for _, v in items],
+            [v.size for _, v in items],
+            s,
+            device,
+        )
 
 
-def launch_many(collectors: Sequence["HistogramCollector"], ptrs: Sequence[int], dtypes: Sequence[int],
-                sizes: Sequence[int], stream: int, device: int) -> None:
+def launch_many(
+    collectors: Sequence["HistogramCollector"],
+    ptrs: Sequence[int],
+    dtypes: Sequence[int],
+    sizes: Sequence[int],
+    stream: int,
+    device: int,
+) -> None:
     """The batched update on already-checked device arrays (dense, float dtype codes, on
     ``device``, ready on ``stream``): what :func:`update_many` and the PyTorch hooks call."""
     ext = require_cuda("batched histogram updates")
@@ -420,8 +507,12 @@ def _c_split(shape, axis):
 
 def _check_state(state: Any, fmt: str, name: str) -> None:
     if not isinstance(state, dict) or state.get("format") != fmt:
-        raise ValueError(f"trtcal: not a {fmt} state (for '{name}'): got {type(state).__name__} "
-                         f"with format {state.get('format') if isinstance(state, dict) else None!r}")
+        raise ValueError(
+            f"trtcal: not a {fmt} state (for '{name}'): got {type(state).__name__} "
+            f"with format {state.get('format') if isinstance(state, dict) else None!r}"
+        )
     if state.get("version") != _STATE_VERSION:
-        raise ValueError(f"trtcal: {fmt} state version {state.get('version')!r} is not supported "
-                         f"(this trtcal reads version {_STATE_VERSION})")
+        raise ValueError(
+            f"trtcal: {fmt} state version {state.get('version')!r} is not supported "
+            f"(this trtcal reads version {_STATE_VERSION})"
+        )

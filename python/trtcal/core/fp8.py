@@ -70,9 +70,14 @@ def _prepare(item: Any, method: str, start_bin: int, stride: int) -> _Job | Fp8R
     n = counts.size
     last = n - 1 if method == "mse" else n
     if start_bin > last:
-        return Fp8Range(name, method, math.nan, "too-few-bins",
-                        f"trtcal: histogram of '{name}' has {n} bins; the FP8 {method} search starts at bin "
-                        f"{start_bin} (pass a smaller start_bin)")
+        return Fp8Range(
+            name,
+            method,
+            math.nan,
+            "too-few-bins",
+            f"trtcal: histogram of '{name}' has {n} bins; the FP8 {method} search starts at bin "
+            f"{start_bin} (pass a smaller start_bin)",
+        )
     if method == "mse":
         bins, amaxes = ref.mse_candidates(edges, start_bin, stride)
     else:
@@ -81,17 +86,32 @@ def _prepare(item: Any, method: str, start_bin: int, stride: int) -> _Job | Fp8R
     if not ok.all():  # a raw histogram whose first candidate edges are <= 0 cannot be a scale
         bins, amaxes = bins[ok], amaxes[ok]
         if bins.size == 0:
-            return Fp8Range(name, method, math.nan, "degenerate",
-                            f"trtcal: no positive candidate amax in the histogram of '{name}'")
+            return Fp8Range(
+                name,
+                method,
+                math.nan,
+                "degenerate",
+                f"trtcal: no positive candidate amax in the histogram of '{name}'",
+            )
     return _Job(name, np.asarray(counts, np.int64), np.asarray(edges, np.float64), bins, amaxes)
 
 
 def _finish(job: _Job, method: str, index: int, curve: np.ndarray, device: str) -> Fp8Range:
-    r = Fp8Range(job.name, method, float(job.amaxes[index]), bin=int(job.bins[index]), index=int(index),
-                 candidates=job.amaxes, curve=curve, device=device)
+    r = Fp8Range(
+        job.name,
+        method,
+        float(job.amaxes[index]),
+        bin=int(job.bins[index]),
+        index=int(index),
+        candidates=job.amaxes,
+        curve=curve,
+        device=device,
+    )
     if not math.isfinite(float(curve[index])):
         r.status, r.amax = "degenerate", math.nan
-        r.message = f"trtcal: every FP8 {method} candidate of '{job.name}' has an infinite divergence"
+        r.message = (
+            f"trtcal: every FP8 {method} candidate of '{job.name}' has an infinite divergence"
+        )
     return r
 
 
@@ -116,12 +136,25 @@ def _run_gpu(jobs: list[_Job], method: str, tol: float, device: int) -> list[Fp8
     keep = np.concatenate([j.bins for j in jobs]).astype(np.int32)
     amax = np.concatenate([j.amaxes for j in jobs]).astype(np.float64)
     stream = ext.PrivateStream(device)
-    index, curve = ext.fp8_search(device, _GPU_METHOD[method], counts, centers, nbins, totals, ncand, keep,
-                                  amax, float(tol), stream.handle)
+    index, curve = ext.fp8_search(
+        device,
+        _GPU_METHOD[method],
+        counts,
+        centers,
+        nbins,
+        totals,
+        ncand,
+        keep,
+        amax,
+        float(tol),
+        stream.handle,
+    )
     out, off = [], 0
     for t, j in enumerate(jobs):
         k = j.amaxes.size
-        out.append(_finish(j, method, int(index[t]), np.array(curve[off:off + k]), f"cuda:{device}"))
+        out.append(
+            _finish(j, method, int(index[t]), np.array(curve[off : off + k]), f"cuda:{device}")
+        )
         off += k
     return out
 
@@ -138,13 +171,22 @@ def _device(device: str | None) -> tuple[str, int]:
     raise ValueError(f"trtcal: device must be None, 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
-def fp8_search(hist: Any, method: str = "mse", *, percentile: float = 99.99, start_bin: int = 128,
-               stride: int = 1, tie_tolerance: float = TIE_TOLERANCE,
-               device: str | None = None) -> dict[str, Fp8Range]:
+def fp8_search(
+    hist: Any,
+    method: str = "mse",
+    *,
+    percentile: float = 99.99,
+    start_bin: int = 128,
+    stride: int = 1,
+    tie_tolerance: float = TIE_TOLERANCE,
+    device: str | None = None,
+) -> dict[str, Fp8Range]:
     """Every tensor's FP8 range by ``method``, with chosen bins, curves and statuses; never raises
     for a degenerate tensor (see each ``Fp8Range.status``). Arguments as :func:`fp8_amax`."""
     if method not in FP8_METHODS:
-        raise ValueError(f"trtcal: unknown FP8 method {method!r}; accepted: {', '.join(FP8_METHODS)}")
+        raise ValueError(
+            f"trtcal: unknown FP8 method {method!r}; accepted: {', '.join(FP8_METHODS)}"
+        )
     if int(start_bin) < 1 or int(stride) < 1:
         raise ValueError(f"trtcal: start_bin and stride must be >= 1, got {start_bin} and {stride}")
     if not float(tie_tolerance) >= 0:
@@ -158,9 +200,13 @@ def fp8_search(hist: Any, method: str = "mse", *, percentile: float = 99.99, sta
     if method in ("max", "percentile"):
         # the same amax as INT8's: neither depends on the number format
         m = "minmax" if method == "max" else "percentile"
-        res = rs.search_ranges(hist, m, device="cpu" if kind == "cpu" else device, percentile=percentile)
+        res = rs.search_ranges(
+            hist, m, device="cpu" if kind == "cpu" else device, percentile=percentile
+        )
         for n, r in res.ranges[m].items():
-            out[n] = Fp8Range(n, method, float(r.amax), r.status, r.message, bin=r.bin, device=r.device)
+            out[n] = Fp8Range(
+                n, method, float(r.amax), r.status, r.message, bin=r.bin, device=r.device
+            )
         return out
     jobs: list[_Job] = []
     for it in items:
@@ -170,15 +216,27 @@ def fp8_search(hist: Any, method: str = "mse", *, percentile: float = 99.99, sta
         else:
             jobs.append(j)
     if jobs:
-        done = _run_cpu(jobs, method, tie_tolerance) if kind == "cpu" else _run_gpu(jobs, method, tie_tolerance, dev)
+        done = (
+            _run_cpu(jobs, method, tie_tolerance)
+            if kind == "cpu"
+            else _run_gpu(jobs, method, tie_tolerance, dev)
+        )
         for fr in done:
             out[fr.name] = fr
     return {n: out[n] for n in names}
 
 
-def fp8_amax(hist: Any, method: str = "mse", *, percentile: float = 99.99, start_bin: int = 128,
-             stride: int = 1, tie_tolerance: float = TIE_TOLERANCE, device: str | None = None,
-             on_degenerate: str = "raise") -> float | dict[str, float]:
+def fp8_amax(
+    hist: Any,
+    method: str = "mse",
+    *,
+    percentile: float = 99.99,
+    start_bin: int = 128,
+    stride: int = 1,
+    tie_tolerance: float = TIE_TOLERANCE,
+    device: str | None = None,
+    on_degenerate: str = "raise",
+) -> float | dict[str, float]:
     """amax of each tensor for FP8 E4M3 (scale = amax / 448).
 
     Parameters
@@ -205,8 +263,15 @@ def fp8_amax(hist: Any, method: str = "mse", *, percentile: float = 99.99, start
     """
     if on_degenerate not in ("raise", "flag"):
         raise ValueError(f"trtcal: on_degenerate must be 'raise' or 'flag', got {on_degenerate!r}")
-    res = fp8_search(hist, method, percentile=percentile, start_bin=start_bin, stride=stride,
-                     tie_tolerance=tie_tolerance, device=device)
+    res = fp8_search(
+        hist,
+        method,
+        percentile=percentile,
+        start_bin=start_bin,
+        stride=stride,
+        tie_tolerance=tie_tolerance,
+        device=device,
+    )
     if on_degenerate == "raise":
         for n, r in res.items():
             if r.status != "ok":

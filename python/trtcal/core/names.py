@@ -27,7 +27,9 @@ def _regex(text: str) -> Pattern[str]:
     try:
         return re.compile(text)
     except re.error as exc:
-        raise ValueError(f"trtcal: name pattern 're:{text}' is not a valid regular expression: {exc}") from None
+        raise ValueError(
+            f"trtcal: name pattern 're:{text}' is not a valid regular expression: {exc}"
+        ) from None
 
 
 def _hit(name: str, pattern: OnePattern) -> bool:
@@ -59,7 +61,9 @@ def match_names(names: Iterable[str], pattern: NamePattern) -> List[str]:
     picked: List[str] = []
     seen = set()
     for p in _as_list(pattern):
-        hits: Sequence[str] = [p] if isinstance(p, str) and p in present else [n for n in names if _hit(n, p)]
+        hits: Sequence[str] = (
+            [p] if isinstance(p, str) and p in present else [n for n in names if _hit(n, p)]
+        )
         for n in hits:
             if n not in seen:
                 seen.add(n)

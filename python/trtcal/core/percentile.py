@@ -68,7 +68,9 @@ def percentile(
     the next call: up to n/4 bytes for the largest n seen.
     """
     if interpolation not in _INTERPOLATIONS:
-        raise ValueError(f"trtcal: interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
+        raise ValueError(
+            f"trtcal: interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}"
+        )
     if nonfinite not in ("raise", "ignore"):
         raise ValueError(f"trtcal: nonfinite must be 'raise' or 'ignore', got {nonfinite!r}")
     qs = np.atleast_1d(np.asarray(q, dtype=np.float64))
@@ -96,7 +98,9 @@ def percentile(
 
 def _check_nan(nan: int, policy: str, name: str) -> None:
     if nan and policy == "raise":
-        raise ValueError(f"trtcal: tensor '{name}' has {nan} NaN values (pass nonfinite='ignore' to drop them)")
+        raise ValueError(
+            f"trtcal: tensor '{name}' has {nan} NaN values (pass nonfinite='ignore' to drop them)"
+        )
 
 
 def key_to_float(key: int, use_abs: bool) -> float:
@@ -123,9 +127,22 @@ class _Selector:
         self.ext = require_cuda("an exact percentile of a device array")
         self.view, self.abs = view, use_abs
         self.dev, self.stream = view.device, view.stream
-        self.hist = np.asarray(self.ext.select_histogram(view.ptr, view.dtype_code, 0, view.size, use_abs,
-                                                         _TOP_SHIFT, 12, 32, 0, self.stream, self.dev),
-                               dtype=np.int64)
+        self.hist = np.asarray(
+            self.ext.select_histogram(
+                view.ptr,
+                view.dtype_code,
+                0,
+                view.size,
+                use_abs,
+                _TOP_SHIFT,
+                12,
+                32,
+                0,
+                self.stream,
+                self.dev,
+            ),
+            dtype=np.int64,
+        )
         self.cum = np.concatenate(([0], np.cumsum(self.hist)))
         self.nan = int(self.hist[-1])  # NaN keys are 0xffffffff; no other key reaches bucket 4095
         self.buf = None
@@ -144,9 +161,18 @@ class _Selector:
         ext = self.ext
         # the thread's cached compaction buffer (grown and kept): no allocation per call
         keys_ptr = ext.select_key_buffer(m, self.dev)
-        got = ext.select_compact(self.view.ptr, self.view.dtype_code, 0, self.view.size, self.abs,
-                                 lo_b << _TOP_SHIFT, ((hi_b + 1) << _TOP_SHIFT) - 1, keys_ptr,
-                                 self.stream, self.dev)
+        got = ext.select_compact(
+            self.view.ptr,
+            self.view.dtype_code,
+            0,
+            self.view.size,
+            self.abs,
+            lo_b << _TOP_SHIFT,
+            ((hi_b + 1) << _TOP_SHIFT) - 1,
+            keys_ptr,
+            self.stream,
+            self.dev,
+        )
         if got != m:
             raise RuntimeError(f"trtcal: select compaction found {got} keys, expected {m}")
         base = int(self.cum[lo_b])
@@ -157,16 +183,28 @@ class _Selector:
         return select_in(self.ext, keys_ptr, m, k, self.abs, self.stream, self.dev)[0]
 
 
-def select_in(ext, keys_ptr: int, m: int, k: int, use_abs: bool, stream: int, dev: int,
-              want_next: bool = False) -> Tuple[int, Optional[int]]:
+def select_in(
+    ext,
+    keys_ptr: int,
+    m: int,
+    k: int,
+    use_abs: bool,
+    stream: int,
+    dev: int,
+    want_next: bool = False,
+) -> Tuple[int, Optional[int]]:
     """Key of rank k among the m keys at keys_ptr (12 + 12 + 8 bits, one histogram pass each)
     and, with ``want_next``, the key of rank k + 1 when the last pass already shows it
     (else None)."""
     prefix, prefix_shift = 0, 32
     h = cum = np.zeros(0, np.int64)
     for shift, bits in ((20, 12), (8, 12), (0, 8)):
-        h = np.asarray(ext.select_histogram(0, 0, keys_ptr, m, use_abs, shift, bits, prefix_shift, prefix,
-                                            stream, dev), dtype=np.int64)
+        h = np.asarray(
+            ext.select_histogram(
+                0, 0, keys_ptr, m, use_abs, shift, bits, prefix_shift, prefix, stream, dev
+            ),
+            dtype=np.int64,
+        )
         cum = np.cumsum(h)
         b = int(np.searchsorted(cum, k, side="right"))
         k -= int(cum[b - 1]) if b > 0 else 0
@@ -178,13 +216,15 @@ def select_in(ext, keys_ptr: int, m: int, k: int, use_abs: bool, stream: int, de
         if k + 1 < int(h[b]):
             nxt = prefix
         else:
-            above = np.flatnonzero(h[b + 1:])
+            above = np.flatnonzero(h[b + 1 :])
             if above.size:
                 nxt = (prefix & ~0xFF) | (b + 1 + int(above[0]))
     return prefix, nxt
 
 
-def _ranks(n: int, q: float, interpolation: str) -> Tuple[List[int], Callable[[List[float]], float]]:
+def _ranks(
+    n: int, q: float, interpolation: str
+) -> Tuple[List[int], Callable[[List[float]], float]]:
     """The 0-based ranks (ascending) that percentile q of n values needs, and how to combine
     their values, as numpy.percentile does."""
     vi = virtual_index(n, float(q))
@@ -202,8 +242,9 @@ def _ranks(n: int, q: float, interpolation: str) -> Tuple[List[int], Callable[[L
     return [lo, hi], lambda v: lerp(v[0], v[1], g)
 
 
-def _bracketed(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinite: str,
-               name: str) -> List[Optional[float]]:
+def _bracketed(
+    view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinite: str, name: str
+) -> List[Optional[float]]:
     """Percentiles by one bracketed pass per group of nearby ranks; None where the wanted
     ranks fell outside the bracket (the caller runs the two-pass select for those)."""
     ext = require_cuda("an exact percentile of a device array")
@@ -211,10 +252,16 @@ def _bracketed(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinit
     capacity = min(size, max(_MIN_CAPACITY, size >> _CAPACITY_SHIFT))
     runs = max(1, min(_SAMPLE_RUNS, size >> _SAMPLE_SHIFT))
     # (index, ranks, combine) of each q, ranks as if there were no NaN, grouped by nearness
-    plans = sorted(((i,) + _ranks(size, q, interpolation) for i, q in enumerate(qs)), key=lambda p: p[1])
+    plans = sorted(
+        ((i,) + _ranks(size, q, interpolation) for i, q in enumerate(qs)), key=lambda p: p[1]
+    )
     groups: List[list] = []
     for plan in plans:
-        if groups and max(plan[1]) - groups[-1][0][1][0] <= _GROUP_SPAN * size and len(groups[-1]) < 32:
+        if (
+            groups
+            and max(plan[1]) - groups[-1][0][1][0] <= _GROUP_SPAN * size
+            and len(groups[-1]) < 32
+        ):
             groups[-1].append(plan)
         else:
             groups.append([plan])
@@ -223,8 +270,19 @@ def _bracketed(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinit
         wanted = sorted({r for _, ranks, _ in group for r in ranks})
         t_lo, t_hi = wanted[0] / size, min(1.0, (wanted[-1] + 1) / size)
         below, equal, inside, nan, lo, _hi, keys_ptr, found = ext.select_bracket(
-            view.ptr, view.dtype_code, size, use_abs, runs, t_lo, t_hi, _SAMPLE_SIGMAS, capacity,
-            wanted, view.stream, view.device)
+            view.ptr,
+            view.dtype_code,
+            size,
+            use_abs,
+            runs,
+            t_lo,
+            t_hi,
+            _SAMPLE_SIGMAS,
+            capacity,
+            wanted,
+            view.stream,
+            view.device,
+        )
         _path_counts["bracketed"] += 1
         _check_nan(nan, nonfinite, name)
         n = size - nan
@@ -241,7 +299,15 @@ def _bracketed(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinit
         # resolve them on the compacted buffer from the host
         stored = inside if inside <= capacity else -1  # -1: the buffer overflowed
 
-        def key_at(r: int, want_next: bool) -> Tuple[Optional[int], Optional[int]]:
+        def key_at(
+            r: int,
+            want_next: bool,
+            below: int = below,
+            equal: int = equal,
+            lo: Optional[int] = lo,
+            stored: int = stored,
+            keys_ptr: int = keys_ptr,
+        ) -> Tuple[Optional[int], Optional[int]]:
             if r < below:
                 return None, None
             if r < below + equal:
@@ -268,8 +334,9 @@ def _bracketed(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinit
     return out
 
 
-def _device_percentiles(view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinite: str,
-                        name: str) -> np.ndarray:
+def _device_percentiles(
+    view, qs: np.ndarray, use_abs: bool, interpolation: str, nonfinite: str, name: str
+) -> np.ndarray:
     out: List[Optional[float]] = [None] * len(qs)
     if view.size >= _BRACKET_MIN_N:
         out = _bracketed(view, qs, use_abs, interpolation, nonfinite, name)

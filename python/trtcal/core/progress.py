@@ -17,8 +17,9 @@ class Progress:
     :meth:`update` adds to it, :meth:`grow` raises the total, :meth:`note` shows a short status.
     """
 
-    def __init__(self, enabled: bool, total: Optional[int], desc: str, unit: str = "sample",
-                 start: int = 0) -> None:
+    def __init__(
+        self, enabled: bool, total: Optional[int], desc: str, unit: str = "sample", start: int = 0
+    ) -> None:
         self.bar: Any = None
         self.pos = start
         if not enabled:
@@ -27,8 +28,9 @@ class Progress:
             from tqdm.auto import tqdm  # optional dependency
         except ImportError:
             return
-        self.bar = tqdm(total=total, initial=start, unit=unit, desc=desc, dynamic_ncols=True,
-                        file=sys.stderr)
+        self.bar = tqdm(
+            total=total, initial=start, unit=unit, desc=desc, dynamic_ncols=True, file=sys.stderr
+        )
 
     def update(self, n: int = 1) -> None:
         self.move_to(self.pos + n)
@@ -44,7 +46,8 @@ class Progress:
             self.bar.refresh()
 
     def note(self, text: str = "", **fields: Any) -> None:
-        """A short status after the bar (``text``, else ``key=value`` fields); shown at the next update."""
+        """A short status after the bar (``text``, else ``key=value`` fields); shown at the next
+        update."""
         if self.bar is None:
             return
         if text:

@@ -121,16 +121,34 @@ class _Item:
     stream: Optional[int] = None
 
 
-def _from_histogram(h: Histogram, name: str, ptr: Optional[int] = None, device: int = -1,
-                    stream: Optional[int] = None) -> _Item:
+def _from_histogram(
+    h: Histogram,
+    name: str,
+    ptr: Optional[int] = None,
+    device: int = -1,
+    stream: Optional[int] = None,
+) -> _Item:
     counts = np.asarray(h.counts, dtype=np.int64)
-    item = _Item(name, counts, np.zeros(counts.size + 1), h.signed, amax=float(h.amax),
-                 vmin=h.min, vmax=h.max, device_ptr=ptr, device=device, stream=stream)
+    item = _Item(
+        name,
+        counts,
+        np.zeros(counts.size + 1),
+        h.signed,
+        amax=float(h.amax),
+        vmin=h.min,
+        vmax=h.max,
+        device_ptr=ptr,
+        device=device,
+        stream=stream,
+    )
     if h.range is None:
         item.status = "empty" if h.total == 0 else "all-zero"
-        item.message = (f"trtcal: tensor '{name}' has no finite values" if h.total == 0 else
-                        f"trtcal: every finite value of tensor '{name}' is 0: amax would be 0, "
-                        "which is no usable INT8 scale")
+        item.message = (
+            f"trtcal: tensor '{name}' has no finite values"
+            if h.total == 0
+            else f"trtcal: every finite value of tensor '{name}' is 0: amax would be 0, "
+            "which is no usable INT8 scale"
+        )
         item.edges = np.linspace(-1.0 if h.signed else 0.0, 1.0, counts.size + 1)
         return item
     # trtcal's grid is a power of two above amax: only the bins up to bin(amax) on each side
@@ -153,8 +171,10 @@ def _from_histogram(h: Histogram, name: str, ptr: Optional[int] = None, device: 
 
 def _from_pair(pair: Sequence[Any], name: str) -> _Item:
     if len(pair) not in (2, 4, 5):
-        raise TypeError(f"trtcal: histogram of '{name}' must be a (counts, edges) pair (or ONNX Runtime's "
-                        "(hist, edges, min, max[, threshold]) tuple)")
+        raise TypeError(
+            f"trtcal: histogram of '{name}' must be a (counts, edges) pair (or ONNX Runtime's "
+            "(hist, edges, min, max[, threshold]) tuple)"
+        )
     vmin = vmax = None
     if len(pair) >= 4:  # ONNX Runtime's histogram_dict entry: min/max clamp its thresholds
         vmin, vmax = float(np.asarray(_to_numpy(pair[2]))), float(np.asarray(_to_numpy(pair[3])))
@@ -162,15 +182,25 @@ def _from_pair(pair: Sequence[Any], name: str) -> _Item:
     edges = np.asarray(_to_numpy(pair[1]), dtype=np.float64).ravel()
     counts = counts.ravel()
     if counts.size == 0:
-        it = _Item(name, np.zeros(0, np.int64), edges, False, status="empty",
-                   message=f"trtcal: histogram of '{name}' has no bins")
+        it = _Item(
+            name,
+            np.zeros(0, np.int64),
+            edges,
+            False,
+            status="empty",
+            message=f"trtcal: histogram of '{name}' has no bins",
+        )
         return it
     if edges.size != counts.size + 1:
-        raise ValueError(f"trtcal: histogram of '{name}' has {counts.size} counts but {edges.size} edges "
-                         f"(expected {counts.size + 1})")
+        raise ValueError(
+            f"trtcal: histogram of '{name}' has {counts.size} counts but {edges.size} edges "
+            f"(expected {counts.size + 1})"
+        )
     if not np.all(np.isfinite(edges)) or not np.all(np.diff(edges) > 0):
         raise ValueError(f"trtcal: edges of '{name}' must be finite and strictly increasing")
-    item = _Item(name, np.zeros(counts.size, np.int64), edges, bool(edges[0] < 0), vmin=vmin, vmax=vmax)
+    item = _Item(
+        name, np.zeros(counts.size, np.int64), edges, bool(edges[0] < 0), vmin=vmin, vmax=vmax
+    )
     if counts.dtype.kind == "f":
         if not np.all(np.isfinite(counts)):
             item.status = "nonfinite"
@@ -179,7 +209,9 @@ def _from_pair(pair: Sequence[Any], name: str) -> _Item:
         if np.any(counts != np.round(counts)):
             raise ValueError(f"trtcal: counts of '{name}' must be whole numbers")
     elif counts.dtype.kind not in "iub":
-        raise TypeError(f"trtcal: counts of '{name}' have dtype {counts.dtype}; expected integers or floats")
+        raise TypeError(
+            f"trtcal: counts of '{name}' have dtype {counts.dtype}; expected integers or floats"
+        )
     if np.any(counts < 0):
         raise ValueError(f"trtcal: counts of '{name}' must be non-negative")
     item.counts = counts.astype(np.int64)
@@ -204,13 +236,17 @@ def _item_of(h: HistLike, name: str) -> _Item:
         ptr = None
         if h._gpu is not None and not hist.signed:
             ptr = int(h._gpu.counts_ptr)
-        return _from_histogram(hist, name, ptr, h._device if h._device is not None else -1, h._stream)
+        return _from_histogram(
+            hist, name, ptr, h._device if h._device is not None else -1, h._stream
+        )
     if isinstance(h, Histogram):
         return _from_histogram(h, name)
     if isinstance(h, (tuple, list)):
         return _from_pair(h, name)
-    raise TypeError(f"trtcal: cannot search a range in {type(h).__name__} for '{name}': pass a "
-                    "HistogramCollector, a trtcal.Histogram or a (counts, edges) pair")
+    raise TypeError(
+        f"trtcal: cannot search a range in {type(h).__name__} for '{name}': pass a "
+        "HistogramCollector, a trtcal.Histogram or a (counts, edges) pair"
+    )
 
 
 def _items(hist: Any) -> Tuple[List[_Item], bool]:
@@ -252,14 +288,27 @@ def _prepare(item: _Item, s: _Spec) -> Union[_Job, TensorRange]:
     if s.method == "entropy" and s.flavor == "onnxruntime":
         if not item.signed:
             raise ValueError(
-                f"trtcal: the onnxruntime entropy flavor needs a signed histogram of '{name}' (ONNX Runtime "
-                "searches x over [-T, T]); collect with HistogramCollector(signed=True) or pass ONNX Runtime's "
-                "own (hist, edges); the |x| histogram cannot be unfolded")
+                f"trtcal: the onnxruntime entropy flavor needs a signed histogram of '{name}' "
+                "(ONNX Runtime "
+                "searches x over [-T, T]); collect with HistogramCollector(signed=True) or pass "
+                "ONNX Runtime's "
+                "own (hist, edges); the |x| histogram cannot be unfolded"
+            )
         half = n // 2
         if n < s.levels or s.start_bin > half:
-            return bad("too-few-bins", f"trtcal: histogram of '{name}' has {n} bins; the onnxruntime entropy "
-                                       f"search needs at least {max(s.levels, 2 * s.start_bin)}")
-        return _Job(item, counts, edges, lin, cands=np.arange(s.start_bin, half + 1, s.stride), device_ptr=ptr)
+            return bad(
+                "too-few-bins",
+                f"trtcal: histogram of '{name}' has {n} bins; the onnxruntime entropy "
+                f"search needs at least {max(s.levels, 2 * s.start_bin)}",
+            )
+        return _Job(
+            item,
+            counts,
+            edges,
+            lin,
+            cands=np.arange(s.start_bin, half + 1, s.stride),
+            device_ptr=ptr,
+        )
     if s.method == "percentile" and s.flavor == "onnxruntime":
         p = float(s.percentile)
         if item.signed:
@@ -277,25 +326,43 @@ def _prepare(item: _Item, s: _Spec) -> Union[_Job, TensorRange]:
         ptr = None
         n = counts.size
     if s.method == "percentile":
-        return _Job(item, counts, edges, lin, targets=(float(s.percentile) / 100.0, -1.0), device_ptr=ptr)
+        return _Job(
+            item, counts, edges, lin, targets=(float(s.percentile) / 100.0, -1.0), device_ptr=ptr
+        )
     if s.method == "entropy":
         stop = n if s.flavor == "pytorch_quantization" else n - 1
         if s.start_bin > stop:
-            return bad("too-few-bins", f"trtcal: histogram of '{name}' has {n} bins, fewer than the start bin "
-                                       f"{s.start_bin} of the entropy search")
-        job = _Job(item, counts, edges, lin, cands=np.arange(s.start_bin, stop + 1, s.stride), device_ptr=ptr)
+            return bad(
+                "too-few-bins",
+                f"trtcal: histogram of '{name}' has {n} bins, fewer than the start bin "
+                f"{s.start_bin} of the entropy search",
+            )
+        job = _Job(
+            item,
+            counts,
+            edges,
+            lin,
+            cands=np.arange(s.start_bin, stop + 1, s.stride),
+            device_ptr=ptr,
+        )
         zr = s.flavor == "pytorch_quantization"
         b = counts.copy()
         if zr and n > 1:
             b[0] = b[1]
         if b.sum() == 0:
-            return bad("degenerate", f"trtcal: all counts of '{name}' are in bin 0, which the pytorch_quantization "
-                                     "zero-bin rule replaces by bin 1 (empty): no entropy range")
+            return bad(
+                "degenerate",
+                f"trtcal: all counts of '{name}' are in bin 0, which the pytorch_quantization "
+                "zero-bin rule replaces by bin 1 (empty): no entropy range",
+            )
         return job
     # mse
     if s.start_bin > n - 1:
-        return bad("too-few-bins", f"trtcal: histogram of '{name}' has {n} bins; the MSE search starts at bin "
-                                   f"{s.start_bin}")
+        return bad(
+            "too-few-bins",
+            f"trtcal: histogram of '{name}' has {n} bins; the MSE search starts at bin "
+            f"{s.start_bin}",
+        )
     job = _Job(item, counts, edges, lin, device_ptr=ptr)
     if s.candidates_per_bin == 1:
         job.cands = np.arange(s.start_bin, n, s.stride)
@@ -304,7 +371,9 @@ def _prepare(item: _Item, s: _Spec) -> Union[_Job, TensorRange]:
     return job
 
 
-def _finish(job: _Job, s: _Spec, index: int, index2: int, curve: Optional[np.ndarray], device: str) -> TensorRange:
+def _finish(
+    job: _Job, s: _Spec, index: int, index2: int, curve: Optional[np.ndarray], device: str
+) -> TensorRange:
     """Turns a chosen candidate into amax (host arithmetic, identical for both paths)."""
     it, e = job.item, job.edges
     n = job.counts.size
@@ -361,7 +430,10 @@ def _finish(job: _Job, s: _Spec, index: int, index2: int, curve: Optional[np.nda
         r.lo, r.hi = -r.amax, r.amax
     if not (r.amax > 0 and math.isfinite(r.amax)):
         r.status = "degenerate"
-        r.message = f"trtcal: the {s.method} search for '{it.name}' gave amax {r.amax}, which is no usable scale"
+        r.message = (
+            f"trtcal: the {s.method} search for '{it.name}' gave amax {r.amax}, which is no usable "
+            "scale"
+        )
         r.amax = math.nan
     return r
 
@@ -377,7 +449,9 @@ def _run_cpu(jobs: List[_Job], s: _Spec) -> List[TensorRange]:
                 idx = ref.pick(curve, "first", s.tie_tolerance)
             else:
                 zr = s.flavor == "pytorch_quantization"
-                curve = ref.entropy_proportional(job.counts, job.cands, levels=s.levels, zero_bin_rule=zr)
+                curve = ref.entropy_proportional(
+                    job.counts, job.cands, levels=s.levels, zero_bin_rule=zr
+                )
                 idx = ref.pick(curve, "last" if zr else "first", s.tie_tolerance)
         elif s.method == "percentile":
             idx = ref.percentile_index(job.counts, job.targets[0])
@@ -461,8 +535,20 @@ def _plan_arrays(jobs: List[_Job], s: _Spec) -> _PlanArrays:
         targets[t] = j.targets
     nbins = np.array([j.counts.size for j in jobs], np.int32)
     # flat: the binding indexes t * k + i
-    return _PlanArrays(method, counts_ptrs, nbins, np.zeros(T, np.uint64), lin.ravel(), grid.ravel(),
-                       targets.ravel(), cands.ravel(), host_counts, counts_off, host_edges, edges_off)
+    return _PlanArrays(
+        method,
+        counts_ptrs,
+        nbins,
+        np.zeros(T, np.uint64),
+        lin.ravel(),
+        grid.ravel(),
+        targets.ravel(),
+        cands.ravel(),
+        host_counts,
+        counts_off,
+        host_edges,
+        edges_off,
+    )
 
 
 def _results(jobs: List[_Job], s: _Spec, idx, idx2, curve, device: int) -> List[TensorRange]:
@@ -474,25 +560,39 @@ def _results(jobs: List[_Job], s: _Spec, idx, idx2, curve, device: int) -> List[
         if s.method != "percentile":
             k = j.grid[2] if j.grid is not None else (j.cands.size if j.cands is not None else 0)
             if curve is not None:
-                c = np.array(curve[off:off + k])
+                c = np.array(curve[off : off + k])
             off += k
         out.append(_finish(j, s, idx[t], idx2[t], c, dev))
     return out
 
 
-def _search_once(jobs: List[_Job], s: _Spec, device: int, stream: int, with_curve: bool = True
-                 ) -> List[TensorRange]:
+def _search_once(
+    jobs: List[_Job], s: _Spec, device: int, stream: int, with_curve: bool = True
+) -> List[TensorRange]:
     """One method over many tensors in one call of the extension: host histograms and
     descriptors in one upload into its cached workspace, no allocation; waits."""
     ext = require_cuda("range search on the GPU")
     a = _plan_arrays(jobs, s)
     params, (group, chunk) = _kernel_params(s, a.method)
     idx, idx2, _val, curve = ext.range_search_once(
-        device=device, **dict(zip(_KERNEL_PARAMS, params)), counts_ptrs=a.counts_ptrs,
-        nbins=a.nbins, edges_ptrs=a.edges_ptrs, linspace=a.linspace, grid=a.grid,
-        targets=a.targets, cands=a.cands, group=group, chunk=chunk, host_counts=a.host_counts,
-        host_counts_off=a.counts_off, host_edges=a.host_edges, host_edges_off=a.edges_off,
-        stream=stream, with_curve=with_curve)
+        device=device,
+        **dict(zip(_KERNEL_PARAMS, params)),
+        counts_ptrs=a.counts_ptrs,
+        nbins=a.nbins,
+        edges_ptrs=a.edges_ptrs,
+        linspace=a.linspace,
+        grid=a.grid,
+        targets=a.targets,
+        cands=a.cands,
+        group=group,
+        chunk=chunk,
+        host_counts=a.host_counts,
+        host_counts_off=a.counts_off,
+        host_edges=a.host_edges,
+        host_edges_off=a.edges_off,
+        stream=stream,
+        with_curve=with_curve,
+    )
     return _results(jobs, s, idx, idx2, curve, device)
 
 
@@ -500,25 +600,47 @@ class _GpuBatch:
     """A reusable plan of one method over many tensors: its own device buffers, launched as
     often as wanted (benchmarks and tests; one-shot searches use :func:`_search_once`)."""
 
-    def __init__(self, jobs: List[_Job], s: _Spec, device: int, threads: Optional[int] = None,
-                 stream: int = 0, group: Optional[int] = None, chunk: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        jobs: List[_Job],
+        s: _Spec,
+        device: int,
+        threads: Optional[int] = None,
+        stream: int = 0,
+        group: Optional[int] = None,
+        chunk: Optional[int] = None,
+    ) -> None:
         ext = require_cuda("range search on the GPU")
         self.ext, self.jobs, self.spec, self.device = ext, jobs, s, device
         a = _plan_arrays(jobs, s)
         self.keep: List[Any] = []
         counts_ptrs, edges_ptrs = a.counts_ptrs.copy(), a.edges_ptrs.copy()
-        for packed, offs, ptrs in ((a.host_counts, a.counts_off, counts_ptrs), (a.host_edges, a.edges_off, edges_ptrs)):
+        for packed, offs, ptrs in (
+            (a.host_counts, a.counts_off, counts_ptrs),
+            (a.host_edges, a.edges_off, edges_ptrs),
+        ):
             if packed.size:
                 buf = ext.DeviceBuffer(packed.nbytes, device)
                 buf.upload(packed, stream)
                 self.keep.append(buf)
                 on_host = offs >= 0
-                ptrs[on_host] = np.uint64(int(buf.ptr)) + offs[on_host].astype(np.uint64) * np.uint64(8)
+                ptrs[on_host] = np.uint64(int(buf.ptr)) + offs[on_host].astype(
+                    np.uint64
+                ) * np.uint64(8)
         params, (group_, chunk_) = _kernel_params(s, a.method, threads, group, chunk)
         self.plan = ext.RangeSearchPlan(
-            device=device, **dict(zip(_KERNEL_PARAMS, params)), counts_ptrs=counts_ptrs,
-            nbins=a.nbins, edges_ptrs=edges_ptrs, linspace=a.linspace, grid=a.grid,
-            targets=a.targets, cands=a.cands, group=group_, chunk=chunk_)
+            device=device,
+            **dict(zip(_KERNEL_PARAMS, params)),
+            counts_ptrs=counts_ptrs,
+            nbins=a.nbins,
+            edges_ptrs=edges_ptrs,
+            linspace=a.linspace,
+            grid=a.grid,
+            targets=a.targets,
+            cands=a.cands,
+            group=group_,
+            chunk=chunk_,
+        )
 
     @property
     def shape(self) -> Tuple[int, int, int, int]:
@@ -541,13 +663,16 @@ def _gpu_limit(s: _Spec) -> int:
     return int(ext.range_search_max_bins(_GPU_METHOD[(s.method, s.flavor)]))
 
 
-def _run(items: List[_Item], s: _Spec, device: str, stream: Any, with_curve: bool = True
-         ) -> Dict[str, TensorRange]:
+def _run(
+    items: List[_Item], s: _Spec, device: str, stream: Any, with_curve: bool = True
+) -> Dict[str, TensorRange]:
     out: Dict[str, TensorRange] = {}
     if s.method == "minmax":
         for it in items:
             if it.status != "ok":
-                out[it.name] = TensorRange(it.name, "minmax", s.flavor, math.nan, it.status, it.message)
+                out[it.name] = TensorRange(
+                    it.name, "minmax", s.flavor, math.nan, it.status, it.message
+                )
                 continue
             a = it.amax if it.amax is not None else ref.minmax_amax(it.counts, it.edges)
             a = 0.0 if a is None else a  # no nonzero bin: all zeros
@@ -593,7 +718,9 @@ def _stream_for(jobs: List[_Job], stream: Any, device: int, ext):
 
     if stream is not None:
         return stream_handle(stream), None
-    streams = {j.item.stream for j in jobs if j.device_ptr is not None and j.item.stream is not None}
+    streams = {
+        j.item.stream for j in jobs if j.device_ptr is not None and j.item.stream is not None
+    }
     if len(streams) == 1:
         return streams.pop(), None  # the collectors' own stream
     private = ext.PrivateStream(device)  # host inputs: trtcal's own stream, never stream 0
@@ -625,9 +752,15 @@ def search_ranges(
     return _search_ranges(hist, methods, flavor, device, stream, True, params)
 
 
-def _search_ranges(hist: Any, methods: Union[str, Sequence[str]], flavor: Union[None, str, Mapping[str, str]],
-                   device: Optional[str], stream: Any, with_curve: bool, params: Dict[str, Any]
-                   ) -> RangeSearchResult:
+def _search_ranges(
+    hist: Any,
+    methods: Union[str, Sequence[str]],
+    flavor: Union[None, str, Mapping[str, str]],
+    device: Optional[str],
+    stream: Any,
+    with_curve: bool,
+    params: Dict[str, Any],
+) -> RangeSearchResult:
     items, _ = _items(hist)
     names = [it.name for it in items]
     if len(set(names)) != len(names):
@@ -684,12 +817,14 @@ def compute_amax(
     is_map = isinstance(hist, Mapping)
     single = not is_map and type(hist).__name__ == "HistogramCollector"
     if not details and (is_map or single) and _resolve_device(device) != "cpu":
-
         methods = [method] if isinstance(method, str) else list(method)
-        fast = compute_amax_collectors({hist.name: hist} if single else hist, methods, flavor, device, stream,
-                                       params)
+        fast = compute_amax_collectors(
+            {hist.name: hist} if single else hist, methods, flavor, device, stream, params
+        )
         if fast is not None:
-            out: Dict[str, Any] = {m: next(iter(d.values())) for m, d in fast.items()} if single else dict(fast)
+            out: Dict[str, Any] = (
+                {m: next(iter(d.values())) for m, d in fast.items()} if single else dict(fast)
+            )
             return out[method] if isinstance(method, str) else out
     res = _search_ranges(hist, method, flavor, device, stream, details, params)
     if on_degenerate == "raise":

@@ -23,10 +23,22 @@ FLAVORS = {
 # calibrator): it is what NVIDIA's maintained TensorRT quantization tool computes, so the
 # ranges users already get do not move; it is float64 arithmetic end to end, so trtcal can
 # reproduce it exactly; TensorRT's own calibrator is closed source.
-DEFAULT_FLAVOR = {"minmax": "trtcal", "entropy": "pytorch_quantization",
-                  "percentile": "pytorch_quantization", "mse": "pytorch_quantization"}
-_PARAMS = {"bits", "levels", "start_bin", "stride", "percentile", "candidates_per_bin",
-           "tie_tolerance", "eps"}
+DEFAULT_FLAVOR = {
+    "minmax": "trtcal",
+    "entropy": "pytorch_quantization",
+    "percentile": "pytorch_quantization",
+    "mse": "pytorch_quantization",
+}
+_PARAMS = {
+    "bits",
+    "levels",
+    "start_bin",
+    "stride",
+    "percentile",
+    "candidates_per_bin",
+    "tie_tolerance",
+    "eps",
+}
 
 
 @dataclass
@@ -48,10 +60,14 @@ def _spec(method: str, flavor: Optional[str], params: Dict[str, Any]) -> _Spec:
         raise ValueError(f"trtcal: unknown method {method!r}; accepted: {', '.join(METHODS)}")
     flavor = DEFAULT_FLAVOR[method] if flavor is None else flavor
     if flavor not in FLAVORS[method]:
-        raise ValueError(f"trtcal: unknown {method} flavor {flavor!r}; accepted: {', '.join(FLAVORS[method])}")
+        raise ValueError(
+            f"trtcal: unknown {method} flavor {flavor!r}; accepted: {', '.join(FLAVORS[method])}"
+        )
     unknown = set(params) - _PARAMS
     if unknown:
-        raise TypeError(f"trtcal: unknown parameter(s) {sorted(unknown)}; accepted: {sorted(_PARAMS)}")
+        raise TypeError(
+            f"trtcal: unknown parameter(s) {sorted(unknown)}; accepted: {sorted(_PARAMS)}"
+        )
     s = _Spec(method, flavor)
     if flavor == "onnxruntime" and method == "percentile":
         s.percentile = 99.999
@@ -80,18 +96,25 @@ def _spec(method: str, flavor: Optional[str], params: Dict[str, Any]) -> _Spec:
 # the fallback of the NumPy-only install (tests/test_extension_enums.py checks that they agree).
 _CPU_RANGE_METHOD = {"entropy_proportional": 0, "entropy_onnxruntime": 1, "mse": 2, "percentile": 3}
 _RANGE_METHOD = enum_codes("RangeMethod", _CPU_RANGE_METHOD)
-_GPU_METHOD = {("entropy", "pytorch_quantization"): _RANGE_METHOD["entropy_proportional"],
-               ("entropy", "tensorrt"): _RANGE_METHOD["entropy_proportional"],
-               ("entropy", "onnxruntime"): _RANGE_METHOD["entropy_onnxruntime"],
-               ("mse", "pytorch_quantization"): _RANGE_METHOD["mse"]}
+_GPU_METHOD = {
+    ("entropy", "pytorch_quantization"): _RANGE_METHOD["entropy_proportional"],
+    ("entropy", "tensorrt"): _RANGE_METHOD["entropy_proportional"],
+    ("entropy", "onnxruntime"): _RANGE_METHOD["entropy_onnxruntime"],
+    ("mse", "pytorch_quantization"): _RANGE_METHOD["mse"],
+}
 # Threads per block by GPU method.
-_THREADS = {_RANGE_METHOD["entropy_proportional"]: 256, _RANGE_METHOD["entropy_onnxruntime"]: 64,
-            _RANGE_METHOD["mse"]: 256, _RANGE_METHOD["percentile"]: 128}
+_THREADS = {
+    _RANGE_METHOD["entropy_proportional"]: 256,
+    _RANGE_METHOD["entropy_onnxruntime"]: 64,
+    _RANGE_METHOD["mse"]: 256,
+    _RANGE_METHOD["percentile"]: 128,
+}
 _SHAPE_ENV = "TRTCAL_RANGE_SEARCH_SHAPE"
 
 
-def _launch_shape(method: int, threads: Optional[int], group: Optional[int],
-                  chunk: Optional[int]) -> Tuple[int, int, int]:
+def _launch_shape(
+    method: int, threads: Optional[int], group: Optional[int], chunk: Optional[int]
+) -> Tuple[int, int, int]:
     """(threads, group, chunk) of a plan; 0 lets the binding choose group/chunk from the SM count.
 
     Explicit arguments win; then the environment variable ``TRTCAL_RANGE_SEARCH_SHAPE``
@@ -105,8 +128,10 @@ def _launch_shape(method: int, threads: Optional[int], group: Optional[int],
             key, _, val = part.partition("=")
             key = key.strip()
             if key not in ("threads", "group", "chunk") or not val.strip().lstrip("-").isdigit():
-                raise ValueError(f"trtcal: {_SHAPE_ENV}={raw!r}: expected comma-separated threads=N, group=N, "
-                                 "chunk=N")
+                raise ValueError(
+                    f"trtcal: {_SHAPE_ENV}={raw!r}: expected comma-separated threads=N, group=N, "
+                    "chunk=N"
+                )
             env[key] = int(val)
     t = threads if threads is not None else env.get("threads", _THREADS[method])
     g = group if group is not None else env.get("group", 0)
@@ -121,15 +146,41 @@ def _gpu_method(s: _Spec) -> int:
 
 
 # The names of what _kernel_params returns first, as the binding's keywords.
-_KERNEL_PARAMS = ("method", "levels", "zero_bin_rule", "tie_last", "per_bin", "max_bound",
-                  "threads", "tol", "eps")
+_KERNEL_PARAMS = (
+    "method",
+    "levels",
+    "zero_bin_rule",
+    "tie_last",
+    "per_bin",
+    "max_bound",
+    "threads",
+    "tol",
+    "eps",
+)
 
 
-def _kernel_params(s: _Spec, method: int, threads: Optional[int] = None, group: Optional[int] = None,
-                   chunk: Optional[int] = None) -> Tuple[Any, ...]:
+def _kernel_params(
+    s: _Spec,
+    method: int,
+    threads: Optional[int] = None,
+    group: Optional[int] = None,
+    chunk: Optional[int] = None,
+) -> Tuple[Any, ...]:
     """(method, levels, zero_bin_rule, tie_last, per_bin, max_bound, threads, tol, eps) and
     (group, chunk) as the binding takes them."""
     t, g, c = _launch_shape(method, threads, group, chunk)
     pq_entropy = s.flavor == "pytorch_quantization" and s.method == "entropy"
-    return ((method, int(s.levels), pq_entropy, pq_entropy, int(s.candidates_per_bin),
-             (1 << (int(s.bits) - 1)) - 1, t, float(s.tie_tolerance), float(s.eps)), (g, c))
+    return (
+        (
+            method,
+            int(s.levels),
+            pq_entropy,
+            pq_entropy,
+            int(s.candidates_per_bin),
+            (1 << (int(s.bits) - 1)) - 1,
+            t,
+            float(s.tie_tolerance),
+            float(s.eps),
+        ),
+        (g, c),
+    )

@@ -40,7 +40,11 @@ class Histogram:
         if self.range is None:
             raise ValueError(
                 f"trtcal: histogram of '{self.name}' has no range: "
-                + ("it saw no finite values" if self.total == 0 else "all its finite values are zero")
+                + (
+                    "it saw no finite values"
+                    if self.total == 0
+                    else "all its finite values are zero"
+                )
             )
         lo = -self.range if self.signed else 0.0
         return np.linspace(lo, self.range, self.bins + 1)

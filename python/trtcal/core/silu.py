@@ -26,8 +26,15 @@ from .reference import silu as ref
 
 ArrayLike = Any
 
-__all__ = ["silu", "silu_fp8", "silu_fp8_table", "silu_int8", "silu_int8_to_float", "silu_float_to_int8",
-           "silu_int8_table"]
+__all__ = [
+    "silu",
+    "silu_fp8",
+    "silu_fp8_table",
+    "silu_int8",
+    "silu_int8_to_float",
+    "silu_float_to_int8",
+    "silu_int8_table",
+]
 
 
 def silu(x: ArrayLike, out: Optional[ArrayLike] = None, *, stream: Any = None) -> ArrayLike:
@@ -56,8 +63,14 @@ def silu(x: ArrayLike, out: Optional[ArrayLike] = None, *, stream: Any = None) -
     return ov.keepalive[0]
 
 
-def silu_int8(q: ArrayLike, scale_in: float, scale_out: float, out: Optional[ArrayLike] = None,
-              *, stream: Any = None) -> ArrayLike:
+def silu_int8(
+    q: ArrayLike,
+    scale_in: float,
+    scale_out: float,
+    out: Optional[ArrayLike] = None,
+    *,
+    stream: Any = None,
+) -> ArrayLike:
     """INT8 SiLU: int8 codes in (scale ``scale_in``), int8 codes out (scale ``scale_out``).
 
     ``out = clamp(round_half_even(silu(q * scale_in) / scale_out), -128, 127)``, exact: it is a
@@ -84,8 +97,14 @@ def silu_int8(q: ArrayLike, scale_in: float, scale_out: float, out: Optional[Arr
     return ov.keepalive[0]
 
 
-def silu_int8_to_float(q: ArrayLike, scale_in: float, dtype: str = "float16",
-                       out: Optional[ArrayLike] = None, *, stream: Any = None) -> ArrayLike:
+def silu_int8_to_float(
+    q: ArrayLike,
+    scale_in: float,
+    dtype: str = "float16",
+    out: Optional[ArrayLike] = None,
+    *,
+    stream: Any = None,
+) -> ArrayLike:
     """Dequantize and SiLU: int8 codes in, float out (the DQ boundary of an INT8 region).
 
     Parameters
@@ -111,12 +130,15 @@ def silu_int8_to_float(q: ArrayLike, scale_in: float, dtype: str = "float16",
         return _host_result(ref.silu_int8_to_float(view.host, s_in, dtype), out, "out")
     ov = _device_out(view, out, dtype)
     ext = require_cuda("silu_int8_to_float of a device array")
-    ext.silu_int8_to_float(view.ptr, ov.ptr, ov.dtype_code, view.size, s_in, view.stream, view.device)
+    ext.silu_int8_to_float(
+        view.ptr, ov.ptr, ov.dtype_code, view.size, s_in, view.stream, view.device
+    )
     return ov.keepalive[0]
 
 
-def silu_float_to_int8(x: ArrayLike, scale_out: float, out: Optional[ArrayLike] = None,
-                       *, stream: Any = None) -> ArrayLike:
+def silu_float_to_int8(
+    x: ArrayLike, scale_out: float, out: Optional[ArrayLike] = None, *, stream: Any = None
+) -> ArrayLike:
     """SiLU and quantize: float in, int8 codes out (the Q boundary of an INT8 region).
 
     ``out = clamp(round_half_even(silu(x) / scale_out), -128, 127)``; NaN gives 0, +Inf 127.
@@ -137,12 +159,20 @@ def silu_float_to_int8(x: ArrayLike, scale_out: float, out: Optional[ArrayLike] 
         return _host_result(ref.silu_float_to_int8(view.host, s_out), out, "out")
     ov = _device_out(view, out, "int8")
     ext = require_cuda("silu_float_to_int8 of a device array")
-    ext.silu_float_to_int8(view.ptr, view.dtype_code, ov.ptr, view.size, s_out, view.stream, view.device)
+    ext.silu_float_to_int8(
+        view.ptr, view.dtype_code, ov.ptr, view.size, s_out, view.stream, view.device
+    )
     return ov.keepalive[0]
 
 
-def silu_fp8(q: ArrayLike, scale_in: float, scale_out: float, out: Optional[ArrayLike] = None,
-             *, stream: Any = None) -> ArrayLike:
+def silu_fp8(
+    q: ArrayLike,
+    scale_in: float,
+    scale_out: float,
+    out: Optional[ArrayLike] = None,
+    *,
+    stream: Any = None,
+) -> ArrayLike:
     """FP8 SiLU: E4M3FN codes in (scale ``scale_in``), E4M3FN codes out (scale ``scale_out``).
 
     ``out = e4m3(silu(e4m3_value(q) * scale_in) / scale_out)`` rounded to nearest even and
@@ -224,10 +254,14 @@ def _device_out(view: ArrayView, out: Optional[ArrayLike], dtype: str) -> ArrayV
     if not ov.on_device:
         raise TypeError("trtcal: 'out' must be a device array when the input is on the device")
     if ov.device != view.device:
-        raise ValueError(f"trtcal: 'out' is on device {ov.device} but the input is on device {view.device}")
+        raise ValueError(
+            f"trtcal: 'out' is on device {ov.device} but the input is on device {view.device}"
+        )
     if ov.shape != view.shape:
         raise ValueError(f"trtcal: 'out' has shape {ov.shape}; expected {view.shape}")
-    if view.size and _significant_strides(ov.shape, ov.strides) != _significant_strides(view.shape, view.strides):
+    if view.size and _significant_strides(ov.shape, ov.strides) != _significant_strides(
+        view.shape, view.strides
+    ):
         raise ValueError(
             f"trtcal: 'out' has element strides {ov.strides} but the input has {view.strides}: "
             "both must have the same memory layout"
@@ -247,8 +281,11 @@ def _empty_like(view: ArrayView, dtype: str) -> Any:
         import cupy
 
         if dtype == "bfloat16":
-            raise TypeError("trtcal: CuPy has no bfloat16: pass 'out' (for example a PyTorch tensor)")
+            raise TypeError(
+                "trtcal: CuPy has no bfloat16: pass 'out' (for example a PyTorch tensor)"
+            )
         return cupy.empty_like(src, dtype=dtype)
     raise TypeError(
-        f"trtcal: cannot allocate an output like a {type(src).__module__}.{type(src).__name__}: pass 'out'"
+        f"trtcal: cannot allocate an output like a {type(src).__module__}.{type(src).__name__}: "
+        "pass 'out'"
     )

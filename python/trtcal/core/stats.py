@@ -59,26 +59,50 @@ def histogram(
     if range is None:
         if view.on_device:  # one-shot in the extension's cached workspace: no allocation
             ext = require_cuda("histogram of a device array")
-            s = ext.histogram_once(view.ptr, view.dtype_code, view.size, bins, signed, view.stream, view.device)
+            s = ext.histogram_once(
+                view.ptr, view.dtype_code, view.size, bins, signed, view.stream, view.device
+            )
             exp = s["exponent"]
-            return Histogram(s["counts"], None if exp is None else math.ldexp(1.0, exp), signed, name,
-                             amax=float(s["amax"]), min=s["min"], max=s["max"], nan=int(s["nan"]),
-                             posinf=int(s["posinf"]), neginf=int(s["neginf"]))
+            return Histogram(
+                s["counts"],
+                None if exp is None else math.ldexp(1.0, exp),
+                signed,
+                name,
+                amax=float(s["amax"]),
+                min=s["min"],
+                max=s["max"],
+                nan=int(s["nan"]),
+                posinf=int(s["posinf"]),
+                neginf=int(s["neginf"]),
+            )
         c = HistogramCollector(bins, signed, device="cpu", name=name)
         c._update_view(view)
         return c.histogram()
     range = float(range)
     if not (math.isfinite(range) and range > 0):
-        raise ValueError(f"trtcal: histogram range for '{name}' must be a positive finite number, got {range}")
+        raise ValueError(
+            f"trtcal: histogram range for '{name}' must be a positive finite number, got {range}"
+        )
     if view.on_device:
         ext = require_cuda("histogram of a device array")
-        counts, stats = ext.histogram_fixed(view.ptr, view.dtype_code, view.size, range, bins, signed,
-                                            view.stream, view.device)
+        counts, stats = ext.histogram_fixed(
+            view.ptr, view.dtype_code, view.size, range, bins, signed, view.stream, view.device
+        )
         outside, nan, pinf, ninf = (int(v) for v in stats)
     else:
-        counts, outside, nan, pinf, ninf = reference.histogram_fixed(view.require_host(), bins, range, signed)
-    return Histogram(np.asarray(counts, dtype=np.int64), range, signed, name, nan=nan, posinf=pinf,
-                     neginf=ninf, outside=outside)
+        counts, outside, nan, pinf, ninf = reference.histogram_fixed(
+            view.require_host(), bins, range, signed
+        )
+    return Histogram(
+        np.asarray(counts, dtype=np.int64),
+        range,
+        signed,
+        name,
+        nan=nan,
+        posinf=pinf,
+        neginf=ninf,
+        outside=outside,
+    )
 
 
 def minmax(
@@ -131,7 +155,9 @@ def _minmax(x: ArrayLike, axis: Optional[int], nonfinite: str, stream: Any, name
     """(min, max): floats for ``axis=None``, else float64 arrays. Device arrays take one
     call of the extension, which works in its cached workspace (no allocation per call)."""
     if nonfinite not in _NONFINITE_POLICIES:
-        raise ValueError(f"trtcal: nonfinite must be one of {_NONFINITE_POLICIES}, got {nonfinite!r}")
+        raise ValueError(
+            f"trtcal: nonfinite must be one of {_NONFINITE_POLICIES}, got {nonfinite!r}"
+        )
     view = as_view(x, name, stream)
     size = view.size
     if size == 0:
@@ -144,8 +170,9 @@ def _minmax(x: ArrayLike, axis: Optional[int], nonfinite: str, stream: Any, name
             outer, channels, inner = 1, 1, size
         else:
             outer, channels, inner = view.channel_split(ax)
-        lo, hi, nan, pinf, ninf = ext.minmax_once(view.ptr, view.dtype_code, outer, channels, inner,
-                                                  view.stream, view.device)
+        lo, hi, nan, pinf, ninf = ext.minmax_once(
+            view.ptr, view.dtype_code, outer, channels, inner, view.stream, view.device
+        )
     else:
         view.memory_order()
         lo, hi, nan, pinf, ninf = reference.minmax_channels(view.require_host(), ax)
@@ -159,8 +186,10 @@ def _minmax(x: ArrayLike, axis: Optional[int], nonfinite: str, stream: Any, name
         return lo, hi
     empty = np.isnan(lo)
     if empty.any():
-        raise ValueError(f"trtcal: tensor '{name}' has no finite values (channels "
-                         f"{np.flatnonzero(empty)[:10].tolist()} along axis {ax})")
+        raise ValueError(
+            f"trtcal: tensor '{name}' has no finite values (channels "
+            f"{np.flatnonzero(empty)[:10].tolist()} along axis {ax})"
+        )
     return lo, hi
 
 
@@ -168,6 +197,7 @@ def check_nonfinite(name: str, nan: int, posinf: int, neginf: int, policy: str =
     """Raises ValueError naming the tensor when it held NaN/Inf and the policy is 'raise'."""
     if policy == "raise" and (nan or posinf or neginf):
         raise ValueError(
-            f"trtcal: tensor '{name}' has non-finite values: {nan} NaN, {posinf} +Inf, {neginf} -Inf "
+            f"trtcal: tensor '{name}' has non-finite values: {nan} NaN, {posinf} +Inf, {neginf} "
+            "-Inf "
             "(pass nonfinite='ignore' to skip them)"
         )

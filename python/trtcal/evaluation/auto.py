@@ -442,17 +442,33 @@ def annotate(table: Any, decision: AutoDecision) -> None:
             )
 
 
-def decide(model: Any, hists: Mapping[str, Any], split: Split, cfg: Any, batch_size: int,
-           say: Callable[[str], None]) -> "AutoDecision":
+def decide(
+    model: Any,
+    hists: Mapping[str, Any],
+    split: Split,
+    cfg: Any,
+    batch_size: int,
+    say: Callable[[str], None],
+) -> "AutoDecision":
     """calibrate's method 'auto': measure, choose, and say why (``cfg`` a CalibrationConfig;
     ``cfg.params['auto']`` holds candidates, refinements, backend, score_threshold)."""
     kw = dict((cfg.params or {}).get("auto") or {})
     kw.setdefault("log", say)
     if cfg.score_threshold is not None:
         kw.setdefault("score_threshold", cfg.score_threshold)
-    decision = choose(model, hists, split.eval_source, eval_description=split.description,
-                      eval_samples=cfg.eval_samples, batch_size=batch_size, preprocess=cfg.preprocess,
-                      input_name=cfg.input_name, task=cfg.task, output_slices=cfg.output_slices, **kw)
+    decision = choose(
+        model,
+        hists,
+        split.eval_source,
+        eval_description=split.description,
+        eval_samples=cfg.eval_samples,
+        batch_size=batch_size,
+        preprocess=cfg.preprocess,
+        input_name=cfg.input_name,
+        task=cfg.task,
+        output_slices=cfg.output_slices,
+        **kw,
+    )
     for line in decision.lines():
         say(line)
     return decision

@@ -64,7 +64,6 @@ def _pct(p: float) -> str:
 
 def _entropy_flavors() -> Tuple[str, ...]:
     try:
-
         return tuple(f for f in FLAVORS["entropy"] if f != "onnxruntime")
     except (ImportError, KeyError):
         return _ENTROPY_FLAVORS
@@ -100,8 +99,10 @@ def parse_methods(methods: Union[str, Sequence[str]]) -> List[Variant]:
                     raise ValueError(f"trtcal: percentile must be in (0, 100], got {p}")
             vs = [Variant("percentile", None, (("percentile", p),)) for p in ps]
         else:
-            raise ValueError(f"trtcal: unknown method {item!r}; accepted: minmax, entropy[:flavor], "
-                             "percentile[:p], mse[:flavor], fp8-mse, fp8-kl, all")
+            raise ValueError(
+                f"trtcal: unknown method {item!r}; accepted: minmax, entropy[:flavor], "
+                "percentile[:p], mse[:flavor], fp8-mse, fp8-kl, all"
+            )
         for v in vs:
             if v not in out:
                 out.append(v)
@@ -125,9 +126,9 @@ class MethodResult:
     quantized: int = 0
     error: Optional[str] = None
     rank: Optional[int] = None
-    task: Dict[str, Any] = field(default_factory=dict)       # TaskStats.summary(): the task metric
+    task: Dict[str, Any] = field(default_factory=dict)  # TaskStats.summary(): the task metric
     heads: List[Dict[str, Any]] = field(default_factory=list)  # TaskStats.head_rows(): per head
-    stats: Any = None                                        # the TaskStats (None when not run)
+    stats: Any = None  # the TaskStats (None when not run)
 
     @property
     def ok(self) -> bool:
@@ -138,15 +139,27 @@ class MethodResult:
         if not self.outputs:
             return {}
         sqnr = min(o["sqnr_db"] for o in self.outputs.values())
-        top = [o["top1_agreement"] for o in self.outputs.values() if o.get("top1_agreement") is not None]
-        out = {"cosine": min(o["cosine"] for o in self.outputs.values()), "sqnr_db": sqnr,
-               "max_abs_error": max(o["max_abs_error"] for o in self.outputs.values()),
-               "top1_agreement": min(top) if top else None}
+        top = [
+            o["top1_agreement"]
+            for o in self.outputs.values()
+            if o.get("top1_agreement") is not None
+        ]
+        out = {
+            "cosine": min(o["cosine"] for o in self.outputs.values()),
+            "sqnr_db": sqnr,
+            "max_abs_error": max(o["max_abs_error"] for o in self.outputs.values()),
+            "top1_agreement": min(top) if top else None,
+        }
         if self.stats is not None:
-            out.update(task=self.stats.spec.task, task_metric=self.stats.metric,
-                       task_metric_name=self.stats.spec.metric, task_text=self.stats.describe_metric(),
-                       worst_head_sqnr_db=self.stats.worst_sqnr, worst_head_cosine=self.stats.worst_cosine,
-                       heads=tk.heads_text(self.stats))
+            out.update(
+                task=self.stats.spec.task,
+                task_metric=self.stats.metric,
+                task_metric_name=self.stats.spec.metric,
+                task_text=self.stats.describe_metric(),
+                worst_head_sqnr_db=self.stats.worst_sqnr,
+                worst_head_cosine=self.stats.worst_cosine,
+                heads=tk.heads_text(self.stats),
+            )
             tops = [h["top1_agreement"] for h in self.heads if h.get("top1_agreement") is not None]
             if tops:
                 out["top1_agreement"] = min(tops)
@@ -154,12 +167,22 @@ class MethodResult:
 
     def row(self) -> Dict[str, Any]:
         s = self.summary
-        return {"rank": self.rank, "method": self.label, "task_metric": s.get("task_metric"),
-                "task_metric_name": s.get("task_metric_name"), "worst_head_sqnr_db": s.get("worst_head_sqnr_db"),
-                "heads": s.get("heads"), "cosine": s.get("cosine"), "sqnr_db": s.get("sqnr_db"),
-                "max_abs_error": s.get("max_abs_error"), "top1_agreement": s.get("top1_agreement"),
-                "search_seconds": self.search_seconds, "quantized_tensors": self.quantized,
-                "worst_layer": _worst_layer(self.layers), "error": self.error}
+        return {
+            "rank": self.rank,
+            "method": self.label,
+            "task_metric": s.get("task_metric"),
+            "task_metric_name": s.get("task_metric_name"),
+            "worst_head_sqnr_db": s.get("worst_head_sqnr_db"),
+            "heads": s.get("heads"),
+            "cosine": s.get("cosine"),
+            "sqnr_db": s.get("sqnr_db"),
+            "max_abs_error": s.get("max_abs_error"),
+            "top1_agreement": s.get("top1_agreement"),
+            "search_seconds": self.search_seconds,
+            "quantized_tensors": self.quantized,
+            "worst_layer": _worst_layer(self.layers),
+            "error": self.error,
+        }
 
 
 def _worst_layer(layers: Mapping[str, float]) -> Optional[str]:
@@ -176,9 +199,11 @@ class ComparisonResult:
     eval_on_calibration_data: bool
     files: Dict[str, str] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
-    tables: Dict[str, Any] = field(default_factory=dict)  # label -> CalibrationTable (when available)
+    tables: Dict[str, Any] = field(
+        default_factory=dict
+    )  # label -> CalibrationTable (when available)
     task: Optional[str] = None  # TaskSpec.describe(): the task and heads measured
-    quant_dtype: str = "int8"   # the Q/DQ models' type: 'int8' or 'fp8' (E4M3)
+    quant_dtype: str = "int8"  # the Q/DQ models' type: 'int8' or 'fp8' (E4M3)
 
     @property
     def ranked(self) -> List[MethodResult]:
@@ -198,7 +223,10 @@ class ComparisonResult:
         for m in self.methods:
             if m.label == label:
                 return m
-        raise KeyError(f"trtcal: no method {label!r} in this comparison ({', '.join(m.label for m in self.methods)})")
+        raise KeyError(
+            f"trtcal: no method {label!r} in this comparison "
+            f"({', '.join(m.label for m in self.methods)})"
+        )
 
     def rows(self) -> List[Dict[str, Any]]:
         return [m.row() for m in self.methods]
@@ -206,46 +234,105 @@ class ComparisonResult:
     def format_table(self) -> str:
         """The ranked table as text for a terminal: the task metric of the worst head, each
         head's SQNR (and top-1, mask IoU, detections kept), then the whole outputs."""
-        metric = next((m.summary.get("task_metric_name") for m in self.ranked if m.stats is not None), None)
-        head = ["#", "method", metric or "task", "worst head dB", "per head", "cosine", "search s",
-                "worst layer (SQNR dB)"]
+        metric = next(
+            (m.summary.get("task_metric_name") for m in self.ranked if m.stats is not None), None
+        )
+        head = [
+            "#",
+            "method",
+            metric or "task",
+            "worst head dB",
+            "per head",
+            "cosine",
+            "search s",
+            "worst layer (SQNR dB)",
+        ]
         lines = []
         for m in self.methods:
             if not m.ok:
                 err = m.error or "no result"
-                lines.append(["-", m.label, "", "", "", "", "",
-                              "not run: " + (err if len(err) <= 70 else err[:67] + "...")])
+                lines.append(
+                    [
+                        "-",
+                        m.label,
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        "not run: " + (err if len(err) <= 70 else err[:67] + "..."),
+                    ]
+                )
                 continue
             s = m.summary
             worst = _worst_layer(m.layers)
-            lines.append([str(m.rank), m.label, s.get("task_text", ""), _db(s.get("worst_head_sqnr_db", s["sqnr_db"])),
-                          s.get("heads", ""), f"{s['cosine']:.6f}",
-                          "" if m.search_seconds is None else f"{m.search_seconds:.3f}",
-                          "" if worst is None else f"{worst} ({_db(m.layers[worst])})"])
-        widths = [max(len(h), *(len(r[i]) for r in lines)) if lines else len(h) for i, h in enumerate(head)]
+            lines.append(
+                [
+                    str(m.rank),
+                    m.label,
+                    s.get("task_text", ""),
+                    _db(s.get("worst_head_sqnr_db", s["sqnr_db"])),
+                    s.get("heads", ""),
+                    f"{s['cosine']:.6f}",
+                    "" if m.search_seconds is None else f"{m.search_seconds:.3f}",
+                    "" if worst is None else f"{worst} ({_db(m.layers[worst])})",
+                ]
+            )
+        widths = [
+            max(len(h), *(len(r[i]) for r in lines)) if lines else len(h)
+            for i, h in enumerate(head)
+        ]
         left = (1, 2, 4, 7)
-        fmt = lambda r: "  ".join(c.ljust(w) if i in left else c.rjust(w)  # noqa: E731
-                                  for i, (c, w) in enumerate(zip(r, widths)))
+
+        def fmt(r: Sequence[str]) -> str:
+            return "  ".join(
+                c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+            )
+
         out = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines]
         for m in self.methods:
             if m.error and len(m.error) > 70:
                 out.append(f"{m.label}: {m.error}")
         if self.task:
-            out.append(f"task: {self.task}; ranked by {metric or 'the task metric'} of the worst head, then the "
-                       "worst head's SQNR")
+            out.append(
+                f"task: {self.task}; ranked by {metric or 'the task metric'} of the worst head, "
+                "then the "
+                "worst head's SQNR"
+            )
         if self.recommended:
-            out.append(f"recommended: {self.recommended}" +
-                       (f"  (table: {self.files['recommended_table']})" if "recommended_table" in self.files else ""))
+            out.append(
+                f"recommended: {self.recommended}"
+                + (
+                    f"  (table: {self.files['recommended_table']})"
+                    if "recommended_table" in self.files
+                    else ""
+                )
+            )
         return "\n".join(out)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"recommended": self.recommended, "quant_dtype": self.quant_dtype,
-                "samples": self.samples, "eval_samples": self.eval_samples,
-                "eval_on_calibration_data": self.eval_on_calibration_data, "notes": self.notes, "task": self.task,
-                "methods": [dict(m.row(), flavor=m.flavor, params=m.params, outputs=m.outputs, layers=m.layers,
-                                 task=m.task, per_head=m.heads)
-                            for m in self.methods],
-                "files": self.files}
+        return {
+            "recommended": self.recommended,
+            "quant_dtype": self.quant_dtype,
+            "samples": self.samples,
+            "eval_samples": self.eval_samples,
+            "eval_on_calibration_data": self.eval_on_calibration_data,
+            "notes": self.notes,
+            "task": self.task,
+            "methods": [
+                dict(
+                    m.row(),
+                    flavor=m.flavor,
+                    params=m.params,
+                    outputs=m.outputs,
+                    layers=m.layers,
+                    task=m.task,
+                    per_head=m.heads,
+                )
+                for m in self.methods
+            ],
+            "files": self.files,
+        }
 
 
 def _db(v: float) -> str:
@@ -489,14 +576,18 @@ def _rank_key(r: MethodResult) -> Tuple[float, ...]:
 class _Streams:
     """One method's Q/DQ session and its running task and layer statistics."""
 
-    def __init__(self, qmodel: Any, layers: Mapping[str, str], spec: Any, backend: str = "onnxruntime") -> None:
+    def __init__(
+        self, qmodel: Any, layers: Mapping[str, str], spec: Any, backend: str = "onnxruntime"
+    ) -> None:
         self.layer_map = dict(layers)
         self.names: List[str] = []
         self.sess = ev.session(ev.expose(qmodel, list(self.layer_map.values())), backend=backend)
         self.task = tk.TaskStats(spec)
         self.layers = {t: ev.ErrorStats(t) for t in self.layer_map}
 
-    def update(self, outputs_: List[str], ref: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+    def update(
+        self, outputs_: List[str], ref: Mapping[str, Any], inputs: Mapping[str, Any]
+    ) -> None:
         if not self.names:
             self.names = list(outputs_) + [q for q in self.layer_map.values() if q not in outputs_]
         got = dict(zip(self.names, self.sess.run(self.names, dict(inputs))))
@@ -515,8 +606,13 @@ def _bar(enabled: bool, evalset: Any, desc: str) -> Progress:
     return Progress(enabled, total, desc)
 
 
-def _write(res: ComparisonResult, qmodels: Mapping[str, Any], out_dir: str, plots: bool,
-           say: Callable[[str], None]) -> None:
+def _write(
+    res: ComparisonResult,
+    qmodels: Mapping[str, Any],
+    out_dir: str,
+    plots: bool,
+    say: Callable[[str], None],
+) -> None:
     os.makedirs(out_dir, exist_ok=True)
     p = os.path.join(out_dir, "comparison.csv")
     rows = res.rows()
@@ -587,8 +683,12 @@ def plot(res: ComparisonResult, out_dir: str) -> Dict[str, str]:
     if tensors:
         fig, ax = plt.subplots(figsize=(max(7, 0.25 * len(tensors) + 3), 4.5))
         for m in ranked:
-            ax.plot(range(len(tensors)), [min(m.layers.get(t, math.nan), 200.0) for t in tensors], marker=".",
-                    label=m.label)
+            ax.plot(
+                range(len(tensors)),
+                [min(m.layers.get(t, math.nan), 200.0) for t in tensors],
+                marker=".",
+                label=m.label,
+            )
         ax.set_xlabel("quantized activation (graph order)")
         ax.set_ylabel("SQNR vs FP32 (dB)")
         if len(tensors) <= 40:

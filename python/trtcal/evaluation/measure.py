@@ -6,7 +6,8 @@ half to even, saturate to [-128, 127]): the INT8 rounding TensorRT applies, simu
 float; with ``backend="tensorrt"`` TensorRT builds and runs them (its fusions and INT8
 kernels). The FP32 reference always runs in ONNX Runtime. The checks both commands make
 before any pass (counts, the TensorRT runner and backend, the evaluation data) live here too.
-Evaluation streams over the batches and keeps only sums (:class:`~trtcal.evaluation.metrics.ErrorStats`);
+Evaluation streams over the batches and keeps only sums
+(:class:`~trtcal.evaluation.metrics.ErrorStats`);
 input batches and FP32 outputs are kept in memory up to ``cache_bytes`` so that many
 configurations can be measured without re-reading the data.
 """
@@ -44,8 +45,9 @@ def resolve_backend(backend: str) -> str:
 
     has = importlib.util.find_spec
     if backend == "tensorrt":
-
-        what = "evaluating in TensorRT (--evaluate tensorrt; --evaluate onnxruntime needs no TensorRT)"
+        what = (
+            "evaluating in TensorRT (--evaluate tensorrt; --evaluate onnxruntime needs no TensorRT)"
+        )
         load_tensorrt(what)
         _require_device_arrays(what)
         return backend
@@ -61,7 +63,10 @@ def check_runner(runner: Any) -> None:
     if not isinstance(runner, str) or runner != "tensorrt":
         return
 
-    what = "the statistics pass in TensorRT (--runner tensorrt; --runner onnxruntime needs no TensorRT)"
+    what = (
+        "the statistics pass in TensorRT (--runner tensorrt; --runner onnxruntime needs no "
+        "TensorRT)"
+    )
     load_tensorrt(what)
     require_cuda(what)
     _require_device_arrays(what)
@@ -71,13 +76,26 @@ def _require_device_arrays(what: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec("torch") is None and importlib.util.find_spec("cupy") is None:
-        raise RuntimeError(f"trtcal: {what} needs PyTorch or CuPy for its device buffers, and neither is "
-                           "installed (pip install torch)")
+        raise RuntimeError(
+            f"trtcal: {what} needs PyTorch or CuPy for its device buffers, and neither is "
+            "installed (pip install torch)"
+        )
 
 
-def check_before_pass(what: str, calibration: Any, data: Any, *, batch_size: Any, max_samples: Any,
-                      eval_samples: Any, evaluate: str, runner: Any, eval_data: Any, preprocess: Any,
-                      input_name: Any) -> Tuple[str, Any]:
+def check_before_pass(
+    what: str,
+    calibration: Any,
+    data: Any,
+    *,
+    batch_size: Any,
+    max_samples: Any,
+    eval_samples: Any,
+    evaluate: str,
+    runner: Any,
+    eval_data: Any,
+    preprocess: Any,
+    input_name: Any,
+) -> Tuple[str, Any]:
     """What ``compare`` and ``analyze`` would otherwise find only after their statistics pass:
     the counts, the evaluation backend, the runner, the evaluation data. Returns (backend,
     opened evaluation source)."""
@@ -85,24 +103,40 @@ def check_before_pass(what: str, calibration: Any, data: Any, *, batch_size: Any
     backend = resolve_backend(evaluate)
     if calibration is None:
         if data is None:
-            raise ValueError(f"trtcal: {what} needs calibration data (data=...) or a calibration result")
+            raise ValueError(
+                f"trtcal: {what} needs calibration data (data=...) or a calibration result"
+            )
         check_runner(runner)
     return backend, open_eval_data(eval_data, preprocess, input_name)
 
 
-def check_counts(batch_size: Optional[int] = None, max_samples: Optional[int] = None,
-                 eval_samples: Optional[int] = None) -> None:
-    """Raises ValueError, before any work, for a batch size or sample count below 1 (None: the default)."""
-    for name, value in (("batch_size", batch_size), ("max_samples", max_samples), ("eval_samples", eval_samples)):
+def check_counts(
+    batch_size: Optional[int] = None,
+    max_samples: Optional[int] = None,
+    eval_samples: Optional[int] = None,
+) -> None:
+    """Raises ValueError, before any work, for a batch size or sample count below 1 (None: the
+    default)."""
+    for name, value in (
+        ("batch_size", batch_size),
+        ("max_samples", max_samples),
+        ("eval_samples", eval_samples),
+    ):
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"trtcal: {name} (--{name.replace('_', '-')}) must be an integer >= 1, got {value!r}")
+            raise ValueError(
+                f"trtcal: {name} (--{name.replace('_', '-')}) must be an integer >= 1, got "
+                f"{value!r}"
+            )
 
 
-def open_eval_data(data: Any, preprocess: Any = None, input_name: Optional[str] = None) -> Optional[Source]:
+def open_eval_data(
+    data: Any, preprocess: Any = None, input_name: Optional[str] = None
+) -> Optional[Source]:
     """Opens held-out evaluation data before any pass (None: none given), so that a missing path
-    or an unreadable form is reported at once, naming --eval-data rather than the calibration data."""
+    or an unreadable form is reported at once, naming --eval-data rather than the calibration
+    data."""
     if data is None:
         return None
     try:
@@ -126,7 +160,6 @@ def session(model: Any, threads: int = 0, backend: str = "onnxruntime"):
     provider when present), or with ``backend="tensorrt"`` a TensorRT engine of the model
     (:class:`trtcal.tensorrt.session.TensorRTSession`: what TensorRT itself computes)."""
     if backend == "tensorrt":
-
         return TensorRTSession(model)
     import onnxruntime as ort
 
@@ -193,8 +226,14 @@ def model_outputs(model: Any) -> List[str]:
 
 def input_specs(sess) -> List[InputSpec]:
 
-    return [InputSpec(i.name, tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape),
-                      np.dtype(_ORT_TYPES.get(i.type, np.float32))) for i in sess.get_inputs()]
+    return [
+        InputSpec(
+            i.name,
+            tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape),
+            np.dtype(_ORT_TYPES.get(i.type, np.float32)),
+        )
+        for i in sess.get_inputs()
+    ]
 
 
 def fixed_batch(specs: Sequence[InputSpec]) -> Optional[int]:
@@ -209,9 +248,17 @@ class EvalSet:
     ``digest`` is the sha256 of every batch's bytes (read once on first use).
     """
 
-    def __init__(self, data: Any, specs: Sequence[InputSpec], batch_size: int, *, max_samples: Optional[int] = None,
-                 preprocess: Any = None, input_name: Optional[str] = None,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        data: Any,
+        specs: Sequence[InputSpec],
+        batch_size: int,
+        *,
+        max_samples: Optional[int] = None,
+        preprocess: Any = None,
+        input_name: Optional[str] = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
         self.source = open_source(data, preprocess, input_name)
         self.source.bind(specs)
         self.batch_size = int(batch_size)
@@ -264,7 +311,9 @@ class Reference:
     """The FP32 model with extra tensors exposed; model outputs of each batch are kept in memory
     up to ``cache_bytes`` (the exposed intermediate tensors never are)."""
 
-    def __init__(self, model: Any, tensors: Sequence[str] = (), cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(
+        self, model: Any, tensors: Sequence[str] = (), cache_bytes: int = DEFAULT_CACHE_BYTES
+    ) -> None:
         self.model = load_onnx(model)
         self.outputs = model_outputs(self.model)
         self.tensors = [t for t in tensors if t not in self.outputs]
@@ -274,7 +323,9 @@ class Reference:
         self._cache: Dict[int, Dict[str, np.ndarray]] = {}
         self._used = 0
 
-    def run(self, index: int, inputs: Mapping[str, np.ndarray], with_tensors: bool = False) -> Dict[str, np.ndarray]:
+    def run(
+        self, index: int, inputs: Mapping[str, np.ndarray], with_tensors: bool = False
+    ) -> Dict[str, np.ndarray]:
         if not with_tensors and index in self._cache:
             return self._cache[index]
         names = self.outputs + (self.tensors if with_tensors else [])
@@ -287,7 +338,9 @@ class Reference:
         return values
 
 
-def new_output_stats(outputs: Sequence[str], reference: Mapping[str, np.ndarray]) -> Dict[str, ErrorStats]:
+def new_output_stats(
+    outputs: Sequence[str], reference: Mapping[str, np.ndarray]
+) -> Dict[str, ErrorStats]:
     """ErrorStats per model output; top-1 is counted for 2-D outputs with several classes."""
     stats = {}
     for o in outputs:
@@ -297,9 +350,13 @@ def new_output_stats(outputs: Sequence[str], reference: Mapping[str, np.ndarray]
     return stats
 
 
-def measure(qmodel: Any, reference: Reference, evalset: EvalSet,
-            layers: Optional[Mapping[str, str]] = None,
-            backend: str = "onnxruntime") -> Tuple[Dict[str, ErrorStats], Dict[str, ErrorStats]]:
+def measure(
+    qmodel: Any,
+    reference: Reference,
+    evalset: EvalSet,
+    layers: Optional[Mapping[str, str]] = None,
+    backend: str = "onnxruntime",
+) -> Tuple[Dict[str, ErrorStats], Dict[str, ErrorStats]]:
     """Runs ``qmodel`` over ``evalset`` against ``reference``: (per model output, per layer) stats.
 
     ``layers`` maps activations (exposed by ``reference``) to the tensors of ``qmodel`` to
@@ -323,8 +380,13 @@ def measure(qmodel: Any, reference: Reference, evalset: EvalSet,
     return out_stats, layer_stats
 
 
-def task_spec(reference: Reference, evalset: EvalSet, task: Any = "auto", output_slices: Any = None,
-              score_threshold: Optional[float] = None) -> TaskSpec:
+def task_spec(
+    reference: Reference,
+    evalset: EvalSet,
+    task: Any = "auto",
+    output_slices: Any = None,
+    score_threshold: Optional[float] = None,
+) -> TaskSpec:
     """The model's task and heads (:func:`trtcal.tasks.resolve_task`), from the FP32 outputs of
     the first evaluation batch (detected) or as declared."""
     for i, inputs in evalset:
@@ -332,9 +394,14 @@ def task_spec(reference: Reference, evalset: EvalSet, task: Any = "auto", output
     raise ValueError("trtcal: no evaluation samples")
 
 
-def measure_task(qmodel: Any, reference: Reference, evalset: EvalSet, spec: TaskSpec,
-                 layers: Optional[Mapping[str, str]] = None,
-                 backend: str = "onnxruntime") -> Tuple[TaskStats, Dict[str, ErrorStats]]:
+def measure_task(
+    qmodel: Any,
+    reference: Reference,
+    evalset: EvalSet,
+    spec: TaskSpec,
+    layers: Optional[Mapping[str, str]] = None,
+    backend: str = "onnxruntime",
+) -> Tuple[TaskStats, Dict[str, ErrorStats]]:
     """Like :func:`measure`, with the task metrics: (TaskStats of the outputs, per-layer stats)."""
     layers = dict(layers or {})
     sess = session(expose(qmodel, list(layers.values())), backend=backend)
@@ -350,9 +417,19 @@ def measure_task(qmodel: Any, reference: Reference, evalset: EvalSet, spec: Task
     return stats, layer_stats
 
 
-def accuracy_rows(model: Any, quantized: Any, eval_data: Any, *, task: Any = "auto", output_slices: Any = None,
-                  batch_size: Optional[int] = None, eval_samples: Optional[int] = None, preprocess: Any = None,
-                  input_name: Optional[str] = None, backend: str = "onnxruntime") -> List[Dict[str, Any]]:
+def accuracy_rows(
+    model: Any,
+    quantized: Any,
+    eval_data: Any,
+    *,
+    task: Any = "auto",
+    output_slices: Any = None,
+    batch_size: Optional[int] = None,
+    eval_samples: Optional[int] = None,
+    preprocess: Any = None,
+    input_name: Optional[str] = None,
+    backend: str = "onnxruntime",
+) -> List[Dict[str, Any]]:
     """Per-head accuracy of a quantized model against the FP32 model on evaluation data.
 
     Parameters
@@ -375,16 +452,26 @@ def accuracy_rows(model: Any, quantized: Any, eval_data: Any, *, task: Any = "au
     if isinstance(quantized, Mapping):
         from ..formats.onnx import quantize
 
-        usable = {k: float(v) for k, v in quantized.items() if float(v) > 0 and np.isfinite(float(v))}
+        usable = {
+            k: float(v) for k, v in quantized.items() if float(v) > 0 and np.isfinite(float(v))
+        }
         qmodel = quantize(proto, usable, missing="skip")
     else:
         qmodel = load_onnx(quantized)
     reference = Reference(proto)
-    evalset = EvalSet(eval_data, reference.specs, fixed_batch(reference.specs) or batch_size or 16,
-                      max_samples=eval_samples, preprocess=preprocess, input_name=input_name)
+    evalset = EvalSet(
+        eval_data,
+        reference.specs,
+        fixed_batch(reference.specs) or batch_size or 16,
+        max_samples=eval_samples,
+        preprocess=preprocess,
+        input_name=input_name,
+    )
     spec = task_spec(reference, evalset, task, output_slices)
     stats, _ = measure_task(qmodel, reference, evalset, spec, backend=backend)
-    return stats.head_rows() + [dict(stats.summary(), head="task", how=spec.how, samples=evalset.samples)]
+    return stats.head_rows() + [
+        dict(stats.summary(), head="task", how=spec.how, samples=evalset.samples)
+    ]
 
 
 def summary(stats: Mapping[str, ErrorStats]) -> Dict[str, Any]:
@@ -392,10 +479,13 @@ def summary(stats: Mapping[str, ErrorStats]) -> Dict[str, Any]:
     mean top-1 agreement of the classifier outputs."""
     vals = list(stats.values())
     top = [s.top1 for s in vals if s.top1 is not None]
-    return {"cosine": min(s.cosine for s in vals), "sqnr_db": min(s.sqnr_db for s in vals),
-            "max_abs_error": max(s.max_abs for s in vals),
-            "worst_sample_cosine": min(s.worst_cosine for s in vals),
-            "top1_agreement": float(np.mean(top)) if top else None}
+    return {
+        "cosine": min(s.cosine for s in vals),
+        "sqnr_db": min(s.sqnr_db for s in vals),
+        "max_abs_error": max(s.max_abs for s in vals),
+        "worst_sample_cosine": min(s.worst_cosine for s in vals),
+        "top1_agreement": float(np.mean(top)) if top else None,
+    }
 
 
 def table_digest(table: Mapping[str, float]) -> str:
@@ -428,6 +518,8 @@ def pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("trtcal: plots need matplotlib (pip install 'trtcal[report]'); "
-                          "pass plots=False / --no-plots to skip them") from None
+        raise ImportError(
+            "trtcal: plots need matplotlib (pip install 'trtcal[report]'); "
+            "pass plots=False / --no-plots to skip them"
+        ) from None
     return plt

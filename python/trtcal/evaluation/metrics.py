@@ -13,22 +13,36 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-__all__ = ["cosine_similarity", "sqnr_db", "max_abs_error", "top1_agreement", "topk_agreement", "ErrorStats"]
+__all__ = [
+    "cosine_similarity",
+    "sqnr_db",
+    "max_abs_error",
+    "top1_agreement",
+    "topk_agreement",
+    "ErrorStats",
+]
 
 
 def _pair(ref: Any, test: Any, name: str) -> "tuple[np.ndarray, np.ndarray]":
     r = np.asarray(ref)
     t = np.asarray(test)
     if r.shape != t.shape:
-        raise ValueError(f"trtcal: tensor '{name}': reference shape {r.shape} and quantized shape {t.shape} differ")
+        raise ValueError(
+            f"trtcal: tensor '{name}': reference shape {r.shape} and quantized shape {t.shape} "
+            "differ"
+        )
     if r.size == 0:
         raise ValueError(f"trtcal: tensor '{name}' is empty")
     for what, a in (("reference", r), ("quantized", t)):
         if a.dtype.kind not in "fiub":
-            raise TypeError(f"trtcal: tensor '{name}': {what} has dtype {a.dtype}; expected a numeric array")
+            raise TypeError(
+                f"trtcal: tensor '{name}': {what} has dtype {a.dtype}; expected a numeric array"
+            )
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise ValueError(f"trtcal: tensor '{name}': {what} holds NaN or Inf")
-    return r.astype(np.float64, copy=False).reshape(-1), t.astype(np.float64, copy=False).reshape(-1)
+    return r.astype(np.float64, copy=False).reshape(-1), t.astype(np.float64, copy=False).reshape(
+        -1
+    )
 
 
 def cosine_similarity(ref: Any, test: Any, name: str = "tensor") -> float:
@@ -148,7 +162,9 @@ class ErrorStats:
             rr = np.einsum("ij,ij->i", rs, rs)
             tt = np.einsum("ij,ij->i", ts, ts)
             rt = np.einsum("ij,ij->i", rs, ts)
-            self.worst_cosine = min(self.worst_cosine, min(_cosine(a, b, c) for a, b, c in zip(rr, tt, rt)))
+            self.worst_cosine = min(
+                self.worst_cosine, min(_cosine(a, b, c) for a, b, c in zip(rr, tt, rt))
+            )
             self.samples += n
         if self.classes_axis is not None and r0.ndim >= 1:
             a = np.argmax(r0, axis=self.classes_axis)
@@ -162,7 +178,18 @@ class ErrorStats:
 
     def merge(self, other: "ErrorStats") -> "ErrorStats":
         """Adds ``other``'s stream (another shard of the same tensor) to this one, in place."""
-        for k in ("rr", "tt", "rt", "ee", "values", "samples", "top1_hits", "top1_rows", "top5_hits", "top5_rows"):
+        for k in (
+            "rr",
+            "tt",
+            "rt",
+            "ee",
+            "values",
+            "samples",
+            "top1_hits",
+            "top1_rows",
+            "top5_hits",
+            "top5_rows",
+        ):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.max_abs = max(self.max_abs, other.max_abs)
         self.worst_cosine = min(self.worst_cosine, other.worst_cosine)
@@ -185,15 +212,35 @@ class ErrorStats:
         return self.top5_hits / self.top5_rows if self.top5_rows else None
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"cosine": self.cosine, "sqnr_db": self.sqnr_db, "max_abs_error": self.max_abs,
-                "worst_sample_cosine": self.worst_cosine if self.samples else None, "top1_agreement": self.top1,
-                "top5_agreement": self.top5, "samples": self.samples}
+        return {
+            "cosine": self.cosine,
+            "sqnr_db": self.sqnr_db,
+            "max_abs_error": self.max_abs,
+            "worst_sample_cosine": self.worst_cosine if self.samples else None,
+            "top1_agreement": self.top1,
+            "top5_agreement": self.top5,
+            "samples": self.samples,
+        }
 
     def state(self) -> Dict[str, Any]:
         """The raw sums (JSON-serialisable), for caches."""
-        return {k: getattr(self, k) for k in ("rr", "tt", "rt", "ee", "max_abs", "values", "samples",
-                                             "worst_cosine", "top1_hits", "top1_rows", "top5_hits",
-                                             "top5_rows")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "rr",
+                "tt",
+                "rt",
+                "ee",
+                "max_abs",
+                "values",
+                "samples",
+                "worst_cosine",
+                "top1_hits",
+                "top1_rows",
+                "top5_hits",
+                "top5_rows",
+            )
+        }
 
     @classmethod
     def from_state(cls, state: Dict[str, Any], name: str = "tensor") -> "ErrorStats":

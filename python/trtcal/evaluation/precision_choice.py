@@ -101,13 +101,21 @@ def _weight_shape(q: Any, node: Any) -> list[int] | None:
     return list(inits[t].dims) if t in inits else None
 
 
-def choose_precisions(model: Any, int8_table: Mapping[str, float], fp8_table: Mapping[str, float],
-                      score: Callable[[Any], float], *, tolerance: float = 0.01,
-                      total_tolerance: float | None = None, min_layer_score: float | None = None,
-                      min_score: float | None = None, layers: Sequence[str] | None = None,
-                      order: Callable[[Any], Sequence[str]] = speed_order,
-                      log: Callable[[str], None] | None = None,
-                      fp8_fallback: bool = True) -> PrecisionChoice:
+def choose_precisions(
+    model: Any,
+    int8_table: Mapping[str, float],
+    fp8_table: Mapping[str, float],
+    score: Callable[[Any], float],
+    *,
+    tolerance: float = 0.01,
+    total_tolerance: float | None = None,
+    min_layer_score: float | None = None,
+    min_score: float | None = None,
+    layers: Sequence[str] | None = None,
+    order: Callable[[Any], Sequence[str]] = speed_order,
+    log: Callable[[str], None] | None = None,
+    fp8_fallback: bool = True,
+) -> PrecisionChoice:
     """Chooses FP8, INT8 or FP16 per layer of ``model`` by ``score`` (module docstring).
 
     Parameters
@@ -191,16 +199,26 @@ def choose_precisions(model: Any, int8_table: Mapping[str, float], fp8_table: Ma
         say(f"{cands[0]} -> FP16: {final:.4g}")
     # the per-layer picks and repairs interact: never return worse than the default
     if fp8_fallback and final < all_fp8:
-        say(f"the per-layer choice scores {final:.4g} < {all_fp8:.4g} (FP8 where possible): keeping that")
+        say(
+            f"the per-layer choice scores {final:.4g} < {all_fp8:.4g} (FP8 where possible): "
+            "keeping that"
+        )
         mixed, rep = convert_to_fp8(q, f8, int8_table=int8_table, return_report=True)
-        choices = {n: "fp8" if n in rep.fp8_nodes else "int8" if n in rep.int8_nodes else "fp16"
-                   for n in names}  # what the default made of each layer
+        choices = {
+            n: "fp8" if n in rep.fp8_nodes else "int8" if n in rep.int8_nodes else "fp16"
+            for n in names
+        }  # what the default made of each layer
         final = all_fp8
     return PrecisionChoice(choices, layer_scores, base, final, all_int8, all_fp8, mixed, reverted)
 
 
-def ort_scorer(inputs: Mapping[str, np.ndarray], reference: np.ndarray, metric: str = "sqnr",
-               output: int = 0, select: Callable[[np.ndarray], np.ndarray] | None = None) -> Callable[[Any], float]:
+def ort_scorer(
+    inputs: Mapping[str, np.ndarray],
+    reference: np.ndarray,
+    metric: str = "sqnr",
+    output: int = 0,
+    select: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Callable[[Any], float]:
     """A score for :func:`choose_precisions`: runs a model in ONNX Runtime (CPU, basic graph
     optimizations: docs/fp8.md) on ``inputs`` and compares output ``output`` (after ``select``,
     e.g. one head) with ``reference`` (the float model's, after the same ``select``):
@@ -216,12 +234,18 @@ def ort_scorer(inputs: Mapping[str, np.ndarray], reference: np.ndarray, metric: 
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         data = model if isinstance(model, str) else model.SerializeToString()
-        y = np.asarray(pick(ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-                            .run(None, dict(inputs))[output]), dtype=np.float64)
+        y = np.asarray(
+            pick(
+                ort.InferenceSession(data, so, providers=["CPUExecutionProvider"]).run(
+                    None, dict(inputs)
+                )[output]
+            ),
+            dtype=np.float64,
+        )
         if metric == "top1":
             return float(np.mean(y.argmax(-1) == ref.argmax(-1)))
         noise = float(((y - ref) ** 2).sum())
-        return float(10 * np.log10(float((ref ** 2).sum()) / noise)) if noise > 0 else math.inf
+        return float(10 * np.log10(float((ref**2).sum()) / noise)) if noise > 0 else math.inf
 
     return score
 

@@ -24,7 +24,10 @@ from . import measure as evaluation
 
 _COLOURS = {"minmax": "#d62728", "entropy": "#1f77b4", "percentile": "#2ca02c", "mse": "#9467bd"}
 _W, _H = 260, 40  # one histogram, in SVG units (pixels)
-_CLIP_LEGEND = "(p% clipped): the share of the tensor's values at or beyond the threshold, which saturate to +-127."
+_CLIP_LEGEND = (
+    "(p% clipped): the share of the tensor's values at or beyond the threshold, which saturate to "
+    "+-127."
+)
 # Accuracy columns shown first, in this order, when present; any other key of a row follows.
 _ACCURACY_FIRST = (
     "method",
@@ -91,9 +94,17 @@ def accuracy_rows(
 
     rows: List[Dict[str, Any]] = []
     for method, path in qdq_models.items():
-        for r in evaluation.accuracy_rows(model, path, eval_data, task=task, output_slices=output_slices,
-                                          batch_size=batch_size, eval_samples=max_samples,
-                                          preprocess=preprocess, input_name=input_name):
+        for r in evaluation.accuracy_rows(
+            model,
+            path,
+            eval_data,
+            task=task,
+            output_slices=output_slices,
+            batch_size=batch_size,
+            eval_samples=max_samples,
+            preprocess=preprocess,
+            input_name=input_name,
+        ):
             rows.append({"method": method, **r})
     return rows
 
@@ -141,7 +152,8 @@ def _histogram_svg(
         if v is not None and math.isfinite(v):
             x = x0 + min(float(v) / top, 1.0) * _W
             out.append(
-                f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{y0}' y2='{y0 + _H}' stroke='{_COLOURS.get(m, '#000')}' "
+                f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{y0}' y2='{y0 + _H}' "
+                f"stroke='{_COLOURS.get(m, '#000')}' "
                 f"stroke-width='1.5'><title>{html.escape(m)} {float(v):.5g}</title></line>"
             )
     return "".join(out)
@@ -150,9 +162,8 @@ def _histogram_svg(
 def histogram_svg(hist: Any, amax: Mapping[str, Optional[float]]) -> str:
     """One tensor's histogram with its thresholds, as an inline ``<svg>`` element."""
     return (
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{_W}' height='{_H}' viewBox='0 0 {_W} {_H}'>"
-        + _histogram_svg(hist, amax)
-        + "</svg>"
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{_W}' height='{_H}' viewBox='0 0 {_W} "
+        f"{_H}'>" + _histogram_svg(hist, amax) + "</svg>"
     )
 
 
@@ -170,15 +181,15 @@ def histograms_svg(histograms: Mapping[str, Any], amax: Mapping[str, Mapping[str
         )
         parts.append(_histogram_svg(h, {m: amax[m].get(name) for m in methods}, label_w, y))
     legend = "".join(
-        f"<text x='{label_w + 70 * k}' y='14' font-size='11' fill='{_COLOURS.get(m, '#000')}'>{m}</text>"
+        f"<text x='{label_w + 70 * k}' y='14' font-size='11' "
+        f"fill='{_COLOURS.get(m, '#000')}'>{m}</text>"
         for k, m in enumerate(methods)
     )
     height = 24 + len(histograms) * row_h
     return (
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{label_w + _W + 10}' height='{height}'>"
-        f"<text x='4' y='14' font-size='11'>|x| histograms (log counts) and thresholds:</text>{legend}"
-        + "".join(parts)
-        + "</svg>"
+        "<text x='4' y='14' font-size='11'>|x| histograms (log counts) and "
+        f"thresholds:</text>{legend}" + "".join(parts) + "</svg>"
     )
 
 
@@ -268,7 +279,8 @@ def _accuracy_note(acc: Sequence[Mapping[str, Any]]) -> str:
     if acc:
         return "The quantized model's outputs against the FP32 model's on the evaluation data."
     return (
-        "Not measured: no evaluation data. `trtcal compare model.onnx --data calib/ --eval-data heldout/` "
+        "Not measured: no evaluation data. `trtcal compare model.onnx --data calib/ --eval-data "
+        "heldout/` "
         "measures every method's Q/DQ model against FP32 (SQNR, cosine, top-1 agreement)."
     )
 
@@ -316,7 +328,8 @@ def _html(facts, header, table, acc, result, plots: bool) -> str:
         "<!doctype html><html><head><meta charset='utf-8'><title>trtcal calibration report</title>",
         "<style>body{font-family:sans-serif;max-width:1300px;margin:auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}td{text-align:right}"
-        "td:first-child{text-align:left;font-family:monospace}td svg{display:block}</style></head><body>",
+        "td:first-child{text-align:left;font-family:monospace}td "
+        "svg{display:block}</style></head><body>",
         "<h1>trtcal calibration report</h1><ul>",
     ]
     out += [f"<li><b>{e(str(k))}</b>: {e(str(v))}</li>" for k, v in facts]

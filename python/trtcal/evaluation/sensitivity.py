@@ -18,7 +18,8 @@ ties broken by the worst head's SQNR):
 Cost: ``N + L + 3 * search_layers + max_float`` evaluation runs for ``N`` candidate methods and
 ``L`` quantizable layers.
 
-With ``metric="cosine"`` or ``"sqnr_db"`` and a threshold (the earlier mode), :func:`analyze` enables INT8 (Q/DQ on the layer's inputs) one quantizable layer at a time in
+With ``metric="cosine"`` or ``"sqnr_db"`` and a threshold (the earlier mode), :func:`analyze`
+enables INT8 (Q/DQ on the layer's inputs) one quantizable layer at a time in
 graph (topological) order, the rest in float, and measures the model outputs against FP32.
 A layer whose enabling drops the similarity below ``threshold`` is marked and left in float,
 so the layers after it are measured without its effect. Then each marked layer is tried with
@@ -60,9 +61,9 @@ __all__ = ["run_analysis", "AnalysisResult", "LayerDecision"]
 
 CACHE_FORMAT = "trtcal.analyze.cache/2"
 METRICS = ("task", "cosine", "sqnr_db")
-SEARCH_LAYERS = 8    # task mode: layers whose ranges are searched
-MAX_FLOAT = 4        # task mode: float fallbacks tried
-MARGIN_DB = 0.1      # task mode: a re-ranging that ties on the task metric must gain this much
+SEARCH_LAYERS = 8  # task mode: layers whose ranges are searched
+MAX_FLOAT = 4  # task mode: float fallbacks tried
+MARGIN_DB = 0.1  # task mode: a re-ranging that ties on the task metric must gain this much
 FLOAT_MARGIN_DB = 0.5  # ... and a float fallback this much
 #: The threshold used when none is given, per metric. Cosine 0.99; SQNR 20 dB (the noise
 #: power 1% of the signal's: about cosine 0.995 for noise uncorrelated with the signal, where
@@ -78,12 +79,14 @@ class LayerDecision:
     index: int
     name: str
     op_type: str
-    tensors: List[str]                 # its activation inputs that get Q/DQ
-    similarity: float                  # after enabling it (with the layers accepted before it)
-    decision: str = "int8"             # 'int8', 'int8-reranged' or 'float'
-    method: Optional[str] = None       # the ranges it uses ('int8-reranged': the other method's)
-    tried: Dict[str, float] = field(default_factory=dict)  # mixed quantization: method -> similarity
-    detail: str = ""                   # task mode: the task metric and heads with this layer in float
+    tensors: List[str]  # its activation inputs that get Q/DQ
+    similarity: float  # after enabling it (with the layers accepted before it)
+    decision: str = "int8"  # 'int8', 'int8-reranged' or 'float'
+    method: Optional[str] = None  # the ranges it uses ('int8-reranged': the other method's)
+    tried: Dict[str, float] = field(
+        default_factory=dict
+    )  # mixed quantization: method -> similarity
+    detail: str = ""  # task mode: the task metric and heads with this layer in float
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -97,26 +100,31 @@ class AnalysisResult:
     metric: str
     threshold: float
     method: str
-    all_int8: float                    # similarity with every layer in INT8 (base ranges)
-    final: float                       # similarity of the returned model
-    table: Any                         # CalibrationTable (or dict) with the re-ranged tensors
-    model: Any                         # onnx.ModelProto with Q/DQ, float layers excluded
-    measured: int = 0                  # configurations run (the rest came from the cache)
+    all_int8: float  # similarity with every layer in INT8 (base ranges)
+    final: float  # similarity of the returned model
+    table: Any  # CalibrationTable (or dict) with the re-ranged tensors
+    model: Any  # onnx.ModelProto with Q/DQ, float layers excluded
+    measured: int = 0  # configurations run (the rest came from the cache)
     cached: int = 0
     files: Dict[str, str] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     best_single: Optional[str] = None  # task mode: the best single method, the bar to beat
-    candidates: Dict[str, str] = field(default_factory=dict)  # task mode: method -> task metric and heads
+    candidates: Dict[str, str] = field(
+        default_factory=dict
+    )  # task mode: method -> task metric and heads
     beats_best_single: Optional[bool] = None
-    final_text: str = ""               # task mode: the returned model's task metric and heads
+    final_text: str = ""  # task mode: the returned model's task metric and heads
     task: str = ""
-    quant_dtype: str = "int8"          # the Q/DQ type searched: 'int8' or 'fp8' (E4M3)
-    speed_source: str = ""             # precisions mode: where the per-layer speed order came from
+    quant_dtype: str = "int8"  # the Q/DQ type searched: 'int8' or 'fp8' (E4M3)
+    speed_source: str = ""  # precisions mode: where the per-layer speed order came from
 
     def summary_text(self) -> str:
         """One line: what changed, and whether it beat the best single method."""
-        what = (f"{len(self.reranged_layers)} layer(s) re-ranged, {len(self.float_layers)} in float"
-                if self.layers else "no change")
+        what = (
+            f"{len(self.reranged_layers)} layer(s) re-ranged, {len(self.float_layers)} in float"
+            if self.layers
+            else "no change"
+        )
         if self.best_single is None:
             return f"base {self.method}; {what}"
         verdict = "beats" if self.beats_best_single else "could not beat (returned)"
@@ -136,28 +144,50 @@ class AnalysisResult:
         if self.metric == "task":
             return self._format_task()
         head = ["#", "layer", "op", self.metric, "decision"]
-        rows = [[str(d.index), d.name, d.op_type, _fmt(d.similarity, self.metric),
-                 d.decision + (f" ({d.method})" if d.decision == "int8-reranged" else "")] for d in self.layers]
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-        fmt = lambda r: "  ".join(c.rjust(w) if i in (0, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        rows = [
+            [
+                str(d.index),
+                d.name,
+                d.op_type,
+                _fmt(d.similarity, self.metric),
+                d.decision + (f" ({d.method})" if d.decision == "int8-reranged" else ""),
+            ]
+            for d in self.layers
+        ]
+        widths = [
+            max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)
+        ]
+
+        def fmt(r: Sequence[str]) -> str:
+            return "  ".join(
+                c.rjust(w) if i in (0, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))
+            )
+
         out = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
-        out.append(f"{self.metric} with every layer INT8 ({self.method}): {_fmt(self.all_int8, self.metric)}; "
-                   f"with these decisions: {_fmt(self.final, self.metric)} "
-                   f"(threshold {self.threshold:g}{_UNITS.get(self.metric, '')}); "
-                   f"{len(self.float_layers)} layer(s) in float, {len(self.reranged_layers)} re-ranged")
+        out.append(
+            f"{self.metric} with every layer INT8 ({self.method}): "
+            f"{_fmt(self.all_int8, self.metric)}; "
+            f"with these decisions: {_fmt(self.final, self.metric)} "
+            f"(threshold {self.threshold:g}{_UNITS.get(self.metric, '')}); "
+            f"{len(self.float_layers)} layer(s) in float, {len(self.reranged_layers)} re-ranged"
+        )
         return "\n".join(out)
 
     def _format_precisions(self) -> str:
         head = ["#", "layer", "op", "precision", "why"]
         rows = [[str(d.index), d.name, d.op_type, d.decision, d.detail] for d in self.layers]
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-                  for i, h in enumerate(head)]
-        out = ["  ".join(c.ljust(w) for c, w in zip(r, widths))
-               for r in [head, ["-" * w for w in widths]] + rows]
+        widths = [
+            max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)
+        ]
+        out = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths))
+            for r in [head, ["-" * w for w in widths]] + rows
+        ]
         out.append(f"task: {self.task}")
         out += [f"  {k}: {v}" for k, v in self.candidates.items()]
-        out.append(f"returned: {self.final_text}; ranges {self.method}; "
-                   f"speed order: {self.speed_source}")
+        out.append(
+            f"returned: {self.final_text}; ranges {self.method}; speed order: {self.speed_source}"
+        )
         return "\n".join(out)
 
     @property
@@ -169,10 +199,20 @@ class AnalysisResult:
         changed = [d for d in self.layers if d.decision != "int8"]
         shown = changed or sorted(self.layers, key=lambda d: -d.similarity)[:5]
         head = ["#", "layer", "op", "task metric with it in float", "decision", "tried"]
-        rows = [[str(d.index), d.name, d.op_type, d.detail,
-                 d.decision + (f" ({d.method})" if d.decision == "int8-reranged" else ""),
-                 ", ".join(f"{k} {v:.4g}" for k, v in d.tried.items())] for d in shown]
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+        rows = [
+            [
+                str(d.index),
+                d.name,
+                d.op_type,
+                d.detail,
+                d.decision + (f" ({d.method})" if d.decision == "int8-reranged" else ""),
+                ", ".join(f"{k} {v:.4g}" for k, v in d.tried.items()),
+            ]
+            for d in shown
+        ]
+        widths = [
+            max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)
+        ]
         fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
         out = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
         if not changed:
@@ -185,15 +225,28 @@ class AnalysisResult:
 
     def to_dict(self) -> Dict[str, Any]:
         threshold = self.threshold if math.isfinite(self.threshold) else None  # task mode: none
-        return {"metric": self.metric, "threshold": threshold, "method": self.method,
-                "best_single": self.best_single, "beats_best_single": self.beats_best_single,
-                "candidates": self.candidates, "final_text": self.final_text, "task": self.task,
-                "all_int8": self.all_int8, "final": self.final, "float_layers": self.float_layers,
-                "reranged_layers": self.reranged_layers, "layers": [d.to_dict() for d in self.layers],
-                "measured": self.measured, "cached": self.cached, "notes": self.notes,
-                "files": self.files, "quant_dtype": self.quant_dtype,
-                "speed_source": self.speed_source or None,
-                "precisions": self.precisions}
+        return {
+            "metric": self.metric,
+            "threshold": threshold,
+            "method": self.method,
+            "best_single": self.best_single,
+            "beats_best_single": self.beats_best_single,
+            "candidates": self.candidates,
+            "final_text": self.final_text,
+            "task": self.task,
+            "all_int8": self.all_int8,
+            "final": self.final,
+            "float_layers": self.float_layers,
+            "reranged_layers": self.reranged_layers,
+            "layers": [d.to_dict() for d in self.layers],
+            "measured": self.measured,
+            "cached": self.cached,
+            "notes": self.notes,
+            "files": self.files,
+            "quant_dtype": self.quant_dtype,
+            "speed_source": self.speed_source or None,
+            "precisions": self.precisions,
+        }
 
 
 def _fmt(v: float, metric: str) -> str:
@@ -674,27 +727,35 @@ def precision_mode(
     return res, deploy
 
 
-def _check_metric(metric: Optional[str], threshold: Optional[float], search_layers: Any,
-                  max_float: Any) -> Tuple[str, float]:
+def _check_metric(
+    metric: Optional[str], threshold: Optional[float], search_layers: Any, max_float: Any
+) -> Tuple[str, float]:
     """(metric, threshold) after the checks: no threshold means the task metric (threshold NaN)."""
     given = threshold is not None
     if metric is None:
         metric = "cosine" if given else "task"
     if metric not in METRICS:
-        raise ValueError(f"trtcal: metric (--metric) must be one of {', '.join(METRICS)}, got {metric!r}")
+        raise ValueError(
+            f"trtcal: metric (--metric) must be one of {', '.join(METRICS)}, got {metric!r}"
+        )
     for what, v in (("search_layers", search_layers), ("max_float", max_float)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f"trtcal: {what} must be an integer >= 0, got {v!r}")
     if metric == "task":
         if given:
-            raise ValueError("trtcal: threshold (--threshold) applies to --metric cosine or sqnr_db; the task metric "
-                             "is searched to beat the best single method, with no threshold")
+            raise ValueError(
+                "trtcal: threshold (--threshold) applies to --metric cosine or sqnr_db; the task "
+                "metric "
+                "is searched to beat the best single method, with no threshold"
+            )
         return metric, math.nan
     value = float(DEFAULT_THRESHOLDS[metric] if threshold is None else threshold)
     if math.isnan(value):
         raise ValueError("trtcal: threshold (--threshold) is NaN")
     if metric == "cosine" and not -1.0 <= value <= 1.0:
-        raise ValueError(f"trtcal: a cosine threshold (--threshold) must be in [-1, 1], got {value}")
+        raise ValueError(
+            f"trtcal: a cosine threshold (--threshold) must be in [-1, 1], got {value}"
+        )
     return metric, value
 
 
@@ -705,22 +766,47 @@ def _base_label(label: str, cands: Mapping[str, Any]) -> str:
     return "minmax" if "minmax" in cands else next(iter(cands))
 
 
-def _task_mode(single: Mapping[str, Any], cands: Mapping[str, Dict[str, float]], base: str, best_single: str,
-               layer_names: Sequence[str], layer_tensors: Mapping[str, List[str]], nodes: Mapping[str, Any],
-               measure_stats: Callable[..., Any], bar: Any, search_layers: int, max_float: int, notes: List[str],
-               say: Callable[[str], None]) -> Tuple[List[LayerDecision], Dict[str, float], List[str], Any, bool]:
+def _task_mode(
+    single: Mapping[str, Any],
+    cands: Mapping[str, Dict[str, float]],
+    base: str,
+    best_single: str,
+    layer_names: Sequence[str],
+    layer_tensors: Mapping[str, List[str]],
+    nodes: Mapping[str, Any],
+    measure_stats: Callable[..., Any],
+    bar: Any,
+    search_layers: int,
+    max_float: int,
+    notes: List[str],
+    say: Callable[[str], None],
+) -> Tuple[List[LayerDecision], Dict[str, float], List[str], Any, bool]:
     """The task search from ``base``, then the check against the best single method (whose
     model is returned, with a note, when the search did not beat it)."""
     ranked = [k for k in tk.ranked(single) if k != base]
-    alts = sorted(((k, v) for k, v in cands.items() if k != base),
-                  key=lambda kv: ranked.index(kv[0]) if kv[0] in ranked else len(ranked))
+    alts = sorted(
+        ((k, v) for k, v in cands.items() if k != base),
+        key=lambda kv: ranked.index(kv[0]) if kv[0] in ranked else len(ranked),
+    )
     decisions, table, enabled, final_stats = _task_search(
-        layer_names, layer_tensors, nodes, base, cands[base], alts, measure_stats, bar, search_layers, max_float)
+        layer_names,
+        layer_tensors,
+        nodes,
+        base,
+        cands[base],
+        alts,
+        measure_stats,
+        bar,
+        search_layers,
+        max_float,
+    )
     beats = tk.better(final_stats, single[best_single])
     if not beats:
         b = single[best_single]
-        notes.append(f"analyze could not beat the best single method ({best_single}: {b.describe_metric()}, "
-                     f"worst head {b.worst_sqnr:.2f} dB); it returns that method's model")
+        notes.append(
+            f"analyze could not beat the best single method ({best_single}: {b.describe_metric()}, "
+            f"worst head {b.worst_sqnr:.2f} dB); it returns that method's model"
+        )
         say(f"trtcal: {notes[-1]}")
         table, enabled, final_stats = dict(cands[best_single]), list(layer_names), b
         for d in decisions:
@@ -731,24 +817,43 @@ def _task_mode(single: Mapping[str, Any], cands: Mapping[str, Dict[str, float]],
 class _Meter:
     """Measures a configuration (enabled layers, ranges) once: TaskStats, cached by key."""
 
-    def __init__(self, proto: Any, layer_names: Sequence[str], layer_tensors: Mapping[str, List[str]],
-                 reference: Any, evalset: Any, spec: Any, store: "_Cache", backend: str,
-                 int8_table: Optional[Mapping[str, float]] = None) -> None:
+    def __init__(
+        self,
+        proto: Any,
+        layer_names: Sequence[str],
+        layer_tensors: Mapping[str, List[str]],
+        reference: Any,
+        evalset: Any,
+        spec: Any,
+        store: "_Cache",
+        backend: str,
+        int8_table: Optional[Mapping[str, float]] = None,
+    ) -> None:
         self.proto, self.layer_names, self.layer_tensors = proto, list(layer_names), layer_tensors
-        self.reference, self.evalset, self.spec, self.store, self.backend = reference, evalset, spec, store, backend
+        self.reference, self.evalset, self.spec, self.store, self.backend = (
+            reference,
+            evalset,
+            spec,
+            store,
+            backend,
+        )
         self.int8_table = int8_table  # 'fp8': FP8 Q/DQ models; the layers left INT8 take these
         self.measured = self.cached = 0
 
     def stats(self, enabled: Sequence[str], tbl: Mapping[str, float]) -> tk.TaskStats:
         used = sorted({t for n in enabled for t in self.layer_tensors[n]})
-        key = hashlib.sha256(json.dumps([sorted(enabled), [(t, repr(float(tbl[t]))) for t in used]])
-                             .encode()).hexdigest()[:32]
+        key = hashlib.sha256(
+            json.dumps([sorted(enabled), [(t, repr(float(tbl[t]))) for t in used]]).encode()
+        ).hexdigest()[:32]
         hit = self.store.get(key)
         if hit is None:
             exclude = [n for n in self.layer_names if n not in set(enabled)]
-            qm, _ = qdq_model(self.proto, {t: tbl[t] for t in used}, self.int8_table,
-                              exclude_nodes=exclude)
-            stats, _ = ev.measure_task(qm, self.reference, self.evalset, self.spec, backend=self.backend)
+            qm, _ = qdq_model(
+                self.proto, {t: tbl[t] for t in used}, self.int8_table, exclude_nodes=exclude
+            )
+            stats, _ = ev.measure_task(
+                qm, self.reference, self.evalset, self.spec, backend=self.backend
+            )
             hit = stats.state()
             self.store.put(key, hit)
             self.measured += 1
@@ -757,19 +862,32 @@ class _Meter:
         return tk.TaskStats.from_state(self.spec, hit)
 
 
-def _candidates(hists: Mapping[str, Any], base_v: Optional[Variant], alt_vs: Sequence[Variant], alternatives: Any,
-                notes: List[str], say: Callable[[str], None]) -> Dict[str, Dict[str, float]]:
+def _candidates(
+    hists: Mapping[str, Any],
+    base_v: Optional[Variant],
+    alt_vs: Sequence[Variant],
+    alternatives: Any,
+    notes: List[str],
+    say: Callable[[str], None],
+) -> Dict[str, Dict[str, float]]:
     """{label: ranges} of the base (when named) and the alternatives, from the histograms."""
     out: Dict[str, Dict[str, float]] = {}
-    wanted = ([base_v] if base_v is not None else []) + [v for v in alt_vs if base_v is None or v != base_v]
+    wanted = ([base_v] if base_v is not None else []) + [
+        v for v in alt_vs if base_v is None or v != base_v
+    ]
     for v in wanted:
         label, amax = _ranges(hists, v)
         if amax is None:
             if v is base_v:
-                notes.append(f"{base_v.label} needs trtcal.compute_amax, which this build lacks: min-max ranges used")
+                notes.append(
+                    f"{base_v.label} needs trtcal.compute_amax, which this build lacks: min-max "
+                    "ranges used"
+                )
                 say(f"trtcal: {notes[-1]}")
             elif not any("alternatives" in n for n in notes):
-                notes.append("alternatives that need trtcal.compute_amax were skipped (not in this build)")
+                notes.append(
+                    "alternatives that need trtcal.compute_amax were skipped (not in this build)"
+                )
             continue
         out[label] = amax
     if isinstance(alternatives, Mapping):
@@ -781,10 +899,18 @@ def _candidates(hists: Mapping[str, Any], base_v: Optional[Variant], alt_vs: Seq
     return out
 
 
-def _task_search(layer_names: Sequence[str], layer_tensors: Mapping[str, List[str]], nodes: Mapping[str, Any],
-                 base: str, base_amax: Mapping[str, float], alts: Sequence[Tuple[str, Dict[str, float]]],
-                 measure_stats: Callable[..., Any], bar: Any, search_layers: int, max_float: int
-                 ) -> Tuple[List[LayerDecision], Dict[str, float], List[str], Any]:
+def _task_search(
+    layer_names: Sequence[str],
+    layer_tensors: Mapping[str, List[str]],
+    nodes: Mapping[str, Any],
+    base: str,
+    base_amax: Mapping[str, float],
+    alts: Sequence[Tuple[str, Dict[str, float]]],
+    measure_stats: Callable[..., Any],
+    bar: Any,
+    search_layers: int,
+    max_float: int,
+) -> Tuple[List[LayerDecision], Dict[str, float], List[str], Any]:
     """Sensitivity of every layer, per-layer ranges on the most sensitive, float fallback (see
     the module docstring). Returns (decisions, table, enabled layers, their TaskStats)."""
     table = dict(base_amax)
@@ -793,19 +919,36 @@ def _task_search(layer_names: Sequence[str], layer_tensors: Mapping[str, List[st
     for n in layer_names:
         sens[n] = measure_stats([x for x in layer_names if x != n], table)
         bar.step(f"{n} in float")
-    decisions = [LayerDecision(i, n, nodes[n].op_type, layer_tensors[n], sens[n].metric, method=base,
-                               detail=f"{sens[n].describe_metric()}, worst head {sens[n].worst_sqnr:.2f} dB")
-                 for i, n in enumerate(layer_names)]
+    decisions = [
+        LayerDecision(
+            i,
+            n,
+            nodes[n].op_type,
+            layer_tensors[n],
+            sens[n].metric,
+            method=base,
+            detail=f"{sens[n].describe_metric()}, worst head {sens[n].worst_sqnr:.2f} dB",
+        )
+        for i, n in enumerate(layer_names)
+    ]
     dec = {d.name: d for d in decisions}
-    gaining = [n for n in sorted(layer_names, key=lambda n: tuple(-v for v in sens[n].key)) if tk.better(sens[n], cur)]
-    tries = [kv for kv in alts[:2]] + [kv for kv in alts if kv[0] == "minmax" and kv not in alts[:2]]
+    gaining = [
+        n
+        for n in sorted(layer_names, key=lambda n: tuple(-v for v in sens[n].key))
+        if tk.better(sens[n], cur)
+    ]
+    tries = [kv for kv in alts[:2]] + [
+        kv for kv in alts if kv[0] == "minmax" and kv not in alts[:2]
+    ]
     enabled = list(layer_names)
     bar.grow(min(len(gaining), search_layers) * len(tries) + min(len(gaining), max_float))
     for n in gaining[:search_layers]:
         best = None
         for label, amax in tries:
             trial = dict(table)
-            changed = [t for t in layer_tensors[n] if t in amax and t in trial and amax[t] != trial[t]]
+            changed = [
+                t for t in layer_tensors[n] if t in amax and t in trial and amax[t] != trial[t]
+            ]
             bar.step(f"{n} {label}")
             if not changed:
                 continue
@@ -828,10 +971,18 @@ def _task_search(layer_names: Sequence[str], layer_tensors: Mapping[str, List[st
     return decisions, table, enabled, cur
 
 
-def _threshold_search(layer_names: Sequence[str], layer_tensors: Mapping[str, List[str]], nodes: Mapping[str, Any],
-                      base: str, table: Dict[str, float], alts: Sequence[Tuple[str, Dict[str, float]]],
-                      measure: Callable[..., float], bar: Any, threshold: float, metric: str
-                      ) -> Tuple[List[LayerDecision], Dict[str, float], List[str], float, float]:
+def _threshold_search(
+    layer_names: Sequence[str],
+    layer_tensors: Mapping[str, List[str]],
+    nodes: Mapping[str, Any],
+    base: str,
+    table: Dict[str, float],
+    alts: Sequence[Tuple[str, Dict[str, float]]],
+    measure: Callable[..., float],
+    bar: Any,
+    threshold: float,
+    metric: str,
+) -> Tuple[List[LayerDecision], Dict[str, float], List[str], float, float]:
     """The threshold mode: enable layers one at a time in graph order, mark those that drop the
     worst output's ``metric`` below ``threshold``, try other ranges on them, else keep them in
     float. Returns (decisions, table, enabled layers, final similarity, all-INT8 similarity)."""
@@ -880,22 +1031,32 @@ def _base_method(method: str) -> Variant:
     variants = parse_methods(method)
     names = list(dict.fromkeys(v.method for v in variants))
     if len(names) != 1:
-        raise ValueError(f"trtcal: method (--method) takes one base method, e.g. entropy, entropy:tensorrt, "
-                         f"percentile:99.99, minmax or mse; got {method!r} ({', '.join(names)}). To rank every "
-                         "method run trtcal compare; --alternatives takes several (or 'all')")
+        raise ValueError(
+            f"trtcal: method (--method) takes one base method, e.g. entropy, entropy:tensorrt, "
+            f"percentile:99.99, minmax or mse; got {method!r} ({', '.join(names)}). To rank every "
+            "method run trtcal compare; --alternatives takes several (or 'all')"
+        )
     return variants[0]
 
 
 def _analyze_log(say: Callable[[str], None]) -> Callable[[str], None]:
     """calibrate's log as analyze shows it: analyze has no --resume (its checkpoint is a cache it
     reuses by itself), so the hint to resume by hand is reworded."""
+
     def log(line: str) -> None:
         say(_RESUME_HINT.sub("(analyze run again with this --out-dir continues from it)", line))
+
     return log
 
 
-def _statistics(model: Any, cfg: CalibrationConfig, ck: Optional[str], *, reuse: bool,
-                say: Callable[[str], None]) -> Any:
+def _statistics(
+    model: Any,
+    cfg: CalibrationConfig,
+    ck: Optional[str],
+    *,
+    reuse: bool,
+    say: Callable[[str], None],
+) -> Any:
     """The min-max statistics pass, with the checkpoint ``ck`` as its cache: resumed when
     ``reuse`` and it holds these settings' statistics; discarded (said in one line) and collected
     again when it holds others'; not read at all without ``reuse`` (then rewritten)."""
@@ -904,7 +1065,10 @@ def _statistics(model: Any, cfg: CalibrationConfig, ck: Optional[str], *, reuse:
         try:  # a refused checkpoint is refused before calibrate prints its setup
             return calibration_pass.statistics(model, cfg.replace(resume=True))
         except StaleCheckpointError as exc:
-            say(f"trtcal: the statistics checkpoint {ck} holds {exc.reason}: discarded, collecting again")
+            say(
+                f"trtcal: the statistics checkpoint {ck} holds {exc.reason}: discarded, collecting "
+                "again"
+            )
         try:
             os.remove(ck)
         except OSError:
@@ -924,8 +1088,12 @@ def _ranges(hists: Mapping[str, Any], v: Variant) -> Tuple[str, Optional[Dict[st
     return v.label, {n: a for n, a in amax.items() if a > 0 and math.isfinite(a)}
 
 
-def _table(amax: Mapping[str, float], calibration: Any, base: str, decisions: Sequence[LayerDecision]) -> Any:
-    per_tensor = {t: d.method for d in decisions if d.decision == "int8-reranged" for t in d.tensors}
+def _table(
+    amax: Mapping[str, float], calibration: Any, base: str, decisions: Sequence[LayerDecision]
+) -> Any:
+    per_tensor = {
+        t: d.method for d in decisions if d.decision == "int8-reranged" for t in d.tensors
+    }
     try:
         table = outputs.make_table(amax, dict(calibration.provenance, method=base))
     except outputs.OutputUnavailable:
@@ -958,7 +1126,9 @@ class _Cache:
                 with open(path) as f:
                     data = json.load(f)
             except (OSError, ValueError) as exc:
-                raise ValueError(f"trtcal: analyze cache {path} is unreadable ({exc}); delete it to start over") from None
+                raise ValueError(
+                    f"trtcal: analyze cache {path} is unreadable ({exc}); delete it to start over"
+                ) from None
             if isinstance(data, dict) and data.get("scope") == self.scope:
                 self.entries = dict(data.get("entries", {}))
 
@@ -976,8 +1146,14 @@ class _Cache:
             self.dirty = False
 
 
-def _write(res: AnalysisResult, out_dir: Optional[str], out_qdq: str, plots: bool,
-           say: Callable[[str], None], deploy: Any = None) -> None:
+def _write(
+    res: AnalysisResult,
+    out_dir: Optional[str],
+    out_qdq: str,
+    plots: bool,
+    say: Callable[[str], None],
+    deploy: Any = None,
+) -> None:
     d = out_dir or os.path.dirname(os.path.abspath(out_qdq))
     os.makedirs(d, exist_ok=True)
     _files.save_onnx(res.model if deploy is None else deploy, out_qdq)
@@ -985,9 +1161,29 @@ def _write(res: AnalysisResult, out_dir: Optional[str], out_qdq: str, plots: boo
     p = os.path.join(d, "analyze.csv")
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
-    w.writerow(["index", "layer", "op_type", f"{res.metric}_after_enabling", "decision", "method", "tensors"])
+    w.writerow(
+        [
+            "index",
+            "layer",
+            "op_type",
+            f"{res.metric}_after_enabling",
+            "decision",
+            "method",
+            "tensors",
+        ]
+    )
     for x in res.layers:
-        w.writerow([x.index, x.name, x.op_type, x.similarity, x.decision, x.method or "", " ".join(x.tensors)])
+        w.writerow(
+            [
+                x.index,
+                x.name,
+                x.op_type,
+                x.similarity,
+                x.decision,
+                x.method or "",
+                " ".join(x.tensors),
+            ]
+        )
     _files.atomic_write(p, buf.getvalue())
     res.files["csv"] = p
     p = os.path.join(d, "analyze.table.json")
@@ -1011,10 +1207,16 @@ def _write(res: AnalysisResult, out_dir: Optional[str], out_qdq: str, plots: boo
 
 
 def plot(res: AnalysisResult, path: str) -> str:
-    """Similarity after enabling each layer, coloured by decision, with the threshold. Needs matplotlib."""
+    """Similarity after enabling each layer, coloured by decision, with the threshold. Needs
+    matplotlib."""
     plt = ev.pyplot()
-    colors = {"int8": "tab:green", "int8-reranged": "tab:orange", "float": "tab:red",
-              "fp8": "tab:blue", "fp16": "tab:purple"}
+    colors = {
+        "int8": "tab:green",
+        "int8-reranged": "tab:orange",
+        "float": "tab:red",
+        "fp8": "tab:blue",
+        "fp16": "tab:purple",
+    }
     n = len(res.layers)
     fig, ax = plt.subplots(figsize=(max(7, 0.3 * n + 3), 4.5))
     ys = [x.similarity for x in res.layers]
@@ -1026,11 +1228,19 @@ def plot(res: AnalysisResult, path: str) -> str:
         idx = [x.index for x in res.layers if x.decision == dec]
         ax.scatter(idx, [ys[i] for i in idx], color=c, label=dec, zorder=2)
     if math.isfinite(res.threshold):
-        ax.axhline(res.threshold, color="k", ls="--", lw=1,
-                   label=f"threshold {res.threshold:g}{_UNITS.get(res.metric, '')}")
+        ax.axhline(
+            res.threshold,
+            color="k",
+            ls="--",
+            lw=1,
+            label=f"threshold {res.threshold:g}{_UNITS.get(res.metric, '')}",
+        )
     ax.set_xlabel("layer (graph order)")
-    ax.set_ylabel("task metric with the layer in float" if res.metric == "task"
-                  else f"output {res.metric} vs FP32 after enabling")
+    ax.set_ylabel(
+        "task metric with the layer in float"
+        if res.metric == "task"
+        else f"output {res.metric} vs FP32 after enabling"
+    )
     if n <= 40:
         ax.set_xticks(range(n))
         ax.set_xticklabels([x.name for x in res.layers], rotation=90, fontsize=7)

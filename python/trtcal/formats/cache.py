@@ -79,15 +79,19 @@ FLT_MIN = float(np.finfo(np.float32).tiny)
 
 
 def tiny_scale_warning(name: str, amax: float) -> Optional[str]:
-    """The warning for a positive ``amax`` whose float32 scale (amax/127) is zero or denormal, or None."""
+    """The warning for a positive ``amax`` whose float32 scale (amax/127) is zero or denormal, or
+    None."""
     if not amax > 0 or not math.isfinite(amax):
         return None
     scale = to_float32(amax / 127.0)
     if scale >= FLT_MIN:
         return None
     what = "zero" if scale == 0 else f"the denormal {scale:.8g}"
-    return (f"trtcal: tensor '{name}': amax {amax:.8g} gives a float32 scale of {what}, which TensorRT cannot use "
-            "(flushed to zero: no range); check the activation, or leave the tensor out")
+    return (
+        f"trtcal: tensor '{name}': amax {amax:.8g} gives a float32 scale of {what}, which TensorRT "
+        "cannot use "
+        "(flushed to zero: no range); check the activation, or leave the tensor out"
+    )
 
 
 def float32_bits(value: float) -> int:
@@ -109,12 +113,15 @@ def parse_version(version: Union[str, Tuple[int, ...]]) -> Tuple[int, int, int]:
     """(major, minor, patch) of a version a cache header can encode (see :func:`encode_version`)."""
     major, minor, patch = trt_version.parse_version(version)
     if minor > 99 or patch > 99 or (major < 10 and minor > 9):
-        raise ValueError(f"trtcal: TensorRT version {version!r} cannot be encoded in a cache header")
+        raise ValueError(
+            f"trtcal: TensorRT version {version!r} cannot be encoded in a cache header"
+        )
     return major, minor, patch
 
 
 def encode_version(version: Union[str, Tuple[int, ...]]) -> int:
-    """The header number: major*1000+minor*100+patch before 10.0, major*10000+minor*100+patch after."""
+    """The header number: major*1000+minor*100+patch before 10.0, major*10000+minor*100+patch
+    after."""
     major, minor, patch = parse_version(version)
     if major >= 10:
         return major * 10000 + minor * 100 + patch
@@ -128,16 +135,23 @@ def decode_version(number: int) -> Tuple[int, int, int]:
     return number // 1000, (number // 100) % 10, number % 100
 
 
-def format_header(tensorrt_version: Union[str, Tuple[int, ...]] = DEFAULT_TENSORRT_VERSION,
-                  algorithm: str = DEFAULT_ALGORITHM) -> str:
+def format_header(
+    tensorrt_version: Union[str, Tuple[int, ...]] = DEFAULT_TENSORRT_VERSION,
+    algorithm: str = DEFAULT_ALGORITHM,
+) -> str:
     """``TRT-<N>-<Algorithm>`` for a TensorRT 7.x-10.x version and one of :data:`ALGORITHMS`."""
     if algorithm not in ALGORITHMS:
-        raise ValueError(f"trtcal: unknown calibration algorithm '{algorithm}'; accepted: {', '.join(ALGORITHMS)}")
+        raise ValueError(
+            f"trtcal: unknown calibration algorithm '{algorithm}'; accepted: "
+            f"{', '.join(ALGORITHMS)}"
+        )
     major = parse_version(tensorrt_version)[0]
     if major >= 11:
         raise ValueError(
-            f"trtcal: TensorRT {major} has no calibration cache (11.0 removed implicit INT8: calibrators, "
-            "caches and dynamic ranges). Quantize explicitly instead: trtcal.onnx.quantize(model, table) "
+            f"trtcal: TensorRT {major} has no calibration cache (11.0 removed implicit INT8: "
+            "calibrators, "
+            "caches and dynamic ranges). Quantize explicitly instead: trtcal.onnx.quantize(model, "
+            "table) "
             "or trtcal.tensorrt.quantize_network(network, table)."
         )
     if major < 5:
@@ -215,7 +229,8 @@ class CalibrationCache:
         return {e.name: e.amax for e in self.entries}
 
     def problems(self) -> List[Tuple[str, str]]:
-        """``(tensor, problem)`` for every negative, NaN or zero scale (see :func:`scale_problem`)."""
+        """``(tensor, problem)`` for every negative, NaN or zero scale (see
+        :func:`scale_problem`)."""
         return [(e.name, p) for e in self.entries if (p := scale_problem(e.scale)) is not None]
 
     # -- writing
@@ -233,8 +248,12 @@ class CalibrationCache:
         atomic_write(path, self.to_bytes())
 
     @classmethod
-    def from_scales(cls, scales: Iterable[Tuple[str, float]], tensorrt_version=DEFAULT_TENSORRT_VERSION,
-                    algorithm: str = DEFAULT_ALGORITHM) -> "CalibrationCache":
+    def from_scales(
+        cls,
+        scales: Iterable[Tuple[str, float]],
+        tensorrt_version=DEFAULT_TENSORRT_VERSION,
+        algorithm: str = DEFAULT_ALGORITHM,
+    ) -> "CalibrationCache":
         """A new cache (TensorRT's own layout: ``\\n`` endings, final newline)."""
         header = format_header(tensorrt_version, algorithm)
         entries = []
@@ -255,7 +274,9 @@ def _check_name(name: str) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"trtcal: a cache entry needs a non-empty tensor name, got {name!r}")
     if "\n" in name or "\r" in name:
-        raise ValueError(f"trtcal: tensor name {name!r} contains a line break and cannot be written to a cache")
+        raise ValueError(
+            f"trtcal: tensor name {name!r} contains a line break and cannot be written to a cache"
+        )
 
 
 # --------------------------------------------------------------------------- reading
@@ -282,18 +303,24 @@ def _file_lines(f: Any, source: str) -> Iterator[bytes]:
         if len(line) > _MAX_LINE:
             if b"\x00" in line:
                 raise ValueError(_binary(source))
-            raise ValueError(f"trtcal: {source} line {lineno} is longer than {_MAX_LINE} bytes: not a TensorRT "
-                             "calibration cache")
+            raise ValueError(
+                f"trtcal: {source} line {lineno} is longer than {_MAX_LINE} bytes: not a TensorRT "
+                "calibration cache"
+            )
         yield line
 
 
 def _binary(source: str) -> str:
-    return (f"trtcal: {source} is a binary file, not a TensorRT calibration cache "
-            "(a cache is text starting with 'TRT-<N>-<Algorithm>'; an engine or timing "
-            "cache is binary)")
+    return (
+        f"trtcal: {source} is a binary file, not a TensorRT calibration cache "
+        "(a cache is text starting with 'TRT-<N>-<Algorithm>'; an engine or timing "
+        "cache is binary)"
+    )
 
 
-def parse_cache(data: Union[bytes, bytearray, memoryview, str], source: str = "<cache>") -> CalibrationCache:
+def parse_cache(
+    data: Union[bytes, bytearray, memoryview, str], source: str = "<cache>"
+) -> CalibrationCache:
     """Parses cache bytes. Raises ValueError saying what the input looks like when it is
     not a TensorRT calibration cache.
 
@@ -319,7 +346,9 @@ def _decode(line: bytes, source: str) -> str:
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"trtcal: {source} is not UTF-8 text, so not a TensorRT calibration cache") from None
+        raise ValueError(
+            f"trtcal: {source} is not UTF-8 text, so not a TensorRT calibration cache"
+        ) from None
 
 
 def _parse_lines(lines: Iterator[bytes], source: str) -> CalibrationCache:
@@ -327,7 +356,9 @@ def _parse_lines(lines: Iterator[bytes], source: str) -> CalibrationCache:
     bom = False
     newline = ending = ""
     lineno = 0
-    for raw in lines:  # the header is the first line; blank lines before it mean an empty file or no cache
+    for raw in (
+        lines
+    ):  # the header is the first line; blank lines before it mean an empty file or no cache
         lineno += 1
         body, ending = _split_ending(raw)
         text = _decode(body, source)
@@ -337,7 +368,9 @@ def _parse_lines(lines: Iterator[bytes], source: str) -> CalibrationCache:
             continue
         if lineno > 1 or not _HEADER_RE.match(text.strip()):
             more = [text] + [_decode(_split_ending(r)[0], source) for _, r in zip(range(19), lines)]
-            raise ValueError(f"trtcal: {source} is not a TensorRT calibration cache: {_describe(more)}")
+            raise ValueError(
+                f"trtcal: {source} is not a TensorRT calibration cache: {_describe(more)}"
+            )
         header, newline = text, ending
         break
     if header is None:
@@ -356,14 +389,20 @@ def _parse_lines(lines: Iterator[bytes], source: str) -> CalibrationCache:
             continue  # tolerated (TensorRT never writes blank lines); not reproduced
         colon = line.rfind(":")
         if colon <= 0:
-            raise ValueError(f"trtcal: {source} line {lineno}: expected '<tensor>: <hex>', got {line[:200]!r}")
+            raise ValueError(
+                f"trtcal: {source} line {lineno}: expected '<tensor>: <hex>', got {line[:200]!r}"
+            )
         name, value = line[:colon], line[colon + 1 :].strip()
         try:
             scale = hex_to_scale(value)
         except ValueError as exc:
-            raise ValueError(f"trtcal: {source} line {lineno} (tensor '{name[:200]}'): {exc}") from None
+            raise ValueError(
+                f"trtcal: {source} line {lineno} (tensor '{name[:200]}'): {exc}"
+            ) from None
         if name in seen:
-            raise ValueError(f"trtcal: {source} lists tensor '{name}' twice (lines {seen[name]} and {lineno})")
+            raise ValueError(
+                f"trtcal: {source} lists tensor '{name}' twice (lines {seen[name]} and {lineno})"
+            )
         seen[name] = lineno
         entries.append(CacheEntry(name, scale, raw=line, raw_bits=int(value, 16)))
     return CalibrationCache(header, entries, newline or "\n", final_newline, bom)
@@ -379,9 +418,12 @@ def _check_header_version(header: str, source: str) -> None:
     else:
         ok = major == 10
     if not ok:
-        raise ValueError(f"trtcal: {source}: header {header!r} names TensorRT {major}.{minor}.{patch}, a version "
-                         "that never wrote calibration caches (TensorRT 3.x-9.x: TRT-<4 digits>, 10.x: "
-                         "TRT-10<4 digits>)")
+        raise ValueError(
+            f"trtcal: {source}: header {header!r} names TensorRT {major}.{minor}.{patch}, a "
+            "version "
+            "that never wrote calibration caches (TensorRT 3.x-9.x: TRT-<4 digits>, 10.x: "
+            "TRT-10<4 digits>)"
+        )
 
 
 def _describe(lines: List[str]) -> str:
@@ -389,17 +431,23 @@ def _describe(lines: List[str]) -> str:
     content = [ln.strip() for ln in lines if ln.strip()]
     first = content[0]
     if first.startswith("{") or first.startswith("["):
-        return ("it looks like JSON (a trtcal table? load it with trtcal.CalibrationTable.from_json); "
-                "a cache starts with a 'TRT-<N>-<Algorithm>' line")
+        return (
+            "it looks like JSON (a trtcal table? load it with trtcal.CalibrationTable.from_json); "
+            "a cache starts with a 'TRT-<N>-<Algorithm>' line"
+        )
     pairs = [ln.split() for ln in content[:20]]
     if all(len(p) == 2 and _is_float(p[1]) for p in pairs):
-        return ("it holds 'name amax' pairs of decimal floats with no 'TRT-<N>-<Algorithm>' header, as "
-                "ONNX Runtime's TensorRT execution provider writes its calibration table; TensorRT "
-                "cannot read it. Build a table from the values instead: "
-                "trtcal.CalibrationTable({name: amax, ...})")
+        return (
+            "it holds 'name amax' pairs of decimal floats with no 'TRT-<N>-<Algorithm>' header, as "
+            "ONNX Runtime's TensorRT execution provider writes its calibration table; TensorRT "
+            "cannot read it. Build a table from the values instead: "
+            "trtcal.CalibrationTable({name: amax, ...})"
+        )
     if all(":" in ln for ln in content[:20]):
-        return ("it has '<tensor>: <value>' lines but its first line "
-                f"{first[:60]!r} is not a 'TRT-<N>-<Algorithm>' header")
+        return (
+            "it has '<tensor>: <value>' lines but its first line "
+            f"{first[:60]!r} is not a 'TRT-<N>-<Algorithm>' header"
+        )
     return f"its first line {first[:60]!r} is not a 'TRT-<N>-<Algorithm>' header"
 
 

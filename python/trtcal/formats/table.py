@@ -38,15 +38,17 @@ def _trtcal_version() -> str:
 class Provenance:
     """How a table was made. Every field is optional; ``extra`` holds anything else."""
 
-    method: Optional[str] = None          # 'entropy', 'percentile', 'mse', 'max', 'tensorrt-cache', ...
-    flavor: Optional[str] = None          # which implementation's variant ('tensorrt', 'modelopt', 'ort', ...)
+    method: Optional[str] = None  # 'entropy', 'percentile', 'mse', 'max', 'tensorrt-cache', ...
+    flavor: Optional[str] = (
+        None  # which implementation's variant ('tensorrt', 'modelopt', 'ort', ...)
+    )
     bins: Optional[int] = None
     percentile: Optional[float] = None
     num_samples: Optional[int] = None
     num_batches: Optional[int] = None
-    nonfinite: Optional[Dict[str, int]] = None   # totals {'nan': .., 'posinf': .., 'neginf': ..}
+    nonfinite: Optional[Dict[str, int]] = None  # totals {'nan': .., 'posinf': .., 'neginf': ..}
     trtcal_version: Optional[str] = None
-    source: Optional[str] = None          # e.g. 'cache:TRT-8601-EntropyCalibration2'
+    source: Optional[str] = None  # e.g. 'cache:TRT-8601-EntropyCalibration2'
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -84,9 +86,14 @@ class CalibrationTable(MutableMapping):
     order, ``table[name] = amax``, ``del table[name]``.
     """
 
-    def __init__(self, mapping: Union[Mapping[str, float], Iterable, None] = None, *,
-                 provenance: Union[Provenance, Mapping[str, Any], None] = None,
-                 extras: Optional[Mapping[str, Mapping[str, Any]]] = None, **provenance_fields: Any) -> None:
+    def __init__(
+        self,
+        mapping: Union[Mapping[str, float], Iterable, None] = None,
+        *,
+        provenance: Union[Provenance, Mapping[str, Any], None] = None,
+        extras: Optional[Mapping[str, Mapping[str, Any]]] = None,
+        **provenance_fields: Any,
+    ) -> None:
         self._amax: Dict[str, float] = {}
         self._extras: Dict[str, Dict[str, Any]] = {}
         self._cache: Optional[_cache.CalibrationCache] = None  # the cache this table was read from
@@ -107,7 +114,9 @@ class CalibrationTable(MutableMapping):
                 self[name] = amax
         for name, extra in (extras or {}).items():
             if name not in self._amax:
-                raise KeyError(f"trtcal: extras given for tensor '{name}', which has no amax in the table")
+                raise KeyError(
+                    f"trtcal: extras given for tensor '{name}', which has no amax in the table"
+                )
             self._extras[name] = dict(extra)
 
     # ------------------------------------------------------------------ mapping
@@ -140,9 +149,13 @@ class CalibrationTable(MutableMapping):
         return f"CalibrationTable({len(self)} tensors, {method})"
 
     def _missing_message(self, name: str) -> str:
-        close = [n for n in self._amax if name.lower() in n.lower() or n.lower() in name.lower()][:5]
+        close = [n for n in self._amax if name.lower() in n.lower() or n.lower() in name.lower()][
+            :5
+        ]
         hint = f"; similar names: {close}" if close else ""
-        return f"trtcal: tensor '{name}' is not in the calibration table ({len(self)} tensors){hint}"
+        return (
+            f"trtcal: tensor '{name}' is not in the calibration table ({len(self)} tensors){hint}"
+        )
 
     # ------------------------------------------------------------------ values
     def invalid(self) -> List[Tuple[str, str]]:
@@ -187,8 +200,14 @@ class CalibrationTable(MutableMapping):
         ``(Unnamed Layer* 46) [Constant]_output`` contain glob characters)."""
         return match_names(self._amax, pattern)
 
-    def override(self, pattern: NamePattern, value: Union[float, Mapping[str, float]], *,
-                 method: Optional[str] = None, **extras: Any) -> List[str]:
+    def override(
+        self,
+        pattern: NamePattern,
+        value: Union[float, Mapping[str, float]],
+        *,
+        method: Optional[str] = None,
+        **extras: Any,
+    ) -> List[str]:
         """Replaces the range of the tensors matching ``pattern`` ("mixed quantization").
 
         ``value`` is an amax for every match, or another table / mapping (for example one
@@ -199,11 +218,16 @@ class CalibrationTable(MutableMapping):
         if isinstance(value, Mapping):
             names = match_names(value, pattern)
             if not names:
-                raise KeyError(f"trtcal: override pattern {_show(pattern)} matches no tensor of the source table")
+                raise KeyError(
+                    f"trtcal: override pattern {_show(pattern)} matches no tensor of the source "
+                    "table"
+                )
             src_method = value.method_of if isinstance(value, CalibrationTable) else None
             for n in names:
                 self[n] = value[n]
-                extra = dict(value._extras.get(n, {})) if isinstance(value, CalibrationTable) else {}
+                extra = (
+                    dict(value._extras.get(n, {})) if isinstance(value, CalibrationTable) else {}
+                )
                 m = method or (src_method(n) if src_method else None)
                 if m is not None:
                     extra["method"] = m
@@ -220,7 +244,9 @@ class CalibrationTable(MutableMapping):
             if isinstance(pattern, str) and not is_pattern(pattern):
                 names = [pattern]  # a new tensor named exactly
             else:
-                raise KeyError(f"trtcal: override pattern {_show(pattern)} matches no tensor of the table")
+                raise KeyError(
+                    f"trtcal: override pattern {_show(pattern)} matches no tensor of the table"
+                )
         for n in names:
             self[n] = value
             extra = dict(extras)
@@ -236,25 +262,38 @@ class CalibrationTable(MutableMapping):
         """A new table with the entries of both. ``on_conflict`` decides names present in
         both with different amax: 'error' (default), 'theirs', 'ours', 'max' or 'min'."""
         if on_conflict not in _CONFLICT_POLICIES:
-            raise ValueError(f"trtcal: on_conflict must be one of {_CONFLICT_POLICIES}, got {on_conflict!r}")
+            raise ValueError(
+                f"trtcal: on_conflict must be one of {_CONFLICT_POLICIES}, got {on_conflict!r}"
+            )
         out = self.copy()
         out._cache = None
         conflicts = [n for n in other if n in self._amax and self._amax[n] != other[n]]
         if conflicts and on_conflict == "error":
             raise ValueError(
-                f"trtcal: cannot merge: {len(conflicts)} tensor(s) have different amax in the two tables "
-                f"(first: '{conflicts[0]}': {self._amax[conflicts[0]]} vs {other[conflicts[0]]}); pass "
+                f"trtcal: cannot merge: {len(conflicts)} tensor(s) have different amax in the two "
+                "tables "
+                f"(first: '{conflicts[0]}': {self._amax[conflicts[0]]} vs {other[conflicts[0]]}); "
+                "pass "
                 "on_conflict='theirs', 'ours', 'max' or 'min'"
             )
         for n in other:
             theirs = other[n]
             if n in self._amax and n in conflicts:
                 ours = self._amax[n]
-                pick = {"theirs": theirs, "ours": ours, "max": max(ours, theirs), "min": min(ours, theirs)}[on_conflict]
+                pick = {
+                    "theirs": theirs,
+                    "ours": ours,
+                    "max": max(ours, theirs),
+                    "min": min(ours, theirs),
+                }[on_conflict]
             else:
                 pick = theirs
             out[n] = pick
-            if isinstance(other, CalibrationTable) and n in other._extras and (n not in self or pick == theirs):
+            if (
+                isinstance(other, CalibrationTable)
+                and n in other._extras
+                and (n not in self or pick == theirs)
+            ):
                 out._extras.setdefault(n, {}).update(other._extras[n])
         return out
 
@@ -266,29 +305,41 @@ class CalibrationTable(MutableMapping):
             if self._extras.get(n):
                 entry.update(self._extras[n])
             tensors[n] = entry
-        return {"format": JSON_FORMAT, "version": JSON_FORMAT_VERSION,
-                "provenance": self.provenance.to_dict(), "tensors": tensors}
+        return {
+            "format": JSON_FORMAT,
+            "version": JSON_FORMAT_VERSION,
+            "provenance": self.provenance.to_dict(),
+            "tensors": tensors,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "<dict>") -> "CalibrationTable":
         if not isinstance(d, Mapping) or d.get("format") != JSON_FORMAT:
-            raise ValueError(f"trtcal: {source} is not a trtcal calibration table (expected a JSON object "
-                             f"with \"format\": \"{JSON_FORMAT}\")")
+            raise ValueError(
+                f"trtcal: {source} is not a trtcal calibration table (expected a JSON object "
+                f'with "format": "{JSON_FORMAT}")'
+            )
         version = d.get("version", 0)
         if not isinstance(version, int) or isinstance(version, bool):
-            raise ValueError(f"trtcal: {source}: \"version\" must be an integer, got {version!r}")
+            raise ValueError(f'trtcal: {source}: "version" must be an integer, got {version!r}')
         if version > JSON_FORMAT_VERSION:
-            raise ValueError(f"trtcal: {source} uses table format version {d['version']}; this trtcal "
-                             f"reads up to {JSON_FORMAT_VERSION}: upgrade trtcal")
+            raise ValueError(
+                f"trtcal: {source} uses table format version {d['version']}; this trtcal "
+                f"reads up to {JSON_FORMAT_VERSION}: upgrade trtcal"
+            )
         prov = d.get("provenance", {})
         try:
             table = cls(provenance=Provenance.from_dict(prov))
         except (TypeError, ValueError, AttributeError) as exc:
-            raise ValueError(f"trtcal: {source}: \"provenance\" is malformed ({type(exc).__name__}: {exc})") from None
+            raise ValueError(
+                f'trtcal: {source}: "provenance" is malformed ({type(exc).__name__}: {exc})'
+            ) from None
         tensors = d.get("tensors", {})
         if not isinstance(tensors, Mapping):
-            raise ValueError(f"trtcal: {source}: \"tensors\" must be an object of {{name: {{\"amax\": ...}}}}, "
-                             f"got {type(tensors).__name__}")
+            raise ValueError(
+                f'trtcal: {source}: "tensors" must be an object of {{name: {{"amax": ...}}}}, '
+                f"got {type(tensors).__name__}"
+            )
         for name, entry in tensors.items():
             if not isinstance(entry, Mapping) or "amax" not in entry:
                 raise ValueError(f"trtcal: {source}: tensor '{name}' has no 'amax'")
@@ -296,7 +347,7 @@ class CalibrationTable(MutableMapping):
             try:
                 table._amax[_check_name(name)] = _check_amax(name, value)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"trtcal: {source}: {str(exc)[len('trtcal: '):]}") from None
+                raise ValueError(f"trtcal: {source}: {str(exc)[len('trtcal: ') :]}") from None
             extra = {k: v for k, v in entry.items() if k not in ("amax", "scale")}
             if extra:
                 table._extras[name] = extra
@@ -307,7 +358,6 @@ class CalibrationTable(MutableMapping):
         ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False) + "\n"
         if path is not None:
-
             atomic_write(path, text)
         return text
 
@@ -335,17 +385,23 @@ class CalibrationTable(MutableMapping):
         return cls.from_calibration_cache(_cache.read_cache(path), source=os.fspath(path))
 
     @classmethod
-    def from_calibration_cache(cls, c: _cache.CalibrationCache, source: str = "<cache>") -> "CalibrationTable":
-        prov = Provenance(method="tensorrt-cache", source=f"{source} ({c.header.strip()})",
-                          extra={"tensorrt_version": c.tensorrt_version, "algorithm": c.algorithm})
+    def from_calibration_cache(
+        cls, c: _cache.CalibrationCache, source: str = "<cache>"
+    ) -> "CalibrationTable":
+        prov = Provenance(
+            method="tensorrt-cache",
+            source=f"{source} ({c.header.strip()})",
+            extra={"tensorrt_version": c.tensorrt_version, "algorithm": c.algorithm},
+        )
         table = cls(provenance=prov)
         for e in c.entries:
             table._amax[e.name] = e.amax  # raw: caches may hold inf (and, rarely, odd values)
         table._cache = c
         return table
 
-    def to_calibration_cache(self, tensorrt_version: Optional[str] = None,
-                             algorithm: Optional[str] = None) -> _cache.CalibrationCache:
+    def to_calibration_cache(
+        self, tensorrt_version: Optional[str] = None, algorithm: Optional[str] = None
+    ) -> _cache.CalibrationCache:
         """The table as a :class:`~trtcal.formats.cache.CalibrationCache` (see :meth:`to_cache`)."""
         src = self._cache
         if src is not None and tensorrt_version is None and algorithm is None:
@@ -353,17 +409,23 @@ class CalibrationTable(MutableMapping):
         else:
             # defaults: the cache this table was read from (directly or through JSON)
             extra = self.provenance.extra
-            from_version = src.tensorrt_version if src is not None else extra.get("tensorrt_version")
+            from_version = (
+                src.tensorrt_version if src is not None else extra.get("tensorrt_version")
+            )
             from_algo = src.algorithm if src is not None else extra.get("algorithm")
             tensorrt_version = tensorrt_version or from_version
             algorithm = algorithm or (from_algo if from_algo in _cache.ALGORITHMS else None)
-            header = _cache.format_header(tensorrt_version or _cache.DEFAULT_TENSORRT_VERSION,
-                                          algorithm or _cache.DEFAULT_ALGORITHM)
+            header = _cache.format_header(
+                tensorrt_version or _cache.DEFAULT_TENSORRT_VERSION,
+                algorithm or _cache.DEFAULT_ALGORITHM,
+            )
         bad = self.invalid()
         if bad:
-            raise ValueError(f"trtcal: cannot write a TensorRT cache: tensor '{bad[0][0]}' has {bad[0][1]}"
-                             + (f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else "")
-                             + "; TensorRT cannot use it as a range")
+            raise ValueError(
+                f"trtcal: cannot write a TensorRT cache: tensor '{bad[0][0]}' has {bad[0][1]}"
+                + (f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else "")
+                + "; TensorRT cannot use it as a range"
+            )
         old = {e.name: e for e in src.entries} if src is not None else {}
         entries = []
         for n, a in self._amax.items():
@@ -372,7 +434,9 @@ class CalibrationTable(MutableMapping):
             if e is not None and _cache.float32_bits(e.scale) == _cache.float32_bits(scale):
                 entries.append(e)
             else:
-                tiny = _cache.tiny_scale_warning(n, a)  # a new value (a cache's own are kept as they are)
+                tiny = _cache.tiny_scale_warning(
+                    n, a
+                )  # a new value (a cache's own are kept as they are)
                 if tiny:
                     warnings.warn(tiny, stacklevel=3)
                 _cache._check_name(n)
@@ -381,11 +445,17 @@ class CalibrationTable(MutableMapping):
             return _cache.CalibrationCache(header, entries, src.newline, src.final_newline, src.bom)
         return _cache.CalibrationCache(header, entries)
 
-    def to_cache_bytes(self, tensorrt_version: Optional[str] = None, algorithm: Optional[str] = None) -> bytes:
+    def to_cache_bytes(
+        self, tensorrt_version: Optional[str] = None, algorithm: Optional[str] = None
+    ) -> bytes:
         return self.to_calibration_cache(tensorrt_version, algorithm).to_bytes()
 
-    def to_cache(self, path: PathLike, tensorrt_version: Optional[str] = None,
-                 algorithm: Optional[str] = None) -> None:
+    def to_cache(
+        self,
+        path: PathLike,
+        tensorrt_version: Optional[str] = None,
+        algorithm: Optional[str] = None,
+    ) -> None:
         """Writes a TensorRT calibration cache (for TensorRT 5.x-10.x).
 
         ``tensorrt_version`` (default ``"10.3.0"``) and ``algorithm`` (default
@@ -431,7 +501,14 @@ def _json_float(v: float) -> Union[float, str]:
 
 
 def _from_json_float(v: Any, name: str, source: str) -> float:
-    if isinstance(v, str) and v.strip().lower() in ("inf", "+inf", "-inf", "nan", "infinity", "-infinity"):
+    if isinstance(v, str) and v.strip().lower() in (
+        "inf",
+        "+inf",
+        "-inf",
+        "nan",
+        "infinity",
+        "-infinity",
+    ):
         return float(v)
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return float(v)

@@ -15,8 +15,9 @@ def parse_version(version: Union[str, Tuple[int, ...]]) -> Tuple[int, int, int]:
         try:
             nums = [int(p) for p in version.strip().split(".")[:3]]
         except ValueError:
-            raise ValueError(f"trtcal: TensorRT version '{version}' is not of the form X.Y or X.Y.Z "
-                             "(e.g. 10.16)") from None
+            raise ValueError(
+                f"trtcal: TensorRT version '{version}' is not of the form X.Y or X.Y.Z (e.g. 10.16)"
+            ) from None
     else:
         nums = [int(p) for p in tuple(version)[:3]]
     if not nums or any(n < 0 for n in nums):

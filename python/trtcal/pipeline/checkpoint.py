@@ -28,7 +28,13 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def save(path: str, *, config: Mapping[str, Any], stats_state: Mapping[str, Any], progress: Mapping[str, Any]) -> None:
+def save(
+    path: str,
+    *,
+    config: Mapping[str, Any],
+    stats_state: Mapping[str, Any],
+    progress: Mapping[str, Any],
+) -> None:
     """Writes the checkpoint atomically. ``progress``: cursor, samples, batches, skipped."""
     collectors = stats_state["collectors"]
     names = list(collectors)
@@ -39,10 +45,20 @@ def save(path: str, *, config: Mapping[str, Any], stats_state: Mapping[str, Any]
         s = dict(collectors[n])
         counts[i] = np.asarray(s.pop("counts"), dtype=np.int64)
         states[n] = s
-    meta = {"format": FORMAT, "version": VERSION, "config_hash": config_hash(config), "config": config,
-            "progress": dict(progress), "stats": {"format": stats_state["format"], "bins": bins,
-                                                      "signed": bool(stats_state.get("signed", False))},
-            "names": names, "states": states}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config_hash": config_hash(config),
+        "config": config,
+        "progress": dict(progress),
+        "stats": {
+            "format": stats_state["format"],
+            "bins": bins,
+            "signed": bool(stats_state.get("signed", False)),
+        },
+        "names": names,
+        "states": states,
+    }
     blob = np.frombuffer(json.dumps(meta, default=json_default).encode("utf-8"), dtype=np.uint8)
     atomic_savez(path, ".trtcal-ckpt-", immediate=True, meta=blob, counts=counts)
 
@@ -62,9 +78,13 @@ def load(path: str, config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any
 
     Returns {'config', 'progress', 'stats_state'}.
     """
+
     def refuse(why: Any) -> StaleCheckpointError:
-        return StaleCheckpointError(f"trtcal: {path} is not a readable trtcal checkpoint ({why}); delete it, or "
-                                    "rerun without --resume", "no statistics this trtcal reads")
+        return StaleCheckpointError(
+            f"trtcal: {path} is not a readable trtcal checkpoint ({why}); delete it, or "
+            "rerun without --resume",
+            "no statistics this trtcal reads",
+        )
 
     try:
         with open(path, "rb") as f:
@@ -98,7 +118,8 @@ def load(path: str, config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any
 
 
 def what_file(path: str, head: bytes) -> str:
-    """What a file that is no .npz archive is (for error messages): never 'a pickle' unless it is one."""
+    """What a file that is no .npz archive is (for error messages): never 'a pickle' unless it is
+    one."""
     if head.startswith(b"\x80") and len(head) > 1 and head[1] <= 5:
         return "it is a Python pickle, which trtcal never writes or loads"
     if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8"):
@@ -106,27 +127,42 @@ def what_file(path: str, head: bytes) -> str:
     return known_kind(path, head)
 
 
-def parse(path: str, meta: Mapping[str, Any], counts: np.ndarray,
-          config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """:func:`load` on a checkpoint's ``meta`` (parsed JSON) and ``counts`` already read from ``path``."""
+def parse(
+    path: str,
+    meta: Mapping[str, Any],
+    counts: np.ndarray,
+    config: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
+    """:func:`load` on a checkpoint's ``meta`` (parsed JSON) and ``counts`` already read from
+    ``path``."""
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise StaleCheckpointError(f"trtcal: {path} is not a trtcal calibration checkpoint of version {VERSION}",
-                                   "no statistics this trtcal reads")
+        raise StaleCheckpointError(
+            f"trtcal: {path} is not a trtcal calibration checkpoint of version {VERSION}",
+            "no statistics this trtcal reads",
+        )
     if config is not None and meta["config_hash"] != config_hash(config):
-        changed = sorted(k for k in set(config) | set(meta["config"])
-                         if json.dumps(config.get(k), sort_keys=True, default=str)
-                         != json.dumps(meta["config"].get(k), sort_keys=True, default=str))
+        changed = sorted(
+            k
+            for k in set(config) | set(meta["config"])
+            if json.dumps(config.get(k), sort_keys=True, default=str)
+            != json.dumps(meta["config"].get(k), sort_keys=True, default=str)
+        )
         raise StaleCheckpointError(
             f"trtcal: cannot resume from {path}: it was written with different settings "
             f"(changed: {', '.join(changed) or 'unknown'}). Delete it or rerun without --resume.",
-            f"statistics of other settings (changed: {', '.join(changed) or 'unknown'})")
+            f"statistics of other settings (changed: {', '.join(changed) or 'unknown'})",
+        )
     collectors = {}
     for i, n in enumerate(meta["names"]):
         s = dict(meta["states"][n])
         s["counts"] = counts[i].copy()
         collectors[n] = s
-    stats_state = {"format": meta["stats"]["format"], "bins": meta["stats"]["bins"],
-                   "signed": bool(meta["stats"].get("signed", False)), "collectors": collectors}
+    stats_state = {
+        "format": meta["stats"]["format"],
+        "bins": meta["stats"]["bins"],
+        "signed": bool(meta["stats"].get("signed", False)),
+        "collectors": collectors,
+    }
     return {"config": meta["config"], "progress": meta["progress"], "stats_state": stats_state}
 
 
@@ -136,8 +172,11 @@ def known_kind(path: str, head: bytes) -> str:
         try:
             with open(path, "rb") as f:
                 version = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                    np.lib.format.read_array_header_2_0
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
                 shape, _, dtype = read(f)
             what = f"a NumPy .npy array of shape {tuple(shape)}, {np.dtype(dtype).name}"
         except Exception:  # noqa: BLE001 - only the message depends on it
@@ -147,7 +186,13 @@ def known_kind(path: str, head: bytes) -> str:
         return "it is empty"
     text = head.lstrip()
     if text[:1] in (b"{", b"["):
-        return "it is a JSON file, such as a threshold table; merge the checkpoints or state files it was made from"
+        return (
+            "it is a JSON file, such as a threshold table; merge the checkpoints or state files it "
+            "was made from"
+        )
     if text.startswith(b"TRT-"):
-        return "it is a TensorRT calibration cache; merge the checkpoints or state files it was made from"
+        return (
+            "it is a TensorRT calibration cache; merge the checkpoints or state files it was made "
+            "from"
+        )
     return "it is not a NumPy .npz archive"

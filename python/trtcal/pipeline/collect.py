@@ -38,8 +38,13 @@ class ActivationStats:
         the |x| methods search them folded).
     """
 
-    def __init__(self, tensors: Sequence[str] = (), bins: int = 2048, device: Any = None,
-                 signed: bool = False) -> None:
+    def __init__(
+        self,
+        tensors: Sequence[str] = (),
+        bins: int = 2048,
+        device: Any = None,
+        signed: bool = False,
+    ) -> None:
         self.bins = int(bins)
         self.device = device
         self.signed = bool(signed)
@@ -59,8 +64,15 @@ class ActivationStats:
         return list(self.collectors)
 
     # -- updates ---------------------------------------------------------------------------
-    def update(self, activations: Mapping[str, Any], samples: Sequence[str], *, skip_bad: bool = False,
-               check: str = "batch", stream: Any = None) -> List[Tuple[str, str]]:
+    def update(
+        self,
+        activations: Mapping[str, Any],
+        samples: Sequence[str],
+        *,
+        skip_bad: bool = False,
+        check: str = "batch",
+        stream: Any = None,
+    ) -> List[Tuple[str, str]]:
         """Adds one batch. Returns the samples skipped as (sample, reason) (only with ``skip_bad``).
 
         Raises :class:`BadSampleError` naming the sample and tensor when an activation holds
@@ -73,10 +85,18 @@ class ActivationStats:
     def add(self, activations: Mapping[str, Any], *, stream: Any = None) -> None:
         """Adds screened activations (see :meth:`screen`) to the collectors (device arrays of
         one GPU in three kernel launches in all, see :func:`trtcal.core.collectors.update_many`)."""
-        update_many([(self._collector(name), value) for name, value in activations.items()], stream=stream)
+        update_many(
+            [(self._collector(name), value) for name, value in activations.items()], stream=stream
+        )
 
-    def screen(self, activations: Mapping[str, Any], samples: Sequence[str], *, skip_bad: bool = False,
-               check: str = "batch") -> Tuple[Dict[str, Any], List[Tuple[str, str]]]:
+    def screen(
+        self,
+        activations: Mapping[str, Any],
+        samples: Sequence[str],
+        *,
+        skip_bad: bool = False,
+        check: str = "batch",
+    ) -> Tuple[Dict[str, Any], List[Tuple[str, str]]]:
         """The NaN/Inf check of :meth:`update` alone: (activations without bad rows, skipped)."""
         acts = dict(activations)
         bad = self._bad_rows(acts, len(samples)) if check == "batch" or _all_host(acts) else {}
@@ -89,13 +109,17 @@ class ActivationStats:
                 raise BadSampleError(who, f"NaN or Inf in activation '{first_tensor}'")
             drop = np.zeros(len(samples), dtype=bool)
             whole = False
-            for t, rows in bad.items():
+            for rows in bad.values():
                 if rows is None:
                     whole = True
                 else:
                     drop[rows] = True
-            splittable = all(getattr(v, "shape", None) is not None and len(v.shape) > 0 and v.shape[0] == len(samples)
-                             for v in acts.values())
+            splittable = all(
+                getattr(v, "shape", None) is not None
+                and len(v.shape) > 0
+                and v.shape[0] == len(samples)
+                for v in acts.values()
+            )
             if whole or not splittable:
                 drop[:] = True  # the bad rows cannot be told apart or removed: skip the batch
             for i in np.flatnonzero(drop):
@@ -127,20 +151,36 @@ class ActivationStats:
 
     def state_dict(self) -> Dict[str, Any]:
         """Host copy of every collector's exact state. Waits."""
-        return {"format": STATE_FORMAT, "bins": self.bins, "signed": self.signed,
-                "collectors": {n: c.state_dict() for n, c in self.collectors.items()}}
+        return {
+            "format": STATE_FORMAT,
+            "bins": self.bins,
+            "signed": self.signed,
+            "collectors": {n: c.state_dict() for n, c in self.collectors.items()},
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"trtcal: not a calibration statistics state (format {state.get('format')!r})")
+            raise ValueError(
+                f"trtcal: not a calibration statistics state (format {state.get('format')!r})"
+            )
         if int(state["bins"]) != self.bins:
-            raise ValueError(f"trtcal: checkpoint has {state['bins']} bins, this run uses {self.bins}")
+            raise ValueError(
+                f"trtcal: checkpoint has {state['bins']} bins, this run uses {self.bins}"
+            )
         if bool(state.get("signed", False)) != self.signed:
-            raise ValueError("trtcal: the checkpoint's histograms are " + ("signed" if state.get("signed") else "of |x|")
-                             + ", this run's are " + ("signed" if self.signed else "of |x|"))
+            raise ValueError(
+                "trtcal: the checkpoint's histograms are "
+                + ("signed" if state.get("signed") else "of |x|")
+                + ", this run's are "
+                + ("signed" if self.signed else "of |x|")
+            )
         for name, s in state["collectors"].items():
-            c = HistogramCollector(self.bins, self.signed, device=self.device if self.device is not None else _device_hint(s),
-                                   name=name)
+            c = HistogramCollector(
+                self.bins,
+                self.signed,
+                device=self.device if self.device is not None else _device_hint(s),
+                name=name,
+            )
             c.load_state_dict(s)
             self.collectors[name] = c
 
@@ -149,7 +189,9 @@ class ActivationStats:
         keys = list(names) if names is not None else list(self.collectors)
         return {n: self.collectors[n].histogram() for n in keys}
 
-    def amax(self, method: str = "entropy", flavor: Optional[str] = None, **params: Any) -> Dict[str, float]:
+    def amax(
+        self, method: str = "entropy", flavor: Optional[str] = None, **params: Any
+    ) -> Dict[str, float]:
         """{tensor: amax} by one method ('entropy', 'percentile', 'mse', 'minmax'). Waits."""
 
         return thresholds(self.histograms(), [method], flavor, {method: params})[method]
@@ -159,8 +201,15 @@ class ActivationStats:
         out = {}
         for n, c in self.collectors.items():
             s = c.state_dict()
-            out[n] = {"values": int(s["finite"]), "min": s["min"], "max": s["max"], "amax": float(s["amax"]),
-                      "nan": int(s["nan"]), "inf": int(s["posinf"]) + int(s["neginf"]), "batches": c.batches}
+            out[n] = {
+                "values": int(s["finite"]),
+                "min": s["min"],
+                "max": s["max"],
+                "amax": float(s["amax"]),
+                "nan": int(s["nan"]),
+                "inf": int(s["posinf"]) + int(s["neginf"]),
+                "batches": c.batches,
+            }
         return out
 
 
@@ -207,8 +256,11 @@ def _nonfinite_rows(v: Any, n: int):
 
 def _take_rows(v: Any, keep: np.ndarray, n: int, name: str) -> Any:
     if getattr(v, "shape", None) is None or len(v.shape) == 0 or v.shape[0] != n:
-        raise BadSampleError(f"batch of {n}", f"tensor '{name}' has no batch axis, so bad samples cannot be "
-                             "dropped from it; the batch is skipped")
+        raise BadSampleError(
+            f"batch of {n}",
+            f"tensor '{name}' has no batch axis, so bad samples cannot be "
+            "dropped from it; the batch is skipped",
+        )
     mod = type(v).__module__.split(".")[0]
     if mod == "torch":
         import torch

@@ -103,10 +103,15 @@ class CalibrationConfig:
 
     def __post_init__(self) -> None:
         if self.quant_dtype not in QUANT_DTYPES:
-            raise ValueError(f"trtcal: quant_dtype must be one of {', '.join(QUANT_DTYPES)}, got {self.quant_dtype!r}")
+            raise ValueError(
+                f"trtcal: quant_dtype must be one of {', '.join(QUANT_DTYPES)}, got "
+                f"{self.quant_dtype!r}"
+            )
         if self.high_precision not in HIGH_PRECISIONS:
-            raise ValueError(f"trtcal: high_precision must be one of {', '.join(HIGH_PRECISIONS)}, "
-                             f"got {self.high_precision!r}")
+            raise ValueError(
+                f"trtcal: high_precision must be one of {', '.join(HIGH_PRECISIONS)}, "
+                f"got {self.high_precision!r}"
+            )
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise ValueError(f"trtcal: batch_size must be >= 1, got {self.batch_size}")
         for name in ("max_samples", "eval_samples"):
@@ -114,21 +119,32 @@ class CalibrationConfig:
             if v is not None and int(v) < 1:
                 raise ValueError(f"trtcal: {name} must be >= 1, got {v}")
         if int(self.checkpoint_every) < 1:
-            raise ValueError(f"trtcal: checkpoint_every must be >= 1 batch, got {self.checkpoint_every}")
+            raise ValueError(
+                f"trtcal: checkpoint_every must be >= 1 batch, got {self.checkpoint_every}"
+            )
         if self.distributed and self.shard is not None:
-            raise ValueError("trtcal: give either distributed=True (a process group) or shard=(rank, count), not both")
+            raise ValueError(
+                "trtcal: give either distributed=True (a process group) or shard=(rank, count), "
+                "not both"
+            )
 
     @classmethod
-    def of(cls, config: Optional["CalibrationConfig"] = None, **options: Any) -> "CalibrationConfig":
+    def of(
+        cls, config: Optional["CalibrationConfig"] = None, **options: Any
+    ) -> "CalibrationConfig":
         """``config`` (default: every default) with ``options`` (field names) replaced; a name
         that is no field is a TypeError naming it, as for any keyword argument."""
         base = cls() if config is None else config
         if not isinstance(base, cls):
-            raise TypeError(f"trtcal: config must be a CalibrationConfig, got {type(base).__name__}")
+            raise TypeError(
+                f"trtcal: config must be a CalibrationConfig, got {type(base).__name__}"
+            )
         unknown = sorted(set(options) - set(cls.fields()))
         if unknown:
-            raise TypeError(f"trtcal: unexpected keyword argument(s) {', '.join(map(repr, unknown))} "
-                            f"(CalibrationConfig fields: {', '.join(cls.fields())})")
+            raise TypeError(
+                f"trtcal: unexpected keyword argument(s) {', '.join(map(repr, unknown))} "
+                f"(CalibrationConfig fields: {', '.join(cls.fields())})"
+            )
         return dataclasses.replace(base, **options) if options else base
 
     @classmethod
@@ -149,7 +165,9 @@ class CalibrationConfig:
         names = None
         if self.tensors is not None and self.tensors != "all":
             names = (self.tensors,) if isinstance(self.tensors, str) else tuple(self.tensors)
-        return TensorSelection(op_types=tuple(self.op_types) if self.op_types else None, names=names)
+        return TensorSelection(
+            op_types=tuple(self.op_types) if self.op_types else None, names=names
+        )
 
     def memory_budget(self) -> float:
         return DEFAULT_MAX_MEMORY if self.max_memory is None else float(self.max_memory)

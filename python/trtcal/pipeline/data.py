@@ -100,15 +100,23 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         if self.resize_mode not in ("shorter", "exact", "letterbox"):
-            raise ValueError(f"trtcal: resize_mode must be 'shorter', 'exact' or 'letterbox', got {self.resize_mode!r}")
+            raise ValueError(
+                "trtcal: resize_mode must be 'shorter', 'exact' or 'letterbox', got "
+                f"{self.resize_mode!r}"
+            )
         if self.resize_mode in ("exact", "letterbox") and self.resize is None:
             raise ValueError(f"trtcal: resize_mode '{self.resize_mode}' needs a resize size")
         if self.channel_order not in ("RGB", "BGR"):
-            raise ValueError(f"trtcal: channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+            raise ValueError(
+                f"trtcal: channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}"
+            )
         if self.layout not in ("NCHW", "NHWC"):
             raise ValueError(f"trtcal: layout must be 'NCHW' or 'NHWC', got {self.layout!r}")
         if self.interpolation not in _INTERP:
-            raise ValueError(f"trtcal: interpolation must be one of {', '.join(_INTERP)}, got {self.interpolation!r}")
+            raise ValueError(
+                f"trtcal: interpolation must be one of {', '.join(_INTERP)}, got "
+                f"{self.interpolation!r}"
+            )
         for key in ("mean", "std"):
             v = getattr(self, key)
             if v is not None and len(v) != 3:
@@ -165,8 +173,11 @@ class Preprocess:
                     w, h = img.size
                     s = min(tw / w, th / h)
                     nw, nh = max(1, round(w * s)), max(1, round(h * s))
-                    canvas = (Image.new("F", (tw, th), float(self.pad_value)) if gray
-                              else Image.new("RGB", (tw, th), (self.pad_value,) * 3))
+                    canvas = (
+                        Image.new("F", (tw, th), float(self.pad_value))
+                        if gray
+                        else Image.new("RGB", (tw, th), (self.pad_value,) * 3)
+                    )
                     canvas.paste(img.resize((nw, nh), method), ((tw - nw) // 2, (th - nh) // 2))
                     img = canvas
         if self.crop is not None:
@@ -224,15 +235,20 @@ def _check_preprocess_fits(pre: "Preprocess", spec: InputSpec, what: str) -> Non
 
     want = tuple(spec.shape[1:]) if spec.shape else ()
     if np.dtype(spec.dtype).kind != "f":
-        raise ValueError(f"trtcal: {what}: input '{spec.name}' takes {np.dtype(spec.dtype).name}, but images give "
-                         "float pixels; give .npy/.npz arrays of that dtype for it")
+        raise ValueError(
+            f"trtcal: {what}: input '{spec.name}' takes {np.dtype(spec.dtype).name}, but images "
+            "give "
+            "float pixels; give .npy/.npz arrays of that dtype for it"
+        )
     if not want:
         return
     channels = want[0] if pre.layout == "NCHW" else want[-1]
     if len(want) == 3 and channels is not None and channels != 3:
-        raise ValueError(f"trtcal: {what}: input '{spec.name}' takes {channels} channel(s) per pixel "
-                         f"({_shape_str(want)}, {pre.layout}), but images are read as RGB (3); give arrays "
-                         "(.npy/.npz) for this input, or check the layout (--nhwc)")
+        raise ValueError(
+            f"trtcal: {what}: input '{spec.name}' takes {channels} channel(s) per pixel "
+            f"({_shape_str(want)}, {pre.layout}), but images are read as RGB (3); give arrays "
+            "(.npy/.npz) for this input, or check the layout (--nhwc)"
+        )
     got = []
     for size in ((640, 480), (480, 640)):
         try:
@@ -242,9 +258,11 @@ def _check_preprocess_fits(pre: "Preprocess", spec: InputSpec, what: str) -> Non
         if len(shape) == len(want) and all(w is None or w == g for w, g in zip(want, shape)):
             return
         got.append(shape)
-    raise ValueError(f"trtcal: {what}: the preprocessing ({pre.describe()}) gives images of shape "
-                     f"{_shape_str(got[0])}, but input '{spec.name}' takes {_shape_str(want)} per sample; "
-                     "fix --resize/--crop/--nhwc (or the preprocess JSON)")
+    raise ValueError(
+        f"trtcal: {what}: the preprocessing ({pre.describe()}) gives images of shape "
+        f"{_shape_str(got[0])}, but input '{spec.name}' takes {_shape_str(want)} per sample; "
+        "fix --resize/--crop/--nhwc (or the preprocess JSON)"
+    )
 
 
 _INTERP = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST", "lanczos": "LANCZOS"}
@@ -265,7 +283,8 @@ def _spatial(spec: InputSpec, layout: str) -> Optional[Tuple[int, int]]:
 
 
 def parse_preprocess(text: Optional[str]) -> Optional[Preprocess]:
-    """``--preprocess`` as JSON (``'{"resize": 256, "crop": 224, ...}'``) or a path to a JSON file."""
+    """``--preprocess`` as JSON (``'{"resize": 256, "crop": 224, ...}'``) or a path to a JSON
+    file."""
     if not text:
         return None
     where = "--preprocess"
@@ -279,7 +298,9 @@ def parse_preprocess(text: Optional[str]) -> Optional[Preprocess]:
     try:
         d = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"trtcal: {where} is neither a JSON object nor a JSON file: {exc}") from None
+        raise ValueError(
+            f"trtcal: {where} is neither a JSON object nor a JSON file: {exc}"
+        ) from None
     if not isinstance(d, dict):
         raise ValueError(f"trtcal: {where} must be a JSON object")
     known = {f.name for f in dataclasses.fields(Preprocess)}
@@ -339,7 +360,9 @@ def _member_data_offset(path: str, info: zipfile.ZipInfo) -> int:
         head = f.read(30)
     if len(head) != 30 or head[:4] != b"PK\x03\x04":
         raise ValueError(f"bad zip entry for '{info.filename}'")
-    name_len, extra_len = struct.unpack("<2H", head[26:30])  # the local extra field may differ from the central one
+    name_len, extra_len = struct.unpack(
+        "<2H", head[26:30]
+    )  # the local extra field may differ from the central one
     return info.header_offset + 30 + name_len + extra_len
 
 
@@ -377,7 +400,9 @@ class NpyRows:
                     shape, fortran, dtype = _read_npy_header(m)
                     header = m.tell()
             self.compressed = info.compress_type != zipfile.ZIP_STORED
-            start = 0 if self.compressed else _member_data_offset(path, info)  # offsets in the stream / the file
+            start = (
+                0 if self.compressed else _member_data_offset(path, info)
+            )  # offsets in the stream / the file
             self.offset, end = start + header, start + info.file_size
         if dtype.hasobject:
             raise ValueError("object arrays cannot be read without pickle")
@@ -432,7 +457,8 @@ class NpyRows:
 
 
 class _OneSample:
-    """A file holding a single sample (the input's rank minus one) seen as one row, read when asked for."""
+    """A file holding a single sample (the input's rank minus one) seen as one row, read when asked
+    for."""
 
     def __init__(self, rows: NpyRows) -> None:
         self.rows = rows
@@ -462,8 +488,10 @@ def _single_name(specs: Sequence[InputSpec], what: str) -> str:
     if len(specs) != 1:
         names = ", ".join(s.name for s in specs)
         raise ValueError(
-            f"trtcal: {what} gives one array per sample but the model has {len(specs)} inputs ({names}); "
-            "give data by input name (an .npz with one key per input, a folder with one subfolder named after "
+            f"trtcal: {what} gives one array per sample but the model has {len(specs)} inputs "
+            f"({names}); "
+            "give data by input name (an .npz with one key per input, a folder with one subfolder "
+            "named after "
             "each input, or a dict)"
         )
     return specs[0].name
@@ -483,8 +511,13 @@ class ImageFolder(Source):
 
     kind = "images"
 
-    def __init__(self, root: Union[str, os.PathLike[str], Sequence[str]], preprocess: Optional[Preprocess] = None,
-                 input_name: Optional[str] = None, base: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        root: Union[str, os.PathLike[str], Sequence[str]],
+        preprocess: Optional[Preprocess] = None,
+        input_name: Optional[str] = None,
+        base: Optional[str] = None,
+    ) -> None:
         one = isinstance(root, (str, os.PathLike))
         if one and os.path.isdir(root):  # type: ignore[arg-type]
             self.root = os.path.abspath(root)  # type: ignore[arg-type]
@@ -492,7 +525,9 @@ class ImageFolder(Source):
             self.files = sorted(_walk(self.root, IMAGE_EXTENSIONS, other))
             self.notes = _left_out_note(self.root, other, "images")
             if not self.files:
-                raise FileNotFoundError(f"trtcal: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+                raise FileNotFoundError(
+                    f"trtcal: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}"
+                )
             self.single = False
         else:
             paths: Sequence[Any] = [root] if one else root  # type: ignore[assignment]
@@ -503,7 +538,9 @@ class ImageFolder(Source):
                 if not os.path.isfile(f):
                     raise FileNotFoundError(f"trtcal: image file not found: {f}")
                 if not f.lower().endswith(IMAGE_EXTENSIONS):
-                    raise ValueError(f"trtcal: {f} is not an image file ({', '.join(IMAGE_EXTENSIONS)})")
+                    raise ValueError(
+                        f"trtcal: {f} is not an image file ({', '.join(IMAGE_EXTENSIONS)})"
+                    )
             self.root = os.path.abspath(base) if base else _common_dir(self.files)
             self.single = one
         self.preprocess = preprocess or Preprocess()
@@ -517,12 +554,19 @@ class ImageFolder(Source):
         name = self.input_name or _single_name(specs, self._what())
         spec = next((s for s in specs if s.name == name), None)
         if spec is None:
-            raise ValueError(f"trtcal: the model has no input '{name}' (inputs: {', '.join(s.name for s in specs)})")
+            raise ValueError(
+                f"trtcal: the model has no input '{name}' (inputs: "
+                f"{', '.join(s.name for s in specs)})"
+            )
         others = [s.name for s in specs if s.name != name]
         if others:
-            raise ValueError(f"trtcal: {self._what()} gives input '{name}' only, but the model also needs input(s) "
-                             f"{others}; give a folder with one subfolder per input ({name}/, {others[0]}/, ...) "
-                             "holding files of the same names")
+            raise ValueError(
+                f"trtcal: {self._what()} gives input '{name}' only, but the model also needs "
+                "input(s) "
+                f"{others}; give a folder with one subfolder per input ({name}/, {others[0]}/, "
+                "...) "
+                "holding files of the same names"
+            )
         self.input_name = name
         self.preprocess = self.preprocess.fit(spec)
         _check_preprocess_fits(self.preprocess, spec, self._what())
@@ -549,9 +593,12 @@ class ImageFolder(Source):
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(path) as img:
                     if _sixteen_bit_colour(img):
-                        raise BadSampleError(name, "a 16-bit colour image: Pillow reads only 8 bits per channel, "
-                                                   "which would change the data; convert it to 8 bits, or give "
-                                                   "the samples as .npy arrays")
+                        raise BadSampleError(
+                            name,
+                            "a 16-bit colour image: Pillow reads only 8 bits per channel, "
+                            "which would change the data; convert it to 8 bits, or give "
+                            "the samples as .npy arrays",
+                        )
                     img.load()
                     arr = self.preprocess.apply(img)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -564,11 +611,18 @@ class ImageFolder(Source):
 
     def describe(self) -> Dict[str, Any]:
         where = {"file": self.files[0]} if self.single else {"root": self.root}
-        return {"kind": self.kind, **where, "files": len(self.files), "input": self.input_name,
-                "preprocess": self.preprocess.to_dict()}
+        return {
+            "kind": self.kind,
+            **where,
+            "files": len(self.files),
+            "input": self.input_name,
+            "preprocess": self.preprocess.to_dict(),
+        }
 
     def fingerprint(self) -> Dict[str, Any]:
-        return dict(self.describe(), names=_digest([os.path.relpath(f, self.root) for f in self.files]))
+        return dict(
+            self.describe(), names=_digest([os.path.relpath(f, self.root) for f in self.files])
+        )
 
 
 class ArraySource(Source):
@@ -576,7 +630,9 @@ class ArraySource(Source):
 
     kind = "arrays"
 
-    def __init__(self, arrays: Union[np.ndarray, Mapping[str, np.ndarray]], label: str = "arrays") -> None:
+    def __init__(
+        self, arrays: Union[np.ndarray, Mapping[str, np.ndarray]], label: str = "arrays"
+    ) -> None:
         self.raw = arrays
         self.label = label
         self.arrays: Dict[str, np.ndarray] = {}
@@ -597,7 +653,10 @@ class ArraySource(Source):
                 a = a[None]
             arrays[s.name] = a
             if n is not None and a.shape[0] != n:
-                raise ValueError(f"trtcal: {self.label}: input '{s.name}' has {a.shape[0]} samples, others have {n}")
+                raise ValueError(
+                    f"trtcal: {self.label}: input '{s.name}' has {a.shape[0]} samples, others have "
+                    f"{n}"
+                )
             n = a.shape[0]
         self.arrays = {s.name: arrays[s.name] for s in specs}
         self.n = int(n or 0)
@@ -610,8 +669,11 @@ class ArraySource(Source):
             yield f"{self.label}[{i}]", (lambda i=i: {k: v[i] for k, v in self.arrays.items()})
 
     def describe(self) -> Dict[str, Any]:
-        return {"kind": self.kind, "label": self.label,
-                "shapes": {k: list(v.shape) for k, v in self.arrays.items()}}
+        return {
+            "kind": self.kind,
+            "label": self.label,
+            "shapes": {k: list(v.shape) for k, v in self.arrays.items()},
+        }
 
 
 class _Positions:
@@ -619,7 +681,11 @@ class _Positions:
     counts: memory grows with the number of files, never with the number of rows."""
 
     def __init__(self, counts: Sequence[int]) -> None:
-        self.ends = np.cumsum(np.asarray(list(counts), dtype=np.int64)) if len(counts) else np.zeros(0, np.int64)
+        self.ends = (
+            np.cumsum(np.asarray(list(counts), dtype=np.int64))
+            if len(counts)
+            else np.zeros(0, np.int64)
+        )
 
     def __len__(self) -> int:
         return int(self.ends[-1]) if self.ends.size else 0
@@ -650,12 +716,15 @@ class ArrayFiles(Source):
     one key). Rows are read on demand (:class:`NpyRows`): ``bind()`` reads only the headers,
     and memory stays constant in the number of samples. Arrays of ``np.savez`` are read in
     place; arrays of ``np.savez_compressed`` are decompressed as a stream, in order.
-    Sample names are paths relative to the folder (for a list, ``base`` or the files' common folder).
+    Sample names are paths relative to the folder (for a list, ``base`` or the files' common
+    folder).
     """
 
     kind = "arrays-files"
 
-    def __init__(self, path: Union[str, os.PathLike[str], Sequence[str]], base: Optional[str] = None) -> None:
+    def __init__(
+        self, path: Union[str, os.PathLike[str], Sequence[str]], base: Optional[str] = None
+    ) -> None:
         if isinstance(path, (str, os.PathLike)):
             self.path = os.path.abspath(path)
             if os.path.isdir(self.path):
@@ -687,7 +756,9 @@ class ArrayFiles(Source):
         self._drop_cache()
         npy = next((fi for fi, f in enumerate(self.files) if f.lower().endswith(".npy")), None)
         if npy is not None:
-            _single_name(specs, f".npy file {self._rel(npy)}")  # the model's inputs, not the file, are wrong
+            _single_name(
+                specs, f".npy file {self._rel(npy)}"
+            )  # the model's inputs, not the file, are wrong
         self.counts, self.bad = [], set()
         for fi in range(len(self.files)):
             try:
@@ -706,7 +777,8 @@ class ArrayFiles(Source):
         self._cache = (-1, None)
 
     def _open(self, fi: int) -> Dict[str, Any]:
-        """File ``fi``'s arrays by input name, as row readers (:class:`NpyRows`, :class:`_OneSample`)."""
+        """File ``fi``'s arrays by input name, as row readers (:class:`NpyRows`,
+        :class:`_OneSample`)."""
         if self._cache[0] == fi and self._cache[1] is not None:
             return self._cache[1]
         self._drop_cache()
@@ -731,7 +803,9 @@ class ArrayFiles(Source):
             if a.ndim == len(s.shape) - 1:
                 a = _OneSample(a)
             if n is not None and a.shape[0] != n:
-                raise BadSampleError(rel, f"input '{s.name}' has {a.shape[0]} samples, others have {n}")
+                raise BadSampleError(
+                    rel, f"input '{s.name}' has {a.shape[0]} samples, others have {n}"
+                )
             n = a.shape[0]
             out[s.name] = a
         self._cache = (fi, out)
@@ -760,32 +834,41 @@ class ArrayFiles(Source):
 
 
 def _input_files(folder: str, name: str) -> Tuple[str, Dict[str, str]]:
-    """('images' or 'arrays', {path inside ``folder`` without extension: file}) for input ``name``'s folder."""
+    """('images' or 'arrays', {path inside ``folder`` without extension: file}) for input
+    ``name``'s folder."""
     images = sorted(_walk(folder, IMAGE_EXTENSIONS))
     arrays = sorted(_walk(folder, ARRAY_EXTENSIONS))
     if images and arrays:
-        raise ValueError(f"trtcal: {folder} (input '{name}') holds both images and .npy/.npz files; "
-                         "an input's folder holds one kind")
+        raise ValueError(
+            f"trtcal: {folder} (input '{name}') holds both images and .npy/.npz files; "
+            "an input's folder holds one kind"
+        )
     if not images and not arrays:
-        raise FileNotFoundError(f"trtcal: {folder} (input '{name}') holds no image or .npy/.npz files")
+        raise FileNotFoundError(
+            f"trtcal: {folder} (input '{name}') holds no image or .npy/.npz files"
+        )
     by_stem: Dict[str, str] = {}
     for f in images or arrays:
         stem = os.path.splitext(os.path.relpath(f, folder))[0]
         if stem in by_stem:
-            raise ValueError(f"trtcal: {by_stem[stem]} and {f} (input '{name}') have the same name; "
-                             "files are paired across the input folders by name, without the extension")
+            raise ValueError(
+                f"trtcal: {by_stem[stem]} and {f} (input '{name}') have the same name; "
+                "files are paired across the input folders by name, without the extension"
+            )
         by_stem[stem] = f
     return ("images" if images else "arrays"), by_stem
 
 
 class InputFolders(Source):
-    """A folder with one subfolder per model input: ``root/x/...`` feeds input ``x``, ``root/y/...`` input ``y``.
+    """A folder with one subfolder per model input: ``root/x/...`` feeds input ``x``, ``root/y/...``
+    input ``y``.
 
     Files are paired across the subfolders by their path inside the subfolder without the
     extension (``x/a/0001.png`` with ``y/a/0001.npy``), in sorted order; every subfolder must
     hold the same names. A subfolder holds images (preprocessed, fitted to its input's shape)
     or .npy/.npz files (one sample each, or several along axis 0: as many as the paired files).
-    Other subfolders of ``root`` are not read (``notes`` and ``describe()`` name them). Samples are named by the paired path (``a/0001``,
+    Other subfolders of ``root`` are not read (``notes`` and ``describe()`` name them). Samples are
+    named by the paired path (``a/0001``,
     ``a/0001[j]`` for row ``j`` of files of several samples).
     """
 
@@ -809,9 +892,12 @@ class InputFolders(Source):
             for s in specs:
                 if stem not in found[s.name][1]:
                     have = next(found[t.name][1][stem] for t in specs if stem in found[t.name][1])
-                    raise ValueError(f"trtcal: {self.root}: input '{s.name}' has no file '{s.name}/{stem}.*' to pair "
-                                     f"with {os.path.relpath(have, self.root)}; every input's folder must hold "
-                                     "files of the same names")
+                    raise ValueError(
+                        f"trtcal: {self.root}: input '{s.name}' has no file '{s.name}/{stem}.*' to "
+                        "pair "
+                        f"with {os.path.relpath(have, self.root)}; every input's folder must hold "
+                        "files of the same names"
+                    )
         self.parts = {}
         for s in specs:
             kind, by_stem = found[s.name]
@@ -826,13 +912,20 @@ class InputFolders(Source):
         self.counts = [self._count(i) for i in range(len(self.stems))]
         self.index = _Positions(self.counts)
         inputs = {s.name for s in specs}
-        self.ignored = sorted(d for d in os.listdir(self.root)
-                              if os.path.isdir(os.path.join(self.root, d)) and d not in inputs)
-        self.notes = ([f"{self.root}: subfolder(s) {self.ignored} match no model input and are not read"]
-                      if self.ignored else [])
+        self.ignored = sorted(
+            d
+            for d in os.listdir(self.root)
+            if os.path.isdir(os.path.join(self.root, d)) and d not in inputs
+        )
+        self.notes = (
+            [f"{self.root}: subfolder(s) {self.ignored} match no model input and are not read"]
+            if self.ignored
+            else []
+        )
 
     def _count(self, i: int) -> int:
-        """Samples in the ``i``-th files; 1 where one of them is unreadable (it is reported when reached)."""
+        """Samples in the ``i``-th files; 1 where one of them is unreadable (it is reported when
+        reached)."""
         counts: Dict[str, int] = {}
         for name, part in self.parts.items():
             if isinstance(part, ArrayFiles):
@@ -842,14 +935,21 @@ class InputFolders(Source):
             else:
                 counts[name] = 1
         if len(set(counts.values())) > 1:
-            found = ", ".join(f"{os.path.relpath(self.parts[k].files[i], self.root)}: {c}" for k, c in counts.items())
-            raise ValueError(f"trtcal: {self.root}: the files paired as '{self.stems[i]}' hold different numbers "
-                             f"of samples ({found})")
+            found = ", ".join(
+                f"{os.path.relpath(self.parts[k].files[i], self.root)}: {c}"
+                for k, c in counts.items()
+            )
+            raise ValueError(
+                f"trtcal: {self.root}: the files paired as '{self.stems[i]}' hold different "
+                "numbers "
+                f"of samples ({found})"
+            )
         return next(iter(counts.values()))
 
     @property
     def preprocess(self) -> Optional[Preprocess]:
-        """The first image input's preprocessing (``describe()`` has each input's); None without images."""
+        """The first image input's preprocessing (``describe()`` has each input's); None without
+        images."""
         return next((p.preprocess for p in self.parts.values() if isinstance(p, ImageFolder)), None)
 
     def __len__(self) -> int:
@@ -858,17 +958,34 @@ class InputFolders(Source):
     def items(self, start: int) -> Iterator[Tuple[str, Any]]:
         for i, j in self.index.iter_from(start):
             name = self.stems[i] if self.counts[i] == 1 else f"{self.stems[i]}[{j}]"
-            yield name, (lambda i=i, j=j: {k: v for p in self.parts.values() for k, v in p.row(i, j).items()})
+            yield (
+                name,
+                (
+                    lambda i=i, j=j: {
+                        k: v for p in self.parts.values() for k, v in p.row(i, j).items()
+                    }
+                ),
+            )
 
     def describe(self) -> Dict[str, Any]:
-        out = {"kind": self.kind, "root": self.root,
-               "inputs": {k: dict(p.describe(), folder=os.path.join(self.root, k)) for k, p in self.parts.items()}}
+        out = {
+            "kind": self.kind,
+            "root": self.root,
+            "inputs": {
+                k: dict(p.describe(), folder=os.path.join(self.root, k))
+                for k, p in self.parts.items()
+            },
+        }
         if self.ignored:
             out["ignored_subfolders"] = list(self.ignored)
         return out
 
     def fingerprint(self) -> Dict[str, Any]:
-        return {"kind": self.kind, "root": self.root, "inputs": {k: p.fingerprint() for k, p in self.parts.items()}}
+        return {
+            "kind": self.kind,
+            "root": self.root,
+            "inputs": {k: p.fingerprint() for k, p in self.parts.items()},
+        }
 
 
 class DataFolder(Source):
@@ -880,15 +997,21 @@ class DataFolder(Source):
 
     kind = "folder"
 
-    def __init__(self, root: str, preprocess: Optional[Preprocess] = None, input_name: Optional[str] = None) -> None:
+    def __init__(
+        self, root: str, preprocess: Optional[Preprocess] = None, input_name: Optional[str] = None
+    ) -> None:
         self.root = os.path.abspath(root)
         self._preprocess, self._input_name = preprocess, input_name
         self.inner: Optional[Source] = None
         if next(_walk(self.root, IMAGE_EXTENSIONS + ARRAY_EXTENSIONS), None) is None:
-            raise FileNotFoundError(f"trtcal: no image files ({', '.join(IMAGE_EXTENSIONS)}) or .npy/.npz files "
-                                    f"under {root}")
+            raise FileNotFoundError(
+                f"trtcal: no image files ({', '.join(IMAGE_EXTENSIONS)}) or .npy/.npz files "
+                f"under {root}"
+            )
 
-    def __getattr__(self, name: str) -> Any:  # preprocess, input_name, files, ... of the chosen source
+    def __getattr__(
+        self, name: str
+    ) -> Any:  # preprocess, input_name, files, ... of the chosen source
         inner = self.__dict__.get("inner")
         if inner is None:
             raise AttributeError(name)
@@ -906,21 +1029,30 @@ class DataFolder(Source):
             have = [s.name for s in specs if os.path.isdir(os.path.join(self.root, s.name))]
             if len(have) == len(specs):
                 if self._input_name is not None:
-                    raise ValueError(f"trtcal: {self.root} has a subfolder per model input, each feeding its own "
-                                     f"input; input_name / --input-name ({self._input_name!r}) is for a folder that "
-                                     "feeds one input: drop it")
+                    raise ValueError(
+                        f"trtcal: {self.root} has a subfolder per model input, each feeding its "
+                        "own "
+                        f"input; input_name / --input-name ({self._input_name!r}) is for a folder "
+                        "that "
+                        "feeds one input: drop it"
+                    )
                 return InputFolders(self.root, self._preprocess)
             if have and next(_walk(self.root, (".npz",)), None) is None:
                 missing = [s.name for s in specs if s.name not in have]
-                raise ValueError(f"trtcal: {self.root} has a subfolder for input(s) {have} but none for {missing}; "
-                                 "a folder per input needs a subfolder named after each model input")
+                raise ValueError(
+                    f"trtcal: {self.root} has a subfolder for input(s) {have} but none for "
+                    f"{missing}; "
+                    "a folder per input needs a subfolder named after each model input"
+                )
         if has_arrays and next(_walk(self.root, IMAGE_EXTENSIONS), None) is None:
             return ArrayFiles(self.root)
         return ImageFolder(self.root, self._preprocess, self._input_name)
 
     def _bound(self) -> Source:
         if self.inner is None:
-            raise TypeError(f"trtcal: data folder {self.root} is not bound to the model's inputs yet")
+            raise TypeError(
+                f"trtcal: data folder {self.root} is not bound to the model's inputs yet"
+            )
         return self.inner
 
     def __len__(self) -> int:
@@ -930,7 +1062,11 @@ class DataFolder(Source):
         return self._bound().items(start)
 
     def describe(self) -> Dict[str, Any]:
-        return self.inner.describe() if self.inner is not None else {"kind": self.kind, "root": self.root}
+        return (
+            self.inner.describe()
+            if self.inner is not None
+            else {"kind": self.kind, "root": self.root}
+        )
 
     def fingerprint(self) -> Dict[str, Any]:
         return self._bound().fingerprint()
@@ -961,8 +1097,10 @@ class BatchIterable(Source):
                 if len(self.specs) == 1:
                     item = {self.specs[0].name: item}
                 else:
-                    raise TypeError(f"trtcal: {self.label} {i} is a {type(item).__name__}; expected a dict "
-                                    "{input_name: array} for a model with several inputs")
+                    raise TypeError(
+                        f"trtcal: {self.label} {i} is a {type(item).__name__}; expected a dict "
+                        "{input_name: array} for a model with several inputs"
+                    )
             yield f"{self.label}{i}", (lambda item=item: {k: _to_numpy(v) for k, v in item.items()})
 
     def describe(self) -> Dict[str, Any]:
@@ -982,8 +1120,11 @@ def _to_numpy(v: Any) -> np.ndarray:
     return np.asarray(v)
 
 
-def open_source(data: Any, preprocess: Optional[Preprocess] = None, input_name: Optional[str] = None) -> Source:
-    """A :class:`Source` for a path (an image file or folder, a .npy/.npz file or folder, a folder with a
+def open_source(
+    data: Any, preprocess: Optional[Preprocess] = None, input_name: Optional[str] = None
+) -> Source:
+    """A :class:`Source` for a path (an image file or folder, a .npy/.npz file or folder, a folder
+    with a
     subfolder per model input), arrays, or an iterable."""
     if isinstance(data, Source):
         return data
@@ -996,8 +1137,10 @@ def open_source(data: Any, preprocess: Optional[Preprocess] = None, input_name: 
                 return ArrayFiles(path)
             if path.lower().endswith(IMAGE_EXTENSIONS):
                 return ImageFolder(path, preprocess, input_name)  # one sample
-            raise ValueError(f"trtcal: cannot read calibration data from {path}: expected an image folder, "
-                             ".npy/.npz files, or a folder of them")
+            raise ValueError(
+                f"trtcal: cannot read calibration data from {path}: expected an image folder, "
+                ".npy/.npz files, or a folder of them"
+            )
         return DataFolder(path, preprocess, input_name)
     if isinstance(data, np.ndarray):
         return ArraySource(data)
@@ -1005,8 +1148,10 @@ def open_source(data: Any, preprocess: Optional[Preprocess] = None, input_name: 
         return ArraySource(data)
     if isinstance(data, Iterable):
         return BatchIterable(data)
-    raise TypeError(f"trtcal: calibration data must be a path, arrays, or an iterable of input dicts, "
-                    f"not {type(data).__name__}")
+    raise TypeError(
+        f"trtcal: calibration data must be a path, arrays, or an iterable of input dicts, "
+        f"not {type(data).__name__}"
+    )
 
 
 def _walk(root: str, exts: Tuple[str, ...], other: Optional[List[str]] = None) -> Iterator[str]:
@@ -1032,8 +1177,11 @@ def _left_out_note(root: str, other: Sequence[str], what: str) -> List[str]:
     if not other:
         return []
     exts = sorted({os.path.splitext(f)[1].lower() or "(no extension)" for f in other})
-    return [f"{root}: {len(other)} file(s) that are not {what} are not read (extensions: {', '.join(exts[:8])}; "
-            f"first: {os.path.relpath(sorted(other)[0], root)})"]
+    return [
+        f"{root}: {len(other)} file(s) that are not {what} are not read (extensions: "
+        f"{', '.join(exts[:8])}; "
+        f"first: {os.path.relpath(sorted(other)[0], root)})"
+    ]
 
 
 def _digest(values: Sequence[Any]) -> str:
@@ -1058,8 +1206,11 @@ def check_names(arrays: Mapping[str, Any], specs: Sequence[InputSpec], where: st
         raise ValueError(msg + f" (model inputs: {', '.join(s.describe() for s in specs)})")
 
 
-def check_sample(arrays: Dict[str, np.ndarray], specs: Sequence[InputSpec], sample: str, batched: bool) -> Dict[str, np.ndarray]:
-    """Checks names, ranks, fixed dimensions and dtype kinds; casts floats to the model's float type."""
+def check_sample(
+    arrays: Dict[str, np.ndarray], specs: Sequence[InputSpec], sample: str, batched: bool
+) -> Dict[str, np.ndarray]:
+    """Checks names, ranks, fixed dimensions and dtype kinds; casts floats to the model's float
+    type."""
     check_names(arrays, specs, f"sample '{sample}'")
     out = {}
     for s in specs:
@@ -1071,11 +1222,21 @@ def check_sample(arrays: Dict[str, np.ndarray], specs: Sequence[InputSpec], samp
             what = "batch" if batched else "sample (without the batch axis)"
             hint = ""
             unbatched = s.shape[1:]
-            if batched and len(found) == len(unbatched) and all(e is None or e == f for e, f in zip(unbatched, found)):
-                hint = ("; it looks like one sample: each item of an iterable is a batch (stack samples along "
-                        "axis 0, or give x[None])")
-            raise BadSampleError(sample, f"input '{s.name}' expects a {what} of shape "
-                                 f"{_shape_str(expect)}, found {_shape_str(found)}{hint}")
+            if (
+                batched
+                and len(found) == len(unbatched)
+                and all(e is None or e == f for e, f in zip(unbatched, found))
+            ):
+                hint = (
+                    "; it looks like one sample: each item of an iterable is a batch (stack "
+                    "samples along "
+                    "axis 0, or give x[None])"
+                )
+            raise BadSampleError(
+                sample,
+                f"input '{s.name}' expects a {what} of shape "
+                f"{_shape_str(expect)}, found {_shape_str(found)}{hint}",
+            )
         out[s.name] = _convert(a, np.dtype(s.dtype), s.name, sample)
     return out
 
@@ -1083,12 +1244,17 @@ def check_sample(arrays: Dict[str, np.ndarray], specs: Sequence[InputSpec], samp
 def _convert(a: np.ndarray, want: np.dtype, name: str, sample: str) -> np.ndarray:
     """``a`` as the input's dtype, only when every value survives the conversion: integers must
     fit the input's range (uint8 200 is no int8), finite floats must stay finite (no float16
-    overflow); otherwise a BadSampleError naming the sample and the first value that does not fit."""
+    overflow); otherwise a BadSampleError naming the sample and the first value that does not
+    fit."""
     if a.dtype == want:
         return a
-    same_kind = (a.dtype.kind == "f" and want.kind == "f") or (a.dtype.kind in "iub" and want.kind in "iub")
+    same_kind = (a.dtype.kind == "f" and want.kind == "f") or (
+        a.dtype.kind in "iub" and want.kind in "iub"
+    )
     if not same_kind:
-        raise BadSampleError(sample, f"input '{name}' expects dtype {want.name}, found {a.dtype.name}")
+        raise BadSampleError(
+            sample, f"input '{name}' expects dtype {want.name}, found {a.dtype.name}"
+        )
     if np.can_cast(a.dtype, want, "safe") or a.size == 0:
         return a.astype(want)
     if want.kind == "f":
@@ -1097,15 +1263,21 @@ def _convert(a: np.ndarray, want: np.dtype, name: str, sample: str) -> np.ndarra
         lost = np.isfinite(a) & ~np.isfinite(out)
         if lost.any():
             v = a[lost].flat[0]
-            raise BadSampleError(sample, f"value {v:.8g} of input '{name}' overflows {want.name} (largest "
-                                         f"{float(np.finfo(want).max):.8g}): the cast would make it infinite")
+            raise BadSampleError(
+                sample,
+                f"value {v:.8g} of input '{name}' overflows {want.name} (largest "
+                f"{float(np.finfo(want).max):.8g}): the cast would make it infinite",
+            )
         return out
     lo, hi = (0, 1) if want.kind == "b" else (int(np.iinfo(want).min), int(np.iinfo(want).max))
     amin, amax = int(a.min()), int(a.max())
     if amin < lo or amax > hi:
         v = amin if amin < lo else amax
-        raise BadSampleError(sample, f"value {v} of input '{name}' ({a.dtype.name} data) does not fit the "
-                                     f"input's {want.name} ({lo} to {hi}); convert the data to {want.name} yourself")
+        raise BadSampleError(
+            sample,
+            f"value {v} of input '{name}' ({a.dtype.name} data) does not fit the "
+            f"input's {want.name} ({lo} to {hi}); convert the data to {want.name} yourself",
+        )
     return a.astype(want)
 
 
@@ -1121,10 +1293,17 @@ class Batch:
     skipped: List[Tuple[str, str]] = field(default_factory=list)
 
 
-def batches(source: Source, batch_size: int, *, start: int = 0, max_samples: Optional[int] = None,
-            used: int = 0, skip_bad: bool = False,
-            on_bad: Optional[Callable[[BadSampleError], None]] = None,
-            dropped: Optional[Callable[[], int]] = None) -> Iterator[Batch]:
+def batches(
+    source: Source,
+    batch_size: int,
+    *,
+    start: int = 0,
+    max_samples: Optional[int] = None,
+    used: int = 0,
+    skip_bad: bool = False,
+    on_bad: Optional[Callable[[BadSampleError], None]] = None,
+    dropped: Optional[Callable[[], int]] = None,
+) -> Iterator[Batch]:
     """Stacks samples into batches of ``batch_size`` from position ``start``.
 
     ``used`` samples were already consumed (resume); at most ``max_samples`` are used in all.
@@ -1133,6 +1312,7 @@ def batches(source: Source, batch_size: int, *, start: int = 0, max_samples: Opt
     since (NaN/Inf activations); they do not count toward ``max_samples``, so a bad sample is
     replaced by the next one whichever check finds it.
     """
+
     def net() -> int:
         return used - (dropped() if dropped is not None else 0)
 

@@ -143,12 +143,16 @@ def _dist():
         import torch
         import torch.distributed as dist
     except ImportError:
-        raise ImportError("trtcal: distributed calibration needs PyTorch (torch.distributed)") from None
+        raise ImportError(
+            "trtcal: distributed calibration needs PyTorch (torch.distributed)"
+        ) from None
     if not dist.is_available():
         raise RuntimeError("trtcal: this PyTorch build has no torch.distributed")
     if not dist.is_initialized():
-        raise RuntimeError("trtcal: no torch.distributed process group: call torch.distributed.init_process_group "
-                           "first (or launch with torchrun)")
+        raise RuntimeError(
+            "trtcal: no torch.distributed process group: call torch.distributed.init_process_group "
+            "first (or launch with torchrun)"
+        )
     return torch, dist
 
 
@@ -219,15 +223,21 @@ class RankGuard:
         return self
 
     def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
-        check_ranks(exc, self.what, self.group)  # no failure anywhere: nothing was raised here either
+        check_ranks(
+            exc, self.what, self.group
+        )  # no failure anywhere: nothing was raised here either
 
 
-def check_ranks(error: Optional[BaseException], what: str = "calibration", group: Any = None) -> None:
+def check_ranks(
+    error: Optional[BaseException], what: str = "calibration", group: Any = None
+) -> None:
     """Collective: raises :class:`RankFailedError` on every rank if ``error`` is set on any."""
     _, dist = _dist()
     status = None if error is None else (socket.gethostname(), f"{type(error).__name__}: {error}")
     statuses = all_gather_objects(status, group)
-    failures = {_global_rank(dist, group, i): tuple(s) for i, s in enumerate(statuses) if s is not None}
+    failures = {
+        _global_rank(dist, group, i): tuple(s) for i, s in enumerate(statuses) if s is not None
+    }
     if failures:
         raise RankFailedError(what, failures) from error
 
@@ -240,11 +250,15 @@ def _signature(name: str, c: Collector) -> Tuple[Any, ...]:
         return (name, "histogram", c.bins, c.signed)
     if isinstance(c, MinMaxCollector):
         return (name, "minmax", c.axis, c.channels)
-    raise TypeError(f"trtcal: collector '{name}' is a {type(c).__name__}; expected HistogramCollector or "
-                    "MinMaxCollector")
+    raise TypeError(
+        f"trtcal: collector '{name}' is a {type(c).__name__}; expected HistogramCollector or "
+        "MinMaxCollector"
+    )
 
 
-def _agree(signatures: Sequence[Sequence[Tuple[Any, ...]]], ranks: Sequence[int]) -> Dict[str, Optional[int]]:
+def _agree(
+    signatures: Sequence[Sequence[Tuple[Any, ...]]], ranks: Sequence[int]
+) -> Dict[str, Optional[int]]:
     """Checks every rank has the same tensors and layouts; returns {minmax name: channels}.
 
     A min/max collector that saw no data has no channel count yet; it agrees with any.
@@ -258,16 +272,26 @@ def _agree(signatures: Sequence[Sequence[Tuple[Any, ...]]], ranks: Sequence[int]
         if missing or extra:
             parts = []
             if missing:
-                parts.append("lacks " + ", ".join(repr(n) for n in missing[:5]) + (" ..." if len(missing) > 5 else ""))
+                parts.append(
+                    "lacks "
+                    + ", ".join(repr(n) for n in missing[:5])
+                    + (" ..." if len(missing) > 5 else "")
+                )
             if extra:
-                parts.append("has extra " + ", ".join(repr(n) for n in extra[:5]) + (" ..." if len(extra) > 5 else ""))
+                parts.append(
+                    "has extra "
+                    + ", ".join(repr(n) for n in extra[:5])
+                    + (" ..." if len(extra) > 5 else "")
+                )
             problems.append(f"rank {r} {' and '.join(parts)} (compared with rank {ranks[0]})")
             continue
         for n, s in mine.items():
             a = ref[n]
             same = a[:3] == s[:3] if a[1] == "minmax" else a == s
             if not same:
-                problems.append(f"rank {r} has {_describe(s)} for '{n}', rank {ranks[0]} has {_describe(a)}")
+                problems.append(
+                    f"rank {r} has {_describe(s)} for '{n}', rank {ranks[0]} has {_describe(a)}"
+                )
     channels: Dict[str, Optional[int]] = {}
     for n, s in ref.items():
         if s[1] != "minmax":
@@ -278,12 +302,18 @@ def _agree(signatures: Sequence[Sequence[Tuple[Any, ...]]], ranks: Sequence[int]
             if c is not None:
                 seen.setdefault(c, []).append(r)
         if len(seen) > 1:
-            problems.append(f"'{n}' has different channel counts: " +
-                            "; ".join(f"{c} on rank{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}"
-                                      for c, rs in seen.items()))
+            problems.append(
+                f"'{n}' has different channel counts: "
+                + "; ".join(
+                    f"{c} on rank{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}"
+                    for c, rs in seen.items()
+                )
+            )
         channels[n] = next(iter(seen), None)
     if problems:
-        raise ValueError("trtcal: the ranks' collectors differ, so they cannot be merged: " + "; ".join(problems))
+        raise ValueError(
+            "trtcal: the ranks' collectors differ, so they cannot be merged: " + "; ".join(problems)
+        )
     return channels
 
 
@@ -306,8 +336,12 @@ def _float_or_none(v: float) -> Optional[float]:
 class _Layout:
     """Where each collector's values sit in the two flat vectors that are reduced."""
 
-    def __init__(self, names: Sequence[str], collectors: Mapping[str, Collector],
-                 channels: Mapping[str, Optional[int]]) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        collectors: Mapping[str, Collector],
+        channels: Mapping[str, Optional[int]],
+    ) -> None:
         self.f: Dict[str, int] = {}
         self.i: Dict[str, int] = {}
         nf = ni = 0
@@ -323,7 +357,9 @@ class _Layout:
         self.nf, self.ni = nf, ni
 
 
-def all_reduce_collectors(collectors: Mapping[str, Collector], group: Any = None) -> Dict[str, Collector]:
+def all_reduce_collectors(
+    collectors: Mapping[str, Collector], group: Any = None
+) -> Dict[str, Collector]:
     """Merges every rank's collectors in place: afterwards each rank holds the global state.
 
     Collective: every rank of ``group`` (default: the whole world) must call it with
@@ -366,8 +402,8 @@ def all_reduce_collectors(collectors: Mapping[str, Collector], group: Any = None
             fv[o + 3] = -np.inf if s["min"] is None else -float(s["min"])
         elif s["channels"] is not None:
             c = s["channels"]
-            fv[o:o + c] = _nan_to(s["max"], -np.inf)
-            fv[o + c:o + 2 * c] = -_nan_to(s["min"], np.inf)
+            fv[o : o + c] = _nan_to(s["max"], -np.inf)
+            fv[o + c : o + 2 * c] = -_nan_to(s["min"], np.inf)
     t = torch.from_numpy(fv).to(device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
     fv = t.cpu().numpy()
@@ -381,10 +417,12 @@ def all_reduce_collectors(collectors: Mapping[str, Collector], group: Any = None
             e = int(fv[lay.f[n]])
             if s["exponent"] is not None and e > int(s["exponent"]):
                 counts = rebin(counts, c.signed, e - int(s["exponent"]))
-            iv[o:o + c.bins] = counts
-            iv[o + c.bins:o + c.bins + 5] = [int(s[k]) for k in ("finite", "nan", "posinf", "neginf", "batches")]
+            iv[o : o + c.bins] = counts
+            iv[o + c.bins : o + c.bins + 5] = [
+                int(s[k]) for k in ("finite", "nan", "posinf", "neginf", "batches")
+            ]
         else:
-            iv[o:o + 4] = [int(s[k]) for k in ("nan", "posinf", "neginf", "batches")]
+            iv[o : o + 4] = [int(s[k]) for k in ("nan", "posinf", "neginf", "batches")]
     t = torch.from_numpy(iv).to(device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
     iv = t.cpu().numpy()
@@ -394,9 +432,14 @@ def all_reduce_collectors(collectors: Mapping[str, Collector], group: Any = None
         s, c, fo, io = states[n], collectors[n], lay.f[n], lay.i[n]
         if isinstance(c, HistogramCollector):
             e = int(fv[fo])
-            merged = dict(s, exponent=None if e == NO_RANGE else e, amax=float(fv[fo + 1]),
-                          max=_float_or_none(fv[fo + 2]), min=_float_or_none(fv[fo + 3]),
-                          counts=iv[io:io + c.bins].copy())
+            merged = dict(
+                s,
+                exponent=None if e == NO_RANGE else e,
+                amax=float(fv[fo + 1]),
+                max=_float_or_none(fv[fo + 2]),
+                min=_float_or_none(fv[fo + 3]),
+                counts=iv[io : io + c.bins].copy(),
+            )
             if merged["min"] is not None:
                 merged["min"] = -merged["min"]
             for j, k in enumerate(("finite", "nan", "posinf", "neginf", "batches")):
@@ -404,11 +447,16 @@ def all_reduce_collectors(collectors: Mapping[str, Collector], group: Any = None
             c.load_state_dict(merged)
         else:
             ch = channels[n]
-            merged = dict(s, channels=ch, **{k: int(iv[io + j]) for j, k in enumerate(("nan", "posinf", "neginf",
-                                                                                         "batches"))})
+            merged = dict(
+                s,
+                channels=ch,
+                **{
+                    k: int(iv[io + j]) for j, k in enumerate(("nan", "posinf", "neginf", "batches"))
+                },
+            )
             if ch is not None:
-                hi = fv[fo:fo + ch].copy()
-                lo = -fv[fo + ch:fo + 2 * ch]
+                hi = fv[fo : fo + ch].copy()
+                lo = -fv[fo + ch : fo + 2 * ch]
                 hi[hi == -np.inf] = np.nan
                 lo[lo == np.inf] = np.nan
                 merged.update(min=lo, max=hi)
@@ -421,8 +469,9 @@ def all_reduce_collectors(collectors: Mapping[str, Collector], group: Any = None
 # --------------------------------------------------------------------------------------------
 # merging collector files (no process group)
 # --------------------------------------------------------------------------------------------
-def merge_collectors(parts: Sequence[Mapping[str, Collector]], labels: Optional[Sequence[str]] = None
-                     ) -> Dict[str, Collector]:
+def merge_collectors(
+    parts: Sequence[Mapping[str, Collector]], labels: Optional[Sequence[str]] = None
+) -> Dict[str, Collector]:
     """Merges collector sets (e.g. from :func:`load_states` of several files) into new CPU
     collectors. Every set must hold the same tensor names; ``labels`` name the sets in errors.
     The result is exact and independent of the order of ``parts``.
@@ -434,8 +483,10 @@ def merge_collectors(parts: Sequence[Mapping[str, Collector]], labels: Optional[
     for lab, p in zip(labels[1:], parts[1:]):
         if set(p) != ref:
             missing, extra = sorted(ref - set(p)), sorted(set(p) - ref)
-            raise ValueError(f"trtcal: {lab} has different tensors from {labels[0]}: "
-                             f"lacks {missing[:5]}, has extra {extra[:5]}")
+            raise ValueError(
+                f"trtcal: {lab} has different tensors from {labels[0]}: "
+                f"lacks {missing[:5]}, has extra {extra[:5]}"
+            )
     out: Dict[str, Collector] = {}
     for n in parts[0]:
         first = parts[0][n]
@@ -444,14 +495,20 @@ def merge_collectors(parts: Sequence[Mapping[str, Collector]], labels: Optional[
             try:
                 out[n].merge(p[n])  # type: ignore[arg-type]  # a mismatch raises TypeError, said below
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"trtcal: cannot merge '{n}' from {lab}: {_unprefixed(exc)}") from None
+                raise ValueError(
+                    f"trtcal: cannot merge '{n}' from {lab}: {_unprefixed(exc)}"
+                ) from None
     return out
 
 
 _LOCATION_KEYS = frozenset({"path", "root", "file", "folder"})  # where one machine keeps the data
 _RANK_NAME = re.compile(r"\.rank(\d+)-of-(\d+)(\.[^./\\]*)?$")  # rank_path(): ck.rank1-of-4.npz
-_JOB_LABELS = {"data.shard.world_size": "number of shards", "shards": "number of shards",
-               "data.shard.limit": "samples in the data", "data.shard.align": "shard alignment (batch size)"}
+_JOB_LABELS = {
+    "data.shard.world_size": "number of shards",
+    "shards": "number of shards",
+    "data.shard.limit": "samples in the data",
+    "data.shard.align": "shard alignment (batch size)",
+}
 
 
 class _Input:
@@ -464,8 +521,16 @@ class _Input:
     ``meta['shard']`` (two files with the same one hold the same data).
     """
 
-    def __init__(self, path: str, job: Optional[Dict[str, Any]], world: int, ranks: Tuple[int, ...],
-                 complete: bool, samples: Optional[int], key: str = "") -> None:
+    def __init__(
+        self,
+        path: str,
+        job: Optional[Dict[str, Any]],
+        world: int,
+        ranks: Tuple[int, ...],
+        complete: bool,
+        samples: Optional[int],
+        key: str = "",
+    ) -> None:
         self.path, self.job, self.world, self.ranks = path, job, world, ranks
         self.complete, self.samples, self.key = complete, samples, key
 
@@ -496,6 +561,7 @@ def _describe_input(path: str, info: Mapping[str, Any]) -> _Input:
     checkpoint without it is a whole run's, unless its name says ``.rankR-of-N.``. A state file
     written by ``trtcal merge --out-state`` records the run and the shards it merged.
     """
+
     def malformed(why: str) -> ValueError:
         return ValueError(f"trtcal: {path} is malformed: {why}")
 
@@ -514,7 +580,9 @@ def _describe_input(path: str, info: Mapping[str, Any]) -> _Input:
                 raise malformed(f"its shard record {shard!r} has no rank and world_size") from None
             if not 0 <= rank < world:
                 raise malformed(f"it says shard {rank} of {world}")
-            job = dict(cfg, data=dict(data or {}, shard={k: v for k, v in shard.items() if k != "rank"}))
+            job = dict(
+                cfg, data=dict(data or {}, shard={k: v for k, v in shard.items() if k != "rank"})
+            )
             return _Input(path, job, world, (rank,), complete, samples)
         named = _RANK_NAME.search(os.path.basename(path))
         if named and 0 <= int(named.group(1)) < int(named.group(2)) and int(named.group(2)) > 1:
@@ -529,11 +597,22 @@ def _describe_input(path: str, info: Mapping[str, Any]) -> _Input:
             job, world = dict(meta["job"]), int(meta["world_size"])
             ranks = tuple(sorted(int(r) for r in meta["ranks"]))
         except (KeyError, TypeError, ValueError):
-            raise malformed("its record of the merged run (job, world_size, ranks) is incomplete") from None
-        if world < 1 or not ranks or any(not 0 <= r < world for r in ranks) or len(set(ranks)) != len(ranks):
+            raise malformed(
+                "its record of the merged run (job, world_size, ranks) is incomplete"
+            ) from None
+        if (
+            world < 1
+            or not ranks
+            or any(not 0 <= r < world for r in ranks)
+            or len(set(ranks)) != len(ranks)
+        ):
             raise malformed(f"it says it holds shards {list(ranks)} of {world}")
         return _Input(path, job, world, ranks, bool(meta.get("complete", True)), samples)
-    key = json.dumps(meta["shard"], sort_keys=True, default=str) if meta.get("shard") is not None else ""
+    key = (
+        json.dumps(meta["shard"], sort_keys=True, default=str)
+        if meta.get("shard") is not None
+        else ""
+    )
     return _Input(path, None, 0, (), True, samples, key)
 
 
@@ -560,8 +639,9 @@ def _diff_text(key: str, va: Any, vb: Any, a: str, b: str) -> str:
         only_a = [x for x in va if x not in vb]
         only_b = [x for x in vb if x not in va]
         if only_a or only_b:
-            parts = ([f"{_short(only_a[:3])} only in {a}"] if only_a else []) + \
-                    ([f"{_short(only_b[:3])} only in {b}"] if only_b else [])
+            parts = ([f"{_short(only_a[:3])} only in {a}"] if only_a else []) + (
+                [f"{_short(only_b[:3])} only in {b}"] if only_b else []
+            )
             return f"{label}: {len(va)} in {a}, {len(vb)} in {b} ({'; '.join(parts)})"
         return f"{label}: the same {len(va)} in another order"
     return f"{label}: {_short(va)} in {a}, {_short(vb)} in {b}"
@@ -573,10 +653,14 @@ def _check_same_run(parts: Sequence[_Input], warnings: List[str]) -> None:
     if whole and len(parts) > 1:
         w = whole[0]
         o = next(q for q in parts if q is not w)
-        raise ValueError(f"trtcal: {w.path} holds a whole run (all of its data, not one --shard), so it cannot be "
-                         f"merged with {o.path} ({o.what()}): that would count data twice or mix different runs. "
-                         "Merge a whole run's checkpoint on its own, or merge the shard checkpoints of one run "
-                         "(ck.rank*-of-N.npz)")
+        raise ValueError(
+            f"trtcal: {w.path} holds a whole run (all of its data, not one --shard), so it cannot "
+            "be "
+            f"merged with {o.path} ({o.what()}): that would count data twice or mix different "
+            "runs. "
+            "Merge a whole run's checkpoint on its own, or merge the shard checkpoints of one run "
+            "(ck.rank*-of-N.npz)"
+        )
     ref = parts[0]
     for q in parts[1:]:
         problems, places, runners = [], [], []
@@ -588,33 +672,49 @@ def _check_same_run(parts: Sequence[_Input], warnings: List[str]) -> None:
             else:
                 problems.append(_diff_text(key, va, vb, ref.path, q.path))
         if ref.world != q.world and not any(t.startswith("number of shards") for t in problems):
-            problems.insert(0, f"number of shards: {ref.world} in {ref.path}, {q.world} in {q.path}")
+            problems.insert(
+                0, f"number of shards: {ref.world} in {ref.path}, {q.world} in {q.path}"
+            )
         if problems:
             more = f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
-            raise ValueError(f"trtcal: {q.path} and {ref.path} are not shards of the same run, so they cannot be "
-                             f"merged: {'; '.join(problems[:4])}{more}")
+            raise ValueError(
+                f"trtcal: {q.path} and {ref.path} are not shards of the same run, so they cannot "
+                "be "
+                f"merged: {'; '.join(problems[:4])}{more}"
+            )
         if places:
-            warnings.append("the shards read their data from different places (" + "; ".join(places) + "); the rest "
-                            "of the data fingerprint (file names, sizes, preprocessing) agrees, so they are taken "
-                            "as shards of the same data")
+            warnings.append(
+                "the shards read their data from different places ("
+                + "; ".join(places)
+                + "); the rest "
+                "of the data fingerprint (file names, sizes, preprocessing) agrees, so they are "
+                "taken "
+                "as shards of the same data"
+            )
         if runners:
-            warnings.append("the shards ran the model with different runners (" + "; ".join(runners) + "); their "
-                            "activations may differ slightly")
+            warnings.append(
+                "the shards ran the model with different runners ("
+                + "; ".join(runners)
+                + "); their "
+                "activations may differ slightly"
+            )
 
 
 def _expected_names(parts: Sequence[_Input], missing: Sequence[int], world: int) -> str:
-    """' (ck.rank2-of-3.npz)': the missing shards' file names, when the given ones follow rank_path()."""
+    """' (ck.rank2-of-3.npz)': the missing shards' file names, when the given ones follow
+    rank_path()."""
     for q in parts:
         m = _RANK_NAME.search(q.path)
         if m and int(m.group(2)) == world:
-            root, ext = q.path[:m.start()], m.group(3) or ""
+            root, ext = q.path[: m.start()], m.group(3) or ""
             names = [f"{root}.rank{r}-of-{world}{ext}" for r in missing]
             return f" ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
     return ""
 
 
-def merge_files(paths: Sequence[str], *, allow_partial: bool = False, allow_incomplete: bool = False
-                ) -> Tuple[Dict[str, Collector], Dict[str, Any]]:
+def merge_files(
+    paths: Sequence[str], *, allow_partial: bool = False, allow_incomplete: bool = False
+) -> Tuple[Dict[str, Collector], Dict[str, Any]]:
     """Merges collector files (:func:`save_states` files or ``trtcal calibrate`` checkpoints,
     one per machine or rank) into one exact set of CPU collectors.
 
@@ -644,7 +744,9 @@ def merge_files(paths: Sequence[str], *, allow_partial: bool = False, allow_inco
         real = os.path.realpath(p)
         if real in seen_files:
             also = f" (also as {seen_files[real]})" if seen_files[real] != p else ""
-            raise ValueError(f"trtcal: {p} is given twice{also}; merging it twice would count its data twice")
+            raise ValueError(
+                f"trtcal: {p} is given twice{also}; merging it twice would count its data twice"
+            )
         seen_files[real] = p
     loaded = [load_states(p) for p in paths]
     parts = [_describe_input(p, info) for p, (_, info) in zip(paths, loaded)]
@@ -654,10 +756,12 @@ def merge_files(paths: Sequence[str], *, allow_partial: bool = False, allow_inco
     shards: Optional[Dict[str, Any]] = None
     unfinished: List[str] = []
     if runs and loose:
-        raise ValueError(f"trtcal: {loose[0].path} is a collector-state file that does not record which run and "
-                         f"shard it holds, so it cannot be checked against {runs[0].path} ({runs[0].what()}); "
-                         "merge the shards' checkpoints (or state files merged from them) together, and such "
-                         "state files only with each other")
+        raise ValueError(
+            f"trtcal: {loose[0].path} is a collector-state file that does not record which run and "
+            f"shard it holds, so it cannot be checked against {runs[0].path} ({runs[0].what()}); "
+            "merge the shards' checkpoints (or state files merged from them) together, and such "
+            "state files only with each other"
+        )
     if runs:
         _check_same_run(runs, warnings)
         world = runs[0].world
@@ -665,48 +769,80 @@ def merge_files(paths: Sequence[str], *, allow_partial: bool = False, allow_inco
         for q in runs:
             for r in q.ranks:
                 if r in owner:
-                    raise ValueError(f"trtcal: {owner[r]} and {q.path} both hold shard {r} of {world}; merging both "
-                                     "would count its data twice")
+                    raise ValueError(
+                        f"trtcal: {owner[r]} and {q.path} both hold shard {r} of {world}; merging "
+                        "both "
+                        "would count its data twice"
+                    )
                 owner[r] = q.path
         for q in runs:
             if q.complete:
                 continue
             unfinished.append(q.path)
-            so_far = f"{q.samples} samples so far" if q.samples is not None else "samples so far unknown"
+            so_far = (
+                f"{q.samples} samples so far" if q.samples is not None else "samples so far unknown"
+            )
             if not allow_partial:
-                raise ValueError(f"trtcal: {q.path} holds {q.what()} of a run that did not finish ({so_far}); "
-                                 "finish it (trtcal calibrate ... --resume with the same --shard and --checkpoint), "
-                                 "or pass --allow-partial to merge it as it is")
-            warnings.append(f"{q.path} holds {q.what()} of a run that did not finish ({so_far}): the merged "
-                            "statistics cover only part of its data")
+                raise ValueError(
+                    f"trtcal: {q.path} holds {q.what()} of a run that did not finish ({so_far}); "
+                    "finish it (trtcal calibrate ... --resume with the same --shard and "
+                    "--checkpoint), "
+                    "or pass --allow-partial to merge it as it is"
+                )
+            warnings.append(
+                f"{q.path} holds {q.what()} of a run that did not finish ({so_far}): the merged "
+                "statistics cover only part of its data"
+            )
         missing = sorted(set(range(world)) - set(owner))
         if missing:
             gone = _shards_text(missing, world) + _expected_names(runs, missing, world)
             have = _shards_text(owner, world)
             if not allow_partial:
-                raise ValueError(f"trtcal: {gone} {'is' if len(missing) == 1 else 'are'} missing: the files given "
-                                 f"hold only {have}. Merge all {world} shards, or pass --allow-partial to merge "
-                                 "only these (the table then covers only part of the data)")
-            warnings.append(f"{gone} {'is' if len(missing) == 1 else 'are'} missing: the merged statistics cover "
-                            f"only {have}")
+                raise ValueError(
+                    f"trtcal: {gone} {'is' if len(missing) == 1 else 'are'} missing: the files "
+                    "given "
+                    f"hold only {have}. Merge all {world} shards, or pass --allow-partial to merge "
+                    "only these (the table then covers only part of the data)"
+                )
+            warnings.append(
+                f"{gone} {'is' if len(missing) == 1 else 'are'} missing: the merged statistics "
+                "cover "
+                f"only {have}"
+            )
         shards = {"world_size": world, "ranks": sorted(owner), "missing": missing}
     else:
         seen: Dict[str, str] = {}
         for q in loose:
             if q.key and q.key in seen:
-                raise ValueError(f"trtcal: {q.path} and {seen[q.key]} hold the same shard of the same data; merging "
-                                 "both would count it twice")
+                raise ValueError(
+                    f"trtcal: {q.path} and {seen[q.key]} hold the same shard of the same data; "
+                    "merging "
+                    "both would count it twice"
+                )
             seen[q.key] = q.path
     merged = merge_collectors([c for c, _ in loaded], labels=paths)
     samples = None if any(q.samples is None for q in parts) else sum(q.samples for q in parts)  # type: ignore
     meta: Dict[str, Any] = {"merged_from": list(paths), "samples": samples}
     if shards is not None:
-        meta.update(job=runs[0].job, world_size=shards["world_size"], ranks=shards["ranks"], complete=not unfinished)
-    return merged, {"files": list(paths), "samples": samples, "shards": shards, "unfinished": unfinished,
-                    "warnings": warnings, "state_meta": meta}
+        meta.update(
+            job=runs[0].job,
+            world_size=shards["world_size"],
+            ranks=shards["ranks"],
+            complete=not unfinished,
+        )
+    return merged, {
+        "files": list(paths),
+        "samples": samples,
+        "shards": shards,
+        "unfinished": unfinished,
+        "warnings": warnings,
+        "state_meta": meta,
+    }
 
 
-def save_states(path: str, collectors: Mapping[str, Collector], meta: Optional[Mapping[str, Any]] = None) -> str:
+def save_states(
+    path: str, collectors: Mapping[str, Collector], meta: Optional[Mapping[str, Any]] = None
+) -> str:
     """Writes collectors' exact states to ``path`` (a NumPy ``.npz`` without pickles), atomically.
 
     Layout: ``meta`` (UTF-8 JSON: format, version, names, each state without its counts, and
@@ -724,9 +860,16 @@ def save_states(path: str, collectors: Mapping[str, Collector], meta: Optional[M
             if isinstance(s.get(k), np.ndarray):
                 s[k] = [None if np.isnan(v) else float(v) for v in s[k]]
         states[n] = s
-    doc = {"format": STATES_FORMAT, "version": STATES_VERSION, "names": names, "states": states,
-           "meta": dict(meta or {})}
-    blob = np.frombuffer(json.dumps(doc, default=json_default, allow_nan=False).encode("utf-8"), dtype=np.uint8)
+    doc = {
+        "format": STATES_FORMAT,
+        "version": STATES_VERSION,
+        "names": names,
+        "states": states,
+        "meta": dict(meta or {}),
+    }
+    blob = np.frombuffer(
+        json.dumps(doc, default=json_default, allow_nan=False).encode("utf-8"), dtype=np.uint8
+    )
     counts = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     atomic_savez(path, ".trtcal-states-", meta=blob, counts=counts)
     return path
@@ -737,7 +880,8 @@ def _not_ours(path: str, why: str) -> ValueError:
 
 
 def _read_npz(path: str) -> Tuple[Any, np.ndarray]:
-    """(the parsed ``meta`` JSON, the ``counts``) of a trtcal .npz; ``ValueError`` for any other file."""
+    """(the parsed ``meta`` JSON, the ``counts``) of a trtcal .npz; ``ValueError`` for any other
+    file."""
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -752,14 +896,23 @@ def _read_npz(path: str) -> Tuple[Any, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             if "meta" not in z.files or "counts" not in z.files:
-                names = ", ".join(repr(n) for n in z.files[:5]) + (", ..." if len(z.files) > 5 else "")
-                raise _not_ours(path, "it is an .npz, but not a trtcal collector-state file or checkpoint: it holds "
-                                      f"{names or 'no arrays'}, not 'meta' and 'counts'")
+                names = ", ".join(repr(n) for n in z.files[:5]) + (
+                    ", ..." if len(z.files) > 5 else ""
+                )
+                raise _not_ours(
+                    path,
+                    "it is an .npz, but not a trtcal collector-state file or checkpoint: it holds "
+                    f"{names or 'no arrays'}, not 'meta' and 'counts'",
+                )
             raw, counts = z["meta"], np.array(z["counts"], dtype=np.int64)
     except ValueError as exc:
         if str(exc).startswith("trtcal: "):
             raise
-        why = "its arrays hold Python objects (pickles), which trtcal never writes" if "pickle" in str(exc) else exc
+        why = (
+            "its arrays hold Python objects (pickles), which trtcal never writes"
+            if "pickle" in str(exc)
+            else exc
+        )
         raise _not_ours(path, f"an .npz that cannot be read: {why}") from None
     except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise _not_ours(path, f"a damaged or non-NumPy zip archive: {exc}") from None
@@ -783,23 +936,32 @@ def load_states(path: str) -> Tuple[Dict[str, Collector], Dict[str, Any]]:
     version = doc.get("version") if isinstance(doc, dict) else None
     out: Dict[str, Collector] = {}
     if fmt == CHECKPOINT_FORMAT:
-
         if version != ckpt.VERSION:
-            raise _not_ours(path, f"a calibrate checkpoint of version {version!r}; this trtcal reads version "
-                                  f"{ckpt.VERSION}")
+            raise _not_ours(
+                path,
+                f"a calibrate checkpoint of version {version!r}; this trtcal reads version "
+                f"{ckpt.VERSION}",
+            )
         try:
             data = ckpt.parse(path, doc, counts)
             for n, s in data["stats_state"]["collectors"].items():
                 out[n] = HistogramCollector.from_state_dict(s)
         except (KeyError, TypeError, IndexError) as exc:
-            raise ValueError(f"trtcal: {path} is a malformed calibrate checkpoint: {type(exc).__name__}: {exc}") \
-                from None
+            raise ValueError(
+                f"trtcal: {path} is a malformed calibrate checkpoint: {type(exc).__name__}: {exc}"
+            ) from None
         return out, {"format": fmt, "config": data["config"], "progress": data["progress"]}
     if fmt != STATES_FORMAT:
-        raise _not_ours(path, f"its meta says format {fmt!r}; trtcal reads {STATES_FORMAT} and {CHECKPOINT_FORMAT}")
+        raise _not_ours(
+            path,
+            f"its meta says format {fmt!r}; trtcal reads {STATES_FORMAT} and {CHECKPOINT_FORMAT}",
+        )
     if version != STATES_VERSION:
-        raise _not_ours(path, f"a collector-state file of version {version!r}; this trtcal reads version "
-                              f"{STATES_VERSION}")
+        raise _not_ours(
+            path,
+            f"a collector-state file of version {version!r}; this trtcal reads version "
+            f"{STATES_VERSION}",
+        )
     try:
         pos = 0
         for n in doc["names"]:
@@ -808,13 +970,15 @@ def load_states(path: str) -> Tuple[Dict[str, Collector], Dict[str, Any]]:
                 b = int(s["bins"])
                 if pos + b > counts.size:
                     raise ValueError("counts are shorter than the states say")
-                s["counts"] = counts[pos:pos + b].copy()
+                s["counts"] = counts[pos : pos + b].copy()
                 pos += b
                 out[n] = HistogramCollector.from_state_dict(s)
             else:
                 for k in ("min", "max"):
                     if s.get(k) is not None:
-                        s[k] = np.array([np.nan if v is None else v for v in s[k]], dtype=np.float64)
+                        s[k] = np.array(
+                            [np.nan if v is None else v for v in s[k]], dtype=np.float64
+                        )
                 out[n] = MinMaxCollector.from_state_dict(s)
         if pos != counts.size:
             raise ValueError("counts are longer than the states say")
@@ -826,4 +990,4 @@ def load_states(path: str) -> Tuple[Dict[str, Collector], Dict[str, Any]]:
 def _unprefixed(exc: BaseException) -> str:
     """An exception's message without its own 'trtcal: ' (the message it goes into has one)."""
     msg = str(exc)
-    return msg[len("trtcal: "):] if msg.startswith("trtcal: ") else msg
+    return msg[len("trtcal: ") :] if msg.startswith("trtcal: ") else msg

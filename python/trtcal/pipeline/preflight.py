@@ -55,7 +55,6 @@ def model_files(model: Any) -> List[str]:
     path = os.fspath(model)
     out = [path]
     try:
-
         out += external_data_files(path)
     except (ImportError, OSError, ValueError):
         pass

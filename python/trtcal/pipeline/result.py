@@ -7,7 +7,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import outputs
 
-METHOD_CHOICES = ("auto", "entropy", "percentile", "minmax", "mse", "all", "fp8-mse", "fp8-kl")  # fp8-*: trtcal.fp8
+METHOD_CHOICES = (
+    "auto",
+    "entropy",
+    "percentile",
+    "minmax",
+    "mse",
+    "all",
+    "fp8-mse",
+    "fp8-kl",
+)  # fp8-*: trtcal.fp8
 
 
 @dataclass
@@ -34,7 +43,9 @@ class CalibrationResult:
     next_steps: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     flavors: Dict[str, Optional[str]] = field(default_factory=dict)
-    clipped: Dict[str, Dict[str, float]] = field(default_factory=dict)  # {method: {tensor: fraction}}
+    clipped: Dict[str, Dict[str, float]] = field(
+        default_factory=dict
+    )  # {method: {tensor: fraction}}
     auto: Any = None  # method 'auto': its AutoDecision (what it measured and why it chose)
 
     @property
@@ -58,10 +69,14 @@ def parse_methods(method: Union[str, Sequence[str]]) -> List[str]:
     out: List[str] = []
     for m in ms:
         if m not in METHOD_CHOICES:
-            raise ValueError(f"trtcal: method must be one of {', '.join(METHOD_CHOICES)}, got {m!r}")
-        for x in (outputs.METHODS if m == "all" else (m,)):
+            raise ValueError(
+                f"trtcal: method must be one of {', '.join(METHOD_CHOICES)}, got {m!r}"
+            )
+        for x in outputs.METHODS if m == "all" else (m,):
             if x not in out:
                 out.append(x)
     if "auto" in out and len(out) > 1:
-        raise ValueError("trtcal: method 'auto' chooses among the others by measurement; give it alone")
+        raise ValueError(
+            "trtcal: method 'auto' chooses among the others by measurement; give it alone"
+        )
     return out

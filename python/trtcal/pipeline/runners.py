@@ -32,11 +32,31 @@ DEFAULT_MAX_MEMORY = 1.5e9
 
 # ONNX TensorProto element types that hold activations trtcal calibrates
 _FLOAT_TYPES = {1: "float32", 10: "float16", 16: "bfloat16"}
-_ONNX_TO_NUMPY = {1: np.float32, 10: np.float16, 11: np.float64, 2: np.uint8, 3: np.int8, 4: np.uint16,
-                  5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_, 12: np.uint32, 13: np.uint64}
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-              "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_, "tensor(int16)": np.int16}
+_ONNX_TO_NUMPY = {
+    1: np.float32,
+    10: np.float16,
+    11: np.float64,
+    2: np.uint8,
+    3: np.int8,
+    4: np.uint16,
+    5: np.int16,
+    6: np.int32,
+    7: np.int64,
+    9: np.bool_,
+    12: np.uint32,
+    13: np.uint64,
+}
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+    "tensor(int16)": np.int16,
+}
 
 
 @dataclass(frozen=True)
@@ -48,7 +68,8 @@ class TensorSelection:
     ----------
     op_types : op types whose activations are kept: what they read (weights and constants
         excepted) and what they write (e.g. ``("Conv", "Relu")``); None keeps all.
-    names : glob patterns (``"*/conv*"``) or ``re:<regex>`` patterns on tensor names; None keeps all.
+    names : glob patterns (``"*/conv*"``) or ``re:<regex>`` patterns on tensor names; None keeps
+    all.
     inputs : also calibrate the model's float inputs (TensorRT needs their ranges too).
     """
 
@@ -60,8 +81,11 @@ class TensorSelection:
         return matches(name, self.names)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"op_types": list(self.op_types) if self.op_types else None,
-                "names": list(self.names) if self.names else None, "inputs": self.inputs}
+        return {
+            "op_types": list(self.op_types) if self.op_types else None,
+            "names": list(self.names) if self.names else None,
+            "inputs": self.inputs,
+        }
 
 
 def model_digest(model: ModelLike) -> str:
@@ -163,17 +187,25 @@ class OrtRunner(Runner):
         batch-independent), so the table is the same for any budget.
     """
 
-    def __init__(self, model: ModelLike, selection: TensorSelection = TensorSelection(),
-                 providers: Optional[Sequence[str]] = None, threads: int = 0,
-                 device_id: Optional[int] = None, max_memory: Optional[float] = DEFAULT_MAX_MEMORY) -> None:
+    def __init__(
+        self,
+        model: ModelLike,
+        selection: TensorSelection = TensorSelection(),
+        providers: Optional[Sequence[str]] = None,
+        threads: int = 0,
+        device_id: Optional[int] = None,
+        max_memory: Optional[float] = DEFAULT_MAX_MEMORY,
+    ) -> None:
         import onnx
         import onnxruntime as ort
 
         proto = load_onnx(model)
         self.tensors = calibration_tensors(proto, selection)
         if not self.tensors:
-            raise ValueError("trtcal: no float activations match the tensor selection "
-                             f"{selection.to_dict()} in this model")
+            raise ValueError(
+                "trtcal: no float activations match the tensor selection "
+                f"{selection.to_dict()} in this model"
+            )
         aug = onnx.ModelProto()
         aug.CopyFrom(proto)
         existing = {o.name for o in aug.graph.output}
@@ -190,7 +222,10 @@ class OrtRunner(Runner):
         self.providers = list(providers)
         chosen: List[Any] = list(self.providers)
         if device_id is not None:
-            chosen = [(p, {"device_id": int(device_id)}) if p == "CUDAExecutionProvider" else p for p in chosen]
+            chosen = [
+                (p, {"device_id": int(device_id)}) if p == "CUDAExecutionProvider" else p
+                for p in chosen
+            ]
         if aug.ByteSize() < (2 << 30) - (1 << 20):
             self.session = ort.InferenceSession(aug.SerializeToString(), opts, providers=chosen)
         else:  # > 2 GB protobuf limit: through a temporary file with external data
@@ -201,16 +236,24 @@ class OrtRunner(Runner):
             onnx.save(aug, path, save_as_external_data=True, location="model.data")
             self.session = ort.InferenceSession(path, opts, providers=chosen)
         init = {i.name for i in proto.graph.initializer}
-        self.specs = [InputSpec(i.name, tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape),
-                                np.dtype(_ORT_TYPES.get(i.type, np.float32)))
-                      for i in self.session.get_inputs() if i.name not in init]
+        self.specs = [
+            InputSpec(
+                i.name,
+                tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape),
+                np.dtype(_ORT_TYPES.get(i.type, np.float32)),
+            )
+            for i in self.session.get_inputs()
+            if i.name not in init
+        ]
         self._out_names = [o.name for o in self.session.get_outputs()]
         self._out_index = {n: i for i, n in enumerate(self._out_names)}
         self._wanted = set(self.tensors)
         self.max_memory = max_memory
         self.bytes_per_sample: Optional[float] = None  # measured on the first split batch
         # only a batch axis the model leaves free can be split
-        self._splittable = bool(self.specs) and all(sp.shape and sp.shape[0] is None for sp in self.specs)
+        self._splittable = bool(self.specs) and all(
+            sp.shape and sp.shape[0] is None for sp in self.specs
+        )
 
     def rows_per_run(self) -> Optional[int]:
         """Samples per sub-batch under ``max_memory`` (None: not known yet, or no limit); at
@@ -288,9 +331,17 @@ class TensorRTRunner(Runner):
 
     device = "cuda"
 
-    def __init__(self, model: ModelLike, selection: TensorSelection = TensorSelection(), *,
-                 batch_size: int = 1, workspace_gb: float = 4.0) -> None:
-        trt = load_tensorrt("the TensorRT calibration runner (runner='tensorrt'; 'onnxruntime' runs without it)")
+    def __init__(
+        self,
+        model: ModelLike,
+        selection: TensorSelection = TensorSelection(),
+        *,
+        batch_size: int = 1,
+        workspace_gb: float = 4.0,
+    ) -> None:
+        trt = load_tensorrt(
+            "the TensorRT calibration runner (runner='tensorrt'; 'onnxruntime' runs without it)"
+        )
         self.trt = trt
         self._alloc = DeviceAllocator()
         path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
@@ -298,7 +349,10 @@ class TensorRTRunner(Runner):
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
         flags = 0
-        if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and parse_major(trt.__version__) < 10:
+        if (
+            hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+            and parse_major(trt.__version__) < 10
+        ):
             flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
@@ -306,7 +360,8 @@ class TensorRTRunner(Runner):
         if not ok:
             errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise RuntimeError(f"trtcal: TensorRT could not parse the model: {errs}")
-        # the tensors ONNX Runtime would report (top-level node outputs and graph inputs, as chosen):
+        # the tensors ONNX Runtime would report (top-level node outputs and graph inputs, as
+        # chosen):
         # TensorRT may not mark a tensor inside a Loop or If body as an output, and its own
         # internal tensors ('(Unnamed Layer* N) ...') have no ONNX name to calibrate under
         wanted = set(calibration_tensors(proto, selection))
@@ -344,15 +399,25 @@ class TensorRTRunner(Runner):
                 profile = profile or builder.create_optimization_profile()
                 fixed = tuple(batch_size if (d < 0 and k == 0) else d for k, d in enumerate(shape))
                 if any(d < 0 for d in fixed):
-                    raise ValueError(f"trtcal: TensorRT input '{t.name}' has dynamic dimensions beyond the batch "
-                                     f"axis {shape}; use the ONNX Runtime runner or fix the shape")
+                    raise ValueError(
+                        f"trtcal: TensorRT input '{t.name}' has dynamic dimensions beyond the "
+                        "batch "
+                        f"axis {shape}; use the ONNX Runtime runner or fix the shape"
+                    )
                 smallest = tuple(1 if (d < 0 and k == 0) else d for k, d in enumerate(shape))
                 profile.set_shape(t.name, smallest, fixed, fixed)  # a short last batch runs too
             if hasattr(trt, "bfloat16") and t.dtype == trt.bfloat16:
-                raise ValueError(f"trtcal: TensorRT input '{t.name}' is bfloat16, which NumPy data cannot feed; "
-                                 "use the ONNX Runtime runner")
-            self.specs.append(InputSpec(t.name, tuple(None if d < 0 else d for d in shape),
-                                        np.dtype(trt.nptype(t.dtype))))
+                raise ValueError(
+                    f"trtcal: TensorRT input '{t.name}' is bfloat16, which NumPy data cannot feed; "
+                    "use the ONNX Runtime runner"
+                )
+            self.specs.append(
+                InputSpec(
+                    t.name,
+                    tuple(None if d < 0 else d for d in shape),
+                    np.dtype(trt.nptype(t.dtype)),
+                )
+            )
         if profile is not None:
             config.add_optimization_profile(profile)
         plan = builder.build_serialized_network(network, config)
@@ -361,10 +426,14 @@ class TensorRTRunner(Runner):
         self.runtime = trt.Runtime(logger)
         self.engine = self.runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
-            raise RuntimeError("trtcal: TensorRT could not deserialize the FP32 calibration engine it built")
+            raise RuntimeError(
+                "trtcal: TensorRT could not deserialize the FP32 calibration engine it built"
+            )
         self.context = self.engine.create_execution_context()
         if self.context is None:
-            raise RuntimeError("trtcal: TensorRT could not create an execution context (out of device memory?)")
+            raise RuntimeError(
+                "trtcal: TensorRT could not create an execution context (out of device memory?)"
+            )
         self.tensors = names
         # TensorRT runs on the caller's current stream, so the NaN/Inf screening, the row
         # selection of skipped samples and the statistics kernels (all queued on it) follow the
@@ -379,8 +448,11 @@ class TensorRTRunner(Runner):
         for s in self.specs:
             a = np.ascontiguousarray(inputs[s.name])
             if not self.context.set_input_shape(s.name, a.shape):
-                raise ValueError(f"trtcal: TensorRT refused the shape {a.shape} for input '{s.name}' (outside the "
-                                 f"engine's profile: batch 1 to {self._batch})")
+                raise ValueError(
+                    f"trtcal: TensorRT refused the shape {a.shape} for input '{s.name}' (outside "
+                    "the "
+                    f"engine's profile: batch 1 to {self._batch})"
+                )
             buf = self._buffer(s.name, a.shape, a.dtype)
             self._alloc.upload(buf, a, self.stream)
             self.context.set_tensor_address(s.name, self._alloc.ptr(buf))
@@ -391,8 +463,12 @@ class TensorRTRunner(Runner):
                 continue
             shape = tuple(self.context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
-                raise ValueError(f"trtcal: TensorRT output '{name}' has a shape that depends on the data {shape} "
-                                 "(e.g. after NonZero); leave it out with --tensors, or use the ONNX Runtime runner")
+                raise ValueError(
+                    f"trtcal: TensorRT output '{name}' has a shape that depends on the data "
+                    f"{shape} "
+                    "(e.g. after NonZero); leave it out with --tensors, or use the ONNX Runtime "
+                    "runner"
+                )
             buf = self._buffer(name, shape, self.engine.get_tensor_dtype(name))
             self.context.set_tensor_address(name, self._alloc.ptr(buf))
             outs[name] = buf
@@ -418,18 +494,30 @@ class TensorRTRunner(Runner):
         return {"runner": "tensorrt", "version": self.trt.__version__, "precision": "fp32"}
 
 
-def make_runner(model: ModelLike, selection: TensorSelection, runner: str = "auto", batch_size: int = 1,
-                device_id: Optional[int] = None, max_memory: Optional[float] = DEFAULT_MAX_MEMORY) -> Runner:
+def make_runner(
+    model: ModelLike,
+    selection: TensorSelection,
+    runner: str = "auto",
+    batch_size: int = 1,
+    device_id: Optional[int] = None,
+    max_memory: Optional[float] = DEFAULT_MAX_MEMORY,
+) -> Runner:
     """'auto' picks TensorRT when the tensorrt module and trtcal's CUDA build are present.
 
     ``device_id``: the GPU of ONNX Runtime's CUDA provider (TensorRT uses the current device);
     ``max_memory``: ONNX Runtime's budget of activation bytes per run (see :class:`OrtRunner`)."""
     if runner not in ("auto", "onnxruntime", "tensorrt"):
-        raise ValueError(f"trtcal: runner must be 'auto', 'onnxruntime' or 'tensorrt', got {runner!r}")
+        raise ValueError(
+            f"trtcal: runner must be 'auto', 'onnxruntime' or 'tensorrt', got {runner!r}"
+        )
     if runner == "auto":
         import importlib.util
 
-        runner = "tensorrt" if importlib.util.find_spec("tensorrt") and cuda_available() else "onnxruntime"
+        runner = (
+            "tensorrt"
+            if importlib.util.find_spec("tensorrt") and cuda_available()
+            else "onnxruntime"
+        )
     if runner == "tensorrt":
         return TensorRTRunner(model, selection, batch_size=batch_size)
     return OrtRunner(model, selection, device_id=device_id, max_memory=max_memory)

@@ -26,8 +26,14 @@ class ShardedSource(Source):
     limit : use only the first ``limit`` positions of the whole source (``max_samples``)
     """
 
-    def __init__(self, source: Source, rank: int, world_size: int, align: int = 1,
-                 limit: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        rank: int,
+        world_size: int,
+        align: int = 1,
+        limit: Optional[int] = None,
+    ) -> None:
         self.inner = source
         self.rank, self.world_size = int(rank), int(world_size)
         self.kind = source.kind
@@ -39,8 +45,10 @@ class ShardedSource(Source):
             total = None
         if total is None:
             if limit is not None:
-                raise ValueError("trtcal: max_samples cannot be used with a distributed run over an iterable of "
-                                 "unknown length; give a sized iterable (a list) or no max_samples")
+                raise ValueError(
+                    "trtcal: max_samples cannot be used with a distributed run over an iterable of "
+                    "unknown length; give a sized iterable (a list) or no max_samples"
+                )
             self.span: Optional[Tuple[int, int]] = None
             self.align = 1
         else:
@@ -85,5 +93,10 @@ class ShardedSource(Source):
         return self.inner.describe()  # the whole data set: what the merged table was made from
 
     def fingerprint(self) -> Dict[str, Any]:
-        shard = {"rank": self.rank, "world_size": self.world_size, "align": self.align, "limit": self.total}
+        shard = {
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "align": self.align,
+            "limit": self.total,
+        }
         return dict(self.inner.fingerprint(), shard=shard)

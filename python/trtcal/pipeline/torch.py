@@ -30,8 +30,15 @@ def quantizable_layers() -> tuple:
     (1-3d, transposed) and ``Linear``, where explicit-quantization TensorRT puts its Q/DQ pairs."""
     import torch.nn as nn
 
-    return (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-            nn.Linear)
+    return (
+        nn.Conv1d,
+        nn.Conv2d,
+        nn.Conv3d,
+        nn.ConvTranspose1d,
+        nn.ConvTranspose2d,
+        nn.ConvTranspose3d,
+        nn.Linear,
+    )
 
 
 def _float_dtypes():
@@ -67,10 +74,18 @@ class TorchCollector:
         added earlier, bounding the extra memory.
     """
 
-    def __init__(self, module: Any, *, layers: Optional[Sequence[Type[Any]]] = None,
-                 names: Optional[Union[str, Sequence[str]]] = None, inputs: bool = False, bins: int = 2048,
-                 stats: Optional[ActivationStats] = None, flush_bytes: int = 4 << 30,
-                 capture: str = "outputs") -> None:
+    def __init__(
+        self,
+        module: Any,
+        *,
+        layers: Optional[Sequence[Type[Any]]] = None,
+        names: Optional[Union[str, Sequence[str]]] = None,
+        inputs: bool = False,
+        bins: int = 2048,
+        stats: Optional[ActivationStats] = None,
+        flush_bytes: int = 4 << 30,
+        capture: str = "outputs",
+    ) -> None:
         if capture not in ("outputs", "inputs"):
             raise ValueError(f"trtcal: capture must be 'outputs' or 'inputs', got {capture!r}")
         if isinstance(names, str):
@@ -125,6 +140,7 @@ class TorchCollector:
                 self._hold(base, out)
             else:
                 self._add(base, out)
+
         return hook
 
     def _pre_hook(self, qname: str) -> Callable[..., None]:
@@ -138,6 +154,7 @@ class TorchCollector:
                     self._hold(base, x)
                 else:
                     self._add(base, x)
+
         return hook
 
     def _hold(self, name: str, t: Any) -> None:
@@ -187,8 +204,14 @@ class TorchCollector:
 
         dev = items[0][1].device.index or 0
         codes = self._codes
-        launch_many([self.stats._collector(n) for n, _ in items], [t.data_ptr() for _, t in items],
-                    [codes[t.dtype] for _, t in items], [t.numel() for _, t in items], self._stream, dev)
+        launch_many(
+            [self.stats._collector(n) for n, _ in items],
+            [t.data_ptr() for _, t in items],
+            [codes[t.dtype] for _, t in items],
+            [t.numel() for _, t in items],
+            self._stream,
+            dev,
+        )
 
     def flush(self) -> None:
         """Adds the activations held since the last flush to the statistics (one batched update)."""
@@ -201,9 +224,12 @@ class TorchCollector:
             for n in stale:
                 self._fast.pop(n, None)
             raise RuntimeError(
-                f"trtcal: activations {stale[:5]} were modified in place after their hook ran in this batch "
-                "and a previous batch had not shown it (dynamic control flow?); this batch's statistics are "
-                "incomplete. They are read immediately from now on: run the batch again.")
+                f"trtcal: activations {stale[:5]} were modified in place after their hook ran in "
+                "this batch "
+                "and a previous batch had not shown it (dynamic control flow?); this batch's "
+                "statistics are "
+                "incomplete. They are read immediately from now on: run the batch again."
+            )
         by_device: Dict[int, List[Any]] = {}
         codes = self._codes
         for n, (t, _) in pending.items():
@@ -236,7 +262,9 @@ class TorchCollector:
             first = _first_tensor(batch)
             device = first.device if first is not None else torch.device("cpu")
         self._learning = not self._learned
-        self._stream = int(torch.cuda.current_stream(device).cuda_stream) if device.type == "cuda" else 0
+        self._stream = (
+            int(torch.cuda.current_stream(device).cuda_stream) if device.type == "cuda" else 0
+        )
         if not self._codes:
             self._codes = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
             self._tensor_type = torch.Tensor
@@ -276,11 +304,20 @@ class TorchCollector:
         self.remove()
 
 
-def collect(module: Any, loader: Iterable[Any], *, layers: Optional[Sequence[Type[Any]]] = None,
-            names: Optional[Union[str, Sequence[str]]] = None, inputs: bool = False, max_batches: Optional[int] = None,
-            forward: Optional[Callable[[Any, Any], Any]] = None, bins: int = 2048,
-            stats: Optional[ActivationStats] = None, progress: bool = False,
-            capture: str = "outputs") -> ActivationStats:
+def collect(
+    module: Any,
+    loader: Iterable[Any],
+    *,
+    layers: Optional[Sequence[Type[Any]]] = None,
+    names: Optional[Union[str, Sequence[str]]] = None,
+    inputs: bool = False,
+    max_batches: Optional[int] = None,
+    forward: Optional[Callable[[Any, Any], Any]] = None,
+    bins: int = 2048,
+    stats: Optional[ActivationStats] = None,
+    progress: bool = False,
+    capture: str = "outputs",
+) -> ActivationStats:
     """Runs ``module`` over ``loader`` once and returns the per-activation statistics.
 
     Parameters
@@ -300,8 +337,9 @@ def collect(module: Any, loader: Iterable[Any], *, layers: Optional[Sequence[Typ
         Queued GPU work is not waited for here.
     """
     bar = Progress(progress, max_batches, "collecting", unit="batch")
-    with TorchCollector(module, layers=layers, names=names, inputs=inputs, bins=bins, stats=stats,
-                        capture=capture) as hooks:
+    with TorchCollector(
+        module, layers=layers, names=names, inputs=inputs, bins=bins, stats=stats, capture=capture
+    ) as hooks:
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
@@ -324,7 +362,8 @@ def _tensors(out: Any) -> List[Any]:
 
 
 def _dense(t: Any) -> bool:
-    """Dense in some axis order (channels-last, transposes): the collectors read those as they are."""
+    """Dense in some axis order (channels-last, transposes): the collectors read those as they
+    are."""
 
     return dense_axis_order(tuple(t.shape), tuple(t.stride())) is not None
 

@@ -35,8 +35,8 @@ from __future__ import annotations
 import numpy as np
 
 E4M3_MAX = 448.0
-E4M3_MIN_NORMAL = 2.0 ** -6
-E4M3_MIN_SUBNORMAL = 2.0 ** -9
+E4M3_MIN_NORMAL = 2.0**-6
+E4M3_MIN_SUBNORMAL = 2.0**-9
 _CHUNK_ELEMS = 1 << 22
 
 
@@ -71,7 +71,9 @@ def e4m3_values() -> np.ndarray:
     sign = np.where(codes & 0x80, -1.0, 1.0)
     exp = (codes >> 3) & 0xF
     man = (codes & 0x7).astype(np.float64)
-    val = np.where(exp == 0, man * 2.0 ** -9, (1.0 + man / 8.0) * np.exp2(exp.astype(np.float64) - 7.0))
+    val = np.where(
+        exp == 0, man * 2.0**-9, (1.0 + man / 8.0) * np.exp2(exp.astype(np.float64) - 7.0)
+    )
     val = sign * val
     val[(codes & 0x7F) == 0x7F] = np.nan
     return val
@@ -173,7 +175,9 @@ def kl_curve(counts: np.ndarray, edges: np.ndarray, keep: np.ndarray) -> np.ndar
         ng = n  # at most n levels per row
         flat = (rows[:, None] * ng + gid)[valid]
         nlev = R * ng
-        S = np.bincount(flat, weights=np.where(valid, b[None, :], 0)[valid].astype(np.float64), minlength=nlev)
+        S = np.bincount(
+            flat, weights=np.where(valid, b[None, :], 0)[valid].astype(np.float64), minlength=nlev
+        )
         Pg = np.bincount(flat, weights=Pf[valid], minlength=nlev)
         with np.errstate(divide="ignore", invalid="ignore"):
             plogp = np.where(Pf > 0, Pf * np.log(Pf), 0.0)

@@ -148,8 +148,9 @@ def entropy_onnxruntime(
     return out
 
 
-def _ort_block(h: np.ndarray, H: np.ndarray, s: np.ndarray, e: np.ndarray, m: int, levels: int,
-               eps: float) -> np.ndarray:
+def _ort_block(
+    h: np.ndarray, H: np.ndarray, s: np.ndarray, e: np.ndarray, m: int, levels: int, eps: float
+) -> np.ndarray:
     """ORT's KL for rows (slices [s, e)) that share m = len // levels."""
     n = h.size
     R = s.size
@@ -180,9 +181,16 @@ def _ort_block(h: np.ndarray, H: np.ndarray, s: np.ndarray, e: np.ndarray, m: in
     nnz_q = L - nz_q
     e1q = (eps * nz_q.astype(np.float64)) / np.maximum(nnz_q, 1).astype(np.float64)
     okq = (nnz_q > 0) & (e1q < 1.0)
-    qt = np.where(qg != 0, qg.astype(np.float32) + (-e1q).astype(np.float32)[:, None], f_eps).astype(np.float64)
-    logq = np.concatenate((np.repeat(np.log(qt), m, axis=1),
-                           np.full((R, pt.shape[1] - W), np.log(np.float64(f_eps)))), axis=1)
+    qt = np.where(
+        qg != 0, qg.astype(np.float32) + (-e1q).astype(np.float32)[:, None], f_eps
+    ).astype(np.float64)
+    logq = np.concatenate(
+        (
+            np.repeat(np.log(qt), m, axis=1),
+            np.full((R, pt.shape[1] - W), np.log(np.float64(f_eps))),
+        ),
+        axis=1,
+    )
     Sp = pt.sum(axis=1)
     Sq = m * qt.sum(axis=1) + (L - W) * np.float64(f_eps)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -216,7 +224,9 @@ def mse_candidates(edges: np.ndarray, start_bin: int, stride: int, per_bin: int)
     return np.arange(count, dtype=np.float64) * h + a0
 
 
-def mse_grid(edges: np.ndarray, start_bin: int, stride: int, per_bin: int) -> Tuple[float, float, int]:
+def mse_grid(
+    edges: np.ndarray, start_bin: int, stride: int, per_bin: int
+) -> Tuple[float, float, int]:
     """(a0, h, count) of the fine MSE grid."""
     e = np.asarray(edges, dtype=np.float64)
     n = e.size - 1
@@ -229,7 +239,9 @@ def mse_grid(edges: np.ndarray, start_bin: int, stride: int, per_bin: int) -> Tu
     return a0, h, count
 
 
-def mse_curve(counts: np.ndarray, edges: np.ndarray, amaxes: np.ndarray, *, max_bound: int = 127) -> np.ndarray:
+def mse_curve(
+    counts: np.ndarray, edges: np.ndarray, amaxes: np.ndarray, *, max_bound: int = 127
+) -> np.ndarray:
     """Mean over bins of counts * (fake_quant(center) - center)^2 for each candidate amax."""
     cnt = np.asarray(counts, dtype=np.int64).astype(np.float64)
     c = bin_centers(edges)
@@ -247,7 +259,9 @@ def mse_curve(counts: np.ndarray, edges: np.ndarray, amaxes: np.ndarray, *, max_
     return out
 
 
-def fold_signed(counts: np.ndarray, edges: np.ndarray, name: str = "tensor") -> Tuple[np.ndarray, np.ndarray]:
+def fold_signed(
+    counts: np.ndarray, edges: np.ndarray, name: str = "tensor"
+) -> Tuple[np.ndarray, np.ndarray]:
     """A signed histogram on a grid symmetric about 0 -> the |x| histogram on [0, R]."""
     c = np.asarray(counts, dtype=np.int64)
     e = np.asarray(edges, dtype=np.float64)

@@ -97,7 +97,11 @@ def silu_fp8_table(scale_in: float, scale_out: float) -> np.ndarray:
 
 def silu_fp8(codes: Any, scale_in: float, scale_out: float) -> np.ndarray:
     """FP8 (E4M3FN bytes, uint8) -> FP8 SiLU through the exact table."""
-    c = np.asarray(codes).view(np.uint8) if np.asarray(codes).itemsize == 1 else np.asarray(codes, np.uint8)
+    c = (
+        np.asarray(codes).view(np.uint8)
+        if np.asarray(codes).itemsize == 1
+        else np.asarray(codes, np.uint8)
+    )
     return silu_fp8_table(scale_in, scale_out)[c]
 
 
@@ -107,8 +111,12 @@ def numpy_dtype(name: str) -> np.dtype:
         try:
             import ml_dtypes
         except ImportError as exc:  # pragma: no cover - optional dependency
-            raise ImportError("trtcal: bfloat16 on the host needs ml_dtypes (pip install ml_dtypes)") from exc
+            raise ImportError(
+                "trtcal: bfloat16 on the host needs ml_dtypes (pip install ml_dtypes)"
+            ) from exc
         return np.dtype(ml_dtypes.bfloat16)
     if name not in ("float32", "float16", "int8"):
-        raise ValueError(f"trtcal: unsupported dtype {name!r}; accepted: float32, float16, bfloat16, int8")
+        raise ValueError(
+            f"trtcal: unsupported dtype {name!r}; accepted: float32, float16, bfloat16, int8"
+        )
     return np.dtype(name)

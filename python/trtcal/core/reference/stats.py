@@ -86,7 +86,12 @@ def _finite_float(x: np.ndarray) -> Tuple[np.ndarray, int, int, int]:
     if finite.all():
         return v, 0, 0, 0
     bad = v[~finite]
-    return v[finite], int(np.isnan(bad).sum()), int(np.isposinf(bad).sum()), int(np.isneginf(bad).sum())
+    return (
+        v[finite],
+        int(np.isnan(bad).sum()),
+        int(np.isposinf(bad).sum()),
+        int(np.isneginf(bad).sum()),
+    )
 
 
 def histogram_state_update(state: State, x: np.ndarray) -> State:
@@ -134,7 +139,9 @@ def histogram_state_merge(a: State, b: State) -> State:
     return a
 
 
-def histogram_fixed(x: np.ndarray, bins: int, range_: float, signed: bool) -> Tuple[np.ndarray, int, int, int, int]:
+def histogram_fixed(
+    x: np.ndarray, bins: int, range_: float, signed: bool
+) -> Tuple[np.ndarray, int, int, int, int]:
     """Histogram over [0, R] (|x|) or [-R, R]: bin = floor(v * (bins/R)), last bin closed.
 
     Returns (counts, outside, nan, posinf, neginf).
@@ -153,7 +160,9 @@ def histogram_fixed(x: np.ndarray, bins: int, range_: float, signed: bool) -> Tu
     return np.bincount(idx, minlength=bins).astype(np.int64), outside, nan, pinf, ninf
 
 
-def minmax_channels(x: np.ndarray, axis: Optional[int]) -> Tuple[np.ndarray, np.ndarray, int, int, int]:
+def minmax_channels(
+    x: np.ndarray, axis: Optional[int]
+) -> Tuple[np.ndarray, np.ndarray, int, int, int]:
     """Per-channel (or whole-tensor, axis=None) min and max over finite values.
 
     Channels without a finite value get NaN. Returns (mins, maxs, nan, posinf, neginf) with

@@ -44,8 +44,8 @@ FP8_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add")
 COMMUTING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Resize", "Upsample")
 SHARED_SCALE_OPS = ("Concat", "MaxPool", "Resize", "Upsample")  # input and output share one scale
 MIN_FP8_CHANNELS = 16  # a Conv with this many input or output channels or fewer stays out of FP8
-MAX_FP8_FILTER = 32    # FP8 convolution kernels take filters up to this many taps (5 x 5 = 25)
-MIN_FP8_GEMM = 16      # a Gemm/MatMul with K or N below this is a GEMV
+MAX_FP8_FILTER = 32  # FP8 convolution kernels take filters up to this many taps (5 x 5 = 25)
+MIN_FP8_GEMM = 16  # a Gemm/MatMul with K or N below this is a GEMV
 
 
 @dataclass
@@ -55,28 +55,42 @@ class Fp8Report:
 
     opset: int = 0
     fp8_nodes: list[str] = field(default_factory=list)
-    int8_nodes: dict[str, str] = field(default_factory=dict)   # node -> why not FP8
-    float_nodes: dict[str, str] = field(default_factory=dict)  # node -> why not FP8 (fallback float)
+    int8_nodes: dict[str, str] = field(default_factory=dict)  # node -> why not FP8
+    float_nodes: dict[str, str] = field(
+        default_factory=dict
+    )  # node -> why not FP8 (fallback float)
     activations: dict[str, float] = field(default_factory=dict)  # tensor -> FP8 amax
-    weights: dict[str, int] = field(default_factory=dict)        # weight -> channels
-    rescaled: list[str] = field(default_factory=list)  # activations with no FP8 amax: INT8 amax kept
+    weights: dict[str, int] = field(default_factory=dict)  # weight -> channels
+    rescaled: list[str] = field(
+        default_factory=list
+    )  # activations with no FP8 amax: INT8 amax kept
 
     def summary(self) -> dict[str, Any]:
-        return {"opset": self.opset, "fp8": len(self.fp8_nodes), "int8": len(self.int8_nodes),
-                "float": len(self.float_nodes), "activations": len(self.activations),
-                "weights": len(self.weights), "rescaled": len(self.rescaled)}
+        return {
+            "opset": self.opset,
+            "fp8": len(self.fp8_nodes),
+            "int8": len(self.int8_nodes),
+            "float": len(self.float_nodes),
+            "activations": len(self.activations),
+            "weights": len(self.weights),
+            "rescaled": len(self.rescaled),
+        }
 
     def lines(self) -> list[str]:
         """One line per layer that is not FP8 (for printing)."""
         out = [f"{n}: INT8 ({why})" for n, why in self.int8_nodes.items()]
-        return out + [f"{n}: high precision, FP16 with an FP16 remainder ({why})"
-                      for n, why in self.float_nodes.items()]
+        return out + [
+            f"{n}: high precision, FP16 with an FP16 remainder ({why})"
+            for n, why in self.float_nodes.items()
+        ]
 
     def placement_lines(self) -> list[str]:
         """The FP8 section of a placement report: every layer by precision, with the reason."""
         s = self.summary()
-        title = (f"## FP8 (E4M3FN) conversion: {s['fp8']} layers FP8, {s['int8']} INT8, "
-                 f"{s['float']} high precision (opset {s['opset']})")
+        title = (
+            f"## FP8 (E4M3FN) conversion: {s['fp8']} layers FP8, {s['int8']} INT8, "
+            f"{s['float']} high precision (opset {s['opset']})"
+        )
         out = ["", title, "", "### FP8"]
         out += [f"- {n}" for n in self.fp8_nodes]
         out += ["", "### not FP8"] + [f"- {line}" for line in self.lines()]
@@ -104,8 +118,13 @@ def fp8_qdq_initializers(name: str, amax: Any, *, dtype: Any = np.float32) -> tu
 
     scale = fp8_scale(amax, dtype)
     s = numpy_helper.from_array(scale, f"{name}_scale")
-    zp = helper.make_tensor(f"{name}_zero_point", TensorProto.FLOAT8E4M3FN, list(scale.shape),
-                            bytes(scale.size), raw=True)
+    zp = helper.make_tensor(
+        f"{name}_zero_point",
+        TensorProto.FLOAT8E4M3FN,
+        list(scale.shape),
+        bytes(scale.size),
+        raw=True,
+    )
     return s, zp
 
 
@@ -117,7 +136,11 @@ def weight_amax(w: np.ndarray, axis: int | None) -> np.ndarray:
         a = np.asarray(w.max() if w.size else 0.0)
     else:
         ax = axis % w.ndim
-        a = w.max(axis=tuple(i for i in range(w.ndim) if i != ax)) if w.size else np.zeros(w.shape[ax])
+        a = (
+            w.max(axis=tuple(i for i in range(w.ndim) if i != ax))
+            if w.size
+            else np.zeros(w.shape[ax])
+        )
     return np.where(a > 0, a, E4M3_MAX)
 
 
@@ -130,8 +153,9 @@ def _attr(node: Any, name: str, default: Any) -> Any:
     return default
 
 
-def _why_not(node: Any, excluded: Mapping[str, str],
-             weight_shape: Sequence[int] | None = None) -> str | None:
+def _why_not(
+    node: Any, excluded: Mapping[str, str], weight_shape: Sequence[int] | None = None
+) -> str | None:
     """Why TensorRT does not run ``node`` in FP8 (fast), or None. ``weight_shape``: the shape of
     its constant weight (Conv: K x C/g x R x S; Gemm/MatMul: B), when it has one."""
     if node.name in excluded:
@@ -139,26 +163,36 @@ def _why_not(node: Any, excluded: Mapping[str, str],
     if node.op_type in COMMUTING_OPS:
         return None  # decided by the layers around it (_decide)
     if node.op_type not in FP8_OP_TYPES:
-        return f"{node.op_type} has no FP8 Q/DQ path in TensorRT (FP8 layers: {', '.join(FP8_OP_TYPES)})"
+        layers = ", ".join(FP8_OP_TYPES)
+        return f"{node.op_type} has no FP8 Q/DQ path in TensorRT (FP8 layers: {layers})"
     if node.op_type == "Conv" and int(_attr(node, "group", 1)) != 1:
-        return (f"grouped/depthwise Conv (group={_attr(node, 'group', 1)}): TensorRT has no FP8 kernels "
-                "for it (NVIDIA/TensorRT#4524)")
+        return (
+            f"grouped/depthwise Conv (group={_attr(node, 'group', 1)}): TensorRT has no FP8 "
+            "kernels "
+            "for it (NVIDIA/TensorRT#4524)"
+        )
     shape = list(weight_shape or ())
     if node.op_type == "Conv" and len(shape) >= 3:
         k, c, taps = int(shape[0]), int(shape[1]), int(np.prod(shape[2:]))
         if k <= MIN_FP8_CHANNELS or c <= MIN_FP8_CHANNELS:
-            return (f"Conv with {c} input and {k} output channels (<= {MIN_FP8_CHANNELS}): "
-                    "TensorRT's FP8 convolutions are no faster than FP16 there, and a first "
-                    "layer's has no FP8 kernel (NVIDIA/TensorRT#3987; ModelOpt excludes them too)")
+            return (
+                f"Conv with {c} input and {k} output channels (<= {MIN_FP8_CHANNELS}): "
+                "TensorRT's FP8 convolutions are no faster than FP16 there, and a first "
+                "layer's has no FP8 kernel (NVIDIA/TensorRT#3987; ModelOpt excludes them too)"
+            )
         if taps > MAX_FP8_FILTER:
-            return (f"Conv filter of {taps} taps (> {MAX_FP8_FILTER}): no FP8 convolution kernel "
-                    "in TensorRT")
+            return (
+                f"Conv filter of {taps} taps (> {MAX_FP8_FILTER}): no FP8 convolution kernel "
+                "in TensorRT"
+            )
     if node.op_type in ("Gemm", "MatMul") and len(shape) >= 2:
         trans = node.op_type == "Gemm" and _attr(node, "transB", 0)
         kn = (shape[-1], shape[-2]) if trans else shape[-2:]
         if min(int(kn[0]), int(kn[1])) < MIN_FP8_GEMM:
-            return (f"{node.op_type} with K x N = {kn[0]} x {kn[1]} (< {MIN_FP8_GEMM}): a GEMV, "
-                    "no FP8 tensor-core kernel (ModelOpt excludes it too)")
+            return (
+                f"{node.op_type} with K x N = {kn[0]} x {kn[1]} (< {MIN_FP8_GEMM}): a GEMV, "
+                "no FP8 tensor-core kernel (ModelOpt excludes it too)"
+            )
     return None
 
 
@@ -176,8 +210,10 @@ def _raise_opset(m: Any, opset: int):
     try:
         out = version_converter.convert_version(m, opset)
     except Exception as exc:  # noqa: BLE001 - the converter raises RuntimeError/ValueError/...
-        raise ValueError(f"trtcal: FP8 Q/DQ needs ONNX opset >= {opset}; converting this model from opset "
-                         f"{have} failed: {exc}") from None
+        raise ValueError(
+            f"trtcal: FP8 Q/DQ needs ONNX opset >= {opset}; converting this model from opset "
+            f"{have} failed: {exc}"
+        ) from None
     onnx.checker.check_model(out)
     return out
 
@@ -208,8 +244,9 @@ def _pairs(graph: Any, inits: Mapping[str, Any]) -> list[_Pair]:
     return out
 
 
-def _decide(graph: Any, pairs: list[_Pair], excluded: Mapping[str, str],
-            inits: Mapping[str, Any]) -> tuple[dict[str, str], dict[int, bool]]:
+def _decide(
+    graph: Any, pairs: list[_Pair], excluded: Mapping[str, str], inits: Mapping[str, Any]
+) -> tuple[dict[str, str], dict[int, bool]]:
     """{node: why not FP8} for every consumer of a pair, and {pair index: FP8}.
 
     A pair goes FP8 iff all its users do; a layer iff all its quantized inputs do (a layer's
@@ -225,15 +262,21 @@ def _decide(graph: Any, pairs: list[_Pair], excluded: Mapping[str, str],
         for u in users:
             by_node.setdefault(u.name or id(u), []).append(k)
     nodes = {n.name or id(n): n for users in pair_users.values() for n in users}
-    shapes = {key: _weight_shape(n, pairs, by_node.get(key, []), inits, graph)
-              for key, n in nodes.items()}
+    shapes = {
+        key: _weight_shape(n, pairs, by_node.get(key, []), inits, graph) for key, n in nodes.items()
+    }
     why = {key: _why_not(n, excluded, shapes[key]) for key, n in nodes.items()}
-    after = {k2: [k for k, p in enumerate(pairs) if p.q.input[0] in n.output]
-             for k2, n in nodes.items() if n.op_type in COMMUTING_OPS}
+    after = {
+        k2: [k for k, p in enumerate(pairs) if p.q.input[0] in n.output]
+        for k2, n in nodes.items()
+        if n.op_type in COMMUTING_OPS
+    }
     for key, ks in after.items():
         if why[key] is None and not ks:
-            why[key] = (f"its output is not quantized: {nodes[key].op_type} runs in FP8 only "
-                        "between FP8 layers")
+            why[key] = (
+                f"its output is not quantized: {nodes[key].op_type} runs in FP8 only "
+                "between FP8 layers"
+            )
     fused = {key: _fused_layer(n, graph) for key, n in nodes.items() if n.op_type == "Add"}
     fp8 = {k: bool(users) for k, users in pair_users.items()}
     changed = True
@@ -251,25 +294,30 @@ def _decide(graph: Any, pairs: list[_Pair], excluded: Mapping[str, str],
             stuck = [k for k in ks if not fp8[k]]
             if stuck:
                 t = pairs[stuck[0]].q.input[0]
-                other = next((u.name for u in pair_users[stuck[0]]
-                              if (u.name or id(u)) != key), "?")
+                other = next(
+                    (u.name for u in pair_users[stuck[0]] if (u.name or id(u)) != key), "?"
+                )
                 why[key] = f"its quantized input '{t}' is shared with '{other}', which is not FP8"
                 changed = True
             elif key in after and any(not fp8[k] for k in after[key]):
                 k = next(k for k in after[key] if not fp8[k])
-                why[key] = (f"its output '{pairs[k].q.input[0]}' is quantized for a layer that "
-                            "is not FP8")
+                why[key] = (
+                    f"its output '{pairs[k].q.input[0]}' is quantized for a layer that is not FP8"
+                )
                 changed = True
             elif (f := fused.get(key)) is not None and why.get(f[0], "") is not None:
-                why[key] = (f"the layer whose epilogue it fuses into ('{f[1]}') is not FP8"
-                            if f[0] in why
-                            else f"its fused input comes from '{f[1]}', which is not quantized")
+                why[key] = (
+                    f"the layer whose epilogue it fuses into ('{f[1]}') is not FP8"
+                    if f[0] in why
+                    else f"its fused input comes from '{f[1]}', which is not quantized"
+                )
                 changed = True
     return {str(k): v for k, v in why.items() if v is not None}, fp8
 
 
-def _weight_shape(node: Any, pairs: list[_Pair], ks: list[int], inits: Mapping[str, Any],
-                  graph: Any) -> list[int] | None:
+def _weight_shape(
+    node: Any, pairs: list[_Pair], ks: list[int], inits: Mapping[str, Any], graph: Any
+) -> list[int] | None:
     """The shape of the constant weight a quantized layer reads through one of its pairs."""
     for k in ks:
         p = pairs[k]
@@ -295,8 +343,9 @@ def _fused_layer(add: Any, graph: Any) -> tuple[Any, str] | None:
                 return (n.name or id(n), n.name or n.op_type)
             if n.op_type not in EPILOGUE_OPS and n.op_type != "Cast":
                 break
-            src = next((i for i in n.input
-                        if i in producer and producer[i].op_type != "Constant"), None)
+            src = next(
+                (i for i in n.input if i in producer and producer[i].op_type != "Constant"), None
+            )
             n = producer.get(src) if src else None
     return None
 
@@ -320,12 +369,19 @@ def _weight_array(name: str, inits: Mapping[str, Any], graph: Any) -> np.ndarray
     raise ValueError(f"trtcal: weight '{name}' is neither an initializer nor a Constant")
 
 
-def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
-                   int8_table: Mapping[str, float] | None = None, fallback: str = "float",
-                   exclude_nodes: Iterable[str] = (), precisions: Mapping[str, str] | None = None,
-                   opset: int = FP8_MIN_OPSET, output: str | os.PathLike[str] | None = None,
-                   placement_report: str | os.PathLike[str] | None = None,
-                   return_report: bool = False):
+def convert_to_fp8(
+    model: Any,
+    fp8_table: Mapping[str, float] | None = None,
+    *,
+    int8_table: Mapping[str, float] | None = None,
+    fallback: str = "float",
+    exclude_nodes: Iterable[str] = (),
+    precisions: Mapping[str, str] | None = None,
+    opset: int = FP8_MIN_OPSET,
+    output: str | os.PathLike[str] | None = None,
+    placement_report: str | os.PathLike[str] | None = None,
+    return_report: bool = False,
+):
     """Turns the INT8 Q/DQ pairs of ``model`` into FP8 (E4M3FN) Q/DQ where TensorRT runs the
     consumer in FP8 (module docstring); the others stay INT8 or go float.
 
@@ -362,7 +418,8 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
 
     if fallback not in ("int8", "float", "fp16"):
         raise ValueError(
-            f"trtcal: fallback must be 'float' (or 'fp16') or 'int8', got {fallback!r}")
+            f"trtcal: fallback must be 'float' (or 'fp16') or 'int8', got {fallback!r}"
+        )
     fallback = "float" if fallback == "fp16" else fallback
     if int(opset) < FP8_MIN_OPSET:
         raise ValueError(f"trtcal: FP8 Q/DQ needs opset >= {FP8_MIN_OPSET}, got {opset}")
@@ -373,8 +430,10 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
     inits = {t.name: t for t in graph.initializer}
     pairs = _pairs(graph, inits)
     if not pairs:
-        raise ValueError("trtcal: the model has no INT8 QuantizeLinear/DequantizeLinear pairs to convert "
-                         "(write one with trtcal.onnx.quantize first)")
+        raise ValueError(
+            "trtcal: the model has no INT8 QuantizeLinear/DequantizeLinear pairs to convert "
+            "(write one with trtcal.onnx.quantize first)"
+        )
     precisions = dict(precisions or {})
     bad = {v for v in precisions.values()} - {"fp8", "int8", "fp16"}
     if bad:
@@ -422,7 +481,9 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
         key = n.name or n.output[0]
         if n.name in why or (not n.name and key in why):
             gone = (fallback == "float" and n.name not in to_int8) or n.name in to_float
-            (report.float_nodes if gone else report.int8_nodes)[key] = why.get(n.name, why.get(key, ""))
+            (report.float_nodes if gone else report.int8_nodes)[key] = why.get(
+                n.name, why.get(key, "")
+            )
         elif any(i in fp8_users for i in n.input):
             report.fp8_nodes.append(key)
     _mark(m, report)
@@ -435,8 +496,9 @@ def convert_to_fp8(model: Any, fp8_table: Mapping[str, float] | None = None, *,
     return (m, report) if return_report else m
 
 
-def _pair_to_fp8(graph: Any, p: _Pair, inits: dict[str, Any], table: Mapping[str, float],
-                 report: Fp8Report) -> None:
+def _pair_to_fp8(
+    graph: Any, p: _Pair, inits: dict[str, Any], table: Mapping[str, float], report: Fp8Report
+) -> None:
     """One Q/DQ pair's scale and zero point in E4M3FN: weights per channel from the weight itself,
     activations from ``table`` (else the INT8 scale's amax, listed in ``report.rescaled``)."""
     from onnx import numpy_helper
@@ -470,8 +532,9 @@ def _pair_to_fp8(graph: Any, p: _Pair, inits: dict[str, Any], table: Mapping[str
     graph.initializer.extend([scale, zp])
     q_scale = scale
     if dq_dtype != s_old.dtype:
-        q_scale = numpy_helper.from_array(numpy_helper.to_array(scale).astype(s_old.dtype),
-                                          f"{base}_q_scale")
+        q_scale = numpy_helper.from_array(
+            numpy_helper.to_array(scale).astype(s_old.dtype), f"{base}_q_scale"
+        )
         graph.initializer.append(q_scale)
     for n, sc in ((p.q, q_scale), (p.dq, scale)):
         n.input[1] = sc.name
@@ -498,7 +561,9 @@ def _remove_pairs(graph: Any, removed: list[Any], casts: list[Any], rename: dict
                 n.input[i] = rename[name]
     for o in graph.output:  # a graph output read through a pair keeps its name
         if o.name in rename and o.name in outputs:
-            raise ValueError(f"trtcal: graph output '{o.name}' is a DequantizeLinear output; use fallback='int8'")
+            raise ValueError(
+                f"trtcal: graph output '{o.name}' is a DequantizeLinear output; use fallback='int8'"
+            )
 
 
 def _scale_groups(graph: Any, pairs: list[_Pair]) -> dict[str, set[str]]:
@@ -543,8 +608,13 @@ def _bypass(p: _Pair, inits: Mapping[str, Any]) -> Any:
     t_dq, t_q = inits[p.dq.input[1]].data_type, inits[p.q.input[1]].data_type
     if t_dq == t_q:
         return None
-    return helper.make_node("Cast", [p.q.input[0]], [p.dq.output[0]], to=t_dq,
-                            name=(p.dq.name or p.dq.output[0]) + "_cast")
+    return helper.make_node(
+        "Cast",
+        [p.q.input[0]],
+        [p.dq.output[0]],
+        to=t_dq,
+        name=(p.dq.name or p.dq.output[0]) + "_cast",
+    )
 
 
 def _set_int8_scale(graph: Any, p: _Pair, inits: Mapping[str, Any], amax: float) -> None:

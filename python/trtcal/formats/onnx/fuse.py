@@ -40,8 +40,16 @@ PLUGIN_NAMESPACE = "trtcal"
 
 ModelLike = Union[onnx.ModelProto, str, "os.PathLike[str]"]
 
-__all__ = ["SILU_DOMAIN", "SILU_OP", "SiluReport", "expand_silu", "fuse_silu", "is_silu_node",
-           "quantize_silu", "scale_problem"]
+__all__ = [
+    "SILU_DOMAIN",
+    "SILU_OP",
+    "SiluReport",
+    "expand_silu",
+    "fuse_silu",
+    "is_silu_node",
+    "quantize_silu",
+    "scale_problem",
+]
 
 
 @dataclass
@@ -93,9 +101,13 @@ def scale_problem(value: Any) -> Optional[str]:
     return None
 
 
-def fuse_silu(model: ModelLike, *, scales: Optional[Mapping[str, float]] = None,
-              inplace: bool = False, return_report: bool = False
-              ) -> Union[Tuple[onnx.ModelProto, int], Tuple[onnx.ModelProto, int, SiluReport]]:
+def fuse_silu(
+    model: ModelLike,
+    *,
+    scales: Optional[Mapping[str, float]] = None,
+    inplace: bool = False,
+    return_report: bool = False,
+) -> Union[Tuple[onnx.ModelProto, int], Tuple[onnx.ModelProto, int, SiluReport]]:
     """Rewrites every ``Mul(x, Sigmoid(x))`` into one ``SiLU`` node (either input order).
 
     A pair is fused only when the Sigmoid's output feeds nothing but that Mul (no other node,
@@ -130,9 +142,13 @@ def fuse_silu(model: ModelLike, *, scales: Optional[Mapping[str, float]] = None,
     return (model, fused, report) if return_report else (model, fused)
 
 
-def quantize_silu(model: ModelLike, scales: Optional[Mapping[str, float]] = None, *,
-                  inplace: bool = False, return_report: bool = False
-                  ) -> Union[Tuple[onnx.ModelProto, int], Tuple[onnx.ModelProto, int, SiluReport]]:
+def quantize_silu(
+    model: ModelLike,
+    scales: Optional[Mapping[str, float]] = None,
+    *,
+    inplace: bool = False,
+    return_report: bool = False,
+) -> Union[Tuple[onnx.ModelProto, int], Tuple[onnx.ModelProto, int, SiluReport]]:
     """Makes fused SiLU nodes INT8: ``x -> Q(scale_in) -> SiLU[int8] -> DQ(scale_out) -> y``.
 
     The input scale comes from a DequantizeLinear already feeding the SiLU (the SiLU then reads
@@ -154,7 +170,9 @@ def quantize_silu(model: ModelLike, scales: Optional[Mapping[str, float]] = None
     return (model, count, report) if return_report else (model, count)
 
 
-def _quantize(model: onnx.ModelProto, scales: Optional[Mapping[str, float]], report: SiluReport) -> int:
+def _quantize(
+    model: onnx.ModelProto, scales: Optional[Mapping[str, float]], report: SiluReport
+) -> int:
     scales = dict(scales or {})
     count = sum(_quantize_graph(g, scales, report) for g in _graphs(model.graph))
     report.quantized += count
@@ -267,7 +285,9 @@ def _node_label(node: onnx.NodeProto) -> str:
 def _other_readers(graph: onnx.GraphProto, tensor: str, reader: onnx.NodeProto) -> str:
     """What reads ``tensor`` besides ``reader``, for a message."""
     parts = [_node_label(n) for n in graph.node if n is not reader and tensor in n.input]
-    parts += [f"the subgraph of {_node_label(n)}" for n in graph.node if tensor in _subgraph_inputs(n)]
+    parts += [
+        f"the subgraph of {_node_label(n)}" for n in graph.node if tensor in _subgraph_inputs(n)
+    ]
     if any(o.name == tensor for o in graph.output):
         parts.append("a graph output")
     if sum(1 for name in reader.input if name == tensor) > 1:
@@ -287,19 +307,33 @@ def _fuse_graph(graph: onnx.GraphProto, not_fused: Optional[List[Tuple[str, str]
         for k in (0, 1):
             sig = producers.get(mul.input[k])
             x = mul.input[1 - k]
-            if (sig is None or sig.op_type != "Sigmoid" or sig.domain not in ("", "ai.onnx")
-                    or len(sig.input) != 1 or sig.input[0] != x or id(sig) in drop):
+            if (
+                sig is None
+                or sig.op_type != "Sigmoid"
+                or sig.domain not in ("", "ai.onnx")
+                or len(sig.input) != 1
+                or sig.input[0] != x
+                or id(sig) in drop
+            ):
                 continue
             if uses.get(sig.output[0], 0) != 1:  # the Sigmoid feeds something else too
                 if not_fused is not None:
                     readers = _other_readers(graph, sig.output[0], mul)
-                    not_fused.append((mul.name or mul.output[0],
-                                      f"the Sigmoid output '{sig.output[0]}' is also read by {readers}"))
+                    not_fused.append(
+                        (
+                            mul.name or mul.output[0],
+                            f"the Sigmoid output '{sig.output[0]}' is also read by {readers}",
+                        )
+                    )
                 continue
             silu = helper.make_node(
-                SILU_OP, [x], [mul.output[0]],
+                SILU_OP,
+                [x],
+                [mul.output[0]],
                 name=_unique_name(f"{mul.name or mul.output[0]}/SiLU", node_names),
-                domain=SILU_DOMAIN, plugin_version=PLUGIN_VERSION, plugin_namespace=PLUGIN_NAMESPACE,
+                domain=SILU_DOMAIN,
+                plugin_version=PLUGIN_VERSION,
+                plugin_namespace=PLUGIN_NAMESPACE,
             )
             drop.add(id(sig))
             replace[id(mul)] = silu
@@ -320,7 +354,9 @@ def _attr(node: onnx.NodeProto, name: str):
     return None
 
 
-def _constant(graph: onnx.GraphProto, name: str, producers: Dict[str, onnx.NodeProto]) -> Optional[np.ndarray]:
+def _constant(
+    graph: onnx.GraphProto, name: str, producers: Dict[str, onnx.NodeProto]
+) -> Optional[np.ndarray]:
     for init in graph.initializer:
         if init.name == name:
             return numpy_helper.to_array(init)
@@ -332,8 +368,9 @@ def _constant(graph: onnx.GraphProto, name: str, producers: Dict[str, onnx.NodeP
     return None
 
 
-def _per_tensor_int8_scale(graph: onnx.GraphProto, node: onnx.NodeProto,
-                           producers: Dict[str, onnx.NodeProto]) -> Optional[float]:
+def _per_tensor_int8_scale(
+    graph: onnx.GraphProto, node: onnx.NodeProto, producers: Dict[str, onnx.NodeProto]
+) -> Optional[float]:
     """The scale of a per-tensor, zero-point-0, int8 Q/DQ node, or None."""
     scale = _constant(graph, node.input[1], producers) if len(node.input) > 1 else None
     if scale is None or scale.size != 1:
@@ -343,13 +380,16 @@ def _per_tensor_int8_scale(graph: onnx.GraphProto, node: onnx.NodeProto,
         if zp is None or zp.dtype != np.int8 or zp.size != 1 or int(zp.reshape(())) != 0:
             return None
     else:
-        return None  # no zero point: uint8 by default (QuantizeLinear) or unknown (DequantizeLinear)
+        return (
+            None  # no zero point: uint8 by default (QuantizeLinear) or unknown (DequantizeLinear)
+        )
     s = float(np.asarray(scale, dtype=np.float32).reshape(()))
     return s if np.isfinite(s) and s > 0 else None
 
 
-def _quantize_graph(graph: onnx.GraphProto, scales: Mapping[str, float],
-                    report: Optional[SiluReport] = None) -> int:
+def _quantize_graph(
+    graph: onnx.GraphProto, scales: Mapping[str, float], report: Optional[SiluReport] = None
+) -> int:
     report = report if report is not None else SiluReport()
     producers = _producers(graph)
     uses = _uses(graph)
@@ -358,7 +398,9 @@ def _quantize_graph(graph: onnx.GraphProto, scales: Mapping[str, float],
         for name in n.input:
             consumers[name].append(n)
     taken_nodes = {n.name for n in graph.node if n.name}
-    taken_tensors = set(producers) | {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    taken_tensors = (
+        set(producers) | {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    )
     new_nodes: List[onnx.NodeProto] = []
     absorbed: Set[int] = set()
     bypassed: Set[str] = set()  # outputs of DQ nodes the SiLU no longer reads
@@ -405,7 +447,11 @@ def _quantize_graph(graph: onnx.GraphProto, scales: Mapping[str, float],
             s_in = from_table(x, "input", why, "DequantizeLinear" if is_dq else None)
         # output side: a Q that is the only reader, or a scale from the table
         q_nodes = consumers.get(y, [])
-        q = q_nodes[0] if len(q_nodes) == 1 and uses.get(y, 0) == 1 and q_nodes[0].op_type == "QuantizeLinear" else None
+        q = (
+            q_nodes[0]
+            if len(q_nodes) == 1 and uses.get(y, 0) == 1 and q_nodes[0].op_type == "QuantizeLinear"
+            else None
+        )
         s_out = _per_tensor_int8_scale(graph, q, producers) if q is not None else None
         if s_out is None:
             s_out = from_table(y, "output", why, "QuantizeLinear" if q is not None else None)
@@ -419,22 +465,42 @@ def _quantize_graph(graph: onnx.GraphProto, scales: Mapping[str, float],
         after: List[onnx.NodeProto] = []
         if x_int8 is None:
             x_int8 = _unique_name(f"{x}/int8", taken_tensors)
-            before.append(helper.make_node(
-                "QuantizeLinear", [x, scale_initializer(f"{x}/silu_scale", s_in), zero_point(f"{x}/silu_zero_point")],
-                [x_int8], name=_unique_name(f"{node.name}/QuantizeLinear", taken_nodes)))
+            before.append(
+                helper.make_node(
+                    "QuantizeLinear",
+                    [
+                        x,
+                        scale_initializer(f"{x}/silu_scale", s_in),
+                        zero_point(f"{x}/silu_zero_point"),
+                    ],
+                    [x_int8],
+                    name=_unique_name(f"{node.name}/QuantizeLinear", taken_nodes),
+                )
+            )
         if q is not None:
             y_int8 = q.output[0]
             absorbed.add(id(q))
         else:
             y_int8 = _unique_name(f"{y}/int8", taken_tensors)
-            after.append(helper.make_node(
-                "DequantizeLinear", [y_int8, scale_initializer(f"{y}/silu_scale", s_out), zero_point(f"{y}/silu_zero_point")],
-                [y], name=_unique_name(f"{node.name}/DequantizeLinear", taken_nodes)))
+            after.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [
+                        y_int8,
+                        scale_initializer(f"{y}/silu_scale", s_out),
+                        zero_point(f"{y}/silu_zero_point"),
+                    ],
+                    [y],
+                    name=_unique_name(f"{node.name}/DequantizeLinear", taken_nodes),
+                )
+            )
         del node.input[:]
         node.input.append(x_int8)
         del node.output[:]
         node.output.append(y_int8)
-        node.attribute.extend([helper.make_attribute("scale_in", s_in), helper.make_attribute("scale_out", s_out)])
+        node.attribute.extend(
+            [helper.make_attribute("scale_in", s_in), helper.make_attribute("scale_out", s_out)]
+        )
         plan[id(node)] = (before, after)
         count += 1
     if not count:
@@ -449,9 +515,18 @@ def _quantize_graph(graph: onnx.GraphProto, scales: Mapping[str, float],
     _replace_nodes(graph, new_nodes)
     # DequantizeLinear nodes that only fed the SiLU inputs are now dead.
     uses = _uses(graph)
-    _replace_nodes(graph, [n for n in graph.node
-                           if not (n.op_type == "DequantizeLinear" and n.output[0] in bypassed
-                                   and uses.get(n.output[0], 0) == 0)])
+    _replace_nodes(
+        graph,
+        [
+            n
+            for n in graph.node
+            if not (
+                n.op_type == "DequantizeLinear"
+                and n.output[0] in bypassed
+                and uses.get(n.output[0], 0) == 0
+            )
+        ],
+    )
     return count
 
 
@@ -460,7 +535,9 @@ def _quantize_graph(graph: onnx.GraphProto, scales: Mapping[str, float],
 
 def _expand_graph(graph: onnx.GraphProto) -> int:
     taken_nodes = {n.name for n in graph.node if n.name}
-    taken_tensors = set(_producers(graph)) | {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    taken_tensors = (
+        set(_producers(graph)) | {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    )
     new_nodes: List[onnx.NodeProto] = []
     count = 0
 
@@ -480,20 +557,42 @@ def _expand_graph(graph: onnx.GraphProto) -> int:
         if s_in is not None and s_out is not None:
             d = _unique_name(f"{base}/dequantized", taken_tensors)
             m = _unique_name(f"{base}/silu", taken_tensors)
-            new_nodes.append(helper.make_node("DequantizeLinear", [x, const(s_in, np.float32, f"{base}/scale_in"),
-                                                                   const(0, np.int8, f"{base}/zero_point_in")], [d],
-                                              name=_unique_name(f"{base}/DequantizeLinear", taken_nodes)))
+            new_nodes.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [
+                        x,
+                        const(s_in, np.float32, f"{base}/scale_in"),
+                        const(0, np.int8, f"{base}/zero_point_in"),
+                    ],
+                    [d],
+                    name=_unique_name(f"{base}/DequantizeLinear", taken_nodes),
+                )
+            )
             x, final = d, y
             y = m
         else:
             final = None
         s = _unique_name(f"{base}/sigmoid", taken_tensors)
-        new_nodes.append(helper.make_node("Sigmoid", [x], [s], name=_unique_name(f"{base}/Sigmoid", taken_nodes)))
-        new_nodes.append(helper.make_node("Mul", [x, s], [y], name=_unique_name(f"{base}/Mul", taken_nodes)))
+        new_nodes.append(
+            helper.make_node("Sigmoid", [x], [s], name=_unique_name(f"{base}/Sigmoid", taken_nodes))
+        )
+        new_nodes.append(
+            helper.make_node("Mul", [x, s], [y], name=_unique_name(f"{base}/Mul", taken_nodes))
+        )
         if final is not None:
-            new_nodes.append(helper.make_node("QuantizeLinear", [y, const(s_out, np.float32, f"{base}/scale_out"),
-                                                                 const(0, np.int8, f"{base}/zero_point_out")], [final],
-                                              name=_unique_name(f"{base}/QuantizeLinear", taken_nodes)))
+            new_nodes.append(
+                helper.make_node(
+                    "QuantizeLinear",
+                    [
+                        y,
+                        const(s_out, np.float32, f"{base}/scale_out"),
+                        const(0, np.int8, f"{base}/zero_point_out"),
+                    ],
+                    [final],
+                    name=_unique_name(f"{base}/QuantizeLinear", taken_nodes),
+                )
+            )
     if count:
         _replace_nodes(graph, new_nodes)
     return count

@@ -238,8 +238,9 @@ def quantize(
     return (m, report) if return_report else m
 
 
-def _splice(graph: Any, view: "_placement.GraphView", inserted: Mapping[str, List[Any]],
-            inits: List[Any]) -> None:
+def _splice(
+    graph: Any, view: "_placement.GraphView", inserted: Mapping[str, List[Any]], inits: List[Any]
+) -> None:
     """Puts each node's Q/DQ pairs right in front of it (the graph stays topologically sorted)."""
     new_nodes: List[Any] = []
     for node in graph.node:
@@ -416,10 +417,8 @@ def _finish(m: Any, report: QuantizeReport, output: Any, placement_report: Any) 
             "check the input model with onnx.checker.check_model"
         ) from exc
     if output is not None:
-
         save_onnx(m, os.fspath(output))
     if placement_report is not None:
-
         atomic_write(os.fspath(placement_report), "\n".join(report.placement_lines()) + "\n")
 
 
@@ -433,7 +432,6 @@ def _load(model: Any):
     if isinstance(model, (bytes, bytearray)):
         return onnx.load_from_string(bytes(model))
     if isinstance(model, (str, os.PathLike)):
-
         return load_onnx(model)
     raise TypeError(
         f"trtcal: model must be an onnx.ModelProto, a path or bytes, not {type(model).__name__}"

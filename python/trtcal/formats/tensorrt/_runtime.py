@@ -54,7 +54,8 @@ def check_implicit_int8(major: int, what: str) -> None:
     """Raises ImplicitInt8RemovedError when TensorRT ``major`` has no implicit INT8."""
     if major > LAST_IMPLICIT_INT8_MAJOR:
         raise ImplicitInt8RemovedError(
-            f"trtcal: {what} needs implicit INT8, which TensorRT {major} does not have: TensorRT 11.0 "
+            f"trtcal: {what} needs implicit INT8, which TensorRT {major} does not have: TensorRT "
+            "11.0 "
             "removed IInt8Calibrator and its subclasses, calibration caches, "
             "IBuilderConfig.int8_calibrator and ITensor.set_dynamic_range. " + EXPLICIT_PATH_HINT
         )

@@ -26,13 +26,17 @@ class DeviceAllocator:
             try:
                 import cupy
             except ImportError:
-                raise RuntimeError("trtcal: the TensorRT runner needs PyTorch (with CUDA) or CuPy for its device "
-                                   "buffers; neither is usable here") from None
+                raise RuntimeError(
+                    "trtcal: the TensorRT runner needs PyTorch (with CUDA) or CuPy for its device "
+                    "buffers; neither is usable here"
+                ) from None
             self.torch = None
             self.cupy = cupy
 
     def current_stream(self) -> Any:
-        return self.torch.cuda.current_stream() if self.torch else self.cupy.cuda.get_current_stream()
+        return (
+            self.torch.cuda.current_stream() if self.torch else self.cupy.cuda.get_current_stream()
+        )
 
     def stream(self) -> Any:
         """A private stream (the evaluation session synchronises it before reading)."""
@@ -42,17 +46,26 @@ class DeviceAllocator:
         return int(s.cuda_stream) if self.torch else int(s.ptr)
 
     def empty(self, shape: Tuple[int, ...], dtype: Any, trt: Any = None) -> Any:
-        """A device array; ``dtype`` a TensorRT DataType (bfloat16 has no NumPy type) or NumPy dtype."""
+        """A device array; ``dtype`` a TensorRT DataType (bfloat16 has no NumPy type) or NumPy
+        dtype."""
         if trt is not None and isinstance(dtype, trt.DataType):
             if getattr(trt, "bfloat16", None) is not None and dtype == trt.bfloat16:
                 if not self.torch:
-                    raise TypeError("trtcal: bfloat16 TensorRT buffers need PyTorch (CuPy has no bfloat16)")
+                    raise TypeError(
+                        "trtcal: bfloat16 TensorRT buffers need PyTorch (CuPy has no bfloat16)"
+                    )
                 return self.torch.empty(shape, dtype=self.torch.bfloat16, device="cuda")
             dtype = np.dtype(trt.nptype(dtype))
         if self.torch:
-            tdt = {np.float32: self.torch.float32, np.float16: self.torch.float16, np.int32: self.torch.int32,
-                   np.int64: self.torch.int64, np.int8: self.torch.int8, np.bool_: self.torch.bool,
-                   np.uint8: self.torch.uint8}[np.dtype(dtype).type]
+            tdt = {
+                np.float32: self.torch.float32,
+                np.float16: self.torch.float16,
+                np.int32: self.torch.int32,
+                np.int64: self.torch.int64,
+                np.int8: self.torch.int8,
+                np.bool_: self.torch.bool,
+                np.uint8: self.torch.uint8,
+            }[np.dtype(dtype).type]
             return self.torch.empty(shape, dtype=tdt, device="cuda")
         return self.cupy.empty(shape, dtype=dtype)
 

@@ -120,7 +120,8 @@ def default_device_memory(stream: Any = 0) -> DeviceMemory:
         pass
     raise RuntimeError(
         "trtcal: feeding host (NumPy) calibration batches to TensorRT needs device memory: install "
-        "trtcal with its CUDA build, or CuPy (pip install cupy-cuda12x), or pass device_memory=, or "
+        "trtcal with its CUDA build, or CuPy (pip install cupy-cuda12x), or pass device_memory=, "
+        "or "
         "give device arrays (CuPy/PyTorch CUDA tensors) in the dataset"
     )
 
@@ -147,17 +148,22 @@ class BatchFeeder:
         the first host array.
     """
 
-    def __init__(self, dataset: Iterable[Batch], *, input_names: Optional[Sequence[str]] = None,
-                 device_memory: Optional[DeviceMemory] = None,
-                 device_memory_factory: Callable[[], DeviceMemory] = default_device_memory) -> None:
+    def __init__(
+        self,
+        dataset: Iterable[Batch],
+        *,
+        input_names: Optional[Sequence[str]] = None,
+        device_memory: Optional[DeviceMemory] = None,
+        device_memory_factory: Callable[[], DeviceMemory] = default_device_memory,
+    ) -> None:
         self._dataset = dataset
         self._iter: Optional[Iterator[Batch]] = None
         self.input_names = list(input_names) if input_names is not None else None
         self._memory = device_memory
         self._factory = device_memory_factory
-        self._buffers: Dict[str, Any] = {}     # name -> device handle (reused)
-        self._capacity: Dict[str, int] = {}    # name -> bytes
-        self._alive: List[Any] = []            # arrays of the current batch
+        self._buffers: Dict[str, Any] = {}  # name -> device handle (reused)
+        self._capacity: Dict[str, int] = {}  # name -> bytes
+        self._alive: List[Any] = []  # arrays of the current batch
         self.batches = 0
         self.samples = 0
         self.done = False
@@ -187,40 +193,57 @@ class BatchFeeder:
         if isinstance(batch, Mapping):
             absent = [n for n in names if n not in batch]
             if absent:
-                raise KeyError(f"trtcal: {where} has no input {absent[0]!r}; TensorRT asks for {names}, "
-                               f"the batch has {list(batch)}")
+                raise KeyError(
+                    f"trtcal: {where} has no input {absent[0]!r}; TensorRT asks for {names}, "
+                    f"the batch has {list(batch)}"
+                )
             return [batch[n] for n in names]
         if isinstance(batch, (list, tuple)):
             order = self.input_names or names
             if len(batch) != len(order):
-                raise ValueError(f"trtcal: {where} has {len(batch)} arrays but the network has "
-                                 f"{len(order)} inputs {order}; give a dict name -> array")
+                raise ValueError(
+                    f"trtcal: {where} has {len(batch)} arrays but the network has "
+                    f"{len(order)} inputs {order}; give a dict name -> array"
+                )
             by_name = dict(zip(order, batch))
             absent = [n for n in names if n not in by_name]
             if absent:
-                raise KeyError(f"trtcal: TensorRT asks for input {absent[0]!r}, which input_names {order} lacks")
+                raise KeyError(
+                    f"trtcal: TensorRT asks for input {absent[0]!r}, which input_names {order} "
+                    "lacks"
+                )
             return [by_name[n] for n in names]
         if len(names) != 1:
-            raise ValueError(f"trtcal: {where} is a single array but the network has {len(names)} inputs "
-                             f"{names}; give a dict name -> array")
+            raise ValueError(
+                f"trtcal: {where} is a single array but the network has {len(names)} inputs "
+                f"{names}; give a dict name -> array"
+            )
         return [batch]
 
     def _to_device(self, name: str, a: Any) -> int:
         cai = getattr(a, "__cuda_array_interface__", None)
         if cai is not None:
             if cai.get("typestr", "").endswith("f8"):
-                raise TypeError(f"trtcal: calibration input '{name}' is a float64 device array; TensorRT "
-                                "inputs are float32/float16/int32/...: convert it first")
+                raise TypeError(
+                    f"trtcal: calibration input '{name}' is a float64 device array; TensorRT "
+                    "inputs are float32/float16/int32/...: convert it first"
+                )
             strides = cai.get("strides")
-            if strides is not None and not _c_contiguous(cai["shape"], strides, int(cai["typestr"][2:])):
-                raise ValueError(f"trtcal: calibration input '{name}' is a non-contiguous device array; "
-                                 "pass a contiguous copy")
+            if strides is not None and not _c_contiguous(
+                cai["shape"], strides, int(cai["typestr"][2:])
+            ):
+                raise ValueError(
+                    f"trtcal: calibration input '{name}' is a non-contiguous device array; "
+                    "pass a contiguous copy"
+                )
             self._alive.append(a)
             return int(cai["data"][0])
         if not isinstance(a, np.ndarray):
             if hasattr(a, "__dlpack__") or hasattr(a, "device"):
-                raise TypeError(f"trtcal: calibration input '{name}' is a {type(a).__name__} without "
-                                "__cuda_array_interface__; pass NumPy arrays or CuPy/PyTorch CUDA tensors")
+                raise TypeError(
+                    f"trtcal: calibration input '{name}' is a {type(a).__name__} without "
+                    "__cuda_array_interface__; pass NumPy arrays or CuPy/PyTorch CUDA tensors"
+                )
             a = np.asarray(a)
         if a.dtype == np.float64:
             a = a.astype(np.float32)
@@ -284,12 +307,18 @@ class _CalibratorCore:
     _trt_base: Any = None
     algorithm: str = "EntropyCalibration2"
 
-    def __init__(self, dataset: Optional[Iterable[Batch]] = None, *,
-                 table: Optional[Union[CalibrationTable, Mapping[str, float]]] = None,
-                 cache_path: Optional[Union[str, "os.PathLike[str]"]] = None,
-                 input_names: Optional[Sequence[str]] = None, batch_size: int = 1,
-                 device_memory: Optional[DeviceMemory] = None, stream: Any = 0,
-                 tensorrt_version: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        dataset: Optional[Iterable[Batch]] = None,
+        *,
+        table: Optional[Union[CalibrationTable, Mapping[str, float]]] = None,
+        cache_path: Optional[Union[str, "os.PathLike[str]"]] = None,
+        input_names: Optional[Sequence[str]] = None,
+        batch_size: int = 1,
+        device_memory: Optional[DeviceMemory] = None,
+        stream: Any = 0,
+        tensorrt_version: Optional[str] = None,
+    ) -> None:
         self._trt_base.__init__(self)  # pybind11 base classes must be initialised explicitly
         if dataset is None and table is None and cache_path is None:
             raise ValueError("trtcal: a calibrator needs a dataset, a table or a cache_path")
@@ -301,11 +330,17 @@ class _CalibratorCore:
         self.tensorrt_version = tensorrt_version or str(load_tensorrt("calibrators").__version__)
         self.feeder = None
         if dataset is not None:
-            self.feeder = BatchFeeder(dataset, input_names=input_names, device_memory=device_memory,
-                                      device_memory_factory=lambda: default_device_memory(stream))
+            self.feeder = BatchFeeder(
+                dataset,
+                input_names=input_names,
+                device_memory=device_memory,
+                device_memory_factory=lambda: default_device_memory(stream),
+            )
         self.table: Optional[CalibrationTable] = None  # what TensorRT wrote back
         self.error: Optional[BaseException] = None
-        self.used: Optional[str] = None  # 'table', 'cache file' or 'calibration': where TensorRT's ranges came from
+        self.used: Optional[str] = (
+            None  # 'table', 'cache file' or 'calibration': where TensorRT's ranges came from
+        )
 
     # -- TensorRT callbacks (they must not raise into TensorRT)
     def get_batch_size(self) -> int:
@@ -344,10 +379,10 @@ class _CalibratorCore:
     def write_calibration_cache(self, cache, *unused) -> None:
         try:
             data = bytes(cache)
-            self.table = CalibrationTable.from_calibration_cache(parse_cache(data, source="TensorRT's cache"),
-                                                                 source="TensorRT calibration")
+            self.table = CalibrationTable.from_calibration_cache(
+                parse_cache(data, source="TensorRT's cache"), source="TensorRT calibration"
+            )
             if self.cache_path:
-
                 atomic_write(self.cache_path, data)
         except Exception as exc:
             self.error = exc
@@ -390,7 +425,9 @@ _CLASSES: Dict[str, type] = {}
 def calibrator_class(algorithm: str = "EntropyCalibration2") -> type:
     """The calibrator class on TensorRT's base class for ``algorithm`` (built on first use)."""
     if algorithm not in BASE_CLASSES:
-        raise ValueError(f"trtcal: unknown calibration algorithm '{algorithm}'; accepted: {list(BASE_CLASSES)}")
+        raise ValueError(
+            f"trtcal: unknown calibration algorithm '{algorithm}'; accepted: {list(BASE_CLASSES)}"
+        )
     if algorithm not in _CLASSES:
         trt = require_implicit_int8(f"an INT8 calibrator ({algorithm})")
         base_name = BASE_CLASSES[algorithm]
@@ -398,13 +435,17 @@ def calibrator_class(algorithm: str = "EntropyCalibration2") -> type:
         if base is None:
             raise AttributeError(f"trtcal: this tensorrt ({trt.__version__}) has no {base_name}")
         core = _LegacyCore if algorithm == "LegacyCalibration" else _CalibratorCore
-        _CLASSES[algorithm] = type(f"Trtcal{base_name[5:]}", (core, base),
-                                   {"_trt_base": base, "algorithm": algorithm, "__module__": __name__})
+        _CLASSES[algorithm] = type(
+            f"Trtcal{base_name[5:]}",
+            (core, base),
+            {"_trt_base": base, "algorithm": algorithm, "__module__": __name__},
+        )
     return _CLASSES[algorithm]
 
 
-def make_calibrator(dataset: Optional[Iterable[Batch]] = None, algorithm: str = "EntropyCalibration2",
-                    **kwargs: Any):
+def make_calibrator(
+    dataset: Optional[Iterable[Batch]] = None, algorithm: str = "EntropyCalibration2", **kwargs: Any
+):
     """A calibrator for ``algorithm`` (see the module docstring for the arguments)."""
     return calibrator_class(algorithm)(dataset, **kwargs)
 

@@ -32,14 +32,16 @@ QDQ_PATH = "explicit Q/DQ (INetworkDefinition.add_quantize/add_dequantize)"
 @dataclass
 class DynamicRangeReport:
     path: str = DYNAMIC_RANGE_PATH
-    applied: Dict[str, float] = field(default_factory=dict)          # tensor -> amax set
-    missing_in_table: List[str] = field(default_factory=list)        # network tensors without a range
-    missing_in_network: List[str] = field(default_factory=list)      # table names the network lacks
-    invalid: Dict[str, str] = field(default_factory=dict)            # tensor -> why it was not set
-    failed: List[str] = field(default_factory=list)                  # set_dynamic_range returned False
+    applied: Dict[str, float] = field(default_factory=dict)  # tensor -> amax set
+    missing_in_table: List[str] = field(default_factory=list)  # network tensors without a range
+    missing_in_network: List[str] = field(default_factory=list)  # table names the network lacks
+    invalid: Dict[str, str] = field(default_factory=dict)  # tensor -> why it was not set
+    failed: List[str] = field(default_factory=list)  # set_dynamic_range returned False
 
 
-def plan_dynamic_ranges(network_tensors: Sequence[str], table: Mapping[str, float]) -> DynamicRangeReport:
+def plan_dynamic_ranges(
+    network_tensors: Sequence[str], table: Mapping[str, float]
+) -> DynamicRangeReport:
     """Which ranges go where, from names alone: the network's float tensors (in network
     order) against the table. A range is usable when amax is finite and positive."""
     report = DynamicRangeReport()
@@ -85,7 +87,9 @@ def network_tensors(network: Any, trt: Any = None) -> List[Any]:
     return out
 
 
-def apply_dynamic_ranges(network: Any, table: Mapping[str, float], *, strict: bool = False) -> DynamicRangeReport:
+def apply_dynamic_ranges(
+    network: Any, table: Mapping[str, float], *, strict: bool = False
+) -> DynamicRangeReport:
     """Sets ``[-amax, amax]`` on every network tensor the table names (TensorRT <= 10).
 
     Returns a :class:`DynamicRangeReport`: the ranges set, the network tensors the table
@@ -100,8 +104,10 @@ def apply_dynamic_ranges(network: Any, table: Mapping[str, float], *, strict: bo
     report = plan_dynamic_ranges([t.name for t in tensors], table)
     if strict and (report.missing_in_table or report.invalid):
         bad = report.missing_in_table[:5] + list(report.invalid)[:5]
-        raise ValueError(f"trtcal: {len(report.missing_in_table)} network tensors have no range and "
-                         f"{len(report.invalid)} have an unusable one (first: {bad})")
+        raise ValueError(
+            f"trtcal: {len(report.missing_in_table)} network tensors have no range and "
+            f"{len(report.invalid)} have an unusable one (first: {bad})"
+        )
     for name, amax in report.applied.items():
         t = by_name[name]
         if hasattr(t, "set_dynamic_range"):
@@ -125,14 +131,22 @@ class NetworkQuantizeReport:
     quantized_layers: List[str] = field(default_factory=list)
     skipped: Dict[str, str] = field(default_factory=dict)
     missing: List[str] = field(default_factory=list)
-    keepalive: List[np.ndarray] = field(default_factory=list, repr=False)  # weights TensorRT points to
+    keepalive: List[np.ndarray] = field(
+        default_factory=list, repr=False
+    )  # weights TensorRT points to
 
 
-def quantize_network(network: Any, table: Mapping[str, float], *,
-                     op_types: Sequence[str] = _qdq.DEFAULT_OP_TYPES,
-                     exclude_layers: Union[str, Iterable[str]] = (),
-                     quantize_weights: bool = True, per_channel: bool = True,
-                     residual_add: bool = True, missing: str = "error") -> NetworkQuantizeReport:
+def quantize_network(
+    network: Any,
+    table: Mapping[str, float],
+    *,
+    op_types: Sequence[str] = _qdq.DEFAULT_OP_TYPES,
+    exclude_layers: Union[str, Iterable[str]] = (),
+    quantize_weights: bool = True,
+    per_channel: bool = True,
+    residual_add: bool = True,
+    missing: str = "error",
+) -> NetworkQuantizeReport:
     """Adds Q/DQ layers to ``network`` from ``table`` (explicit INT8; TensorRT 10 and 11).
 
     Conv (``CONVOLUTION``), ConvTranspose (``DECONVOLUTION``) and MatMul
@@ -145,17 +159,27 @@ def quantize_network(network: Any, table: Mapping[str, float], *,
     if missing not in ("error", "skip"):
         raise ValueError(f"trtcal: missing must be 'error' or 'skip', got {missing!r}")
     LT = trt.LayerType
-    kinds = {LT.CONVOLUTION: "Conv", LT.DECONVOLUTION: "ConvTranspose", LT.MATRIX_MULTIPLY: "MatMul",
-             LT.ELEMENTWISE: "Add"}
+    kinds = {
+        LT.CONVOLUTION: "Conv",
+        LT.DECONVOLUTION: "ConvTranspose",
+        LT.MATRIX_MULTIPLY: "MatMul",
+        LT.ELEMENTWISE: "Add",
+    }
     wanted = set(op_types) | ({"MatMul"} if "Gemm" in op_types else set())
-    layers = [_downcast(network.get_layer(i), trt) for i in range(network.num_layers)]  # before we add any
-    excluded = set(match_names([lay.name for lay in layers], exclude_layers)) if exclude_layers else set()
+    layers = [
+        _downcast(network.get_layer(i), trt) for i in range(network.num_layers)
+    ]  # before we add any
+    excluded = (
+        set(match_names([lay.name for lay in layers], exclude_layers)) if exclude_layers else set()
+    )
     producer = {lay.get_output(j).name: lay for lay in layers for j in range(lay.num_outputs)}
     report = NetworkQuantizeReport()
     dq_of: Dict[Tuple[str, Optional[int]], Any] = {}
 
     def constant(arr: np.ndarray) -> Any:
-        arr = np.array(arr, order="C", copy=True)  # keeps 0-D scales 0-D (ascontiguousarray would not)
+        arr = np.array(
+            arr, order="C", copy=True
+        )  # keeps 0-D scales 0-D (ascontiguousarray would not)
         report.keepalive.append(arr)
         return network.add_constant(arr.shape, trt.Weights(arr)).get_output(0)
 
@@ -179,8 +203,10 @@ def quantize_network(network: Any, table: Mapping[str, float], *,
         t = layer.get_input(idx)
         if t.name not in table:
             if missing == "error":
-                raise KeyError(f"trtcal: tensor '{t.name}' (input {idx} of layer '{layer.name}') is not in "
-                               "the calibration table; calibrate it, exclude the layer, or pass missing='skip'")
+                raise KeyError(
+                    f"trtcal: tensor '{t.name}' (input {idx} of layer '{layer.name}') is not in "
+                    "the calibration table; calibrate it, exclude the layer, or pass missing='skip'"
+                )
             report.missing.append(t.name)
             return False
         scale = _qdq.activation_scale(table, t.name)
@@ -209,8 +235,12 @@ def quantize_network(network: Any, table: Mapping[str, float], *,
             report.skipped[layer.name] = "excluded"
             continue
         inputs = [layer.get_input(i) for i in range(layer.num_inputs)]
-        if any(t is not None and producer.get(t.name) is not None and producer[t.name].type == LT.DEQUANTIZE
-               for t in inputs):
+        if any(
+            t is not None
+            and producer.get(t.name) is not None
+            and producer[t.name].type == LT.DEQUANTIZE
+            for t in inputs
+        ):
             report.skipped[layer.name] = "already has Q/DQ inputs"
             continue
         changed = False
@@ -225,7 +255,9 @@ def quantize_network(network: Any, table: Mapping[str, float], *,
         elif kind in ("Conv", "ConvTranspose"):
             changed |= activation(layer, 0)
             if quantize_weights:
-                changed |= _quantize_kernel(network, trt, layer, kind, weight, weight_tensor, constant)
+                changed |= _quantize_kernel(
+                    network, trt, layer, kind, weight, weight_tensor, constant
+                )
         else:  # MatMul
             for idx, op in ((0, layer.op0), (1, layer.op1)):
                 t = inputs[idx]
@@ -274,9 +306,14 @@ def _quantize_kernel(network, trt, layer, kind, weight, weight_tensor, constant)
     return True
 
 
-_LAYER_CLASSES = {"CONVOLUTION": "IConvolutionLayer", "DECONVOLUTION": "IDeconvolutionLayer",
-                  "MATRIX_MULTIPLY": "IMatrixMultiplyLayer", "ELEMENTWISE": "IElementWiseLayer",
-                  "CONSTANT": "IConstantLayer", "SCALE": "IScaleLayer"}
+_LAYER_CLASSES = {
+    "CONVOLUTION": "IConvolutionLayer",
+    "DECONVOLUTION": "IDeconvolutionLayer",
+    "MATRIX_MULTIPLY": "IMatrixMultiplyLayer",
+    "ELEMENTWISE": "IElementWiseLayer",
+    "CONSTANT": "IConstantLayer",
+    "SCALE": "IScaleLayer",
+}
 
 
 def _downcast(layer: Any, trt: Any) -> Any:

@@ -41,7 +41,9 @@ def load_plugins() -> Any:
     registry = trt.get_plugin_registry()
     handle = registry.load_library(path)
     if handle is None:
-        raise RuntimeError(f"trtcal: TensorRT could not load the plugin library {path} (see its log)")
+        raise RuntimeError(
+            f"trtcal: TensorRT could not load the plugin library {path} (see its log)"
+        )
     creator = registry.get_creator(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE)
     if creator is None:
         raise RuntimeError(

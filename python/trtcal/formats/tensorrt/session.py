@@ -44,8 +44,10 @@ class TensorRTSession:
         parser = trt.OnnxParser(network, self._logger)
         if not parser.parse(bytes(self._bytes)):
             errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise RuntimeError(f"trtcal: TensorRT could not parse the model: {errs} "
-                               "(evaluate='onnxruntime' runs it in ONNX Runtime instead)")
+            raise RuntimeError(
+                f"trtcal: TensorRT could not parse the model: {errs} "
+                "(evaluate='onnxruntime' runs it in ONNX Runtime instead)"
+            )
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self._workspace)
         profile = None
@@ -61,8 +63,10 @@ class TensorRTSession:
             config.add_optimization_profile(profile)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
-            raise RuntimeError("trtcal: TensorRT failed to build the engine of the quantized model "
-                               "(evaluate='onnxruntime' runs it in ONNX Runtime instead)")
+            raise RuntimeError(
+                "trtcal: TensorRT failed to build the engine of the quantized model "
+                "(evaluate='onnxruntime' runs it in ONNX Runtime instead)"
+            )
         engine = self._runtime.deserialize_cuda_engine(plan)
         return engine, engine.create_execution_context()
 
@@ -77,7 +81,9 @@ class TensorRTSession:
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                a = arrays[name].astype(np.dtype(trt.nptype(engine.get_tensor_dtype(name))), copy=False)
+                a = arrays[name].astype(
+                    np.dtype(trt.nptype(engine.get_tensor_dtype(name))), copy=False
+                )
                 ctx.set_input_shape(name, a.shape)
                 buf = self._buffer(name, a.shape, a.dtype)
                 self._alloc.upload(buf, a, self._stream)
