@@ -3,7 +3,7 @@ pass."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
 from ..core import _files, _locks
 from ..evaluation import auto as auto_mod
@@ -105,7 +105,8 @@ def _write(
     """Every output lands together (or none); rank 0 of a distributed run writes, every rank
     holds the tables; 'wrote ...' is said once every output landed."""
     writes = not (cfg.distributed and plan.rank != 0)
-    paths, said = plan.paths, []
+    paths = plan.paths
+    said: List[str] = []
 
     def annotate(method: str, table: Any) -> None:
         if method == "auto":
