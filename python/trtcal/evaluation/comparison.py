@@ -364,19 +364,7 @@ def run_comparison(
     tk.check_task_arguments(cfg.task, cfg.output_slices)
     notes: List[str] = []
     # what would otherwise fail after the statistics pass is checked before it
-    backend, eval_source = ev.check_before_pass(
-        "compare",
-        calibration,
-        cfg.data,
-        batch_size=cfg.batch_size,
-        max_samples=cfg.max_samples,
-        eval_samples=cfg.eval_samples,
-        evaluate=cfg.evaluate,
-        runner=cfg.runner,
-        eval_data=cfg.eval_data,
-        preprocess=cfg.preprocess,
-        input_name=cfg.input_name,
-    )
+    backend, eval_source = ev.check_before_pass("compare", calibration, cfg)
     if calibration is None:  # a checkpoint is resumed when present
         calibration = calibration_pass.statistics(
             model, cfg.replace(resume=cfg.resume or bool(cfg.checkpoint), log=say)

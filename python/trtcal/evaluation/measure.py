@@ -24,6 +24,7 @@ from ..core._backend import require_cuda
 from ..core._files import atomic_write
 from ..formats.tensorrt._runtime import load_tensorrt
 from ..formats.tensorrt.session import TensorRTSession
+from ..pipeline.config import CalibrationConfig
 from ..pipeline.data import InputSpec, Source, batches, open_source
 from ..pipeline.runners import _ORT_TYPES, load_onnx
 from .metrics import ErrorStats
@@ -82,32 +83,19 @@ def _require_device_arrays(what: str) -> None:
         )
 
 
-def check_before_pass(
-    what: str,
-    calibration: Any,
-    data: Any,
-    *,
-    batch_size: Any,
-    max_samples: Any,
-    eval_samples: Any,
-    evaluate: str,
-    runner: Any,
-    eval_data: Any,
-    preprocess: Any,
-    input_name: Any,
-) -> Tuple[str, Any]:
+def check_before_pass(what: str, calibration: Any, cfg: CalibrationConfig) -> Tuple[str, Any]:
     """What ``compare`` and ``analyze`` would otherwise find only after their statistics pass:
-    the counts, the evaluation backend, the runner, the evaluation data. Returns (backend,
-    opened evaluation source)."""
-    check_counts(batch_size, max_samples, eval_samples)
-    backend = resolve_backend(evaluate)
+    the counts, the evaluation backend, the runner, the evaluation data (all from ``cfg``).
+    Returns (backend, opened evaluation source)."""
+    check_counts(cfg.batch_size, cfg.max_samples, cfg.eval_samples)
+    backend = resolve_backend(cfg.evaluate)
     if calibration is None:
-        if data is None:
+        if cfg.data is None:
             raise ValueError(
                 f"trtcal: {what} needs calibration data (data=...) or a calibration result"
             )
-        check_runner(runner)
-    return backend, open_eval_data(eval_data, preprocess, input_name)
+        check_runner(cfg.runner)
+    return backend, open_eval_data(cfg.eval_data, cfg.preprocess, cfg.input_name)
 
 
 def check_counts(

@@ -362,19 +362,7 @@ def _setup(
     if not mixed_precision:
         check_quant_methods(([base_v] if base_v else []) + alt_vs, cfg.quant_dtype)
     # what would otherwise fail after the statistics pass is checked before it
-    backend, eval_source = ev.check_before_pass(
-        "analyze",
-        calibration,
-        cfg.data,
-        batch_size=cfg.batch_size,
-        max_samples=cfg.max_samples,
-        eval_samples=cfg.eval_samples,
-        evaluate=cfg.evaluate,
-        runner=cfg.runner,
-        eval_data=cfg.eval_data,
-        preprocess=cfg.preprocess,
-        input_name=cfg.input_name,
-    )
+    backend, eval_source = ev.check_before_pass("analyze", calibration, cfg)
     proto = ev.name_nodes(model)
     digest = model_digest(model)
     if out_dir:
