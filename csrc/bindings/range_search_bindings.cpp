@@ -86,16 +86,22 @@ RangeSearchRequest make_request(int method, int levels, bool zero_bin_rule, bool
 PlanLayout build_layout(const RangeSearchRequest& r, int device) {
   PlanLayout L;
   cudaError_t err = cudaSuccess;
-  const std::string problem = range_search_build(r, device, &L, &err);
-  TRTCAL_CHECK_ARG(problem.empty(), problem);
+  const RangeSearchProblem problem = range_search_build(r, device, &L, &err);
+  TRTCAL_CHECK_ARG(problem.ok(), std::string(problem.text));
   TRTCAL_CHECK_CUDA(err);
   return L;
+}
+
+std::string describe(const PlanLayout& L) {
+  char text[256];
+  range_search_describe(L, text, sizeof(text));
+  return text;
 }
 
 [[noreturn]] void throw_search_failed(const PlanLayout& L, cudaError_t err, const char* what) {
   if (err == cudaErrorMemoryAllocation) throw_cuda(err, what, __FILE__, __LINE__);
   throw std::runtime_error(std::string("trtcal: range search ") + what + " failed: " + cudaGetErrorName(err) +
-                           " (" + cudaGetErrorString(err) + "); " + range_search_describe(L));
+                           " (" + cudaGetErrorString(err) + "); " + describe(L));
 }
 
 void launch_layout(const PlanLayout& L, char* base, cudaStream_t stream) {

@@ -15,7 +15,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
 #include <vector>
 
 namespace trtcal {
@@ -138,11 +137,18 @@ struct RangeSearchRequest {
   bool with_curve = false;  // range_search_once copies the curve back too
 };
 
+// What is wrong with a request, in words (empty: nothing). A fixed buffer, so that the kernel
+// layer needs no std::string (its template instances would be exported from the extension).
+struct RangeSearchProblem {
+  char text[256] = {0};
+  bool ok() const { return text[0] == 0; }
+};
+
 // Checks `r` and builds its layout (descriptors, then range_search_layout and the method's bin
-// limit). Returns an empty string, or what is wrong in words (bad arguments: the binding raises
-// it as ValueError). A CUDA error of the shape choice is returned in *err (string empty).
-std::string range_search_build(const RangeSearchRequest& r, int device, RangeSearchLayout* L,
-                               cudaError_t* err);
+// limit). Returns an empty problem, or what is wrong in words (bad arguments: the binding raises
+// it as ValueError). A CUDA error of the shape choice is returned in *err (problem empty).
+RangeSearchProblem range_search_build(const RangeSearchRequest& r, int device, RangeSearchLayout* L,
+                                      cudaError_t* err);
 
 // Scratch of one range_search_once: `device` bytes of device memory, `pinned` bytes of pinned
 // host memory; the packed host histograms go to the device at byte offsets hc_off / he_off.
@@ -163,8 +169,8 @@ cudaError_t range_search_once(RangeSearchLayout* L, const RangeSearchRequest& r,
 // The launch of a layout into one device allocation at `base` (the layout's offsets).
 cudaError_t range_search_launch(const RangeSearchLayout& L, char* base, cudaStream_t stream);
 
-// The launch's shape in words, for an error message.
-std::string range_search_describe(const RangeSearchLayout& L);
+// The launch's shape in words, for an error message (into `out`, at most `size` bytes).
+void range_search_describe(const RangeSearchLayout& L, char* out, size_t size);
 
 // `tensors` and `block_tensor` (tensor of each block, nblocks entries; unused by percentile,
 // which launches one block per tensor) live on the device; `counters` holds one unsigned int

@@ -1,34 +1,45 @@
 // The host side of a range search (range_search.h): a request checked and laid out, and one
 // search start to end in caller scratch. Framework-free; the Python binding is a thin wrapper.
 #include <algorithm>
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
-#include <string>
 
 #include "error.h"
 #include "range_search.h"
 
 namespace trtcal {
 
-std::string range_search_build(const RangeSearchRequest& r, int device, RangeSearchLayout* L,
-                               cudaError_t* err) {
+namespace {
+RangeSearchProblem problem(const char* format, ...) {
+  RangeSearchProblem p;
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(p.text, sizeof(p.text), format, args);
+  va_end(args);
+  return p;
+}
+}  // namespace
+
+RangeSearchProblem range_search_build(const RangeSearchRequest& r, int device, RangeSearchLayout* L,
+                                      cudaError_t* err) {
   *err = cudaSuccess;
   const int32_t T = r.ntensors;
-  if (T < 0) return "trtcal: one pointer per tensor";
+  if (T < 0) return problem("trtcal: one pointer per tensor");
   if (T > 0 && !(r.counts_ptrs && r.nbins && r.edges_ptrs && r.linspace && r.grid && r.targets && r.cands))
-    return "trtcal: range-search descriptor arrays have the wrong sizes";
+    return problem("trtcal: range-search descriptor arrays have the wrong sizes");
   if (r.method < kRangeEntropyProportional || r.method > kRangePercentile)
-    return "trtcal: unknown range-search method " + std::to_string(r.method);
+    return problem("trtcal: unknown range-search method %d", (int)r.method);
   if (r.threads < 32 || r.threads > 1024 || r.threads % 32 != 0)
-    return "trtcal: threads must be a multiple of 32 in [32, 1024]";
+    return problem("trtcal: threads must be a multiple of 32 in [32, 1024]");
   if (r.levels < 1 || r.max_bound < 1 || r.per_bin < 1)
-    return "trtcal: levels, max_bound, per_bin must be >= 1";
+    return problem("trtcal: levels, max_bound, per_bin must be >= 1");
   if (r.levels > (1 << 24))
-    return "trtcal: levels must be <= 2^24 on the GPU, got " + std::to_string(r.levels);
+    return problem("trtcal: levels must be <= 2^24 on the GPU, got %d", (int)r.levels);
   if (!(r.group == 0 || (r.group >= 1 && r.group <= 32 && (r.group & (r.group - 1)) == 0)))
-    return "trtcal: group must be 0 (auto) or a power of two in [1, 32], got " + std::to_string(r.group);
+    return problem("trtcal: group must be 0 (auto) or a power of two in [1, 32], got %d", (int)r.group);
   if (r.chunk < 0 || r.chunk > kRangeMaxChunk)
-    return "trtcal: chunk must be 0 (auto) or in [1, " + std::to_string(kRangeMaxChunk) + "], got " +
-           std::to_string(r.chunk);
+    return problem("trtcal: chunk must be 0 (auto) or in [1, %d], got %d", (int)kRangeMaxChunk, (int)r.chunk);
   L->p = RangeParams{r.method, r.levels, r.zero_bin_rule, r.tie_last, r.per_bin, r.max_bound, r.threads, 1,
                      1,        0,        r.tol,           r.eps};
   L->ntensors = T;
@@ -49,22 +60,23 @@ std::string range_search_build(const RangeSearchRequest& r, int device, RangeSea
     d.stride = r.cands[3 * t + 1];
     d.ncand = r.cands[3 * t + 2];
     const bool host_counts = r.host_counts_off && r.host_counts_off[t] >= 0;
-    if (!(d.nbins >= 1 && (d.counts || host_counts))) return "trtcal: every tensor needs counts and >= 1 bin";
+    if (!(d.nbins >= 1 && (d.counts || host_counts)))
+      return problem("trtcal: every tensor needs counts and >= 1 bin");
     if (!(r.method == kRangePercentile || (d.ncand >= 1 && d.stride >= 1 && d.first >= 0)))
-      return "trtcal: every tensor needs >= 1 candidate";
+      return problem("trtcal: every tensor needs >= 1 candidate");
     if (host_counts && (size_t)(r.host_counts_off[t] + d.nbins) > r.host_counts_len)
-      return "trtcal: host counts offset out of range";
+      return problem("trtcal: host counts offset out of range");
     if (r.host_edges_off && r.host_edges_off[t] >= 0 &&
         (size_t)(r.host_edges_off[t] + d.nbins + 1) > r.host_edges_len)
-      return "trtcal: host edges offset out of range";
+      return problem("trtcal: host edges offset out of range");
   }
   *err = range_search_layout(L, device, r.group, r.chunk);  // shape, blocks, curve offsets
-  if (*err != cudaSuccess) return "";
+  if (*err != cudaSuccess) return {};
   const int32_t limit = range_search_max_bins(r.method);
   if (limit && L->p.max_bins > limit)
-    return "trtcal: this range-search method takes at most " + std::to_string(limit) +
-           " bins per histogram on the GPU, got " + std::to_string(L->p.max_bins);
-  return "";
+    return problem("trtcal: this range-search method takes at most %d bins per histogram on the GPU, got %d",
+                   (int)limit, (int)L->p.max_bins);
+  return {};
 }
 
 RangeSearchOnceScratch range_search_once_scratch(const RangeSearchLayout& L, const RangeSearchRequest& r) {
@@ -87,13 +99,13 @@ cudaError_t range_search_launch(const RangeSearchLayout& L, char* base, cudaStre
                       reinterpret_cast<unsigned int*>(base + L.cnt_off()), stream);
 }
 
-std::string range_search_describe(const RangeSearchLayout& L) {
+void range_search_describe(const RangeSearchLayout& L, char* out, size_t size) {
   const RangeParams& p = L.p;
-  return "method " + std::to_string(p.method) + ", tensors " + std::to_string(L.ntensors) + ", blocks " +
-         std::to_string(L.nblocks) + ", threads " + std::to_string(p.threads) + ", group " +
-         std::to_string(p.group) + ", chunk " + std::to_string(p.chunk) + ", levels " +
-         std::to_string(p.levels) + ", max_bins " + std::to_string(p.max_bins) + ", shared bytes " +
-         std::to_string(range_search_smem(p));
+  std::snprintf(out, size,
+                "method %d, tensors %d, blocks %d, threads %d, group %d, chunk %d, levels %d, max_bins %d, "
+                "shared bytes %zu",
+                (int)p.method, (int)L.ntensors, (int)L.nblocks, (int)p.threads, (int)p.group, (int)p.chunk,
+                (int)p.levels, (int)p.max_bins, (size_t)range_search_smem(p));
 }
 
 cudaError_t range_search_once(RangeSearchLayout* L, const RangeSearchRequest& r, void* dev, void* host,
