@@ -292,6 +292,20 @@ def _cli_calibrate(path: str, data: str, out: str, method: str, ckpt: str, fp8: 
     return time.perf_counter() - t0
 
 
+def _print_tables(rows: list, models, suffix: str = "") -> None:
+    """One Markdown table per model: a row per variant, a column per measured value."""
+    for name in models:
+        rs = [r for r in rows if r["model"] == name]
+        if not rs:
+            continue
+        keys = [k for k in rs[0] if k not in ("model", "variant")]
+        print(f"\n{name}{suffix}\n")
+        print("| variant | " + " | ".join(keys) + " |")
+        print("|---|" + "---:|" * len(keys))
+        for r in rs:
+            print(f"| {r['variant']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+
+
 def part_accuracy(
     models=MODELS,
     n_calib: int = N_CALIB,
@@ -406,16 +420,7 @@ def part_accuracy(
         "calibration, "
         f"{n_eval} held-out crops)\n"
     )
-    for name in models:
-        rs = [r for r in rows if r["model"] == name]
-        if not rs:
-            continue
-        keys = [k for k in rs[0] if k not in ("model", "variant")]
-        print(f"\n{name} ({n_eval} held-out inputs)\n")
-        print("| variant | " + " | ".join(keys) + " |")
-        print("|---|" + "---:|" * len(keys))
-        for r in rs:
-            print(f"| {r['variant']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+    _print_tables(rows, models, f" ({n_eval} held-out inputs)")
     print("\n## CPU time, same process, same data\n")
     print("| model | path | seconds |")
     print("|---|---|---:|")
@@ -516,16 +521,7 @@ def part_headroom(models=MODELS, n_calib: int = N_CALIB, n_eval: int = N_EVAL) -
         f"\n## FP8 range headroom on trtcal's export ({n_calib} calibration, {n_eval} held-out "
         "crops)\n"
     )
-    for name in models:
-        rs = [r for r in rows if r["model"] == name]
-        if not rs:
-            continue
-        keys = [k for k in rs[0] if k not in ("model", "variant")]
-        print(f"\n{name}\n")
-        print("| variant | " + " | ".join(keys) + " |")
-        print("|---|" + "---:|" * len(keys))
-        for r in rs:
-            print(f"| {r['variant']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+    _print_tables(rows, models)
     return rows
 
 

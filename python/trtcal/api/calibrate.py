@@ -12,9 +12,7 @@ from ..evaluation import tasks
 from ..pipeline import calibration_pass as cp
 from ..pipeline import demo, outputs, result_files
 from ..pipeline.config import CalibrationConfig
-from ..pipeline.result import CalibrationResult
-
-FP8_METHODS = ("fp8-mse", "fp8-kl", "minmax", "percentile")
+from ..pipeline.result import FP8_QDQ_METHODS, CalibrationResult
 
 
 @_locks.released_on_return
@@ -151,7 +149,7 @@ def _check_fp8(cfg: CalibrationConfig, paths: cp.OutputPaths) -> CalibrationConf
         )
     method = "fp8-mse" if cfg.method == "auto" else cfg.method
     for m in [method] if isinstance(method, str) else method:
-        if m not in FP8_METHODS:
+        if m not in FP8_QDQ_METHODS:
             raise ValueError(
                 f"trtcal: quant_dtype 'fp8' takes method fp8-mse (default), fp8-kl, minmax or "
                 f"percentile, not {m}"

@@ -28,6 +28,7 @@ from ..core.progress import Progress
 from ..core.range_search import FLAVORS
 from ..pipeline import calibration_pass, outputs
 from ..pipeline.config import CalibrationConfig
+from ..pipeline.result import FP8_QDQ_METHODS
 from ..pipeline.runners import load_onnx
 from . import measure as ev
 from . import tasks as tk
@@ -457,7 +458,7 @@ def check_quant_methods(variants: Sequence[Variant], quant_dtype: str) -> None:
     """FP8 takes the E4M3-grid searches, min-max and percentile; INT8 takes no E4M3-grid search."""
     for v in variants:
         fp8_grid = v.method.startswith("fp8-")
-        if quant_dtype == "fp8" and not (fp8_grid or v.method in ("minmax", "percentile", "table")):
+        if quant_dtype == "fp8" and v.method not in FP8_QDQ_METHODS + ("table",):
             raise ValueError(
                 f"trtcal: quant_dtype 'fp8' (--quant-dtype fp8) takes methods fp8-mse, fp8-kl, "
                 f"minmax or percentile, not {v.label}"
@@ -474,10 +475,7 @@ def fp8_int8_table(hists: Mapping[str, Any], quant_dtype: str) -> Optional[Dict[
     calibrate's FP8 conversion uses); None for INT8."""
     if quant_dtype != "fp8":
         return None
-    try:
-        return outputs.thresholds(hists, ["entropy"])["entropy"]
-    except outputs.OutputUnavailable:
-        return outputs.thresholds(hists, ["minmax"])["minmax"]
+    return outputs.thresholds(hists, ["entropy"])["entropy"]
 
 
 def qdq_model(

@@ -7,6 +7,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import outputs
 
+# the methods whose ranges an FP8 Q/DQ model takes (E4M3-grid searches, min-max, percentile)
+FP8_QDQ_METHODS = ("fp8-mse", "fp8-kl", "minmax", "percentile")
 METHOD_CHOICES = (
     "auto",
     "entropy",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, List, Mapping, Optional, Sequence
 
-from ..core.range_search import compute_amax
 from .outputs import make_table, trtexec_lines, write_cache, write_json, write_qdq
 from .result import CalibrationResult, primary
 
@@ -85,15 +84,12 @@ def convert_to_fp8(
     by default). ``placement_report`` gets the FP8 / FP16 section with the reasons."""
     from ..formats.onnx.fp8 import convert_to_fp8 as convert  # needs the optional onnx package
 
-    usable = {n: h for n, h in result.histograms.items() if getattr(h, "status", "ok") == "ok"}
-    int8 = compute_amax(usable, "entropy", on_degenerate="flag") if usable else {}
     for key, path in list(result.files.items()):
         if not key.startswith("qdq."):
             continue
         _, rep = convert(
             path,
             result.amax[key[4:]],
-            int8_table=int8,
             output=path,
             return_report=True,
             placement_report=placement_report,
